@@ -1,0 +1,160 @@
+"""Frozen-backbone features, computed once and cached on disk.
+
+The cache key is the backbone, the identity of its weights, the preprocessing and the view;
+each entry is keyed by the SHA-256 of the image file's bytes, so renaming a file reuses its
+features and editing it recomputes them.
+
+Views are the symmetries of a square overhead scene (it has no up): identity, flips and
+90-degree rotations. Training in head mode draws one view per scene per epoch, a cheap
+stand-in for image augmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from model.archive import Archive, BrokenFile, iter_images
+from model.inference import run_batched
+
+# The eight symmetries of the square: (rotations by 90 degrees, then a horizontal flip).
+VIEWS: tuple[tuple[int, bool], ...] = (
+    (0, False),
+    (0, True),
+    (2, False),
+    (2, True),
+    (1, False),
+    (1, True),
+    (3, False),
+    (3, True),
+)
+VIEW_COUNTS = (1, 2, 4, 8)
+
+
+def apply_view(image: np.ndarray, view: int) -> np.ndarray:
+    rotations, flip = VIEWS[view]
+    out = np.rot90(image, rotations) if rotations else image
+    return np.ascontiguousarray(out[:, ::-1] if flip else out)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    backbone: str
+    weights: str
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def folder(self, view: int) -> str:
+        text = json.dumps([self.backbone, self.weights, self.input_size, self.mean, self.std, view])
+        return f"{self.backbone}-{hashlib.sha256(text.encode()).hexdigest()[:16]}-v{view}"
+
+
+class FeatureCache:
+    """Features per (key, view) in one .npy per image digest, under `root`."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: FeatureKey, view: int, digest: str) -> Path:
+        return self.root / key.folder(view) / digest[:2] / f"{digest}.npy"
+
+    def get(self, key: FeatureKey, view: int, digest: str) -> np.ndarray | None:
+        path = self._path(key, view, digest)
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: FeatureKey, view: int, digest: str, features: np.ndarray) -> None:
+        path = self._path(key, view, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as handle:
+            np.save(handle, features.astype(np.float32))
+        os.replace(tmp, path)
+
+
+def extract_features(
+    backbone: nn.Module,
+    key: FeatureKey,
+    archive: Archive,
+    indices: Sequence[int],
+    *,
+    views: int,
+    cache: FeatureCache | None,
+    device: torch.device,
+    batch_size: int,
+    skip_broken: bool = False,
+    broken: list[BrokenFile] | None = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[int]]:
+    """Features of each scene under the first `views` views: (views, n, features) float32,
+    plus the archive positions that were read (broken files are left out when skipped)."""
+    backbone = backbone.to(device).eval().to(memory_format=torch.channels_last)
+    digests = {i: file_digest(archive.scenes[i].path) for i in indices}
+    results: dict[tuple[int, int], np.ndarray] = {}
+    missing: list[tuple[int, int]] = []
+    for view in range(views):
+        for i in indices:
+            cached = cache.get(key, view, digests[i]) if cache else None
+            if cached is None:
+                missing.append((view, i))
+            else:
+                results[(view, i)] = cached
+    failed: set[int] = set()
+    if missing:
+        need = sorted({i for _, i in missing})
+        views_of: dict[int, list[int]] = {}
+        for view, i in missing:
+            views_of.setdefault(i, []).append(view)
+        local_broken: list[BrokenFile] = []
+
+        def view_images():
+            for i, image in iter_images(
+                archive, need, skip_broken=skip_broken, broken=local_broken
+            ):
+                for view in views_of[i]:
+                    yield (view, i), apply_view(image, view)
+
+        bar = tqdm(total=len(missing), desc="features", unit="img", disable=not progress)
+        stream = run_batched(
+            backbone,
+            view_images(),
+            input_size=key.input_size,
+            mean=key.mean,
+            std=key.std,
+            device=device,
+            batch_size=batch_size,
+        )
+        for out in stream:
+            for (view, i), row in zip(out.positions, out.outputs.numpy(), strict=True):  # type: ignore[misc]
+                results[(view, i)] = row
+                if cache:
+                    cache.put(key, view, digests[i], row)
+            bar.update(len(out.positions))
+        bar.close()
+        failed = {b_name for b_name in (archive.index_of(b.name) for b in local_broken)}
+        if broken is not None:
+            broken.extend(local_broken)
+    kept = [i for i in indices if i not in failed]
+    stacked = np.stack(
+        [
+            np.stack([results[(v, i)] for i in kept]) if kept else np.zeros((0, 0), np.float32)
+            for v in range(views)
+        ]
+    )
+    return stacked.astype(np.float32), kept

@@ -1,0 +1,105 @@
+"""Turning images into network inputs, and running a network over many images fast.
+
+Preprocessing is the card's: resize to `input_size` x `input_size` (bilinear, antialiased),
+scale to [0, 1], normalise with the card's mean and std. On a CPU the network runs in
+channels-last layout under `torch.inference_mode`, in small batches, while a background thread
+decodes the next images: the fastest settings measured on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+
+T = TypeVar("T")
+
+
+def to_uint8_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """(H, W, 3) uint8 array -> (3, size, size) uint8 tensor."""
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = np.array(image, order="C")  # decoders may hand out read-only buffers
+    tensor = torch.from_numpy(image).permute(2, 0, 1)
+    if tensor.shape[1:] != (size, size):
+        tensor = TF.resize(tensor, [size, size], antialias=True)
+    return tensor.contiguous()
+
+
+def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 or [0, 1] float (B, 3, H, W) -> normalised float in channels-last layout."""
+    if batch.dtype == torch.uint8:
+        batch = batch.float().div_(255)
+    mean_t = torch.tensor(mean, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
+    return ((batch - mean_t) / std_t).contiguous(memory_format=torch.channels_last)
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Iterate `items` in a background thread, `depth` items ahead (image decoding releases
+    the GIL, so it overlaps the network)."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(next, iterator, None) for _ in range(depth)]
+        while True:
+            item = pending.pop(0).result()
+            if item is None:
+                return
+            pending.append(pool.submit(next, iterator, None))
+            yield item
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_batch_size(device: torch.device) -> int:
+    # On a CPU, small batches stay in cache and beat large ones (measured on 2 cores).
+    return 128 if device.type == "cuda" else 8
+
+
+def configure_cpu_threads() -> None:
+    """Use every core for intra-op parallelism unless the user chose otherwise."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+@dataclass
+class BatchOutput:
+    positions: list[int]
+    outputs: torch.Tensor
+
+
+def run_batched(
+    module: Callable[[torch.Tensor], torch.Tensor],
+    images: Iterable[tuple[int, np.ndarray]],
+    *,
+    input_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    batch_size: int,
+) -> Iterator[BatchOutput]:
+    """Run `module` over (position, image) pairs, yielding outputs batch by batch (on CPU)."""
+
+    def prepared() -> Iterator[tuple[list[int], torch.Tensor]]:
+        for chunk in batched(images, batch_size):
+            positions = [p for p, _ in chunk]
+            yield positions, torch.stack([to_uint8_tensor(img, input_size) for _, img in chunk])
+
+    with torch.inference_mode():
+        for positions, batch in prefetch(prepared()):
+            inputs = normalize(batch.to(device, non_blocking=True), mean, std)
+            yield BatchOutput(positions, module(inputs).float().cpu())

@@ -1,0 +1,241 @@
+"""`grn`, the admin command line: train, evaluate and embed (more commands come with the
+index and service modules). Each command is a thin wrapper over the library functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from model.archive import ArchiveError
+from model.backbones import BACKBONES, MissingWeightsError
+from model.card import ModelFileError
+from model.imageio import InvalidImageError
+from model.losses import LOSSES
+
+app = typer.Typer(
+    help="GRN scene retrieval: train, evaluate and embed remote-sensing archives.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+USER_ERRORS = (ArchiveError, ModelFileError, InvalidImageError, MissingWeightsError, ValueError)
+
+ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder holding labels.csv.")]
+LabelsOpt = Annotated[
+    Path | None, typer.Option("--labels", help="Labels file (default ARCHIVE/labels.csv).")
+]
+ModelOpt = Annotated[
+    Path,
+    typer.Option("--model", help="Model file, or the training folder holding model.safetensors."),
+]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+SkipBrokenOpt = Annotated[
+    bool, typer.Option("--skip-broken", help="Skip unreadable images and list them in a report.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def _fail(exc: BaseException) -> None:
+    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    archive: ArchiveOpt,
+    out: Annotated[Path, typer.Option(help="Training folder: checkpoint, logs, curve.")],
+    labels: LabelsOpt = None,
+    mode: Annotated[
+        str, typer.Option(help="head: frozen backbone (CPU-friendly); full: fine-tune.")
+    ] = "head",
+    backbone: Annotated[
+        str, typer.Option(help=f"One of: {', '.join(BACKBONES)}.")
+    ] = "efficientnet_lite0",
+    pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights.")] = True,
+    loss: Annotated[str, typer.Option(help=f"One of: {', '.join(LOSSES)}.")] = "sndl_bce",
+    epochs: Annotated[int | None, typer.Option(help="Default: 130 (full), 60 (head).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Default: 256.")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd (default, the paper's) or adamw.")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Default: 0.1.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Default: 1e-4.")] = None,
+    lr_step: Annotated[
+        int | None, typer.Option(help="Halve the lr every N epochs. Default: 30 (full), 20 (head).")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="SNDL temperature. Default: 0.05 (full), 0.1 (head).")
+    ] = None,
+    bce_weight: Annotated[
+        float | None, typer.Option(help="Weight of BCE in sndl_bce. Default: 1 (full), 3 (head).")
+    ] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Default: 128.")] = None,
+    hidden_dim: Annotated[
+        int | None,
+        typer.Option(
+            help="Hidden layer before the embedding (0: none). Default: 0 (full), 512 (head)."
+        ),
+    ] = None,
+    dropout: Annotated[float | None, typer.Option(help="Default: 0 (full), 0.3 (head).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Default: 256.")] = None,
+    dihedral: Annotated[
+        bool | None,
+        typer.Option("--dihedral", help="Full mode: also vertical flips and 90-degree rotations."),
+    ] = None,
+    crop_scale: Annotated[
+        float | None,
+        typer.Option(help="Full mode: random resized crop down to this area (default 1: off)."),
+    ] = None,
+    feature_views: Annotated[
+        int | None,
+        typer.Option(help="Head mode: symmetry views per training scene (1, 2, 4, 8; default 8)."),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Feature cache (default ~/.cache/grn/features).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Default: 0.")] = None,
+    device: DeviceOpt = "auto",
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Stop after this much training time; rerun to resume.")
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Ignore a saved state in OUT and start over.")
+    ] = False,
+    skip_broken: SkipBrokenOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a GRN model; an interrupted run resumes where it stopped when run again."""
+    from model.train import config_for_mode, fit
+
+    try:
+        config = config_for_mode(
+            mode,
+            str(archive),
+            str(out),
+            labels_csv=str(labels) if labels else None,
+            backbone=backbone,
+            pretrained=pretrained,
+            loss=loss,
+            epochs=epochs,
+            batch_size=batch_size,
+            optimizer=optimizer,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_step=lr_step,
+            temperature=temperature,
+            bce_weight=bce_weight,
+            embedding_dim=embedding_dim,
+            hidden_dim=hidden_dim,
+            dropout=dropout,
+            input_size=input_size,
+            dihedral=dihedral,
+            crop_scale=crop_scale,
+            feature_views=feature_views,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            seed=seed,
+            device=device,
+            max_minutes=max_minutes,
+            skip_broken=skip_broken,
+            progress=not quiet,
+        )
+        result = fit(config, resume=not restart)
+    except USER_ERRORS as exc:
+        _fail(exc)
+        return
+    best = result.best_val.get("val_knn_sample_f1", float("nan"))
+    typer.echo(
+        f"best epoch {result.best_epoch}: val k-NN sample-F1 {best:.4f}; model {result.model_path}"
+    )
+    if result.broken:
+        typer.echo(
+            f"skipped {len(result.broken)} unreadable files, listed in "
+            f"{Path(out) / 'train_summary.json'}",
+            err=True,
+        )
+
+
+@app.command()
+def evaluate(
+    model: ModelOpt,
+    archive: ArchiveOpt,
+    out: Annotated[
+        Path, typer.Option(help="Report folder: metrics.json, report.md, examples.png.")
+    ],
+    labels: LabelsOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    skip_broken: SkipBrokenOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Retrieval and classification metrics: archive = train split, queries = test split."""
+    from model.evaluate import evaluate as run_evaluation
+
+    try:
+        metrics = run_evaluation(
+            model,
+            archive,
+            out,
+            labels_csv=labels,
+            device=device,
+            batch_size=batch_size,
+            skip_broken=skip_broken,
+            progress=not quiet,
+        )
+    except USER_ERRORS as exc:
+        _fail(exc)
+        return
+    typer.echo((out / "report.md").read_text())
+    if metrics["broken_files"]:
+        typer.echo(f"skipped {len(metrics['broken_files'])} unreadable files; see metrics.json")
+
+
+@app.command()
+def embed(
+    model: ModelOpt,
+    archive: ArchiveOpt,
+    out: Annotated[Path, typer.Option(help="Output .npz: names, embeddings, probabilities.")],
+    split: Annotated[str, typer.Option(help="train, val, test or all.")] = "all",
+    labels: LabelsOpt = None,
+    device: DeviceOpt = "auto",
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    skip_broken: SkipBrokenOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Embed the scenes of one split into an .npz file."""
+    from model.evaluate import embed_archive
+
+    try:
+        embedded, broken = embed_archive(
+            model,
+            archive,
+            out,
+            split=split,
+            labels_csv=labels,
+            device=device,
+            batch_size=batch_size,
+            skip_broken=skip_broken,
+            progress=not quiet,
+        )
+    except USER_ERRORS as exc:
+        _fail(exc)
+        return
+    if broken:
+        report = out.with_suffix(".broken.json")
+        report.write_text(json.dumps([b.__dict__ for b in broken], indent=2) + "\n")
+        typer.echo(f"skipped {len(broken)} unreadable files, listed in {report}", err=True)
+    typer.echo(
+        f"embedded {len(embedded.positions)} scenes in {embedded.seconds:.1f} s "
+        f"({embedded.images_per_s:.1f} images/s) into {out}"
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # python -m service.cli
+    app()

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real UCM archive from ../shared and small subsets of it."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+UCM = Path(
+    os.environ.get("GRN_UCM_ARCHIVE", REPO.parent / "shared" / "datasets" / "ucm-multilabel")
+)
+
+
+@pytest.fixture(scope="session")
+def ucm_root() -> Path:
+    if not (UCM / "labels.csv").is_file():
+        pytest.skip(f"the UCM archive is not at {UCM} (set GRN_UCM_ARCHIVE)")
+    return UCM
+
+
+def write_subset(root: Path, target: Path, per_split: dict[str, int]) -> Path:
+    """A labels file listing the first N scenes of each scene folder and split."""
+    with (root / "labels.csv").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    counts: dict[tuple[str, str], int] = {}
+    kept = [rows[0]]
+    for row in rows[1:]:
+        key = (row[1], row[2])
+        counts[key] = counts.get(key, 0) + 1
+        if counts[key] <= per_split.get(row[2], 0):
+            kept.append(row)
+    with target.open("w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+    return target
+
+
+@pytest.fixture(scope="session")
+def ucm_subset(ucm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """126 UCM scenes: 4 train, 1 val and 1 test from each of the 21 scene folders."""
+    target = tmp_path_factory.mktemp("subset") / "labels.csv"
+    return write_subset(ucm_root, target, {"train": 4, "val": 1, "test": 1})

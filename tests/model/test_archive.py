@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.archive import ArchiveError, BrokenFile, iter_images, load_archive
+from model.imageio import InvalidImageError
+
+
+def _make_archive(root: Path, rows: list[str], header: str = "image,scene,split,a,b") -> Path:
+    (root / "images" / "s").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), i * 50, np.uint8)).save(
+            root / "images" / "s" / f"x{i}.png"
+        )
+    (root / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
+    return root
+
+
+def test_ucm_archive_has_the_papers_split(ucm_root: Path) -> None:
+    archive = load_archive(ucm_root)
+    assert len(archive) == 2100 and len(archive.label_names) == 17
+    assert archive.label_names[0] == "airplane" and archive.label_names[-1] == "water"
+    assert [len(archive.indices(s)) for s in ("train", "val", "test")] == [1470, 210, 420]
+    labels = archive.label_matrix()
+    assert labels.shape == (2100, 17) and labels.sum(axis=1).min() >= 1
+    assert all(s.path.suffix == ".jpg" for s in archive.scenes)  # tif-samples never shadow
+
+
+def test_label_names_come_from_the_header(tmp_path: Path) -> None:
+    archive = load_archive(
+        _make_archive(
+            tmp_path, ["x0,s,train,1,0", "x1,s,val,0,1"], header="image,scene,split,river,forest"
+        )
+    )
+    assert archive.label_names == ["river", "forest"]
+    assert archive.label_matrix().tolist() == [[1, 0], [0, 1]]
+
+
+@pytest.mark.parametrize(
+    ("rows", "header", "message"),
+    [
+        (["x0,s,train,1,0"], "name,scene,split,a,b", "header"),
+        (["x0,s,train,1"], "image,scene,split,a,b", "expected 5 fields"),
+        (["x0,s,dev,1,0"], "image,scene,split,a,b", "split"),
+        (["x0,s,train,2,0"], "image,scene,split,a,b", "0 or 1"),
+        (["x9,s,train,1,0"], "image,scene,split,a,b", "no image with stem 'x9'"),
+        (["x0,s,train,1,0", "x0,s,val,1,0"], "image,scene,split,a,b", "listed twice"),
+    ],
+)
+def test_malformed_labels_are_rejected(
+    tmp_path: Path, rows: list[str], header: str, message: str
+) -> None:
+    with pytest.raises(ArchiveError, match=message):
+        load_archive(_make_archive(tmp_path, rows, header))
+
+
+def test_duplicate_stems_are_rejected(tmp_path: Path) -> None:
+    root = _make_archive(tmp_path, ["x0,s,train,1,0"])
+    (root / "images" / "t").mkdir()
+    shutil.copy(root / "images" / "s" / "x0.png", root / "images" / "t" / "x0.jpg")
+    with pytest.raises(ArchiveError, match="share the stem"):
+        load_archive(root)
+
+
+def test_broken_files_raise_or_are_reported(tmp_path: Path) -> None:
+    root = _make_archive(tmp_path, ["x0,s,train,1,0", "x1,s,train,0,1", "x2,s,val,1,1"])
+    (root / "images" / "s" / "x1.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    archive = load_archive(root)
+    with pytest.raises(InvalidImageError, match=r"x1\.png.*--skip-broken"):
+        list(iter_images(archive, archive.indices()))
+    broken: list[BrokenFile] = []
+    read = [i for i, _ in iter_images(archive, archive.indices(), skip_broken=True, broken=broken)]
+    assert read == [0, 2]
+    assert [b.name for b in broken] == ["x1"] and "x1.png" in broken[0].path

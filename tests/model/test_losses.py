@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.losses import (
+    GRNCriterion,
+    MemoryBank,
+    agreement_weights,
+    momentum_at,
+    sndl_loss,
+)
+from model.network import GRNOutput
+
+
+def reference_sndl(
+    embeddings: torch.Tensor,
+    indices: list[int],
+    labels: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    temperature: float,
+) -> float:
+    """The paper's definition, one pair at a time, in plain Python floats."""
+    c = labels.shape[1]
+    total = 0.0
+    for row, i in enumerate(indices):
+        f = embeddings[row].tolist()
+        sims = [sum(a * b for a, b in zip(f, v.tolist(), strict=True)) / temperature for v in bank]
+        denominator = sum(math.exp(s) for j, s in enumerate(sims) if j != i)
+        score = 0.0
+        for j, s in enumerate(sims):
+            if j == i:
+                continue
+            agree = sum(
+                (2 * a - 1) * (2 * b - 1)
+                for a, b in zip(labels[row].tolist(), bank_labels[j].tolist(), strict=True)
+            )
+            weight = (agree + c) / (2 * c)
+            score += weight * math.exp(s) / denominator
+        total += -math.log(score)
+    return total / len(indices)
+
+
+def _random_case(seed: int, n: int = 9, b: int = 4, d: int = 5, c: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    bank = F.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+    bank_labels = (torch.rand(n, c, generator=g) < 0.4).double()
+    indices = torch.randperm(n, generator=g)[:b]
+    embeddings = F.normalize(torch.randn(b, d, generator=g, dtype=torch.float64), dim=1)
+    return embeddings, indices, bank_labels[indices], bank, bank_labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
+def test_sndl_matches_the_reference_loop(seed: int, temperature: float) -> None:
+    embeddings, indices, labels, bank, bank_labels = _random_case(seed)
+    got = sndl_loss(embeddings, indices, labels, bank, bank_labels, temperature)
+    want = reference_sndl(embeddings, indices.tolist(), labels, bank, bank_labels, temperature)
+    assert got.item() == pytest.approx(want, rel=1e-9)
+
+
+def test_sndl_gradient_check() -> None:
+    embeddings, indices, labels, bank, bank_labels = _random_case(7)
+    embeddings.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda e: sndl_loss(e, indices, labels, bank, bank_labels, 0.1), (embeddings,)
+    )
+
+
+def test_agreement_weights() -> None:
+    a = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]])
+    assert agreement_weights(a, b).tolist() == [[1.0, 0.0, 0.75]]
+
+
+def test_sndl_prefers_neighbours_that_share_labels() -> None:
+    # Scene 0's label twin (scene 1) and its opposite (scene 2): pointing at the twin
+    # must cost less than pointing at the opposite.
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    bank_labels = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    towards_twin = sndl_loss(
+        torch.tensor([[0.0, 1.0]]), torch.tensor([0]), bank_labels[:1], bank, bank_labels, 0.05
+    )
+    towards_other = sndl_loss(
+        torch.tensor([[0.0, -1.0]]), torch.tensor([0]), bank_labels[:1], bank, bank_labels, 0.05
+    )
+    assert towards_twin < 0.01 < towards_other
+
+
+def test_memory_bank_update_is_normalised_momentum() -> None:
+    bank = MemoryBank(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(2, 3))
+    bank.update(torch.tensor([0]), torch.tensor([[0.0, 1.0]]), momentum=0.5)
+    expected = F.normalize(torch.tensor([0.5, 0.5]), dim=0)
+    assert torch.allclose(bank.memory[0], expected)
+    assert torch.equal(bank.memory[1], torch.tensor([0.0, 1.0]))
+
+
+def test_momentum_schedule_follows_the_paper() -> None:
+    assert momentum_at(0 / 130) == 0.5
+    assert momentum_at(79 / 130) == 0.5
+    assert momentum_at(80 / 130) == 0.8
+    assert momentum_at(119 / 130) == 0.8
+    assert momentum_at(120 / 130) == 0.9
+    assert momentum_at(129 / 130) == 0.9
+
+
+def test_criterion_combines_sndl_and_bce() -> None:
+    embeddings, indices, labels, bank, bank_labels = _random_case(3)
+    logits = torch.randn(len(indices), labels.shape[1], dtype=torch.float64)
+    output = GRNOutput(embedding=embeddings, logits=logits)
+    memory = MemoryBank(bank, bank_labels)
+    parts = GRNCriterion("sndl_bce", temperature=0.1, bce_weight=2.0)(
+        output, labels.float(), indices, memory
+    )
+    assert parts.sndl is not None and parts.bce is not None
+    assert parts.total.item() == pytest.approx(parts.sndl.item() + 2.0 * parts.bce.item())
+    bce_only = GRNCriterion("bce")(output, labels.float(), indices, None)
+    assert bce_only.sndl is None and bce_only.total.item() == pytest.approx(parts.bce.item())
+    with pytest.raises(ValueError, match="choose one of"):
+        GRNCriterion("triplet")

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from model.metrics import (
+    classification_metrics,
+    knn_label_scores,
+    retrieval_metrics,
+    tune_thresholds,
+)
+
+
+def _case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    query = np.array([[1.0, 0.0]])
+    query_labels = np.array([[1, 0, 0]])
+    # ranked by similarity: b (1.0), a (0.8), c (0.0)
+    archive = np.array([[0.8, 0.6], [1.0, 0.0], [0.0, 1.0]])  # a, b, c
+    archive_labels = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    return query, query_labels, archive, archive_labels
+
+
+def test_retrieval_metrics_by_hand() -> None:
+    m = retrieval_metrics(*_case(), ks=(1, 2, 3))
+    # relevance down the ranking: b no, a yes, c yes
+    assert m["map"] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert m["p_at_k"] == pytest.approx({"1": 0.0, "2": 0.5, "3": 2 / 3})
+    assert m["map_at_k"] == pytest.approx({"1": 0.0, "2": 0.5, "3": (1 / 2 + 2 / 3) / 2})
+    assert m["acg_at_k"] == pytest.approx({"1": 0.0, "2": 0.5, "3": 2 / 3})
+    d3 = 1 / math.log2(3)
+    assert m["ndcg_at_k"]["2"] == pytest.approx(d3 / (1 + d3))
+    assert m["ndcg_at_k"]["3"] == pytest.approx((d3 + 1 / math.log2(4)) / (1 + d3))
+
+
+def test_perfect_ranking_scores_one() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, (30, 5))
+    labels[:, 0] = 1  # everything relevant to everything
+    emb = rng.normal(size=(30, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    m = retrieval_metrics(emb[:5], labels[:5], emb[5:], labels[5:], ks=(5,))
+    assert m["map"] == pytest.approx(1.0) and m["p_at_k"]["5"] == pytest.approx(1.0)
+
+
+def test_knn_scores_are_distance_weighted() -> None:
+    query, _, archive, archive_labels = _case()
+    scores = knn_label_scores(query, archive, archive_labels, k=2, temperature=0.05)
+    # neighbours b (sim 1.0) and a (sim 0.8); only a has label 0
+    assert scores[0, 0] == pytest.approx(1 / (1 + math.exp(4)))
+    assert scores[0, 1] == pytest.approx(math.exp(4) / (1 + math.exp(4)))
+    assert scores[0, 2] == 0.0
+
+
+def test_knn_can_leave_self_out() -> None:
+    emb = np.eye(3)
+    labels = np.array([[1, 0], [0, 1], [0, 1]])
+    scores = knn_label_scores(emb, emb, labels, k=1, exclude_self=True)
+    assert scores.shape == (3, 2)
+    assert not np.allclose(scores, labels)  # without leave-one-out each scene finds itself
+
+
+def test_classification_metrics_agree_with_sklearn() -> None:
+    rng = np.random.default_rng(3)
+    truth = (rng.random((200, 7)) < 0.3).astype(int)
+    truth[:, 6] = 0  # a label that never occurs
+    probabilities = np.clip(truth * 0.6 + rng.random((200, 7)) * 0.5, 0, 1)
+    probabilities[:5] = 0.0  # some scenes with no predicted labels
+    truth[:2] = 0  # and a couple with no true labels
+    ours = classification_metrics(probabilities, truth)
+    predicted = (probabilities >= 0.5).astype(int)
+    assert ours["sample_f1"] == pytest.approx(
+        skm.f1_score(truth, predicted, average="samples", zero_division=1.0)
+    )
+    assert ours["micro_f1"] == pytest.approx(skm.f1_score(truth, predicted, average="micro"))
+    assert ours["macro_f1"] == pytest.approx(
+        skm.f1_score(truth, predicted, average="macro", zero_division=0.0)
+    )
+    assert ours["hamming_loss"] == pytest.approx(skm.hamming_loss(truth, predicted))
+
+
+def test_tuned_thresholds_never_hurt_on_the_data_they_were_tuned_on() -> None:
+    rng = np.random.default_rng(5)
+    truth = (rng.random((300, 4)) < 0.4).astype(int)
+    probabilities = np.clip(truth * 0.3 + rng.random((300, 4)) * 0.6, 0, 1)
+    thresholds = tune_thresholds(probabilities, truth)
+    assert thresholds.shape == (4,) and ((thresholds >= 0.05) & (thresholds <= 0.95)).all()
+    assert (
+        classification_metrics(probabilities, truth, thresholds)["macro_f1"]
+        >= classification_metrics(probabilities, truth, 0.5)["macro_f1"]
+    )
+    assert tune_thresholds(probabilities, np.zeros_like(truth)).tolist() == [0.5] * 4
