@@ -88,7 +88,17 @@ def test_tuned_thresholds_never_hurt_on_the_data_they_were_tuned_on() -> None:
     thresholds = tune_thresholds(probabilities, truth)
     assert thresholds.shape == (4,) and ((thresholds >= 0.05) & (thresholds <= 0.95)).all()
     assert (
-        classification_metrics(probabilities, truth, thresholds)["macro_f1"]
-        >= classification_metrics(probabilities, truth, 0.5)["macro_f1"]
+        classification_metrics(probabilities, truth, thresholds)["sample_f1"]
+        >= classification_metrics(probabilities, truth, 0.5)["sample_f1"]
     )
-    assert tune_thresholds(probabilities, np.zeros_like(truth)).tolist() == [0.5] * 4
+
+
+def test_a_label_moves_off_the_shared_threshold_only_for_a_clear_gain() -> None:
+    # label 0 needs a threshold above 0.4, label 1 one at or below 0.25: no shared one fits
+    truth = np.array([[1, 1], [1, 0], [0, 1], [0, 0]] * 25)
+    probabilities = np.array([[0.9, 0.25], [0.8, 0.1], [0.4, 0.28], [0.3, 0.05]] * 25)
+    thresholds = tune_thresholds(probabilities, truth)
+    assert 0.4 < thresholds[0] <= 0.8 and 0.1 < thresholds[1] <= 0.25
+    assert classification_metrics(probabilities, truth, thresholds)["sample_f1"] == 1.0
+    shared = tune_thresholds(probabilities, truth, min_gain=1.0)
+    assert shared[0] == shared[1]
