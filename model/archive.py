@@ -9,7 +9,9 @@ else anywhere under the archive folder; a stem must name one file.
 from __future__ import annotations
 
 import csv
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,17 +150,39 @@ def iter_images(
     skip_broken: bool = False,
     broken: list[BrokenFile] | None = None,
     options: ReadOptions | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, RGB array) for each scene; broken files raise or, when skipped, are
-    appended to `broken`."""
-    for i in indices:
-        scene = archive.scenes[i]
+    """Yield (index, RGB array) for each scene, in order; broken files raise or, when skipped,
+    are appended to `broken`. With `workers` > 1, files are decoded by that many threads
+    (decoders release the GIL), a bounded window ahead of the consumer."""
+
+    def read(i: int) -> tuple[int, np.ndarray | None, InvalidImageError | None]:
         try:
-            yield i, read_image(scene.path, options)
+            return i, read_image(archive.scenes[i].path, options), None
         except InvalidImageError as exc:
-            if not skip_broken:
-                raise InvalidImageError(
-                    f"{exc} (scene {scene.name!r}; pass --skip-broken to skip unreadable files)"
-                ) from exc
-            if broken is not None:
-                broken.append(BrokenFile(scene.name, str(scene.path), str(exc)))
+            return i, None, exc
+
+    def results() -> Iterator[tuple[int, np.ndarray | None, InvalidImageError | None]]:
+        if workers <= 1:
+            yield from map(read, indices)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            window: deque[Future[tuple[int, np.ndarray | None, InvalidImageError | None]]] = deque()
+            for i in indices:
+                window.append(pool.submit(read, i))
+                if len(window) >= 4 * workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+
+    for i, image, error in results():
+        if image is not None:
+            yield i, image
+            continue
+        scene = archive.scenes[i]
+        if not skip_broken:
+            raise InvalidImageError(
+                f"{error} (scene {scene.name!r}; pass --skip-broken to skip unreadable files)"
+            ) from error
+        if broken is not None:
+            broken.append(BrokenFile(scene.name, str(scene.path), str(error)))

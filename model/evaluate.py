@@ -21,7 +21,12 @@ from tqdm import tqdm
 from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.card import ModelCard, load_model
 from model.imageio import read_image
-from model.inference import configure_cpu_threads, default_batch_size, run_batched
+from model.inference import (
+    configure_cpu_threads,
+    decode_workers,
+    default_batch_size,
+    run_batched,
+)
 from model.metrics import (
     KNN_K,
     RANK_KS,
@@ -72,7 +77,13 @@ def embed_scenes(
     bar = tqdm(total=len(positions), desc="embed", unit="img", disable=not progress)
     stream = run_batched(
         both,
-        iter_images(archive, positions, skip_broken=skip_broken, broken=broken),
+        iter_images(
+            archive,
+            positions,
+            skip_broken=skip_broken,
+            broken=broken,
+            workers=decode_workers(device),
+        ),
         input_size=card.input_size,
         mean=card.mean,
         std=card.std,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images
-from model.inference import run_batched
+from model.inference import decode_workers, run_batched
 
 # The eight symmetries of the square: (rotations by 90 degrees, then a horizontal flip).
 VIEWS: tuple[tuple[int, bool], ...] = (
@@ -123,9 +123,13 @@ def extract_features(
             views_of.setdefault(i, []).append(view)
         local_broken: list[BrokenFile] = []
 
-        def view_images():
+        def view_images() -> Iterator[tuple[tuple[int, int], np.ndarray]]:
             for i, image in iter_images(
-                archive, need, skip_broken=skip_broken, broken=local_broken
+                archive,
+                need,
+                skip_broken=skip_broken,
+                broken=local_broken,
+                workers=decode_workers(device),
             ):
                 for view in views_of[i]:
                     yield (view, i), apply_view(image, view)
@@ -141,13 +145,13 @@ def extract_features(
             batch_size=batch_size,
         )
         for out in stream:
-            for (view, i), row in zip(out.positions, out.outputs.numpy(), strict=True):  # type: ignore[misc]
+            for (view, i), row in zip(out.positions, out.outputs.numpy(), strict=True):
                 results[(view, i)] = row
                 if cache:
                     cache.put(key, view, digests[i], row)
             bar.update(len(out.positions))
         bar.close()
-        failed = {b_name for b_name in (archive.index_of(b.name) for b in local_broken)}
+        failed = {archive.index_of(b.name) for b in local_broken}
         if broken is not None:
             broken.extend(local_broken)
     kept = [i for i in indices if i not in failed]

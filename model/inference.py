@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -70,6 +70,12 @@ def default_batch_size(device: torch.device) -> int:
     return 128 if device.type == "cuda" else 8
 
 
+def decode_workers(device: torch.device) -> int:
+    """Threads that decode images ahead of the network: one on a CPU (the cores are busy with
+    the network), most of the cores when a GPU does the network's work."""
+    return min(8, max(1, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 1
+
+
 def configure_cpu_threads() -> None:
     """Use every core for intra-op parallelism unless the user chose otherwise."""
     if "OMP_NUM_THREADS" not in os.environ:
@@ -78,13 +84,14 @@ def configure_cpu_threads() -> None:
 
 @dataclass
 class BatchOutput:
-    positions: list[int]
+    positions: list[Any]
+    """The keys that came with the images, in order."""
     outputs: torch.Tensor
 
 
 def run_batched(
     module: Callable[[torch.Tensor], torch.Tensor],
-    images: Iterable[tuple[int, np.ndarray]],
+    images: Iterable[tuple[Any, np.ndarray]],
     *,
     input_size: int,
     mean: Sequence[float],
@@ -92,9 +99,9 @@ def run_batched(
     device: torch.device,
     batch_size: int,
 ) -> Iterator[BatchOutput]:
-    """Run `module` over (position, image) pairs, yielding outputs batch by batch (on CPU)."""
+    """Run `module` over (key, image) pairs, yielding outputs batch by batch (on CPU)."""
 
-    def prepared() -> Iterator[tuple[list[int], torch.Tensor]]:
+    def prepared() -> Iterator[tuple[list[Any], torch.Tensor]]:
         for chunk in batched(images, batch_size):
             positions = [p for p, _ in chunk]
             yield positions, torch.stack([to_uint8_tensor(img, input_size) for _, img in chunk])

@@ -21,7 +21,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,30 +188,17 @@ def load_image_tensor(
     broken: list[BrokenFile],
     progress: bool,
 ) -> tuple[torch.Tensor, list[int]]:
-    """Decode scenes once into a (n, 3, size, size) uint8 tensor, using every core."""
-
-    def load(i: int) -> tuple[int, torch.Tensor | None, list[BrokenFile]]:
-        local: list[BrokenFile] = []
-        for _, image in iter_images(archive, [i], skip_broken=skip_broken, broken=local):
-            return i, to_uint8_tensor(image, size), local
-        return i, None, local
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        loaded = list(
-            tqdm(
-                pool.map(load, positions),
-                total=len(positions),
-                desc="decode",
-                unit="img",
-                disable=not progress,
-            )
-        )
-    kept, tensors = [], []
-    for i, tensor, local in loaded:
-        broken.extend(local)
-        if tensor is not None:
-            kept.append(i)
-            tensors.append(tensor)
+    """Decode scenes once into a (n, 3, size, size) uint8 tensor, on every core."""
+    kept: list[int] = []
+    tensors: list[torch.Tensor] = []
+    images = iter_images(
+        archive, positions, skip_broken=skip_broken, broken=broken, workers=os.cpu_count() or 1
+    )
+    for i, image in tqdm(
+        images, total=len(positions), desc="decode", unit="img", disable=not progress
+    ):
+        kept.append(i)
+        tensors.append(to_uint8_tensor(image, size))
     if not tensors:
         return torch.zeros(0, 3, size, size, dtype=torch.uint8), kept
     return torch.stack(tensors), kept

@@ -77,3 +77,24 @@ def test_broken_files_raise_or_are_reported(tmp_path: Path) -> None:
     read = [i for i, _ in iter_images(archive, archive.indices(), skip_broken=True, broken=broken)]
     assert read == [0, 2]
     assert [b.name for b in broken] == ["x1"] and "x1.png" in broken[0].path
+
+
+def test_parallel_decoding_keeps_order_and_reports_broken_files(
+    tmp_path: Path, ucm_root: Path
+) -> None:
+    archive = load_archive(ucm_root)
+    some = archive.indices("test")[:40]
+    serial = list(iter_images(archive, some))
+    parallel = list(iter_images(archive, some, workers=3))
+    assert [i for i, _ in parallel] == some
+    for (_, a), (_, b) in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    root = _make_archive(tmp_path, ["x0,s,train,1,0", "x1,s,train,0,1", "x2,s,val,1,1"])
+    (root / "images" / "s" / "x1.png").write_bytes(b"broken")
+    small = load_archive(root)
+    broken: list[BrokenFile] = []
+    read = [i for i, _ in iter_images(small, [0, 1, 2], skip_broken=True, broken=broken, workers=2)]
+    assert read == [0, 2] and [b.name for b in broken] == ["x1"]
+    with pytest.raises(InvalidImageError, match=r"x1\.png"):
+        list(iter_images(small, [0, 1, 2], workers=2))
