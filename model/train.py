@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.augment import AugmentConfig, augment_batch
 from model.backbones import backbone_spec, create_backbone
 from model.card import MODEL_FILENAME, ModelCard, save_model
+from model.faults import kill_point
 from model.features import VIEW_COUNTS, FeatureCache, FeatureKey, extract_features
 from model.inference import configure_cpu_threads, default_batch_size, normalize, to_uint8_tensor
 from model.losses import GRNCriterion, MemoryBank, momentum_at
@@ -50,8 +50,6 @@ STATE_FILENAME = "last_state.pt"
 METRICS_FILENAME = "metrics.jsonl"
 CURVE_FILENAME = "curve.png"
 SUMMARY_FILENAME = "train_summary.json"
-FAULT_ENV = "GRN_FAULT_KILL_AT_STEP"
-"""Fault injection for tests: SIGKILL the process when this global step starts."""
 
 
 def default_cache_dir() -> Path:
@@ -377,7 +375,7 @@ class Trainer:
             rows_cpu = order[batch_start : batch_start + c.batch_size]
             if len(rows_cpu) < 2:
                 continue
-            self._maybe_fault()
+            kill_point(f"train-step:{self.global_step}")
             rows = rows_cpu.to(self.device)
             output = self._forward_train(
                 self.train, rows, views[rows_cpu].to(self.device), generator
@@ -405,11 +403,6 @@ class Trainer:
         stats = {k: v / max(seen, 1) for k, v in totals.items()}
         stats.update(momentum=momentum, train_seconds=seconds, train_images_per_s=seen / seconds)
         return stats
-
-    def _maybe_fault(self) -> None:
-        target = os.environ.get(FAULT_ENV)
-        if target is not None and self.global_step == int(target):
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def validate(self) -> tuple[dict[str, Any], np.ndarray]:
         """k-NN sample-F1 (and more) on val against the train split; returns the metrics and

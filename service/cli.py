@@ -233,6 +233,70 @@ def embed(
     )
 
 
+@app.command()
+def reindex(
+    model: ModelOpt,
+    archive: ArchiveOpt,
+    index_root: Annotated[Path, typer.Option(help="Index folder: versions/, current, work/.")],
+    labels: LabelsOpt = None,
+    incremental: Annotated[
+        bool, typer.Option("--incremental", help="Add new scenes and drop removed ones only.")
+    ] = False,
+    factory: Annotated[
+        str,
+        typer.Option(
+            help="FAISS factory string (Flat, IVF1024,Flat, IVF4096,PQ32, HNSW32) or auto."
+        ),
+    ] = "auto",
+    memory_budget_gb: Annotated[float, typer.Option(help="Memory the index may use (auto).")] = 8.0,
+    keep: Annotated[int, typer.Option(help="Index versions kept on disk.")] = 3,
+    nprobe: Annotated[int, typer.Option(help="IVF lists searched per query.")] = 64,
+    shard_size: Annotated[int, typer.Option(help="Scenes per embedding shard.")] = 1024,
+    device: DeviceOpt = "auto",
+    skip_broken: SkipBrokenOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Embed the archive and build a new FAISS index version, then put it in service."""
+    from index.job import ReindexSettings
+    from index.job import reindex as run_reindex
+    from index.store import IndexModelMismatchError, IndexNotReadyError
+
+    settings = ReindexSettings(
+        factory=factory,
+        memory_budget_gb=memory_budget_gb,
+        keep=keep,
+        nprobe=nprobe,
+        shard_size=shard_size,
+    )
+    try:
+        report = run_reindex(
+            model,
+            archive,
+            index_root,
+            labels_csv=labels,
+            settings=settings,
+            incremental=incremental,
+            device=device,
+            skip_broken=skip_broken,
+            progress=not quiet,
+        )
+    except (*USER_ERRORS, IndexModelMismatchError, IndexNotReadyError) as exc:
+        _fail(exc)
+        return
+    m = report.manifest
+    typer.echo(
+        f"index {m.version} in service: {m.count} scenes, {m.factory}, model {m.model_version}; "
+        f"added {report.added}, removed {report.removed}, embedded {report.embedded}; "
+        f"recall@10 {m.stats['recall_at_10']:.4f}; {report.seconds:.1f} s; "
+        f"{report.size_bytes / 2**20:.1f} MiB on disk"
+        + (f"; pruned {len(report.pruned)} old versions" if report.pruned else "")
+    )
+    if report.broken:
+        typer.echo(
+            f"skipped {len(report.broken)} unreadable files, listed in the manifest", err=True
+        )
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(sys.argv[1:])
 

@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 
 from model.archive import load_archive
 from model.card import load_model
+from model.faults import FAULT_ENV
 from model.features import file_digest
 from model.metrics import knn_label_scores, sample_f1
-from model.train import FAULT_ENV, MODE_DEFAULTS, TrainConfig, config_for_mode, fit
+from model.train import MODE_DEFAULTS, TrainConfig, config_for_mode, fit
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,7 +152,7 @@ def test_a_run_killed_mid_epoch_resumes_exactly(
     killed = subprocess.run(
         _train_command(ucm_root, ucm_subset, tmp_path / "killed"),
         cwd=REPO,
-        env={**env, FAULT_ENV: str(2 * steps_per_epoch + 1)},
+        env={**env, FAULT_ENV: f"train-step:{2 * steps_per_epoch + 1}"},
         capture_output=True,
         text=True,
     )

@@ -1,0 +1,160 @@
+"""The embedding job: an archive streamed through a model into resumable shards.
+
+Shards live under `WORK/<model version>/<scene list digest>-<shard size>/`, so embeddings of
+two model versions (or two scene lists) can never mix. Each shard (`shard-00000.npz`: ids,
+embeddings, probabilities) is written to a temporary name and renamed when complete; a job
+that is killed resumes at the first missing shard and never recomputes a finished one.
+`job.json` records what the shards were made from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.archive import Archive, BrokenFile
+from model.card import ModelCard
+from model.evaluate import embed_scenes
+from model.faults import kill_point
+from model.network import GRNNet
+
+DEFAULT_SHARD_SIZE = 1024
+
+
+class EmbeddingJobError(RuntimeError):
+    """A shard folder does not belong to the job that asked for it."""
+
+
+@dataclass
+class EmbeddingResult:
+    ids: np.ndarray
+    """(n,) int64 scene ids, in the order of the scenes given."""
+    embeddings: np.ndarray
+    """(n, d) float32, unit norm."""
+    probabilities: np.ndarray
+    model_version: str
+    computed: int
+    """Scenes embedded by this call (the rest came from finished shards)."""
+    seconds: float
+    broken: list[BrokenFile]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+def _scene_list_digest(ids: Sequence[int], names: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for scene_id, name in zip(ids, names, strict=True):
+        digest.update(f"{scene_id}\t{name}\n".encode())
+    return digest.hexdigest()
+
+
+def _save_shard(
+    path: Path, ids: np.ndarray, embeddings: np.ndarray, probabilities: np.ndarray
+) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp.npz")
+    np.savez(tmp, ids=ids, embeddings=embeddings, probabilities=probabilities)
+    os.replace(tmp, path)
+
+
+def run_embedding_job(
+    net: GRNNet,
+    card: ModelCard,
+    archive: Archive,
+    positions: Sequence[int],
+    ids: Sequence[int],
+    work_dir: str | Path,
+    *,
+    device: torch.device,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    batch_size: int | None = None,
+    skip_broken: bool = False,
+    progress: bool = True,
+) -> EmbeddingResult:
+    """Embed the scenes at `positions` (scene ids `ids`) into shards, resuming finished ones.
+
+    Broken files are skipped when `skip_broken` (their ids are left out of the result);
+    otherwise the first one stops the job, keeping the shards finished so far.
+    """
+    if len(positions) != len(ids):
+        raise ValueError("positions and ids must have the same length")
+    names = [archive.scenes[i].name for i in positions]
+    scenes = _scene_list_digest(ids, names)
+    job = {
+        "model_version": card.version,
+        "embedding_dim": card.embedding_dim,
+        "shard_size": shard_size,
+        "count": len(ids),
+        "scenes": scenes,
+    }
+    folder = Path(work_dir) / card.version / f"{scenes[:16]}-{shard_size}"
+    folder.mkdir(parents=True, exist_ok=True)
+    job_file = folder / "job.json"
+    if job_file.is_file():
+        previous = json.loads(job_file.read_text())
+        if previous != job:
+            raise EmbeddingJobError(
+                f"{folder} holds shards of another scene list or shard size; remove it or "
+                "use another work folder"
+            )
+    else:
+        tmp = job_file.with_name(".job.json.tmp")
+        tmp.write_text(json.dumps(job, indent=2))
+        os.replace(tmp, job_file)
+
+    broken: list[BrokenFile] = []
+    id_parts, emb_parts, prob_parts = [], [], []
+    computed = 0
+    start = time.perf_counter()
+    shards = range(0, len(ids), shard_size)
+    bar = tqdm(total=len(ids), desc="embed", unit="img", disable=not progress)
+    for number, first in enumerate(shards):
+        path = folder / f"shard-{number:05d}.npz"
+        shard_ids = np.asarray(ids[first : first + shard_size], dtype=np.int64)
+        if not path.is_file():
+            shard_positions = list(positions[first : first + shard_size])
+            embedded = embed_scenes(
+                net,
+                card,
+                archive,
+                shard_positions,
+                device=device,
+                batch_size=batch_size,
+                skip_broken=skip_broken,
+                broken=broken,
+                progress=False,
+            )
+            keep = {p: k for k, p in enumerate(shard_positions)}
+            kept_ids = shard_ids[[keep[p] for p in embedded.positions]]
+            _save_shard(path, kept_ids, embedded.embeddings, embedded.probabilities)
+            kill_point(f"embed-shard:{number}")
+            computed += len(embedded.positions)
+        with np.load(path) as shard:
+            id_parts.append(shard["ids"])
+            emb_parts.append(shard["embeddings"])
+            prob_parts.append(shard["probabilities"])
+        bar.update(len(shard_ids))
+    bar.close()
+    seconds = time.perf_counter() - start
+    dim, labels = card.embedding_dim, len(card.label_names)
+    return EmbeddingResult(
+        ids=np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64),
+        embeddings=np.concatenate(emb_parts) if emb_parts else np.zeros((0, dim), np.float32),
+        probabilities=np.concatenate(prob_parts)
+        if prob_parts
+        else np.zeros((0, labels), np.float32),
+        model_version=card.version,
+        computed=computed,
+        seconds=seconds,
+        broken=broken,
+    )

@@ -1,0 +1,236 @@
+"""`grn reindex`: archive -> embeddings -> FAISS index version -> in service.
+
+A full reindex embeds every scene with the model, builds the index the settings ask for
+(or `auto`), measures its recall@10 against exact search on held-out queries, writes it as a
+new version and switches `current` to it. An incremental reindex starts from the current
+version, removes the scenes that left the archive and adds the new ones; it refuses to mix
+models: an index built by another model needs a full reindex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index.embedding_job import run_embedding_job
+from index.store import IndexModelMismatchError, IndexStore, Manifest
+from index.vectors import (
+    SearchSettings,
+    add_vectors,
+    auto_factory,
+    build_index,
+    exact_search,
+    find_ivf,
+    recall_at_k,
+    remove_vectors,
+    search,
+    stored_ids,
+)
+from model.archive import load_archive
+from model.card import load_model
+from model.inference import configure_cpu_threads
+from model.train import resolve_device
+
+RECALL_QUERIES = 1000
+
+
+def scene_id(name: str) -> int:
+    """A stable 63-bit id for an image stem: the same scene keeps its id across reindexes
+    and archive edits, with no side table."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & (2**63 - 1)
+
+
+@dataclass
+class ReindexSettings:
+    factory: str = "auto"
+    memory_budget_gb: float = 8.0
+    keep: int = 3
+    nprobe: int = 64
+    ef_search: int = 128
+    shard_size: int = 1024
+    recall_queries: int = RECALL_QUERIES
+    seed: int = 0
+
+
+@dataclass
+class ReindexReport:
+    manifest: Manifest
+    added: int
+    removed: int
+    embedded: int
+    seconds: float
+    size_bytes: int
+    pruned: list[str]
+    broken: list[Any]
+
+
+def measure_recall(
+    index: faiss.Index,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    settings: SearchSettings,
+    queries: int,
+    seed: int,
+    k: int = 10,
+) -> float:
+    """recall@k against exact search, on a sample of the indexed vectors used as queries with
+    each query's own entry left out of both result lists (so it is held out of the measure)."""
+    if len(ids) <= k:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
+    found = search(index, vectors[picks], k + 1, settings=settings)
+    truth = exact_search(vectors, ids, vectors[picks], k + 1)
+
+    def without_self(result: Any) -> tuple[np.ndarray, np.ndarray]:
+        keep = [row != ids[p] for row, p in zip(result.ids, picks, strict=True)]
+        rows = np.asarray([r[m][:k] for r, m in zip(result.ids, keep, strict=True)])
+        scores = np.asarray([s[m][:k] for s, m in zip(result.scores, keep, strict=True)])
+        return rows, scores
+
+    found_ids, found_scores = without_self(found)
+    truth_ids, truth_scores = without_self(truth)
+    return recall_at_k(found_ids, truth_ids, k, found_scores, truth_scores)
+
+
+def reindex(
+    model_path: str | Path,
+    archive_dir: str | Path,
+    root: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    settings: ReindexSettings | None = None,
+    incremental: bool = False,
+    device: str = "auto",
+    skip_broken: bool = False,
+    progress: bool = True,
+    names: Sequence[str] | None = None,
+) -> ReindexReport:
+    """Build a new index version for the archive's scenes (or `names`) and put it in service."""
+    settings = settings or ReindexSettings()
+    configure_cpu_threads()
+    start = time.perf_counter()
+    torch_device = resolve_device(device)
+    net, card = load_model(model_path, torch_device)
+    archive = load_archive(archive_dir, labels_csv)
+    positions = archive.indices() if names is None else [archive.index_of(name) for name in names]
+    ids = np.asarray([scene_id(archive.scenes[i].name) for i in positions], dtype=np.int64)
+    store = IndexStore(root)
+    search_settings = SearchSettings(nprobe=settings.nprobe, ef_search=settings.ef_search)
+
+    parent = None
+    if incremental:
+        loaded = store.load(expected_model=card.version)
+        index, parent = loaded.index, loaded.manifest
+        present = stored_ids(index)
+        new = ~np.isin(ids, present)
+        gone = present[~np.isin(present, ids)]
+        positions = [p for p, keep in zip(positions, new, strict=True) if keep]
+        ids = ids[new]
+    work = store.root / "work"
+    embedded = run_embedding_job(
+        net,
+        card,
+        archive,
+        positions,
+        ids.tolist(),
+        work,
+        device=torch_device,
+        shard_size=settings.shard_size,
+        skip_broken=skip_broken,
+        progress=progress,
+    )
+    build_start = time.perf_counter()
+    if parent is not None:
+        removed = remove_vectors(index, gone) if len(gone) else 0
+        if len(embedded.ids):
+            add_vectors(index, embedded.ids, embedded.embeddings)
+        factory = parent.factory
+        added = len(embedded.ids)
+    else:
+        count = len(embedded.ids)
+        factory = (
+            auto_factory(count, card.embedding_dim, int(settings.memory_budget_gb * 2**30))
+            if settings.factory == "auto"
+            else settings.factory
+        )
+        index = build_index(factory, embedded.ids, embedded.embeddings, seed=settings.seed)
+        added, removed = count, 0
+    build_seconds = time.perf_counter() - build_start
+    all_ids = stored_ids(index)
+    recall = _recall_of(index, all_ids, store, parent, embedded, search_settings, settings)
+    stats = {
+        "recall_at_10": recall,
+        "build_seconds": build_seconds,
+        "embed_images_per_s": embedded.images_per_s,
+        "embedded": embedded.computed,
+        "added": added,
+        "removed": removed,
+        "broken_files": [b.__dict__ for b in embedded.broken],
+        "nprobe": settings.nprobe,
+        "ef_search": settings.ef_search,
+    }
+    manifest = store.write_version(
+        index,
+        model_version=card.version,
+        factory=factory,
+        parent=parent.version if parent else None,
+        stats=stats,
+    )
+    store.activate(manifest.version)
+    pruned = store.prune(settings.keep)
+    shutil.rmtree(work / card.version, ignore_errors=True)
+    return ReindexReport(
+        manifest=manifest,
+        added=added,
+        removed=removed,
+        embedded=embedded.computed,
+        seconds=time.perf_counter() - start,
+        size_bytes=store.size_on_disk(manifest.version),
+        pruned=pruned,
+        broken=embedded.broken,
+    )
+
+
+def _recall_of(
+    index: faiss.Index,
+    all_ids: np.ndarray,
+    store: IndexStore,
+    parent: Manifest | None,
+    embedded: Any,
+    search_settings: SearchSettings,
+    settings: ReindexSettings,
+) -> float:
+    """Recall of the new index. An incremental build reconstructs the stored vectors to
+    measure it (exact for Flat, IVF-Flat and HNSW; PQ codes give approximate vectors)."""
+    if parent is None:
+        return measure_recall(
+            index,
+            embedded.ids,
+            embedded.embeddings,
+            search_settings,
+            settings.recall_queries,
+            settings.seed,
+        )
+    ivf = find_ivf(index)
+    if ivf is not None:
+        ivf.make_direct_map(True)
+    try:
+        vectors = index.reconstruct_batch(all_ids)
+    finally:
+        if ivf is not None:
+            ivf.make_direct_map(False)
+    return measure_recall(
+        index, all_ids, vectors, search_settings, settings.recall_queries, settings.seed
+    )
+
+
+__all__ = ["IndexModelMismatchError", "ReindexReport", "ReindexSettings", "reindex", "scene_id"]

@@ -1,0 +1,208 @@
+"""Versioned, atomic index storage.
+
+    ROOT/
+      current                 the name of the version in service (replaced atomically)
+      versions/<version>/
+        index.faiss           the FAISS index (scene ids inside)
+        ids.npy               the ids it holds, sorted
+        manifest.json         written last: model version, dim, metric, factory, count,
+                              index checksum, creation time, recall of the build
+
+A build writes a new version folder, then its manifest, then switches `current`: a build
+killed at any point leaves the previous version in service, and a folder without a manifest
+is never loaded (and is pruned). Old versions are pruned by a keep-N policy that never
+touches the current one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index.vectors import stored_ids
+from model.faults import kill_point
+
+MANIFEST = "manifest.json"
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.npy"
+CURRENT = "current"
+MANIFEST_FORMAT = 1
+
+
+class IndexNotReadyError(RuntimeError):
+    """No usable index version exists (never built, or its files are damaged)."""
+
+
+class IndexModelMismatchError(RuntimeError):
+    """The index was built from another model's embeddings than the one in use."""
+
+
+@dataclass
+class Manifest:
+    version: str
+    model_version: str
+    dim: int
+    metric: str
+    factory: str
+    count: int
+    checksum: str
+    created: str
+    parent: str | None = None
+    """The version an incremental build started from (None for a full build)."""
+    stats: dict[str, Any] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+@dataclass
+class LoadedIndex:
+    index: faiss.Index
+    manifest: Manifest
+    path: Path
+
+
+class IndexStore:
+    """The index versions under one root folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.versions = self.root / "versions"
+
+    def current_version(self) -> str | None:
+        try:
+            name = (self.root / CURRENT).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def manifest(self, version: str) -> Manifest:
+        path = self.versions / version / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError) as exc:
+            raise IndexNotReadyError(f"index version {version} has no readable manifest") from exc
+        return Manifest(**data)
+
+    def complete_versions(self) -> list[str]:
+        """Versions whose manifest was written, oldest first."""
+        if not self.versions.is_dir():
+            return []
+        return sorted(p.name for p in self.versions.iterdir() if (p / MANIFEST).is_file())
+
+    def write_version(
+        self,
+        index: faiss.Index,
+        *,
+        model_version: str,
+        factory: str,
+        parent: str | None = None,
+        stats: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Write an index as a new version (not yet in service; see `activate`)."""
+        # names sort in creation order: UTC time to the nanosecond, then a random tag
+        now = time.time_ns()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+        version = f"{stamp}.{now % 10**9:09d}-{os.urandom(3).hex()}"
+        folder = self.versions / version
+        folder.mkdir(parents=True)
+        index_path = folder / INDEX_FILE
+        faiss.write_index(index, str(index_path))
+        kill_point("index-written")
+        with (folder / IDS_FILE).open("wb") as handle:
+            np.save(handle, np.sort(stored_ids(index)))
+        manifest = Manifest(
+            version=version,
+            model_version=model_version,
+            dim=int(index.d),
+            metric="inner_product",
+            factory=factory,
+            count=int(index.ntotal),
+            checksum=_sha256(index_path),
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            parent=parent,
+            stats=stats or {},
+        )
+        _write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
+        kill_point("manifest-written")
+        return manifest
+
+    def activate(self, version: str) -> None:
+        """Put a complete version in service, atomically."""
+        self.manifest(version)  # refuses a version without a manifest
+        _write_durably(self.root / CURRENT, f"{version}\n".encode())
+
+    def load(self, version: str | None = None, *, expected_model: str | None = None) -> LoadedIndex:
+        """Load a version (the current one by default), verifying its checksum and, when
+        `expected_model` is given, that it was built from that model's embeddings."""
+        version = version or self.current_version()
+        if version is None:
+            raise IndexNotReadyError(
+                f"no index has been built under {self.root}; run `grn reindex`"
+            )
+        manifest = self.manifest(version)
+        if expected_model is not None and manifest.model_version != expected_model:
+            raise IndexModelMismatchError(
+                f"index {version} was built from model {manifest.model_version}, but the model "
+                f"in use is {expected_model}; run a full `grn reindex` with this model"
+            )
+        path = self.versions / version / INDEX_FILE
+        if not path.is_file() or _sha256(path) != manifest.checksum:
+            raise IndexNotReadyError(f"index version {version} is damaged (checksum mismatch)")
+        return LoadedIndex(faiss.read_index(str(path)), manifest, path)
+
+    def prune(self, keep: int, stale_after: float = 3600.0) -> list[str]:
+        """Delete all but the newest `keep` complete versions (never the current one), and
+        folders without a manifest (left by a killed build) untouched for `stale_after`
+        seconds, so a build still running elsewhere keeps its folder. Returns what went."""
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        current = self.current_version()
+        complete = self.complete_versions()
+        doomed = [v for v in complete[:-keep] if v != current]
+        if self.versions.is_dir():
+            now = time.time()
+            doomed += [
+                p.name
+                for p in self.versions.iterdir()
+                if not (p / MANIFEST).is_file() and now - p.stat().st_mtime >= stale_after
+            ]
+        for name in doomed:
+            shutil.rmtree(self.versions / name, ignore_errors=True)
+        return sorted(doomed)
+
+    def size_on_disk(self, version: str) -> int:
+        return sum(p.stat().st_size for p in (self.versions / version).iterdir() if p.is_file())

@@ -1,0 +1,271 @@
+"""FAISS indexes over scene embeddings: choosing, building, searching and editing them.
+
+Vectors are unit-norm embeddings compared by inner product (cosine similarity). FAISS ids
+are the scene ids, added with `add_with_ids`, so results need no side table. Factory strings
+follow FAISS's index factory: `Flat`, `IVF4096,Flat`, `IVF4096,PQ32`, `HNSW32`, ...; index
+types that cannot take ids themselves (Flat, HNSW, ...) are wrapped in `IDMap2`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+MAX_K = 1000
+BYTES_PER_FLOAT = 4
+
+
+class IndexSearchError(ValueError):
+    """A search asked for something the index cannot give (bad k, wrong dimension)."""
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    ids: np.ndarray
+    """(queries, k) int64 scene ids, -1 where fewer than k vectors qualified."""
+    scores: np.ndarray
+    """(queries, k) float32 inner products, best first."""
+
+
+def _pow2(value: float, low: int, high: int) -> int:
+    return int(min(high, max(low, 2 ** round(math.log2(max(value, 1))))))
+
+
+def auto_factory(count: int, dim: int, memory_budget_bytes: int) -> str:
+    """The index type `auto` picks for `count` vectors of `dim` within a memory budget.
+
+    Like autofaiss: exact search while it is cheap (up to 20,000 vectors); an inverted file
+    with about 4 sqrt(n) lists over full vectors while they fit in three quarters of the
+    budget (the rest is for the process and the queries); product quantisation (dim / 4
+    bytes a vector) beyond that.
+    """
+    if count <= 20_000:
+        return "Flat"
+    nlist = _pow2(4 * math.sqrt(count), 64, 65_536)
+    raw = count * dim * BYTES_PER_FLOAT
+    if raw <= memory_budget_bytes * 3 // 4:
+        return f"IVF{nlist},Flat"
+    return f"IVF{nlist},PQ{max(8, dim // 4)}"
+
+
+def make_index(factory: str, dim: int) -> faiss.Index:
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ValueError(f"FAISS cannot build the factory string {factory!r}: {exc}") from exc
+    if not _takes_ids(index):
+        index = faiss.IndexIDMap2(index)
+    return index
+
+
+def _takes_ids(index: faiss.Index) -> bool:
+    return isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+
+
+def training_sample_size(index: faiss.Index) -> int:
+    ivf = find_ivf(index)
+    if ivf is None:
+        return 65_536
+    return max(50_000, ivf.nlist * 39)
+
+
+def find_ivf(index: faiss.Index) -> faiss.IndexIVF | None:
+    inner = faiss.downcast_index(index)
+    while True:
+        if isinstance(inner, faiss.IndexIVF):
+            return inner
+        if not isinstance(inner, faiss.IndexIDMap | faiss.IndexIDMap2):
+            return None
+        inner = faiss.downcast_index(inner.index)
+
+
+def find_hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, faiss.IndexIDMap | faiss.IndexIDMap2):
+        inner = faiss.downcast_index(inner.index)
+    return inner if isinstance(inner, faiss.IndexHNSW) else None
+
+
+def build_index(
+    factory: str,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    *,
+    seed: int = 0,
+) -> faiss.Index:
+    """Build, train (on a sample) and fill an index."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("scene ids must be unique")
+    index = make_index(factory, vectors.shape[1])
+    if not index.is_trained:
+        sample = training_sample_size(index)
+        rng = np.random.default_rng(seed)
+        train = (
+            vectors
+            if len(vectors) <= sample
+            else vectors[rng.choice(len(vectors), sample, replace=False)]
+        )
+        ivf = find_ivf(index)
+        if ivf is not None and len(train) < ivf.nlist:
+            raise ValueError(
+                f"{factory} needs at least {ivf.nlist} vectors to train, got {len(train)}; "
+                "use Flat or fewer lists"
+            )
+        index.train(train)
+    index.add_with_ids(vectors, ids)
+    return index
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    nprobe: int = 64
+    """IVF lists visited per query."""
+    ef_search: int = 128
+    """HNSW candidate list length."""
+
+
+def configure(index: faiss.Index, settings: SearchSettings) -> None:
+    ivf = find_ivf(index)
+    if ivf is not None:
+        ivf.nprobe = min(settings.nprobe, ivf.nlist)
+    hnsw = find_hnsw(index)
+    if hnsw is not None:
+        hnsw.hnsw.efSearch = settings.ef_search
+
+
+def _search_parameters(
+    index: faiss.Index, settings: SearchSettings, selector: faiss.IDSelector | None
+) -> faiss.SearchParameters | None:
+    if selector is None:
+        return None
+    if find_ivf(index) is not None:
+        return faiss.SearchParametersIVF(sel=selector, nprobe=settings.nprobe)
+    if find_hnsw(index) is not None:
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=settings.ef_search)
+    return faiss.SearchParameters(sel=selector)
+
+
+def search(
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    *,
+    allow_ids: Sequence[int] | np.ndarray | None = None,
+    settings: SearchSettings | None = None,
+) -> SearchResult:
+    """Top-k (id, score) per query, best first; `allow_ids` restricts the candidates."""
+    if not 1 <= k <= MAX_K:
+        raise IndexSearchError(f"k must be between 1 and {MAX_K}, got {k}")
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    if queries.shape[1] != index.d:
+        raise IndexSearchError(f"queries have {queries.shape[1]} dimensions, the index {index.d}")
+    settings = settings or SearchSettings()
+    configure(index, settings)
+    selector = None
+    if allow_ids is not None:
+        allowed = np.ascontiguousarray(np.asarray(allow_ids, dtype=np.int64))
+        allowed = allowed[contained_ids(index, allowed)] if allowed.size else allowed
+        if allowed.size == 0:
+            empty = np.full((len(queries), k), -1, dtype=np.int64)
+            return SearchResult(empty, np.full((len(queries), k), -np.inf, dtype=np.float32))
+        if find_hnsw(index) is not None:
+            # HNSW behind an id map does not honour id selectors: answer exactly over the
+            # allowed scenes' stored vectors instead.
+            return _padded(exact_search(index.reconstruct_batch(allowed), allowed, queries, k), k)
+        selector = faiss.IDSelectorBatch(allowed)
+    params = _search_parameters(index, settings, selector)
+    scores, ids = index.search(queries, k, params=params)
+    scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
+    return SearchResult(ids.astype(np.int64), scores)
+
+
+def _padded(result: SearchResult, k: int) -> SearchResult:
+    """Widen a result with fewer than k columns with id -1 and score -inf."""
+    missing = k - result.ids.shape[1]
+    if missing <= 0:
+        return result
+    rows = result.ids.shape[0]
+    return SearchResult(
+        np.hstack([result.ids, np.full((rows, missing), -1, dtype=np.int64)]),
+        np.hstack([result.scores, np.full((rows, missing), -np.inf, dtype=np.float32)]),
+    )
+
+
+def add_vectors(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    present = contained_ids(index, ids)
+    if present.any():
+        raise ValueError(f"ids already in the index: {ids[present][:10].tolist()}")
+    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+
+
+def remove_vectors(index: faiss.Index, ids: np.ndarray) -> int:
+    """Remove ids; returns how many were removed. HNSW graphs cannot remove: rebuild them."""
+    if find_hnsw(index) is not None:
+        raise ValueError("HNSW indexes cannot remove vectors; run a full reindex instead")
+    return int(index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64))))
+
+
+def stored_ids(index: faiss.Index) -> np.ndarray:
+    """Every id in the index."""
+    inner = faiss.downcast_index(index)
+    if isinstance(inner, faiss.IndexIDMap | faiss.IndexIDMap2):
+        return faiss.vector_to_array(inner.id_map).astype(np.int64)
+    ivf = find_ivf(index)
+    if ivf is None:
+        raise ValueError("cannot list the ids of this index type")
+    invlists = ivf.invlists
+    parts = []
+    for lst in range(ivf.nlist):
+        size = invlists.list_size(lst)
+        if size:
+            parts.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+
+def contained_ids(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
+    return np.isin(ids, stored_ids(index)) if index.ntotal else np.zeros(len(ids), dtype=bool)
+
+
+def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> SearchResult:
+    """Brute force in numpy: the reference every index is measured against."""
+    scores = np.atleast_2d(queries).astype(np.float32) @ vectors.astype(np.float32).T
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    return SearchResult(ids[top].astype(np.int64), np.take_along_axis(top_scores, order, axis=1))
+
+
+def recall_at_k(
+    found: np.ndarray,
+    truth: np.ndarray,
+    k: int = 10,
+    found_scores: np.ndarray | None = None,
+    truth_scores: np.ndarray | None = None,
+) -> float:
+    """Mean fraction of each query's true top k that the index returned in its top k.
+
+    With scores, a returned vector that ties the k-th true score also counts: among exactly
+    equal vectors (duplicate scenes) any of them is a correct answer."""
+    hits = []
+    for row, (f, t) in enumerate(zip(found, truth, strict=True)):
+        true_ids = set(t[:k].tolist())
+        hit = len(set(f[:k].tolist()) & true_ids)
+        if found_scores is not None and truth_scores is not None and len(t):
+            kth = truth_scores[row][min(k, len(t)) - 1]
+            scores = found_scores[row][:k]
+            hit += sum(
+                1
+                for i, s in zip(f[:k].tolist(), scores, strict=True)
+                if i >= 0 and i not in true_ids and s >= kth - 1e-6
+            )
+        hits.append(min(k, hit))
+    return float(np.mean(hits) / k) if hits else 1.0

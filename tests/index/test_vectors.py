@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from index.synthetic import clustered_unit_vectors
+from index.torch_exact import TorchExactIndex
+from index.vectors import (
+    IndexSearchError,
+    SearchSettings,
+    add_vectors,
+    auto_factory,
+    build_index,
+    exact_search,
+    recall_at_k,
+    remove_vectors,
+    search,
+    stored_ids,
+)
+
+N, DIM = 10_000, 64
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    vectors = clustered_unit_vectors(N + 200, DIM, centres=200, spread=0.08, seed=1)
+    ids = np.arange(N, dtype=np.int64) * 7919 + 12345  # sparse, not positions
+    return ids, vectors[:N], vectors[N:]
+
+
+@pytest.mark.parametrize(
+    ("factory", "min_recall"),
+    [("Flat", 1.0), ("IVF64,Flat", 0.95), ("HNSW16", 0.95), ("IVF64,PQ32x4", 0.5)],
+)
+def test_recall_against_brute_force(data, factory: str, min_recall: float) -> None:
+    ids, vectors, queries = data
+    index = build_index(factory, ids, vectors)
+    found = search(index, queries, 10, settings=SearchSettings(nprobe=32, ef_search=128))
+    truth = exact_search(vectors, ids, queries, 10)
+    assert recall_at_k(found.ids, truth.ids) >= min_recall
+    assert (np.diff(found.scores, axis=1) <= 1e-6).all()  # best first
+    if factory == "Flat":
+        np.testing.assert_array_equal(found.ids, truth.ids)
+        np.testing.assert_allclose(found.scores, truth.scores, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "HNSW16", "IVF64,PQ32x4"])
+def test_ids_round_trip(data, factory: str) -> None:
+    ids, vectors, _ = data
+    index = build_index(factory, ids, vectors)
+    np.testing.assert_array_equal(np.sort(stored_ids(index)), np.sort(ids))
+    hit = search(index, vectors[:20], 1, settings=SearchSettings(nprobe=128)).ids[:, 0]
+    assert (hit == ids[:20]).mean() >= 0.9  # each vector finds itself
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "HNSW16"])
+def test_filtered_search_returns_k_allowed_hits(data, factory: str) -> None:
+    ids, vectors, queries = data
+    index = build_index(factory, ids, vectors)
+    allowed = ids[::50]  # 200 of 10,000
+    found = search(index, queries, 10, allow_ids=allowed, settings=SearchSettings(nprobe=128))
+    assert np.isin(found.ids, allowed).all()
+    truth = exact_search(vectors[::50], allowed, queries, 10)
+    assert recall_at_k(found.ids, truth.ids) >= 0.9
+    nothing = search(index, queries[:2], 5, allow_ids=[])
+    assert (nothing.ids == -1).all()
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "IVF64,PQ32x4"])
+def test_add_and_remove(data, factory: str) -> None:
+    ids, vectors, _ = data
+    index = build_index(factory, ids[:7_500], vectors[:7_500])
+    add_vectors(index, ids[7_500:], vectors[7_500:])
+    assert index.ntotal == N
+    with pytest.raises(ValueError, match="already in the index"):
+        add_vectors(index, ids[:3], vectors[:3])
+    assert remove_vectors(index, ids[:1000]) == 1000
+    assert index.ntotal == N - 1000
+    found = search(index, vectors[:1000], 10, settings=SearchSettings(nprobe=128))
+    assert not np.isin(found.ids, ids[:1000]).any()
+    np.testing.assert_array_equal(np.sort(stored_ids(index)), np.sort(ids[1000:]))
+
+
+def test_hnsw_refuses_removal(data) -> None:
+    ids, vectors, _ = data
+    index = build_index("HNSW16", ids[:2000], vectors[:2000])
+    with pytest.raises(ValueError, match="full reindex"):
+        remove_vectors(index, ids[:5])
+
+
+def test_bad_searches_are_refused(data) -> None:
+    ids, vectors, queries = data
+    index = build_index("Flat", ids[:100], vectors[:100])
+    for k in (0, 1001):
+        with pytest.raises(IndexSearchError, match="between 1 and 1000"):
+            search(index, queries, k)
+    with pytest.raises(IndexSearchError, match="dimensions"):
+        search(index, np.zeros((1, DIM + 1), np.float32), 5)
+    with pytest.raises(ValueError, match="unique"):
+        build_index("Flat", np.zeros(3, np.int64), vectors[:3])
+    with pytest.raises(ValueError, match="factory string"):
+        build_index("NoSuchIndex", ids[:10], vectors[:10])
+
+
+def test_auto_picks_by_size_and_memory() -> None:
+    gib = 2**30
+    assert auto_factory(10_000, 128, 8 * gib) == "Flat"
+    assert auto_factory(100_000, 128, 8 * gib) == "IVF1024,Flat"
+    assert auto_factory(1_000_000, 128, 8 * gib) == "IVF4096,Flat"
+    assert auto_factory(10_000_000, 128, 8 * gib) == "IVF16384,Flat"
+    assert auto_factory(10_000_000, 128, 1 * gib) == "IVF16384,PQ32"
+
+
+def test_torch_exact_matches_faiss_flat(data) -> None:
+    ids, vectors, queries = data
+    flat = search(build_index("Flat", ids, vectors), queries, 50)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    exact = TorchExactIndex(ids, vectors, device=device, chunk_size=3000)  # several chunks
+    mine = exact.search(queries, 50)
+    assert recall_at_k(mine.ids, flat.ids, 50) >= 0.999  # exact ties may order differently
+    np.testing.assert_allclose(mine.scores, flat.scores, rtol=1e-5, atol=1e-5)
+    allowed = ids[::7]
+    filtered = exact.search(queries, 10, allow_ids=allowed)
+    truth = exact_search(vectors[::7], allowed, queries, 10)
+    np.testing.assert_array_equal(filtered.ids, truth.ids)
+    few = exact.search(queries[:1], 10, allow_ids=ids[:3])
+    assert sorted(few.ids[0, :3].tolist()) == sorted(ids[:3].tolist())
+    assert (few.ids[0, 3:] == -1).all()
