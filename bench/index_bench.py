@@ -25,6 +25,7 @@ import numpy as np
 
 from index.synthetic import clustered_unit_vectors
 from index.vectors import (
+    FullVectors,
     SearchResult,
     SearchSettings,
     auto_factory,
@@ -74,6 +75,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--types", nargs="+", default=["Flat", "IVF", "HNSW32", "IVF-PQ"])
     parser.add_argument("--hnsw-max", type=int, default=1_000_000)
+    parser.add_argument("--flat-max", type=int, default=1_000_000)
+    parser.add_argument("--baseline-singles", type=int, default=300)
+    parser.add_argument("--rerank-dir", default="/tmp", help="where full vectors are memory-mapped")
     parser.add_argument("--out")
     args = parser.parse_args()
     faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -96,7 +100,9 @@ def main() -> None:
             "build_s": 0.0,
             "memory_bytes": vectors.nbytes,
             "recall_at_10": 1.0,
-            "single": summary(latencies(numpy_search(vectors, ids, 10), queries, 1, args.singles)),
+            "single": summary(
+                latencies(numpy_search(vectors, ids, 10), queries, 1, args.baseline_singles)
+            ),
             "batch64": summary(
                 latencies(numpy_search(vectors, ids, 10), queries, 64, args.batches)
             ),
@@ -106,7 +112,7 @@ def main() -> None:
         nlist = int(auto_factory(n, DIM, 64 * GIB).split(",")[0][3:]) if n > 20_000 else 64
         plans: list[tuple[str, SearchSettings]] = []
         for kind in args.types:
-            if kind == "Flat":
+            if kind == "Flat" and n <= args.flat_max:
                 plans.append(("Flat", SearchSettings()))
             elif kind == "IVF":
                 plans += [(f"IVF{nlist},Flat", SearchSettings(nprobe=p)) for p in (8, 32, 64)]
@@ -114,26 +120,40 @@ def main() -> None:
                 plans += [(kind, SearchSettings(ef_search=e)) for e in (32, 128)]
             elif kind == "IVF-PQ":
                 plans += [(f"IVF{nlist},PQ32", SearchSettings(nprobe=p)) for p in (16, 64)]
+                plans += [
+                    (f"IVF{nlist},PQ32+rerank", SearchSettings(nprobe=p, rerank_factor=r))
+                    for p, r in ((16, 10), (64, 10), (64, 50))
+                ]
         built: dict[str, tuple[faiss.Index, float, int]] = {}
-        for factory, settings in plans:
+        full = None
+        if any(f.endswith("+rerank") for f, _ in plans):
+            path = os.path.join(args.rerank_dir, f"grn-bench-vectors-{n}.npy")
+            np.save(path, vectors)  # sorted by id already: ids are 0..n-1
+            full = FullVectors(ids, np.load(path, mmap_mode="r"))
+        for name, settings in plans:
+            factory = name.removesuffix("+rerank")
+            rerank = full if name.endswith("+rerank") else None
             if factory not in built:
                 start = time.perf_counter()
                 index = build_index(factory, ids, vectors)
                 seconds = time.perf_counter() - start
                 built[factory] = (index, seconds, len(faiss.serialize_index(index)))
             index, seconds, size = built[factory]
-            found = search(index, queries, 10, settings=settings)
+            found = search(index, queries, 10, settings=settings, full_vectors=rerank)
             row = {
                 "n": n,
-                "index": factory,
+                "index": name,
                 "nprobe": settings.nprobe,
                 "ef_search": settings.ef_search,
+                "rerank_factor": settings.rerank_factor if rerank is not None else 0,
                 "build_s": seconds,
                 "memory_bytes": size,
                 "recall_at_10": recall_at_k(found.ids, truth.ids, 10, found.scores, truth.scores),
                 "single": summary(
                     latencies(
-                        lambda q, i=index, s=settings: search(i, q, 10, settings=s),
+                        lambda q, i=index, s=settings, r=rerank: search(
+                            i, q, 10, settings=s, full_vectors=r
+                        ),
                         queries,
                         1,
                         args.singles,
@@ -141,7 +161,9 @@ def main() -> None:
                 ),
                 "batch64": summary(
                     latencies(
-                        lambda q, i=index, s=settings: search(i, q, 10, settings=s),
+                        lambda q, i=index, s=settings, r=rerank: search(
+                            i, q, 10, settings=s, full_vectors=r
+                        ),
                         queries,
                         64,
                         args.batches,
@@ -160,6 +182,8 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
         del built
+        if full is not None:
+            os.remove(os.path.join(args.rerank_dir, f"grn-bench-vectors-{n}.npy"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"peak resident memory {peak / GIB:.2f} GiB")
     if args.out:

@@ -14,6 +14,7 @@ import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,14 @@ import numpy as np
 from index.embedding_job import run_embedding_job
 from index.store import IndexModelMismatchError, IndexStore, Manifest
 from index.vectors import (
+    FullVectors,
     SearchSettings,
     add_vectors,
     auto_factory,
     build_index,
     exact_search,
     find_ivf,
+    is_lossy,
     recall_at_k,
     remove_vectors,
     search,
@@ -80,6 +83,7 @@ def measure_recall(
     queries: int,
     seed: int,
     k: int = 10,
+    full_vectors: FullVectors | None = None,
 ) -> float:
     """recall@k against exact search, on a sample of the indexed vectors used as queries with
     each query's own entry left out of both result lists (so it is held out of the measure)."""
@@ -87,7 +91,7 @@ def measure_recall(
         return 1.0
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(ids), size=min(queries, len(ids)), replace=False)
-    found = search(index, vectors[picks], k + 1, settings=settings)
+    found = search(index, vectors[picks], k + 1, settings=settings, full_vectors=full_vectors)
     truth = exact_search(vectors, ids, vectors[picks], k + 1)
 
     def without_self(result: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -127,9 +131,10 @@ def reindex(
     search_settings = SearchSettings(nprobe=settings.nprobe, ef_search=settings.ef_search)
 
     parent = None
+    parent_full: FullVectors | None = None
     if incremental:
         loaded = store.load(expected_model=card.version)
-        index, parent = loaded.index, loaded.manifest
+        index, parent, parent_full = loaded.index, loaded.manifest, loaded.full_vectors
         present = stored_ids(index)
         new = ~np.isin(ids, present)
         gone = present[~np.isin(present, ids)]
@@ -165,8 +170,11 @@ def reindex(
         index = build_index(factory, embedded.ids, embedded.embeddings, seed=settings.seed)
         added, removed = count, 0
     build_seconds = time.perf_counter() - build_start
+    full = None
+    if is_lossy(index):
+        full = _full_vectors(parent_full, gone if parent else None, embedded)
     all_ids = stored_ids(index)
-    recall = _recall_of(index, all_ids, store, parent, embedded, search_settings, settings)
+    recall = _recall_of(index, all_ids, full, parent, embedded, search_settings, settings)
     stats = {
         "recall_at_10": recall,
         "build_seconds": build_seconds,
@@ -184,6 +192,7 @@ def reindex(
         factory=factory,
         parent=parent.version if parent else None,
         stats=stats,
+        full_vectors=full,
     )
     store.activate(manifest.version)
     pruned = store.prune(settings.keep)
@@ -200,26 +209,43 @@ def reindex(
     )
 
 
+def _full_vectors(
+    parent: FullVectors | None, gone: np.ndarray | None, embedded: Any
+) -> FullVectors:
+    """The full vectors of the new version: the parent's, less the removed, plus the new."""
+    if parent is None:
+        return FullVectors.from_unsorted(embedded.ids, embedded.embeddings)
+    keep = ~np.isin(parent.ids, gone) if gone is not None and len(gone) else slice(None)
+    return FullVectors.from_unsorted(
+        np.concatenate([parent.ids[keep], embedded.ids]),
+        np.concatenate([np.asarray(parent.vectors[keep]), embedded.embeddings]),
+    )
+
+
 def _recall_of(
     index: faiss.Index,
     all_ids: np.ndarray,
-    store: IndexStore,
+    full: FullVectors | None,
     parent: Manifest | None,
     embedded: Any,
     search_settings: SearchSettings,
     settings: ReindexSettings,
 ) -> float:
-    """Recall of the new index. An incremental build reconstructs the stored vectors to
-    measure it (exact for Flat, IVF-Flat and HNSW; PQ codes give approximate vectors)."""
+    """Recall of the new index as the service will search it. The exact vectors come from
+    the full vectors of a compressed index, the embeddings of a full build, or else (an
+    incremental build of an uncompressed index) the index itself."""
+    measure = partial(
+        measure_recall,
+        index,
+        settings=search_settings,
+        queries=settings.recall_queries,
+        seed=settings.seed,
+        full_vectors=full,
+    )
+    if full is not None:
+        return measure(full.ids, np.asarray(full.vectors))
     if parent is None:
-        return measure_recall(
-            index,
-            embedded.ids,
-            embedded.embeddings,
-            search_settings,
-            settings.recall_queries,
-            settings.seed,
-        )
+        return measure(embedded.ids, embedded.embeddings)
     ivf = find_ivf(index)
     if ivf is not None:
         ivf.make_direct_map(True)
@@ -228,9 +254,7 @@ def _recall_of(
     finally:
         if ivf is not None:
             ivf.make_direct_map(False)
-    return measure_recall(
-        index, all_ids, vectors, search_settings, settings.recall_queries, settings.seed
-    )
+    return measure(all_ids, vectors)
 
 
 __all__ = ["IndexModelMismatchError", "ReindexReport", "ReindexSettings", "reindex", "scene_id"]

@@ -28,12 +28,13 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.vectors import stored_ids
+from index.vectors import FullVectors, stored_ids
 from model.faults import kill_point
 
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
+VECTORS_FILE = "vectors.npy"
 CURRENT = "current"
 MANIFEST_FORMAT = 1
 
@@ -58,6 +59,8 @@ class Manifest:
     created: str
     parent: str | None = None
     """The version an incremental build started from (None for a full build)."""
+    vectors_checksum: str | None = None
+    """Of vectors.npy, the full vectors kept beside a compressed index for re-ranking."""
     stats: dict[str, Any] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
 
@@ -93,6 +96,8 @@ class LoadedIndex:
     index: faiss.Index
     manifest: Manifest
     path: Path
+    full_vectors: FullVectors | None = None
+    """Memory-mapped full vectors of a compressed index, for exact re-ranking."""
 
 
 class IndexStore:
@@ -131,8 +136,10 @@ class IndexStore:
         factory: str,
         parent: str | None = None,
         stats: dict[str, Any] | None = None,
+        full_vectors: FullVectors | None = None,
     ) -> Manifest:
-        """Write an index as a new version (not yet in service; see `activate`)."""
+        """Write an index as a new version (not yet in service; see `activate`), with the
+        full vectors beside it when given (sorted by id, for re-ranking)."""
         # names sort in creation order: UTC time to the nanosecond, then a random tag
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
@@ -142,8 +149,16 @@ class IndexStore:
         index_path = folder / INDEX_FILE
         faiss.write_index(index, str(index_path))
         kill_point("index-written")
+        ids = np.sort(stored_ids(index))
         with (folder / IDS_FILE).open("wb") as handle:
-            np.save(handle, np.sort(stored_ids(index)))
+            np.save(handle, ids)
+        vectors_checksum = None
+        if full_vectors is not None:
+            if not np.array_equal(full_vectors.ids, ids):
+                raise ValueError("the full vectors must hold exactly the index's ids")
+            with (folder / VECTORS_FILE).open("wb") as handle:
+                np.save(handle, np.asarray(full_vectors.vectors, dtype=np.float32))
+            vectors_checksum = _sha256(folder / VECTORS_FILE)
         manifest = Manifest(
             version=version,
             model_version=model_version,
@@ -154,6 +169,7 @@ class IndexStore:
             checksum=_sha256(index_path),
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             parent=parent,
+            vectors_checksum=vectors_checksum,
             stats=stats or {},
         )
         _write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
@@ -179,10 +195,19 @@ class IndexStore:
                 f"index {version} was built from model {manifest.model_version}, but the model "
                 f"in use is {expected_model}; run a full `grn reindex` with this model"
             )
-        path = self.versions / version / INDEX_FILE
+        folder = self.versions / version
+        path = folder / INDEX_FILE
         if not path.is_file() or _sha256(path) != manifest.checksum:
             raise IndexNotReadyError(f"index version {version} is damaged (checksum mismatch)")
-        return LoadedIndex(faiss.read_index(str(path)), manifest, path)
+        full_vectors = None
+        if manifest.vectors_checksum is not None:
+            vectors_path = folder / VECTORS_FILE
+            if not vectors_path.is_file() or _sha256(vectors_path) != manifest.vectors_checksum:
+                raise IndexNotReadyError(f"index version {version}: vectors.npy is damaged")
+            full_vectors = FullVectors(
+                np.load(folder / IDS_FILE), np.load(vectors_path, mmap_mode="r")
+            )
+        return LoadedIndex(faiss.read_index(str(path)), manifest, path, full_vectors)
 
     def prune(self, keep: int, stale_after: float = 3600.0) -> list[str]:
         """Delete all but the newest `keep` complete versions (never the current one), and

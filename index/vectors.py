@@ -90,6 +90,14 @@ def find_hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
     return inner if isinstance(inner, faiss.IndexHNSW) else None
 
 
+def is_lossy(index: faiss.Index) -> bool:
+    """Whether the index stores compressed codes (PQ, SQ, ...) rather than the vectors."""
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, faiss.IndexIDMap | faiss.IndexIDMap2):
+        inner = faiss.downcast_index(inner.index)
+    return not isinstance(inner, faiss.IndexFlat | faiss.IndexIVFFlat | faiss.IndexHNSWFlat)
+
+
 def build_index(
     factory: str,
     ids: np.ndarray,
@@ -128,6 +136,46 @@ class SearchSettings:
     """IVF lists visited per query."""
     ef_search: int = 128
     """HNSW candidate list length."""
+    rerank_factor: int = 10
+    """With full vectors beside a compressed (PQ) index: candidates re-scored per result."""
+
+
+@dataclass(frozen=True)
+class FullVectors:
+    """The uncompressed vectors of an index, sorted by id (a memory map in practice), used
+    to re-rank the candidates of a product-quantised index exactly."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    @classmethod
+    def from_unsorted(cls, ids: np.ndarray, vectors: np.ndarray) -> FullVectors:
+        order = np.argsort(ids, kind="stable")
+        return cls(np.asarray(ids)[order], np.asarray(vectors, dtype=np.float32)[order])
+
+    def rows(self, wanted: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(self.ids, wanted)
+        rows = np.clip(rows, 0, max(len(self.ids) - 1, 0))
+        if len(self.ids) == 0 or not np.array_equal(self.ids[rows], wanted):
+            raise ValueError("the full vectors do not hold every id of the index")
+        return rows
+
+    def rerank(self, queries: np.ndarray, candidates: SearchResult, k: int) -> SearchResult:
+        """Exact scores for each query's candidates, best k first."""
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        for q, (row_ids, query) in enumerate(zip(candidates.ids, queries, strict=True)):
+            valid = row_ids[row_ids >= 0]
+            if not len(valid):
+                continue
+            rows = self.rows(valid)
+            order = np.argsort(rows)  # read the memory map front to back
+            exact = np.empty(len(valid), dtype=np.float32)
+            exact[order] = np.asarray(self.vectors[rows[order]]) @ query
+            best = np.argsort(-exact, kind="stable")[:k]
+            ids[q, : len(best)] = valid[best]
+            scores[q, : len(best)] = exact[best]
+        return SearchResult(ids, scores)
 
 
 def configure(index: faiss.Index, settings: SearchSettings) -> None:
@@ -158,8 +206,10 @@ def search(
     *,
     allow_ids: Sequence[int] | np.ndarray | None = None,
     settings: SearchSettings | None = None,
+    full_vectors: FullVectors | None = None,
 ) -> SearchResult:
-    """Top-k (id, score) per query, best first; `allow_ids` restricts the candidates."""
+    """Top-k (id, score) per query, best first; `allow_ids` restricts the candidates. With
+    `full_vectors`, `rerank_factor` x k candidates are re-scored exactly."""
     if not 1 <= k <= MAX_K:
         raise IndexSearchError(f"k must be between 1 and {MAX_K}, got {k}")
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -180,9 +230,11 @@ def search(
             return _padded(exact_search(index.reconstruct_batch(allowed), allowed, queries, k), k)
         selector = faiss.IDSelectorBatch(allowed)
     params = _search_parameters(index, settings, selector)
-    scores, ids = index.search(queries, k, params=params)
+    fetch = k * settings.rerank_factor if full_vectors is not None else k
+    scores, ids = index.search(queries, fetch, params=params)
     scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
-    return SearchResult(ids.astype(np.int64), scores)
+    result = SearchResult(ids.astype(np.int64), scores)
+    return full_vectors.rerank(queries, result, k) if full_vectors is not None else result
 
 
 def _padded(result: SearchResult, k: int) -> SearchResult:
@@ -233,15 +285,28 @@ def contained_ids(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
     return np.isin(ids, stored_ids(index)) if index.ntotal else np.zeros(len(ids), dtype=bool)
 
 
-def exact_search(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> SearchResult:
-    """Brute force in numpy: the reference every index is measured against."""
-    scores = np.atleast_2d(queries).astype(np.float32) @ vectors.astype(np.float32).T
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    top_scores = np.take_along_axis(scores, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    top = np.take_along_axis(top, order, axis=1)
-    return SearchResult(ids[top].astype(np.int64), np.take_along_axis(top_scores, order, axis=1))
+def exact_search(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1 << 18
+) -> SearchResult:
+    """Brute force in numpy: the reference every index is measured against. The archive is
+    scored in chunks, so memory stays at queries x chunk scores whatever its size."""
+    queries = np.atleast_2d(queries).astype(np.float32)
+    k = min(k, len(vectors))
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(vectors), chunk):
+        scores = queries @ np.asarray(vectors[start : start + chunk], dtype=np.float32).T
+        take = min(k, scores.shape[1])
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        best_scores = np.hstack([best_scores, np.take_along_axis(scores, top, axis=1)])
+        best_rows = np.hstack([best_rows, top + start])
+        if best_scores.shape[1] > k:
+            keep = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
+            best_scores = np.take_along_axis(best_scores, keep, axis=1)
+            best_rows = np.take_along_axis(best_rows, keep, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    rows = np.take_along_axis(best_rows, order, axis=1)
+    return SearchResult(ids[rows].astype(np.int64), np.take_along_axis(best_scores, order, axis=1))
 
 
 def recall_at_k(

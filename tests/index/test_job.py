@@ -119,6 +119,35 @@ def test_incremental_adds_and_removes(models, ucm_root, ucm_subset, tmp_path) ->
         )
 
 
+def test_a_compressed_index_is_reranked_and_kept_up_to_date(
+    models, ucm_root, ucm_subset, tmp_path
+) -> None:
+    rows = list(csv.reader(ucm_subset.open()))
+    first = tmp_path / "first.csv"
+    csv.writer(first.open("w", newline="")).writerows(rows[:101])
+    settings = ReindexSettings(factory="IVF4,PQ16x4")
+    base = reindex(
+        models[0], ucm_root, tmp_path / "idx", labels_csv=first, settings=settings, progress=False
+    )
+    assert base.manifest.vectors_checksum is not None
+    assert base.manifest.stats["recall_at_10"] >= 0.95  # measured with re-ranking
+    second = tmp_path / "second.csv"
+    csv.writer(second.open("w", newline="")).writerows([rows[0], *rows[11:]])
+    report = reindex(
+        models[0],
+        ucm_root,
+        tmp_path / "idx",
+        labels_csv=second,
+        settings=settings,
+        incremental=True,
+        progress=False,
+    )
+    loaded = IndexStore(tmp_path / "idx").load()
+    assert loaded.full_vectors is not None
+    np.testing.assert_array_equal(loaded.full_vectors.ids, np.sort(stored_ids(loaded.index)))
+    assert report.manifest.count == 116 and report.manifest.stats["recall_at_10"] >= 0.95
+
+
 @pytest.mark.parametrize("fault", ["embed-shard:0", "index-written", "manifest-written"])
 def test_a_killed_build_leaves_the_previous_index_in_service(
     models, ucm_root, ucm_subset, tmp_path, fault: str

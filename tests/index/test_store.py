@@ -9,7 +9,7 @@ import pytest
 
 from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
 from index.synthetic import clustered_unit_vectors
-from index.vectors import build_index, search
+from index.vectors import FullVectors, build_index, search
 
 
 def _index(n: int = 500, seed: int = 0):
@@ -80,3 +80,36 @@ def test_prune_keeps_the_newest_and_the_current(tmp_path: Path) -> None:
     assert store.complete_versions() == sorted([versions[0], *versions[3:]])
     assert fresh.is_dir()  # a build that may still be running elsewhere keeps its folder
     assert store.load().manifest.version == versions[0]
+
+
+def test_a_compressed_index_keeps_its_full_vectors(tmp_path: Path) -> None:
+    vectors = clustered_unit_vectors(3000, 32, centres=20, seed=2)
+    ids = np.arange(3000, dtype=np.int64)[::-1].copy()  # unsorted on purpose
+    index = build_index("IVF16,PQ8x4", ids, vectors)
+    store = IndexStore(tmp_path)
+    manifest = store.write_version(
+        index,
+        model_version="m",
+        factory="IVF16,PQ8x4",
+        full_vectors=FullVectors.from_unsorted(ids, vectors),
+    )
+    store.activate(manifest.version)
+    loaded = store.load()
+    assert loaded.full_vectors is not None
+    assert isinstance(loaded.full_vectors.vectors, np.memmap)
+    np.testing.assert_array_equal(
+        loaded.full_vectors.vectors[loaded.full_vectors.rows(ids[:5])], vectors[:5]
+    )
+    path = tmp_path / "versions" / manifest.version / "vectors.npy"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexNotReadyError, match=r"vectors\.npy is damaged"):
+        store.load()
+    with pytest.raises(ValueError, match="exactly the index's ids"):
+        store.write_version(
+            index,
+            model_version="m",
+            factory="x",
+            full_vectors=FullVectors.from_unsorted(ids[:10], vectors[:10]),
+        )

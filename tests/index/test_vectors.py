@@ -7,6 +7,7 @@ import torch
 from index.synthetic import clustered_unit_vectors
 from index.torch_exact import TorchExactIndex
 from index.vectors import (
+    FullVectors,
     IndexSearchError,
     SearchSettings,
     add_vectors,
@@ -127,3 +128,23 @@ def test_torch_exact_matches_faiss_flat(data) -> None:
     few = exact.search(queries[:1], 10, allow_ids=ids[:3])
     assert sorted(few.ids[0, :3].tolist()) == sorted(ids[:3].tolist())
     assert (few.ids[0, 3:] == -1).all()
+
+
+def test_reranking_with_full_vectors_restores_pq_recall(data) -> None:
+    ids, vectors, queries = data
+    index = build_index("IVF64,PQ32x4", ids, vectors)
+    settings = SearchSettings(nprobe=64, rerank_factor=20)
+    truth = exact_search(vectors, ids, queries, 10)
+    plain = search(index, queries, 10, settings=settings)
+    full = FullVectors.from_unsorted(ids, vectors)
+    reranked = search(index, queries, 10, settings=settings, full_vectors=full)
+    assert recall_at_k(plain.ids, truth.ids) < 0.7
+    assert recall_at_k(reranked.ids, truth.ids) >= 0.95
+    best = full.vectors[full.rows(reranked.ids[:, 0])]
+    exact = np.einsum("qd,qd->q", queries, best)  # re-ranked scores are exact inner products
+    np.testing.assert_allclose(reranked.scores[:, 0], exact, rtol=1e-5)
+    allowed = ids[::10]
+    filtered = search(index, queries, 10, allow_ids=allowed, settings=settings, full_vectors=full)
+    assert np.isin(filtered.ids, allowed).all()
+    with pytest.raises(ValueError, match="every id"):
+        FullVectors.from_unsorted(ids[:10], vectors[:10]).rows(ids[20:22])
