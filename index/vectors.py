@@ -319,7 +319,9 @@ def recall_at_k(
     """Mean fraction of each query's true top k that the index returned in its top k.
 
     With scores, a returned vector that ties the k-th true score also counts: among exactly
-    equal vectors (duplicate scenes) any of them is a correct answer."""
+    equal vectors (duplicate scenes) any of them is a correct answer. Pass scores only when
+    they are exact inner products: a compressed index's approximate scores would let wrong
+    answers pass as ties."""
     hits = []
     for row, (f, t) in enumerate(zip(found, truth, strict=True)):
         true_ids = set(t[:k].tolist())

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from model.train import TrainConfig, config_for_mode
 
 REPO = Path(__file__).resolve().parents[1]
 UCM = Path(
@@ -42,3 +46,23 @@ def ucm_subset(ucm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     """126 UCM scenes: 4 train, 1 val and 1 test from each of the 21 scene folders."""
     target = tmp_path_factory.mktemp("subset") / "labels.csv"
     return write_subset(ucm_root, target, {"train": 4, "val": 1, "test": 1})
+
+
+@pytest.fixture(scope="session")
+def tiny_config(ucm_root: Path, ucm_subset: Path) -> Callable[..., TrainConfig]:
+    """Settings for a seconds-long full-mode run of the tiny backbone on the UCM subset;
+    keyword arguments override them."""
+
+    def make(out: Path, **overrides: Any) -> TrainConfig:
+        settings: dict[str, Any] = {
+            "labels_csv": str(ucm_subset),
+            "backbone": "tiny",
+            "pretrained": False,
+            "epochs": 1,
+            "batch_size": 32,
+            "input_size": 32,
+            "progress": False,
+        }
+        return config_for_mode("full", str(ucm_root), str(out), **{**settings, **overrides})
+
+    return make

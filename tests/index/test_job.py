@@ -17,34 +17,18 @@ from index.store import IndexModelMismatchError, IndexStore
 from index.vectors import search, stored_ids
 from model.archive import load_archive
 from model.faults import FAULT_ENV
-from model.train import config_for_mode, fit
+from model.train import fit
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def models(
-    ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
-) -> list[Path]:
+def models(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Two tiny models (different seeds, so different versions)."""
     out = []
     for seed in (0, 1):
         run = tmp_path_factory.mktemp(f"model{seed}")
-        fit(
-            config_for_mode(
-                "full",
-                str(ucm_root),
-                str(run),
-                labels_csv=str(ucm_subset),
-                backbone="tiny",
-                pretrained=False,
-                epochs=1,
-                batch_size=32,
-                input_size=32,
-                seed=seed,
-                progress=False,
-            )
-        )
+        fit(tiny_config(run, seed=seed))
         out.append(run)
     return out
 

@@ -194,19 +194,10 @@ def test_a_run_killed_mid_epoch_resumes_exactly(
     assert losses("killed") == losses("straight") and len(losses("straight")) == 4
 
 
-def test_resume_refuses_other_settings(ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> None:
-    common = dict(
-        labels_csv=str(ucm_subset),
-        backbone="tiny",
-        pretrained=False,
-        epochs=1,
-        batch_size=32,
-        input_size=32,
-        progress=False,
-    )
-    fit(config_for_mode("full", str(ucm_root), str(tmp_path), **common))
+def test_resume_refuses_other_settings(tiny_config, tmp_path: Path) -> None:
+    fit(tiny_config(tmp_path))
     with pytest.raises(ValueError, match=r"other settings.*lr"):
-        fit(config_for_mode("full", str(ucm_root), str(tmp_path), lr=0.01, **common))
+        fit(tiny_config(tmp_path, lr=0.01))
 
 
 def test_mode_defaults_are_the_papers_recipe_for_full() -> None:
