@@ -173,8 +173,7 @@ def reindex(
     full = None
     if is_lossy(index):
         full = _full_vectors(parent_full, gone if parent else None, embedded)
-    all_ids = stored_ids(index)
-    recall = _recall_of(index, all_ids, full, parent, embedded, search_settings, settings)
+    recall = _recall_of(index, full, parent, embedded, search_settings, settings)
     stats = {
         "recall_at_10": recall,
         "build_seconds": build_seconds,
@@ -224,7 +223,6 @@ def _full_vectors(
 
 def _recall_of(
     index: faiss.Index,
-    all_ids: np.ndarray,
     full: FullVectors | None,
     parent: Manifest | None,
     embedded: Any,
@@ -246,6 +244,7 @@ def _recall_of(
         return measure(full.ids, np.asarray(full.vectors))
     if parent is None:
         return measure(embedded.ids, embedded.embeddings)
+    all_ids = stored_ids(index)
     ivf = find_ivf(index)
     if ivf is not None:
         ivf.make_direct_map(True)

@@ -220,14 +220,18 @@ def search(
     selector = None
     if allow_ids is not None:
         allowed = np.ascontiguousarray(np.asarray(allow_ids, dtype=np.int64))
-        allowed = allowed[contained_ids(index, allowed)] if allowed.size else allowed
+        if allowed.size and find_hnsw(index) is not None:
+            # HNSW behind an id map does not honour id selectors: answer exactly over the
+            # stored vectors of the allowed scenes that the index holds.
+            allowed = allowed[contained_ids(index, allowed)]
+            if allowed.size:
+                found = exact_search(index.reconstruct_batch(allowed), allowed, queries, k)
+                return _padded(found, k)
         if allowed.size == 0:
             empty = np.full((len(queries), k), -1, dtype=np.int64)
             return SearchResult(empty, np.full((len(queries), k), -np.inf, dtype=np.float32))
-        if find_hnsw(index) is not None:
-            # HNSW behind an id map does not honour id selectors: answer exactly over the
-            # allowed scenes' stored vectors instead.
-            return _padded(exact_search(index.reconstruct_batch(allowed), allowed, queries, k), k)
+        # Other indexes apply the selector themselves: listing the index's ids here would
+        # cost a pass over every id on each query.
         selector = faiss.IDSelectorBatch(allowed)
     params = _search_parameters(index, settings, selector)
     fetch = k * settings.rerank_factor if full_vectors is not None else k

@@ -148,3 +148,16 @@ def test_reranking_with_full_vectors_restores_pq_recall(data) -> None:
     assert np.isin(filtered.ids, allowed).all()
     with pytest.raises(ValueError, match="every id"):
         FullVectors.from_unsorted(ids[:10], vectors[:10]).rows(ids[20:22])
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "HNSW16"])
+def test_allow_lists_may_name_ids_the_index_does_not_hold(data, factory: str) -> None:
+    ids, vectors, queries = data
+    index = build_index(factory, ids[:2000], vectors[:2000])
+    absent = ids[5000:5010]
+    allowed = np.concatenate([ids[:3], absent])
+    found = search(index, queries[:4], 5, allow_ids=allowed, settings=SearchSettings(nprobe=64))
+    assert (np.sort(found.ids[:, :3], axis=1) == np.sort(ids[:3])).all()
+    assert (found.ids[:, 3:] == -1).all() and np.isinf(found.scores[:, 3:]).all()
+    nothing = search(index, queries[:2], 5, allow_ids=absent)
+    assert (nothing.ids == -1).all()
