@@ -28,7 +28,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.vectors import FullVectors, stored_ids
+from index.vectors import FullVectors, VectorFile, stored_ids
 from model.faults import kill_point
 
 MANIFEST = "manifest.json"
@@ -204,9 +204,7 @@ class IndexStore:
             vectors_path = folder / VECTORS_FILE
             if not vectors_path.is_file() or _sha256(vectors_path) != manifest.vectors_checksum:
                 raise IndexNotReadyError(f"index version {version}: vectors.npy is damaged")
-            full_vectors = FullVectors(
-                np.load(folder / IDS_FILE), np.load(vectors_path, mmap_mode="r")
-            )
+            full_vectors = FullVectors(np.load(folder / IDS_FILE), VectorFile(vectors_path))
         return LoadedIndex(faiss.read_index(str(path)), manifest, path, full_vectors)
 
     def prune(self, keep: int, stale_after: float = 3600.0) -> list[str]:

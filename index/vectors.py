@@ -9,8 +9,11 @@ types that cannot take ids themselves (Flat, HNSW, ...) are wrapped in `IDMap2`.
 from __future__ import annotations
 
 import math
+import os
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import faiss
 import numpy as np
@@ -140,13 +143,91 @@ class SearchSettings:
     """With full vectors beside a compressed (PQ) index: candidates re-scored per result."""
 
 
+class VectorFile:
+    """The rows of a float32 `.npy` matrix, read on demand with `pread`.
+
+    A memory map would do the same reads, but every page a query touches (and the pages
+    the kernel reads ahead around it) then counts as the process's resident memory: at 10M
+    vectors re-ranking grew a service's RSS by the whole 4.9 GB file. Rows read with `pread`
+    pass through the page cache, which the kernel shares and reclaims, and the process holds
+    only the rows of the query at hand. Safe to use from several threads.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        with open(self.path, "rb") as handle:
+            major, _ = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran_order, dtype = read_header(handle)
+            self._offset = handle.tell()
+        if len(shape) != 2 or fortran_order or dtype != np.dtype(np.float32):
+            raise ValueError(f"{self.path}: not a C-ordered float32 matrix")
+        self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(np.float32)
+        self._row_bytes = self.shape[1] * self.dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _pread(self, size: int, offset: int) -> bytearray:
+        data = bytearray(size)
+        view = memoryview(data)
+        done = 0
+        while done < size:  # one read returns at most about 2 GiB
+            got = os.preadv(self._fd, [view[done : done + (1 << 30)]], offset + done)
+            if got == 0:
+                raise OSError(f"{self.path}: file ended early (truncated?)")
+            done += got
+        return data
+
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The given rows, in the order given (runs of consecutive rows in one read)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.shape[0]):
+            raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
+        out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+        for run in np.split(np.arange(len(rows)), breaks) if len(rows) else []:
+            first, count = int(sorted_rows[run[0]]), len(run)
+            data = self._pread(count * self._row_bytes, self._offset + first * self._row_bytes)
+            block = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
+            out[order[run]] = block[sorted_rows[run] - first]
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, int | np.integer):
+            return self.read_rows(np.asarray([key % self.shape[0] if key < 0 else key]))[0]
+        if isinstance(key, slice):
+            return self.read_rows(np.arange(*key.indices(self.shape[0])))
+        key = np.asarray(key)
+        if key.dtype == np.bool_:
+            if key.shape != (self.shape[0],):
+                raise IndexError(f"a boolean mask must have {self.shape[0]} entries")
+            return self.read_rows(np.flatnonzero(key))
+        if np.issubdtype(key.dtype, np.integer):
+            return self.read_rows(np.where(key < 0, key + self.shape[0], key))
+        raise TypeError(f"cannot index a VectorFile with {key.dtype} values")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        whole = self.read_rows(np.arange(self.shape[0]))
+        return whole if dtype is None else whole.astype(dtype)
+
+
 @dataclass(frozen=True)
 class FullVectors:
-    """The uncompressed vectors of an index, sorted by id (a memory map in practice), used
-    to re-rank the candidates of a product-quantised index exactly."""
+    """The uncompressed vectors of an index, sorted by id (a `VectorFile` when loaded from
+    an index version), used to re-rank the candidates of a product-quantised index exactly."""
 
     ids: np.ndarray
-    vectors: np.ndarray
+    vectors: np.ndarray | VectorFile
 
     @classmethod
     def from_unsorted(cls, ids: np.ndarray, vectors: np.ndarray) -> FullVectors:
@@ -169,9 +250,7 @@ class FullVectors:
             if not len(valid):
                 continue
             rows = self.rows(valid)
-            order = np.argsort(rows)  # read the memory map front to back
-            exact = np.empty(len(valid), dtype=np.float32)
-            exact[order] = np.asarray(self.vectors[rows[order]]) @ query
+            exact = np.asarray(self.vectors[rows]) @ query
             best = np.argsort(-exact, kind="stable")[:k]
             ids[q, : len(best)] = valid[best]
             scores[q, : len(best)] = exact[best]

@@ -9,7 +9,7 @@ import pytest
 
 from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
 from index.synthetic import clustered_unit_vectors
-from index.vectors import FullVectors, build_index, search
+from index.vectors import FullVectors, VectorFile, build_index, search
 
 
 def _index(n: int = 500, seed: int = 0):
@@ -96,7 +96,7 @@ def test_a_compressed_index_keeps_its_full_vectors(tmp_path: Path) -> None:
     store.activate(manifest.version)
     loaded = store.load()
     assert loaded.full_vectors is not None
-    assert isinstance(loaded.full_vectors.vectors, np.memmap)
+    assert isinstance(loaded.full_vectors.vectors, VectorFile)  # read with pread, not mapped
     np.testing.assert_array_equal(
         loaded.full_vectors.vectors[loaded.full_vectors.rows(ids[:5])], vectors[:5]
     )

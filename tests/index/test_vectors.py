@@ -10,6 +10,7 @@ from index.vectors import (
     FullVectors,
     IndexSearchError,
     SearchSettings,
+    VectorFile,
     add_vectors,
     auto_factory,
     build_index,
@@ -161,3 +162,31 @@ def test_allow_lists_may_name_ids_the_index_does_not_hold(data, factory: str) ->
     assert (found.ids[:, 3:] == -1).all() and np.isinf(found.scores[:, 3:]).all()
     nothing = search(index, queries[:2], 5, allow_ids=absent)
     assert (nothing.ids == -1).all()
+
+
+def test_vector_file_reads_the_rows_numpy_stores(tmp_path, data) -> None:
+    _, vectors, _ = data
+    path = tmp_path / "vectors.npy"
+    np.save(path, vectors[:500])
+    stored = VectorFile(path)
+    assert len(stored) == 500 and stored.shape == (500, DIM)
+    rows = np.array([499, 3, 4, 5, 3, 0, 250])  # unsorted, a run, a repeat, both ends
+    np.testing.assert_array_equal(stored[rows], vectors[:500][rows])
+    np.testing.assert_array_equal(stored[10:20], vectors[10:20])
+    np.testing.assert_array_equal(stored[-1], vectors[499])
+    mask = np.zeros(500, dtype=bool)
+    mask[::7] = True
+    np.testing.assert_array_equal(stored[mask], vectors[:500][mask])
+    np.testing.assert_array_equal(np.asarray(stored), vectors[:500])
+    with pytest.raises(IndexError):
+        stored[np.array([500])]
+
+
+def test_vector_file_refuses_a_truncated_file(tmp_path, data) -> None:
+    _, vectors, _ = data
+    path = tmp_path / "vectors.npy"
+    np.save(path, vectors[:100])
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size - DIM * 4 * 10)
+    with pytest.raises(OSError, match="ended early"):
+        VectorFile(path)[np.array([95])]
