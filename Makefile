@@ -4,8 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 UCM ?= ../shared/datasets/ucm-multilabel
 RUN ?= runs/ucm-head
+DATA ?= data
+GRN := $(VENV)/bin/grn
 
-.PHONY: install run train evaluate test lint typecheck bench clean
+# The service's settings (see the README's table); the environment overrides them.
+export GRN_DATABASE_URL ?= sqlite:///$(DATA)/grn.db
+export GRN_MODEL_PATH ?= $(RUN)/model.safetensors
+export GRN_INDEX_ROOT ?= $(DATA)/index
+export GRN_THUMBNAIL_DIR ?= $(DATA)/thumbnails
+
+.PHONY: install run serve-prepare train evaluate test lint typecheck bench bench-service clean
 
 install: $(VENV)/.installed
 
@@ -15,18 +23,29 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# For now: train on the UCM archive in head mode (frozen backbone, CPU-friendly), then
-# evaluate on its test split. A finished or interrupted run resumes instead of restarting.
-run: train evaluate
+# Serve the UCM archive at http://127.0.0.1:8000 on the embedded defaults (SQLite,
+# faiss-cpu). The first run migrates the database, imports the archive, trains a head-mode
+# model (about 4 min on 2 cores) and builds the index; later runs find them done.
+run: serve-prepare
+	$(GRN) serve
 
+serve-prepare: install $(RUN)/model.safetensors
+	$(GRN) db upgrade
+	$(GRN) import $(UCM) --quiet
+	$(GRN) reindex --model $(RUN) --archive $(UCM) --index-root $(GRN_INDEX_ROOT) --if-stale --quiet
+
+$(RUN)/model.safetensors: | install
+	$(GRN) train --archive $(UCM) --out $(RUN) --mode head
+
+# Train (or resume training) on the UCM archive in head mode.
 train: install
-	$(VENV)/bin/grn train --archive $(UCM) --out $(RUN) --mode head
+	$(GRN) train --archive $(UCM) --out $(RUN) --mode head
 
 evaluate: install
-	$(VENV)/bin/grn evaluate --model $(RUN) --archive $(UCM) --out $(RUN)/eval
+	$(GRN) evaluate --model $(RUN) --archive $(UCM) --out $(RUN)/eval
 
 lint: install
-	$(VENV)/bin/ruff check model index service tests bench
+	$(VENV)/bin/ruff check model index service migrations tests bench
 
 typecheck: install
 	$(VENV)/bin/mypy

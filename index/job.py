@@ -22,7 +22,13 @@ import faiss
 import numpy as np
 
 from index.embedding_job import run_embedding_job
-from index.store import IndexModelMismatchError, IndexStore, Manifest
+from index.store import (
+    IDS_FILE,
+    IndexModelMismatchError,
+    IndexNotReadyError,
+    IndexStore,
+    Manifest,
+)
 from index.vectors import (
     FullVectors,
     SearchSettings,
@@ -38,7 +44,7 @@ from index.vectors import (
     stored_ids,
 )
 from model.archive import load_archive
-from model.card import load_model
+from model.card import load_model, read_card
 from model.inference import configure_cpu_threads
 from model.train import resolve_device
 
@@ -73,6 +79,31 @@ class ReindexReport:
     size_bytes: int
     pruned: list[str]
     broken: list[Any]
+
+
+def index_is_current(
+    model_path: str | Path,
+    archive_dir: str | Path,
+    root: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+) -> bool:
+    """Whether the index in service was built by this model over exactly the archive's scenes
+    (then a reindex would build the same thing)."""
+    store = IndexStore(root)
+    version = store.current_version()
+    if version is None:
+        return False
+    try:
+        manifest = store.manifest(version)
+    except IndexNotReadyError:
+        return False
+    if manifest.model_version != read_card(model_path).version:
+        return False
+    archive = load_archive(archive_dir, labels_csv)
+    wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
+    held = np.load(store.versions / version / IDS_FILE)
+    return bool(np.array_equal(wanted, held))
 
 
 def measure_recall(

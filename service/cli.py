@@ -1,12 +1,13 @@
-"""`grn`, the admin command line: train, evaluate and embed (more commands come with the
-index and service modules). Each command is a thin wrapper over the library functions."""
+"""`grn`, the admin command line: database, import, train, evaluate, embed, reindex, serve
+and status. Each command is a thin wrapper over the library functions; settings not given as
+options come from the `GRN_` environment variables (service/settings.py)."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,10 +18,12 @@ from model.imageio import InvalidImageError
 from model.losses import LOSSES
 
 app = typer.Typer(
-    help="GRN scene retrieval: train, evaluate and embed remote-sensing archives.",
+    help="GRN scene retrieval: import, train, index and serve remote-sensing archives.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+db_app = typer.Typer(help="The SQL schema: upgrade, downgrade, current.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 USER_ERRORS = (ArchiveError, ModelFileError, InvalidImageError, MissingWeightsError, ValueError)
 
@@ -254,12 +257,27 @@ def reindex(
     shard_size: Annotated[int, typer.Option(help="Scenes per embedding shard.")] = 1024,
     device: DeviceOpt = "auto",
     skip_broken: SkipBrokenOpt = False,
+    if_stale: Annotated[
+        bool,
+        typer.Option(
+            "--if-stale",
+            help="Do nothing when the current index was built by this model over exactly "
+            "these scenes.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Embed the archive and build a new FAISS index version, then put it in service."""
-    from index.job import ReindexSettings
+    from index.job import ReindexSettings, index_is_current
     from index.job import reindex as run_reindex
     from index.store import IndexModelMismatchError, IndexNotReadyError
+
+    try:
+        if if_stale and index_is_current(model, archive, index_root, labels_csv=labels):
+            typer.echo(f"index under {index_root} is current for this model and archive")
+            return
+    except USER_ERRORS as exc:
+        _fail(exc)
 
     settings = ReindexSettings(
         factory=factory,
@@ -295,6 +313,137 @@ def reindex(
         typer.echo(
             f"skipped {len(report.broken)} unreadable files, listed in the manifest", err=True
         )
+
+
+def _engine(database_url: str | None) -> Any:
+    from service.db import make_engine
+    from service.settings import get_settings
+
+    return make_engine(database_url or get_settings().database_url)
+
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="SQLAlchemy URL (default: GRN_DATABASE_URL)."),
+]
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Bring the schema up to the newest revision (or REVISION)."""
+    from service.migrate import current_revision, upgrade
+
+    engine = _engine(database_url)
+    _ensure_sqlite_folder(engine)
+    upgrade(engine, revision)
+    typer.echo(f"database at revision {current_revision(engine)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Take the schema back to REVISION."""
+    from service.migrate import current_revision, downgrade
+
+    engine = _engine(database_url)
+    downgrade(engine, revision)
+    typer.echo(f"database at revision {current_revision(engine) or 'base'}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseOpt = None) -> None:
+    """The revision the database is at, and the newest one."""
+    from service.migrate import current_revision, head_revision
+
+    engine = _engine(database_url)
+    typer.echo(f"database at {current_revision(engine) or 'base'}; newest {head_revision()}")
+
+
+def _ensure_sqlite_folder(engine: Any) -> None:
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@app.command("import")
+def import_(
+    archive: Annotated[Path, typer.Argument(help="Archive folder.")],
+    labels: LabelsOpt = None,
+    database_url: DatabaseOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Import an archive's scenes and labels into SQL (again: adds only what is new)."""
+    from model.archive import ArchiveError
+    from service.importer import import_archive
+    from service.migrate import current_revision, head_revision
+
+    engine = _engine(database_url)
+    if current_revision(engine) != head_revision():
+        _fail(RuntimeError("the database schema is not current; run `grn db upgrade` first"))
+    try:
+        report = import_archive(engine, archive, labels, progress=not quiet)
+    except ArchiveError as exc:
+        _fail(exc)
+        return
+    typer.echo(
+        f"imported {report.added} scenes ({report.skipped} already present, "
+        f"{len(report.broken)} unreadable) in {report.seconds:.1f} s; import #{report.archive_id}"
+    )
+    for broken in report.broken:
+        typer.echo(f"  skipped {broken.path}: {broken.error}", err=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default: GRN_HOST (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default: GRN_PORT (8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (default GRN_WORKERS, 1).")] = None,
+) -> None:
+    """Serve the HTTP API (settings from the GRN_ environment variables)."""
+    import uvicorn
+
+    from service.settings import get_settings
+
+    settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    typer.echo(f"serving on http://{host}:{port} (API docs at http://{host}:{port}/docs)")
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers or settings.workers,
+        log_level="info",
+    )
+
+
+@app.command()
+def status(
+    database_url: DatabaseOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Model, index and schema versions, counts, and what is stale."""
+    from service.status import collect_status
+
+    report = collect_status(_engine(database_url))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if key == "stale":
+                continue
+            typer.echo(f"{key:>16}: {value}")
+        for problem in report["stale"]:
+            typer.echo(f"           stale: {problem}")
+        if not report["stale"]:
+            typer.echo("           stale: nothing")
+    if report["stale"]:
+        raise typer.Exit(code=1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

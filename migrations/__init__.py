@@ -1,0 +1,1 @@
+"""Alembic revisions of the SQL schema (run by `grn db upgrade`, never on import)."""

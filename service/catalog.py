@@ -1,0 +1,164 @@
+"""Scene metadata queries: filters in SQL (they reach FAISS as an id allow-list), scenes by
+id for search hits, pages of scenes, label counts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Select, exists, func, select, text
+from sqlalchemy.orm import Session
+
+from service.db import ArchiveImport, IndexBuild, Label, ModelVersion, Scene, SceneLabel
+from service.errors import BadRequestError, SceneNotFoundError
+
+
+@dataclass(frozen=True)
+class SceneFilter:
+    labels_all: Sequence[str] = ()
+    labels_any: Sequence[str] = ()
+    scene: str | None = None
+    split: str | None = None
+    exclude_ids: Sequence[int] = ()
+
+    @property
+    def restricts(self) -> bool:
+        """Whether it narrows the scenes beyond excluding a few ids."""
+        return bool(self.labels_all or self.labels_any or self.scene or self.split)
+
+
+def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
+    if not names:
+        return []
+    rows = session.execute(select(Label.name, Label.id).where(Label.name.in_(set(names))))
+    found = {name: label_id for name, label_id in rows}
+    unknown = sorted(set(names) - set(found))
+    if unknown:
+        known = session.scalars(select(Label.name).order_by(Label.name)).all()
+        raise BadRequestError(
+            f"unknown label(s) {', '.join(unknown)}; the labels are: {', '.join(known)}",
+            code="unknown_label",
+        )
+    return [found[n] for n in names]
+
+
+def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[Any]:
+    for label_id in _label_ids(session, f.labels_all):
+        query = query.where(
+            exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id == label_id)
+        )
+    if f.labels_any:
+        any_ids = _label_ids(session, f.labels_any)
+        query = query.where(
+            exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(any_ids))
+        )
+    if f.scene:
+        query = query.where(Scene.scene == f.scene)
+    if f.split:
+        query = query.where(Scene.split == f.split)
+    if f.exclude_ids:
+        query = query.where(Scene.id.not_in(list(f.exclude_ids)))
+    return query
+
+
+class Catalog:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def allowed_ids(self, f: SceneFilter) -> list[int]:
+        with Session(self.engine) as session:
+            return list(session.scalars(_filtered(session, select(Scene.id), f)))
+
+    def scenes(self, ids: Sequence[int]) -> dict[int, Scene]:
+        """Scenes (with labels and archive loaded) by id; ids not in the store are absent."""
+        if not ids:
+            return {}
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.scalars(select(Scene).where(Scene.id.in_(list(ids)))).all()
+            return {row.id: row for row in rows}
+
+    def scene(self, scene_id: int) -> Scene:
+        found = self.scenes([scene_id]).get(scene_id)
+        if found is None:
+            raise SceneNotFoundError(f"no scene with id {scene_id}")
+        return found
+
+    def page(self, f: SceneFilter, offset: int, limit: int) -> tuple[list[Scene], int]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            ids = _filtered(session, select(Scene.id), f).subquery()
+            total = session.scalar(select(func.count()).select_from(ids)) or 0
+            rows = session.scalars(
+                _filtered(session, select(Scene), f).order_by(Scene.id).offset(offset).limit(limit)
+            ).all()
+            return list(rows), total
+
+    def label_counts(self) -> list[tuple[str, int]]:
+        with Session(self.engine) as session:
+            query = (
+                select(Label.name, func.count(SceneLabel.scene_id))
+                .outerjoin(SceneLabel, SceneLabel.label_id == Label.id)
+                .group_by(Label.id, Label.name)
+                .order_by(Label.name)
+            )
+            return [(name, int(count)) for name, count in session.execute(query).tuples()]
+
+    def scene_count(self) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(Scene)) or 0
+
+    def all_ids(self) -> list[int]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Scene.id)))
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def image_path(self, scene: Scene) -> Path:
+        """The scene's file, refused if its stored path leads outside its archive."""
+        root = Path(scene.archive.root).resolve()
+        path = (root / scene.path).resolve()
+        if not path.is_relative_to(root):
+            raise SceneNotFoundError(f"scene {scene.id}: its file lies outside its archive")
+        if not path.is_file():
+            raise SceneNotFoundError(f"scene {scene.id}: its image file {path.name} is missing")
+        return path
+
+    def register(
+        self,
+        model_version: str,
+        backbone: str,
+        model_path: str,
+        card_json: str,
+        index_version: str,
+        factory: str,
+        count: int,
+        index_root: str,
+        created: str,
+    ) -> None:
+        """Record a model and index version in use (once each)."""
+        with Session(self.engine) as session, session.begin():
+            if session.get(ModelVersion, model_version) is None:
+                session.add(
+                    ModelVersion(
+                        version=model_version, backbone=backbone, path=model_path, card=card_json
+                    )
+                )
+                session.flush()
+            if session.get(IndexBuild, index_version) is None:
+                session.add(
+                    IndexBuild(
+                        version=index_version,
+                        model_version=model_version,
+                        factory=factory,
+                        count=count,
+                        root=index_root,
+                        created=created,
+                    )
+                )
+
+    def imports(self) -> list[ArchiveImport]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(select(ArchiveImport).order_by(ArchiveImport.id)))

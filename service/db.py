@@ -1,0 +1,157 @@
+"""The SQL store: scenes, their labels, the archives they came from, and the model and index
+versions the service has used. SQLAlchemy 2 typed ORM; the schema itself is created and
+changed only by the Alembic revisions in `migrations/` (`grn db upgrade`).
+
+Scene ids are the FAISS ids (`index.job.scene_id`, a 63-bit hash of the image stem), so a
+search result joins its metadata with no side table.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ArchiveImport(Base):
+    """One run of `grn import`: where the scenes came from, and how it went."""
+
+    __tablename__ = "archives"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root: Mapped[str] = mapped_column(String(1024))
+    labels_csv: Mapped[str] = mapped_column(String(1024))
+    status: Mapped[str] = mapped_column(String(16))
+    """importing, complete or failed."""
+    scenes_added: Mapped[int] = mapped_column(Integer, default=0)
+    scenes_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    """Already present (an import is idempotent)."""
+    broken: Mapped[str] = mapped_column(Text, default="[]")
+    """JSON list of the files that could not be read: {path, error}."""
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Label(Base):
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class Scene(Base):
+    __tablename__ = "scenes"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(512), unique=True)
+    """The image stem, unique within the store."""
+    scene: Mapped[str] = mapped_column(String(200), index=True)
+    """The scene folder (class) of the archive's labels file."""
+    split: Mapped[str] = mapped_column(String(16))
+    archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    """The image file, relative to its archive's root."""
+    media_type: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of the image file: the ETag of its image and thumbnail."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    archive: Mapped[ArchiveImport] = relationship(lazy="joined")
+    labels: Mapped[list[Label]] = relationship(
+        secondary="scene_labels", lazy="selectin", order_by="Label.name"
+    )
+
+
+class SceneLabel(Base):
+    __tablename__ = "scene_labels"
+
+    scene_id: Mapped[int] = mapped_column(
+        ForeignKey("scenes.id", ondelete="CASCADE"), primary_key=True
+    )
+    label_id: Mapped[int] = mapped_column(
+        ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class ModelVersion(Base):
+    """A model the service or the CLI has loaded."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    backbone: Mapped[str] = mapped_column(String(64))
+    path: Mapped[str] = mapped_column(String(1024))
+    card: Mapped[str] = mapped_column(Text)
+    """The model card as JSON."""
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IndexBuild(Base):
+    """An index version the service or the CLI has loaded or built."""
+
+    __tablename__ = "index_builds"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"), index=True)
+    factory: Mapped[str] = mapped_column(String(200))
+    count: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[str] = mapped_column(String(1024))
+    created: Mapped[str] = mapped_column(String(32))
+    """When the build wrote its manifest (from the manifest, UTC)."""
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    # readers never wait for the writer (an import while the service answers)
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for SQLite or PostgreSQL (psycopg 3: `postgresql+psycopg://...`)."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine

@@ -1,0 +1,114 @@
+"""One JSON error body for every error, and the map from domain exceptions to HTTP statuses.
+
+{"status": 404, "error": "scene_not_found", "message": "...", "details": [...]}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.searcher import UnknownSceneError
+from index.store import IndexModelMismatchError, IndexNotReadyError
+from index.vectors import IndexSearchError
+from model.imageio import InvalidImageError
+from service.runtime import ServiceNotReadyError
+from service.uploads import UploadTooLargeError
+
+log = logging.getLogger("grn.errors")
+
+
+class SceneNotFoundError(LookupError):
+    """No scene with this id in the store."""
+
+
+class BadRequestError(ValueError):
+    """A request that names things that do not exist or asks for something impossible."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """The SQL store does not answer."""
+
+
+ERRORS: list[tuple[type[BaseException], int, str]] = [
+    (UploadTooLargeError, 413, "too_large"),
+    (InvalidImageError, 400, "invalid_image"),
+    (SceneNotFoundError, 404, "scene_not_found"),
+    (UnknownSceneError, 404, "scene_not_indexed"),
+    (IndexSearchError, 400, "bad_search"),
+    (ServiceNotReadyError, 503, "not_ready"),
+    (IndexNotReadyError, 503, "index_not_ready"),
+    (IndexModelMismatchError, 503, "index_model_mismatch"),
+    (DatabaseUnavailableError, 503, "database_unavailable"),
+    (OperationalError, 503, "database_unavailable"),
+    (DBAPIError, 503, "database_unavailable"),
+]
+
+
+def error_body(status: int, error: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"status": status, "error": error, "message": message}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def error_response(
+    status: int, error: str, message: str, details: Any = None, headers: Any = None
+) -> JSONResponse:
+    return JSONResponse(error_body(status, error, message, details), status, headers=headers)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    if isinstance(exc, DBAPIError):
+        return "the database is not answering; try again shortly"
+    return str(exc)
+
+
+def install(app: FastAPI) -> None:
+    async def domain(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, BadRequestError):
+            return error_response(400, exc.code, str(exc))
+        for kind, status, code in ERRORS:
+            if isinstance(exc, kind):
+                if status >= 500:
+                    log.warning("%s: %s", code, exc)
+                return error_response(status, code, _message(exc))
+        log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "an unexpected error occurred")
+
+    async def validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        return error_response(422, "invalid_request", f"{where}: {first['msg']}", details)
+
+    async def http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return error_response(
+            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
+    # each kind on its own: a handler for Exception alone would run in Starlette's outermost
+    # middleware, which logs the exception as a crash
+    kinds: list[type[BaseException]] = [BadRequestError, *(k for k, _, _ in ERRORS), Exception]
+    for kind in kinds:
+        app.add_exception_handler(kind, domain)  # type: ignore[arg-type]

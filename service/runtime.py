@@ -1,0 +1,245 @@
+"""What the service holds in memory: a model and the index built from it, swapped together.
+
+A `Snapshot` is one model plus one index version built by that model; it never changes once
+made. A request takes the current snapshot when it starts and uses it to the end, so a swap
+(after a retrain and reindex) never fails or mixes a request in flight. `Runtime.refresh`
+looks for a new model file or a new `current` index version and swaps only when the pair is
+consistent: a model whose index has not been rebuilt yet keeps the previous pair in service
+and says so in /readyz.
+
+`Batcher` gathers the images of concurrent requests into model batches: the first image of a
+batch waits up to `batch_wait_ms` for others, up to `max_batch_size`; one thread runs the
+model, so the cores are never oversubscribed. With batching off the same path runs batches
+of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from index.searcher import Searcher
+from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
+from index.vectors import SearchSettings
+from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
+from model.inference import configure_cpu_threads, normalize, to_uint8_tensor
+from model.network import GRNNet
+from model.train import resolve_device
+from service.settings import Settings
+
+log = logging.getLogger("grn.runtime")
+
+
+class ServiceNotReadyError(RuntimeError):
+    """No model and index are loaded (yet): the reason says what is missing."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    net: GRNNet
+    card: ModelCard
+    model_file: Path
+    model_stamp: tuple[int, int]
+    """(mtime_ns, size) of the model file when it was read."""
+    searcher: Searcher
+    device: torch.device
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def model_version(self) -> str:
+        return self.card.version
+
+    @property
+    def index_version(self) -> str:
+        return self.searcher.version
+
+
+@dataclass
+class Inference:
+    embedding: np.ndarray
+    """(D,) unit vector."""
+    probabilities: np.ndarray
+    """(labels,) sigmoid of the classifier logits."""
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = IndexStore(settings.index_root)
+        self.snapshot: Snapshot | None = None
+        self.problem: str | None = "not loaded yet"
+        """Why the newest model or index is not in service (None when all is current)."""
+        self._reload_lock = threading.Lock()
+        self.search_settings = SearchSettings(
+            nprobe=settings.nprobe,
+            ef_search=settings.ef_search,
+            rerank_factor=settings.rerank_factor,
+        )
+
+    def current(self) -> Snapshot:
+        snapshot = self.snapshot
+        if snapshot is None:
+            raise ServiceNotReadyError(f"the model and index are not loaded: {self.problem}")
+        return snapshot
+
+    def refresh(self, force: bool = False) -> bool:
+        """Load a new model and/or index when either changed on disk; returns whether the
+        snapshot was swapped. Never raises: a problem is kept in `self.problem`."""
+        with self._reload_lock:
+            try:
+                swapped = self._refresh(force)
+            except (ModelFileError, IndexNotReadyError, IndexModelMismatchError, OSError) as exc:
+                self.problem = str(exc)
+                log.warning("not swapping: %s", exc)
+                return False
+            self.problem = None
+            return swapped
+
+    def _refresh(self, force: bool) -> bool:
+        old = self.snapshot
+        model_file = resolve_model_path(self.settings.model_path)
+        stamp = _file_stamp(model_file)
+        index_version = self.store.current_version()
+        if index_version is None:
+            raise IndexNotReadyError(
+                f"no index has been built under {self.store.root}; run `grn reindex`"
+            )
+        same_model = old is not None and old.model_file == model_file and old.model_stamp == stamp
+        if not force and same_model and old is not None and old.index_version == index_version:
+            return False
+        if same_model and old is not None:
+            net, card = old.net, old.card
+        else:
+            card = read_card(model_file)
+            if old is not None and card.version == old.card.version:
+                net = old.net
+            else:
+                device = resolve_device(self.settings.device)
+                net, card = load_model(model_file, device)
+                net = net.to(memory_format=torch.channels_last)
+        manifest = self.store.manifest(index_version)
+        if manifest.model_version != card.version:
+            raise IndexModelMismatchError(
+                f"the model file {model_file} holds {card.version}, but index {index_version} "
+                f"was built by {manifest.model_version}; still serving "
+                + (f"{old.model_version} with index {old.index_version}" if old else "nothing")
+                + "; run `grn reindex` to build an index with the new model"
+            )
+        if old is not None and old.index_version == index_version:
+            searcher = old.searcher
+        else:
+            loaded = self.store.load(index_version, expected_model=card.version)
+            searcher = Searcher(loaded, self.search_settings)
+        device = next(net.parameters()).device
+        self.snapshot = Snapshot(net, card, model_file, stamp, searcher, device)
+        log.info("serving model %s with index %s", card.version, searcher.version)
+        return True
+
+
+@dataclass
+class _Job:
+    snapshot: Snapshot
+    image: torch.Tensor
+    """(3, S, S) uint8 at the snapshot's input size."""
+    future: asyncio.Future[Inference]
+
+
+class Batcher:
+    """Model batches from concurrent requests (see the module docstring)."""
+
+    def __init__(self, *, enabled: bool, max_batch_size: int, wait_ms: float) -> None:
+        self.max_batch_size = max_batch_size if enabled else 1
+        self.wait = wait_ms / 1000 if enabled else 0.0
+        self._queue: deque[_Job] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grn-model")
+        self.batch_sizes: list[int] = []
+        """Sizes of the last batches run (bounded), for metrics and tests."""
+        configure_cpu_threads()
+
+    def start(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="grn-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def infer(self, snapshot: Snapshot, images: Sequence[np.ndarray]) -> list[Inference]:
+        """Embedding and label probabilities of decoded (H, W, 3) uint8 images."""
+        if self._wakeup is None:
+            raise ServiceNotReadyError("the model batcher is not running")
+        size = snapshot.card.input_size
+        tensors = await asyncio.to_thread(lambda: [to_uint8_tensor(i, size) for i in images])
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(snapshot, t, loop.create_future()) for t in tensors]
+        self._queue.extend(jobs)
+        self._wakeup.set()
+        return list(await asyncio.gather(*(job.future for job in jobs)))
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if len(self._queue) < self.max_batch_size and self.wait > 0:
+                # let the requests arriving now join this batch
+                deadline = loop.time() + self.wait
+                while len(self._queue) < self.max_batch_size and loop.time() < deadline:
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), deadline - loop.time())
+                    except TimeoutError:
+                        break
+            batch = [self._queue.popleft()]
+            while (
+                self._queue
+                and len(batch) < self.max_batch_size
+                and self._queue[0].snapshot is batch[0].snapshot  # one model per batch
+            ):
+                batch.append(self._queue.popleft())
+            try:
+                results = await loop.run_in_executor(self._executor, _run_model, batch)
+            except Exception as exc:  # reaches the requests, never kills the loop
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            self.batch_sizes = [*self.batch_sizes[-999:], len(batch)]
+            for job, result in zip(batch, results, strict=True):
+                if not job.future.done():  # the client may have gone
+                    job.future.set_result(result)
+
+
+def _run_model(batch: Sequence[_Job]) -> list[Inference]:
+    snapshot = batch[0].snapshot
+    card = snapshot.card
+    with torch.inference_mode():
+        images = torch.stack([job.image for job in batch]).to(snapshot.device)
+        out = snapshot.net(normalize(images, card.mean, card.std))
+        embeddings = out.embedding.float().cpu().numpy()
+        probabilities = torch.sigmoid(out.logits).float().cpu().numpy()
+    return [Inference(e, p) for e, p in zip(embeddings, probabilities, strict=True)]

@@ -1,0 +1,58 @@
+"""Settings of the service and the admin CLI, from environment variables prefixed `GRN_`
+(or a `.env` file): one `Settings`, reached through the cached `get_settings()`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GRN_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///data/grn.db"
+    """SQLAlchemy URL: `sqlite:///path` (embedded default) or `postgresql://user@host/db`."""
+    archive_dir: Path = Path("../shared/datasets/ucm-multilabel")
+    """The archive `make run` imports and indexes."""
+    model_path: Path = Path("runs/ucm-head/model.safetensors")
+    index_root: Path = Path("data/index")
+    thumbnail_dir: Path = Path("data/thumbnails")
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N: where the model runs."""
+
+    max_upload_bytes: int = Field(default=20 * 2**20, ge=1)
+    """Larger uploads get 413."""
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    """Larger images (after decoding the header) get 413: Pillow's bomb guard is set to it."""
+    max_images_per_request: int = Field(default=16, ge=1)
+    """Images one /classify request may carry."""
+
+    batching: bool = True
+    """Gather concurrent requests into model batches."""
+    max_batch_size: int = Field(default=8, ge=1)
+    """Images per model batch (on 2 CPU cores 4 to 8 is fastest)."""
+    batch_wait_ms: float = Field(default=5.0, ge=0)
+    """How long the first request of a batch waits for others to join it."""
+
+    index_poll_seconds: float = Field(default=5.0, ge=0)
+    """How often the service checks the index's `current` pointer and the model file for a
+    new version (0: never; then only POST /admin/reload swaps)."""
+    nprobe: int = Field(default=64, ge=1)
+    ef_search: int = Field(default=128, ge=1)
+    rerank_factor: int = Field(default=10, ge=1)
+
+    thumbnail_size: int = Field(default=128, ge=16, le=1024)
+    cache_max_age: int = Field(default=86_400, ge=0)
+    """Cache-Control max-age of images and thumbnails, in seconds."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

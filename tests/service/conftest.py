@@ -1,0 +1,80 @@
+"""Fixtures for the service: a tiny model and index over the UCM subset, a database on SQLite
+and on the real PostgreSQL at 127.0.0.1:5432 (each run in its own schema), and real uvicorn
+server processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from servers import (
+    LiveServer,
+    Served,
+    postgres_schema,
+    prepared_database,
+    server_env,
+    train_tiny,
+)
+
+from index.job import ReindexSettings, reindex
+
+
+@pytest.fixture(scope="session")
+def served(
+    tiny_config: Callable[..., object],
+    ucm_root: Path,
+    ucm_subset: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Served:
+    base = tmp_path_factory.mktemp("served")
+    model = train_tiny(tiny_config, base / "run")
+    reindex(
+        model,
+        ucm_root,
+        base / "index",
+        labels_csv=ucm_subset,
+        settings=ReindexSettings(factory="Flat"),
+        device="cpu",
+        progress=False,
+    )
+    return Served(model, base / "index")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh schema of the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'grn.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(
+    request: pytest.FixtureRequest,
+    served: Served,
+    ucm_root: Path,
+    ucm_subset: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LiveServer]:
+    """A server over the UCM subset, on each database."""
+    workdir = tmp_path_factory.mktemp(f"live-{request.param}")
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{workdir / 'grn.db'}"
+    else:
+        schema = postgres_schema()
+        url = schema.__enter__()
+    try:
+        prepared_database(url, ucm_root, ucm_subset)
+        server = LiveServer(server_env(served, url, workdir), workdir / "server.log")
+        try:
+            server.wait_ready()
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if schema is not None:
+            schema.__exit__()

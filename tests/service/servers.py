@@ -1,0 +1,144 @@
+"""Test helpers for the service: real server processes and private PostgreSQL schemas."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine, text
+
+from model.train import fit
+from service.db import make_engine
+from service.importer import import_archive
+from service.migrate import upgrade
+
+REPO = Path(__file__).resolve().parents[2]
+POSTGRES_URL = os.environ.get(
+    "GRN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model and an index built from it."""
+
+    model: Path
+    index_root: Path
+
+
+def train_tiny(tiny_config: Callable[..., object], out: Path, seed: int = 0) -> Path:
+    config = tiny_config(out, epochs=1, seed=seed)
+    return fit(config, resume=False).model_path  # type: ignore[arg-type]
+
+
+def _postgres_schema_url(schema: str) -> str:
+    return f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+
+
+class postgres_schema:
+    """A schema of its own on the shared PostgreSQL, dropped afterwards, so runs never
+    collide."""
+
+    def __enter__(self) -> str:
+        self.schema = f"grn_test_{uuid.uuid4().hex[:12]}"
+        self.admin: Engine = make_engine(POSTGRES_URL)
+        try:
+            with self.admin.begin() as connection:
+                connection.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        except Exception as exc:
+            if os.environ.get("CI"):
+                raise
+            pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}")
+        return _postgres_schema_url(self.schema)
+
+    def __exit__(self, *_: object) -> None:
+        with self.admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+        self.admin.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """`grn serve` in a subprocess, as a user starts it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server never became ready:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+def server_env(served: Served, database_url: str, workdir: Path, **extra: str) -> dict[str, str]:
+    return {
+        "GRN_DATABASE_URL": database_url,
+        "GRN_MODEL_PATH": str(served.model),
+        "GRN_INDEX_ROOT": str(served.index_root),
+        "GRN_THUMBNAIL_DIR": str(workdir / "thumbnails"),
+        "GRN_DEVICE": "cpu",
+        "GRN_INDEX_POLL_SECONDS": "0",
+        "GRN_MAX_UPLOAD_BYTES": str(2 * 2**20),
+        "GRN_MAX_IMAGE_PIXELS": str(4_000_000),
+        "GRN_MAX_IMAGES_PER_REQUEST": "4",
+        "OMP_NUM_THREADS": "1",
+        **extra,
+    }
+
+
+def prepared_database(database_url: str, ucm_root: Path, labels: Path) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    import_archive(engine, ucm_root, labels, progress=False)
+    engine.dispose()
+
+
+def copy_served(served: Served, target: Path) -> Served:
+    shutil.copytree(served.model.parent, target / "run")
+    shutil.copytree(served.index_root, target / "index")
+    return Served(target / "run" / served.model.name, target / "index")

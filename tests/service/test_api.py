@@ -1,0 +1,293 @@
+"""Every endpoint through a real HTTP server process, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from servers import LiveServer, Served
+
+from index.job import scene_id
+from model.archive import load_archive
+
+
+@pytest.fixture(scope="module")
+def subset(ucm_root: Path, ucm_subset: Path):  # type: ignore[no-untyped-def]
+    return load_archive(ucm_root, ucm_subset)
+
+
+def labels_of(subset, name: str) -> set[str]:  # type: ignore[no-untyped-def]
+    scene = subset.scenes[subset.index_of(name)]
+    return {n for n, v in zip(subset.label_names, scene.labels, strict=True) if v}
+
+
+def assert_error(response, status: int, code: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"status", "error", "message"} and body["status"] == status
+    assert body["message"]
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 90, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_health_readiness_and_openapi(live: LiveServer, served: Served) -> None:
+    with live.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ready"
+        assert ready["model_version"].startswith("grn-")
+        assert ready["index_count"] == 126 and ready["scenes"] == 126
+        assert ready["schema_revision"] == "0001_initial_schema"
+        spec = client.get("/openapi.json").json()
+        assert {"/classify", "/search", "/scenes", "/labels", "/readyz"} <= set(spec["paths"])
+        assert set(spec["paths"]["/search"]["post"]["requestBody"]["content"]) == {
+            "application/json",
+            "multipart/form-data",
+        }
+        assert client.get("/docs").status_code == 200
+        assert_error(client.get("/no/such/route"), 404, "not_found")
+
+
+def test_classify_one_and_several_images(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    first, second = subset.scenes[0], subset.scenes[50]
+    with live.client() as client:
+        ready = client.get("/readyz").json()
+        one = client.post("/classify", files={"file": (first.path.name, first.path.read_bytes())})
+        assert one.status_code == 200, one.text
+        body = one.json()
+        assert [s["label"] for s in body["labels"]] == subset.label_names
+        assert all(0.0 <= s["probability"] <= 1.0 for s in body["labels"])
+        assert body["predicted"] == [s["label"] for s in body["labels"] if s["present"]]
+        assert body["model_version"] == ready["model_version"] and body["elapsed_ms"] > 0
+        both = client.post(
+            "/classify",
+            files=[
+                ("file", (first.path.name, first.path.read_bytes())),
+                ("file", (second.path.name, second.path.read_bytes())),
+            ],
+        ).json()
+        assert [r["filename"] for r in both["results"]] == [first.path.name, second.path.name]
+        got = [s["probability"] for s in both["results"][0]["labels"]]
+        want = [s["probability"] for s in body["labels"]]
+        np.testing.assert_allclose(got, want, atol=1e-5)  # batched as one, the same answer
+
+
+def test_classify_refuses_bad_uploads(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    jpeg = subset.scenes[0].path.read_bytes()
+    with live.client() as client:
+        assert_error(client.post("/classify", data={"k": "3"}), 400, "missing_file")
+        assert_error(
+            client.post("/classify", files={"file": ("x.jpg", b"not an image at all")}),
+            400,
+            "invalid_image",
+        )
+        assert_error(
+            client.post("/classify", files={"file": ("cut.jpg", jpeg[: len(jpeg) // 3])}),
+            400,
+            "invalid_image",
+        )
+        assert_error(client.post("/classify", files={"file": ("e.png", b"")}), 400, "invalid_image")
+        # 2 MiB request limit in these servers
+        assert_error(
+            client.post("/classify", files={"file": ("big.jpg", jpeg * 200)}), 413, "too_large"
+        )
+        # 4 megapixel limit: a 3000 x 3000 PNG of one colour is a small file
+        assert_error(
+            client.post("/classify", files={"file": ("huge.png", png_bytes(3000, 3000))}),
+            413,
+            "too_large",
+        )
+        assert_error(
+            client.post("/classify", files=[("file", ("a.jpg", jpeg))] * 5), 400, "bad_multipart"
+        )
+        assert_error(client.post("/classify", files={"image": ("a.jpg", jpeg)}), 400)
+        assert client.get("/readyz").status_code == 200  # and the server is still fine
+
+
+def test_search_by_scene_id(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    query = subset.scenes[10]
+    qid = scene_id(query.name)
+    with live.client() as client:
+        body = client.post("/search", json={"scene_id": qid, "k": 5}).json()
+        hits = body["hits"]
+        assert len(hits) == 5 and body["total"] == 5 and body["query_id"] == qid
+        assert qid not in [h["id"] for h in hits]  # the query itself is left out
+        scores = [h["score"] for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        for hit in hits:
+            assert hit["id"] == scene_id(hit["image"])
+            assert set(hit["labels"]) == labels_of(subset, hit["image"])
+            assert hit["scene"] == subset.scenes[subset.index_of(hit["image"])].scene
+        itself = client.post(
+            "/search", json={"scene_id": qid, "k": 5, "include_query": True}
+        ).json()["hits"]
+        assert itself[0]["id"] == qid and itself[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert [h["id"] for h in itself[1:]] == [h["id"] for h in hits[:4]]
+        image = client.get(hits[0]["image_url"])
+        assert image.status_code == 200
+        assert image.content == subset.scenes[subset.index_of(hits[0]["image"])].path.read_bytes()
+        assert "max-age" in image.headers["cache-control"]
+        again = client.get(hits[0]["image_url"], headers={"If-None-Match": image.headers["etag"]})
+        assert again.status_code == 304
+        thumb = client.get(hits[0]["thumbnail_url"])
+        assert thumb.headers["content-type"] == "image/jpeg"
+        assert max(Image.open(io.BytesIO(thumb.content)).size) == 128
+        assert (
+            client.get(
+                hits[0]["thumbnail_url"], headers={"If-None-Match": thumb.headers["etag"]}
+            ).status_code
+            == 304
+        )
+
+
+def test_search_filters_in_sql_still_return_k(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    qid = scene_id(subset.scenes[0].name)
+    with live.client() as client:
+        both = client.get("/scenes", params={"labels_all": ["buildings", "cars"], "limit": 1000})
+        matching = both.json()["total"]
+        assert matching >= 5
+        hits = client.post(
+            "/search",
+            json={"scene_id": qid, "k": 1000, "labels_all": ["buildings", "cars"]},
+        ).json()["hits"]
+        # every matching scene but the query itself, when k allows
+        assert len(hits) == matching - (
+            "cars" in labels_of(subset, subset.scenes[0].name)
+            and "buildings" in labels_of(subset, subset.scenes[0].name)
+        )
+        assert all({"buildings", "cars"} <= set(h["labels"]) for h in hits)
+        any_hits = client.post(
+            "/search", json={"scene_id": qid, "k": 10, "labels_any": ["ship", "tanks"]}
+        ).json()["hits"]
+        assert len(any_hits) == 10
+        assert all({"ship", "tanks"} & set(h["labels"]) for h in any_hits)
+        folder = client.post("/search", json={"scene_id": qid, "k": 3, "scene": "harbor"}).json()[
+            "hits"
+        ]
+        assert len(folder) == 3 and {h["scene"] for h in folder} == {"harbor"}
+        plain = client.post("/search", json={"scene_id": qid, "k": 6}).json()["hits"]
+        excluded = client.post(
+            "/search", json={"scene_id": qid, "k": 4, "exclude_ids": [plain[0]["id"]]}
+        ).json()["hits"]
+        assert [h["id"] for h in excluded] == [h["id"] for h in plain[1:5]]
+        scored = client.post(
+            "/search", json={"scene_id": qid, "k": 50, "min_score": plain[2]["score"]}
+        ).json()["hits"]
+        assert [h["id"] for h in scored] == [h["id"] for h in plain[:3]]
+
+
+def test_search_paging(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    qid = scene_id(subset.scenes[3].name)
+    with live.client() as client:
+        full = client.post("/search", json={"scene_id": qid, "k": 25}).json()
+        pages, offset = [], 0
+        while offset is not None:
+            page = client.post(
+                "/search", json={"scene_id": qid, "k": 25, "offset": offset, "limit": 10}
+            ).json()
+            assert page["total"] == 25
+            pages.extend(page["hits"])
+            offset = page["next_offset"]
+        assert [h["id"] for h in pages] == [h["id"] for h in full["hits"]]
+
+
+def test_search_by_upload_with_form_fields(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    query = subset.scenes[20]
+    with live.client() as client:
+        response = client.post(
+            "/search",
+            files={"file": (query.path.name, query.path.read_bytes())},
+            data={"k": "3", "labels_any": "grass,trees"},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert len(body["hits"]) == 3 and body["query_id"] is None
+        assert all({"grass", "trees"} & set(h["labels"]) for h in body["hits"])
+        by_id = client.post(
+            "/search",
+            json={
+                "scene_id": scene_id(query.name),
+                "k": 3,
+                "labels_any": ["grass", "trees"],
+                "include_query": True,
+            },
+        ).json()
+        # the same image searched by upload or by id: the same neighbours
+        assert [h["id"] for h in body["hits"]] == [h["id"] for h in by_id["hits"]]
+        assert body["index_version"] == by_id["index_version"]
+
+
+def test_search_errors(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    real = scene_id(subset.scenes[0].name)
+    with live.client() as client:
+        assert_error(client.post("/search", json={"scene_id": 12345, "k": 5}), 404)
+        assert_error(client.post("/search", json={"scene_id": 2**63, "k": 5}), 422)
+        assert_error(client.post("/search", json={"scene_id": -1}), 422, "invalid_request")
+        assert_error(client.post("/search", json={"scene_id": 1, "k": 0}), 422)
+        assert_error(client.post("/search", json={"scene_id": 1, "k": 1001}), 422)
+        assert_error(client.post("/search", json={"k": 3}), 422)
+        assert_error(client.post("/search", json={"scene_id": 1, "nonsense": 3}), 422)
+        assert_error(
+            client.post(
+                "/search", content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            422,
+        )
+        assert_error(
+            client.post("/search", content=b"abc", headers={"content-type": "text/plain"}),
+            400,
+            "unsupported_media_type",
+        )
+        body = assert_error(
+            client.post("/search", json={"scene_id": real, "labels_all": ["volcano"]}),
+            400,
+            "unknown_label",
+        )
+        assert "buildings" in body["message"]  # says which labels exist
+        assert_error(
+            client.post("/search", files={"file": ("x.jpg", b"garbage")}, data={"k": "3"}),
+            400,
+            "invalid_image",
+        )
+        assert_error(
+            client.post("/search", files={"file": ("x.jpg", b"garbage")}, data={"k": "many"}),
+            422,
+        )
+
+
+def test_scenes_and_labels(live: LiveServer, subset, ucm_subset: Path) -> None:  # type: ignore[no-untyped-def]
+    with live.client() as client:
+        everything = client.get("/scenes", params={"limit": 1000}).json()
+        assert everything["total"] == 126 and len(everything["scenes"]) == 126
+        ids = [s["id"] for s in everything["scenes"]]
+        assert sorted(ids) == sorted(scene_id(s.name) for s in subset.scenes)
+        first = client.get("/scenes", params={"limit": 50}).json()
+        second = client.get("/scenes", params={"limit": 50, "offset": 50}).json()
+        assert [s["id"] for s in first["scenes"] + second["scenes"]] == ids[:100]
+        assert first["next_offset"] == 50
+        harbor = client.get("/scenes", params={"scene": "harbor", "split": "train"}).json()
+        assert harbor["total"] == 4 and {s["scene"] for s in harbor["scenes"]} == {"harbor"}
+        one = everything["scenes"][7]
+        detail = client.get(f"/scenes/{one['id']}").json()
+        assert detail == one and set(detail["labels"]) == labels_of(subset, detail["image"])
+        assert_error(client.get("/scenes/123"), 404, "scene_not_found")
+        assert_error(client.get("/scenes/abc"), 422)
+        assert_error(client.get("/scenes/-5"), 422)
+        assert_error(client.get(f"/scenes/{2**70}"), 422)
+        assert_error(client.get("/scenes/..%2F..%2Fetc%2Fpasswd/image"), 404)
+        assert_error(client.get("/scenes", params={"labels_all": "volcano"}), 400, "unknown_label")
+        counts = {c["name"]: c["count"] for c in client.get("/labels").json()["labels"]}
+        with ucm_subset.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert counts == {name: sum(int(r[name]) for r in rows) for name in subset.label_names}

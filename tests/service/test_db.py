@@ -1,0 +1,157 @@
+"""The SQL store on SQLite and on PostgreSQL: migrations up and down, and `grn import`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from servers import REPO
+from sqlalchemy import func, inspect, select
+from sqlalchemy.orm import Session
+
+from index.job import scene_id
+from model.archive import load_archive
+from service.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
+from service.importer import CHUNK, import_archive
+from service.migrate import current_revision, downgrade, head_revision, upgrade
+
+TABLES = {"archives", "labels", "scenes", "scene_labels", "model_versions", "index_builds"}
+
+
+def test_migrations_round_trip_and_match_the_models(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []  # the revisions build the models
+    downgrade(engine, "base")
+    assert current_revision(engine) is None
+    assert not TABLES & set(inspect(engine).get_table_names())
+    upgrade(engine)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def stored_labels(engine) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Scene.name, Label.name)
+            .join(SceneLabel, SceneLabel.scene_id == Scene.id)
+            .join(Label, Label.id == SceneLabel.label_id)
+        )
+        out: dict[str, set[str]] = {}
+        for scene, label in rows:
+            out.setdefault(scene, set()).add(label)
+        return out
+
+
+def test_import_is_idempotent_and_complete(
+    database_url: str, ucm_root: Path, ucm_subset: Path
+) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    first = import_archive(engine, ucm_root, ucm_subset, progress=False)
+    assert (first.added, first.skipped, first.broken) == (126, 0, [])
+    second = import_archive(engine, ucm_root, ucm_subset, progress=False)
+    assert (second.added, second.skipped) == (0, 126)
+    archive = load_archive(ucm_root, ucm_subset)
+    want = {
+        s.name: {n for n, v in zip(archive.label_names, s.labels, strict=True) if v}
+        for s in archive.scenes
+    }
+    got = stored_labels(engine)
+    assert {name: got.get(name, set()) for name in want} == want
+    with Session(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Scene)) == 126
+        scene = session.get(Scene, scene_id(archive.scenes[0].name))
+        assert scene is not None and scene.width == 256 and len(scene.checksum) == 64
+        statuses = session.scalars(select(ArchiveImport.status)).all()
+        assert statuses == ["complete", "complete"]
+    engine.dispose()
+
+
+def test_broken_files_are_reported_and_skipped(
+    database_url: str, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    archive = load_archive(ucm_root, ucm_subset)
+    copy = tmp_path / "archive"
+    (copy / "images").mkdir(parents=True)
+    for scene in archive.scenes[:12]:
+        shutil.copy(scene.path, copy / "images" / scene.path.name)
+    lines = ucm_subset.read_text().splitlines()
+    (copy / "labels.csv").write_text("\n".join(lines[:13]) + "\n")
+    broken = copy / "images" / archive.scenes[3].path.name
+    broken.write_bytes(broken.read_bytes()[:200])
+    engine = make_engine(database_url)
+    upgrade(engine)
+    report = import_archive(engine, copy, progress=False)
+    assert report.added == 11 and [b.name for b in report.broken] == [archive.scenes[3].name]
+    with Session(engine) as session:
+        assert session.get(Scene, scene_id(archive.scenes[3].name)) is None
+    engine.dispose()
+
+
+def grn(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+
+
+def test_a_killed_import_leaves_whole_scenes_and_a_rerun_completes(
+    database_url: str, ucm_root: Path
+) -> None:
+    upgraded = grn("db", "upgrade", "--database-url", database_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    killed = grn(
+        "import",
+        str(ucm_root),
+        "--database-url",
+        database_url,
+        "--quiet",
+        GRN_FAULT_KILL_AT="import-chunk:2",
+    )
+    assert killed.returncode == -9, killed.stderr
+    engine = make_engine(database_url)
+    archive = load_archive(ucm_root)
+    want = {
+        s.name: {n for n, v in zip(archive.label_names, s.labels, strict=True) if v}
+        for s in archive.scenes
+    }
+    with Session(engine) as session:
+        names = session.scalars(select(Scene.name)).all()
+    assert len(names) == 2 * CHUNK  # two whole chunks, nothing of the third
+    got = stored_labels(engine)
+    assert all(got.get(name, set()) == want[name] for name in names)
+    rerun = grn("import", str(ucm_root), "--database-url", database_url, "--quiet")
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"imported {len(archive) - 2 * CHUNK} scenes ({2 * CHUNK} already present" in (
+        rerun.stdout
+    )
+    got = stored_labels(engine)
+    assert {name: got.get(name, set()) for name in want} == want
+    engine.dispose()
+
+
+def test_import_refuses_an_unmigrated_database(tmp_path: Path, ucm_root: Path) -> None:
+    result = grn("import", str(ucm_root), "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 2 and "grn db upgrade" in result.stderr
+
+
+@pytest.mark.parametrize("bad", ["no-such-folder"])
+def test_import_names_a_missing_archive(tmp_path: Path, bad: str) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert grn("db", "upgrade", "--database-url", url).returncode == 0
+    result = grn("import", str(tmp_path / bad), "--database-url", url)
+    assert result.returncode == 2 and bad in result.stderr

@@ -1,0 +1,61 @@
+"""The service's model runtime: batching gives what one-by-one gives, and the query vector of
+an archive image is the vector its index holds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+from servers import Served
+
+from index.job import scene_id
+from model.archive import load_archive
+from model.imageio import read_image
+from service.runtime import Batcher, Inference, Runtime
+from service.settings import Settings
+
+
+def infer_all(
+    runtime: Runtime, images: list[np.ndarray], batching: bool
+) -> tuple[list[Inference], list[int]]:
+    async def run() -> tuple[list[Inference], list[int]]:
+        batcher = Batcher(enabled=batching, max_batch_size=8, wait_ms=50)
+        batcher.start()
+        try:
+            snapshot = runtime.current()
+            results = await asyncio.gather(*(batcher.infer(snapshot, [i]) for i in images))
+            return [r[0] for r in results], batcher.batch_sizes
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(run())
+
+
+def test_batching_returns_what_one_by_one_returns(
+    served: Served, ucm_root: Path, ucm_subset: Path
+) -> None:
+    runtime = Runtime(Settings(model_path=served.model, index_root=served.index_root, device="cpu"))
+    assert runtime.refresh() and runtime.problem is None
+    archive = load_archive(ucm_root, ucm_subset)
+    scenes = archive.scenes[:20]
+    images = [read_image(s.path) for s in scenes]
+    batched, sizes = infer_all(runtime, images, batching=True)
+    single, single_sizes = infer_all(runtime, images, batching=False)
+    assert max(sizes) > 1 and sum(sizes) == 20  # concurrent requests shared batches
+    assert single_sizes == [1] * 20
+    for a, b in zip(batched, single, strict=True):
+        np.testing.assert_allclose(a.embedding, b.embedding, atol=1e-5)
+        np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
+    # the same image gives the vector the indexing job stored for it
+    stored = runtime.current().searcher.vectors([scene_id(s.name) for s in scenes])
+    np.testing.assert_allclose(np.stack([r.embedding for r in single]), stored, atol=1e-4)
+
+
+def test_runtime_says_why_it_is_not_ready(tmp_path: Path, served: Served) -> None:
+    runtime = Runtime(Settings(model_path=tmp_path / "none.safetensors", index_root=tmp_path))
+    assert not runtime.refresh()
+    assert "no model file" in (runtime.problem or "")
+    runtime = Runtime(Settings(model_path=served.model, index_root=tmp_path / "empty"))
+    assert not runtime.refresh()
+    assert "grn reindex" in (runtime.problem or "")
