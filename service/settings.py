@@ -15,8 +15,6 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///data/grn.db"
     """SQLAlchemy URL: `sqlite:///path` (embedded default) or `postgresql://user@host/db`."""
-    archive_dir: Path = Path("../shared/datasets/ucm-multilabel")
-    """The archive `make run` imports and indexes."""
     model_path: Path = Path("runs/ucm-head/model.safetensors")
     index_root: Path = Path("data/index")
     thumbnail_dir: Path = Path("data/thumbnails")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from servers import REPO
+from servers import REPO, Served
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
 from index.job import scene_id
 from model.archive import load_archive
+from model.card import read_card
 from service.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
 from service.importer import CHUNK, import_archive
 from service.migrate import current_revision, downgrade, head_revision, upgrade
@@ -155,3 +157,26 @@ def test_import_names_a_missing_archive(tmp_path: Path, bad: str) -> None:
     assert grn("db", "upgrade", "--database-url", url).returncode == 0
     result = grn("import", str(tmp_path / bad), "--database-url", url)
     assert result.returncode == 2 and bad in result.stderr
+
+
+def test_status_reports_versions_and_what_is_stale(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    env = {
+        "GRN_DATABASE_URL": f"sqlite:///{tmp_path / 'grn.db'}",
+        "GRN_MODEL_PATH": str(served.model),
+        "GRN_INDEX_ROOT": str(served.index_root),
+    }
+    fresh = grn("status", "--json", **env)
+    assert fresh.returncode == 1
+    assert any("grn db upgrade" in s for s in json.loads(fresh.stdout)["stale"])
+    assert grn("db", "upgrade", **env).returncode == 0
+    empty = json.loads(grn("status", "--json", **env).stdout)
+    assert "126 indexed scenes are not in SQL: run `grn import`" in empty["stale"]
+    assert grn("import", str(ucm_root), "--labels", str(ucm_subset), **env).returncode == 0
+    done = grn("status", **env)
+    assert done.returncode == 0, done.stdout
+    assert "126 in SQL" in done.stdout and "stale: nothing" in done.stdout
+    assert read_card(served.model).version in done.stdout
+    missing = grn("status", "--json", **{**env, "GRN_INDEX_ROOT": str(tmp_path / "none")})
+    assert "no index: run `grn reindex`" in json.loads(missing.stdout)["stale"]
