@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,7 +35,9 @@ from service import errors
 from service.catalog import Catalog, SceneFilter
 from service.db import Scene, make_engine
 from service.errors import BadRequestError, error_response
+from service.jobs import JobRunner, NoSuchJobError
 from service.migrate import current_revision, head_revision
+from service.observability import Metrics, RequestLog, configure_logging
 from service.runtime import Batcher, Runtime, Snapshot
 from service.schemas import (
     MAX_SCENE_ID,
@@ -41,6 +46,7 @@ from service.schemas import (
     Health,
     Hit,
     ImageClassification,
+    JobOut,
     LabelCount,
     LabelScore,
     LabelsResponse,
@@ -51,16 +57,21 @@ from service.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from service.security import check_production, require_admin, require_reader
 from service.settings import Settings, get_settings
 from service.uploads import UploadTooLargeError, decode_upload
 
 log = logging.getLogger("grn.app")
+STATIC = Path(__file__).resolve().parent / "static"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "Bad input: an unreadable image, an unknown label, an impossible search"),
         (404, "No such scene"),
+        (401, "An API key is needed"),
+        (403, "The API key is not valid"),
         (413, "Upload over the size or pixel limit"),
         (422, "Invalid parameters"),
         (503, "Model, index or database not ready"),
@@ -130,7 +141,10 @@ class BodyLimit:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    check_production(settings)
+    configure_logging(settings.log_format, settings.log_level)
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,8 +154,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             enabled=settings.batching,
             max_batch_size=settings.max_batch_size,
             wait_ms=settings.batch_wait_ms,
+            observer=metrics.observe_batch,
         )
         app.state.settings = settings
+        app.state.metrics = metrics
+        app.state.jobs = JobRunner(REPO_ROOT)
         app.state.engine = engine
         app.state.catalog = Catalog(engine)
         app.state.runtime = runtime
@@ -155,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if poller is not None:
                 poller.cancel()
+            await app.state.jobs.stop()
             await batcher.stop()
             engine.dispose()
 
@@ -171,7 +189,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"],
+            expose_headers=["X-Request-ID"],
+        )
+    app.add_middleware(RequestLog, metrics=metrics)  # outermost: sees every response
     _routes(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
@@ -192,6 +220,7 @@ def _register(app: FastAPI) -> None:
     if snapshot is None:
         return
     manifest = snapshot.searcher.loaded.manifest
+    app.state.metrics.served(snapshot.model_version, snapshot.index_version, manifest.count)
     try:
         app.state.catalog.register(
             snapshot.card.version,
@@ -335,7 +364,27 @@ def _search_form(fields: dict[str, list[str]]) -> dict[str, Any]:
     return out
 
 
+READER = [Depends(require_reader)]
+ADMIN = [Depends(require_admin)]
+
+
 def _routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page."""
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        dependencies=READER,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics of this process."""
+        registry = request.app.state.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz", response_model=Health, tags=["operations"])
     async def healthz() -> Health:
         """The process answers."""
@@ -377,7 +426,7 @@ def _routes(app: FastAPI) -> None:
             warning=runtime.problem,
         )
 
-    @app.post("/admin/reload", response_model=ReloadResponse, tags=["operations"])
+    @app.post("/admin/reload", response_model=ReloadResponse, tags=["admin"], dependencies=ADMIN)
     async def reload(runtime: RuntimeDep, request: Request) -> ReloadResponse:
         """Load the newest model and index now (the service also polls for them)."""
         swapped = await in_thread(runtime.refresh)
@@ -392,7 +441,74 @@ def _routes(app: FastAPI) -> None:
         )
 
     @app.post(
+        "/admin/reindex",
+        status_code=202,
+        response_model=JobOut,
+        tags=["admin"],
+        dependencies=ADMIN,
+    )
+    async def admin_reindex(
+        request: Request,
+        settings: SettingsDep,
+        incremental: Annotated[bool, Body(embed=True)] = False,
+    ) -> JobOut:
+        """Start `grn reindex` over GRN_ARCHIVE_DIR with the served model (a child process);
+        the new index is taken up when it completes."""
+        archive = _admin_archive(settings, None)
+        args = [
+            "reindex",
+            "--model",
+            str(settings.model_path),
+            "--archive",
+            str(archive),
+            "--index-root",
+            str(settings.index_root),
+            "--quiet",
+            *(["--incremental"] if incremental else []),
+        ]
+
+        async def take_up() -> None:
+            if await in_thread(request.app.state.runtime.refresh):
+                await in_thread(_register, request.app)
+
+        job = request.app.state.jobs.start("reindex", args, {}, on_success=take_up)
+        return JobOut(**job.describe())
+
+    @app.post(
+        "/admin/import",
+        status_code=202,
+        response_model=JobOut,
+        tags=["admin"],
+        dependencies=ADMIN,
+    )
+    async def admin_import(
+        request: Request,
+        settings: SettingsDep,
+        archive: Annotated[str | None, Body(embed=True)] = None,
+    ) -> JobOut:
+        """Start `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
+        folder = _admin_archive(settings, archive)
+        args = ["import", str(folder), "--database-url", settings.database_url, "--quiet"]
+        job = request.app.state.jobs.start("import", args, {})
+        return JobOut(**job.describe())
+
+    @app.get("/admin/jobs", response_model=list[JobOut], tags=["admin"], dependencies=ADMIN)
+    async def admin_jobs(request: Request) -> list[JobOut]:
+        """Admin jobs started by this process, newest first."""
+        jobs = sorted(request.app.state.jobs.jobs.values(), key=lambda j: -j.id)
+        return [JobOut(**job.describe()) for job in jobs]
+
+    @app.get("/admin/jobs/{job_id}", response_model=JobOut, tags=["admin"], dependencies=ADMIN)
+    async def admin_job(request: Request, job_id: int) -> JobOut:
+        """One admin job: status, return code and the last lines of its output."""
+        job = request.app.state.jobs.jobs.get(job_id)
+        if job is None:
+            raise NoSuchJobError(f"no job {job_id}")
+        return JobOut(**job.describe())
+
+    @app.post(
         "/classify",
+        dependencies=READER,
         response_model=ClassifyResponse,
         tags=["model"],
         openapi_extra={
@@ -454,6 +570,7 @@ def _routes(app: FastAPI) -> None:
 
     @app.post(
         "/search",
+        dependencies=READER,
         response_model=SearchResponse,
         tags=["search"],
         openapi_extra={
@@ -530,7 +647,7 @@ def _routes(app: FastAPI) -> None:
             elapsed_ms=_elapsed_ms(start),
         )
 
-    @app.get("/scenes", response_model=ScenePage, tags=["archive"])
+    @app.get("/scenes", response_model=ScenePage, tags=["archive"], dependencies=READER)
     async def scenes(
         request: Request,
         catalog: CatalogDep,
@@ -560,13 +677,14 @@ def _routes(app: FastAPI) -> None:
             next_offset=end if end < total else None,
         )
 
-    @app.get("/scenes/{scene_id}", response_model=SceneOut, tags=["archive"])
+    @app.get("/scenes/{scene_id}", response_model=SceneOut, tags=["archive"], dependencies=READER)
     async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId) -> SceneOut:
         """One scene's metadata."""
         return _scene_out(request, await in_thread(catalog.scene, scene_id))
 
     @app.get(
         "/scenes/{scene_id}/image",
+        dependencies=READER,
         name="scene_image",
         tags=["archive"],
         response_class=FileResponse,
@@ -585,6 +703,7 @@ def _routes(app: FastAPI) -> None:
 
     @app.get(
         "/scenes/{scene_id}/thumbnail",
+        dependencies=READER,
         name="scene_thumbnail",
         tags=["archive"],
         responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}},
@@ -600,11 +719,20 @@ def _routes(app: FastAPI) -> None:
         data = await in_thread(_thumbnail, catalog, scene, settings)
         return Response(data, media_type="image/jpeg", headers=headers)
 
-    @app.get("/labels", response_model=LabelsResponse, tags=["archive"])
+    @app.get("/labels", response_model=LabelsResponse, tags=["archive"], dependencies=READER)
     async def labels(catalog: CatalogDep) -> LabelsResponse:
         """Label names and how many archive scenes carry each."""
         counts = await in_thread(catalog.label_counts)
         return LabelsResponse(labels=[LabelCount(name=n, count=c) for n, c in counts])
+
+
+def _admin_archive(settings: Settings, given: str | None) -> Path:
+    folder = Path(given) if given else settings.archive_dir
+    if folder is None:
+        raise BadRequestError("no archive given and GRN_ARCHIVE_DIR is not set", "no_archive")
+    if not (folder / "labels.csv").is_file():
+        raise BadRequestError(f"{folder} is not an archive: it has no labels.csv", "no_archive")
+    return folder
 
 
 def _invalid(exc: ValidationError) -> Exception:

@@ -419,6 +419,7 @@ def serve(
         port=port,
         workers=workers or settings.workers,
         log_level="info",
+        access_log=False,  # the app logs one line per request, with its request id
     )
 
 

@@ -18,6 +18,7 @@ from index.searcher import UnknownSceneError
 from index.store import IndexModelMismatchError, IndexNotReadyError
 from index.vectors import IndexSearchError
 from model.imageio import InvalidImageError
+from service.jobs import JobConflictError, NoSuchJobError
 from service.runtime import ServiceNotReadyError
 from service.uploads import UploadTooLargeError
 
@@ -44,6 +45,8 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (UploadTooLargeError, 413, "too_large"),
     (InvalidImageError, 400, "invalid_image"),
     (SceneNotFoundError, 404, "scene_not_found"),
+    (NoSuchJobError, 404, "job_not_found"),
+    (JobConflictError, 409, "job_running"),
     (UnknownSceneError, 404, "scene_not_indexed"),
     (IndexSearchError, 400, "bad_search"),
     (ServiceNotReadyError, 503, "not_ready"),
@@ -77,7 +80,11 @@ def _message(exc: BaseException) -> str:
 
 
 def install(app: FastAPI) -> None:
-    async def domain(_request: Request, exc: Exception) -> JSONResponse:
+    async def domain(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DBAPIError | DatabaseUnavailableError):
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.database_errors.inc()
         if isinstance(exc, BadRequestError):
             return error_response(400, exc.code, str(exc))
         for kind, status, code in ERRORS:
@@ -98,9 +105,13 @@ def install(app: FastAPI) -> None:
         return error_response(422, "invalid_request", f"{where}: {first['msg']}", details)
 
     async def http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
-            exc.status_code, "http_error"
-        )
+        code = {
+            401: "unauthorized",
+            403: "forbidden",
+            404: "not_found",
+            405: "method_not_allowed",
+            413: "too_large",
+        }.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
         )

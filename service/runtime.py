@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +163,16 @@ class _Job:
 class Batcher:
     """Model batches from concurrent requests (see the module docstring)."""
 
-    def __init__(self, *, enabled: bool, max_batch_size: int, wait_ms: float) -> None:
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        max_batch_size: int,
+        wait_ms: float,
+        observer: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.observer = observer
+        """Called with each batch's size and model seconds (metrics)."""
         self.max_batch_size = max_batch_size if enabled else 1
         self.wait = wait_ms / 1000 if enabled else 0.0
         self._queue: deque[_Job] = deque()
@@ -221,6 +230,7 @@ class Batcher:
                 and self._queue[0].snapshot is batch[0].snapshot  # one model per batch
             ):
                 batch.append(self._queue.popleft())
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, _run_model, batch)
             except Exception as exc:  # reaches the requests, never kills the loop
@@ -229,6 +239,8 @@ class Batcher:
                         job.future.set_exception(exc)
                 continue
             self.batch_sizes = [*self.batch_sizes[-999:], len(batch)]
+            if self.observer is not None:
+                self.observer(len(batch), time.perf_counter() - started)
             for job, result in zip(batch, results, strict=True):
                 if not job.future.done():  # the client may have gone
                     job.future.set_result(result)

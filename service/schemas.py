@@ -131,6 +131,20 @@ class ReloadResponse(BaseModel):
     problem: str | None
 
 
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    """import or reindex."""
+    command: str
+    status: str
+    """running, succeeded or failed."""
+    returncode: int | None
+    started: float
+    finished: float | None
+    output: list[str]
+    """The last lines the job printed."""
+
+
 class ErrorBody(BaseModel):
     status: int
     error: str

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRN_", env_file=".env", extra="ignore")
 
+    environment: Literal["development", "production"] = "development"
+    """In production the service refuses to start without a strong `api_key`."""
     database_url: str = "sqlite:///data/grn.db"
     """SQLAlchemy URL: `sqlite:///path` (embedded default) or `postgresql://user@host/db`."""
+    archive_dir: Path | None = None
+    """The archive that POST /admin/import and /admin/reindex work on."""
     model_path: Path = Path("runs/ucm-head/model.safetensors")
     index_root: Path = Path("data/index")
     thumbnail_dir: Path = Path("data/thumbnails")
@@ -45,6 +50,17 @@ class Settings(BaseSettings):
     thumbnail_size: int = Field(default=128, ge=16, le=1024)
     cache_max_age: int = Field(default=86_400, ge=0)
     """Cache-Control max-age of images and thumbnails, in seconds."""
+
+    api_key: SecretStr = SecretStr("")
+    """Key for the admin endpoints (header `X-API-Key` or `Authorization: Bearer`); empty:
+    admin endpoints are refused (403) in development and the service will not start in
+    production."""
+    read_access: Literal["open", "key"] = "open"
+    """`key`: the read endpoints (classify, search, scenes, labels, metrics) need the key too."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed to call the API from a browser (JSON list); none by default."""
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
 
     host: str = "127.0.0.1"
     port: int = 8000

@@ -1,0 +1,167 @@
+"""Metrics (Prometheus text format at /metrics) and request logs with request ids.
+
+Each app has its own registry, so several apps in one process (tests) never share series.
+With `grn serve --workers N` every process counts its own requests: scrape each, or run one
+worker per container (the deployment default).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any, ClassVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+log = logging.getLogger("grn.requests")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "grn_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "grn_http_request_duration_seconds",
+            "Time from request to response",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "grn_model_inference_seconds",
+            "Time the model takes for one batch",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "grn_model_batch_size",
+            "Images per model batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.index_vectors = Gauge("grn_index_vectors", "Vectors in the index served", registry=r)
+        self.index_info = Gauge(
+            "grn_index_info",
+            "The model and index versions served (value 1)",
+            ["model_version", "index_version"],
+            registry=r,
+        )
+        self.database_errors = Counter(
+            "grn_database_errors",
+            "Requests that failed because the database did not answer",
+            registry=r,
+        )
+        self.reloads = Counter("grn_reloads", "Model and index swaps", registry=r)
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+    def served(self, model_version: str, index_version: str, vectors: int) -> None:
+        self.index_info.clear()
+        self.index_info.labels(model_version, index_version).set(1)
+        self.index_vectors.set(vectors)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+
+    RESERVED: ClassVar[set[str]] = set(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update(
+            {k: v for k, v in vars(record).items() if k not in self.RESERVED and k != "message"}
+        )
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(fmt: str, level: str = "INFO") -> None:
+    """`json` or `text` logs on stderr for the grn loggers."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("grn")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+class RequestLog:
+    """Gives every request an id (the client's `X-Request-ID` when it is sane, else a new
+    one), returns it in the response header, counts and times the request by its route
+    template, and logs one line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        request_id = given if _CLIENT_ID.match(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        start = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (REQUEST_ID_HEADER.lower().encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, template, str(status)).inc()
+            self.metrics.latency.labels(method, template).observe(elapsed)
+            log.info(
+                "%s %s %d %.1f ms",
+                method,
+                scope.get("path", ""),
+                status,
+                elapsed * 1000,
+                extra={
+                    "request_id": request_id,
+                    "method": method,
+                    "path": scope.get("path", ""),
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )
