@@ -70,6 +70,10 @@ class Metrics:
         self.inference.observe(seconds)
 
     def served(self, model_version: str, index_version: str, vectors: int) -> None:
+        serving = (model_version, index_version)
+        if getattr(self, "_serving", serving) != serving:
+            self.reloads.inc()
+        self._serving = serving
         self.index_info.clear()
         self.index_info.labels(model_version, index_version).set(1)
         self.index_vectors.set(vectors)

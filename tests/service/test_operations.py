@@ -152,6 +152,7 @@ def test_admin_import_and_reindex_jobs(ops: tuple[LiveServer, Path]) -> None:
         job = wait_job(client, started.json()["id"])
         assert job["status"] == "succeeded", job["output"]
         after = client.get("/readyz").json()
+        assert "grn_reloads_total 1.0" in client.get("/metrics").text
         # the 26 scenes not in this archive left the index, and the service took it up
         assert after["index_count"] == 100 and after["index_version"] != before["index_version"]
         assert after["model_version"] == before["model_version"]

@@ -1,0 +1,202 @@
+"""The deployment files, checked without a Docker engine: the Dockerfile linted by hadolint,
+docker-compose.yml read and checked as compose would read it, and each compose service's
+command run here with that service's environment against the local PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from servers import REPO, Served, free_port, postgres_schema
+
+KEY = "compose-test-key-0123456789"
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} substitution."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, kind, rest = match.group(1), match.group(2), match.group(3)
+        if env.get(name):
+            return env[name]
+        if kind == "?":
+            raise ValueError(f"compose would refuse to start: {rest}")
+        return rest or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def compose(env: dict[str, str]) -> dict[str, Any]:
+    return interpolate(yaml.safe_load((REPO / "docker-compose.yml").read_text()), env)  # type: ignore[no-any-return]
+
+
+def dockerfile_stages() -> list[str]:
+    text = (REPO / "Dockerfile").read_text()
+    return re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, flags=re.MULTILINE)
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    result = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    stages = dockerfile_stages()
+    assert stages[-1] == "cpu" and "cuda" in stages  # the CPU image is the default target
+    assert "faiss-gpu-cu12" in text and "download.pytorch.org/whl/cpu" in text
+    for stage in ("cpu", "cuda"):
+        body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
+        assert "USER 10001:10001" in body  # never root
+    assert re.search(r"HEALTHCHECK .*\n?.*/readyz", text)
+    assert 'ENTRYPOINT ["grn"]' in text and 'CMD ["serve"]' in text  # the same image runs jobs
+
+
+def test_compose_file_is_what_the_deployment_needs() -> None:
+    with pytest.raises(ValueError, match="GRN_API_KEY"):
+        compose({})  # no key, no start
+    spec = compose({"GRN_API_KEY": KEY})
+    services = spec["services"]
+    assert set(services) == {"postgres", "migrate", "api", "api-gpu"}
+    postgres = services["postgres"]
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("api", "api-gpu"):
+        api = services[name]
+        assert api["command"] == ["serve"]
+        assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert api["depends_on"]["postgres"]["condition"] == "service_healthy"
+        mounts = {v.split(":")[1] for v in api["volumes"]}
+        assert {"/data/models", "/data/index", "/archive"} <= mounts
+        assert api["build"]["target"] in dockerfile_stages()
+        assert api["environment"]["GRN_ENVIRONMENT"] == "production"
+    assert services["api-gpu"]["profiles"] == ["gpu"] and "profiles" not in services["api"]
+    device = services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert set(spec["volumes"]) >= {"pgdata", "models", "index"}
+    if shutil.which("docker-compose"):  # Debian's docker-compose validates it too, when present
+        check = subprocess.run(
+            ["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "GRN_API_KEY": KEY},
+        )
+        assert check.returncode == 0, check.stderr
+
+
+def host_paths(value: str, root: Path) -> str:
+    """Container paths (/data, /archive) -> folders of this test."""
+    return re.sub(r"(?<![\w/])/(data|archive)\b", lambda m: str(root / m.group(1)), value)
+
+
+def run_grn(args: list[str], env: dict[str, str], root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *[host_paths(a, root) for a in args]],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_compose_services_run_with_their_environment(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    from model.archive import load_archive
+
+    # the archive mounted at /archive: 60 scenes of the UCM subset with their labels file
+    archive = tmp_path / "archive"
+    subset = load_archive(ucm_root, ucm_subset)
+    for scene in subset.scenes[:60]:
+        (archive / "images").mkdir(parents=True, exist_ok=True)
+        shutil.copy(scene.path, archive / "images" / scene.path.name)
+    (archive / "labels.csv").write_text("\n".join(ucm_subset.read_text().splitlines()[:61]) + "\n")
+    spec = compose({"GRN_API_KEY": KEY})
+    with postgres_schema() as database_url:
+
+        def service_env(name: str) -> dict[str, str]:
+            env = {
+                k: host_paths(str(v), tmp_path)
+                for k, v in spec["services"][name]["environment"].items()
+            }
+            assert env["GRN_DATABASE_URL"].startswith("postgresql://grn:")
+            env["GRN_DATABASE_URL"] = database_url  # the local server stands in for `postgres`
+            return env
+
+        migrate = run_grn(spec["services"]["migrate"]["command"], service_env("migrate"), tmp_path)
+        assert migrate.returncode == 0, migrate.stderr
+        # the README's one-off jobs, run in the api container (training replaced by a copy of
+        # an already trained model, to keep the test short)
+        api_env = service_env("api")
+        imported = run_grn(["import", "/archive", "--quiet"], api_env, tmp_path)
+        assert imported.returncode == 0, imported.stderr
+        model_path = Path(api_env["GRN_MODEL_PATH"])
+        model_path.parent.mkdir(parents=True)
+        shutil.copy(served.model, model_path)
+        indexed = run_grn(
+            [
+                "reindex",
+                "--model",
+                "/data/models/ucm-head",
+                "--archive",
+                "/archive",
+                "--index-root",
+                "/data/index",
+                "--quiet",
+            ],
+            api_env,
+            tmp_path,
+        )
+        assert indexed.returncode == 0, indexed.stderr
+
+        port = free_port()
+        log = (tmp_path / "api.log").open("w")
+        api = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", *spec["services"]["api"]["command"]],
+            cwd=REPO,
+            env={**os.environ, **api_env, "GRN_PORT": str(port)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline, ready = time.monotonic() + 120, None
+            while time.monotonic() < deadline and api.poll() is None:
+                try:
+                    ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                    if ready.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            assert ready is not None and ready.status_code == 200, (
+                tmp_path / "api.log"
+            ).read_text()
+            body = ready.json()
+            assert body["scenes"] == 60 and body["index_count"] == 60
+            reload = httpx.post(f"http://127.0.0.1:{port}/admin/reload", headers={"X-API-Key": KEY})
+            assert reload.status_code == 200
+        finally:
+            api.terminate()
+            api.wait(timeout=20)
+            log.close()
+        # the production settings log JSON lines
+        assert any(line.startswith("{") for line in (tmp_path / "api.log").read_text().splitlines())
