@@ -1,13 +1,15 @@
 """Resident memory of a service process searching an IVF-PQ index with re-ranking.
 
-    python bench/pq_memory.py --n 10000000 --root /tmp/grn-pq-index
+    python bench/pq_memory.py --n 10000000 --root /tmp/grn-pq-index [--reuse]
 
 Builds IVF-PQ over n synthetic vectors (the mixture of bench/index_bench.py), stores it as an
 index version with its full vectors (index/store.py), then, in a fresh process, loads that
 version as the service does and answers 1000 queries with re-ranking, printing recall@10
 against exact search and the process's memory from /proc/self/status: anonymous memory
 (the index and the process) apart from file-backed pages of the memory-mapped full vectors,
-which the kernel can drop and re-read.
+which the kernel can drop and re-read. Each setting runs twice, reading the full vectors as the
+service does (`pread`, index/vectors.py's VectorFile) and, as the baseline, through a memory
+map. `--reuse` skips the build when ROOT already holds one.
 """
 
 from __future__ import annotations
@@ -49,10 +51,16 @@ def data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray]:
     return mixture[:n], mixture[n:]
 
 
-def serve(root: str, n: int, nprobe: int, rerank: int) -> None:
+def serve(root: str, n: int, nprobe: int, rerank: int, reader: str) -> None:
     start = time.perf_counter()
     loaded = IndexStore(root).load()
     load_s = time.perf_counter() - start
+    if reader == "mmap":
+        assert loaded.full_vectors is not None
+        folder = loaded.path.parent
+        loaded.full_vectors = FullVectors(
+            loaded.full_vectors.ids, np.load(folder / "vectors.npy", mmap_mode="r")
+        )
     queries = np.load(f"{root}/queries.npy")
     truth = np.load(f"{root}/truth.npy")
     settings = SearchSettings(nprobe=nprobe, rerank_factor=rerank)
@@ -72,6 +80,7 @@ def serve(root: str, n: int, nprobe: int, rerank: int) -> None:
             {
                 "n": n,
                 "factory": loaded.manifest.factory,
+                "reader": reader,
                 "nprobe": nprobe,
                 "rerank_factor": rerank,
                 "load_s": load_s,
@@ -92,42 +101,52 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--nprobe", type=int, default=64)
     parser.add_argument("--rerank", type=int, default=50)
+    parser.add_argument("--reader", choices=("pread", "mmap"), default="pread")
+    parser.add_argument("--reuse", action="store_true", help="Keep an index already built.")
     args = parser.parse_args()
     if args.serve:
-        serve(args.root, args.n, args.nprobe, args.rerank)
+        serve(args.root, args.n, args.nprobe, args.rerank, args.reader)
         return
-    vectors, queries = data(args.n, 1000)
-    ids = np.arange(args.n, dtype=np.int64)
-    nlist = 16384 if args.n >= 4_000_000 else 4096
+    if not (args.reuse and IndexStore(args.root).current_version()):
+        build(args.n, args.root)
+    for nprobe, rerank in ((16, 10), (64, 50)):
+        for reader in ("pread", "mmap"):
+            subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--serve",
+                    "--root",
+                    args.root,
+                    "--n",
+                    str(args.n),
+                    "--nprobe",
+                    str(nprobe),
+                    "--rerank",
+                    str(rerank),
+                    "--reader",
+                    reader,
+                ],
+                check=True,
+            )
+
+
+def build(n: int, root: str) -> None:
+    vectors, queries = data(n, 1000)
+    ids = np.arange(n, dtype=np.int64)
+    nlist = 16384 if n >= 4_000_000 else 4096
     factory = f"IVF{nlist},PQ32"
     start = time.perf_counter()
     index = build_index(factory, ids, vectors)
-    print(f"built {factory} over {args.n} vectors in {time.perf_counter() - start:.0f} s")
-    store = IndexStore(args.root)
+    print(f"built {factory} over {n} vectors in {time.perf_counter() - start:.0f} s")
+    store = IndexStore(root)
     manifest = store.write_version(
         index, model_version="bench", factory=factory, full_vectors=FullVectors(ids, vectors)
     )
     store.activate(manifest.version)
-    np.save(f"{args.root}/queries.npy", queries)
-    np.save(f"{args.root}/truth.npy", exact_search(vectors, ids, queries, 10).ids)
+    np.save(f"{root}/queries.npy", queries)
+    np.save(f"{root}/truth.npy", exact_search(vectors, ids, queries, 10).ids)
     del index, vectors
-    for nprobe, rerank in ((16, 10), (64, 50)):
-        subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--serve",
-                "--root",
-                args.root,
-                "--n",
-                str(args.n),
-                "--nprobe",
-                str(nprobe),
-                "--rerank",
-                str(rerank),
-            ],
-            check=True,
-        )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,11 @@ class IndexNotReadyError(RuntimeError):
     """No usable index version exists (never built, or its files are damaged)."""
 
 
+class IndexWriteError(OSError):
+    """A new index version could not be written (disk full, file size limit, permissions);
+    the version in service is untouched."""
+
+
 class IndexModelMismatchError(RuntimeError):
     """The index was built from another model's embeddings than the one in use."""
 
@@ -147,7 +152,13 @@ class IndexStore:
         folder = self.versions / version
         folder.mkdir(parents=True)
         index_path = folder / INDEX_FILE
-        faiss.write_index(index, str(index_path))
+        try:
+            faiss.write_index(index, str(index_path))
+        except RuntimeError as exc:  # FAISS reports a failed write as a RuntimeError
+            raise IndexWriteError(
+                f"could not write {index_path} ({exc}); is the disk full? the index in "
+                "service is unchanged"
+            ) from exc
         kill_point("index-written")
         ids = np.sort(stored_ids(index))
         with (folder / IDS_FILE).open("wb") as handle:

@@ -175,30 +175,38 @@ class VectorFile:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def _pread(self, size: int, offset: int) -> bytearray:
-        data = bytearray(size)
-        view = memoryview(data)
+    def _read_into(self, target: memoryview, offset: int) -> None:
         done = 0
-        while done < size:  # one read returns at most about 2 GiB
-            got = os.preadv(self._fd, [view[done : done + (1 << 30)]], offset + done)
+        while done < len(target):  # one read returns at most about 2 GiB
+            got = os.preadv(self._fd, [target[done : done + (1 << 30)]], offset + done)
             if got == 0:
                 raise OSError(f"{self.path}: file ended early (truncated?)")
             done += got
-        return data
 
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The given rows, in the order given (runs of consecutive rows in one read)."""
+        """The given rows, in the order given. Scattered rows (re-ranking candidates) are
+        read one by one straight into the result, in file order; long runs of consecutive
+        rows (a whole file, a mask) in one read each."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
         if rows.size and (rows.min() < 0 or rows.max() >= self.shape[0]):
             raise IndexError(f"row out of range 0..{self.shape[0] - 1}")
         out = np.empty((len(rows), self.shape[1]), dtype=self.dtype)
+        if not len(rows):
+            return out
+        row_bytes = self._row_bytes
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
-        for run in np.split(np.arange(len(rows)), breaks) if len(rows) else []:
+        if len(breaks) + 1 > len(rows) // 4:
+            view = memoryview(out).cast("B")
+            for position, row in zip(order.tolist(), sorted_rows.tolist(), strict=True):
+                start = position * row_bytes
+                self._read_into(view[start : start + row_bytes], self._offset + row * row_bytes)
+            return out
+        for run in np.split(np.arange(len(rows)), breaks):
             first, count = int(sorted_rows[run[0]]), len(run)
-            data = self._pread(count * self._row_bytes, self._offset + first * self._row_bytes)
-            block = np.frombuffer(data, dtype=self.dtype).reshape(count, self.shape[1])
+            block = np.empty((count, self.shape[1]), dtype=self.dtype)
+            self._read_into(memoryview(block).cast("B"), self._offset + first * row_bytes)
             out[order[run]] = block[sorted_rows[run] - first]
         return out
 

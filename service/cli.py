@@ -301,6 +301,14 @@ def reindex(
     except (*USER_ERRORS, IndexModelMismatchError, IndexNotReadyError) as exc:
         _fail(exc)
         return
+    except OSError as exc:  # disk full, size limit, permissions: nothing was put in service
+        _fail(
+            OSError(
+                f"the new index could not be written: {exc}; "
+                f"the index in service under {index_root} is unchanged"
+            )
+        )
+        return
     m = report.manifest
     typer.echo(
         f"index {m.version} in service: {m.count} scenes, {m.factory}, model {m.model_version}; "

@@ -148,6 +148,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {"check_same_thread": False})
     else:
+        # a database that is down must fail requests in seconds, not hang them
+        kwargs.setdefault("connect_args", {"connect_timeout": 3})
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
