@@ -198,7 +198,7 @@ class VectorFile:
         sorted_rows = rows[order]
         breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
         if len(breaks) + 1 > len(rows) // 4:
-            view = memoryview(out).cast("B")
+            view = out.data.cast("B")
             for position, row in zip(order.tolist(), sorted_rows.tolist(), strict=True):
                 start = position * row_bytes
                 self._read_into(view[start : start + row_bytes], self._offset + row * row_bytes)
@@ -206,7 +206,7 @@ class VectorFile:
         for run in np.split(np.arange(len(rows)), breaks):
             first, count = int(sorted_rows[run[0]]), len(run)
             block = np.empty((count, self.shape[1]), dtype=self.dtype)
-            self._read_into(memoryview(block).cast("B"), self._offset + first * row_bytes)
+            self._read_into(block.data.cast("B"), self._offset + first * row_bytes)
             out[order[run]] = block[sorted_rows[run] - first]
         return out
 

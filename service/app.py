@@ -38,7 +38,7 @@ from service.errors import BadRequestError, error_response
 from service.jobs import JobRunner, NoSuchJobError
 from service.migrate import current_revision, head_revision
 from service.observability import Metrics, RequestLog, configure_logging
-from service.runtime import Batcher, Runtime, Snapshot
+from service.runtime import Batcher, Runtime, Snapshot, tune_allocator
 from service.schemas import (
     MAX_SCENE_ID,
     ClassifyResponse,
@@ -144,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     check_production(settings)
     configure_logging(settings.log_format, settings.log_level)
     Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
+    if settings.tune_allocator:
+        tune_allocator()
     metrics = Metrics()
 
     @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -71,6 +72,24 @@ class Inference:
     """(D,) unit vector."""
     probabilities: np.ndarray
     """(labels,) sigmoid of the classifier logits."""
+
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> bool:
+    """Keep glibc from handing the model's activation buffers back to the kernel after each
+    batch. By default every buffer over the mmap threshold is a fresh mapping, so each
+    request re-faults some 14 MB of zeroed pages (about 3,500 page faults per image measured
+    on 2 cores, 22% of the model's time at batch 1). Returns whether it applied (glibc only)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    )
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=5.0, ge=0)
     """How long the first request of a batch waits for others to join it."""
 
+    tune_allocator: bool = True
+    """Keep the model's buffers mapped between requests (glibc mallopt): fewer page faults."""
+
     index_poll_seconds: float = Field(default=5.0, ge=0)
     """How often the service checks the index's `current` pointer and the model file for a
     new version (0: never; then only POST /admin/reload swaps)."""
