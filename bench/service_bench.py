@@ -495,7 +495,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="uncounted, before each cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    parser.add_argument("--max-batch-size", type=int, default=8, help="GRN_MAX_BATCH_SIZE")
+    parser.add_argument("--max-batch-size", type=int, default=4, help="GRN_MAX_BATCH_SIZE")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="GRN_BATCH_WAIT_MS")
     parser.add_argument("--database-url", default="sqlite:///data/grn.db")
     parser.add_argument("--model", type=Path, default=Path("runs/ucm-head/model.safetensors"))

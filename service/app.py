@@ -163,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = JobRunner(REPO_ROOT)
         app.state.engine = engine
         app.state.catalog = Catalog(engine)
+        runtime.run_torch = batcher.call  # models load on the model thread
         app.state.runtime = runtime
         app.state.batcher = batcher
         batcher.start()

@@ -35,8 +35,9 @@ class Settings(BaseSettings):
 
     batching: bool = True
     """Gather concurrent requests into model batches."""
-    max_batch_size: int = Field(default=8, ge=1)
-    """Images per model batch (on 2 CPU cores 4 to 8 is fastest)."""
+    max_batch_size: int = Field(default=4, ge=1)
+    """Images per model batch: on 2 CPU cores 4 gave the throughput of 8 at a lower p99
+    (docs/service.md); on a GPU, raise it."""
     batch_wait_ms: float = Field(default=5.0, ge=0)
     """How long the first request of a batch waits for others to join it."""
 
