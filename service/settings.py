@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=5.0, ge=0)
     """How long the first request of a batch waits for others to join it."""
 
+    io_threads: int = Field(default=16, ge=1)
+    """Threads for decoding, SQL and index searches (the model has its own)."""
     tune_allocator: bool = True
     """Keep the model's buffers mapped between requests (glibc mallopt): fewer page faults."""
 
