@@ -27,7 +27,9 @@ measured again after the servers have stopped (`--no-model-recheck` to skip), to
 the machine drifted during the run.
 Derived: /classify throughput at concurrency 32 batched over unbatched; serving overhead
 per image at concurrency 1 unbatched, (classify p50 - model ms/image at batch 1) / model
-ms/image at batch 1; /search by scene id p50 at concurrency 1.
+ms/image at batch 1, and the same ratio inside the server, from its /metrics (mean time in
+the app per /classify request against its model's mean time per image); /search by scene
+id p50 at concurrency 1.
 
 Client and server share the machine's cores: at high concurrency the client's own CPU use
 is part of what is measured.
@@ -92,6 +94,12 @@ class Cell:
     p99_ms: float | None
     server_minor_faults_per_request: float | None
     """Page faults the server took per answered request (Linux; allocator behaviour)."""
+    server_ms_per_request: float | None = None
+    """Mean time inside the app per request of the cell's route (its /metrics histogram):
+    everything the server does but reading the socket and parsing the HTTP head."""
+    server_model_ms_per_image: float | None = None
+    """Mean model time per image in the server (its /metrics), None if it ran no model."""
+    server_mean_batch: float | None = None
 
 
 @dataclass
@@ -361,6 +369,28 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
+ROUTES = {"classify": "/classify", "search_id": "/search", "search_image": "/search"}
+
+
+def server_counters(base_url: str, route: str) -> dict[str, float]:
+    """Sums and counts of the server's request-time and model histograms (/metrics)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=30).text
+    labels = f'{{method="POST",route="{route}"}}'
+    wanted = {
+        "request_s": f"grn_http_request_duration_seconds_sum{labels}",
+        "requests": f"grn_http_request_duration_seconds_count{labels}",
+        "model_s": "grn_model_inference_seconds_sum",
+        "images": "grn_model_batch_size_sum",
+        "batches": "grn_model_batch_size_count",
+    }
+    found = {}
+    for line in text.splitlines():
+        for key, name in wanted.items():
+            if line.startswith(name + " "):
+                found[key] = float(line.split()[-1])
+    return {key: found.get(key, 0.0) for key in wanted}
+
+
 def measure(
     base_url: str,
     pid: int,
@@ -371,8 +401,11 @@ def measure(
     args: argparse.Namespace,
 ) -> Cell:
     faults_before = minor_faults(pid)
+    counters_before = server_counters(base_url, ROUTES[scenario])
     tally = asyncio.run(load(base_url, send, concurrency, args.warmup, args.seconds))
+    counters = server_counters(base_url, ROUTES[scenario])
     faults_after = minor_faults(pid)
+    delta = {key: counters[key] - counters_before[key] for key in counters}
     faults = None
     if faults_before is not None and faults_after is not None and tally.sent:
         faults = round((faults_after - faults_before) / tally.sent, 1)
@@ -389,6 +422,15 @@ def measure(
         p50_ms=percentile(tally.latencies_ms, 50),
         p99_ms=percentile(tally.latencies_ms, 99),
         server_minor_faults_per_request=faults,
+        server_ms_per_request=(
+            round(delta["request_s"] / delta["requests"] * 1000, 2) if delta["requests"] else None
+        ),
+        server_model_ms_per_image=(
+            round(delta["model_s"] / delta["images"] * 1000, 2) if delta["images"] else None
+        ),
+        server_mean_batch=(
+            round(delta["images"] / delta["batches"], 2) if delta["batches"] else None
+        ),
     )
     print(
         f"  {scenario:>12} c={concurrency:<3} {cell.requests_per_s:8.1f} req/s  "
@@ -443,6 +485,12 @@ def derived(cells: list[Cell], model: list[ModelRow]) -> dict[str, Any]:
         out["serving_overhead_c1_unbatched_percent"] = round(overhead, 1)
         out["classify_c1_unbatched_p50_ms"] = single.p50_ms
         out["model_batch1_ms_per_image"] = base.ms_per_image
+    if single and single.server_ms_per_request and single.server_model_ms_per_image:
+        # the same ratio inside the server: its time per request against its model's time
+        inside = single.server_ms_per_request / single.server_model_ms_per_image - 1
+        out["serving_overhead_c1_unbatched_in_server_percent"] = round(inside * 100, 1)
+        out["server_ms_per_classify_c1_unbatched"] = single.server_ms_per_request
+        out["server_model_ms_per_image_c1_unbatched"] = single.server_model_ms_per_image
     by_id = find(cells, False, "search_id", 1)
     by_id_on = find(cells, True, "search_id", 1)
     if by_id:
@@ -457,14 +505,15 @@ def markdown(
 ) -> str:
     lines = [
         "| batching | scenario | concurrency | requests/s | p50 ms | p99 ms | ok | failures "
-        "| server page faults/request |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server ms/request | server model ms/image | mean batch | server page faults/request |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for c in cells:
         lines.append(
             f"| {'on' if c.batching else 'off'} | {c.scenario} | {c.concurrency} | "
             f"{c.requests_per_s:.1f} | {c.p50_ms} | {c.p99_ms} | {c.ok} | {c.failures} | "
-            f"{c.server_minor_faults_per_request} |"
+            f"{c.server_ms_per_request} | {c.server_model_ms_per_image} | "
+            f"{c.server_mean_batch} | {c.server_minor_faults_per_request} |"
         )
     lines += [
         "",
