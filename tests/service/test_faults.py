@@ -1,0 +1,280 @@
+"""Faults while the service runs: reindex jobs SIGKILLed at random points, a disk that fills
+while an index is written, and PostgreSQL stopped and started again under the service."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import (
+    REPO,
+    LiveServer,
+    Served,
+    copy_served,
+    free_port,
+    prepared_database,
+    server_env,
+)
+
+from index.job import scene_id
+from index.store import IndexStore
+from model.archive import load_archive
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+
+
+class Traffic:
+    """Requests sent back to back from a thread; every answer is kept."""
+
+    def __init__(self, url: str, query: int, image: bytes) -> None:
+        self.url, self.query, self.image = url, query, image
+        self.seen: list[tuple[str, int, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self._stop.is_set():
+                r = client.post("/search", json={"scene_id": self.query, "k": 5})
+                self.seen.append(("search", r.status_code, r.json().get("index_version")))
+                r = client.post("/classify", files={"file": ("q.jpg", self.image)})
+                self.seen.append(("classify", r.status_code, None))
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def grn_reindex(mine: Served, ucm_root: Path, labels: Path, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "reindex",
+            "--model",
+            str(mine.model),
+            "--archive",
+            str(ucm_root),
+            "--labels",
+            str(labels),
+            "--index-root",
+            str(mine.index_root),
+            "--factory",
+            "Flat",
+            "--shard-size",
+            "32",
+            "--keep",
+            "20",  # keep every version, so the test can read the manifest of each one served
+            "--quiet",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def faulty(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> Iterator[tuple[LiveServer, Served, Traffic]]:
+    mine = copy_served(served, tmp_path)
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    server = LiveServer(
+        server_env(mine, url, tmp_path, GRN_INDEX_POLL_SECONDS="0.2"), tmp_path / "server.log"
+    )
+    subset = load_archive(ucm_root, ucm_subset)
+    traffic = Traffic(
+        server.url, scene_id(subset.scenes[9].name), subset.scenes[4].path.read_bytes()
+    )
+    try:
+        server.wait_ready()
+        with traffic:
+            yield server, mine, traffic
+    finally:
+        server.stop()
+
+
+def test_reindex_killed_at_random_points(
+    faulty: tuple[LiveServer, Served, Traffic], ucm_root: Path, ucm_subset: Path
+) -> None:
+    server, mine, traffic = faulty
+    store = IndexStore(mine.index_root)
+    first = store.current_version()
+    rng = random.Random(7)
+    kills = []
+    for run in range(4):
+        job = grn_reindex(mine, ucm_root, ucm_subset)
+        delay = rng.uniform(1.0, 8.0)
+        try:
+            job.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+        kills.append((run, round(delay, 2), job.returncode))
+        time.sleep(0.5)
+        assert httpx.get(server.url + "/readyz").status_code == 200
+    # at named points too: after the index file, before and after the manifest
+    for point in ("embed-shard:1", "index-written", "manifest-written"):
+        job = grn_reindex(
+            mine, ucm_root, ucm_subset, env={**os.environ, "GRN_FAULT_KILL_AT": point}
+        )
+        assert job.wait(timeout=120) == -signal.SIGKILL, point
+        kills.append((point, None, job.returncode))
+    final = grn_reindex(mine, ucm_root, ucm_subset)
+    _, err = final.communicate(timeout=300)
+    assert final.returncode == 0, err
+    newest = store.current_version()
+    assert newest != first
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if httpx.get(server.url + "/readyz").json().get("index_version") == newest:
+            break
+        time.sleep(0.2)
+    time.sleep(0.5)
+    # every request succeeded, each search from a complete index version
+    failed = [s for s in traffic.seen if s[1] != 200]
+    assert not failed, (failed[:5], kills)
+    versions = {v for kind, _, v in traffic.seen if kind == "search"}
+    assert first in versions and newest in versions
+    for version in versions:
+        assert version is not None and store.manifest(version).count == 126
+
+
+def test_disk_full_while_writing_an_index(
+    faulty: tuple[LiveServer, Served, Traffic], ucm_root: Path, ucm_subset: Path
+) -> None:
+    server, mine, traffic = faulty
+    store = IndexStore(mine.index_root)
+    before = store.current_version()
+    limit = 40 * 1024  # bytes per file: the 18 kB shards fit, the 64 kB index does not
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    job = grn_reindex(mine, ucm_root, ucm_subset, preexec_fn=small_disk)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 2, err
+    assert "could not be written" in err and "unchanged" in err and "Traceback" not in err
+    assert store.current_version() == before
+    store.load()  # the version in service still loads and verifies
+    assert httpx.get(server.url + "/readyz").json()["index_version"] == before
+    retry = grn_reindex(mine, ucm_root, ucm_subset)
+    assert retry.wait(timeout=300) == 0
+    assert store.current_version() != before
+    assert all(status == 200 for _, status, _ in traffic.seen)
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of the test's own (initdb in a temporary folder, its own port),
+    run as the `postgres` user, so stopping it never touches the shared server."""
+
+    def __init__(self) -> None:
+        assert PG_BIN is not None
+        # not under pytest's folders: they are private to root, and the server runs as postgres
+        root = Path(tempfile.mkdtemp(prefix="grn-pg-"))
+        self.root = root
+        self.data = root / "pgdata"
+        self.port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(root, "postgres", "postgres")
+        self._as_postgres(
+            [str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "grn"]
+        )
+
+    def _as_postgres(self, command: list[str]) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(prefix + command, check=True, capture_output=True, cwd=self.root)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://grn@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-w",
+                "-l",
+                str(self.root / "log"),
+                "start",
+            ]
+        )
+
+    def stop(self) -> None:
+        self._as_postgres(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]
+        )
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.mark.skipif(
+    PG_BIN is None or shutil.which("runuser") is None, reason="needs PostgreSQL's binaries"
+)
+def test_postgres_stopped_and_started_under_the_service(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    postgres = PrivatePostgres()
+    postgres.start()
+    server = None
+    try:
+        prepared_database(postgres.url, ucm_root, ucm_subset)
+        server = LiveServer(server_env(served, postgres.url, tmp_path), tmp_path / "server.log")
+        server.wait_ready()
+        subset = load_archive(ucm_root, ucm_subset)
+        image = subset.scenes[2].path.read_bytes()
+        query = {"scene_id": scene_id(subset.scenes[3].name), "k": 5}
+        with server.client() as client:
+            assert client.post("/search", json=query).status_code == 200
+
+            postgres.stop()
+            ready = client.get("/readyz")
+            assert ready.status_code == 503 and "database" in ready.json()["message"]
+            classified = client.post("/classify", files={"file": ("a.jpg", image)})
+            assert classified.status_code == 200  # the model needs no database
+            searched = client.post("/search", json=query)
+            assert searched.status_code == 503
+            assert searched.json()["error"] == "database_unavailable"
+            assert "database" in searched.json()["message"]
+            assert client.get("/scenes").status_code == 503
+            metrics = client.get("/metrics").text
+            assert "grn_database_errors_total 0.0" not in metrics
+
+            postgres.start()
+            deadline = time.monotonic() + 30
+            while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+                time.sleep(0.3)
+            assert client.get("/readyz").status_code == 200  # recovered without a restart
+            assert client.post("/search", json=query).status_code == 200
+            assert client.get("/scenes").status_code == 200
+    finally:
+        if server is not None:
+            server.stop()
+        postgres.stop()
+        postgres.remove()
