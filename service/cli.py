@@ -428,6 +428,7 @@ def serve(
         workers=workers or settings.workers,
         log_level="info",
         access_log=False,  # the app logs one line per request, with its request id
+        timeout_keep_alive=int(settings.keep_alive_seconds),
     )
 
 

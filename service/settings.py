@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
+    keep_alive_seconds: float = Field(default=30.0, gt=0)
+    """How long the server keeps an idle HTTP connection open."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
