@@ -40,6 +40,10 @@ def agreement_weights(labels_a: torch.Tensor, labels_b: torch.Tensor) -> torch.T
     return (signed_a @ signed_b.T + c) / (2 * c)
 
 
+BANK_CHUNK = 16_384
+"""Bank rows scored at a time once the bank is larger than this."""
+
+
 def sndl_loss(
     embeddings: torch.Tensor,
     indices: torch.Tensor,
@@ -47,12 +51,19 @@ def sndl_loss(
     bank: torch.Tensor,
     bank_labels: torch.Tensor,
     temperature: float,
+    chunk_size: int = BANK_CHUNK,
 ) -> torch.Tensor:
     """Mean SNDL loss of a batch.
 
     embeddings: (B, D) L2-normalised batch embeddings; indices: (B,) their rows in the bank;
-    labels: (B, C) 0/1; bank: (N, D); bank_labels: (N, C) 0/1.
+    labels: (B, C) 0/1; bank: (N, D); bank_labels: (N, C) 0/1. A bank of more than
+    `chunk_size` rows is scored `chunk_size` rows at a time, forward and backward, so the
+    (B, N) matrix never exists whole (`chunked_sndl_loss`).
     """
+    if bank.shape[0] > chunk_size:
+        return chunked_sndl_loss(
+            embeddings, indices, labels, bank, bank_labels, temperature, chunk_size
+        )
     logits = embeddings @ bank.detach().T / temperature  # (B, N)
     rows = torch.arange(len(indices), device=embeddings.device)
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
@@ -65,6 +76,105 @@ def sndl_loss(
     log_w = log_w.masked_fill(weights <= 0, float("-inf"))
     log_score = torch.logsumexp(log_p.masked_fill(self_mask, float("-inf")) + log_w, dim=1)
     return -log_score.mean()
+
+
+def _chunk_terms(
+    embeddings: torch.Tensor,
+    indices: torch.Tensor,
+    labels: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    temperature: float,
+    start: int,
+    stop: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (self masked), log weights and the bank rows of columns start..stop."""
+    rows = bank[start:stop]
+    logits = embeddings @ rows.T / temperature
+    columns = torch.arange(start, stop, device=embeddings.device)
+    self_mask = indices[:, None] == columns[None, :]
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    weights = agreement_weights(labels, bank_labels[start:stop]).masked_fill(self_mask, 0.0)
+    log_w = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
+    return logits, log_w.masked_fill(weights <= 0, float("-inf")), rows
+
+
+class _ChunkedSNDL(torch.autograd.Function):
+    """SNDL with the batch-to-bank scores computed a chunk of bank rows at a time.
+
+    Per row i, loss_i = log sum_j exp(l_ij) - log sum_j w_ij exp(l_ij) over j != i, with
+    l_ij = f_i . v_j / T. Forward keeps two running log-sum-exps; backward recomputes each
+    chunk's scores and adds its share of dloss_i/df_i = sum_j (p_ij - q_ij) v_j / T, where p
+    is the softmax and q the weight-tilted softmax. Memory: B x chunk, not B x N.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        embeddings: torch.Tensor,
+        indices: torch.Tensor,
+        labels: torch.Tensor,
+        bank: torch.Tensor,
+        bank_labels: torch.Tensor,
+        temperature: float,
+        chunk_size: int,
+    ) -> torch.Tensor:
+        batch = embeddings.shape[0]
+        lse_all = embeddings.new_full((batch,), float("-inf"))
+        lse_weighted = embeddings.new_full((batch,), float("-inf"))
+        for start in range(0, bank.shape[0], chunk_size):
+            stop = min(start + chunk_size, bank.shape[0])
+            logits, log_w, _ = _chunk_terms(
+                embeddings, indices, labels, bank, bank_labels, temperature, start, stop
+            )
+            lse_all = torch.logaddexp(lse_all, torch.logsumexp(logits, dim=1))
+            lse_weighted = torch.logaddexp(lse_weighted, torch.logsumexp(logits + log_w, dim=1))
+        ctx.save_for_backward(embeddings, indices, labels, bank, bank_labels, lse_all, lse_weighted)
+        ctx.temperature = temperature  # type: ignore[attr-defined]
+        ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
+        return (lse_all - lse_weighted).mean()
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        embeddings, indices, labels, bank, bank_labels, lse_all, lse_weighted = ctx.saved_tensors  # type: ignore[attr-defined]
+        temperature: float = ctx.temperature  # type: ignore[attr-defined]
+        chunk_size: int = ctx.chunk_size  # type: ignore[attr-defined]
+        grad = torch.zeros_like(embeddings)
+        for start in range(0, bank.shape[0], chunk_size):
+            stop = min(start + chunk_size, bank.shape[0])
+            logits, log_w, rows = _chunk_terms(
+                embeddings, indices, labels, bank, bank_labels, temperature, start, stop
+            )
+            p = torch.exp(logits - lse_all[:, None])
+            q = torch.exp(logits + log_w - lse_weighted[:, None])
+            grad += (p - q) @ rows
+        grad *= grad_output / (temperature * embeddings.shape[0])
+        return grad, None, None, None, None, None, None
+
+
+def chunked_sndl_loss(
+    embeddings: torch.Tensor,
+    indices: torch.Tensor,
+    labels: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    temperature: float,
+    chunk_size: int = BANK_CHUNK,
+) -> torch.Tensor:
+    """`sndl_loss` computed `chunk_size` bank rows at a time (the same value and gradient,
+    within floating-point rounding)."""
+    loss: torch.Tensor = _ChunkedSNDL.apply(
+        embeddings,
+        indices,
+        labels.to(embeddings.dtype),
+        bank.detach().to(embeddings.dtype),
+        bank_labels.to(embeddings.dtype),
+        temperature,
+        chunk_size,
+    )
+    return loss
 
 
 class MemoryBank:

@@ -122,3 +122,43 @@ def test_criterion_combines_sndl_and_bce() -> None:
     assert bce_only.sndl is None and bce_only.total.item() == pytest.approx(parts.bce.item())
     with pytest.raises(ValueError, match="choose one of"):
         GRNCriterion("triplet")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 64])
+def test_chunked_sndl_matches_the_whole_matrix(chunk: int) -> None:
+    generator = torch.Generator().manual_seed(3)
+    batch, size, dim, classes = 6, 50, 8, 5
+    bank = F.normalize(torch.randn(size, dim, generator=generator, dtype=torch.float64), dim=1)
+    bank_labels = (torch.rand(size, classes, generator=generator) > 0.5).double()
+    indices = torch.tensor([0, 4, 9, 49, 23, 17])
+    labels = bank_labels[indices]
+    raw = torch.randn(batch, dim, generator=generator, dtype=torch.float64)
+
+    def both(loss_fn):  # type: ignore[no-untyped-def]
+        emb = raw.clone().requires_grad_(True)
+        value = loss_fn(F.normalize(emb, dim=1))
+        value.backward()
+        return value.detach(), emb.grad
+
+    whole, whole_grad = both(
+        lambda e: sndl_loss(e, indices, labels, bank, bank_labels, 0.1, chunk_size=10**9)
+    )
+    parts, parts_grad = both(
+        lambda e: sndl_loss(e, indices, labels, bank, bank_labels, 0.1, chunk_size=chunk)
+    )
+    torch.testing.assert_close(parts, whole, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(parts_grad, whole_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_chunked_sndl_gradient_check() -> None:
+    from model.losses import chunked_sndl_loss
+
+    generator = torch.Generator().manual_seed(4)
+    bank = F.normalize(torch.randn(30, 6, generator=generator, dtype=torch.float64), dim=1)
+    bank_labels = (torch.rand(30, 4, generator=generator) > 0.5).double()
+    indices = torch.tensor([1, 2, 29])
+    emb = torch.randn(3, 6, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda e: chunked_sndl_loss(e, indices, bank_labels[indices], bank, bank_labels, 0.2, 7),
+        (emb,),
+    )
