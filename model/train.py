@@ -33,6 +33,7 @@ from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.augment import AugmentConfig, augment_batch
 from model.backbones import backbone_spec, create_backbone
 from model.card import MODEL_FILENAME, ModelCard, save_model
+from model.distributed import all_gather_cat, all_reduce_sum, init_distributed, shutdown
 from model.faults import kill_point
 from model.features import VIEW_COUNTS, FeatureCache, FeatureKey, extract_features
 from model.inference import configure_cpu_threads, default_batch_size, normalize, to_uint8_tensor
@@ -95,6 +96,9 @@ class TrainConfig:
     progress: bool = True
     max_minutes: float | None = None
     """Stop cleanly after the epoch that passes this much training time; resume later."""
+    drop_last: bool = False
+    """Skip an epoch's last batch when it is short (always so under torchrun, where every
+    rank must take an equal share of each batch)."""
 
     def validate(self) -> None:
         if self.mode not in ("head", "full"):
@@ -210,7 +214,13 @@ class Trainer:
         self.config = config
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(config.device)
+        self.dist, device_name = init_distributed(config.device)
+        if self.dist.enabled and config.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch size {config.batch_size} does not split over "
+                f"{self.dist.world_size} processes; use a multiple"
+            )
+        self.device = resolve_device(device_name)
         configure_cpu_threads()
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -229,6 +239,15 @@ class Trainer:
         if config.mode == "full":
             self.net = self.net.to(memory_format=torch.channels_last)
         self.trainable: nn.Module = self.net if config.mode == "full" else self.net.head
+        # Under torchrun the trained module is wrapped in DDP (gradients averaged over the
+        # ranks); the memory bank is not part of it: every rank keeps the whole bank and
+        # applies the same update from the gathered batch (see train_one_epoch).
+        self.train_module: nn.Module = self.trainable
+        if self.dist.enabled:
+            self.train_module = nn.parallel.DistributedDataParallel(
+                self.trainable,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            )
         self.criterion = GRNCriterion(config.loss, config.temperature, config.bce_weight)
         self.augment = AugmentConfig(
             hflip=config.hflip,
@@ -316,11 +335,11 @@ class Trainer:
         self, data: SplitData, rows: torch.Tensor, views: torch.Tensor, generator: torch.Generator
     ) -> Any:
         if self.config.mode == "head":
-            return self.net.head(data.inputs[views, rows])
+            return self.train_module(data.inputs[views, rows])
         images = augment_batch(data.inputs[rows], self.augment, generator)
         inputs = normalize(images, self.spec.mean, self.spec.std)
         with self._autocast():
-            return self.net(inputs)
+            return self.train_module(inputs)
 
     @torch.no_grad()
     def embed_split(self, data: SplitData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -371,11 +390,17 @@ class Trainer:
         totals = {"loss": 0.0, "sndl": 0.0, "bce": 0.0}
         seen = 0
         start = time.perf_counter()
+        world, rank = self.dist.world_size, self.dist.rank
+        share = c.batch_size // world
         for batch_start in range(0, n, c.batch_size):
-            rows_cpu = order[batch_start : batch_start + c.batch_size]
-            if len(rows_cpu) < 2:
+            batch_cpu = order[batch_start : batch_start + c.batch_size]
+            if len(batch_cpu) < 2 or (
+                (c.drop_last or self.dist.enabled) and len(batch_cpu) < c.batch_size
+            ):
                 continue
             kill_point(f"train-step:{self.global_step}")
+            # each rank takes its contiguous share of the global batch, in rank order
+            rows_cpu = batch_cpu[rank * share : (rank + 1) * share] if world > 1 else batch_cpu
             rows = rows_cpu.to(self.device)
             output = self._forward_train(
                 self.train, rows, views[rows_cpu].to(self.device), generator
@@ -386,15 +411,28 @@ class Trainer:
             parts.total.backward()
             self.optimizer.step()
             if self.bank is not None:
-                self.bank.update(rows, output.embedding, momentum)
+                # the whole batch's rows and embeddings, so every rank's bank stays the same
+                self.bank.update(
+                    all_gather_cat(rows, self.dist),
+                    all_gather_cat(output.embedding.detach().float(), self.dist),
+                    momentum,
+                )
             self.global_step += 1
             size = len(rows_cpu)
-            seen += size
-            totals["loss"] += float(parts.total.detach()) * size
-            if parts.sndl is not None:
-                totals["sndl"] += float(parts.sndl.detach()) * size
-            if parts.bce is not None:
-                totals["bce"] += float(parts.bce.detach()) * size
+            losses = torch.tensor(
+                [
+                    float(parts.total.detach()) * size,
+                    float(parts.sndl.detach()) * size if parts.sndl is not None else 0.0,
+                    float(parts.bce.detach()) * size if parts.bce is not None else 0.0,
+                    float(size),
+                ],
+                dtype=torch.float64,
+            )
+            losses = all_reduce_sum(losses, self.dist)
+            seen += int(losses[3])
+            totals["loss"] += float(losses[0])
+            totals["sndl"] += float(losses[1])
+            totals["bce"] += float(losses[2])
             if bar is not None:
                 bar.set_postfix(loss=f"{float(parts.total.detach()):.4f}", refresh=False)
         if self.device.type == "cuda":
@@ -524,6 +562,8 @@ class Trainer:
             stats = self.train_one_epoch(epoch, bar)
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
+            if not self.dist.is_main:
+                continue  # rank 0 validates, keeps the best model and checkpoints
             val, probabilities = self.validate()
             row = {"epoch": epoch, "lr": lr, **stats, **val}
             self.history.append(row)
@@ -547,9 +587,15 @@ class Trainer:
                 loss=f"{stats['loss']:.4f}", val_f1=f"{score:.4f}", best=f"{self.best_score:.4f}"
             )
         bar.close()
+        if not self.dist.is_main:
+            shutdown(self.dist)
+            return TrainResult(
+                self.out / MODEL_FILENAME, self.best_epoch, self.best_val, self.history, []
+            )
         summary = {
             "config": asdict(c),
             "device": str(self.device),
+            "processes": self.dist.world_size,
             "weights": self.weights_id,
             "best_epoch": self.best_epoch,
             "best_val": self.best_val,
@@ -558,6 +604,7 @@ class Trainer:
             "epochs_run": len(self.history),
         }
         _atomic_write_text(self.out / SUMMARY_FILENAME, json.dumps(summary, indent=2))
+        shutdown(self.dist)
         return TrainResult(
             self.out / MODEL_FILENAME, self.best_epoch, self.best_val, self.history, self.broken
         )

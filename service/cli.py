@@ -108,10 +108,19 @@ def train(
     restart: Annotated[
         bool, typer.Option("--restart", help="Ignore a saved state in OUT and start over.")
     ] = False,
+    drop_last: Annotated[
+        bool,
+        typer.Option(
+            "--drop-last",
+            help="Skip each epoch's short last batch (always so under torchrun).",
+        ),
+    ] = False,
     skip_broken: SkipBrokenOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a GRN model; an interrupted run resumes where it stopped when run again."""
+    """Train a GRN model; an interrupted run resumes where it stopped when run again.
+    Under `torchrun --nproc_per_node N` it trains on N processes (DDP; NCCL on GPUs, gloo on
+    CPUs), each with the whole memory bank."""
     from model.train import config_for_mode, fit
 
     try:
@@ -142,6 +151,7 @@ def train(
             seed=seed,
             device=device,
             max_minutes=max_minutes,
+            drop_last=drop_last or None,
             skip_broken=skip_broken,
             progress=not quiet,
         )
