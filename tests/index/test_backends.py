@@ -1,0 +1,96 @@
+"""The vector-store interface: FAISS and Milvus (Milvus Lite, embedded) answer the same
+searches, filtered and not, with what brute force over the passing scenes gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.backends import FaissStore, MilvusStore, SceneMeta, VectorFilter, milvus_expression
+from index.synthetic import clustered_unit_vectors
+from index.vectors import exact_search
+
+LABELS = ["water", "trees", "buildings", "cars", "grass"]
+N, DIM = 600, 16
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
+    rng = np.random.default_rng(5)
+    vectors = clustered_unit_vectors(N + 8, DIM, centres=12, spread=0.1, seed=5)
+    ids = rng.choice(2**62, size=N, replace=False).astype(np.int64)
+    metas = [
+        SceneMeta(
+            labels=tuple(name for name in LABELS if rng.random() < 0.35),
+            scene=f"folder{i % 7}",
+        )
+        for i in range(N)
+    ]
+    return ids, vectors[:N], metas, vectors[N:]
+
+
+def stores(tmp_path: Path, data) -> list:  # type: ignore[no-untyped-def]
+    ids, vectors, metas, _ = data
+    faiss_store = FaissStore(model_version="m1", dim=DIM)
+    milvus_store = MilvusStore(str(tmp_path / "milvus.db"), "scenes", DIM, "m1")
+    for store in (faiss_store, milvus_store):
+        store.add(ids, vectors, metas)
+    return [faiss_store, milvus_store]
+
+
+FILTERS = [
+    None,
+    VectorFilter(labels_all=["water", "trees"]),
+    VectorFilter(labels_any=["cars", "grass"]),
+    VectorFilter(scene="folder3", labels_any=["buildings"]),
+    VectorFilter(labels_all=['wat"er']),  # a quote in a name must not break the expression
+]
+
+
+def test_filtered_search_is_correct_on_every_backend(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+    ids, vectors, metas, queries = data
+    backends = stores(tmp_path, data)
+    excluded = VectorFilter(labels_any=["trees"], exclude_ids=ids[:50].tolist())
+    allowed = VectorFilter(allow_ids=ids[100:400].tolist(), labels_all=["grass"])
+    for where in [*FILTERS, excluded, allowed]:
+        passing = np.asarray(
+            [where is None or where.passes(int(i), m) for i, m in zip(ids, metas, strict=True)]
+        )
+        truth = exact_search(vectors[passing], ids[passing], queries, 10) if passing.any() else None
+        for store in backends:
+            found = store.search(queries, 10, where)
+            if truth is None:
+                assert (found.ids == -1).all(), (type(store).__name__, where)
+                continue
+            width = truth.ids.shape[1]
+            np.testing.assert_array_equal(
+                found.ids[:, :width], truth.ids, err_msg=f"{store} {where}"
+            )
+            np.testing.assert_allclose(found.scores[:, :width], truth.scores, atol=1e-5)
+            assert (found.ids[:, width:] == -1).all()
+
+
+def test_add_remove_count_and_ids(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+    ids, _, _, queries = data
+    for store in stores(tmp_path, data):
+        assert store.count() == N
+        np.testing.assert_array_equal(store.ids(), np.sort(ids))
+        assert store.remove(np.concatenate([ids[:10], [12345]])) == 10
+        assert store.count() == N - 10
+        assert not set(store.search(queries, 50).ids.ravel().tolist()) & set(ids[:10].tolist())
+
+
+def test_a_milvus_collection_of_another_model_is_refused(tmp_path: Path) -> None:
+    MilvusStore(str(tmp_path / "m.db"), "scenes", DIM, "model-a")
+    with pytest.raises(ValueError, match="model-a"):
+        MilvusStore(str(tmp_path / "m.db"), "scenes", DIM, "model-b")
+
+
+def test_milvus_expressions() -> None:
+    where = VectorFilter(labels_all=["a"], labels_any=["b", "c"], scene='x"y', exclude_ids=[3])
+    assert milvus_expression(where) == (
+        'array_contains_all(labels, ["a"]) and array_contains_any(labels, ["b", "c"]) and '
+        'scene == "x\\"y" and id not in [3]'
+    )
