@@ -466,6 +466,48 @@ def status(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def reconcile(
+    repair_drift: Annotated[
+        bool, typer.Option("--repair", help="Rebuild the index to match SQL.")
+    ] = False,
+    database_url: DatabaseOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Default: GRN_MODEL_PATH.")] = None,
+    index_root: Annotated[Path | None, typer.Option(help="Default: GRN_INDEX_ROOT.")] = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Find drift between SQL (the source of truth) and the index in service: scenes in one
+    and not the other, an index of another model. Exit 1 when drift remains."""
+    from service.reconcile import ReconcileError, find_drift, repair
+    from service.settings import get_settings
+
+    settings = get_settings()
+    engine = _engine(database_url)
+    model_path = model or settings.model_path
+    root = index_root or settings.index_root
+    try:
+        drift = find_drift(engine, model_path, root)
+        for line in drift.describe() or ["the index matches SQL"]:
+            typer.echo(line)
+        if drift.clean or not repair_drift:
+            raise typer.Exit(code=0 if drift.clean else 1)
+        report = repair(engine, model_path, root, drift, device=device, progress=not quiet)
+    except (*USER_ERRORS, ReconcileError) as exc:
+        _fail(exc)
+        return
+    if report is not None:
+        typer.echo(
+            f"repaired: index {report.manifest.version} holds {report.manifest.count} scenes "
+            f"(added {report.added}, removed {report.removed})"
+        )
+    after = find_drift(engine, model_path, root)
+    if not after.clean:
+        for line in after.describe():
+            typer.echo(f"still: {line}", err=True)
+        raise typer.Exit(code=1)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app(sys.argv[1:])
 

@@ -1,0 +1,89 @@
+"""`grn reconcile`: SQL is the truth; drift in the index is found and repaired."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from servers import REPO, Served, copy_served, prepared_database, train_tiny
+
+from index.job import scene_id
+from index.store import IDS_FILE, IndexStore
+from model.card import read_card
+
+
+def grn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+def held(root: Path) -> set[int]:
+    store = IndexStore(root)
+    return set(np.load(store.versions / str(store.current_version()) / IDS_FILE).tolist())
+
+
+def test_reconcile_finds_and_repairs_drift(
+    served: Served,
+    tiny_config: Callable[..., object],
+    ucm_root: Path,
+    ucm_subset: Path,
+    tmp_path: Path,
+) -> None:
+    mine = copy_served(served, tmp_path)  # an index of the 126 subset scenes
+    # SQL gets 100 of them and 10 UCM scenes the index never saw
+    with ucm_subset.open(newline="") as handle:
+        subset_rows = list(csv.reader(handle))
+    with (ucm_root / "labels.csv").open(newline="") as handle:
+        all_rows = list(csv.reader(handle))
+    in_subset = {row[0] for row in subset_rows[1:]}
+    others = [row for row in all_rows[1:] if row[0] not in in_subset][:10]
+    archive = tmp_path / "archive"
+    (archive / "images").mkdir(parents=True)
+    rows = subset_rows[1:101] + others
+    for row in rows:
+        source = next((ucm_root / "images").glob(f"*/{row[0]}.*"))
+        shutil.copy(source, archive / "images" / source.name)
+    with (archive / "labels.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([subset_rows[0], *rows])
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, archive, archive / "labels.csv")
+    env = {
+        "GRN_DATABASE_URL": url,
+        "GRN_MODEL_PATH": str(mine.model),
+        "GRN_INDEX_ROOT": str(mine.index_root),
+        "GRN_DEVICE": "cpu",
+    }
+    sql_ids = {scene_id(row[0]) for row in rows}
+
+    found = grn("reconcile", env=env)
+    assert found.returncode == 1
+    assert "10 scenes in SQL are not in the index" in found.stdout
+    assert "26 indexed scenes are not in SQL" in found.stdout
+    repaired = grn("reconcile", "--repair", "--quiet", env=env)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "added 10, removed 26" in repaired.stdout
+    assert held(mine.index_root) == sql_ids
+    assert grn("reconcile", env=env).returncode == 0
+
+    # a retrained model: the index must be rebuilt whole with it
+    retrained = train_tiny(tiny_config, tmp_path / "retrain", seed=3)
+    shutil.copy(retrained, mine.model)
+    stale = grn("reconcile", env=env)
+    assert stale.returncode == 1 and "a full rebuild is needed" in stale.stdout
+    rebuilt = grn("reconcile", "--repair", "--quiet", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    store = IndexStore(mine.index_root)
+    current = store.manifest(str(store.current_version()))
+    assert current.model_version == read_card(mine.model).version and current.parent is None
+    assert held(mine.index_root) == sql_ids
