@@ -135,6 +135,8 @@ def test_reindex_killed_at_random_points(
         assert httpx.get(server.url + "/readyz").status_code == 200
     # at named points too: after the index file, before and after the manifest
     for point in ("embed-shard:1", "index-written", "manifest-written"):
+        # shards a killed run finished are reused: start from none so shard 1 is computed
+        shutil.rmtree(mine.index_root / "work", ignore_errors=True)
         job = grn_reindex(
             mine, ucm_root, ucm_subset, env={**os.environ, "GRN_FAULT_KILL_AT": point}
         )
