@@ -217,8 +217,35 @@ def embed(
     batch_size: Annotated[int | None, typer.Option()] = None,
     skip_broken: SkipBrokenOpt = False,
     quiet: QuietOpt = False,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Run as a Ray Data pipeline; OUT is a folder.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
 ) -> None:
-    """Embed the scenes of one split into an .npz file."""
+    """Embed the scenes of one split into an .npz file; with --ray, every scene of the archive
+    into Parquet shards in the folder OUT, on Ray (this machine, or RAY_ADDRESS's cluster)."""
+    if ray:
+        from index.ray_embed import ray_embed
+
+        try:
+            shards = ray_embed(
+                model,
+                archive,
+                out,
+                labels_csv=labels,
+                workers=workers,
+                batch_size=batch_size or 8,
+                device="cuda" if device in ("auto", "cuda") and _has_cuda() else device,
+            )
+        except USER_ERRORS as exc:
+            _fail(exc)
+            return
+        typer.echo(
+            f"embedded {shards.embedded} scenes ({shards.skipped} already in {out}) with "
+            f"{shards.workers} workers in {shards.seconds:.1f} s "
+            f"({shards.images_per_s:.1f} images/s)"
+        )
+        return
     from model.evaluate import embed_archive
 
     try:
@@ -331,6 +358,12 @@ def reindex(
         typer.echo(
             f"skipped {len(report.broken)} unreadable files, listed in the manifest", err=True
         )
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _engine(database_url: str | None) -> Any:

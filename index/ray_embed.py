@@ -1,0 +1,140 @@
+"""Embedding a huge archive with Ray Data: read and decode on CPU workers, embed in actors
+(one GPU each where there are GPUs), write Parquet shards; resumable.
+
+`ray.init()` starts Ray on this machine by default; with `RAY_ADDRESS` set, the same call
+joins that cluster, so the same command runs on one machine or many. Each output shard is a
+Parquet file of (id, embedding, probabilities); a run that was stopped leaves the shards it
+finished, and the next run embeds only the scenes not in them (Ray writes each file whole,
+under a unique name, when its block is done).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.job import scene_id
+from model.archive import load_archive
+from model.card import load_model, read_card
+from model.imageio import read_image
+from model.inference import normalize, to_uint8_tensor
+
+
+@dataclass
+class RayEmbedReport:
+    embedded: int
+    skipped: int
+    """Already in the output folder (resumed)."""
+    seconds: float
+    workers: int
+
+    @property
+    def images_per_s(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+def finished_ids(out: Path) -> set[int]:
+    """Scene ids already in the folder's Parquet shards."""
+    import pyarrow.parquet as pq
+
+    done: set[int] = set()
+    for path in sorted(out.glob("*.parquet")):
+        done.update(pq.read_table(path, columns=["id"]).column("id").to_pylist())
+    return done
+
+
+class _Embedder:
+    """A Ray actor: the model loaded once, batches of decoded images in, vectors out."""
+
+    def __init__(self, model_path: str, device: str) -> None:
+        import torch
+
+        self.torch = torch
+        self.net, self.card = load_model(model_path, device)
+        self.net = self.net.to(memory_format=torch.channels_last)
+        self.device = device
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        torch = self.torch
+        size = self.card.input_size
+        with torch.inference_mode():
+            images = torch.stack(
+                [
+                    to_uint8_tensor(np.asarray(pixels, dtype=np.uint8).reshape(shape), size)
+                    for pixels, shape in zip(batch["pixels"], batch["shape"], strict=True)
+                ]
+            ).to(self.device)
+            out = self.net(normalize(images, self.card.mean, self.card.std))
+            embeddings = out.embedding.float().cpu().numpy()
+            probabilities = torch.sigmoid(out.logits).float().cpu().numpy()
+        return {
+            "id": np.asarray(batch["id"], dtype=np.int64),
+            "embedding": list(embeddings),
+            "probabilities": list(probabilities),
+        }
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    pixels = read_image(row["path"])
+    return {"id": row["id"], "pixels": pixels.reshape(-1), "shape": np.asarray(pixels.shape)}
+
+
+def ray_embed(
+    model_path: str | Path,
+    archive_dir: str | Path,
+    out: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    workers: int = 1,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> RayEmbedReport:
+    """Embed every scene of the archive not yet in `out` (Parquet shards), with `workers`
+    embedding actors (one GPU each when `device` is cuda)."""
+    import ray
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    read_card(model_path)  # a clear error before Ray starts
+    archive = load_archive(archive_dir, labels_csv)
+    done = finished_ids(out)
+    todo = [
+        {"id": scene_id(s.name), "path": str(s.path)}
+        for s in archive.scenes
+        if scene_id(s.name) not in done
+    ]
+    start = time.perf_counter()
+    if todo:
+        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
+                 include_dashboard=False, log_to_driver=False)  # fmt: skip
+        dataset = ray.data.from_items(todo).map(_decode)
+        embedded = dataset.map_batches(
+            _Embedder,
+            fn_constructor_args=(str(Path(model_path).resolve()), device),
+            batch_size=batch_size,
+            concurrency=workers,
+            num_gpus=1 if device.startswith("cuda") else 0,
+        )
+        embedded.write_parquet(str(out))
+    return RayEmbedReport(len(todo), len(done), time.perf_counter() - start, workers)
+
+
+def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, embeddings, probabilities) from a folder of shards, sorted by id."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(path) for path in sorted(Path(out).glob("*.parquet"))]
+    ids = np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)
+    embeddings = np.concatenate(
+        [np.stack(t.column("embedding").to_pylist()) for t in tables]
+    ).astype(np.float32)
+    probabilities = np.concatenate(
+        [np.stack(t.column("probabilities").to_pylist()) for t in tables]
+    ).astype(np.float32)
+    order = np.argsort(ids)
+    return ids[order], embeddings[order], probabilities[order]

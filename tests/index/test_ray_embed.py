@@ -1,0 +1,46 @@
+"""The Ray Data embedding pipeline gives the embeddings of the plain path, and resumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from index.job import scene_id
+from model.archive import load_archive
+from model.card import load_model
+from model.evaluate import embed_scenes
+from model.train import fit
+
+ray = pytest.importorskip("ray")
+
+
+def test_ray_pipeline_matches_the_plain_path(
+    tiny_config: Callable[..., object], ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    from index.ray_embed import finished_ids, ray_embed, read_embeddings
+
+    model = fit(tiny_config(tmp_path / "run"), resume=False).model_path  # type: ignore[attr-defined]
+    out = tmp_path / "shards"
+    try:
+        report = ray_embed(model, ucm_root, out, labels_csv=ucm_subset, workers=2, batch_size=8)
+        assert (report.embedded, report.skipped) == (126, 0)
+        again = ray_embed(model, ucm_root, out, labels_csv=ucm_subset, workers=2)
+        assert (again.embedded, again.skipped) == (0, 126)  # resumed: nothing to do
+    finally:
+        ray.shutdown()
+    ids, embeddings, probabilities = read_embeddings(out)
+    archive = load_archive(ucm_root, ucm_subset)
+    net, card = load_model(model, "cpu")
+    plain = embed_scenes(
+        net, card, archive, archive.indices(), device=torch.device("cpu"), progress=False
+    )
+    plain_ids = np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64)
+    order = np.argsort(plain_ids)
+    np.testing.assert_array_equal(ids, plain_ids[order])
+    np.testing.assert_allclose(embeddings, plain.embeddings[order], atol=1e-5)
+    np.testing.assert_allclose(probabilities, plain.probabilities[order], atol=1e-5)
+    assert finished_ids(out) == set(plain_ids.tolist())
