@@ -69,12 +69,8 @@ def live(
         url = schema.__enter__()
     try:
         prepared_database(url, ucm_root, ucm_subset)
-        server = LiveServer(server_env(served, url, workdir), workdir / "server.log")
-        try:
-            server.wait_ready()
+        with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
             yield server
-        finally:
-            server.stop()
     finally:
         if schema is not None:
             schema.__exit__()

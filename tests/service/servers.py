@@ -111,6 +111,18 @@ class LiveServer:
             self.process.wait()
         self._log.close()
 
+    def __enter__(self) -> LiveServer:
+        """Wait until it is ready (stopping it if it never is)."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
 

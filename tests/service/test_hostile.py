@@ -36,12 +36,8 @@ def hostile(
         GRN_MAX_UPLOAD_BYTES=str(20 * 2**20),
         GRN_MAX_IMAGE_PIXELS=str(40_000_000),
     )
-    server = LiveServer(env, workdir / "server.log")
-    try:
-        server.wait_ready()
+    with LiveServer(env, workdir / "server.log") as server:
         yield server, database
-    finally:
-        server.stop()
 
 
 def rss_kib(pid: int) -> int:

@@ -48,12 +48,8 @@ def ops(
         GRN_CORS_ORIGINS='["http://maps.example.org"]',
         GRN_LOG_FORMAT="json",
     )
-    server = LiveServer(env, workdir / "server.log")
-    try:
-        server.wait_ready()
+    with LiveServer(env, workdir / "server.log") as server:
         yield server, archive
-    finally:
-        server.stop()
 
 
 def test_metrics_count_requests_batches_and_the_index(ops: tuple[LiveServer, Path]) -> None:

@@ -22,12 +22,8 @@ def page_server(
     workdir = tmp_path_factory.mktemp("web")
     url = f"sqlite:///{workdir / 'grn.db'}"
     prepared_database(url, ucm_root, ucm_subset)
-    server = LiveServer(server_env(served, url, workdir), workdir / "server.log")
-    try:
-        server.wait_ready()
+    with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
