@@ -136,16 +136,24 @@ def milvus_expression(where: VectorFilter) -> str:
 class MilvusStore:
     """A Milvus collection: `uri` is a file path for Milvus Lite, or a server's address
     (`http://host:19530`) for Milvus itself. A collection property records the model version
-    of its vectors; a collection of another model is refused."""
+    of its vectors; a collection of another model is refused (`replace` drops it first)."""
 
     def __init__(
-        self, uri: str, collection: str, dim: int, model_version: str, token: str = ""
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        model_version: str,
+        token: str = "",
+        replace: bool = False,
     ) -> None:
         from pymilvus import DataType, MilvusClient
 
         self.client = MilvusClient(uri=uri, token=token)
         self.collection = collection
         self.dim = dim
+        if replace and self.client.has_collection(collection):
+            self.client.drop_collection(collection)
         if self.client.has_collection(collection):
             described = self.client.describe_collection(collection)
             stored = (described.get("properties") or {}).get(MODEL_PROPERTY)
@@ -222,6 +230,9 @@ class MilvusStore:
                 ids[row, column] = int(hit["id"])
                 scores[row, column] = float(hit["distance"])
         return SearchResult(ids, scores)
+
+    def close(self) -> None:
+        self.client.close()
 
     def count(self) -> int:
         return int(

@@ -294,6 +294,18 @@ def reindex(
     shard_size: Annotated[int, typer.Option(help="Scenes per embedding shard.")] = 1024,
     device: DeviceOpt = "auto",
     skip_broken: SkipBrokenOpt = False,
+    milvus: Annotated[
+        str | None,
+        typer.Option(
+            "--milvus",
+            help="Write into a Milvus collection at this URI (a file: Milvus Lite) instead "
+            "of FAISS versions; INDEX-ROOT then only holds the embedding shards.",
+        ),
+    ] = None,
+    collection: Annotated[str, typer.Option(help="Milvus collection.")] = "scenes",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Milvus: drop the collection and rebuild it.")
+    ] = False,
     if_stale: Annotated[
         bool,
         typer.Option(
@@ -309,6 +321,30 @@ def reindex(
     from index.job import reindex as run_reindex
     from index.store import IndexModelMismatchError, IndexNotReadyError
 
+    if milvus is not None:
+        from index.milvus_job import reindex_milvus
+
+        try:
+            done = reindex_milvus(
+                model,
+                archive,
+                milvus,
+                collection,
+                index_root / "work",
+                labels_csv=labels,
+                incremental=incremental,
+                replace=replace,
+                device=device,
+                progress=not quiet,
+            )
+        except USER_ERRORS as exc:
+            _fail(exc)
+            return
+        typer.echo(
+            f"Milvus collection {done.collection}: {done.count} scenes; added {done.added}, "
+            f"removed {done.removed}; {done.seconds:.1f} s"
+        )
+        return
     try:
         if if_stale and index_is_current(model, archive, index_root, labels_csv=labels):
             typer.echo(f"index under {index_root} is current for this model and archive")
