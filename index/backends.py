@@ -117,6 +117,13 @@ class FaissStore:
 MODEL_PROPERTY = "grn.model_version"
 
 
+def collection_model(client: Any, collection: str) -> str | None:
+    """The model version a Milvus collection's vectors come from (None if unrecorded)."""
+    properties = client.describe_collection(collection).get("properties") or {}
+    model: str | None = properties.get(MODEL_PROPERTY)
+    return model
+
+
 def milvus_expression(where: VectorFilter) -> str:
     """A filter as a Milvus boolean expression (strings quoted as JSON: escapes included)."""
     parts = []
@@ -146,17 +153,17 @@ class MilvusStore:
         model_version: str,
         token: str = "",
         replace: bool = False,
+        client: Any = None,
     ) -> None:
         from pymilvus import DataType, MilvusClient
 
-        self.client = MilvusClient(uri=uri, token=token)
+        self.client = client if client is not None else MilvusClient(uri=uri, token=token)
         self.collection = collection
         self.dim = dim
         if replace and self.client.has_collection(collection):
             self.client.drop_collection(collection)
         if self.client.has_collection(collection):
-            described = self.client.describe_collection(collection)
-            stored = (described.get("properties") or {}).get(MODEL_PROPERTY)
+            stored = collection_model(self.client, collection)
             if stored != model_version:
                 raise ValueError(
                     f"Milvus collection {collection} holds vectors of model {stored}, not "

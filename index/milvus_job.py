@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,17 +42,24 @@ def reindex_milvus(
     replace: bool = False,
     device: str = "auto",
     progress: bool = True,
+    names: Sequence[str] | None = None,
 ) -> MilvusReport:
     """Fill the collection with the archive's scenes. Full (default): the collection must be
     new or empty (`replace` drops it first). Incremental: add the scenes it lacks and remove
-    those that left the archive. A collection of another model is refused."""
+    those that left the archive. A collection of another model is refused. `names` limits
+    the scenes to those image stems (the rest count as gone)."""
     configure_cpu_threads()
     start = time.perf_counter()
     torch_device = resolve_device(device)
     net, card = load_model(model_path, torch_device)
     archive = load_archive(archive_dir, labels_csv)
     store = MilvusStore(uri, collection, card.embedding_dim, card.version, replace=replace)
-    ids = np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64)
+    chosen = (
+        list(range(len(archive.scenes)))
+        if names is None
+        else [archive.index_of(name) for name in names]
+    )
+    ids = np.asarray([scene_id(archive.scenes[i].name) for i in chosen], dtype=np.int64)
     present = store.ids()
     if len(present) and not incremental:
         raise ValueError(
@@ -60,7 +68,7 @@ def reindex_milvus(
         )
     new = ~np.isin(ids, present)
     gone = present[~np.isin(present, ids)]
-    positions = [int(p) for p in np.flatnonzero(new)]
+    positions = [chosen[int(p)] for p in np.flatnonzero(new)]
     embedded = run_embedding_job(
         net,
         card,

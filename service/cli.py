@@ -543,25 +543,54 @@ def reconcile(
     database_url: DatabaseOpt = None,
     model: Annotated[Path | None, typer.Option(help="Default: GRN_MODEL_PATH.")] = None,
     index_root: Annotated[Path | None, typer.Option(help="Default: GRN_INDEX_ROOT.")] = None,
+    milvus: Annotated[
+        str | None, typer.Option("--milvus", help="Check this Milvus URI's collection instead.")
+    ] = None,
+    collection: Annotated[str, typer.Option(help="Milvus collection.")] = "scenes",
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Find drift between SQL (the source of truth) and the index in service: scenes in one
-    and not the other, an index of another model. Exit 1 when drift remains."""
-    from service.reconcile import ReconcileError, find_drift, repair
+    """Find drift between SQL (the source of truth) and the index in service (or a Milvus
+    collection): scenes in one and not the other, an index of another model. Exit 1 when
+    drift remains."""
+    from service.reconcile import (
+        ReconcileError,
+        find_drift,
+        find_milvus_drift,
+        repair,
+        repair_milvus,
+    )
     from service.settings import get_settings
 
     settings = get_settings()
     engine = _engine(database_url)
     model_path = model or settings.model_path
     root = index_root or settings.index_root
+
+    def drift_now() -> Any:
+        if milvus is not None:
+            return find_milvus_drift(engine, model_path, milvus, collection)
+        return find_drift(engine, model_path, root)
+
     try:
-        drift = find_drift(engine, model_path, root)
+        drift = drift_now()
         for line in drift.describe() or ["the index matches SQL"]:
             typer.echo(line)
         if drift.clean or not repair_drift:
             raise typer.Exit(code=0 if drift.clean else 1)
-        report = repair(engine, model_path, root, drift, device=device, progress=not quiet)
+        if milvus is not None:
+            done = repair_milvus(
+                engine, model_path, milvus, collection, root / "work", drift,
+                device=device, progress=not quiet,
+            )  # fmt: skip
+            if done is not None:
+                typer.echo(
+                    f"repaired: collection {done.collection} holds {done.count} scenes "
+                    f"(added {done.added}, removed {done.removed})"
+                )
+            report = None
+        else:
+            report = repair(engine, model_path, root, drift, device=device, progress=not quiet)
     except (*USER_ERRORS, ReconcileError) as exc:
         _fail(exc)
         return
@@ -570,7 +599,7 @@ def reconcile(
             f"repaired: index {report.manifest.version} holds {report.manifest.count} scenes "
             f"(added {report.added}, removed {report.removed})"
         )
-    after = find_drift(engine, model_path, root)
+    after = drift_now()
     if not after.clean:
         for line in after.describe():
             typer.echo(f"still: {line}", err=True)

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from index.job import ReindexReport, ReindexSettings, reindex
+from index.milvus_job import MilvusReport
 from index.store import IDS_FILE, IndexStore
 from model.card import read_card
 from service.db import ArchiveImport, Scene
@@ -88,6 +89,22 @@ def repair(
     incremental build when only scenes differ, a full one when the model changed."""
     if drift.clean:
         return None
+    root, labels, names = _single_archive(engine)
+    return reindex(
+        model_path,
+        root,
+        index_root,
+        labels_csv=labels,
+        settings=settings,
+        incremental=drift.index_version is not None and not drift.stale_model,
+        device=device,
+        progress=progress,
+        names=names,
+    )
+
+
+def _single_archive(engine: Engine) -> tuple[str, str, list[str]]:
+    """The archive root, labels file and scene names of SQL's scenes (one archive only)."""
     with Session(engine) as session:
         rows = session.execute(
             select(Scene.name, ArchiveImport.root, ArchiveImport.labels_csv).join(
@@ -103,14 +120,65 @@ def repair(
     if not rows:
         raise ReconcileError("SQL holds no scenes: run `grn import` first")
     root, labels = sources.pop()
-    return reindex(
+    return root, labels, [name for name, _, _ in rows]
+
+
+def find_milvus_drift(engine: Engine, model_path: str | Path, uri: str, collection: str) -> Drift:
+    """The same comparison for a Milvus collection (`index_version` is its name)."""
+    from pymilvus import MilvusClient
+
+    from index.backends import MilvusStore, collection_model
+
+    model_version = read_card(model_path).version
+    with Session(engine) as session:
+        sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
+    client = MilvusClient(uri=uri)
+    try:
+        if not client.has_collection(collection):
+            return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
+        stored = collection_model(client, collection)
+        if stored != model_version:
+            return Drift(model_version, collection, stored)
+        card = read_card(model_path)
+        held = MilvusStore(uri, collection, card.embedding_dim, model_version, client=client).ids()
+    finally:
+        client.close()
+    return Drift(
+        model_version,
+        collection,
+        stored,
+        sorted(sql_ids[~np.isin(sql_ids, held)].tolist()),
+        sorted(held[~np.isin(held, sql_ids)].tolist()),
+    )
+
+
+def repair_milvus(
+    engine: Engine,
+    model_path: str | Path,
+    uri: str,
+    collection: str,
+    work: str | Path,
+    drift: Drift,
+    *,
+    device: str = "auto",
+    progress: bool = True,
+) -> MilvusReport | None:
+    """Bring the collection to exactly SQL's scenes (rebuilt whole for a new model)."""
+    from index.milvus_job import reindex_milvus
+
+    if drift.clean:
+        return None
+    root, labels, names = _single_archive(engine)
+    return reindex_milvus(
         model_path,
         root,
-        index_root,
+        uri,
+        collection,
+        work,
         labels_csv=labels,
-        settings=settings,
         incremental=drift.index_version is not None and not drift.stale_model,
+        replace=drift.stale_model,
         device=device,
         progress=progress,
-        names=[name for name, _, _ in rows],
+        names=names,
     )

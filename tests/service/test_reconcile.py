@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 from servers import REPO, Served, copy_served, prepared_database, train_tiny
 
 from index.job import scene_id
@@ -33,15 +34,8 @@ def held(root: Path) -> set[int]:
     return set(np.load(store.versions / str(store.current_version()) / IDS_FILE).tolist())
 
 
-def test_reconcile_finds_and_repairs_drift(
-    served: Served,
-    tiny_config: Callable[..., object],
-    ucm_root: Path,
-    ucm_subset: Path,
-    tmp_path: Path,
-) -> None:
-    mine = copy_served(served, tmp_path)  # an index of the 126 subset scenes
-    # SQL gets 100 of them and 10 UCM scenes the index never saw
+def drifted_sql(ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> tuple[str, set[int]]:
+    """SQL holding 100 of the subset's 126 scenes and 10 UCM scenes outside it."""
     with ucm_subset.open(newline="") as handle:
         subset_rows = list(csv.reader(handle))
     with (ucm_root / "labels.csv").open(newline="") as handle:
@@ -58,14 +52,24 @@ def test_reconcile_finds_and_repairs_drift(
         csv.writer(handle).writerows([subset_rows[0], *rows])
     url = f"sqlite:///{tmp_path / 'grn.db'}"
     prepared_database(url, archive, archive / "labels.csv")
+    return url, {scene_id(row[0]) for row in rows}
+
+
+def test_reconcile_finds_and_repairs_drift(
+    served: Served,
+    tiny_config: Callable[..., object],
+    ucm_root: Path,
+    ucm_subset: Path,
+    tmp_path: Path,
+) -> None:
+    mine = copy_served(served, tmp_path)  # an index of the 126 subset scenes
+    url, sql_ids = drifted_sql(ucm_root, ucm_subset, tmp_path)
     env = {
         "GRN_DATABASE_URL": url,
         "GRN_MODEL_PATH": str(mine.model),
         "GRN_INDEX_ROOT": str(mine.index_root),
         "GRN_DEVICE": "cpu",
     }
-    sql_ids = {scene_id(row[0]) for row in rows}
-
     found = grn("reconcile", env=env)
     assert found.returncode == 1
     assert "10 scenes in SQL are not in the index" in found.stdout
@@ -87,3 +91,40 @@ def test_reconcile_finds_and_repairs_drift(
     current = store.manifest(str(store.current_version()))
     assert current.model_version == read_card(mine.model).version and current.parent is None
     assert held(mine.index_root) == sql_ids
+
+
+def test_reconcile_a_milvus_collection(
+    served: Served,
+    tiny_config: Callable[..., object],
+    ucm_root: Path,
+    ucm_subset: Path,
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("pymilvus")
+    mine = copy_served(served, tmp_path)
+    url, sql_ids = drifted_sql(ucm_root, ucm_subset, tmp_path)
+    env = {"GRN_DATABASE_URL": url, "GRN_MODEL_PATH": str(mine.model), "GRN_DEVICE": "cpu"}
+    uri = str(tmp_path / "milvus.db")
+    milvus = ["--milvus", uri, "--index-root", str(tmp_path / "work")]
+    built = grn("reindex", "--model", str(mine.model), "--archive", str(ucm_root),
+                "--labels", str(ucm_subset), *milvus, "--quiet", env=env)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    found = grn("reconcile", *milvus, env=env)
+    assert found.returncode == 1
+    assert "10 scenes in SQL are not in the index" in found.stdout
+    assert "26 indexed scenes are not in SQL" in found.stdout
+    repaired = grn("reconcile", "--repair", "--quiet", *milvus, env=env)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "holds 110 scenes (added 10, removed 26)" in repaired.stdout
+    retrained = train_tiny(tiny_config, tmp_path / "retrain", seed=4)
+    shutil.copy(retrained, mine.model)
+    stale = grn("reconcile", *milvus, env=env)
+    assert stale.returncode == 1 and "a full rebuild is needed" in stale.stdout
+    rebuilt = grn("reconcile", "--repair", "--quiet", *milvus, env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "holds 110 scenes (added 110, removed 0)" in rebuilt.stdout
+    from index.backends import MilvusStore
+
+    store = MilvusStore(uri, "scenes", 128, read_card(mine.model).version)
+    assert set(store.ids().tolist()) == sql_ids
+    store.close()
