@@ -23,7 +23,6 @@ import numpy as np
 
 from index.embedding_job import run_embedding_job
 from index.store import (
-    IDS_FILE,
     IndexModelMismatchError,
     IndexNotReadyError,
     IndexStore,
@@ -102,7 +101,7 @@ def index_is_current(
         return False
     archive = load_archive(archive_dir, labels_csv)
     wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
-    held = np.load(store.versions / version / IDS_FILE)
+    held = store.ids(version)
     return bool(np.array_equal(wanted, held))
 
 

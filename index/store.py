@@ -238,5 +238,9 @@ class IndexStore:
             shutil.rmtree(self.versions / name, ignore_errors=True)
         return sorted(doomed)
 
+    def ids(self, version: str) -> np.ndarray:
+        """The sorted scene ids a version holds (its ids.npy, without loading the index)."""
+        return np.load(self.versions / version / IDS_FILE)
+
     def size_on_disk(self, version: str) -> int:
         return sum(p.stat().st_size for p in (self.versions / version).iterdir() if p.is_file())

@@ -44,6 +44,13 @@ BANK_CHUNK = 16_384
 """Bank rows scored at a time once the bank is larger than this."""
 
 
+def _log_weights(weights: torch.Tensor) -> torch.Tensor:
+    """log w, with -inf where w is 0: a neighbour that disagrees on every bit (or the scene
+    itself) drops out of the sum."""
+    log_w = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
+    return log_w.masked_fill(weights <= 0, float("-inf"))
+
+
 def sndl_loss(
     embeddings: torch.Tensor,
     indices: torch.Tensor,
@@ -69,11 +76,8 @@ def sndl_loss(
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
     self_mask[rows, indices] = True
     log_p = torch.log_softmax(logits.masked_fill(self_mask, float("-inf")), dim=1)
-    weights = agreement_weights(labels, bank_labels).masked_fill(self_mask, 0.0)
-    # log sum_j w_ij p_ij, in the log domain; a neighbour that disagrees on every bit has
-    # weight 0 and drops out.
-    log_w = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
-    log_w = log_w.masked_fill(weights <= 0, float("-inf"))
+    log_w = _log_weights(agreement_weights(labels, bank_labels).masked_fill(self_mask, 0.0))
+    # log sum_j w_ij p_ij, in the log domain
     log_score = torch.logsumexp(log_p.masked_fill(self_mask, float("-inf")) + log_w, dim=1)
     return -log_score.mean()
 
@@ -95,8 +99,7 @@ def _chunk_terms(
     self_mask = indices[:, None] == columns[None, :]
     logits = logits.masked_fill(self_mask, float("-inf"))
     weights = agreement_weights(labels, bank_labels[start:stop]).masked_fill(self_mask, 0.0)
-    log_w = torch.log(weights.clamp_min(torch.finfo(weights.dtype).tiny))
-    return logits, log_w.masked_fill(weights <= 0, float("-inf")), rows
+    return logits, _log_weights(weights), rows
 
 
 class _ChunkedSNDL(torch.autograd.Function):

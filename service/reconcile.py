@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from index.job import ReindexReport, ReindexSettings, reindex
 from index.milvus_job import MilvusReport
-from index.store import IDS_FILE, IndexStore
+from index.store import IndexStore
 from model.card import read_card
 from service.db import ArchiveImport, Scene
 
@@ -61,7 +61,7 @@ def find_drift(engine: Engine, model_path: str | Path, index_root: str | Path) -
     if version is None:
         return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
     manifest = store.manifest(version)
-    held = np.load(store.versions / version / IDS_FILE)
+    held = store.ids(version)
     return Drift(
         model_version,
         version,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from index.store import IDS_FILE, IndexNotReadyError, IndexStore
+from index.store import IndexNotReadyError, IndexStore
 from model.card import ModelFileError, read_card
 from service.catalog import Catalog
 from service.migrate import current_revision, head_revision
@@ -53,7 +53,7 @@ def collect_status(engine: Engine) -> dict[str, Any]:
             report["index"] = f"{version} (unreadable: {exc})"
             stale.append("the current index is damaged: run `grn reindex`")
         else:
-            index_ids = np.load(store.versions / version / IDS_FILE)
+            index_ids = store.ids(version)
             report["index"] = (
                 f"{version} ({manifest.factory}, {manifest.count} scenes, "
                 f"model {manifest.model_version})"

@@ -10,12 +10,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 from servers import REPO, Served, copy_served, prepared_database, train_tiny
 
 from index.job import scene_id
-from index.store import IDS_FILE, IndexStore
+from index.store import IndexStore
 from model.card import read_card
 
 
@@ -31,7 +30,7 @@ def grn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def held(root: Path) -> set[int]:
     store = IndexStore(root)
-    return set(np.load(store.versions / str(store.current_version()) / IDS_FILE).tolist())
+    return set(store.ids(str(store.current_version())).tolist())
 
 
 def drifted_sql(ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> tuple[str, set[int]]:
