@@ -12,8 +12,10 @@ over the ids that pass; Milvus turns them into its filter expressions.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -117,6 +119,15 @@ class FaissStore:
 MODEL_PROPERTY = "grn.model_version"
 
 
+def resolve_collection(client: Any, name: str) -> str | None:
+    """The collection `name` stands for: the one an alias of that name points at, else a
+    collection of that name; None when neither exists."""
+    if name in client.list_aliases().get("aliases", []):
+        target: str = client.describe_alias(name)["collection_name"]
+        return target
+    return name if client.has_collection(name) else None
+
+
 def collection_model(client: Any, collection: str) -> str | None:
     """The model version a Milvus collection's vectors come from (None if unrecorded)."""
     properties = client.describe_collection(collection).get("properties") or {}
@@ -143,7 +154,8 @@ def milvus_expression(where: VectorFilter) -> str:
 class MilvusStore:
     """A Milvus collection: `uri` is a file path for Milvus Lite, or a server's address
     (`http://host:19530`) for Milvus itself. A collection property records the model version
-    of its vectors; a collection of another model is refused (`replace` drops it first)."""
+    of its vectors; a collection of another model is refused (`replace` drops it first).
+    `collection` may be an alias: the store then works on the collection it points at."""
 
     def __init__(
         self,
@@ -158,16 +170,22 @@ class MilvusStore:
         from pymilvus import DataType, MilvusClient
 
         self.client = client if client is not None else MilvusClient(uri=uri, token=token)
-        self.collection = collection
         self.dim = dim
-        if replace and self.client.has_collection(collection):
-            self.client.drop_collection(collection)
-        if self.client.has_collection(collection):
+        existing = resolve_collection(self.client, collection)
+        if replace and existing is not None:
+            if existing != collection:
+                self.client.drop_alias(collection)
+            self.client.drop_collection(existing)
+            existing = None
+        collection = existing or collection
+        self.collection = collection
+        if existing is not None:
             stored = collection_model(self.client, collection)
             if stored != model_version:
                 raise ValueError(
                     f"Milvus collection {collection} holds vectors of model {stored}, not "
-                    f"{model_version}; drop it or use another collection"
+                    f"{model_version}; rebuild it (`grn reindex --milvus URI --replace`) or "
+                    "use another collection"
                 )
         else:
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -238,6 +256,25 @@ class MilvusStore:
                 scores[row, column] = float(hit["distance"])
         return SearchResult(ids, scores)
 
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored vectors of scenes, in the order given."""
+        from index.searcher import UnknownSceneError
+
+        wanted = [int(i) for i in ids]
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(wanted), 1000):
+            chunk = wanted[start : start + 1000]
+            rows = self.client.query(
+                self.collection, filter=f"id in {chunk}", output_fields=["vector"]
+            )
+            found.update((int(row["id"]), row["vector"]) for row in rows)
+        missing = [i for i in wanted if i not in found]
+        if missing:
+            raise UnknownSceneError(
+                f"scene {missing[0]} is not in Milvus collection {self.collection}"
+            )
+        return np.asarray([found[i] for i in wanted], dtype=np.float32).reshape(-1, self.dim)
+
     def close(self) -> None:
         self.client.close()
 
@@ -255,3 +292,74 @@ class MilvusStore:
             found += [int(row["id"]) for row in batch]
         iterator.close()
         return np.sort(np.asarray(found, dtype=np.int64))
+
+
+class VectorStoreUnavailableError(RuntimeError):
+    """The vector store did not answer (a Milvus server down or unreachable)."""
+
+
+class MilvusSearcher:
+    """A Milvus collection as the service searches it, with the interface of
+    `index.searcher.Searcher`. It is bound to one collection version (not the alias), so a
+    request keeps searching the version it started with while a rebuild switches the alias.
+    Filters go to Milvus as expressions (`filters_natively`), not as SQL allow-lists."""
+
+    filters_natively = True
+
+    def __init__(self, store: MilvusStore, location: str) -> None:
+        self.store = store
+        self.location = location
+        """Where it lives (the URI), for the record in SQL."""
+
+    @property
+    def version(self) -> str:
+        return self.store.collection
+
+    @property
+    def model_version(self) -> str:
+        return self.store.model_version
+
+    @property
+    def factory(self) -> str:
+        return "Milvus FLAT"
+
+    @property
+    def created(self) -> str:
+        stamp = self.version.rsplit("_v", 1)[-1]
+        if not stamp.isdigit():
+            return ""
+        return datetime.fromtimestamp(int(stamp) / 1e9, UTC).isoformat(timespec="seconds")
+
+    @property
+    def count(self) -> int:
+        with milvus_answering(self.location):
+            return self.store.count()
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        with milvus_answering(self.location):
+            return self.store.vectors(ids)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allow_ids: np.ndarray | None = None,
+        where: VectorFilter | None = None,
+    ) -> SearchResult:
+        if allow_ids is not None:
+            where = replace(where or VectorFilter(), allow_ids=[int(i) for i in allow_ids])
+        with milvus_answering(self.location):
+            return self.store.search(queries, k, where)
+
+
+@contextmanager
+def milvus_answering(location: str) -> Iterator[None]:
+    """Milvus's own errors as `VectorStoreUnavailableError` (a 503 in the service)."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        yield
+    except MilvusException as exc:
+        raise VectorStoreUnavailableError(
+            f"the Milvus vector store at {location} did not answer: {exc}"
+        ) from exc

@@ -5,6 +5,7 @@ scenes exist."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -24,11 +25,47 @@ class UnknownSceneError(KeyError):
     """A scene id the index does not hold."""
 
 
+class ServedIndex(Protocol):
+    """What the service needs of an index: `Searcher` (FAISS versions on disk) and
+    `index.backends.MilvusSearcher` (a Milvus collection) provide it."""
+
+    filters_natively: bool
+    """True: label and folder filters go to the index itself; False: the service turns
+    them into an allow-list of ids in SQL."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def factory(self) -> str: ...
+
+    @property
+    def created(self) -> str: ...
+
+    @property
+    def count(self) -> int: ...
+
+    location: str
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allow_ids: np.ndarray | None = None
+    ) -> SearchResult: ...
+
+
 class Searcher:
+    filters_natively = False
+
     def __init__(self, loaded: LoadedIndex, settings: SearchSettings | None = None) -> None:
         self.loaded = loaded
         self.index = loaded.index
         self.settings = settings or SearchSettings()
+        self.location = str(loaded.path.parent.parent.parent)
+        """The index root (versions/<version>/index.faiss lies under it)."""
         self.ids = np.load(loaded.path.parent / IDS_FILE)
         """Sorted scene ids held by the index."""
         configure(self.index, self.settings)
@@ -44,6 +81,14 @@ class Searcher:
     @property
     def model_version(self) -> str:
         return self.loaded.manifest.model_version
+
+    @property
+    def factory(self) -> str:
+        return self.loaded.manifest.factory
+
+    @property
+    def created(self) -> str:
+        return self.loaded.manifest.created
 
     @property
     def count(self) -> int:

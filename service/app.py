@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from index.backends import MilvusSearcher, VectorFilter
 from model.imageio import decode_image
 from service import errors
 from service.catalog import Catalog, SceneFilter
@@ -237,19 +238,20 @@ def _register(app: FastAPI) -> None:
     snapshot = app.state.runtime.snapshot
     if snapshot is None:
         return
-    manifest = snapshot.searcher.loaded.manifest
-    app.state.metrics.served(snapshot.model_version, snapshot.index_version, manifest.count)
+    searcher = snapshot.searcher
     try:
+        count = searcher.count
+        app.state.metrics.served(snapshot.model_version, snapshot.index_version, count)
         app.state.catalog.register(
             snapshot.card.version,
             snapshot.card.backbone,
             str(snapshot.model_file),
             snapshot.card.to_json(),
-            manifest.version,
-            manifest.factory,
-            manifest.count,
-            str(app.state.runtime.store.root),
-            manifest.created,
+            searcher.version,
+            searcher.factory,
+            count,
+            app.state.runtime.index_location,
+            searcher.created,
         )
     except Exception as exc:  # registering is bookkeeping, never a reason to fail
         log.warning("could not record the model and index versions in SQL: %s", exc)
@@ -484,6 +486,17 @@ def _routes(app: FastAPI) -> None:
             "--quiet",
             *(["--incremental"] if incremental else []),
         ]
+        if settings.vector_store == "milvus":
+            if not settings.milvus_uri.startswith(("http://", "https://", "tcp://")):
+                raise BadRequestError(
+                    f"the Milvus Lite file {settings.milvus_uri} is open in this service and "
+                    "Milvus Lite lets one process open it: stop the service and run "
+                    "`grn reindex --milvus`, or use a Milvus server",
+                    "milvus_lite_busy",
+                )
+            args += ["--milvus", settings.milvus_uri, "--collection", settings.milvus_collection]
+            if not incremental:
+                args.append("--replace")
 
         async def take_up() -> None:
             if await in_thread(request.app.state.runtime.refresh):
@@ -773,7 +786,20 @@ def _ranked_hits(
 ) -> list[tuple[Scene, float]]:
     """The top k scenes for a query vector, filters applied in SQL, metadata joined."""
     searcher = snapshot.searcher
-    if scene_filter.restricts:
+    if isinstance(searcher, MilvusSearcher):
+        # Milvus filters by the labels and folder stored with each vector
+        catalog.check_labels([*scene_filter.labels_all, *scene_filter.labels_any])
+        result = searcher.search(
+            query[None],
+            k,
+            where=VectorFilter(
+                labels_all=scene_filter.labels_all,
+                labels_any=scene_filter.labels_any,
+                scene=scene_filter.scene,
+                exclude_ids=scene_filter.exclude_ids,
+            ),
+        )
+    elif scene_filter.restricts:
         allowed = np.asarray(catalog.allowed_ids(scene_filter), dtype=np.int64)
         result = searcher.search(query[None], k, allow_ids=allowed)
     else:

@@ -67,6 +67,11 @@ class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def check_labels(self, names: Sequence[str]) -> None:
+        """Raise the 400 of an unknown label name, as a filter in SQL would."""
+        with Session(self.engine) as session:
+            _label_ids(session, names)
+
     def allowed_ids(self, f: SceneFilter) -> list[int]:
         with Session(self.engine) as session:
             return list(session.scalars(_filtered(session, select(Scene.id), f)))

@@ -304,7 +304,11 @@ def reindex(
     ] = None,
     collection: Annotated[str, typer.Option(help="Milvus collection.")] = "scenes",
     replace: Annotated[
-        bool, typer.Option("--replace", help="Milvus: drop the collection and rebuild it.")
+        bool,
+        typer.Option(
+            "--replace",
+            help="Milvus: rebuild into a new collection and switch the alias to it when done.",
+        ),
     ] = False,
     if_stale: Annotated[
         bool,
@@ -323,6 +327,7 @@ def reindex(
 
     if milvus is not None:
         from index.milvus_job import reindex_milvus
+        from service.settings import get_settings
 
         try:
             done = reindex_milvus(
@@ -336,13 +341,14 @@ def reindex(
                 replace=replace,
                 device=device,
                 progress=not quiet,
+                token=get_settings().milvus_token.get_secret_value(),
             )
         except USER_ERRORS as exc:
             _fail(exc)
             return
         typer.echo(
-            f"Milvus collection {done.collection}: {done.count} scenes; added {done.added}, "
-            f"removed {done.removed}; {done.seconds:.1f} s"
+            f"Milvus collection {done.collection} ({done.version}): {done.count} scenes; "
+            f"added {done.added}, removed {done.removed}; {done.seconds:.1f} s"
         )
         return
     try:

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from index.backends import VectorStoreUnavailableError
 from index.searcher import UnknownSceneError
 from index.store import IndexModelMismatchError, IndexNotReadyError
 from index.vectors import IndexSearchError
@@ -52,6 +53,7 @@ ERRORS: list[tuple[type[BaseException], int, str]] = [
     (ServiceNotReadyError, 503, "not_ready"),
     (IndexNotReadyError, 503, "index_not_ready"),
     (IndexModelMismatchError, 503, "index_model_mismatch"),
+    (VectorStoreUnavailableError, 503, "vector_store_unavailable"),
     (DatabaseUnavailableError, 503, "database_unavailable"),
     (OperationalError, 503, "database_unavailable"),
     (DBAPIError, 503, "database_unavailable"),

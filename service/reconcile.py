@@ -127,25 +127,26 @@ def find_milvus_drift(engine: Engine, model_path: str | Path, uri: str, collecti
     """The same comparison for a Milvus collection (`index_version` is its name)."""
     from pymilvus import MilvusClient
 
-    from index.backends import MilvusStore, collection_model
+    from index.backends import MilvusStore, collection_model, resolve_collection
 
     model_version = read_card(model_path).version
     with Session(engine) as session:
         sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
     client = MilvusClient(uri=uri)
     try:
-        if not client.has_collection(collection):
+        live = resolve_collection(client, collection)
+        if live is None:
             return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
-        stored = collection_model(client, collection)
+        stored = collection_model(client, live)
         if stored != model_version:
-            return Drift(model_version, collection, stored)
+            return Drift(model_version, live, stored)
         card = read_card(model_path)
         held = MilvusStore(uri, collection, card.embedding_dim, model_version, client=client).ids()
     finally:
         client.close()
     return Drift(
         model_version,
-        collection,
+        live,
         stored,
         sorted(sql_ids[~np.isin(sql_ids, held)].tolist()),
         sorted(held[~np.isin(held, sql_ids)].tolist()),

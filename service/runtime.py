@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from index.searcher import Searcher
+from index.backends import VectorStoreUnavailableError, milvus_answering
+from index.searcher import Searcher, ServedIndex
 from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
 from index.vectors import SearchSettings
 from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
@@ -55,7 +56,7 @@ class Snapshot:
     model_file: Path
     model_stamp: tuple[int, int]
     """(mtime_ns, size) of the model file when it was read."""
-    searcher: Searcher
+    searcher: ServedIndex
     device: torch.device
     loaded_at: float = field(default_factory=time.time)
 
@@ -103,6 +104,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = IndexStore(settings.index_root)
+        self._milvus_client: Any = None
         self.snapshot: Snapshot | None = None
         self.problem: str | None = "not loaded yet"
         """Why the newest model or index is not in service (None when all is current)."""
@@ -127,22 +129,78 @@ class Runtime:
         with self._reload_lock:
             try:
                 swapped = self._refresh(force)
-            except (ModelFileError, IndexNotReadyError, IndexModelMismatchError, OSError) as exc:
+            except (
+                ModelFileError,
+                IndexNotReadyError,
+                IndexModelMismatchError,
+                VectorStoreUnavailableError,
+                OSError,
+            ) as exc:
                 self.problem = str(exc)
                 log.warning("not swapping: %s", exc)
                 return False
             self.problem = None
             return swapped
 
+    @property
+    def index_location(self) -> str:
+        if self.settings.vector_store == "milvus":
+            return f"Milvus {self.settings.milvus_uri} collection {self.settings.milvus_collection}"
+        return str(self.store.root)
+
+    def _milvus(self) -> Any:
+        if self._milvus_client is None:
+            from pymilvus import MilvusClient
+
+            uri = self.settings.milvus_uri
+            if not uri:
+                raise IndexNotReadyError("GRN_VECTOR_STORE is milvus but GRN_MILVUS_URI is empty")
+            with milvus_answering(uri):
+                self._milvus_client = MilvusClient(
+                    uri=uri, token=self.settings.milvus_token.get_secret_value()
+                )
+        return self._milvus_client
+
+    def _current_index(self) -> tuple[str, str | None]:
+        """The index version that should be in service, and the model it was built by."""
+        if self.settings.vector_store == "milvus":
+            from index.backends import collection_model, resolve_collection
+
+            alias = self.settings.milvus_collection
+            with milvus_answering(self.settings.milvus_uri):
+                client = self._milvus()
+                live = resolve_collection(client, alias)
+                if live is None:
+                    raise IndexNotReadyError(
+                        f"Milvus at {self.settings.milvus_uri} has no collection {alias}; run "
+                        f"`grn reindex --milvus {self.settings.milvus_uri}`"
+                    )
+                return live, collection_model(client, live)
+        version = self.store.current_version()
+        if version is None:
+            raise IndexNotReadyError(
+                f"no index has been built under {self.store.root}; run `grn reindex`"
+            )
+        return version, self.store.manifest(version).model_version
+
+    def _open_index(self, version: str, card: ModelCard) -> ServedIndex:
+        if self.settings.vector_store == "milvus":
+            from index.backends import MilvusSearcher, MilvusStore
+
+            uri = self.settings.milvus_uri
+            with milvus_answering(uri):
+                store = MilvusStore(
+                    uri, version, card.embedding_dim, card.version, client=self._milvus()
+                )
+            return MilvusSearcher(store, uri)
+        loaded = self.store.load(version, expected_model=card.version)
+        return Searcher(loaded, self.search_settings)
+
     def _refresh(self, force: bool) -> bool:
         old = self.snapshot
         model_file = resolve_model_path(self.settings.model_path)
         stamp = _file_stamp(model_file)
-        index_version = self.store.current_version()
-        if index_version is None:
-            raise IndexNotReadyError(
-                f"no index has been built under {self.store.root}; run `grn reindex`"
-            )
+        index_version, index_model = self._current_index()
         same_model = old is not None and old.model_file == model_file and old.model_stamp == stamp
         if not force and same_model and old is not None and old.index_version == index_version:
             return False
@@ -155,19 +213,17 @@ class Runtime:
             else:
                 device = resolve_device(self.settings.device)
                 net, card = self.run_torch(_load_for_inference, model_file, device)
-        manifest = self.store.manifest(index_version)
-        if manifest.model_version != card.version:
+        if index_model != card.version:
             raise IndexModelMismatchError(
                 f"the model file {model_file} holds {card.version}, but index {index_version} "
-                f"was built by {manifest.model_version}; still serving "
+                f"was built by {index_model}; still serving "
                 + (f"{old.model_version} with index {old.index_version}" if old else "nothing")
                 + "; run `grn reindex` to build an index with the new model"
             )
         if old is not None and old.index_version == index_version:
             searcher = old.searcher
         else:
-            loaded = self.store.load(index_version, expected_model=card.version)
-            searcher = Searcher(loaded, self.search_settings)
+            searcher = self._open_index(index_version, card)
         device = next(net.parameters()).device
         self.snapshot = Snapshot(net, card, model_file, stamp, searcher, device)
         log.info("serving model %s with index %s", card.version, searcher.version)

@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     index_poll_seconds: float = Field(default=5.0, ge=0)
     """How often the service checks the index's `current` pointer and the model file for a
     new version (0: never; then only POST /admin/reload swaps)."""
+    vector_store: Literal["faiss", "milvus"] = "faiss"
+    """Where the archive's vectors are searched: the FAISS index versions under `index_root`
+    (embedded, the default), or a Milvus collection filled by `grn reindex --milvus`."""
+    milvus_uri: str = ""
+    """Milvus server (`http://host:19530`) or a Milvus Lite file (then opened by this process
+    only: stop the service to reindex into it)."""
+    milvus_collection: str = "scenes"
+    """The alias `grn reindex --milvus` switches to each new collection version."""
+    milvus_token: SecretStr = SecretStr("")
+    """`user:password` or an API token for a Milvus server with authentication."""
     nprobe: int = Field(default=64, ge=1)
     ef_search: int = Field(default=128, ge=1)
     rerank_factor: int = Field(default=10, ge=1)

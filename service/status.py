@@ -11,7 +11,80 @@ from index.store import IndexNotReadyError, IndexStore
 from model.card import ModelFileError, read_card
 from service.catalog import Catalog
 from service.migrate import current_revision, head_revision
-from service.settings import get_settings
+from service.settings import Settings, get_settings
+
+
+def _faiss_status(
+    settings: Settings, model_version: str | None, report: dict[str, Any], stale: list[str]
+) -> np.ndarray | None:
+    store = IndexStore(settings.index_root)
+    index_ids = None
+    version = store.current_version()
+    if version is None:
+        report["index"] = f"none under {settings.index_root}"
+        stale.append("no index: run `grn reindex`")
+    else:
+        try:
+            manifest = store.manifest(version)
+        except IndexNotReadyError as exc:
+            report["index"] = f"{version} (unreadable: {exc})"
+            stale.append("the current index is damaged: run `grn reindex`")
+        else:
+            index_ids = store.ids(version)
+            report["index"] = (
+                f"{version} ({manifest.factory}, {manifest.count} scenes, "
+                f"model {manifest.model_version})"
+            )
+            if model_version is not None and manifest.model_version != model_version:
+                stale.append(
+                    f"the index was built by model {manifest.model_version}, the model file "
+                    f"holds {model_version}: run `grn reindex`"
+                )
+
+    return index_ids
+
+
+def _milvus_status(
+    settings: Settings, model_version: str | None, report: dict[str, Any], stale: list[str]
+) -> np.ndarray | None:
+    from index.backends import (
+        MilvusStore,
+        VectorStoreUnavailableError,
+        collection_model,
+        milvus_answering,
+        resolve_collection,
+    )
+
+    uri, alias = settings.milvus_uri, settings.milvus_collection
+    try:
+        with milvus_answering(uri):
+            from pymilvus import MilvusClient
+
+            client = MilvusClient(uri=uri, token=settings.milvus_token.get_secret_value())
+            try:
+                live = resolve_collection(client, alias)
+                if live is None:
+                    report["index"] = f"none: Milvus at {uri} has no collection {alias}"
+                    stale.append(f"no index: run `grn reindex --milvus {uri}`")
+                    return None
+                built_by = collection_model(client, live)
+                store = MilvusStore(uri, live, 0, str(built_by), client=client)
+                index_ids = store.ids()
+            finally:
+                client.close()
+    except VectorStoreUnavailableError as exc:
+        report["index"] = f"unreachable ({exc})"
+        stale.append("the Milvus vector store does not answer")
+        return None
+    report["index"] = (
+        f"{alias} -> {live} (Milvus at {uri}, {len(index_ids)} scenes, model {built_by})"
+    )
+    if model_version is not None and built_by != model_version:
+        stale.append(
+            f"the collection was built by model {built_by}, the model file holds "
+            f"{model_version}: run `grn reindex --milvus {uri} --replace`"
+        )
+    return index_ids
 
 
 def collect_status(engine: Engine) -> dict[str, Any]:
@@ -40,29 +113,10 @@ def collect_status(engine: Engine) -> dict[str, Any]:
         report["model"] = f"none ({exc})"
         stale.append("no model: run `grn train`")
 
-    store = IndexStore(settings.index_root)
-    index_ids = None
-    version = store.current_version()
-    if version is None:
-        report["index"] = f"none under {settings.index_root}"
-        stale.append("no index: run `grn reindex`")
+    if settings.vector_store == "milvus":
+        index_ids = _milvus_status(settings, model_version, report, stale)
     else:
-        try:
-            manifest = store.manifest(version)
-        except IndexNotReadyError as exc:
-            report["index"] = f"{version} (unreadable: {exc})"
-            stale.append("the current index is damaged: run `grn reindex`")
-        else:
-            index_ids = store.ids(version)
-            report["index"] = (
-                f"{version} ({manifest.factory}, {manifest.count} scenes, "
-                f"model {manifest.model_version})"
-            )
-            if model_version is not None and manifest.model_version != model_version:
-                stale.append(
-                    f"the index was built by model {manifest.model_version}, the model file "
-                    f"holds {model_version}: run `grn reindex`"
-                )
+        index_ids = _faiss_status(settings, model_version, report, stale)
 
     if revision == head:
         sql_ids = np.asarray(Catalog(engine).all_ids(), dtype=np.int64)

@@ -26,11 +26,27 @@ def served_model(tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return fit(tiny_config(tmp_path_factory.mktemp("milvus-run")), resume=False).model_path
 
 
-def grn(*args: str) -> subprocess.CompletedProcess[str]:
+def grn(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
-        cwd=REPO, env={**os.environ}, capture_output=True, text=True,
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
     )  # fmt: skip
+
+
+def aliased(uri: str) -> tuple[str, list[str]]:
+    """The collection behind the alias `scenes`, and every version on the file."""
+    from milvus_lite.server_manager import server_manager_instance
+    from pymilvus import MilvusClient
+
+    from index.backends import resolve_collection
+    from index.milvus_job import versions_of
+
+    client = MilvusClient(uri=uri)
+    try:
+        return str(resolve_collection(client, "scenes")), versions_of(client, "scenes")
+    finally:
+        client.close()
+        server_manager_instance.release_server(uri)  # Milvus Lite: one process at a time
 
 
 def test_reindex_into_milvus(
@@ -51,9 +67,27 @@ def test_reindex_into_milvus(
     assert incremental.returncode == 0, incremental.stderr
     assert "100 scenes; added 0, removed 26" in incremental.stdout
 
-    # (a file of Milvus Lite is opened by one process at a time: check from here after this)
+    first, versions = aliased(uri)
+    assert versions == [first]  # the incremental update worked in place
+
+    # a rebuild fills a new version and switches the alias; the previous version stays
     replaced = grn(*base, "--labels", str(fewer), "--replace")
     assert replaced.returncode == 0 and "100 scenes; added 100" in replaced.stdout
+    second, versions = aliased(uri)
+    assert versions == [first, second]
+
+    # a rebuild killed after filling its collection, before the switch: the alias still
+    # names the previous version, and the next rebuild drops the orphan and the oldest
+    killed = grn(*base, "--replace", GRN_FAULT_KILL_AT="milvus-filled")
+    assert killed.returncode == -9
+    live, versions = aliased(uri)
+    assert live == second and len(versions) == 3
+    again = grn(*base, "--labels", str(fewer), "--replace")
+    assert again.returncode == 0, again.stderr
+    third, versions = aliased(uri)
+    assert versions == [second, third]
+
+    # (a file of Milvus Lite is opened by one process at a time: check from here after this)
     archive = load_archive(ucm_root, fewer)
     store = MilvusStore(uri, "scenes", 128, read_card(served_model).version)
     np.testing.assert_array_equal(store.ids(), np.sort([scene_id(s.name) for s in archive.scenes]))

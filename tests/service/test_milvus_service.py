@@ -1,0 +1,184 @@
+"""The service searching a Milvus collection (GRN_VECTOR_STORE=milvus) answers what the same
+service over FAISS answers, through real server processes; a rebuild is taken up by a swap."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from servers import LiveServer, Served, prepared_database, server_env
+
+from index.job import scene_id
+from index.milvus_job import reindex_milvus
+from model.archive import load_archive
+from service.runtime import Runtime
+from service.settings import Settings
+
+pytest.importorskip("pymilvus")
+KEY = "test-admin-key-0123456789abcdef"
+
+
+def release(uri: str) -> None:
+    """Milvus Lite runs in the process that opened the file and locks it: let it go."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(uri)
+
+
+def fill(served: Served, ucm_root: Path, labels: Path, uri: str, work: Path) -> str:
+    done = reindex_milvus(
+        served.model, ucm_root, uri, "scenes", work,
+        labels_csv=labels, replace=True, device="cpu", progress=False,
+    )  # fmt: skip
+    release(uri)
+    return done.version
+
+
+@pytest.fixture(scope="module")
+def servers(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, LiveServer, str]]:
+    """A FAISS server and a Milvus server over the same model and scenes."""
+    workdir = tmp_path_factory.mktemp("milvus-service")
+    uri = str(workdir / "milvus.db")
+    version = fill(served, ucm_root, ucm_subset, uri, workdir / "work")
+    urls = {}
+    for name in ("faiss", "milvus"):
+        urls[name] = f"sqlite:///{workdir / f'{name}-catalog.sqlite'}"
+        prepared_database(urls[name], ucm_root, ucm_subset)
+    milvus_env = server_env(
+        served, urls["milvus"], workdir, GRN_VECTOR_STORE="milvus", GRN_MILVUS_URI=uri,
+        GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root),
+    )  # fmt: skip
+    with (
+        LiveServer(server_env(served, urls["faiss"], workdir), workdir / "faiss.log") as faiss,
+        LiveServer(milvus_env, workdir / "milvus.log") as milvus,
+    ):
+        yield faiss, milvus, version
+
+
+def hits(server: LiveServer, **request: Any) -> list[tuple[int, float]]:
+    with server.client() as client:
+        response = client.post("/search", json=request)
+    assert response.status_code == 200, response.text
+    return [(h["id"], h["score"]) for h in response.json()["hits"]]
+
+
+def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]]) -> None:
+    """The same scores rank by rank, and the same scene at each rank unless two scenes tie
+    (UCM holds near-duplicate scenes; float32 sums in another order may swap them)."""
+    assert len(got) == len(expected) and len({i for i, _ in got}) == len(got)
+    np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
+    scores = [s for _, s in expected]
+    for rank, ((a, score), (b, _)) in enumerate(zip(got, expected, strict=True)):
+        if a != b:  # only where a neighbouring rank (or the next, past the last) ties
+            tied = [j for j, s in enumerate(scores) if j != rank and abs(s - score) <= 1e-5]
+            assert tied or rank == len(scores) - 1, f"rank {rank}: {a} instead of {b}"
+
+
+def test_milvus_answers_what_faiss_answers(
+    servers: tuple[LiveServer, LiveServer, str], ucm_root: Path, ucm_subset: Path
+) -> None:
+    faiss, milvus, version = servers
+    with milvus.client() as client:
+        ready = client.get("/readyz").json()
+    assert ready["status"] == "ready"
+    assert ready["index_version"] == version and ready["index_count"] == 126
+
+    subset = load_archive(ucm_root, ucm_subset)
+    queries = [scene_id(subset.scenes[i].name) for i in (0, 17, 60)]
+    requests: list[dict[str, Any]] = [
+        {"k": 10},
+        {"k": 126},
+        {"k": 1000, "labels_all": ["buildings", "cars"]},
+        {"k": 10, "labels_any": ["ship", "tanks"]},
+        {"k": 3, "scene": "harbor"},
+        {"k": 5, "labels_all": ["water"], "scene": "river"},
+        {"k": 8, "exclude_ids": queries[1:]},
+        {"k": 10, "include_query": True},
+    ]
+    compared = 0
+    for query in queries:
+        for request in requests:
+            expected = hits(faiss, scene_id=query, **request)
+            got = hits(milvus, scene_id=query, **request)
+            assert_same_ranking(got, expected)
+            compared += len(got)
+    assert compared > 500  # the filters left enough hits to compare
+
+    # an upload is embedded by the model and searched in Milvus
+    image = subset.scenes[20].path
+    answers = []
+    for server in (faiss, milvus):
+        with server.client() as client:
+            response = client.post(
+                "/search",
+                files={"file": (image.name, image.read_bytes())},
+                data={"k": "5", "labels_any": "grass,trees"},
+            )
+        assert response.status_code == 200, response.text
+        answers.append([(h["id"], h["score"]) for h in response.json()["hits"]])
+    assert len(answers[0]) == 5
+    assert_same_ranking(answers[1], answers[0])
+
+
+def test_milvus_errors_are_the_services_errors(servers: tuple[LiveServer, LiveServer, str]) -> None:
+    _, milvus, _ = servers
+    with milvus.client() as client:
+        real = client.get("/scenes", params={"limit": 1}).json()["scenes"][0]["id"]
+        unknown_label = client.post("/search", json={"scene_id": real, "labels_all": ["lava"]})
+        assert unknown_label.status_code == 400
+        assert unknown_label.json()["error"] == "unknown_label"
+        missing = client.post("/search", json={"scene_id": 987654321})
+        assert missing.status_code == 404
+        assert missing.json()["error"] == "scene_not_indexed"
+        # Milvus Lite is locked by the service: a reindex job could not open it
+        busy = client.post("/admin/reindex", json={}, headers={"X-API-Key": KEY})
+        assert busy.status_code == 400 and busy.json()["error"] == "milvus_lite_busy"
+
+
+def test_a_rebuilt_collection_is_swapped_in(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    uri = str(tmp_path / "milvus.db")
+    first = fill(served, ucm_root, ucm_subset, uri, tmp_path / "work")
+    runtime = Runtime(
+        Settings(
+            model_path=served.model, vector_store="milvus", milvus_uri=uri, device="cpu",
+        )
+    )  # fmt: skip
+    try:
+        assert runtime.refresh() and runtime.problem is None
+        old = runtime.current()
+        assert old.index_version == first and old.searcher.count == 126
+        assert not runtime.refresh()  # nothing new
+        query = old.searcher.vectors([scene_id(load_archive(ucm_root, ucm_subset).scenes[0].name)])
+
+        fewer = tmp_path / "fewer.csv"
+        fewer.write_text("\n".join(ucm_subset.read_text().splitlines()[:51]) + "\n")
+        second = reindex_milvus(
+            served.model, ucm_root, uri, "scenes", tmp_path / "work",
+            labels_csv=fewer, replace=True, device="cpu", progress=False,
+        ).version  # fmt: skip
+        assert runtime.refresh()
+        new = runtime.current()
+        assert new.index_version == second and new.searcher.count == 50
+        # a request that took the old snapshot still searches the old collection
+        assert (old.searcher.search(query, 100).ids[0] >= 0).sum() == 100
+        assert (new.searcher.search(query, 100).ids[0] >= 0).sum() == 50
+    finally:
+        release(uri)
+
+
+def test_unreachable_milvus_is_reported(served: Served, tmp_path: Path) -> None:
+    runtime = Runtime(
+        Settings(
+            model_path=served.model, vector_store="milvus", milvus_uri="http://127.0.0.1:9",
+            device="cpu",
+        )
+    )  # fmt: skip
+    assert not runtime.refresh()
+    assert "Milvus" in (runtime.problem or "") and "127.0.0.1:9" in (runtime.problem or "")
