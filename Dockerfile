@@ -19,17 +19,20 @@ COPY service ./service
 COPY migrations ./migrations
 
 FROM builder-base AS builder-cpu
-# torch's CPU build: the default PyPI wheel carries CUDA libraries (gigabytes)
+# torch's CPU build: the default PyPI wheel carries CUDA libraries (gigabytes). The milvus
+# extra lets the image search a Milvus server (GRN_VECTOR_STORE=milvus). DL3013: '.[milvus]'
+# is this project, its versions set in pyproject.toml
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# hadolint ignore=DL3013
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1 \
-    && pip install .
+    && pip install '.[milvus]'
 
 FROM builder-base AS builder-cuda
 # the PyPI torch wheel brings its CUDA libraries; faiss-gpu-cu12 replaces faiss-cpu (both
 # provide the faiss module). DL3013: '.[gpu]' is this project, its versions set in pyproject.toml
 ARG FAISS_GPU_VERSION=1.14.1.post1
 # hadolint ignore=DL3013
-RUN pip install '.[gpu]' \
+RUN pip install '.[gpu,milvus]' \
     && pip uninstall -y faiss-cpu \
     && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}"
 

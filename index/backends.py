@@ -12,7 +12,7 @@ over the ids that pass; Milvus turns them into its filter expressions.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -72,28 +72,36 @@ def _check_k(k: int) -> None:
 
 @dataclass
 class FaissStore:
-    """A FAISS index (any factory string) plus the metadata filters need, in memory."""
+    """A FAISS index (any factory string) plus the metadata filters need, in memory.
+
+    `copy` (`index.gpu.to_gpus` where faiss-gpu has GPUs) makes a copy of the index that
+    answers unfiltered searches; as GPU and sharded indexes ignore id selectors, filtered
+    searches stay on the CPU index. The copy is remade after the index changes."""
 
     model_version: str
     dim: int
     factory: str = "Flat"
     metas: dict[int, SceneMeta] = field(default_factory=dict)
+    copy: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         self.index = make_index(self.factory, self.dim)
         if not self.index.is_trained:
             raise ValueError("FaissStore builds untrained factories only (Flat, HNSW...)")
+        self._copy: Any = None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, metas: Sequence[SceneMeta]) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
         self.metas.update(zip(ids.tolist(), metas, strict=True))
+        self._copy = None
 
     def remove(self, ids: np.ndarray) -> int:
         import faiss
 
         ids = np.asarray(ids, dtype=np.int64)
         removed = int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
+        self._copy = None
         for scene_id in ids.tolist():
             self.metas.pop(scene_id, None)
         return removed
@@ -102,6 +110,10 @@ class FaissStore:
         self, queries: np.ndarray, k: int, where: VectorFilter | None = None
     ) -> SearchResult:
         _check_k(k)
+        if where is None and self.copy is not None:
+            if self._copy is None:
+                self._copy = self.copy(self.index)
+            return search(self._copy, queries, k)
         allowed = None
         if where is not None:
             allowed = np.asarray(

@@ -52,7 +52,7 @@ class EmbeddingResult:
         return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _scene_list_digest(ids: Sequence[int], names: Sequence[str]) -> str:
+def scene_list_digest(ids: Sequence[int], names: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for scene_id, name in zip(ids, names, strict=True):
         digest.update(f"{scene_id}\t{name}\n".encode())
@@ -89,7 +89,7 @@ def run_embedding_job(
     if len(positions) != len(ids):
         raise ValueError("positions and ids must have the same length")
     names = [archive.scenes[i].name for i in positions]
-    scenes = _scene_list_digest(ids, names)
+    scenes = scene_list_digest(ids, names)
     job = {
         "model_version": card.version,
         "embedding_dim": card.embedding_dim,
@@ -158,3 +158,39 @@ def run_embedding_job(
         seconds=seconds,
         broken=broken,
     )
+
+
+def embed_for_index(
+    model_path: str | Path,
+    net: GRNNet,
+    card: ModelCard,
+    archive: Archive,
+    positions: Sequence[int],
+    ids: Sequence[int],
+    work_dir: str | Path,
+    *,
+    device: torch.device,
+    ray_workers: int | None = None,
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    skip_broken: bool = False,
+    progress: bool = True,
+) -> EmbeddingResult:
+    """The indexing jobs' embedding step: in this process (`run_embedding_job`), or with
+    `ray_workers` as a Ray Data pipeline of that many embedding actors (`index.ray_embed`:
+    this machine, or the cluster at RAY_ADDRESS)."""
+    if not ray_workers:
+        return run_embedding_job(
+            net, card, archive, positions, ids, work_dir, device=device,
+            shard_size=shard_size, skip_broken=skip_broken, progress=progress,
+        )  # fmt: skip
+    if skip_broken:
+        raise ValueError(
+            "skipping broken files is not supported on Ray: a broken file stops the pipeline "
+            "(run without --ray to find and skip them)"
+        )
+    from index.ray_embed import ray_embedding_job
+
+    return ray_embedding_job(
+        model_path, card, archive, positions, ids, Path(work_dir), workers=ray_workers,
+        device="cuda" if device.type == "cuda" else "cpu",
+    )  # fmt: skip

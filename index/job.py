@@ -21,7 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.embedding_job import run_embedding_job
+from index.embedding_job import embed_for_index
 from index.store import (
     IndexModelMismatchError,
     IndexNotReadyError,
@@ -147,8 +147,10 @@ def reindex(
     skip_broken: bool = False,
     progress: bool = True,
     names: Sequence[str] | None = None,
+    ray_workers: int | None = None,
 ) -> ReindexReport:
-    """Build a new index version for the archive's scenes (or `names`) and put it in service."""
+    """Build a new index version for the archive's scenes (or `names`) and put it in service.
+    With `ray_workers`, the embedding runs on Ray with that many embedding actors."""
     settings = settings or ReindexSettings()
     configure_cpu_threads()
     start = time.perf_counter()
@@ -171,7 +173,8 @@ def reindex(
         positions = [p for p, keep in zip(positions, new, strict=True) if keep]
         ids = ids[new]
     work = store.root / "work"
-    embedded = run_embedding_job(
+    embedded = embed_for_index(
+        model_path,
         net,
         card,
         archive,
@@ -179,6 +182,7 @@ def reindex(
         ids.tolist(),
         work,
         device=torch_device,
+        ray_workers=ray_workers,
         shard_size=settings.shard_size,
         skip_broken=skip_broken,
         progress=progress,

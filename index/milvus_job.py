@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from index.backends import MilvusStore, SceneMeta, resolve_collection
-from index.embedding_job import run_embedding_job
+from index.embedding_job import embed_for_index
 from index.job import scene_id
 from model.archive import load_archive
 from model.card import load_model
@@ -88,6 +88,7 @@ def reindex_milvus(
     progress: bool = True,
     names: Sequence[str] | None = None,
     token: str = "",
+    ray_workers: int | None = None,
 ) -> MilvusReport:
     """Fill the alias `collection` with the archive's scenes.
 
@@ -129,7 +130,8 @@ def reindex_milvus(
         new = ~np.isin(ids, present)
         gone = present[~np.isin(present, ids)]
         positions = [chosen[int(p)] for p in np.flatnonzero(new)]
-        embedded = run_embedding_job(
+        embedded = embed_for_index(
+            model_path,
             net,
             card,
             archive,
@@ -137,6 +139,7 @@ def reindex_milvus(
             ids[new].tolist(),
             Path(work),
             device=torch_device,
+            ray_workers=ray_workers,
             progress=progress,
         )
         metas = [

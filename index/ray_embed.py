@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from index.embedding_job import EmbeddingResult, scene_list_digest
 from index.job import scene_id
-from model.archive import load_archive
-from model.card import load_model, read_card
+from model.archive import Archive, load_archive
+from model.card import ModelCard, load_model, read_card
 from model.imageio import read_image
 from model.inference import normalize, to_uint8_tensor
 
@@ -96,18 +98,30 @@ def ray_embed(
 ) -> RayEmbedReport:
     """Embed every scene of the archive not yet in `out` (Parquet shards), with `workers`
     embedding actors (one GPU each when `device` is cuda)."""
+    read_card(model_path)  # a clear error before Ray starts
+    archive = load_archive(archive_dir, labels_csv)
+    items = [(scene_id(s.name), str(s.path)) for s in archive.scenes]
+    return embed_items(
+        model_path, items, out, workers=workers, batch_size=batch_size, device=device
+    )
+
+
+def embed_items(
+    model_path: str | Path,
+    items: Sequence[tuple[int, str]],
+    out: str | Path,
+    *,
+    workers: int = 1,
+    batch_size: int = 8,
+    device: str = "cpu",
+) -> RayEmbedReport:
+    """Embed the (scene id, image path) items not yet in `out` on Ray."""
     import ray
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    read_card(model_path)  # a clear error before Ray starts
-    archive = load_archive(archive_dir, labels_csv)
     done = finished_ids(out)
-    todo = [
-        {"id": scene_id(s.name), "path": str(s.path)}
-        for s in archive.scenes
-        if scene_id(s.name) not in done
-    ]
+    todo = [{"id": int(i), "path": path} for i, path in items if int(i) not in done]
     start = time.perf_counter()
     if todo:
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
@@ -121,7 +135,53 @@ def ray_embed(
             num_gpus=1 if device.startswith("cuda") else 0,
         )
         embedded.write_parquet(str(out))
-    return RayEmbedReport(len(todo), len(done), time.perf_counter() - start, workers)
+    return RayEmbedReport(len(todo), len(items) - len(todo), time.perf_counter() - start, workers)
+
+
+def ray_embedding_job(
+    model_path: str | Path,
+    card: ModelCard,
+    archive: Archive,
+    positions: Sequence[int],
+    ids: Sequence[int],
+    work: Path,
+    *,
+    workers: int = 1,
+    device: str = "cpu",
+    batch_size: int = 8,
+) -> EmbeddingResult:
+    """The indexing job's embedding step on Ray: the scenes at `positions` (with `ids`) into
+    Parquet shards under `WORK/<model version>/ray-<scene list digest>/` (resumable; two
+    models or scene lists never share a folder), returned in the order given."""
+    digest = scene_list_digest(ids, [archive.scenes[p].name for p in positions])
+    folder = work / card.version / f"ray-{digest[:16]}"
+    items = [(int(i), str(archive.scenes[p].path)) for p, i in zip(positions, ids, strict=True)]
+    report = embed_items(
+        model_path, items, folder, workers=workers, batch_size=batch_size, device=device
+    )
+    wanted = np.asarray(ids, dtype=np.int64)
+    if len(wanted):
+        found, embeddings, probabilities = read_embeddings(folder)
+        rows = np.clip(np.searchsorted(found, wanted), 0, len(found) - 1)
+        missing = wanted[found[rows] != wanted]
+        if len(missing):
+            raise RuntimeError(
+                f"the Ray pipeline left {len(missing)} scenes unembedded in {folder} "
+                f"(scene id {int(missing[0])} first); run the job again to resume"
+            )
+        embeddings, probabilities = embeddings[rows], probabilities[rows]
+    else:
+        embeddings = np.zeros((0, card.embedding_dim), dtype=np.float32)
+        probabilities = np.zeros((0, len(card.label_names)), dtype=np.float32)
+    return EmbeddingResult(
+        ids=wanted,
+        embeddings=embeddings,
+        probabilities=probabilities,
+        model_version=card.version,
+        computed=report.embedded,
+        seconds=report.seconds,
+        broken=[],
+    )
 
 
 def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

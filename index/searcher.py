@@ -10,6 +10,7 @@ from typing import Protocol
 import faiss
 import numpy as np
 
+from index.gpu import configure_copy
 from index.store import IDS_FILE, LoadedIndex
 from index.vectors import (
     SearchResult,
@@ -60,10 +61,21 @@ class ServedIndex(Protocol):
 class Searcher:
     filters_natively = False
 
-    def __init__(self, loaded: LoadedIndex, settings: SearchSettings | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedIndex,
+        settings: SearchSettings | None = None,
+        unfiltered: faiss.Index | None = None,
+    ) -> None:
         self.loaded = loaded
         self.index = loaded.index
         self.settings = settings or SearchSettings()
+        self.unfiltered = unfiltered
+        """A copy of the index on GPUs (or sharded) that answers unfiltered queries. Such
+        copies do not honour id selectors, so a filtered query searches `index`, the CPU
+        index, which does."""
+        if unfiltered is not None:
+            configure_copy(unfiltered, self.index, self.settings)
         self.location = str(loaded.path.parent.parent.parent)
         """The index root (versions/<version>/index.faiss lies under it)."""
         self.ids = np.load(loaded.path.parent / IDS_FILE)
@@ -122,7 +134,7 @@ class Searcher:
         allowed scenes (an inverted file visits only some lists) is completed by exact search
         over the allowed scenes, so k hits come back whenever k allowed scenes exist."""
         result = search(
-            self.index,
+            self.index if allow_ids is not None or self.unfiltered is None else self.unfiltered,
             queries,
             k,
             allow_ids=allow_ids,

@@ -61,6 +61,15 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """Whether the flag is set on any rank: a decision every rank then takes together (a
+    rank that stopped alone would leave the others waiting in a collective forever)."""
+    if not info.enabled:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    return bool(all_reduce_sum(value, info).item() > 0)
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()

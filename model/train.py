@@ -33,7 +33,13 @@ from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.augment import AugmentConfig, augment_batch
 from model.backbones import backbone_spec, create_backbone
 from model.card import MODEL_FILENAME, ModelCard, save_model
-from model.distributed import all_gather_cat, all_reduce_sum, init_distributed, shutdown
+from model.distributed import (
+    all_gather_cat,
+    all_reduce_sum,
+    any_rank,
+    init_distributed,
+    shutdown,
+)
 from model.faults import kill_point
 from model.features import VIEW_COUNTS, FeatureCache, FeatureKey, extract_features
 from model.inference import configure_cpu_threads, default_batch_size, normalize, to_uint8_tensor
@@ -557,7 +563,10 @@ class Trainer:
         )
         started = time.perf_counter()
         for epoch in bar:
-            if c.max_minutes is not None and time.perf_counter() - started > c.max_minutes * 60:
+            out_of_time = (
+                c.max_minutes is not None and time.perf_counter() - started > c.max_minutes * 60
+            )
+            if any_rank(out_of_time, self.dist, self.device):
                 break
             stats = self.train_one_epoch(epoch, bar)
             lr = self.optimizer.param_groups[0]["lr"]

@@ -319,8 +319,14 @@ def reindex(
         ),
     ] = False,
     quiet: QuietOpt = False,
+    ray: Annotated[
+        bool,
+        typer.Option("--ray", help="Embed on Ray (this machine, or the cluster at RAY_ADDRESS)."),
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
 ) -> None:
     """Embed the archive and build a new FAISS index version, then put it in service."""
+    ray_workers = workers if ray else None
     from index.job import ReindexSettings, index_is_current
     from index.job import reindex as run_reindex
     from index.store import IndexModelMismatchError, IndexNotReadyError
@@ -342,6 +348,7 @@ def reindex(
                 device=device,
                 progress=not quiet,
                 token=get_settings().milvus_token.get_secret_value(),
+                ray_workers=ray_workers,
             )
         except USER_ERRORS as exc:
             _fail(exc)
@@ -376,6 +383,7 @@ def reindex(
             device=device,
             skip_broken=skip_broken,
             progress=not quiet,
+            ray_workers=ray_workers,
         )
     except (*USER_ERRORS, IndexModelMismatchError, IndexNotReadyError) as exc:
         _fail(exc)

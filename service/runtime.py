@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from index.backends import VectorStoreUnavailableError, milvus_answering
+from index.gpu import can_use_gpu, gpu_count, to_gpus
 from index.searcher import Searcher, ServedIndex
 from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
 from index.vectors import SearchSettings
@@ -194,7 +195,11 @@ class Runtime:
                 )
             return MilvusSearcher(store, uri)
         loaded = self.store.load(version, expected_model=card.version)
-        return Searcher(loaded, self.search_settings)
+        unfiltered = None
+        if self.settings.faiss_gpu and can_use_gpu(loaded.index):
+            unfiltered = to_gpus(loaded.index)
+            log.info("index %s copied onto %d GPUs for unfiltered searches", version, gpu_count())
+        return Searcher(loaded, self.search_settings, unfiltered)
 
     def _refresh(self, force: bool) -> bool:
         old = self.snapshot

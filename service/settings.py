@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     index_poll_seconds: float = Field(default=5.0, ge=0)
     """How often the service checks the index's `current` pointer and the model file for a
     new version (0: never; then only POST /admin/reload swaps)."""
+    faiss_gpu: bool = True
+    """With faiss-gpu and a GPU: unfiltered searches run on a copy of the index on all GPUs
+    (sharded); filtered ones on the CPU index, as GPU indexes ignore id selectors."""
     vector_store: Literal["faiss", "milvus"] = "faiss"
     """Where the archive's vectors are searched: the FAISS index versions under `index_root`
     (embedded, the default), or a Milvus collection filled by `grn reindex --milvus`."""

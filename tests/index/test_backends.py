@@ -3,12 +3,14 @@ searches, filtered and not, with what brute force over the passing scenes gives.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from index.backends import FaissStore, MilvusStore, SceneMeta, VectorFilter, milvus_expression
+from index.gpu import cpu_shards, gpu_count, to_gpus
 from index.synthetic import clustered_unit_vectors
 from index.vectors import exact_search
 
@@ -33,11 +35,17 @@ def data() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
 
 def stores(tmp_path: Path, data) -> list:  # type: ignore[no-untyped-def]
     ids, vectors, metas, _ = data
-    faiss_store = FaissStore(model_version="m1", dim=DIM)
-    milvus_store = MilvusStore(str(tmp_path / "milvus.db"), "scenes", DIM, "m1")
-    for store in (faiss_store, milvus_store):
+    backends = [
+        FaissStore(model_version="m1", dim=DIM),
+        # unfiltered searches on a sharded copy, which ignores id selectors as GPU indexes do
+        FaissStore(model_version="m1", dim=DIM, copy=partial(cpu_shards, shards=3)),
+        MilvusStore(str(tmp_path / "milvus.db"), "scenes", DIM, "m1"),
+    ]
+    if gpu_count() > 0:
+        backends.append(FaissStore(model_version="m1", dim=DIM, copy=to_gpus))
+    for store in backends:
         store.add(ids, vectors, metas)
-    return [faiss_store, milvus_store]
+    return backends
 
 
 FILTERS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from model.evaluate import embed_scenes
 from model.train import fit
 
 ray = pytest.importorskip("ray")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ray_pipeline_matches_the_plain_path(
@@ -44,3 +47,32 @@ def test_ray_pipeline_matches_the_plain_path(
     np.testing.assert_allclose(embeddings, plain.embeddings[order], atol=1e-5)
     np.testing.assert_allclose(probabilities, plain.probabilities[order], atol=1e-5)
     assert finished_ids(out) == set(plain_ids.tolist())
+
+
+def test_reindex_on_ray_builds_the_index_of_the_plain_job(
+    tiny_config: Callable[..., object], ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    from index.job import ReindexSettings, reindex
+    from index.searcher import Searcher
+    from index.store import IndexStore
+
+    model = fit(tiny_config(tmp_path / "run"), resume=False).model_path  # type: ignore[attr-defined]
+    common = ["--model", str(model), "--archive", str(ucm_root), "--labels", str(ucm_subset),
+              "--factory", "Flat", "--device", "cpu", "--quiet"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "reindex", *common,
+         "--index-root", str(tmp_path / "ray"), "--ray", "--workers", "2"],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "126 scenes" in done.stdout
+    reindex(model, ucm_root, tmp_path / "plain", labels_csv=ucm_subset, progress=False,
+            settings=ReindexSettings(factory="Flat"), device="cpu")  # fmt: skip
+    searchers = [Searcher(IndexStore(tmp_path / name).load()) for name in ("ray", "plain")]
+    np.testing.assert_array_equal(searchers[0].ids, searchers[1].ids)
+    assert len(searchers[0].ids) == 126
+    np.testing.assert_allclose(
+        searchers[0].vectors(searchers[0].ids), searchers[1].vectors(searchers[1].ids), atol=1e-5
+    )
+    # the Ray shards were cleared with the rest of the job's work once the version was in
+    assert not any((tmp_path / "ray" / "work").rglob("*.parquet"))

@@ -1,5 +1,6 @@
 """Training under torchrun (2 processes, gloo on the CPU) gives the losses, weights and
-memory bank of one process training on the same global batches."""
+memory bank of one process training on the same global batches, and a run checkpointed by
+one process resumes on two."""
 
 from __future__ import annotations
 
@@ -56,6 +57,28 @@ def test_two_processes_match_one(ucm_root: Path, ucm_subset: Path, tmp_path: Pat
     for row_a, row_b in zip(a["history"], b["history"], strict=True):
         for key in ("loss", "sndl", "bce"):
             assert row_b[key] == pytest.approx(row_a[key], rel=1e-4), key
+    # a run killed in its second epoch on one process resumes on two: the same result
+    stopped = subprocess.run(
+        [sys.executable, "-m", "service.cli",
+         *train_args(ucm_root, ucm_subset, tmp_path / "resumed", cache)],
+        cwd=REPO, env={**env, "GRN_FAULT_KILL_AT": "train-step:7"}, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert stopped.returncode == -9, stopped.stderr
+    first = torch.load(tmp_path / "resumed" / "last_state.pt", weights_only=True)
+    assert first["epoch"] == 0
+    resumed = subprocess.run(
+        [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "service.cli",
+         *train_args(ucm_root, ucm_subset, tmp_path / "resumed", cache)],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    c = torch.load(tmp_path / "resumed" / "last_state.pt", weights_only=True)
+    assert c["global_step"] == a["global_step"]
+    torch.testing.assert_close(c["bank"], a["bank"], rtol=1e-5, atol=1e-5)
+    for key, value in a["net"].items():
+        torch.testing.assert_close(c["net"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
     # and the weights moved: the comparison is not of two untrained networks
     start = torch.load(tmp_path / "one" / "last_state.pt", weights_only=True)["history"][0]
     assert start["loss"] != a["history"][-1]["loss"]

@@ -74,7 +74,7 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
         compose({})  # no key, no start
     spec = compose({"GRN_API_KEY": KEY})
     services = spec["services"]
-    assert set(services) == {"postgres", "migrate", "api", "api-gpu"}
+    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "milvus"}
     postgres = services["postgres"]
     assert "pg_isready" in postgres["healthcheck"]["test"]
     assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
@@ -92,7 +92,15 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
     assert services["api-gpu"]["profiles"] == ["gpu"] and "profiles" not in services["api"]
     device = services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
-    assert set(spec["volumes"]) >= {"pgdata", "models", "index"}
+    assert set(spec["volumes"]) >= {"pgdata", "models", "index", "milvus"}
+    # Milvus: an opt-in profile; the api reaches it by its service name when asked to
+    milvus = services["milvus"]
+    assert milvus["profiles"] == ["milvus"] and "healthz" in " ".join(milvus["healthcheck"]["test"])
+    assert any(v.endswith(":/var/lib/milvus") for v in milvus["volumes"])
+    assert services["api"]["environment"]["GRN_VECTOR_STORE"] == "faiss"
+    chosen = compose({"GRN_API_KEY": KEY, "GRN_VECTOR_STORE": "milvus"})["services"]["api"]
+    assert chosen["environment"]["GRN_VECTOR_STORE"] == "milvus"
+    assert chosen["environment"]["GRN_MILVUS_URI"] == "http://milvus:19530"
     if shutil.which("docker-compose"):  # Debian's docker-compose validates it too, when present
         check = subprocess.run(
             ["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config", "--quiet"],
