@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from index.vectors import MAX_K, IndexSearchError, SearchResult
+from index.results import MAX_K, IndexSearchError, SearchResult
 
 
 class TorchExactIndex:

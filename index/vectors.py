@@ -18,20 +18,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-MAX_K = 1000
+from index.results import MAX_K, IndexSearchError, SearchResult, exact_search
+from index.results import recall_at_k as recall_at_k  # re-exported: the indexes' yardstick
+
 BYTES_PER_FLOAT = 4
-
-
-class IndexSearchError(ValueError):
-    """A search asked for something the index cannot give (bad k, wrong dimension)."""
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    ids: np.ndarray
-    """(queries, k) int64 scene ids, -1 where fewer than k vectors qualified."""
-    scores: np.ndarray
-    """(queries, k) float32 inner products, best first."""
 
 
 def _pow2(value: float, low: int, high: int) -> int:
@@ -374,56 +364,3 @@ def stored_ids(index: faiss.Index) -> np.ndarray:
 
 def contained_ids(index: faiss.Index, ids: np.ndarray) -> np.ndarray:
     return np.isin(ids, stored_ids(index)) if index.ntotal else np.zeros(len(ids), dtype=bool)
-
-
-def exact_search(
-    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1 << 18
-) -> SearchResult:
-    """Brute force in numpy: the reference every index is measured against. The archive is
-    scored in chunks, so memory stays at queries x chunk scores whatever its size."""
-    queries = np.atleast_2d(queries).astype(np.float32)
-    k = min(k, len(vectors))
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
-    best_rows = np.zeros((len(queries), 0), dtype=np.int64)
-    for start in range(0, len(vectors), chunk):
-        scores = queries @ np.asarray(vectors[start : start + chunk], dtype=np.float32).T
-        take = min(k, scores.shape[1])
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
-        best_scores = np.hstack([best_scores, np.take_along_axis(scores, top, axis=1)])
-        best_rows = np.hstack([best_rows, top + start])
-        if best_scores.shape[1] > k:
-            keep = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
-            best_scores = np.take_along_axis(best_scores, keep, axis=1)
-            best_rows = np.take_along_axis(best_rows, keep, axis=1)
-    order = np.argsort(-best_scores, axis=1, kind="stable")
-    rows = np.take_along_axis(best_rows, order, axis=1)
-    return SearchResult(ids[rows].astype(np.int64), np.take_along_axis(best_scores, order, axis=1))
-
-
-def recall_at_k(
-    found: np.ndarray,
-    truth: np.ndarray,
-    k: int = 10,
-    found_scores: np.ndarray | None = None,
-    truth_scores: np.ndarray | None = None,
-) -> float:
-    """Mean fraction of each query's true top k that the index returned in its top k.
-
-    With scores, a returned vector that ties the k-th true score also counts: among exactly
-    equal vectors (duplicate scenes) any of them is a correct answer. Pass scores only when
-    they are exact inner products: a compressed index's approximate scores would let wrong
-    answers pass as ties."""
-    hits = []
-    for row, (f, t) in enumerate(zip(found, truth, strict=True)):
-        true_ids = set(t[:k].tolist())
-        hit = len(set(f[:k].tolist()) & true_ids)
-        if found_scores is not None and truth_scores is not None and len(t):
-            kth = truth_scores[row][min(k, len(t)) - 1]
-            scores = found_scores[row][:k]
-            hit += sum(
-                1
-                for i, s in zip(f[:k].tolist(), scores, strict=True)
-                if i >= 0 and i not in true_ids and s >= kth - 1e-6
-            )
-        hits.append(min(k, hit))
-    return float(np.mean(hits) / k) if hits else 1.0

@@ -125,7 +125,12 @@ def collect_status(engine: Engine) -> dict[str, Any]:
             unindexed = int((~np.isin(sql_ids, index_ids)).sum())
             unknown = int((~np.isin(index_ids, sql_ids)).sum())
             if unindexed:
-                stale.append(f"{unindexed} scenes in SQL are not indexed: run `grn reindex`")
+                reindex = (
+                    f"grn reindex --milvus {settings.milvus_uri} --incremental"
+                    if settings.vector_store == "milvus"
+                    else "grn reindex"
+                )
+                stale.append(f"{unindexed} scenes in SQL are not indexed: run `{reindex}`")
             if unknown:
                 stale.append(f"{unknown} indexed scenes are not in SQL: run `grn import`")
     report["stale"] = stale

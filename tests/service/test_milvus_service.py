@@ -3,13 +3,17 @@ service over FAISS answers, through real server processes; a rebuild is taken up
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from servers import LiveServer, Served, prepared_database, server_env
+from servers import REPO, LiveServer, Served, prepared_database, server_env
 
 from index.job import scene_id
 from index.milvus_job import reindex_milvus
@@ -171,6 +175,22 @@ def test_a_rebuilt_collection_is_swapped_in(
         assert (new.searcher.search(query, 100).ids[0] >= 0).sum() == 50
     finally:
         release(uri)
+
+    # `grn status` reports the collection behind the alias and what SQL lacks
+    url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    env = {"GRN_DATABASE_URL": url, "GRN_MODEL_PATH": str(served.model),
+           "GRN_VECTOR_STORE": "milvus", "GRN_MILVUS_URI": uri}  # fmt: skip
+    status = subprocess.run(
+        [sys.executable, "-m", "service.cli", "status", "--json"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert status.returncode == 1, status.stderr  # SQL holds 76 scenes the collection lacks
+    report = json.loads(status.stdout)
+    assert report["index"].startswith(f"scenes -> {second} (Milvus at {uri}, 50 scenes")
+    assert report["stale"] == [
+        f"76 scenes in SQL are not indexed: run `grn reindex --milvus {uri} --incremental`"
+    ]
 
 
 def test_unreachable_milvus_is_reported(served: Served, tmp_path: Path) -> None:
