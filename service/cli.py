@@ -558,15 +558,22 @@ def reconcile(
     model: Annotated[Path | None, typer.Option(help="Default: GRN_MODEL_PATH.")] = None,
     index_root: Annotated[Path | None, typer.Option(help="Default: GRN_INDEX_ROOT.")] = None,
     milvus: Annotated[
-        str | None, typer.Option("--milvus", help="Check this Milvus URI's collection instead.")
+        str | None,
+        typer.Option(
+            "--milvus",
+            help="Check this Milvus URI's collection instead (default: GRN_MILVUS_URI when "
+            "GRN_VECTOR_STORE is milvus).",
+        ),
     ] = None,
-    collection: Annotated[str, typer.Option(help="Milvus collection.")] = "scenes",
+    collection: Annotated[
+        str | None, typer.Option(help="Milvus collection (default GRN_MILVUS_COLLECTION).")
+    ] = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Find drift between SQL (the source of truth) and the index in service (or a Milvus
-    collection): scenes in one and not the other, an index of another model. Exit 1 when
-    drift remains."""
+    """Find drift between SQL (the source of truth) and the index the service searches (FAISS
+    versions, or the Milvus collection when GRN_VECTOR_STORE is milvus or --milvus is given):
+    scenes in one and not the other, an index of another model. Exit 1 when drift remains."""
     from service.reconcile import (
         ReconcileError,
         find_drift,
@@ -580,6 +587,9 @@ def reconcile(
     engine = _engine(database_url)
     model_path = model or settings.model_path
     root = index_root or settings.index_root
+    if milvus is None and settings.vector_store == "milvus":
+        milvus = settings.milvus_uri
+    collection = collection or settings.milvus_collection
 
     def drift_now() -> Any:
         if milvus is not None:

@@ -112,6 +112,10 @@ def test_reconcile_a_milvus_collection(
     assert found.returncode == 1
     assert "10 scenes in SQL are not in the index" in found.stdout
     assert "26 indexed scenes are not in SQL" in found.stdout
+    # what the service searches is what reconcile checks by default
+    served_milvus = {**env, "GRN_VECTOR_STORE": "milvus", "GRN_MILVUS_URI": uri}
+    by_settings = grn("reconcile", "--index-root", str(tmp_path / "work"), env=served_milvus)
+    assert by_settings.stdout == found.stdout and by_settings.returncode == 1
     repaired = grn("reconcile", "--repair", "--quiet", *milvus, env=env)
     assert repaired.returncode == 0, repaired.stderr
     assert "holds 110 scenes (added 10, removed 26)" in repaired.stdout
