@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     (embedded, the default), or a Milvus collection filled by `grn reindex --milvus`."""
     milvus_uri: str = ""
     """Milvus server (`http://host:19530`) or a Milvus Lite file (then opened by this process
-    only: stop the service to reindex into it)."""
+    only: stop the service to reindex into it; for tests and small archives, as it searches
+    in Python: 1.4 s a query at 100k scenes, docs/scaling.md)."""
     milvus_collection: str = "scenes"
     """The alias `grn reindex --milvus` switches to each new collection version."""
     milvus_token: SecretStr = SecretStr("")
