@@ -12,6 +12,8 @@ over the ids that pass; Milvus turns them into its filter expressions.
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -138,6 +140,34 @@ def resolve_collection(client: Any, name: str) -> str | None:
         target: str = client.describe_alias(name)["collection_name"]
         return target
     return name if client.has_collection(name) else None
+
+
+def collection_ids(client: Any, collection: str) -> np.ndarray:
+    """Every scene id in a collection, sorted (loading it first: Milvus answers queries on
+    loaded collections only)."""
+    client.load_collection(collection)
+    found: list[int] = []
+    iterator = client.query_iterator(collection, batch_size=1000, output_fields=["id"])
+    while batch := iterator.next():
+        found += [int(row["id"]) for row in batch]
+    iterator.close()
+    return np.sort(np.asarray(found, dtype=np.int64))
+
+
+VERSION_PATTERN = re.compile(r"(.+)_v(\d+)")
+"""`<alias>_v<time in ns>`: the collections `grn reindex --milvus` builds for an alias."""
+
+
+def version_name(alias: str) -> str:
+    return f"{alias}_v{time.time_ns()}"
+
+
+def version_time(name: str, alias: str | None = None) -> int | None:
+    """The build time (ns) in a version's name; None for another name (or another alias)."""
+    match = VERSION_PATTERN.fullmatch(name)
+    if match is None or (alias is not None and match.group(1) != alias):
+        return None
+    return int(match.group(2))
 
 
 def collection_model(client: Any, collection: str) -> str | None:
@@ -296,14 +326,7 @@ class MilvusStore:
         )
 
     def ids(self) -> np.ndarray:
-        found: list[int] = []
-        iterator = self.client.query_iterator(
-            self.collection, batch_size=1000, output_fields=["id"]
-        )
-        while batch := iterator.next():
-            found += [int(row["id"]) for row in batch]
-        iterator.close()
-        return np.sort(np.asarray(found, dtype=np.int64))
+        return collection_ids(self.client, self.collection)
 
 
 class VectorStoreUnavailableError(RuntimeError):
@@ -337,10 +360,10 @@ class MilvusSearcher:
 
     @property
     def created(self) -> str:
-        stamp = self.version.rsplit("_v", 1)[-1]
-        if not stamp.isdigit():
+        stamp = version_time(self.version)
+        if stamp is None:
             return ""
-        return datetime.fromtimestamp(int(stamp) / 1e9, UTC).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(stamp / 1e9, UTC).isoformat(timespec="seconds")
 
     @property
     def count(self) -> int:

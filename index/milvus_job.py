@@ -10,7 +10,6 @@ dropped by the next build)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -20,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from index.backends import MilvusStore, SceneMeta, resolve_collection
+from index.backends import (
+    MilvusStore,
+    SceneMeta,
+    resolve_collection,
+    version_name,
+    version_time,
+)
 from index.embedding_job import embed_for_index
 from index.job import scene_id
 from model.archive import load_archive
@@ -42,15 +47,10 @@ class MilvusReport:
     seconds: float
 
 
-def version_name(collection: str) -> str:
-    return f"{collection}_v{time.time_ns()}"
-
-
 def versions_of(client: Any, collection: str) -> list[str]:
     """The collections built for an alias, oldest first (their names carry the time)."""
-    pattern = re.compile(rf"{re.escape(collection)}_v(\d+)")
-    found = [name for name in client.list_collections() if pattern.fullmatch(name)]
-    return sorted(found, key=lambda name: int(name.rsplit("_v", 1)[1]))
+    stamps = {name: version_time(name, collection) for name in client.list_collections()}
+    return sorted((n for n, t in stamps.items() if t is not None), key=lambda n: stamps[n] or 0)
 
 
 def switch_alias(client: Any, collection: str, target: str) -> None:

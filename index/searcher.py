@@ -49,8 +49,6 @@ class ServedIndex(Protocol):
     @property
     def count(self) -> int: ...
 
-    location: str
-
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray: ...
 
     def search(
@@ -76,8 +74,6 @@ class Searcher:
         index, which does."""
         if unfiltered is not None:
             configure_copy(unfiltered, self.index, self.settings)
-        self.location = str(loaded.path.parent.parent.parent)
-        """The index root (versions/<version>/index.faiss lies under it)."""
         self.ids = np.load(loaded.path.parent / IDS_FILE)
         """Sorted scene ids held by the index."""
         configure(self.index, self.settings)

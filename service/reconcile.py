@@ -127,7 +127,7 @@ def find_milvus_drift(engine: Engine, model_path: str | Path, uri: str, collecti
     """The same comparison for a Milvus collection (`index_version` is its name)."""
     from pymilvus import MilvusClient
 
-    from index.backends import MilvusStore, collection_model, resolve_collection
+    from index.backends import collection_ids, collection_model, resolve_collection
 
     model_version = read_card(model_path).version
     with Session(engine) as session:
@@ -140,8 +140,7 @@ def find_milvus_drift(engine: Engine, model_path: str | Path, uri: str, collecti
         stored = collection_model(client, live)
         if stored != model_version:
             return Drift(model_version, live, stored)
-        card = read_card(model_path)
-        held = MilvusStore(uri, collection, card.embedding_dim, model_version, client=client).ids()
+        held = collection_ids(client, live)
     finally:
         client.close()
     return Drift(

@@ -48,8 +48,8 @@ def _milvus_status(
     settings: Settings, model_version: str | None, report: dict[str, Any], stale: list[str]
 ) -> np.ndarray | None:
     from index.backends import (
-        MilvusStore,
         VectorStoreUnavailableError,
+        collection_ids,
         collection_model,
         milvus_answering,
         resolve_collection,
@@ -68,8 +68,7 @@ def _milvus_status(
                     stale.append(f"no index: run `grn reindex --milvus {uri}`")
                     return None
                 built_by = collection_model(client, live)
-                store = MilvusStore(uri, live, 0, str(built_by), client=client)
-                index_ids = store.ids()
+                index_ids = collection_ids(client, live)
             finally:
                 client.close()
     except VectorStoreUnavailableError as exc:
