@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from index.job import scene_id
 from index.ray_embed import ray_embed, read_embeddings
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.card import load_model
 from model.evaluate import embed_scenes
 from model.imageio import decode_image

@@ -9,7 +9,6 @@ models: an index built by another model needs a full reindex.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Sequence
@@ -42,18 +41,11 @@ from index.vectors import (
     search,
     stored_ids,
 )
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.card import load_model, read_card
-from model.inference import configure_cpu_threads
-from model.train import resolve_device
+from model.inference import configure_cpu_threads, resolve_device
 
 RECALL_QUERIES = 1000
-
-
-def scene_id(name: str) -> int:
-    """A stable 63-bit id for an image stem: the same scene keeps its id across reindexes
-    and archive edits, with no side table."""
-    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & (2**63 - 1)
 
 
 @dataclass
@@ -290,4 +282,4 @@ def _recall_of(
     return measure(all_ids, vectors)
 
 
-__all__ = ["IndexModelMismatchError", "ReindexReport", "ReindexSettings", "reindex", "scene_id"]
+__all__ = ["IndexModelMismatchError", "ReindexReport", "ReindexSettings", "reindex"]

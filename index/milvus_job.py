@@ -27,12 +27,10 @@ from index.backends import (
     version_time,
 )
 from index.embedding_job import embed_for_index
-from index.job import scene_id
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.card import load_model
 from model.faults import kill_point
-from model.inference import configure_cpu_threads
-from model.train import resolve_device
+from model.inference import configure_cpu_threads, resolve_device
 
 
 @dataclass

@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 
 from index.embedding_job import EmbeddingResult, scene_list_digest
-from index.job import scene_id
-from model.archive import Archive, load_archive
+from model.archive import Archive, load_archive, scene_id
 from model.card import ModelCard, load_model, read_card
 from model.imageio import read_image
-from model.inference import normalize, to_uint8_tensor
+from model.inference import predict
 
 
 @dataclass
@@ -62,22 +61,15 @@ class _Embedder:
         self.device = device
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        torch = self.torch
-        size = self.card.input_size
-        with torch.inference_mode():
-            images = torch.stack(
-                [
-                    to_uint8_tensor(np.asarray(pixels, dtype=np.uint8).reshape(shape), size)
-                    for pixels, shape in zip(batch["pixels"], batch["shape"], strict=True)
-                ]
-            ).to(self.device)
-            out = self.net(normalize(images, self.card.mean, self.card.std))
-            embeddings = out.embedding.float().cpu().numpy()
-            probabilities = torch.sigmoid(out.logits).float().cpu().numpy()
+        images = [
+            np.asarray(pixels, dtype=np.uint8).reshape(shape)
+            for pixels, shape in zip(batch["pixels"], batch["shape"], strict=True)
+        ]
+        out = predict(self.net, self.card, images, self.torch.device(self.device))
         return {
             "id": np.asarray(batch["id"], dtype=np.int64),
-            "embedding": list(embeddings),
-            "probabilities": list(probabilities),
+            "embedding": list(out.embeddings),
+            "probabilities": list(out.probabilities),
         }
 
 

@@ -9,6 +9,7 @@ else anywhere under the archive folder; a stem must name one file.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,12 @@ SPLITS = ("train", "val", "test")
 
 class ArchiveError(ValueError):
     """An archive folder or its labels file is malformed."""
+
+
+def scene_id(name: str) -> int:
+    """A stable 63-bit id for an image stem: the same scene keeps its id across reindexes
+    and archive edits, with no side table. SQL's primary key and the vector stores' ids."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & (2**63 - 1)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ from model.inference import (
     configure_cpu_threads,
     decode_workers,
     default_batch_size,
-    run_batched,
+    predict,
+    prepared_batches,
+    resolve_device,
 )
 from model.metrics import (
     KNN_K,
@@ -36,7 +38,6 @@ from model.metrics import (
     sample_f1,
 )
 from model.network import GRNNet
-from model.train import resolve_device
 
 
 @dataclass
@@ -66,17 +67,12 @@ def embed_scenes(
 ) -> Embedded:
     """Unit embeddings and label probabilities of archive scenes, in order."""
     net = net.to(device).eval().to(memory_format=torch.channels_last)
-
-    def both(images: torch.Tensor) -> torch.Tensor:
-        out = net(images)
-        return torch.cat([out.embedding, torch.sigmoid(out.logits)], dim=1)
-
     kept: list[int] = []
-    chunks: list[torch.Tensor] = []
+    embeddings = [np.zeros((0, card.embedding_dim), np.float32)]
+    probabilities = [np.zeros((0, len(card.label_names)), np.float32)]
     start = time.perf_counter()
     bar = tqdm(total=len(positions), desc="embed", unit="img", disable=not progress)
-    stream = run_batched(
-        both,
+    stream = prepared_batches(
         iter_images(
             archive,
             positions,
@@ -85,26 +81,17 @@ def embed_scenes(
             workers=decode_workers(device),
         ),
         input_size=card.input_size,
-        mean=card.mean,
-        std=card.std,
-        device=device,
         batch_size=batch_size or default_batch_size(device),
     )
-    for out in stream:
-        kept.extend(out.positions)
-        chunks.append(out.outputs)
-        bar.update(len(out.positions))
+    for keys, batch in stream:
+        out = predict(net, card, batch, device)
+        kept.extend(keys)
+        embeddings.append(out.embeddings)
+        probabilities.append(out.probabilities)
+        bar.update(len(keys))
     bar.close()
     seconds = time.perf_counter() - start
-    stacked = (
-        torch.cat(chunks).numpy()
-        if chunks
-        else np.zeros((0, card.embedding_dim + len(card.label_names)), np.float32)
-    )
-    d = card.embedding_dim
-    return Embedded(
-        kept, stacked[:, :d].astype(np.float32), stacked[:, d:].astype(np.float32), seconds
-    )
+    return Embedded(kept, np.concatenate(embeddings), np.concatenate(probabilities), seconds)
 
 
 def save_embeddings(

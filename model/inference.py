@@ -4,6 +4,10 @@ Preprocessing is the card's: resize to `input_size` x `input_size` (bilinear, an
 scale to [0, 1], normalise with the card's mean and std. On a CPU the network runs in
 channels-last layout under `torch.inference_mode`, in small batches, while a background thread
 decodes the next images: the fastest settings measured on a 2-core machine.
+
+`predict` is the one forward pass of a trained GRN network (decoded images in, unit
+embeddings and label probabilities out): the server's batcher, the indexing jobs, the Ray
+pipeline and evaluation all call it.
 """
 
 from __future__ import annotations
@@ -13,11 +17,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+
+if TYPE_CHECKING:
+    from model.card import ModelCard
+    from model.network import GRNNet
 
 T = TypeVar("T")
 
@@ -30,6 +38,11 @@ def to_uint8_tensor(image: np.ndarray, size: int) -> torch.Tensor:
     if tensor.shape[1:] != (size, size):
         tensor = TF.resize(tensor, [size, size], antialias=True)
     return tensor.contiguous()
+
+
+def prepare_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Decoded (H, W, 3) uint8 images -> one (B, 3, size, size) uint8 batch."""
+    return torch.stack([to_uint8_tensor(image, size) for image in images])
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -61,8 +74,11 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             yield item
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA when there is a GPU, else the CPU), `cpu`, `cuda` or `cuda:N`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -89,6 +105,48 @@ class BatchOutput:
     outputs: torch.Tensor
 
 
+@dataclass
+class Prediction:
+    embeddings: np.ndarray
+    """(B, D) float32, unit norm."""
+    probabilities: np.ndarray
+    """(B, labels) float32: the sigmoid of the classifier's logits."""
+
+
+def predict(
+    net: GRNNet,
+    card: ModelCard,
+    images: Sequence[np.ndarray] | torch.Tensor,
+    device: torch.device,
+) -> Prediction:
+    """The forward pass of a trained network: decoded (H, W, 3) uint8 images (or a batch
+    from `prepare_batch`) -> resized to the card's input size, normalised with its mean and
+    std -> network -> unit embeddings and label probabilities, as numpy arrays."""
+    batch = images if isinstance(images, torch.Tensor) else prepare_batch(images, card.input_size)
+    with torch.inference_mode():
+        out = net(normalize(batch.to(device, non_blocking=True), card.mean, card.std))
+        return Prediction(
+            out.embedding.float().cpu().numpy(),
+            torch.sigmoid(out.logits).float().cpu().numpy(),
+        )
+
+
+def prepared_batches(
+    images: Iterable[tuple[Any, np.ndarray]], *, input_size: int, batch_size: int
+) -> Iterator[tuple[list[Any], torch.Tensor]]:
+    """(key, image) pairs -> (keys, uint8 batch), resized in a background thread ahead of
+    the network (`prefetch`)."""
+
+    def prepared() -> Iterator[tuple[list[Any], torch.Tensor]]:
+        for chunk in batched(images, batch_size):
+            yield (
+                [key for key, _ in chunk],
+                prepare_batch([image for _, image in chunk], input_size),
+            )
+
+    return prefetch(prepared())
+
+
 def run_batched(
     module: Callable[[torch.Tensor], torch.Tensor],
     images: Iterable[tuple[Any, np.ndarray]],
@@ -99,14 +157,11 @@ def run_batched(
     device: torch.device,
     batch_size: int,
 ) -> Iterator[BatchOutput]:
-    """Run `module` over (key, image) pairs, yielding outputs batch by batch (on CPU)."""
-
-    def prepared() -> Iterator[tuple[list[Any], torch.Tensor]]:
-        for chunk in batched(images, batch_size):
-            positions = [p for p, _ in chunk]
-            yield positions, torch.stack([to_uint8_tensor(img, input_size) for _, img in chunk])
-
+    """Run `module` (a backbone, say) over (key, image) pairs, yielding outputs batch by
+    batch (on CPU)."""
     with torch.inference_mode():
-        for positions, batch in prefetch(prepared()):
+        for positions, batch in prepared_batches(
+            images, input_size=input_size, batch_size=batch_size
+        ):
             inputs = normalize(batch.to(device, non_blocking=True), mean, std)
             yield BatchOutput(positions, module(inputs).float().cpu())

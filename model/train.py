@@ -42,7 +42,13 @@ from model.distributed import (
 )
 from model.faults import kill_point
 from model.features import VIEW_COUNTS, FeatureCache, FeatureKey, extract_features
-from model.inference import configure_cpu_threads, default_batch_size, normalize, to_uint8_tensor
+from model.inference import (
+    configure_cpu_threads,
+    default_batch_size,
+    normalize,
+    resolve_device,
+    to_uint8_tensor,
+)
 from model.losses import GRNCriterion, MemoryBank, momentum_at
 from model.metrics import (
     classification_metrics,
@@ -173,12 +179,6 @@ class TrainResult:
     best_val: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     broken: list[BrokenFile] = field(default_factory=list)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

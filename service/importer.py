@@ -22,8 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from index.job import scene_id
-from model.archive import Archive, BrokenFile, load_archive
+from model.archive import Archive, BrokenFile, load_archive, scene_id
 from model.archive import Scene as ArchiveScene
 from model.faults import kill_point
 from model.imageio import InvalidImageError, decode_image

@@ -37,9 +37,8 @@ from index.searcher import Searcher, ServedIndex
 from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
 from index.vectors import SearchSettings
 from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
-from model.inference import normalize, to_uint8_tensor
+from model.inference import predict, resolve_device
 from model.network import GRNNet
-from model.train import resolve_device
 from service.settings import Settings
 
 log = logging.getLogger("grn.runtime")
@@ -346,12 +345,5 @@ class Batcher:
 
 def _run_model(batch: Sequence[_Job]) -> list[Inference]:
     snapshot = batch[0].snapshot
-    card = snapshot.card
-    with torch.inference_mode():
-        size = card.input_size
-        images = torch.stack([to_uint8_tensor(job.image, size) for job in batch])
-        images = images.to(snapshot.device)
-        out = snapshot.net(normalize(images, card.mean, card.std))
-        embeddings = out.embedding.float().cpu().numpy()
-        probabilities = torch.sigmoid(out.logits).float().cpu().numpy()
-    return [Inference(e, p) for e, p in zip(embeddings, probabilities, strict=True)]
+    out = predict(snapshot.net, snapshot.card, [job.image for job in batch], snapshot.device)
+    return [Inference(e, p) for e, p in zip(out.embeddings, out.probabilities, strict=True)]

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.job import ReindexSettings, reindex, scene_id
+from index.job import ReindexSettings, reindex
 from index.store import IndexModelMismatchError, IndexStore
 from index.vectors import search, stored_ids
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.faults import FAULT_ENV
 from model.train import fit
 

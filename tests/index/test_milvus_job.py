@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from index.backends import MilvusStore, VectorFilter
-from index.job import scene_id
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.card import read_card
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from index.job import scene_id
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.card import load_model
 from model.evaluate import embed_scenes
 from model.train import fit

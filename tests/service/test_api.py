@@ -11,8 +11,7 @@ import pytest
 from PIL import Image
 from servers import LiveServer, Served
 
-from index.job import scene_id
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from servers import REPO, Served
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from index.job import scene_id
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.card import read_card
 from service.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
 from service.importer import CHUNK, import_archive

@@ -28,9 +28,8 @@ from servers import (
     server_env,
 )
 
-from index.job import scene_id
 from index.store import IndexStore
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 from servers import LiveServer, Served, copy_served, prepared_database, server_env, train_tiny
 
-from index.job import ReindexSettings, reindex, scene_id
+from index.job import ReindexSettings, reindex
 from index.store import IndexStore
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 
 
 def test_retrain_and_reindex_swap_under_load(

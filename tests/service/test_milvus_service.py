@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 from servers import REPO, LiveServer, Served, prepared_database, server_env
 
-from index.job import scene_id
 from index.milvus_job import reindex_milvus
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from service.runtime import Runtime
 from service.settings import Settings
 

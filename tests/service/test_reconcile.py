@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from servers import REPO, Served, copy_served, prepared_database, train_tiny
 
-from index.job import scene_id
 from index.store import IndexStore
+from model.archive import scene_id
 from model.card import read_card
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 from servers import Served
 
-from index.job import scene_id
-from model.archive import load_archive
+from model.archive import load_archive, scene_id
 from model.imageio import read_image
 from service.runtime import Batcher, Inference, Runtime
 from service.settings import Settings
