@@ -1,6 +1,6 @@
-"""The vector stores behind `index/backends.py` side by side: FaissStore (FAISS Flat in the
-process, the baseline) and MilvusStore on Milvus Lite (embedded in the process), measured in
-the same run on the same data.
+"""The vector stores side by side: FaissCollection (FAISS Flat in the process, the baseline,
+`index/stores/faiss.py`) and MilvusCollection on Milvus Lite (embedded in the process),
+measured in the same run on the same data.
 
     python bench/vector_store_bench.py --sizes 2100 100000 --out docs/results/vector-stores.json
 
@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from index.backends import FaissStore, MilvusStore, SceneMeta, VectorFilter
+from index.filters import SceneFilter, SceneMeta
 from index.results import exact_search, recall_at_k
+from index.stores.faiss import FaissCollection
+from index.stores.milvus import MilvusCollection
 from index.synthetic import clustered_unit_vectors
 
 DIM = 128
@@ -40,7 +42,7 @@ def make_data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray, list[SceneM
     metas = [
         SceneMeta(
             labels=tuple(name for name in LABELS if rng.random() < 0.2),
-            scene=f"folder{int(rng.integers(21))}",
+            folder=f"folder{int(rng.integers(21))}",
         )
         for _ in range(n)
     ]
@@ -54,8 +56,8 @@ def measure(store: Any, ids, vectors, metas, queries, singles: int) -> dict[str,
     row: dict[str, Any] = {"add_s": added, "add_per_s": len(ids) / added}
     filters = {
         "none": None,
-        "labels_any": VectorFilter(labels_any=["label3", "label7"]),
-        "folder": VectorFilter(scene="folder5"),
+        "labels_any": SceneFilter(labels_any=["label3", "label7"]),
+        "folder": SceneFilter(folder="folder5"),
     }
     for name, where in filters.items():
         passing = np.asarray(
@@ -99,8 +101,8 @@ def main() -> None:
         ids, vectors, metas, queries = make_data(n, args.queries)
         with tempfile.TemporaryDirectory() as folder:
             stores = {
-                "FaissStore (Flat)": FaissStore(model_version="bench", dim=DIM),
-                "MilvusStore (Milvus Lite)": MilvusStore(
+                "FaissCollection (Flat)": FaissCollection(model_version="bench", dim=DIM),
+                "MilvusCollection (Milvus Lite)": MilvusCollection(
                     str(Path(folder) / "bench.db"), "scenes", DIM, "bench"
                 ),
             }
@@ -112,7 +114,7 @@ def main() -> None:
                 }
                 report["rows"].append(row)
                 print(json.dumps(row), flush=True)
-            stores["MilvusStore (Milvus Lite)"].close()
+            stores["MilvusCollection (Milvus Lite)"].close()
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
 

@@ -80,14 +80,33 @@ def run_embedding_job(
     batch_size: int | None = None,
     skip_broken: bool = False,
     progress: bool = True,
+    ray_workers: int | None = None,
+    model_path: str | Path | None = None,
 ) -> EmbeddingResult:
-    """Embed the scenes at `positions` (scene ids `ids`) into shards, resuming finished ones.
+    """Embed the scenes at `positions` (scene ids `ids`) into shards, resuming finished ones:
+    in this process, or with `ray_workers` as a Ray Data pipeline of that many embedding
+    actors that load the model file `model_path` (`index.ray_embed`: this machine, or the
+    cluster at RAY_ADDRESS).
 
     Broken files are skipped when `skip_broken` (their ids are left out of the result);
     otherwise the first one stops the job, keeping the shards finished so far.
     """
     if len(positions) != len(ids):
         raise ValueError("positions and ids must have the same length")
+    if ray_workers:
+        if skip_broken:
+            raise ValueError(
+                "skipping broken files is not supported on Ray: a broken file stops the "
+                "pipeline (run without --ray to find and skip them)"
+            )
+        if model_path is None:
+            raise ValueError("embedding on Ray needs the model file (each actor loads it)")
+        from index.ray_embed import ray_embedding_job
+
+        return ray_embedding_job(
+            model_path, card, archive, positions, ids, Path(work_dir), workers=ray_workers,
+            device="cuda" if device.type == "cuda" else "cpu",
+        )  # fmt: skip
     names = [archive.scenes[i].name for i in positions]
     scenes = scene_list_digest(ids, names)
     job = {
@@ -158,39 +177,3 @@ def run_embedding_job(
         seconds=seconds,
         broken=broken,
     )
-
-
-def embed_for_index(
-    model_path: str | Path,
-    net: GRNNet,
-    card: ModelCard,
-    archive: Archive,
-    positions: Sequence[int],
-    ids: Sequence[int],
-    work_dir: str | Path,
-    *,
-    device: torch.device,
-    ray_workers: int | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    skip_broken: bool = False,
-    progress: bool = True,
-) -> EmbeddingResult:
-    """The indexing jobs' embedding step: in this process (`run_embedding_job`), or with
-    `ray_workers` as a Ray Data pipeline of that many embedding actors (`index.ray_embed`:
-    this machine, or the cluster at RAY_ADDRESS)."""
-    if not ray_workers:
-        return run_embedding_job(
-            net, card, archive, positions, ids, work_dir, device=device,
-            shard_size=shard_size, skip_broken=skip_broken, progress=progress,
-        )  # fmt: skip
-    if skip_broken:
-        raise ValueError(
-            "skipping broken files is not supported on Ray: a broken file stops the pipeline "
-            "(run without --ray to find and skip them)"
-        )
-    from index.ray_embed import ray_embedding_job
-
-    return ray_embedding_job(
-        model_path, card, archive, positions, ids, Path(work_dir), workers=ray_workers,
-        device="cuda" if device.type == "cuda" else "cpu",
-    )  # fmt: skip

@@ -8,7 +8,7 @@ replicated. Search results match the CPU index's.
 Known FAISS limits that callers must respect: GPU indexes and sharded indexes (IndexShards,
 IndexShardsIVF) do not honour id selectors (a selector is ignored, fails, or empties the
 result, depending on the index), and HNSW has no GPU version. So such a copy only answers
-unfiltered queries: `index.searcher.Searcher` and `index.backends.FaissStore` keep the CPU
+unfiltered queries: `index.stores.faiss.Searcher` and `FaissCollection` keep the CPU
 index beside it for filtered ones. `cpu_shards` makes a sharded copy on CPU threads, which has
 the same limit, so that routing is tested on machines without a GPU.
 """

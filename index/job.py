@@ -20,13 +20,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.embedding_job import embed_for_index
-from index.store import (
-    IndexModelMismatchError,
-    IndexNotReadyError,
-    IndexStore,
-    Manifest,
-)
+from index.embedding_job import run_embedding_job
+from index.store import IndexStore, Manifest
+from index.stores import IndexModelMismatchError
 from index.vectors import (
     FullVectors,
     SearchSettings,
@@ -42,7 +38,7 @@ from index.vectors import (
     stored_ids,
 )
 from model.archive import load_archive, scene_id
-from model.card import load_model, read_card
+from model.card import load_model
 from model.inference import configure_cpu_threads, resolve_device
 
 RECALL_QUERIES = 1000
@@ -71,30 +67,23 @@ class ReindexReport:
     pruned: list[str]
     broken: list[Any]
 
+    @property
+    def name(self) -> str:
+        return f"index {self.manifest.version}"
 
-def index_is_current(
-    model_path: str | Path,
-    archive_dir: str | Path,
-    root: str | Path,
-    *,
-    labels_csv: str | Path | None = None,
-) -> bool:
-    """Whether the index in service was built by this model over exactly the archive's scenes
-    (then a reindex would build the same thing)."""
-    store = IndexStore(root)
-    version = store.current_version()
-    if version is None:
-        return False
-    try:
-        manifest = store.manifest(version)
-    except IndexNotReadyError:
-        return False
-    if manifest.model_version != read_card(model_path).version:
-        return False
-    archive = load_archive(archive_dir, labels_csv)
-    wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
-    held = store.ids(version)
-    return bool(np.array_equal(wanted, held))
+    @property
+    def count(self) -> int:
+        return self.manifest.count
+
+    def summary(self) -> str:
+        m = self.manifest
+        return (
+            f"index {m.version} in service: {m.count} scenes, {m.factory}, model "
+            f"{m.model_version}; added {self.added}, removed {self.removed}, embedded "
+            f"{self.embedded}; recall@10 {m.stats['recall_at_10']:.4f}; {self.seconds:.1f} s; "
+            f"{self.size_bytes / 2**20:.1f} MiB on disk"
+            + (f"; pruned {len(self.pruned)} old versions" if self.pruned else "")
+        )
 
 
 def measure_recall(
@@ -165,20 +154,11 @@ def reindex(
         positions = [p for p, keep in zip(positions, new, strict=True) if keep]
         ids = ids[new]
     work = store.root / "work"
-    embedded = embed_for_index(
-        model_path,
-        net,
-        card,
-        archive,
-        positions,
-        ids.tolist(),
-        work,
-        device=torch_device,
-        ray_workers=ray_workers,
-        shard_size=settings.shard_size,
-        skip_broken=skip_broken,
-        progress=progress,
-    )
+    embedded = run_embedding_job(
+        net, card, archive, positions, ids.tolist(), work, device=torch_device,
+        shard_size=settings.shard_size, skip_broken=skip_broken, progress=progress,
+        ray_workers=ray_workers, model_path=model_path,
+    )  # fmt: skip
     build_start = time.perf_counter()
     if parent is not None:
         removed = remove_vectors(index, gone) if len(gone) else 0

@@ -9,10 +9,19 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_K = 1000
+"""The most hits a search may ask for."""
+MAX_FETCH = 2048
+"""The most candidates an index is asked for inside a search: k plus the ids a filter
+excludes (FAISS's GPU indexes answer at most 2048)."""
 
 
 class IndexSearchError(ValueError):
     """A search asked for something the index cannot give (bad k, wrong dimension)."""
+
+
+def check_k(k: int, limit: int = MAX_K) -> None:
+    if not 1 <= k <= limit:
+        raise IndexSearchError(f"k must be between 1 and {limit}, got {k}")
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.stores.base import IndexModelMismatchError, IndexNotReadyError
 from index.vectors import FullVectors, VectorFile, stored_ids
 from model.faults import kill_point
 
@@ -39,17 +40,9 @@ CURRENT = "current"
 MANIFEST_FORMAT = 1
 
 
-class IndexNotReadyError(RuntimeError):
-    """No usable index version exists (never built, or its files are damaged)."""
-
-
 class IndexWriteError(OSError):
     """A new index version could not be written (disk full, file size limit, permissions);
     the version in service is untouched."""
-
-
-class IndexModelMismatchError(RuntimeError):
-    """The index was built from another model's embeddings than the one in use."""
 
 
 @dataclass

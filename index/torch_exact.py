@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from index.results import MAX_K, IndexSearchError, SearchResult
+from index.results import IndexSearchError, SearchResult, check_k
 
 
 class TorchExactIndex:
@@ -48,8 +48,7 @@ class TorchExactIndex:
         *,
         allow_ids: Sequence[int] | np.ndarray | None = None,
     ) -> SearchResult:
-        if not 1 <= k <= MAX_K:
-            raise IndexSearchError(f"k must be between 1 and {MAX_K}, got {k}")
+        check_k(k)
         q = torch.as_tensor(np.atleast_2d(queries), device=self.device, dtype=self.vectors.dtype)
         if q.shape[1] != self.d:
             raise IndexSearchError(f"queries have {q.shape[1]} dimensions, the index {self.d}")

@@ -18,7 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index.results import MAX_K, IndexSearchError, SearchResult, exact_search
+from index.results import MAX_FETCH, IndexSearchError, SearchResult, check_k, exact_search
 from index.results import recall_at_k as recall_at_k  # re-exported: the indexes' yardstick
 
 BYTES_PER_FLOAT = 4
@@ -287,8 +287,7 @@ def search(
 ) -> SearchResult:
     """Top-k (id, score) per query, best first; `allow_ids` restricts the candidates. With
     `full_vectors`, `rerank_factor` x k candidates are re-scored exactly."""
-    if not 1 <= k <= MAX_K:
-        raise IndexSearchError(f"k must be between 1 and {MAX_K}, got {k}")
+    check_k(k, MAX_FETCH)
     queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     if queries.shape[1] != index.d:
         raise IndexSearchError(f"queries have {queries.shape[1]} dimensions, the index {index.d}")

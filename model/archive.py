@@ -35,9 +35,13 @@ def scene_id(name: str) -> int:
 
 
 @dataclass(frozen=True)
-class Scene:
+class ArchiveEntry:
+    """One scene of an archive: a row of labels.csv and its image file."""
+
     name: str
-    scene: str
+    """The image stem."""
+    folder: str
+    """The `scene` column: the scene folder (class) it belongs to."""
     split: str
     labels: tuple[int, ...]
     path: Path
@@ -47,7 +51,7 @@ class Scene:
 class Archive:
     root: Path
     label_names: list[str]
-    scenes: list[Scene]
+    scenes: list[ArchiveEntry]
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +117,7 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
             raise ArchiveError(f"{labels_path}: label names repeat in the header")
         rows = list(reader)
     images = _find_images(root)
-    scenes: list[Scene] = []
+    scenes: list[ArchiveEntry] = []
     seen: set[str] = set()
     for line_no, row in enumerate(rows, start=2):
         if not row:
@@ -137,7 +141,7 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
         path = images.get(name)
         if path is None:
             raise ArchiveError(f"{labels_path}:{line_no}: no image with stem {name!r} under {root}")
-        scenes.append(Scene(name, scene, split, labels, path))
+        scenes.append(ArchiveEntry(name, scene, split, labels, path))
     if not scenes:
         raise ArchiveError(f"{labels_path}: lists no images")
     return Archive(root=root, label_names=label_names, scenes=scenes)

@@ -1,32 +1,18 @@
-"""Scene metadata queries: filters in SQL (they reach FAISS as an id allow-list), scenes by
-id for search hits, pages of scenes, label counts."""
+"""Scene metadata queries: filters in SQL (they reach a vector store that cannot evaluate them
+as an id allow-list), scenes by id for search hits, pages of scenes, label counts."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, exists, func, select, text
+from sqlalchemy import Engine, Select, exists, func, select
 from sqlalchemy.orm import Session
 
-from service.db import ArchiveImport, IndexBuild, Label, ModelVersion, Scene, SceneLabel
+from index.filters import SceneFilter
+from service.db import IndexBuild, Label, ModelVersion, Scene, SceneLabel
 from service.errors import BadRequestError, SceneNotFoundError
-
-
-@dataclass(frozen=True)
-class SceneFilter:
-    labels_all: Sequence[str] = ()
-    labels_any: Sequence[str] = ()
-    scene: str | None = None
-    split: str | None = None
-    exclude_ids: Sequence[int] = ()
-
-    @property
-    def restricts(self) -> bool:
-        """Whether it narrows the scenes beyond excluding a few ids."""
-        return bool(self.labels_all or self.labels_any or self.scene or self.split)
 
 
 def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
@@ -54,12 +40,14 @@ def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[An
         query = query.where(
             exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(any_ids))
         )
-    if f.scene:
-        query = query.where(Scene.scene == f.scene)
+    if f.folder:
+        query = query.where(Scene.folder == f.folder)
     if f.split:
         query = query.where(Scene.split == f.split)
     if f.exclude_ids:
         query = query.where(Scene.id.not_in(list(f.exclude_ids)))
+    if f.allow_ids is not None:
+        query = query.where(Scene.id.in_(list(f.allow_ids)))
     return query
 
 
@@ -117,10 +105,6 @@ class Catalog:
         with Session(self.engine) as session:
             return list(session.scalars(select(Scene.id)))
 
-    def ping(self) -> None:
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
     def image_path(self, scene: Scene) -> Path:
         """The scene's file, refused if its stored path leads outside its archive."""
         root = Path(scene.archive.root).resolve()
@@ -163,7 +147,3 @@ class Catalog:
                         created=created,
                     )
                 )
-
-    def imports(self) -> list[ArchiveImport]:
-        with Session(self.engine, expire_on_commit=False) as session:
-            return list(session.scalars(select(ArchiveImport).order_by(ArchiveImport.id)))

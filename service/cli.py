@@ -11,6 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
+from index.stores.base import (
+    IndexModelMismatchError,
+    IndexNotReadyError,
+    VectorStoreUnavailableError,
+)
 from model.archive import ArchiveError
 from model.backbones import BACKBONES, MissingWeightsError
 from model.card import ModelFileError
@@ -26,6 +31,7 @@ db_app = typer.Typer(help="The SQL schema: upgrade, downgrade, current.", no_arg
 app.add_typer(db_app, name="db")
 
 USER_ERRORS = (ArchiveError, ModelFileError, InvalidImageError, MissingWeightsError, ValueError)
+STORE_ERRORS = (IndexNotReadyError, IndexModelMismatchError, VectorStoreUnavailableError)
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder holding labels.csv.")]
 LabelsOpt = Annotated[
@@ -40,6 +46,18 @@ SkipBrokenOpt = Annotated[
     bool, typer.Option("--skip-broken", help="Skip unreadable images and list them in a report.")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+MilvusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--milvus",
+        help="Use the Milvus collection at this URI (a server, or a file: Milvus Lite) as the "
+        "vector store, as GRN_VECTOR_STORE=milvus GRN_MILVUS_URI=URI; INDEX-ROOT then only "
+        "holds the embedding shards.",
+    ),
+]
+CollectionOpt = Annotated[
+    str | None, typer.Option(help="Milvus collection (default GRN_MILVUS_COLLECTION).")
+]
 
 
 def _fail(exc: BaseException) -> None:
@@ -277,7 +295,10 @@ def embed(
 def reindex(
     model: ModelOpt,
     archive: ArchiveOpt,
-    index_root: Annotated[Path, typer.Option(help="Index folder: versions/, current, work/.")],
+    index_root: Annotated[
+        Path | None,
+        typer.Option(help="Index folder: versions/, current, work/ (default GRN_INDEX_ROOT)."),
+    ] = None,
     labels: LabelsOpt = None,
     incremental: Annotated[
         bool, typer.Option("--incremental", help="Add new scenes and drop removed ones only.")
@@ -294,27 +315,21 @@ def reindex(
     shard_size: Annotated[int, typer.Option(help="Scenes per embedding shard.")] = 1024,
     device: DeviceOpt = "auto",
     skip_broken: SkipBrokenOpt = False,
-    milvus: Annotated[
-        str | None,
-        typer.Option(
-            "--milvus",
-            help="Write into a Milvus collection at this URI (a file: Milvus Lite) instead "
-            "of FAISS versions; INDEX-ROOT then only holds the embedding shards.",
-        ),
-    ] = None,
-    collection: Annotated[str, typer.Option(help="Milvus collection.")] = "scenes",
+    milvus: MilvusOpt = None,
+    collection: CollectionOpt = None,
     replace: Annotated[
         bool,
         typer.Option(
             "--replace",
-            help="Milvus: rebuild into a new collection and switch the alias to it when done.",
+            help="Rebuild a store that already holds scenes (Milvus refuses otherwise) into a "
+            "new version, and put it in service when done.",
         ),
     ] = False,
     if_stale: Annotated[
         bool,
         typer.Option(
             "--if-stale",
-            help="Do nothing when the current index was built by this model over exactly "
+            help="Do nothing when the version in service was built by this model over exactly "
             "these scenes.",
         ),
     ] = False,
@@ -325,89 +340,50 @@ def reindex(
     ] = False,
     workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
 ) -> None:
-    """Embed the archive and build a new FAISS index version, then put it in service."""
-    ray_workers = workers if ray else None
-    from index.job import ReindexSettings, index_is_current
-    from index.job import reindex as run_reindex
-    from index.store import IndexModelMismatchError, IndexNotReadyError
+    """Embed the archive and put a new version of its vectors in service, in the vector
+    store of GRN_VECTOR_STORE (FAISS index versions under INDEX-ROOT by default)."""
+    from index.job import ReindexSettings
+    from index.stores import ReindexOptions, is_current, open_store
 
-    if milvus is not None:
-        from index.milvus_job import reindex_milvus
-        from service.settings import get_settings
-
-        try:
-            done = reindex_milvus(
-                model,
-                archive,
-                milvus,
-                collection,
-                index_root / "work",
-                labels_csv=labels,
-                incremental=incremental,
-                replace=replace,
-                device=device,
-                progress=not quiet,
-                token=get_settings().milvus_token.get_secret_value(),
-                ray_workers=ray_workers,
-            )
-        except USER_ERRORS as exc:
-            _fail(exc)
-            return
-        typer.echo(
-            f"Milvus collection {done.collection} ({done.version}): {done.count} scenes; "
-            f"added {done.added}, removed {done.removed}; {done.seconds:.1f} s"
-        )
-        return
-    try:
-        if if_stale and index_is_current(model, archive, index_root, labels_csv=labels):
-            typer.echo(f"index under {index_root} is current for this model and archive")
-            return
-    except USER_ERRORS as exc:
-        _fail(exc)
-
-    settings = ReindexSettings(
+    store = open_store(_store_settings(index_root, milvus, collection))
+    build = ReindexSettings(
         factory=factory,
         memory_budget_gb=memory_budget_gb,
         keep=keep,
         nprobe=nprobe,
         shard_size=shard_size,
     )
+    options = ReindexOptions(
+        labels_csv=labels,
+        incremental=incremental,
+        replace=replace,
+        build=build,
+        device=device,
+        skip_broken=skip_broken,
+        progress=not quiet,
+        ray_workers=workers if ray else None,
+    )
     try:
-        report = run_reindex(
-            model,
-            archive,
-            index_root,
-            labels_csv=labels,
-            settings=settings,
-            incremental=incremental,
-            device=device,
-            skip_broken=skip_broken,
-            progress=not quiet,
-            ray_workers=ray_workers,
-        )
-    except (*USER_ERRORS, IndexModelMismatchError, IndexNotReadyError) as exc:
+        if if_stale and is_current(store, model, archive, labels_csv=labels):
+            typer.echo(f"the index in {store.location} is current for this model and archive")
+            return
+        report = store.reindex(model, archive, options)
+    except (*USER_ERRORS, *STORE_ERRORS) as exc:
         _fail(exc)
         return
     except OSError as exc:  # disk full, size limit, permissions: nothing was put in service
         _fail(
             OSError(
                 f"the new index could not be written: {exc}; "
-                f"the index in service under {index_root} is unchanged"
+                f"the index in service in {store.location} is unchanged"
             )
         )
         return
-    m = report.manifest
-    typer.echo(
-        f"index {m.version} in service: {m.count} scenes, {m.factory}, model {m.model_version}; "
-        f"added {report.added}, removed {report.removed}, embedded {report.embedded}; "
-        f"recall@10 {m.stats['recall_at_10']:.4f}; {report.seconds:.1f} s; "
-        f"{report.size_bytes / 2**20:.1f} MiB on disk"
-        + (f"; pruned {len(report.pruned)} old versions" if report.pruned else "")
-    )
+    finally:
+        store.close()
+    typer.echo(report.summary())
     if report.broken:
-        typer.echo(
-            f"skipped {len(report.broken)} unreadable files, listed in the manifest", err=True
-        )
+        typer.echo(f"skipped {len(report.broken)} unreadable files: {report.name}", err=True)
 
 
 def _has_cuda() -> bool:
@@ -557,77 +533,153 @@ def reconcile(
     database_url: DatabaseOpt = None,
     model: Annotated[Path | None, typer.Option(help="Default: GRN_MODEL_PATH.")] = None,
     index_root: Annotated[Path | None, typer.Option(help="Default: GRN_INDEX_ROOT.")] = None,
-    milvus: Annotated[
-        str | None,
-        typer.Option(
-            "--milvus",
-            help="Check this Milvus URI's collection instead (default: GRN_MILVUS_URI when "
-            "GRN_VECTOR_STORE is milvus).",
-        ),
-    ] = None,
-    collection: Annotated[
-        str | None, typer.Option(help="Milvus collection (default GRN_MILVUS_COLLECTION).")
-    ] = None,
+    milvus: MilvusOpt = None,
+    collection: CollectionOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
-    """Find drift between SQL (the source of truth) and the index the service searches (FAISS
-    versions, or the Milvus collection when GRN_VECTOR_STORE is milvus or --milvus is given):
-    scenes in one and not the other, an index of another model. Exit 1 when drift remains."""
-    from service.reconcile import (
-        ReconcileError,
-        find_drift,
-        find_milvus_drift,
-        repair,
-        repair_milvus,
-    )
-    from service.settings import get_settings
+    """Find drift between SQL (the source of truth) and the vector store the service
+    searches (GRN_VECTOR_STORE): scenes in one and not the other, an index of another
+    model. Exit 1 when drift remains."""
+    from index.stores import open_store
+    from service.reconcile import ReconcileError, find_drift, repair
 
-    settings = get_settings()
+    settings = _store_settings(index_root, milvus, collection)
     engine = _engine(database_url)
     model_path = model or settings.model_path
-    root = index_root or settings.index_root
-    if milvus is None and settings.vector_store == "milvus":
-        milvus = settings.milvus_uri
-    collection = collection or settings.milvus_collection
-
-    def drift_now() -> Any:
-        if milvus is not None:
-            return find_milvus_drift(engine, model_path, milvus, collection)
-        return find_drift(engine, model_path, root)
-
+    store = open_store(settings)
     try:
-        drift = drift_now()
+        drift = find_drift(engine, model_path, store)
         for line in drift.describe() or ["the index matches SQL"]:
             typer.echo(line)
         if drift.clean or not repair_drift:
             raise typer.Exit(code=0 if drift.clean else 1)
-        if milvus is not None:
-            done = repair_milvus(
-                engine, model_path, milvus, collection, root / "work", drift,
-                device=device, progress=not quiet,
-            )  # fmt: skip
-            if done is not None:
-                typer.echo(
-                    f"repaired: collection {done.collection} holds {done.count} scenes "
-                    f"(added {done.added}, removed {done.removed})"
-                )
-            report = None
-        else:
-            report = repair(engine, model_path, root, drift, device=device, progress=not quiet)
-    except (*USER_ERRORS, ReconcileError) as exc:
+        report = repair(engine, model_path, store, drift, device=device, progress=not quiet)
+        if report is not None:
+            typer.echo(
+                f"repaired: {report.name} holds {report.count} scenes "
+                f"(added {report.added}, removed {report.removed})"
+            )
+        after = find_drift(engine, model_path, store)
+    except (*USER_ERRORS, *STORE_ERRORS, ReconcileError) as exc:
         _fail(exc)
         return
-    if report is not None:
-        typer.echo(
-            f"repaired: index {report.manifest.version} holds {report.manifest.count} scenes "
-            f"(added {report.added}, removed {report.removed})"
-        )
-    after = drift_now()
+    finally:
+        store.close()
     if not after.clean:
         for line in after.describe():
             typer.echo(f"still: {line}", err=True)
         raise typer.Exit(code=1)
+
+
+@app.command()
+def search(
+    image: Annotated[
+        Path | None, typer.Argument(help="An image file to search by (or --scene).")
+    ] = None,
+    scene: Annotated[
+        int | None, typer.Option("--scene", help="Search by this archive scene's id.")
+    ] = None,
+    k: Annotated[int, typer.Option(help="Hits, 1 to 1000.")] = 10,
+    labels_all: Annotated[
+        list[str] | None, typer.Option("--labels-all", help="Labels that must all be present.")
+    ] = None,
+    labels_any: Annotated[
+        list[str] | None, typer.Option("--labels-any", help="Labels of which one is present.")
+    ] = None,
+    folder: Annotated[str | None, typer.Option(help="Only scenes of this scene folder.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop weaker hits.")] = None,
+    include_query: Annotated[
+        bool, typer.Option("--include-query", help="With --scene: keep the scene itself.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """The archive scenes most similar to an image or an archive scene, from the model,
+    vector store and SQL of the GRN_ settings (what POST /search answers)."""
+    from index.filters import SceneFilter
+    from model.imageio import read_image
+    from model.inference import predict
+    from service.catalog import Catalog
+    from service.runtime import Runtime
+    from service.search import SearchQuery, search_scenes
+    from service.settings import get_settings
+
+    if (image is None) == (scene is None):
+        _fail(ValueError("give an image file or --scene ID, not both or neither"))
+    settings = get_settings()
+    runtime = Runtime(settings)
+    try:
+        if not runtime.refresh():
+            _fail(RuntimeError(f"nothing to search: {runtime.problem}"))
+        snapshot = runtime.current()
+        query = SearchQuery(
+            k=k,
+            where=SceneFilter(
+                labels_all=_split_commas(labels_all), labels_any=_split_commas(labels_any),
+                folder=folder,
+            ),
+            min_score=min_score,
+            include_query=include_query,
+        )  # fmt: skip
+        vector = None
+        if image is not None:
+            pixels = read_image(image)
+            vector = predict(snapshot.net, snapshot.card, [pixels], snapshot.device).embeddings[0]
+        page = search_scenes(
+            snapshot, Catalog(_engine(database_url)), query, vector=vector, scene_id=scene
+        )
+    except (*USER_ERRORS, *STORE_ERRORS, LookupError) as exc:
+        _fail(exc)
+        return
+    finally:
+        runtime.store.close()
+    hits: list[dict[str, Any]] = [
+        {
+            "rank": rank,
+            "score": round(hit.score, 6),
+            "id": hit.scene.id,
+            "image": hit.scene.name,
+            "folder": hit.scene.folder,
+            "labels": [label.name for label in hit.scene.labels],
+        }
+        for rank, hit in enumerate(page.hits, start=1)
+    ]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "hits": hits,
+                    "query_id": page.query_id,
+                    "model_version": page.model_version,
+                    "index_version": page.index_version,
+                },
+                indent=2,
+            )
+        )
+        return
+    for hit in hits:
+        typer.echo(
+            f"{hit['rank']:>4}  {hit['score']:.4f}  {hit['id']:>19}  {hit['image']:<24} "
+            f"{','.join(hit['labels'])}"
+        )
+    if not hits:
+        typer.echo("no scene matches", err=True)
+
+
+def _split_commas(values: list[str] | None) -> list[str]:
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _store_settings(
+    index_root: Path | None = None, milvus: str | None = None, collection: str | None = None
+) -> Any:
+    """The GRN_ settings with the command line's choices of store over them."""
+    from service.settings import get_settings
+
+    return get_settings().with_store(
+        index_root=index_root, milvus_uri=milvus, milvus_collection=collection
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry point

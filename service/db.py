@@ -2,8 +2,8 @@
 versions the service has used. SQLAlchemy 2 typed ORM; the schema itself is created and
 changed only by the Alembic revisions in `migrations/` (`grn db upgrade`).
 
-Scene ids are the FAISS ids (`index.job.scene_id`, a 63-bit hash of the image stem), so a
-search result joins its metadata with no side table.
+Scene ids are the vector stores' ids (`model.archive.scene_id`, a 63-bit hash of the image
+stem), so a search result joins its metadata with no side table.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ class Scene(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(512), unique=True)
     """The image stem, unique within the store."""
-    scene: Mapped[str] = mapped_column(String(200), index=True)
-    """The scene folder (class) of the archive's labels file."""
+    folder: Mapped[str] = mapped_column("scene", String(200), index=True)
+    """The scene folder (class): the `scene` column of the archive's labels file (and the
+    API's `scene` field)."""
     split: Mapped[str] = mapped_column(String(16))
     archive_id: Mapped[int] = mapped_column(ForeignKey("archives.id"), index=True)
     path: Mapped[str] = mapped_column(String(1024))

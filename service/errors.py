@@ -14,14 +14,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index.backends import VectorStoreUnavailableError
-from index.searcher import UnknownSceneError
-from index.store import IndexModelMismatchError, IndexNotReadyError
-from index.vectors import IndexSearchError
+from index.results import IndexSearchError
+from index.stores import (
+    IndexModelMismatchError,
+    IndexNotReadyError,
+    StoreBusyError,
+    UnknownSceneError,
+    VectorStoreUnavailableError,
+)
 from model.imageio import InvalidImageError
-from service.jobs import JobConflictError, NoSuchJobError
-from service.runtime import ServiceNotReadyError
-from service.uploads import UploadTooLargeError
 
 log = logging.getLogger("grn.errors")
 
@@ -38,26 +39,28 @@ class BadRequestError(ValueError):
         self.code = code
 
 
-class DatabaseUnavailableError(RuntimeError):
-    """The SQL store does not answer."""
+def error_table() -> list[tuple[type[BaseException], int, str]]:
+    """Domain exceptions -> (HTTP status, error code), the first match wins. (Imported here:
+    the modules that raise them answer with this module's error body.)"""
+    from service.jobs import JobConflictError, NoSuchJobError
+    from service.runtime import ServiceNotReadyError
+    from service.uploads import UploadTooLargeError
 
-
-ERRORS: list[tuple[type[BaseException], int, str]] = [
-    (UploadTooLargeError, 413, "too_large"),
-    (InvalidImageError, 400, "invalid_image"),
-    (SceneNotFoundError, 404, "scene_not_found"),
-    (NoSuchJobError, 404, "job_not_found"),
-    (JobConflictError, 409, "job_running"),
-    (UnknownSceneError, 404, "scene_not_indexed"),
-    (IndexSearchError, 400, "bad_search"),
-    (ServiceNotReadyError, 503, "not_ready"),
-    (IndexNotReadyError, 503, "index_not_ready"),
-    (IndexModelMismatchError, 503, "index_model_mismatch"),
-    (VectorStoreUnavailableError, 503, "vector_store_unavailable"),
-    (DatabaseUnavailableError, 503, "database_unavailable"),
-    (OperationalError, 503, "database_unavailable"),
-    (DBAPIError, 503, "database_unavailable"),
-]
+    return [
+        (UploadTooLargeError, 413, "too_large"),
+        (InvalidImageError, 400, "invalid_image"),
+        (SceneNotFoundError, 404, "scene_not_found"),
+        (NoSuchJobError, 404, "job_not_found"),
+        (JobConflictError, 409, "job_running"),
+        (UnknownSceneError, 404, "scene_not_indexed"),
+        (IndexSearchError, 400, "bad_search"),
+        (ServiceNotReadyError, 503, "not_ready"),
+        (IndexNotReadyError, 503, "index_not_ready"),
+        (IndexModelMismatchError, 503, "index_model_mismatch"),
+        (VectorStoreUnavailableError, 503, "vector_store_unavailable"),
+        (OperationalError, 503, "database_unavailable"),
+        (DBAPIError, 503, "database_unavailable"),
+    ]
 
 
 def error_body(status: int, error: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -82,14 +85,16 @@ def _message(exc: BaseException) -> str:
 
 
 def install(app: FastAPI) -> None:
+    errors = error_table()
+
     async def domain(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, DBAPIError | DatabaseUnavailableError):
+        if isinstance(exc, DBAPIError):
             metrics = getattr(request.app.state, "metrics", None)
             if metrics is not None:
                 metrics.database_errors.inc()
-        if isinstance(exc, BadRequestError):
+        if isinstance(exc, BadRequestError | StoreBusyError):
             return error_response(400, exc.code, str(exc))
-        for kind, status, code in ERRORS:
+        for kind, status, code in errors:
             if isinstance(exc, kind):
                 if status >= 500:
                     log.warning("%s: %s", code, exc)
@@ -122,6 +127,11 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
     # each kind on its own: a handler for Exception alone would run in Starlette's outermost
     # middleware, which logs the exception as a crash
-    kinds: list[type[BaseException]] = [BadRequestError, *(k for k, _, _ in ERRORS), Exception]
+    kinds: list[type[BaseException]] = [
+        BadRequestError,
+        StoreBusyError,
+        *(k for k, _, _ in errors),
+        Exception,
+    ]
     for kind in kinds:
         app.add_exception_handler(kind, domain)  # type: ignore[arg-type]

@@ -22,8 +22,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from model.archive import Archive, BrokenFile, load_archive, scene_id
-from model.archive import Scene as ArchiveScene
+from model.archive import Archive, ArchiveEntry, BrokenFile, load_archive, scene_id
 from model.faults import kill_point
 from model.imageio import InvalidImageError, decode_image
 from service.db import ArchiveImport, Label, Scene, SceneLabel, utcnow
@@ -43,7 +42,7 @@ class ImportReport:
 
 @dataclass
 class _Checked:
-    scene: ArchiveScene
+    entry: ArchiveEntry
     id: int
     width: int = 0
     height: int = 0
@@ -56,13 +55,13 @@ def media_type(path: Path) -> str:
     return MEDIA_TYPES.get(suffix) or mimetypes.guess_type(path.name)[0] or "image/jpeg"
 
 
-def _check(scene: ArchiveScene) -> _Checked:
-    checked = _Checked(scene, scene_id(scene.name))
+def _check(entry: ArchiveEntry) -> _Checked:
+    checked = _Checked(entry, scene_id(entry.name))
     try:
-        data = scene.path.read_bytes()
-        pixels = decode_image(data, str(scene.path))
+        data = entry.path.read_bytes()
+        pixels = decode_image(data, str(entry.path))
     except OSError as exc:
-        checked.error = f"{scene.path}: cannot read file ({exc.strerror or exc})"
+        checked.error = f"{entry.path}: cannot read file ({exc.strerror or exc})"
         return checked
     except InvalidImageError as exc:
         checked.error = str(exc)
@@ -92,7 +91,7 @@ def _label_ids(session: Session, names: Sequence[str]) -> dict[str, int]:
     return known
 
 
-def _checked_stream(scenes: Sequence[ArchiveScene], workers: int) -> Iterator[_Checked]:
+def _checked_stream(scenes: Sequence[ArchiveEntry], workers: int) -> Iterator[_Checked]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(_check, scenes)
 
@@ -136,7 +135,7 @@ def import_archive(
             bar.update(1)
             if checked.error is not None:
                 report.broken.append(
-                    BrokenFile(checked.scene.name, str(checked.scene.path), checked.error)
+                    BrokenFile(checked.entry.name, str(checked.entry.path), checked.error)
                 )
                 continue
             chunk.append(checked)
@@ -168,16 +167,16 @@ def _write_chunk(
 ) -> int:
     with Session(engine) as session, session.begin():
         for checked in chunk:
-            scene = checked.scene
+            entry = checked.entry
             session.add(
                 Scene(
                     id=checked.id,
-                    name=scene.name,
-                    scene=scene.scene,
-                    split=scene.split,
+                    name=entry.name,
+                    folder=entry.folder,
+                    split=entry.split,
                     archive_id=archive_id,
-                    path=str(scene.path.resolve().relative_to(root)),
-                    media_type=media_type(scene.path),
+                    path=str(entry.path.resolve().relative_to(root)),
+                    media_type=media_type(entry.path),
                     width=checked.width,
                     height=checked.height,
                     checksum=checked.checksum,
@@ -187,7 +186,7 @@ def _write_chunk(
         session.add_all(
             SceneLabel(scene_id=checked.id, label_id=label_ids[name])
             for checked in chunk
-            for name, present in zip(archive.label_names, checked.scene.labels, strict=True)
+            for name, present in zip(archive.label_names, checked.entry.labels, strict=True)
             if present
         )
     return len(chunk)

@@ -1,6 +1,6 @@
-"""`grn reconcile`: SQL is the source of truth; find and repair drift between it and the index
-in service (scenes in one and not the other, an index built by another model than the one in
-use)."""
+"""`grn reconcile`: SQL is the source of truth; find and repair drift between it and the
+vector store's version in service (scenes in one and not the other, an index built by another
+model than the one in use), whichever store is configured."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from index.job import ReindexReport, ReindexSettings, reindex
-from index.milvus_job import MilvusReport
-from index.store import IndexStore
+from index.stores import ReindexOptions, ReindexReport, VectorStore
 from model.card import read_card
 from service.db import ArchiveImport, Scene
 
@@ -52,20 +50,20 @@ class Drift:
         return lines
 
 
-def find_drift(engine: Engine, model_path: str | Path, index_root: str | Path) -> Drift:
+def find_drift(engine: Engine, model_path: str | Path, store: VectorStore) -> Drift:
+    """SQL's scenes against those of the store's version in service, and the model that
+    built it against the one in use."""
     model_version = read_card(model_path).version
-    store = IndexStore(index_root)
-    version = store.current_version()
+    current = store.current()
     with Session(engine) as session:
         sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
-    if version is None:
+    if current is None:
         return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
-    manifest = store.manifest(version)
-    held = store.ids(version)
+    held = store.ids(current.version)
     return Drift(
         model_version,
-        version,
-        manifest.model_version,
+        current.version,
+        current.model_version,
         sorted(sql_ids[~np.isin(sql_ids, held)].tolist()),
         sorted(held[~np.isin(held, sql_ids)].tolist()),
     )
@@ -78,29 +76,27 @@ class ReconcileError(ValueError):
 def repair(
     engine: Engine,
     model_path: str | Path,
-    index_root: str | Path,
+    store: VectorStore,
     drift: Drift,
     *,
-    settings: ReindexSettings | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> ReindexReport | None:
-    """Bring the index to exactly the scenes of SQL, embedded by the model in use: an
-    incremental build when only scenes differ, a full one when the model changed."""
+    """Bring the store to exactly the scenes of SQL, embedded by the model in use: an
+    incremental build when only scenes differ, a full one (replacing the version in
+    service) when the model changed."""
     if drift.clean:
         return None
     root, labels, names = _single_archive(engine)
-    return reindex(
-        model_path,
-        root,
-        index_root,
+    options = ReindexOptions(
         labels_csv=labels,
-        settings=settings,
         incremental=drift.index_version is not None and not drift.stale_model,
+        replace=drift.stale_model,
+        names=names,
         device=device,
         progress=progress,
-        names=names,
     )
+    return store.reindex(model_path, root, options)
 
 
 def _single_archive(engine: Engine) -> tuple[str, str, list[str]]:
@@ -121,64 +117,3 @@ def _single_archive(engine: Engine) -> tuple[str, str, list[str]]:
         raise ReconcileError("SQL holds no scenes: run `grn import` first")
     root, labels = sources.pop()
     return root, labels, [name for name, _, _ in rows]
-
-
-def find_milvus_drift(engine: Engine, model_path: str | Path, uri: str, collection: str) -> Drift:
-    """The same comparison for a Milvus collection (`index_version` is its name)."""
-    from pymilvus import MilvusClient
-
-    from index.backends import collection_ids, collection_model, resolve_collection
-
-    model_version = read_card(model_path).version
-    with Session(engine) as session:
-        sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
-    client = MilvusClient(uri=uri)
-    try:
-        live = resolve_collection(client, collection)
-        if live is None:
-            return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
-        stored = collection_model(client, live)
-        if stored != model_version:
-            return Drift(model_version, live, stored)
-        held = collection_ids(client, live)
-    finally:
-        client.close()
-    return Drift(
-        model_version,
-        live,
-        stored,
-        sorted(sql_ids[~np.isin(sql_ids, held)].tolist()),
-        sorted(held[~np.isin(held, sql_ids)].tolist()),
-    )
-
-
-def repair_milvus(
-    engine: Engine,
-    model_path: str | Path,
-    uri: str,
-    collection: str,
-    work: str | Path,
-    drift: Drift,
-    *,
-    device: str = "auto",
-    progress: bool = True,
-) -> MilvusReport | None:
-    """Bring the collection to exactly SQL's scenes (rebuilt whole for a new model)."""
-    from index.milvus_job import reindex_milvus
-
-    if drift.clean:
-        return None
-    root, labels, names = _single_archive(engine)
-    return reindex_milvus(
-        model_path,
-        root,
-        uri,
-        collection,
-        work,
-        labels_csv=labels,
-        incremental=drift.index_version is not None and not drift.stale_model,
-        replace=drift.stale_model,
-        device=device,
-        progress=progress,
-        names=names,
-    )

@@ -31,11 +31,13 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from index.backends import VectorStoreUnavailableError, milvus_answering
-from index.gpu import can_use_gpu, gpu_count, to_gpus
-from index.searcher import Searcher, ServedIndex
-from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
-from index.vectors import SearchSettings
+from index.stores import (
+    IndexModelMismatchError,
+    IndexNotReadyError,
+    ServedIndex,
+    VectorStoreUnavailableError,
+    open_store,
+)
 from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
 from model.inference import predict, resolve_device
 from model.network import GRNNet
@@ -103,19 +105,14 @@ def _file_stamp(path: Path) -> tuple[int, int]:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = IndexStore(settings.index_root)
-        self._milvus_client: Any = None
+        self.store = open_store(settings)
+        """The configured vector store (`index.stores.open_store`)."""
         self.snapshot: Snapshot | None = None
         self.problem: str | None = "not loaded yet"
         """Why the newest model or index is not in service (None when all is current)."""
         self._reload_lock = threading.Lock()
         self.run_torch: Callable[..., Any] = lambda function, *args: function(*args)
         """How torch work (loading a model) is run: the app sends it to the model thread."""
-        self.search_settings = SearchSettings(
-            nprobe=settings.nprobe,
-            ef_search=settings.ef_search,
-            rerank_factor=settings.rerank_factor,
-        )
 
     def current(self) -> Snapshot:
         snapshot = self.snapshot
@@ -144,61 +141,16 @@ class Runtime:
 
     @property
     def index_location(self) -> str:
-        if self.settings.vector_store == "milvus":
-            return f"Milvus {self.settings.milvus_uri} collection {self.settings.milvus_collection}"
-        return str(self.store.root)
-
-    def _milvus(self) -> Any:
-        if self._milvus_client is None:
-            from pymilvus import MilvusClient
-
-            uri = self.settings.milvus_uri
-            if not uri:
-                raise IndexNotReadyError("GRN_VECTOR_STORE is milvus but GRN_MILVUS_URI is empty")
-            with milvus_answering(uri):
-                self._milvus_client = MilvusClient(
-                    uri=uri, token=self.settings.milvus_token.get_secret_value()
-                )
-        return self._milvus_client
+        return self.store.location
 
     def _current_index(self) -> tuple[str, str | None]:
         """The index version that should be in service, and the model it was built by."""
-        if self.settings.vector_store == "milvus":
-            from index.backends import collection_model, resolve_collection
-
-            alias = self.settings.milvus_collection
-            with milvus_answering(self.settings.milvus_uri):
-                client = self._milvus()
-                live = resolve_collection(client, alias)
-                if live is None:
-                    raise IndexNotReadyError(
-                        f"Milvus at {self.settings.milvus_uri} has no collection {alias}; run "
-                        f"`grn reindex --milvus {self.settings.milvus_uri}`"
-                    )
-                return live, collection_model(client, live)
-        version = self.store.current_version()
-        if version is None:
+        current = self.store.current()
+        if current is None:
             raise IndexNotReadyError(
-                f"no index has been built under {self.store.root}; run `grn reindex`"
+                f"{self.store.describe_empty()}; run `{self.store.command('full')}`"
             )
-        return version, self.store.manifest(version).model_version
-
-    def _open_index(self, version: str, card: ModelCard) -> ServedIndex:
-        if self.settings.vector_store == "milvus":
-            from index.backends import MilvusSearcher, MilvusStore
-
-            uri = self.settings.milvus_uri
-            with milvus_answering(uri):
-                store = MilvusStore(
-                    uri, version, card.embedding_dim, card.version, client=self._milvus()
-                )
-            return MilvusSearcher(store, uri)
-        loaded = self.store.load(version, expected_model=card.version)
-        unfiltered = None
-        if self.settings.faiss_gpu and can_use_gpu(loaded.index):
-            unfiltered = to_gpus(loaded.index)
-            log.info("index %s copied onto %d GPUs for unfiltered searches", version, gpu_count())
-        return Searcher(loaded, self.search_settings, unfiltered)
+        return current.version, current.model_version
 
     def _refresh(self, force: bool) -> bool:
         old = self.snapshot
@@ -222,12 +174,12 @@ class Runtime:
                 f"the model file {model_file} holds {card.version}, but index {index_version} "
                 f"was built by {index_model}; still serving "
                 + (f"{old.model_version} with index {old.index_version}" if old else "nothing")
-                + "; run `grn reindex` to build an index with the new model"
+                + f"; run `{self.store.command('replace')}` to build an index with the new model"
             )
         if old is not None and old.index_version == index_version:
             searcher = old.searcher
         else:
-            searcher = self._open_index(index_version, card)
+            searcher = self.store.open(index_version, card.version)
         device = next(net.parameters()).device
         self.snapshot = Snapshot(net, card, model_file, stamp, searcher, device)
         log.info("serving model %s with index %s", card.version, searcher.version)

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from index.stores import check_store_name
 
 
 class Settings(BaseSettings):
@@ -52,9 +55,10 @@ class Settings(BaseSettings):
     faiss_gpu: bool = True
     """With faiss-gpu and a GPU: unfiltered searches run on a copy of the index on all GPUs
     (sharded); filtered ones on the CPU index, as GPU indexes ignore id selectors."""
-    vector_store: Literal["faiss", "milvus"] = "faiss"
-    """Where the archive's vectors are searched: the FAISS index versions under `index_root`
-    (embedded, the default), or a Milvus collection filled by `grn reindex --milvus`."""
+    vector_store: str = "faiss"
+    """Where the archive's vectors are searched, one of `index.stores.STORES`: the FAISS
+    index versions under `index_root` (embedded, the default), or a Milvus collection
+    filled by `grn reindex --milvus`."""
     milvus_uri: str = ""
     """Milvus server (`http://host:19530`) or a Milvus Lite file (then opened by this process
     only: stop the service to reindex into it; for tests and small archives, as it searches
@@ -88,6 +92,43 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+
+    @field_validator("vector_store")
+    @classmethod
+    def _known_store(cls, name: str) -> str:
+        return check_store_name(name)
+
+    def with_store(
+        self,
+        *,
+        index_root: Path | None = None,
+        milvus_uri: str | None = None,
+        milvus_collection: str | None = None,
+    ) -> Settings:
+        """These settings with a command line's store options over them: `--milvus URI`
+        (`milvus_uri`) stands for GRN_VECTOR_STORE=milvus GRN_MILVUS_URI=URI."""
+        update: dict[str, object] = {}
+        if index_root is not None:
+            update["index_root"] = index_root
+        if milvus_uri is not None:
+            update |= {"vector_store": "milvus", "milvus_uri": milvus_uri}
+        if milvus_collection is not None:
+            update["milvus_collection"] = milvus_collection
+        return self.model_copy(update=update)
+
+    def as_environment(self) -> dict[str, str]:
+        """These settings as `GRN_` variables, for a child process (an admin job) to read
+        the same ones."""
+        env = {}
+        for name, value in self.model_dump(mode="json").items():
+            secret = getattr(self, name)
+            if isinstance(secret, SecretStr):
+                value = secret.get_secret_value()
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value)
+            env[f"GRN_{name.upper()}"] = text
+        return env
 
 
 @lru_cache

@@ -1,18 +1,131 @@
-"""Uploaded images: size and pixel limits, then the model module's decoder."""
+"""Uploads: the request-body limit (an ASGI middleware), multipart reading, and uploaded
+images through their size and pixel limits to the model module's decoder."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
 import warnings
 
 import numpy as np
+from fastapi import Request
 from PIL import Image
+from starlette.datastructures import UploadFile
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.imageio import InvalidImageError, decode_image
+from service.errors import BadRequestError, error_body
+from service.settings import Settings
 
 
 class UploadTooLargeError(ValueError):
     """The request or an image in it is over a configured limit (HTTP 413)."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, whether or not the client sent a
+    Content-Length, before the multipart parser spools them anywhere."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise UploadTooLargeError(f"the request body is over {self.limit} bytes")
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except UploadTooLargeError:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            error_body(
+                413, "too_large", f"the request body is over the limit of {self.limit} bytes"
+            )
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def read_uploads(
+    request: Request, *, max_files: int
+) -> tuple[list[tuple[str, bytes]], dict[str, list[str]]]:
+    """The files (field `file`, possibly repeated) and the other form fields of a multipart
+    request."""
+    try:
+        form = await request.form(max_files=max_files, max_fields=100)
+    except UploadTooLargeError:
+        raise
+    except Exception as exc:  # the multipart parser's errors: malformed body, too many parts
+        raise BadRequestError(f"cannot read the multipart body: {exc}", "bad_multipart") from exc
+    files: list[tuple[str, bytes]] = []
+    fields: dict[str, list[str]] = {}
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key != "file":
+                    raise BadRequestError(f"unexpected file field {key!r}; use 'file'")
+                files.append((value.filename or "upload", await value.read()))
+            else:
+                fields.setdefault(key, []).append(value)
+    finally:
+        await form.close()
+    if not files:
+        raise BadRequestError("no image: send it as the multipart field 'file'", "missing_file")
+    if len(files) > max_files:
+        raise BadRequestError(f"at most {max_files} images per request, got {len(files)}")
+    return files, fields
+
+
+async def decode_all(files: list[tuple[str, bytes]], settings: Settings) -> list[np.ndarray]:
+    """Uploaded files -> (H, W, 3) uint8 images, decoded side by side in worker threads."""
+
+    def decode(item: tuple[str, bytes]) -> np.ndarray:
+        name, data = item
+        return decode_upload(
+            data,
+            name,
+            max_bytes=settings.max_upload_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+
+    return list(await asyncio.gather(*(asyncio.to_thread(decode, f) for f in files)))
 
 
 def declared_pixels(data: bytes) -> int | None:
@@ -60,4 +173,11 @@ def decode_upload(data: bytes, name: str, *, max_bytes: int, max_pixels: int) ->
             raise UploadTooLargeError(f"{name}: too many pixels ({exc})") from exc
 
 
-__all__ = ["InvalidImageError", "UploadTooLargeError", "decode_upload"]
+__all__ = [
+    "BodyLimit",
+    "InvalidImageError",
+    "UploadTooLargeError",
+    "decode_all",
+    "decode_upload",
+    "read_uploads",
+]

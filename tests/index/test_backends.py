@@ -9,8 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.backends import FaissStore, MilvusStore, SceneMeta, VectorFilter, milvus_expression
+from index.filters import SceneFilter, SceneMeta
 from index.gpu import cpu_shards, gpu_count, to_gpus
+from index.stores.faiss import FaissCollection
+from index.stores.milvus import MilvusCollection, milvus_expression
 from index.synthetic import clustered_unit_vectors
 from index.vectors import exact_search
 
@@ -26,7 +28,7 @@ def data() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
     metas = [
         SceneMeta(
             labels=tuple(name for name in LABELS if rng.random() < 0.35),
-            scene=f"folder{i % 7}",
+            folder=f"folder{i % 7}",
         )
         for i in range(N)
     ]
@@ -36,13 +38,13 @@ def data() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
 def stores(tmp_path: Path, data) -> list:  # type: ignore[no-untyped-def]
     ids, vectors, metas, _ = data
     backends = [
-        FaissStore(model_version="m1", dim=DIM),
+        FaissCollection(model_version="m1", dim=DIM),
         # unfiltered searches on a sharded copy, which ignores id selectors as GPU indexes do
-        FaissStore(model_version="m1", dim=DIM, copy=partial(cpu_shards, shards=3)),
-        MilvusStore(str(tmp_path / "milvus.db"), "scenes", DIM, "m1"),
+        FaissCollection(model_version="m1", dim=DIM, copy=partial(cpu_shards, shards=3)),
+        MilvusCollection(str(tmp_path / "milvus.db"), "scenes", DIM, "m1"),
     ]
     if gpu_count() > 0:
-        backends.append(FaissStore(model_version="m1", dim=DIM, copy=to_gpus))
+        backends.append(FaissCollection(model_version="m1", dim=DIM, copy=to_gpus))
     for store in backends:
         store.add(ids, vectors, metas)
     return backends
@@ -50,18 +52,18 @@ def stores(tmp_path: Path, data) -> list:  # type: ignore[no-untyped-def]
 
 FILTERS = [
     None,
-    VectorFilter(labels_all=["water", "trees"]),
-    VectorFilter(labels_any=["cars", "grass"]),
-    VectorFilter(scene="folder3", labels_any=["buildings"]),
-    VectorFilter(labels_all=['wat"er']),  # a quote in a name must not break the expression
+    SceneFilter(labels_all=["water", "trees"]),
+    SceneFilter(labels_any=["cars", "grass"]),
+    SceneFilter(folder="folder3", labels_any=["buildings"]),
+    SceneFilter(labels_all=['wat"er']),  # a quote in a name must not break the expression
 ]
 
 
 def test_filtered_search_is_correct_on_every_backend(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
     ids, vectors, metas, queries = data
     backends = stores(tmp_path, data)
-    excluded = VectorFilter(labels_any=["trees"], exclude_ids=ids[:50].tolist())
-    allowed = VectorFilter(allow_ids=ids[100:400].tolist(), labels_all=["grass"])
+    excluded = SceneFilter(labels_any=["trees"], exclude_ids=ids[:50].tolist())
+    allowed = SceneFilter(allow_ids=ids[100:400].tolist(), labels_all=["grass"])
     for where in [*FILTERS, excluded, allowed]:
         passing = np.asarray(
             [where is None or where.passes(int(i), m) for i, m in zip(ids, metas, strict=True)]
@@ -91,13 +93,13 @@ def test_add_remove_count_and_ids(tmp_path: Path, data) -> None:  # type: ignore
 
 
 def test_a_milvus_collection_of_another_model_is_refused(tmp_path: Path) -> None:
-    MilvusStore(str(tmp_path / "m.db"), "scenes", DIM, "model-a")
+    MilvusCollection(str(tmp_path / "m.db"), "scenes", DIM, "model-a")
     with pytest.raises(ValueError, match="model-a"):
-        MilvusStore(str(tmp_path / "m.db"), "scenes", DIM, "model-b")
+        MilvusCollection(str(tmp_path / "m.db"), "scenes", DIM, "model-b")
 
 
 def test_milvus_expressions() -> None:
-    where = VectorFilter(labels_all=["a"], labels_any=["b", "c"], scene='x"y', exclude_ids=[3])
+    where = SceneFilter(labels_all=["a"], labels_any=["b", "c"], folder='x"y', exclude_ids=[3])
     assert milvus_expression(where) == (
         'array_contains_all(labels, ["a"]) and array_contains_any(labels, ["b", "c"]) and '
         'scene == "x\\"y" and id not in [3]'

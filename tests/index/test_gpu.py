@@ -10,9 +10,10 @@ import faiss
 import numpy as np
 import pytest
 
+from index.filters import SceneFilter
 from index.gpu import cpu_shards, gpu_count, to_gpus
-from index.searcher import Searcher
 from index.store import IndexStore
+from index.stores.faiss import Searcher
 from index.synthetic import clustered_unit_vectors
 from index.vectors import SearchSettings, build_index, exact_search, recall_at_k, search
 
@@ -76,7 +77,7 @@ def check_routing(searcher, ids, vectors, queries, calls, min_recall: float) -> 
     # filtered: answered by the CPU index, exactly the brute force over the allowed scenes
     keep = np.zeros(len(ids), dtype=bool)
     keep[::7] = True
-    filtered = searcher.search(queries, 10, allow_ids=ids[keep])
+    filtered = searcher.search(queries, 10, SceneFilter(allow_ids=ids[keep]))
     assert len(calls) == 1
     truth = exact_search(vectors[keep], ids[keep], queries, 10)
     np.testing.assert_array_equal(filtered.ids, truth.ids)

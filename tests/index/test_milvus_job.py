@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.backends import MilvusStore, VectorFilter
+from index.filters import SceneFilter
+from index.stores.milvus import MilvusCollection
 from model.archive import load_archive, scene_id
 from model.card import read_card
 
@@ -37,8 +38,7 @@ def aliased(uri: str) -> tuple[str, list[str]]:
     from milvus_lite.server_manager import server_manager_instance
     from pymilvus import MilvusClient
 
-    from index.backends import resolve_collection
-    from index.milvus_job import versions_of
+    from index.stores.milvus import resolve_collection, versions_of
 
     client = MilvusClient(uri=uri)
     try:
@@ -88,10 +88,10 @@ def test_reindex_into_milvus(
 
     # (a file of Milvus Lite is opened by one process at a time: check from here after this)
     archive = load_archive(ucm_root, fewer)
-    store = MilvusStore(uri, "scenes", 128, read_card(served_model).version)
+    store = MilvusCollection(uri, "scenes", 128, read_card(served_model).version)
     np.testing.assert_array_equal(store.ids(), np.sort([scene_id(s.name) for s in archive.scenes]))
     query = store.search(np.ones((1, 128), dtype=np.float32) / np.sqrt(128), 5,
-                         VectorFilter(labels_all=["water"]))  # fmt: skip
+                         SceneFilter(labels_all=["water"]))  # fmt: skip
     with_water = {
         scene_id(s.name) for s in archive.scenes if s.labels[archive.label_names.index("water")]
     }

@@ -52,8 +52,8 @@ def test_reindex_on_ray_builds_the_index_of_the_plain_job(
     tiny_config: Callable[..., object], ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
     from index.job import ReindexSettings, reindex
-    from index.searcher import Searcher
     from index.store import IndexStore
+    from index.stores.faiss import Searcher
 
     model = fit(tiny_config(tmp_path / "run"), resume=False).model_path  # type: ignore[attr-defined]
     common = ["--model", str(model), "--archive", str(ucm_root), "--labels", str(ucm_subset),

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from index.results import MAX_FETCH
 from index.synthetic import clustered_unit_vectors
 from index.torch_exact import TorchExactIndex
 from index.vectors import (
@@ -94,8 +95,10 @@ def test_hnsw_refuses_removal(data) -> None:
 def test_bad_searches_are_refused(data) -> None:
     ids, vectors, queries = data
     index = build_index("Flat", ids[:100], vectors[:100])
-    for k in (0, 1001):
-        with pytest.raises(IndexSearchError, match="between 1 and 1000"):
+    # the index itself is asked for at most MAX_FETCH (k plus excluded ids); the API's limit
+    # of 1000 hits is the served index's (tests/index/test_store.py)
+    for k in (0, MAX_FETCH + 1):
+        with pytest.raises(IndexSearchError, match=f"between 1 and {MAX_FETCH}"):
             search(index, queries, k)
     with pytest.raises(IndexSearchError, match="dimensions"):
         search(index, np.zeros((1, DIM + 1), np.float32), 5)

@@ -127,7 +127,7 @@ def test_search_by_scene_id(live: LiveServer, subset) -> None:  # type: ignore[n
         for hit in hits:
             assert hit["id"] == scene_id(hit["image"])
             assert set(hit["labels"]) == labels_of(subset, hit["image"])
-            assert hit["scene"] == subset.scenes[subset.index_of(hit["image"])].scene
+            assert hit["scene"] == subset.scenes[subset.index_of(hit["image"])].folder
         itself = client.post(
             "/search", json={"scene_id": qid, "k": 5, "include_query": True}
         ).json()["hits"]

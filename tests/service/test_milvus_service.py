@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from servers import REPO, LiveServer, Served, prepared_database, server_env
 
-from index.milvus_job import reindex_milvus
+from index.stores.milvus import reindex_milvus
 from model.archive import load_archive, scene_id
 from service.runtime import Runtime
 from service.settings import Settings

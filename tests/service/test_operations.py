@@ -32,7 +32,7 @@ def ops(
     archive = workdir / "archive"
     subset = load_archive(ucm_root, ucm_subset)
     for scene in subset.scenes[:100]:
-        target = archive / "images" / scene.scene / scene.path.name
+        target = archive / "images" / scene.folder / scene.path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(scene.path, target)
     lines = ucm_subset.read_text().splitlines()

@@ -126,8 +126,80 @@ def test_reconcile_a_milvus_collection(
     rebuilt = grn("reconcile", "--repair", "--quiet", *milvus, env=env)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "holds 110 scenes (added 110, removed 0)" in rebuilt.stdout
-    from index.backends import MilvusStore
+    from index.stores.milvus import MilvusCollection
 
-    store = MilvusStore(uri, "scenes", 128, read_card(mine.model).version)
+    store = MilvusCollection(uri, "scenes", 128, read_card(mine.model).version)
     assert set(store.ids().tolist()) == sql_ids
     store.close()
+
+
+class TokenRecorder:
+    """A gRPC server on 127.0.0.1 that records the metadata of every call and answers each
+    UNAUTHENTICATED, as a Milvus server with authentication answers a client without the
+    right token."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        self.seen: list[tuple[str, str | None]] = []
+        recorder = self
+
+        class Handler(grpc.GenericRpcHandler):
+            def service(self, details):  # type: ignore[no-untyped-def]
+                metadata = dict(details.invocation_metadata)
+                recorder.seen.append((details.method, metadata.get("authorization")))
+
+                def reject(request, context):  # type: ignore[no-untyped-def]
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "a token is required")
+
+                return grpc.unary_unary_rpc_method_handler(reject)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(2))
+        self.server.add_generic_rpc_handlers((Handler(),))
+        self.uri = f"http://127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+        self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)
+
+
+def test_every_milvus_command_sends_the_token(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """GRN_MILVUS_TOKEN reaches a Milvus server from reconcile (and its repair), status and
+    reindex alike: each fails here (the server refuses everything) with one clear line, and
+    the server saw the token on every call."""
+    pytest.importorskip("pymilvus")
+    import base64
+
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    recorder = TokenRecorder()
+    token = "analyst:s3cret"
+    env = {
+        "GRN_DATABASE_URL": url, "GRN_MODEL_PATH": str(served.model), "GRN_DEVICE": "cpu",
+        "GRN_MILVUS_TOKEN": token, "GRN_INDEX_ROOT": str(tmp_path / "index"),
+    }  # fmt: skip
+    served_milvus = {**env, "GRN_VECTOR_STORE": "milvus", "GRN_MILVUS_URI": recorder.uri}
+    commands = [
+        (["reconcile", "--milvus", recorder.uri], env),
+        (["reconcile", "--repair", "--quiet"], served_milvus),
+        (["status"], served_milvus),
+        (["reindex", "--model", str(served.model), "--archive", str(ucm_root), "--labels",
+          str(ucm_subset), "--milvus", recorder.uri, "--quiet"], env),
+    ]  # fmt: skip
+    try:
+        for args, command_env in commands:
+            before = len(recorder.seen)
+            done = grn(*args, env=command_env)
+            assert done.returncode in (1, 2), (args, done.stdout, done.stderr)
+            assert "Traceback" not in done.stderr, done.stderr
+            assert "did not answer" in done.stdout + done.stderr, (args, done.stdout)
+            calls = recorder.seen[before:]
+            assert calls, args
+            expected = base64.b64encode(token.encode()).decode()
+            assert {auth for _, auth in calls} == {expected}, (args, calls)
+    finally:
+        recorder.close()

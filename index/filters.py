@@ -1,0 +1,71 @@
+"""The one filter type of a search, from the API request to SQL and the vector store.
+
+A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
+`labels_any`, come from the scene folder `folder`, belong to `split`, are not in
+`exclude_ids` and, when `allow_ids` is given, are in it. `passes` is the reference meaning
+that SQL and every vector store follow.
+
+Each store says which conditions it evaluates itself (`ServedIndex.native_filters`); the
+service turns a filter that uses any other condition into an allow-list of ids in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+CONDITIONS = ("labels_all", "labels_any", "folder", "split", "exclude_ids", "allow_ids")
+
+
+def _sets(name: str, value: object) -> bool:
+    if value is None:
+        return False
+    return name == "allow_ids" or len(value) > 0  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SceneMeta:
+    """What a vector store may keep beside a vector to filter by."""
+
+    labels: tuple[str, ...] = ()
+    folder: str = ""
+
+
+@dataclass(frozen=True)
+class SceneFilter:
+    labels_all: Sequence[str] = ()
+    labels_any: Sequence[str] = ()
+    folder: str | None = None
+    """The scene folder (the `scene` column of labels.csv)."""
+    split: str | None = None
+    exclude_ids: Sequence[int] = ()
+    allow_ids: Sequence[int] | None = None
+
+    def conditions(self) -> frozenset[str]:
+        """The names of the conditions this filter sets (an empty allow-list is one: it
+        allows nothing)."""
+        return frozenset(name for name in CONDITIONS if _sets(name, getattr(self, name)))
+
+    @property
+    def restricts(self) -> bool:
+        """Whether it narrows the scenes beyond excluding a few ids."""
+        return bool(self.conditions() - {"exclude_ids"})
+
+    @property
+    def label_names(self) -> list[str]:
+        return [*self.labels_all, *self.labels_any]
+
+    def excluding(self, *ids: int) -> SceneFilter:
+        return replace(self, exclude_ids=[*self.exclude_ids, *ids])
+
+    def passes(self, scene_id: int, meta: SceneMeta, split: str | None = None) -> bool:
+        """The reference semantics every store must follow."""
+        labels = set(meta.labels)
+        return (
+            set(self.labels_all) <= labels
+            and (not self.labels_any or bool(labels & set(self.labels_any)))
+            and (self.folder is None or meta.folder == self.folder)
+            and (self.split is None or split == self.split)
+            and scene_id not in set(self.exclude_ids)
+            and (self.allow_ids is None or scene_id in set(self.allow_ids))
+        )

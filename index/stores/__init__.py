@@ -1,0 +1,102 @@
+"""The vector stores and the one factory that opens the configured one.
+
+    store = open_store(settings)        # settings.vector_store names it
+    version = store.current()
+    served = store.open(version.version, model_version)
+    served.search(queries, k, SceneFilter(labels_all=["water"]))
+
+A store is one module that defines an opener `open_<name>(settings) -> VectorStore` and is
+registered in `STORES` below by name and import path (imported only when chosen, so a store
+whose client is not installed costs nothing until it is asked for). Adding one (Qdrant,
+pgvector) means writing that module and adding its line here; its settings go to
+`service.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from index.stores.base import (
+    IndexModelMismatchError,
+    IndexNotReadyError,
+    ReindexOptions,
+    ReindexReport,
+    ServedIndex,
+    StoreBusyError,
+    StoreVersion,
+    UnknownSceneError,
+    VectorStore,
+    VectorStoreUnavailableError,
+)
+
+STORES: dict[str, str] = {
+    "faiss": "index.stores.faiss:open_faiss",
+    "milvus": "index.stores.milvus:open_milvus",
+}
+"""name -> `module:opener`; the opener takes the settings and returns a VectorStore."""
+
+
+class UnknownStoreError(ValueError):
+    """A vector store name that is not registered."""
+
+
+def check_store_name(name: str) -> str:
+    if name not in STORES:
+        raise UnknownStoreError(
+            f"unknown vector store {name!r}; the stores are: {', '.join(sorted(STORES))}"
+        )
+    return name
+
+
+def is_current(
+    store: VectorStore,
+    model_path: str | Path,
+    archive_dir: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+) -> bool:
+    """Whether the store's version in service was built by this model over exactly the
+    archive's scenes (then a reindex would build the same thing)."""
+    from model.archive import load_archive, scene_id
+    from model.card import read_card
+
+    try:
+        current = store.current()
+    except IndexNotReadyError:
+        return False
+    if current is None or current.model_version != read_card(model_path).version:
+        return False
+    archive = load_archive(archive_dir, labels_csv)
+    wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
+    return bool(np.array_equal(wanted, store.ids(current.version)))
+
+
+def open_store(settings: Any) -> VectorStore:
+    """The store `settings.vector_store` names, opened with the settings (its own fields
+    are read by its opener). Nothing is connected or loaded until it is used."""
+    module_name, opener = STORES[check_store_name(settings.vector_store)].split(":")
+    store: VectorStore = getattr(importlib.import_module(module_name), opener)(settings)
+    return store
+
+
+__all__ = [
+    "STORES",
+    "IndexModelMismatchError",
+    "IndexNotReadyError",
+    "ReindexOptions",
+    "ReindexReport",
+    "ServedIndex",
+    "StoreBusyError",
+    "StoreVersion",
+    "UnknownSceneError",
+    "UnknownStoreError",
+    "VectorStore",
+    "VectorStoreUnavailableError",
+    "check_store_name",
+    "is_current",
+    "open_store",
+]

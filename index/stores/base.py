@@ -1,0 +1,183 @@
+"""The vector-store interface: what the service, the CLI and the jobs ask of a store.
+
+A store holds versions of an archive's vectors (FAISS index folders, Milvus collections
+behind an alias), each built by one model. `current` says which version is in service,
+`open` loads one for searching (a `ServedIndex`, bound to that version so a request keeps
+it across a rebuild), `ids` lists a version's scene ids (status and drift checks), and
+`reindex` builds or updates a version from an archive and puts it in service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from index.filters import SceneFilter
+from index.results import SearchResult
+
+ReindexAction = Literal["full", "incremental", "replace"]
+
+
+class IndexNotReadyError(RuntimeError):
+    """No usable index version exists (never built, or its files are damaged)."""
+
+
+class IndexModelMismatchError(RuntimeError):
+    """The index was built from another model's embeddings than the one in use."""
+
+
+class VectorStoreUnavailableError(RuntimeError):
+    """The vector store did not answer (a server down or unreachable)."""
+
+
+class StoreBusyError(ValueError):
+    """The store cannot take this operation now; `code` names why for the API's answer."""
+
+    def __init__(self, message: str, code: str = "store_busy") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownSceneError(KeyError):
+    """A scene id the index does not hold."""
+
+
+@dataclass(frozen=True)
+class StoreVersion:
+    """The version in service."""
+
+    version: str
+    model_version: str | None
+    """The model its vectors come from (None if unrecorded)."""
+    description: str
+    """One line for `grn status`."""
+
+
+class ServedIndex(Protocol):
+    """One version of a store as the service searches it."""
+
+    native_filters: frozenset[str]
+    """The `SceneFilter` conditions the store evaluates itself; the service resolves a
+    filter that uses any other one into `allow_ids` in SQL."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def factory(self) -> str: ...
+
+    @property
+    def created(self) -> str: ...
+
+    @property
+    def count(self) -> int: ...
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored vectors of scenes, in the order given (UnknownSceneError if one is
+        not held)."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
+        """Top-k per query (k from 1 to MAX_K) among the scenes that pass `where`, which
+        uses only `native_filters`."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReindexOptions:
+    """How a reindex runs. Full (default): a new version, put in service when complete.
+    `incremental`: the version in service updated, new scenes added and gone ones removed.
+    `replace` lets a full build take the place of a version that holds scenes where the
+    store would otherwise refuse."""
+
+    labels_csv: str | Path | None = None
+    incremental: bool = False
+    replace: bool = False
+    names: Sequence[str] | None = None
+    """Only these image stems of the archive (the rest count as gone)."""
+    build: Any = None
+    """Store-specific build settings (`index.job.ReindexSettings` for FAISS)."""
+    device: str = "auto"
+    skip_broken: bool = False
+    progress: bool = True
+    ray_workers: int | None = None
+    """Embed on Ray with this many actors."""
+
+
+class ReindexReport(Protocol):
+    @property
+    def name(self) -> str:
+        """What was built, in words: `index <version>`, `collection <alias>`."""
+        ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def added(self) -> int: ...
+
+    @property
+    def removed(self) -> int: ...
+
+    @property
+    def broken(self) -> list[Any]: ...
+
+    def summary(self) -> str:
+        """One line for the command line."""
+        ...
+
+
+class VectorStore(Protocol):
+    kind: str
+    """The name it is registered under (GRN_VECTOR_STORE)."""
+
+    @property
+    def location(self) -> str:
+        """Where it lives, in words (a folder, a server and collection)."""
+        ...
+
+    def current(self) -> StoreVersion | None:
+        """The version in service; None when none was built. Raises IndexNotReadyError
+        when it is damaged and VectorStoreUnavailableError when the store does not answer."""
+        ...
+
+    def describe_empty(self) -> str:
+        """What `current` returning None means here, in words."""
+        ...
+
+    def ids(self, version: str) -> np.ndarray:
+        """The sorted scene ids a version holds."""
+        ...
+
+    def open(self, version: str, model_version: str) -> ServedIndex:
+        """A version for searching; refused when it was built by another model."""
+        ...
+
+    def reindex(
+        self, model_path: str | Path, archive_dir: str | Path, options: ReindexOptions
+    ) -> ReindexReport:
+        """Embed the archive's scenes with the model and put them in service (see
+        `ReindexOptions`)."""
+        ...
+
+    def command(self, action: ReindexAction) -> str:
+        """The `grn reindex` command line that does `action` on this store."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise StoreBusyError when another process (a reindex job) cannot write to the
+        store while this one holds it."""
+        ...
+
+    def init_worker_thread(self) -> None:
+        """Set up a thread that will search (the service's I/O threads)."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,108 @@
+"""The service's life: what starts before the first request and stops after the last (SQL
+engine, vector store, model runtime and batcher, worker threads, admin jobs), the poller that
+takes up a new model and index, and the record in SQL of what is served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from service.catalog import Catalog
+from service.db import make_engine
+from service.jobs import JobRunner
+from service.observability import Metrics
+from service.runtime import Batcher, Runtime
+from service.settings import Settings
+
+log = logging.getLogger("grn.app")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start the service's parts (`app.state.settings` and `.metrics` are set by
+    `create_app`), serve, then stop them."""
+    settings: Settings = app.state.settings
+    metrics: Metrics = app.state.metrics
+    engine = make_engine(settings.database_url)
+    runtime = Runtime(settings)
+    batcher = Batcher(
+        enabled=settings.batching,
+        max_batch_size=settings.max_batch_size,
+        wait_ms=settings.batch_wait_ms,
+        observer=metrics.observe_batch,
+    )
+    app.state.jobs = JobRunner(REPO_ROOT)
+    app.state.engine = engine
+    app.state.catalog = Catalog(engine)
+    runtime.run_torch = batcher.call  # models load on the model thread
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(
+            max_workers=settings.io_threads,
+            thread_name_prefix="grn-io",
+            initializer=runtime.store.init_worker_thread,
+        )
+    )
+    app.state.runtime = runtime
+    app.state.batcher = batcher
+    batcher.start()
+    await refresh_served(app)
+    poller = asyncio.create_task(_poll(app)) if settings.index_poll_seconds > 0 else None
+    try:
+        yield
+    finally:
+        if poller is not None:
+            poller.cancel()
+        await app.state.jobs.stop()
+        await batcher.stop()
+        runtime.store.close()
+        engine.dispose()
+
+
+async def refresh_served(app: FastAPI) -> bool:
+    """Take up a new model and index if there is one (recording them in SQL); returns
+    whether the pair in service changed."""
+    swapped: bool = await asyncio.to_thread(app.state.runtime.refresh)
+    if swapped:
+        await asyncio.to_thread(record_served, app)
+    return swapped
+
+
+async def _poll(app: FastAPI) -> None:
+    while True:
+        await asyncio.sleep(app.state.settings.index_poll_seconds)
+        try:
+            await refresh_served(app)
+        except Exception:  # the poller must outlive any one failure
+            log.exception("index poll failed")
+
+
+def record_served(app: FastAPI) -> None:
+    """Record the model and index in service in SQL (best effort: the database may be down)."""
+    runtime: Runtime = app.state.runtime
+    snapshot = runtime.snapshot
+    if snapshot is None:
+        return
+    searcher = snapshot.searcher
+    try:
+        count = searcher.count
+        app.state.metrics.served(snapshot.model_version, snapshot.index_version, count)
+        app.state.catalog.register(
+            snapshot.card.version,
+            snapshot.card.backbone,
+            str(snapshot.model_file),
+            snapshot.card.to_json(),
+            searcher.version,
+            searcher.factory,
+            count,
+            runtime.index_location,
+            searcher.created,
+        )
+    except Exception as exc:  # registering is bookkeeping, never a reason to fail
+        log.warning("could not record the model and index versions in SQL: %s", exc)

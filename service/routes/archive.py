@@ -1,0 +1,117 @@
+"""The archive: scenes listed and filtered, one scene's metadata, its image and thumbnail,
+the labels with their counts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, Response
+
+from index.filters import SceneFilter
+from service.db import Scene
+from service.deps import (
+    READER,
+    CatalogDep,
+    SceneId,
+    SettingsDep,
+    in_thread,
+    scene_urls,
+    split_commas,
+)
+from service.schemas import LabelCount, LabelsResponse, SceneOut, ScenePage
+from service.thumbnails import cache_headers, not_modified, thumbnail
+
+router = APIRouter(tags=["archive"], dependencies=READER)
+
+
+def scene_out(request: Request, scene: Scene) -> SceneOut:
+    image_url, thumbnail_url = scene_urls(request, scene.id)
+    return SceneOut(
+        id=scene.id,
+        image=scene.name,
+        scene=scene.folder,
+        split=scene.split,
+        labels=[label.name for label in scene.labels],
+        width=scene.width,
+        height=scene.height,
+        image_url=image_url,
+        thumbnail_url=thumbnail_url,
+    )
+
+
+@router.get("/scenes", response_model=ScenePage)
+async def scenes(
+    request: Request,
+    catalog: CatalogDep,
+    labels_all: Annotated[list[str], Query(description="Labels that must all be present.")] = [],  # noqa: B006
+    labels_any: Annotated[list[str], Query(description="Labels of which one is present.")] = [],  # noqa: B006
+    scene: Annotated[str | None, Query(max_length=200)] = None,
+    split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> ScenePage:
+    """The archive's scenes, filtered by labels, scene folder and split, by id, paged."""
+    where = SceneFilter(
+        labels_all=split_commas(labels_all or []),
+        labels_any=split_commas(labels_any or []),
+        folder=scene,
+        split=split,
+    )
+    rows, total = await in_thread(catalog.page, where, offset, limit)
+    end = offset + len(rows)
+    return ScenePage(
+        scenes=[scene_out(request, row) for row in rows],
+        total=total,
+        offset=offset,
+        limit=limit,
+        next_offset=end if end < total else None,
+    )
+
+
+@router.get("/scenes/{scene_id}", response_model=SceneOut)
+async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId) -> SceneOut:
+    """One scene's metadata."""
+    return scene_out(request, await in_thread(catalog.scene, scene_id))
+
+
+@router.get(
+    "/scenes/{scene_id}/image",
+    name="scene_image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}, 304: {"description": "Not modified"}},
+)
+async def scene_image(
+    request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
+) -> Response:
+    """The scene's original image file (cacheable; ETag is its SHA-256)."""
+    scene = await in_thread(catalog.scene, scene_id)
+    path = await in_thread(catalog.image_path, scene)
+    headers = cache_headers(scene.checksum, settings)
+    if not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type=scene.media_type, headers=headers)
+
+
+@router.get(
+    "/scenes/{scene_id}/thumbnail",
+    name="scene_thumbnail",
+    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}},
+)
+async def scene_thumbnail(
+    request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
+) -> Response:
+    """A JPEG thumbnail of the scene (longest side `thumbnail_size`), cached on disk."""
+    scene = await in_thread(catalog.scene, scene_id)
+    headers = cache_headers(f"{scene.checksum[:32]}-{settings.thumbnail_size}", settings)
+    if not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    data = await in_thread(thumbnail, catalog, scene, settings)
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/labels", response_model=LabelsResponse)
+async def labels(catalog: CatalogDep) -> LabelsResponse:
+    """Label names and how many archive scenes carry each."""
+    counts = await in_thread(catalog.label_counts)
+    return LabelsResponse(labels=[LabelCount(name=n, count=c) for n, c in counts])

@@ -1,0 +1,74 @@
+"""The web page, liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.deps import READER, CatalogDep, RuntimeDep, in_thread
+from service.errors import error_response
+from service.migrate import current_revision, head_revision
+from service.schemas import Health, Readiness
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    """The web page."""
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/metrics", dependencies=READER, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness)
+async def readyz(runtime: RuntimeDep, catalog: CatalogDep) -> Any:
+    """Model, index and database ready (503 with the reasons otherwise)."""
+    reasons = []
+    snapshot = runtime.snapshot
+    if snapshot is None:
+        reasons.append(f"model and index: {runtime.problem}")
+
+    def database() -> tuple[str | None, int]:
+        revision = current_revision(catalog.engine)
+        return revision, catalog.scene_count() if revision else 0
+
+    revision, scenes = None, 0
+    try:
+        revision, scenes = await in_thread(database)
+    except Exception as exc:
+        reasons.append(f"database: not answering ({type(exc).__name__})")
+    else:
+        head = head_revision()
+        if revision != head:
+            reasons.append(
+                f"database: schema at {revision or 'nothing'}, needs {head}; run `grn db upgrade`"
+            )
+    if reasons or snapshot is None:
+        return error_response(503, "not_ready", "; ".join(reasons), reasons)
+    return Readiness(
+        status="ready",
+        model_version=snapshot.model_version,
+        index_version=snapshot.index_version,
+        index_count=snapshot.searcher.count,
+        schema_revision=revision or "",
+        scenes=scenes,
+        warning=runtime.problem,
+    )

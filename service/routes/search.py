@@ -1,0 +1,220 @@
+"""Classify and search: the model's labels for uploaded images, and the archive scenes most
+similar to an upload or to an archive scene (`service.search.search_scenes`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from index.filters import SceneFilter
+from service.deps import (
+    READER,
+    BatcherDep,
+    CatalogDep,
+    RuntimeDep,
+    SettingsDep,
+    elapsed_ms,
+    in_thread,
+    scene_urls,
+    split_commas,
+)
+from service.errors import BadRequestError
+from service.runtime import Snapshot
+from service.schemas import (
+    ClassifyResponse,
+    Hit,
+    ImageClassification,
+    LabelScore,
+    SearchRequest,
+    SearchResponse,
+)
+from service.search import RankedScene, SearchQuery, search_scenes
+from service.uploads import decode_all, read_uploads
+
+router = APIRouter(dependencies=READER)
+
+FORM_LISTS = ("labels_all", "labels_any", "exclude_ids")
+SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary"},
+        **{
+            key: value
+            for key, value in SEARCH_SCHEMA["properties"].items()
+            if key not in ("scene_id", "include_query")
+        },
+    },
+}
+CLASSIFY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "One or more images (repeat the field).",
+        }
+    },
+}
+
+
+def label_scores(
+    snapshot: Snapshot, probabilities: np.ndarray
+) -> tuple[list[LabelScore], list[str]]:
+    """Every label's probability, and the labels at or above their thresholds."""
+    card = snapshot.card
+    scores = [
+        LabelScore(label=name, probability=round(float(p), 6), present=bool(p >= t))
+        for name, p, t in zip(card.label_names, probabilities, card.thresholds, strict=True)
+    ]
+    return scores, [s.label for s in scores if s.present]
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    tags=["model"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": CLASSIFY_SCHEMA}},
+        }
+    },
+)
+async def classify(
+    request: Request, runtime: RuntimeDep, batcher: BatcherDep, settings: SettingsDep
+) -> ClassifyResponse:
+    """Labels of one or more uploaded images: every label's probability, and the labels
+    at or above their thresholds."""
+    start = time.perf_counter()
+    snapshot = runtime.current()
+    files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
+    images = await decode_all(files, settings)
+    outputs = await batcher.infer(snapshot, images)
+    results = []
+    for (name, _), out in zip(files, outputs, strict=True):
+        scores, predicted = label_scores(snapshot, out.probabilities)
+        results.append(ImageClassification(filename=name, labels=scores, predicted=predicted))
+    return ClassifyResponse(
+        labels=results[0].labels,
+        predicted=results[0].predicted,
+        results=results,
+        model_version=snapshot.model_version,
+        elapsed_ms=elapsed_ms(start),
+    )
+
+
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    tags=["search"],
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": SEARCH_SCHEMA},
+                "multipart/form-data": {"schema": UPLOAD_SEARCH_SCHEMA},
+            },
+        }
+    },
+)
+async def search(
+    request: Request,
+    runtime: RuntimeDep,
+    batcher: BatcherDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+) -> SearchResponse:
+    """The archive scenes most similar to an uploaded image (multipart, field `file`, the
+    other fields as form fields) or to an archive scene (JSON with `scene_id`), best
+    first, with optional label, scene-folder and id filters, a minimum score and paging."""
+    start = time.perf_counter()
+    snapshot = runtime.current()
+    content_type = request.headers.get("content-type", "")
+    vector, scene_id = None, None
+    if content_type.startswith("multipart/form-data"):
+        files, fields = await read_uploads(request, max_files=1)
+        form = search_form(fields)
+        form.pop("include_query", None)
+        params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
+        image = (await decode_all(files, settings))[0]
+        vector = (await batcher.infer(snapshot, [image]))[0].embedding
+    elif content_type.startswith("application/json") or not content_type:
+        body = await request.body()
+        params = _validated(lambda: SearchRequest.model_validate_json(body))
+        scene_id = params.scene_id
+    else:
+        raise BadRequestError(
+            f"unsupported content type {content_type!r}: send multipart/form-data with "
+            "an image, or application/json with a scene_id",
+            "unsupported_media_type",
+        )
+    page = await in_thread(
+        lambda: search_scenes(
+            snapshot, catalog, search_query(params), vector=vector, scene_id=scene_id
+        )
+    )
+    paging = {f.name: getattr(page, f.name) for f in dataclasses.fields(page) if f.name != "hits"}
+    return SearchResponse(
+        hits=[hit_out(request, hit) for hit in page.hits], elapsed_ms=elapsed_ms(start), **paging
+    )
+
+
+def search_query(params: SearchRequest) -> SearchQuery:
+    """The API's search parameters as the use case's query."""
+    return SearchQuery(
+        k=params.k,
+        where=SceneFilter(
+            labels_all=params.labels_all,
+            labels_any=params.labels_any,
+            folder=params.scene,
+            exclude_ids=params.exclude_ids,
+        ),
+        min_score=params.min_score,
+        include_query=params.include_query,
+        offset=params.offset,
+        limit=params.limit,
+    )
+
+
+def search_form(fields: dict[str, list[str]]) -> dict[str, Any]:
+    """Form fields -> SearchRequest fields: lists may repeat a field or separate by commas."""
+    out: dict[str, Any] = {}
+    for key, values in fields.items():
+        if key in FORM_LISTS:
+            out[key] = split_commas(values)
+        elif len(values) > 1:
+            raise BadRequestError(f"the form field {key!r} is given {len(values)} times")
+        elif values[0] != "":
+            out[key] = values[0]
+    return out
+
+
+def _validated(parse: Any) -> SearchRequest:
+    try:
+        params: SearchRequest = parse()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    return params
+
+
+def hit_out(request: Request, hit: RankedScene) -> Hit:
+    scene = hit.scene
+    image_url, thumbnail_url = scene_urls(request, scene.id)
+    return Hit(
+        id=scene.id,
+        image=scene.name,
+        score=hit.score,
+        labels=[label.name for label in scene.labels],
+        scene=scene.folder,
+        image_url=image_url,
+        thumbnail_url=thumbnail_url,
+    )

@@ -1,0 +1,120 @@
+"""Search as a use case: a query vector or an archive scene in, ranked scenes with their SQL
+metadata out. The HTTP route, `grn search` and the tests call `search_scenes`.
+
+Filters: the store evaluates the conditions it can (`ServedIndex.native_filters`); a filter
+that uses any other condition is resolved in SQL into an id allow-list first, so a filtered
+search returns k hits whenever k scenes match. Searching by an archive scene leaves the
+scene itself out unless `include_query`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from index.filters import SceneFilter
+from index.stores import ServedIndex
+from service.catalog import Catalog
+from service.db import Scene
+from service.runtime import Snapshot
+
+log = logging.getLogger("grn.search")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    k: int = 10
+    where: SceneFilter = field(default_factory=SceneFilter)
+    min_score: float | None = None
+    """Hits scoring lower are dropped."""
+    include_query: bool = False
+    """Searching by an archive scene: keep the scene itself among the hits."""
+    offset: int = 0
+    limit: int | None = None
+    """Hits per page (None: all k)."""
+
+
+@dataclass(frozen=True)
+class RankedScene:
+    scene: Scene
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of the ranked hits, with what was searched: the query's scene (if any), and
+    the model and index version that answered."""
+
+    query_id: int | None
+    model_version: str
+    index_version: str
+    hits: list[RankedScene]
+    total: int
+    """Hits over all pages (at most k)."""
+    offset: int
+    limit: int
+    next_offset: int | None
+
+
+def search_scenes(
+    snapshot: Snapshot,
+    catalog: Catalog,
+    query: SearchQuery,
+    *,
+    vector: np.ndarray | None = None,
+    scene_id: int | None = None,
+) -> SearchPage:
+    """The page `query` asks for of the archive scenes most similar to `vector` (a unit
+    embedding of the snapshot's model) or to the archive scene `scene_id`, best first."""
+    if (vector is None) == (scene_id is None):
+        raise ValueError("search by a vector or by a scene id, not both or neither")
+    index = snapshot.searcher
+    where = query.where
+    if scene_id is not None:
+        vector = index.vectors([scene_id])[0]
+        if not query.include_query:
+            where = where.excluding(scene_id)
+    assert vector is not None
+    ranked = rank(index, catalog, vector, query.k, where, query.min_score)
+    limit = query.limit or query.k
+    page = ranked[query.offset : query.offset + limit]
+    end = query.offset + len(page)
+    return SearchPage(
+        query_id=scene_id,
+        model_version=snapshot.model_version,
+        index_version=snapshot.index_version,
+        hits=page,
+        total=len(ranked),
+        offset=query.offset,
+        limit=limit,
+        next_offset=end if end < len(ranked) else None,
+    )
+
+
+def rank(
+    index: ServedIndex,
+    catalog: Catalog,
+    vector: np.ndarray,
+    k: int,
+    where: SceneFilter,
+    min_score: float | None = None,
+) -> list[RankedScene]:
+    """The top k scenes for a query vector, filters applied, SQL metadata joined."""
+    if where.conditions() - index.native_filters:
+        # SQL resolves the filter (and refuses unknown labels)
+        where = SceneFilter(allow_ids=catalog.allowed_ids(where))
+    elif where.label_names:
+        catalog.check_labels(where.label_names)  # the same 400 as SQL would give
+    result = index.search(vector[None], k, where)
+    ranked = [
+        (int(i), float(s))
+        for i, s in zip(result.ids[0], result.scores[0], strict=True)
+        if i >= 0 and (min_score is None or s >= min_score)
+    ]
+    scenes = catalog.scenes([i for i, _ in ranked])
+    missing = [i for i, _ in ranked if i not in scenes]
+    if missing:
+        log.warning("index %s holds %d ids unknown to SQL", index.version, len(missing))
+    return [RankedScene(scenes[i], s) for i, s in ranked if i in scenes]

@@ -1,0 +1,141 @@
+"""The vector-store seam: the factory opens the store the settings name, and FAISS and Milvus
+answer the same interface (current version, ids, open, search with native filters, the
+reindex command to suggest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from index.filters import SceneFilter, SceneMeta
+from index.results import IndexSearchError
+from index.store import IndexStore
+from index.stores import STORES, StoreBusyError, UnknownStoreError, open_store
+from index.stores.faiss import FaissVersions, Searcher
+from index.synthetic import clustered_unit_vectors
+from index.vectors import build_index
+
+N, DIM = 1500, 16
+
+
+def settings(tmp_path: Path, **overrides: object) -> SimpleNamespace:
+    values: dict[str, object] = {
+        "vector_store": "faiss", "index_root": tmp_path / "index", "nprobe": 8,
+        "ef_search": 64, "rerank_factor": 10, "faiss_gpu": False, "milvus_uri": "",
+        "milvus_collection": "scenes", "milvus_token": SecretStr(""),
+    }  # fmt: skip
+    return SimpleNamespace(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    vectors = clustered_unit_vectors(N, DIM, centres=20, spread=0.2, seed=3)
+    ids = np.random.default_rng(3).choice(2**62, size=N, replace=False).astype(np.int64)
+    return ids, vectors
+
+
+def test_the_factory_opens_the_named_store(tmp_path: Path) -> None:
+    assert set(STORES) == {"faiss", "milvus"}
+    store = open_store(settings(tmp_path))
+    assert isinstance(store, FaissVersions) and store.kind == "faiss"
+    with pytest.raises(UnknownStoreError, match="the stores are: faiss, milvus"):
+        open_store(settings(tmp_path, vector_store="qdrant"))
+    from service.settings import Settings
+
+    with pytest.raises(ValueError, match="unknown vector store 'qdrant'"):
+        Settings(vector_store="qdrant")
+
+
+def test_faiss_versions(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    ids, vectors = data
+    store = open_store(settings(tmp_path))
+    assert store.current() is None
+    assert str(tmp_path / "index") in store.describe_empty()
+    assert store.command("full") == "grn reindex"
+    store.check_writable()  # a reindex in another process writes beside the served version
+    versions = IndexStore(tmp_path / "index")
+    built = versions.write_version(build_index("Flat", ids, vectors), model_version="m1",
+                                   factory="Flat")  # fmt: skip
+    versions.activate(built.version)
+    current = store.current()
+    assert current is not None and current.version == built.version
+    assert current.model_version == "m1" and f"{N} scenes" in current.description
+    np.testing.assert_array_equal(store.ids(built.version), np.sort(ids))
+    served = store.open(built.version, "m1")
+    assert isinstance(served, Searcher) and served.count == N
+    assert served.native_filters == {"exclude_ids", "allow_ids"}
+
+
+def test_faiss_search_takes_every_k_and_any_exclusion(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    ids, vectors = data
+    versions = IndexStore(tmp_path)
+    versions.activate(
+        versions.write_version(build_index("Flat", ids, vectors), model_version="m", factory="Flat")
+        .version
+    )  # fmt: skip
+    served = Searcher(versions.load())
+    query = vectors[:1]
+    excluded = ids[:1001].tolist()  # the API's most: 1000 ids plus the query's own
+    found = served.search(query, 1000, SceneFilter(exclude_ids=excluded))
+    assert (found.ids >= 0).sum() == N - 1001 == 499  # all that is left, then padding
+    assert not set(found.ids[0].tolist()) & set(excluded)
+    full = served.search(query, 1000, SceneFilter(exclude_ids=[int(ids[0])]))
+    assert (full.ids >= 0).all() and int(ids[0]) not in full.ids[0]
+    unfiltered = served.search(query, 1)  # the query itself
+    assert unfiltered.ids[0, 0] == ids[0]
+    allowed = served.search(query, 5, SceneFilter(allow_ids=ids[:10], exclude_ids=ids[:8]))
+    assert set(allowed.ids[0][:2].tolist()) == set(ids[8:10].tolist())
+    assert (allowed.ids[0][2:] == -1).all()
+    for k in (0, 1001):
+        with pytest.raises(IndexSearchError, match="between 1 and 1000"):
+            served.search(query, k)
+    with pytest.raises(ValueError, match="labels_all"):
+        served.search(query, 5, SceneFilter(labels_all=["water"]))
+
+
+def test_milvus_versions(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
+    pytest.importorskip("pymilvus")
+    from index.stores.milvus import MilvusCollection, MilvusVersions, switch_alias
+
+    ids, vectors = data
+    uri = str(tmp_path / "milvus.db")
+    store = open_store(settings(tmp_path, vector_store="milvus", milvus_uri=uri))
+    assert isinstance(store, MilvusVersions)
+    try:
+        assert store.current() is None
+        assert store.describe_empty() == f"Milvus at {uri} has no collection scenes"
+        assert store.command("incremental") == f"grn reindex --milvus {uri} --incremental"
+        with pytest.raises(StoreBusyError, match="Milvus Lite") as busy:
+            store.check_writable()
+        assert busy.value.code == "milvus_lite_busy"
+
+        filled = MilvusCollection(uri, "scenes_v1", DIM, "m1", client=store.client())
+        metas = [SceneMeta(labels=("water",) if i % 3 == 0 else (), folder=f"f{i % 5}")
+                 for i in range(N)]  # fmt: skip
+        filled.add(ids, vectors, metas)
+        switch_alias(store.client(), "scenes", "scenes_v1")
+        current = store.current()
+        assert current is not None and current.version == "scenes_v1"
+        assert current.model_version == "m1" and f"{N} scenes" in current.description
+        np.testing.assert_array_equal(store.ids("scenes_v1"), np.sort(ids))
+        served = store.open("scenes_v1", "m1")
+        assert served.count == N and "labels_all" in served.native_filters
+        found = served.search(vectors[:1], 50, SceneFilter(labels_all=["water"], folder="f0"))
+        kept = {int(i) for n, i in enumerate(ids) if n % 3 == 0 and n % 5 == 0}
+        assert len(kept) == 100 and (found.ids[0] >= 0).all()
+        assert set(found.ids[0].tolist()) <= kept  # the best 50 of the 100 that pass
+        np.testing.assert_allclose(served.vectors(ids[:3]), vectors[:3], atol=1e-6)
+    finally:
+        store.close()
+    assert (
+        open_store(
+            settings(tmp_path, vector_store="milvus", milvus_uri="http://127.0.0.1:9")
+        ).check_writable()
+        is None
+    )  # a server takes writes from other processes

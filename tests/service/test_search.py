@@ -1,0 +1,172 @@
+"""Search over the whole UCM archive (2100 real scenes): every k the API allows works, by
+scene id and by upload, with and without filters, through a real server; `grn search` and
+the HTTP route answer the same, as both call `service.search.search_scenes`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from servers import REPO, LiveServer, Served, prepared_database, server_env
+
+from index.job import ReindexSettings, reindex
+from model.archive import Archive, load_archive, scene_id
+
+SCENES = 2100
+
+
+@pytest.fixture(scope="module")
+def archive(ucm_root: Path) -> Archive:
+    return load_archive(ucm_root)
+
+
+@pytest.fixture(scope="module")
+def whole(
+    served: Served, ucm_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LiveServer, dict[str, str]]]:
+    """A server over every UCM scene: the tiny model's index of all 2100, SQL holding all."""
+    workdir = tmp_path_factory.mktemp("whole-archive")
+    index_root = workdir / "index"
+    reindex(
+        served.model, ucm_root, index_root, settings=ReindexSettings(factory="Flat"),
+        device="cpu", progress=False,
+    )  # fmt: skip
+    url = f"sqlite:///{workdir / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_root / "labels.csv")
+    env = server_env(Served(served.model, index_root), url, workdir)
+    with LiveServer(env, workdir / "server.log") as server:
+        yield server, env
+
+
+def search(server: LiveServer, **request: Any) -> dict[str, Any]:
+    with server.client() as client:
+        response = client.post("/search", json=request)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def upload(server: LiveServer, path: Path, **fields: str) -> dict[str, Any]:
+    with server.client() as client:
+        response = client.post(
+            "/search", files={"file": (path.name, path.read_bytes())}, data=fields
+        )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def ranked(body: dict[str, Any]) -> list[int]:
+    ids = [hit["id"] for hit in body["hits"]]
+    scores = [hit["score"] for hit in body["hits"]]
+    assert len(set(ids)) == len(ids)
+    assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores))
+    return ids
+
+
+def test_every_k_by_scene_id(whole: tuple[LiveServer, dict[str, str]], archive: Archive) -> None:
+    server, _ = whole
+    with server.client() as client:
+        assert client.get("/readyz").json()["index_count"] == SCENES
+    query = scene_id(archive.scenes[0].name)
+    for k in (1, 2, 10, 999, 1000):
+        ids = ranked(search(server, scene_id=query, k=k))
+        assert len(ids) == k and query not in ids, k  # the query itself is left out
+    with_query = ranked(search(server, scene_id=query, k=1000, include_query=True))
+    assert len(with_query) == 1000 and with_query[0] == query
+    # at most 1000 excluded ids on top of the query's own: 1000 of the other 1099 scenes
+    excluded = [scene_id(s.name) for s in archive.scenes[1:1001]]
+    ids = ranked(search(server, scene_id=query, k=1000, exclude_ids=excluded))
+    assert len(ids) == 1000
+    assert not set(ids) & {query, *excluded}
+    # pages of the 1000 hits give them all, in order
+    pages = [
+        search(server, scene_id=query, k=1000, offset=o, limit=300) for o in (0, 300, 600, 900)
+    ]
+    assert [h["id"] for p in pages for h in p["hits"]] == ranked(
+        search(server, scene_id=query, k=1000)
+    )
+    assert pages[-1]["next_offset"] is None and pages[0]["next_offset"] == 300
+
+
+def test_every_k_with_filters(whole: tuple[LiveServer, dict[str, str]], archive: Archive) -> None:
+    server, _ = whole
+    query = scene_id(archive.scenes[0].name)
+    trees = archive.label_names.index("trees")
+    with_trees = {
+        scene_id(s.name) for s in archive.scenes if s.labels[trees] and scene_id(s.name) != query
+    }
+    assert len(with_trees) > 1000 > 10  # k = 1000 is a full answer here
+    for k in (1, 1000):
+        ids = ranked(search(server, scene_id=query, k=k, labels_all=["trees"]))
+        assert len(ids) == k and set(ids) <= with_trees
+    folder = archive.scenes[0].folder
+    ids = ranked(search(server, scene_id=query, k=1000, scene=folder))
+    assert len(ids) == 99 and query not in ids  # the other 99 scenes of its folder
+
+
+def test_every_k_by_upload(whole: tuple[LiveServer, dict[str, str]], archive: Archive) -> None:
+    server, _ = whole
+    image = archive.scenes[5].path
+    for k in ("1", "1000"):
+        ids = ranked(upload(server, image, k=k))
+        assert len(ids) == int(k)
+    best = upload(server, image, k="5")["hits"]  # the scene itself, or an exact twin of it
+    assert scene_id(archive.scenes[5].name) in [
+        h["id"] for h in best if h["score"] >= best[0]["score"] - 1e-5
+    ]
+    filtered = ranked(upload(server, image, k="1000", labels_any="ship,tanks"))
+    ship, tanks = archive.label_names.index("ship"), archive.label_names.index("tanks")
+    either = {scene_id(s.name) for s in archive.scenes if s.labels[ship] or s.labels[tanks]}
+    assert len(filtered) == len(either) and set(filtered) == either
+
+
+def test_k_over_the_limit_is_refused(whole: tuple[LiveServer, dict[str, str]]) -> None:
+    server, _ = whole
+    with server.client() as client:
+        response = client.post("/search", json={"scene_id": 1, "k": 1001})
+    assert response.status_code == 422 and response.json()["error"] == "invalid_request"
+
+
+def test_the_cli_answers_what_the_api_answers(
+    whole: tuple[LiveServer, dict[str, str]], archive: Archive
+) -> None:
+    server, env = whole
+    query = scene_id(archive.scenes[42].name)
+    expected = search(server, scene_id=query, k=1000, labels_any=["water"])
+    done = subprocess.run(
+        [sys.executable, "-m", "service.cli", "search", "--scene", str(query), "--k", "1000",
+         "--labels-any", "water", "--json"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert [h["id"] for h in got["hits"]] == [h["id"] for h in expected["hits"]]
+    np.testing.assert_allclose(
+        [h["score"] for h in got["hits"]], [h["score"] for h in expected["hits"]], atol=1e-5
+    )
+    assert got["index_version"] == expected["index_version"]
+    # by image file, as a person types it
+    image = archive.scenes[42].path
+    by_file = subprocess.run(
+        [sys.executable, "-m", "service.cli", "search", str(image), "--k", "3"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert by_file.returncode == 0, by_file.stderr
+    rows = [line.split() for line in by_file.stdout.splitlines()]
+    assert len(rows) == 3 and [row[0] for row in rows] == ["1", "2", "3"]
+    # the scene itself (or an exact twin of it) comes first
+    assert str(query) in [row[2] for row in rows if float(row[1]) >= float(rows[0][1]) - 1e-4]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "service.cli", "search", "--scene", "12345"],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "12345" in unknown.stderr
