@@ -14,14 +14,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from model.backbones import backbone_spec, create_backbone
-from model.network import GRNHead, GRNNet
+if TYPE_CHECKING:  # torch is imported where weights are touched: reading a card needs none
+    import torch
+
+    from model.network import GRNNet
 
 CARD_KEY = "grn_model_card"
 CARD_FORMAT = 1
@@ -66,6 +66,9 @@ class ModelCard:
 
 def build_network(card: ModelCard, pretrained: bool = False) -> GRNNet:
     """The network a card describes (random weights unless `pretrained`)."""
+    from model.backbones import backbone_spec, create_backbone
+    from model.network import GRNHead, GRNNet
+
     backbone, _ = create_backbone(card.backbone, pretrained=pretrained)
     head = GRNHead(
         backbone_spec(card.backbone).num_features,
@@ -78,6 +81,8 @@ def build_network(card: ModelCard, pretrained: bool = False) -> GRNNet:
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
     """A content hash of a state dict: the same weights give the same version id."""
+    import torch
+
     digest = hashlib.sha256()
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
@@ -105,6 +110,8 @@ def save_model(path: str | Path, net: GRNNet, card: ModelCard) -> ModelCard:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
+    from safetensors.torch import save_file
+
     save_file(state, str(tmp), metadata={CARD_KEY: card.to_json()})
     os.replace(tmp, path)
     return card
@@ -113,7 +120,7 @@ def save_model(path: str | Path, net: GRNNet, card: ModelCard) -> ModelCard:
 def read_card(path: str | Path) -> ModelCard:
     path = resolve_model_path(path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
     except Exception as exc:  # safetensors raises its own error types for broken files
         raise ModelFileError(f"{path}: not a safetensors model file ({exc})") from exc

@@ -123,8 +123,15 @@ def decode_image(
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             oriented = ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InvalidImageError(f"{source}: cannot decode image ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidImageError(
+            f"{source}: cannot decode it: not a JPEG, PNG, TIFF or other image format this "
+            "service reads"
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImageError(
+            f"{source}: cannot decode it: the image data is damaged or truncated ({exc})"
+        ) from exc
     except Image.DecompressionBombError as exc:
         raise InvalidImageError(f"{source}: too many pixels ({exc})") from exc
     mode = oriented.mode

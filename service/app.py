@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        docs_url=None,  # served by service.routes.operations from local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics = Metrics()
@@ -85,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(archive.router)  # /scenes..., /labels
     app.include_router(admin.router)  # /admin/...
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=operations.DOCS_ASSETS), name="docs-assets")
     return app
 
 

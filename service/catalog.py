@@ -78,14 +78,41 @@ class Catalog:
             raise SceneNotFoundError(f"no scene with id {scene_id}")
         return found
 
-    def page(self, f: SceneFilter, offset: int, limit: int) -> tuple[list[Scene], int]:
+    def page(
+        self,
+        f: SceneFilter,
+        offset: int,
+        limit: int,
+        *,
+        name: str | None = None,
+        order: str = "id",
+    ) -> tuple[list[Scene], int]:
+        """A page of the scenes that pass `f` (and whose image name contains `name`), by id
+        or by name, with the total."""
+
+        def query(what: Select[Any]) -> Select[Any]:
+            chosen = _filtered(session, what, f)
+            if name:
+                chosen = chosen.where(Scene.name.contains(name, autoescape=True))
+            return chosen
+
         with Session(self.engine, expire_on_commit=False) as session:
-            ids = _filtered(session, select(Scene.id), f).subquery()
-            total = session.scalar(select(func.count()).select_from(ids)) or 0
+            total = session.scalar(
+                select(func.count()).select_from(query(select(Scene.id)).subquery())
+            )
+            ordering = Scene.name if order == "name" else Scene.id
             rows = session.scalars(
-                _filtered(session, select(Scene), f).order_by(Scene.id).offset(offset).limit(limit)
+                query(select(Scene)).order_by(ordering).offset(offset).limit(limit)
             ).all()
-            return list(rows), total
+            return list(rows), total or 0
+
+    def folder_counts(self) -> list[tuple[str, int]]:
+        """Scene folders and how many scenes each holds, by name."""
+        with Session(self.engine) as session:
+            counts = (
+                select(Scene.folder, func.count()).group_by(Scene.folder).order_by(Scene.folder)
+            )
+            return [(folder, int(count)) for folder, count in session.execute(counts).tuples()]
 
     def label_counts(self) -> list[tuple[str, int]]:
         with Session(self.engine) as session:

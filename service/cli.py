@@ -11,27 +11,40 @@ from typing import Annotated, Any
 
 import typer
 
-from index.stores.base import (
-    IndexModelMismatchError,
-    IndexNotReadyError,
-    VectorStoreUnavailableError,
-)
-from model.archive import ArchiveError
-from model.backbones import BACKBONES, MissingWeightsError
-from model.card import ModelFileError
-from model.imageio import InvalidImageError
-from model.losses import LOSSES
+from model.choices import BACKBONE_NAMES, LOSS_NAMES
 
 app = typer.Typer(
     help="GRN scene retrieval: import, train, index and serve remote-sensing archives.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: Rich printed every flag as `--quiet <bool>`
 )
-db_app = typer.Typer(help="The SQL schema: upgrade, downgrade, current.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The SQL schema: upgrade, downgrade, current.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(db_app, name="db")
 
-USER_ERRORS = (ArchiveError, ModelFileError, InvalidImageError, MissingWeightsError, ValueError)
-STORE_ERRORS = (IndexNotReadyError, IndexModelMismatchError, VectorStoreUnavailableError)
+
+def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """What a command reports as one line (exit 2) instead of a traceback. Imported when an
+    exception is being matched, so that starting the CLI loads neither torch nor FAISS."""
+    from index.stores.base import (
+        IndexModelMismatchError,
+        IndexNotReadyError,
+        VectorStoreUnavailableError,
+    )
+    from model.archive import ArchiveError
+    from model.backbones import MissingWeightsError
+    from model.card import ModelFileError
+    from model.imageio import InvalidImageError
+
+    return (
+        ArchiveError, ModelFileError, InvalidImageError, MissingWeightsError, ValueError,
+        IndexNotReadyError, IndexModelMismatchError, VectorStoreUnavailableError, *more,
+    )  # fmt: skip
+
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder holding labels.csv.")]
 LabelsOpt = Annotated[
@@ -74,10 +87,10 @@ def train(
         str, typer.Option(help="head: frozen backbone (CPU-friendly); full: fine-tune.")
     ] = "head",
     backbone: Annotated[
-        str, typer.Option(help=f"One of: {', '.join(BACKBONES)}.")
+        str, typer.Option(help=f"One of: {', '.join(BACKBONE_NAMES)}.")
     ] = "efficientnet_lite0",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights.")] = True,
-    loss: Annotated[str, typer.Option(help=f"One of: {', '.join(LOSSES)}.")] = "sndl_bce",
+    loss: Annotated[str, typer.Option(help=f"One of: {', '.join(LOSS_NAMES)}.")] = "sndl_bce",
     epochs: Annotated[int | None, typer.Option(help="Default: 130 (full), 60 (head).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Default: 256.")] = None,
     optimizer: Annotated[
@@ -174,7 +187,7 @@ def train(
             progress=not quiet,
         )
         result = fit(config, resume=not restart)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         _fail(exc)
         return
     best = result.best_val.get("val_knn_sample_f1", float("nan"))
@@ -216,7 +229,7 @@ def evaluate(
             skip_broken=skip_broken,
             progress=not quiet,
         )
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         _fail(exc)
         return
     typer.echo((out / "report.md").read_text())
@@ -255,7 +268,7 @@ def embed(
                 batch_size=batch_size or 8,
                 device="cuda" if device in ("auto", "cuda") and _has_cuda() else device,
             )
-        except USER_ERRORS as exc:
+        except user_errors() as exc:
             _fail(exc)
             return
         typer.echo(
@@ -278,7 +291,7 @@ def embed(
             skip_broken=skip_broken,
             progress=not quiet,
         )
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         _fail(exc)
         return
     if broken:
@@ -368,7 +381,7 @@ def reindex(
             typer.echo(f"the index in {store.location} is current for this model and archive")
             return
         report = store.reindex(model, archive, options)
-    except (*USER_ERRORS, *STORE_ERRORS) as exc:
+    except user_errors() as exc:
         _fail(exc)
         return
     except OSError as exc:  # disk full, size limit, permissions: nothing was put in service
@@ -507,15 +520,13 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Model, index and schema versions, counts, and what is stale."""
-    from service.status import collect_status
+    from service.status import collect_status, describe
 
     report = collect_status(_engine(database_url))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        for key, value in report.items():
-            if key == "stale":
-                continue
+        for key, value in describe(report):
             typer.echo(f"{key:>16}: {value}")
         for problem in report["stale"]:
             typer.echo(f"           stale: {problem}")
@@ -561,7 +572,7 @@ def reconcile(
                 f"(added {report.added}, removed {report.removed})"
             )
         after = find_drift(engine, model_path, store)
-    except (*USER_ERRORS, *STORE_ERRORS, ReconcileError) as exc:
+    except user_errors(ReconcileError) as exc:
         _fail(exc)
         return
     finally:
@@ -570,6 +581,16 @@ def reconcile(
         for line in after.describe():
             typer.echo(f"still: {line}", err=True)
         raise typer.Exit(code=1)
+
+
+FormatOpt = Annotated[str, typer.Option("--format", help="table, json or csv.")]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="Ask the service at this URL (e.g. http://127.0.0.1:8000) instead of "
+        "loading the model and index here; GRN_API_KEY is sent when set."
+    ),
+]  # fmt: skip
 
 
 @app.command()
@@ -592,11 +613,39 @@ def search(
     include_query: Annotated[
         bool, typer.Option("--include-query", help="With --scene: keep the scene itself.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    output: FormatOpt = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    url: UrlOpt = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """The archive scenes most similar to an image or an archive scene, from the model,
-    vector store and SQL of the GRN_ settings (what POST /search answers)."""
+    """The archive scenes most similar to an image or an archive scene (what POST /search
+    answers): from the model, vector store and SQL of the GRN_ settings, or from a running
+    service with --url."""
+    if (image is None) == (scene is None):
+        _fail(ValueError("give an image file or --scene ID, not both or neither"))
+    output = "json" if as_json else output
+    _check_format(output)
+    request: dict[str, Any] = {"k": k, "include_query": include_query}
+    for key, value in (("labels_all", _split_commas(labels_all)),
+                       ("labels_any", _split_commas(labels_any)), ("scene", folder),
+                       ("min_score", min_score)):  # fmt: skip
+        if value:
+            request[key] = value
+    try:
+        if url is not None:
+            body = _remote_search(url, image, scene, request)
+        else:
+            body = _local_search(image, scene, request, database_url)
+    except user_errors(LookupError, OSError) as exc:
+        _fail(exc)
+        return
+    _print_hits(body, output)
+
+
+def _local_search(
+    image: Path | None, scene: int | None, request: dict[str, Any], database_url: str | None
+) -> dict[str, Any]:
+    """POST /search's answer, computed here by `service.search.search_scenes`."""
     from index.filters import SceneFilter
     from model.imageio import read_image
     from model.inference import predict
@@ -605,22 +654,18 @@ def search(
     from service.search import SearchQuery, search_scenes
     from service.settings import get_settings
 
-    if (image is None) == (scene is None):
-        _fail(ValueError("give an image file or --scene ID, not both or neither"))
-    settings = get_settings()
-    runtime = Runtime(settings)
+    runtime = Runtime(get_settings())
     try:
         if not runtime.refresh():
-            _fail(RuntimeError(f"nothing to search: {runtime.problem}"))
+            raise RuntimeError(f"nothing to search: {runtime.problem}")
         snapshot = runtime.current()
+        where = SceneFilter(
+            labels_all=request.get("labels_all", ()), labels_any=request.get("labels_any", ()),
+            folder=request.get("scene"),
+        )  # fmt: skip
         query = SearchQuery(
-            k=k,
-            where=SceneFilter(
-                labels_all=_split_commas(labels_all), labels_any=_split_commas(labels_any),
-                folder=folder,
-            ),
-            min_score=min_score,
-            include_query=include_query,
+            k=request["k"], where=where, min_score=request.get("min_score"),
+            include_query=request["include_query"],
         )  # fmt: skip
         vector = None
         if image is not None:
@@ -629,42 +674,160 @@ def search(
         page = search_scenes(
             snapshot, Catalog(_engine(database_url)), query, vector=vector, scene_id=scene
         )
-    except (*USER_ERRORS, *STORE_ERRORS, LookupError) as exc:
-        _fail(exc)
-        return
     finally:
         runtime.store.close()
-    hits: list[dict[str, Any]] = [
-        {
-            "rank": rank,
-            "score": round(hit.score, 6),
-            "id": hit.scene.id,
-            "image": hit.scene.name,
-            "folder": hit.scene.folder,
-            "labels": [label.name for label in hit.scene.labels],
-        }
-        for rank, hit in enumerate(page.hits, start=1)
-    ]
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "hits": hits,
-                    "query_id": page.query_id,
-                    "model_version": page.model_version,
-                    "index_version": page.index_version,
-                },
-                indent=2,
-            )
+    hits = [
+        {"id": str(hit.scene.id), "image": hit.scene.name, "scene": hit.scene.folder,
+         "score": round(hit.score, 6), "labels": [label.name for label in hit.scene.labels]}
+        for hit in page.hits
+    ]  # fmt: skip
+    return {
+        "hits": hits,
+        "total": page.total,
+        "query_id": None if page.query_id is None else str(page.query_id),
+        "model_version": page.model_version,
+        "index_version": page.index_version,
+    }
+
+
+def _client(url: str) -> Any:
+    import httpx
+
+    from service.settings import get_settings
+
+    key = get_settings().api_key.get_secret_value()
+    return httpx.Client(
+        base_url=url.rstrip("/"), timeout=120, headers={"X-API-Key": key} if key else {}
+    )
+
+
+def _answer(response: Any) -> dict[str, Any]:
+    """A service's JSON answer, or its error message as a one-line failure."""
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 400:
+        raise ValueError(
+            f"the service answered {response.status_code}: {body.get('message', response.text)}"
         )
+    return body
+
+
+def _remote_search(
+    url: str, image: Path | None, scene: int | None, request: dict[str, Any]
+) -> dict[str, Any]:
+    import httpx
+
+    try:
+        with _client(url) as client:
+            if image is not None:
+                form = {
+                    key: ",".join(value) if isinstance(value, list) else str(value)
+                    for key, value in request.items()
+                    if key != "include_query"
+                }
+                response = client.post(
+                    "/search", files={"file": (image.name, image.read_bytes())}, data=form
+                )
+            else:
+                response = client.post("/search", json={"scene_id": str(scene), **request})
+    except httpx.HTTPError as exc:
+        raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
+    return _answer(response)
+
+
+def _check_format(output: str) -> None:
+    if output not in ("table", "json", "csv"):
+        _fail(ValueError(f"--format must be table, json or csv, not {output!r}"))
+
+
+def _print_hits(body: dict[str, Any], output: str) -> None:
+    hits = body["hits"]
+    if output == "json":
+        typer.echo(json.dumps(body, indent=2))
         return
-    for hit in hits:
+    if output == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["rank", "id", "image", "scene", "score", "labels"])
+        for rank, hit in enumerate(hits, start=1):
+            writer.writerow([rank, hit["id"], hit["image"], hit["scene"], f"{hit['score']:.6f}",
+                             ";".join(hit["labels"])])  # fmt: skip
+        return
+    for rank, hit in enumerate(hits, start=1):
         typer.echo(
-            f"{hit['rank']:>4}  {hit['score']:.4f}  {hit['id']:>19}  {hit['image']:<24} "
+            f"{rank:>4}  {hit['score']:.4f}  {hit['id']:>19}  {hit['image']:<24} "
             f"{','.join(hit['labels'])}"
         )
     if not hits:
         typer.echo("no scene matches", err=True)
+
+
+@app.command()
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", metavar="IMAGE...")],
+    output: FormatOpt = "table",
+    url: UrlOpt = None,
+) -> None:
+    """The labels of image files (what POST /classify answers): every label's probability
+    and the labels at or above their thresholds, from the model of GRN_MODEL_PATH or from a
+    running service with --url."""
+    _check_format(output)
+    try:
+        results = _remote_classify(url, images) if url else _local_classify(images)
+    except user_errors(OSError) as exc:
+        _fail(exc)
+        return
+    if output == "json":
+        typer.echo(json.dumps(results, indent=2))
+    elif output == "csv":
+        import csv
+
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        names = [score["label"] for score in results[0]["labels"]] if results else []
+        writer.writerow(["file", "predicted", *names])
+        for result in results:
+            by_label = {s["label"]: s["probability"] for s in result["labels"]}
+            writer.writerow([result["filename"], ";".join(result["predicted"]),
+                             *(f"{by_label[n]:.6f}" for n in names)])  # fmt: skip
+    else:
+        for result in results:
+            typer.echo(f"{result['filename']}: {', '.join(result['predicted']) or '(none)'}")
+
+
+def _local_classify(images: list[Path]) -> list[dict[str, Any]]:
+    from model.card import load_model
+    from model.imageio import read_image
+    from model.inference import predict, resolve_device
+    from service.settings import get_settings
+
+    device = resolve_device(get_settings().device)
+    net, card = load_model(get_settings().model_path, device)
+    out = predict(net, card, [read_image(path) for path in images], device)
+    results = []
+    for path, probabilities in zip(images, out.probabilities, strict=True):
+        scores = [
+            {"label": name, "probability": round(float(p), 6), "present": bool(p >= t)}
+            for name, p, t in zip(card.label_names, probabilities, card.thresholds, strict=True)
+        ]
+        predicted = [score["label"] for score in scores if score["present"]]
+        results.append({"filename": path.name, "labels": scores, "predicted": predicted})
+    return results
+
+
+def _remote_classify(url: str, images: list[Path]) -> list[dict[str, Any]]:
+    import httpx
+
+    try:
+        with _client(url) as client:
+            files = [("file", (path.name, path.read_bytes())) for path in images]
+            body = _answer(client.post("/classify", files=files))
+    except httpx.HTTPError as exc:
+        raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
+    results: list[dict[str, Any]] = body["results"]
+    return results
 
 
 def _split_commas(values: list[str] | None) -> list[str]:

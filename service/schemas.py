@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 MAX_SCENE_ID = 2**63 - 1
+ID_PATTERN = "^[0-9]{1,19}$"
+ID_DESCRIPTION = (
+    "A scene id: a 63-bit integer, sent as a string of digits because JavaScript reads JSON "
+    "numbers as doubles and loses digits past 2^53."
+)
+
+SceneId = Annotated[
+    int,
+    PlainSerializer(str, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"type": "string", "pattern": ID_PATTERN, "description": ID_DESCRIPTION,
+         "examples": ["6198235272819611846"]}
+    ),
+]  # fmt: skip
+"""A scene id in a response: a string of digits in JSON."""
+
+SceneIdIn = Annotated[
+    int,
+    Field(ge=0, le=MAX_SCENE_ID),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_SCENE_ID},
+                {"type": "string", "pattern": ID_PATTERN},
+            ],
+            "description": ID_DESCRIPTION + " An integer is accepted too.",
+        }
+    ),
+]
+"""A scene id in a request: a string of digits (as responses give them) or an integer."""
 
 
 class LabelScore(BaseModel):
@@ -37,7 +69,7 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    scene_id: int = Field(ge=0, le=MAX_SCENE_ID)
+    scene_id: SceneIdIn
     k: int = Field(default=10, ge=1, le=1000)
     labels_all: list[str] = Field(default_factory=list, max_length=1000)
     """Every one of these labels must be present."""
@@ -45,17 +77,22 @@ class SearchRequest(BaseModel):
     """At least one of these labels must be present."""
     scene: str | None = Field(default=None, max_length=200)
     """Only scenes of this scene folder."""
-    exclude_ids: list[int] = Field(default_factory=list, max_length=1000)
+    exclude_ids: list[SceneIdIn] = Field(default_factory=list, max_length=1000)
     include_query: bool = False
     """Searching by scene id: also return the query scene itself (default: left out)."""
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     offset: int = Field(default=0, ge=0, le=1000)
     limit: int | None = Field(default=None, ge=1, le=1000)
     """Hits per page (default: all k)."""
+    format: Literal["json", "csv"] = "json"
+    """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url)."""
+    classify: bool = False
+    """Also answer the query's labels (the classifier on the uploaded image, or on the
+    archive scene's image): one request for what a person sees."""
 
 
 class SceneOut(BaseModel):
-    id: int
+    id: SceneId
     image: str
     """The image file's stem."""
     scene: str
@@ -68,7 +105,7 @@ class SceneOut(BaseModel):
 
 
 class Hit(BaseModel):
-    id: int
+    id: SceneId
     image: str
     score: float
     labels: list[str]
@@ -85,11 +122,15 @@ class SearchResponse(BaseModel):
     limit: int
     next_offset: int | None
     """Offset of the next page, None on the last."""
-    query_id: int | None
+    query_id: SceneId | None
     """The archive scene searched by, if any."""
     model_version: str
     index_version: str
     elapsed_ms: float
+    labels: list[LabelScore] | None = None
+    """With `classify`: the query's labels, as /classify answers them."""
+    predicted: list[str] | None = None
+    """With `classify`: the labels at or above their thresholds."""
 
 
 class ScenePage(BaseModel):
@@ -107,6 +148,10 @@ class LabelCount(BaseModel):
 
 class LabelsResponse(BaseModel):
     labels: list[LabelCount]
+
+
+class FoldersResponse(BaseModel):
+    folders: list[LabelCount]
 
 
 class Health(BaseModel):

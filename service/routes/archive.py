@@ -3,6 +3,7 @@ the labels with their counts."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -19,8 +20,8 @@ from service.deps import (
     scene_urls,
     split_commas,
 )
-from service.schemas import LabelCount, LabelsResponse, SceneOut, ScenePage
-from service.thumbnails import cache_headers, not_modified, thumbnail
+from service.schemas import FoldersResponse, LabelCount, LabelsResponse, SceneOut, ScenePage
+from service.thumbnails import cache_headers, not_modified, rendering, thumbnail
 
 router = APIRouter(tags=["archive"], dependencies=READER)
 
@@ -48,17 +49,20 @@ async def scenes(
     labels_any: Annotated[list[str], Query(description="Labels of which one is present.")] = [],  # noqa: B006
     scene: Annotated[str | None, Query(max_length=200)] = None,
     split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the image name.")] = None,
+    order: Annotated[str, Query(pattern="^(id|name)$", description="id or name.")] = "id",
     offset: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> ScenePage:
-    """The archive's scenes, filtered by labels, scene folder and split, by id, paged."""
+    """The archive's scenes, filtered by labels, scene folder, split and part of the image
+    name, ordered by id or name, paged."""
     where = SceneFilter(
         labels_all=split_commas(labels_all or []),
         labels_any=split_commas(labels_any or []),
         folder=scene,
         split=split,
     )
-    rows, total = await in_thread(catalog.page, where, offset, limit)
+    rows, total = await in_thread(lambda: catalog.page(where, offset, limit, name=q, order=order))
     end = offset + len(rows)
     return ScenePage(
         scenes=[scene_out(request, row) for row in rows],
@@ -110,8 +114,42 @@ async def scene_thumbnail(
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
+@router.get(
+    "/scenes/{scene_id}/preview",
+    name="scene_preview",
+    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}},
+)
+async def scene_preview(
+    request: Request,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    scene_id: SceneId,
+    size: Annotated[
+        int | None,
+        Query(ge=16, le=8192, description="Longest side in pixels (default: full resolution)."),
+    ] = None,
+) -> Response:
+    """The scene as a browser shows it: a JPEG of any stored format (TIFF, 16-bit and
+    multi-band files stretched as for the model), at full resolution or `size`."""
+    scene = await in_thread(catalog.scene, scene_id)
+    headers = cache_headers(f"{scene.checksum[:32]}-preview-{size or 'full'}", settings)
+    if not_modified(request, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    data = await in_thread(
+        rendering, catalog, scene, size, Path(settings.thumbnail_dir) / "previews"
+    )
+    return Response(data, media_type="image/jpeg", headers=headers)
+
+
 @router.get("/labels", response_model=LabelsResponse)
 async def labels(catalog: CatalogDep) -> LabelsResponse:
     """Label names and how many archive scenes carry each."""
     counts = await in_thread(catalog.label_counts)
     return LabelsResponse(labels=[LabelCount(name=n, count=c) for n, c in counts])
+
+
+@router.get("/folders", response_model=FoldersResponse)
+async def folders(catalog: CatalogDep) -> FoldersResponse:
+    """Scene folders (the `scene` filter's values) and how many scenes each holds."""
+    counts = await in_thread(catalog.folder_counts)
+    return FoldersResponse(folders=[LabelCount(name=n, count=c) for n, c in counts])

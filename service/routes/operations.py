@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import READER, CatalogDep, RuntimeDep, in_thread
@@ -15,6 +17,8 @@ from service.migrate import current_revision, head_revision
 from service.schemas import Health, Readiness
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
+DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))
+"""Swagger UI and ReDoc, installed with the project (the fastapi-offline package)."""
 
 router = APIRouter(tags=["operations"])
 
@@ -23,6 +27,30 @@ router = APIRouter(tags=["operations"])
 async def page() -> FileResponse:
     """The web page."""
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+SWAGGER_ASSETS: dict[str, Any] = {
+    "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+    "swagger_css_url": "/docs-assets/swagger-ui.css",
+    "swagger_favicon_url": "/docs-assets/favicon.png",
+}
+REDOC_ASSETS: dict[str, Any] = {"redoc_js_url": "/docs-assets/redoc.standalone.js"}
+
+
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    """The interactive API documentation, from assets served by the app (no CDN)."""
+    title = f"{request.app.title}: API"
+    return get_swagger_ui_html(openapi_url=request.app.openapi_url, title=title, **SWAGGER_ASSETS)
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc(request: Request) -> HTMLResponse:
+    """The API reference, from assets served by the app (no CDN, no web fonts)."""
+    title = f"{request.app.title}: API reference"
+    return get_redoc_html(
+        openapi_url=request.app.openapi_url, title=title, with_google_fonts=False, **REDOC_ASSETS
+    )
 
 
 @router.get("/metrics", dependencies=READER, responses={200: {"content": {"text/plain": {}}}})

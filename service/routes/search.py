@@ -3,16 +3,21 @@ similar to an upload or to an archive scene (`service.search.search_scenes`)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from index.filters import SceneFilter
+from model.imageio import decode_image
+from service.catalog import Catalog
 from service.deps import (
     READER,
     BatcherDep,
@@ -35,6 +40,7 @@ from service.schemas import (
     SearchResponse,
 )
 from service.search import RankedScene, SearchQuery, search_scenes
+from service.thumbnails import jpeg
 from service.uploads import decode_all, read_uploads
 
 router = APIRouter(dependencies=READER)
@@ -52,6 +58,11 @@ UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
             if key not in ("scene_id", "include_query")
         },
     },
+}
+UPLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"}},
 }
 CLASSIFY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -116,6 +127,7 @@ async def classify(
     "/search",
     response_model=SearchResponse,
     tags=["search"],
+    responses={200: {"content": {"text/csv": {}}, "description": "The hits (CSV with format=csv)"}},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -132,25 +144,29 @@ async def search(
     batcher: BatcherDep,
     catalog: CatalogDep,
     settings: SettingsDep,
-) -> SearchResponse:
+) -> Any:
     """The archive scenes most similar to an uploaded image (multipart, field `file`, the
     other fields as form fields) or to an archive scene (JSON with `scene_id`), best
     first, with optional label, scene-folder and id filters, a minimum score and paging."""
     start = time.perf_counter()
     snapshot = runtime.current()
     content_type = request.headers.get("content-type", "")
-    vector, scene_id = None, None
+    vector, scene_id, probabilities = None, None, None
     if content_type.startswith("multipart/form-data"):
         files, fields = await read_uploads(request, max_files=1)
         form = search_form(fields)
         form.pop("include_query", None)
         params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
         image = (await decode_all(files, settings))[0]
-        vector = (await batcher.infer(snapshot, [image]))[0].embedding
+        inference = (await batcher.infer(snapshot, [image]))[0]
+        vector, probabilities = inference.embedding, inference.probabilities
     elif content_type.startswith("application/json") or not content_type:
         body = await request.body()
         params = _validated(lambda: SearchRequest.model_validate_json(body))
         scene_id = params.scene_id
+        if params.classify:  # the archive scene's own image through the classifier
+            image = await in_thread(_scene_pixels, catalog, scene_id)
+            probabilities = (await batcher.infer(snapshot, [image]))[0].probabilities
     else:
         raise BadRequestError(
             f"unsupported content type {content_type!r}: send multipart/form-data with "
@@ -162,10 +178,65 @@ async def search(
             snapshot, catalog, search_query(params), vector=vector, scene_id=scene_id
         )
     )
+    labels, predicted = None, None
+    if params.classify and probabilities is not None:
+        labels, predicted = label_scores(snapshot, probabilities)
+    hits = [hit_out(request, hit) for hit in page.hits]
+    if params.format == "csv":
+        return Response(
+            hits_csv(hits, page.offset),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="search.csv"'},
+        )
     paging = {f.name: getattr(page, f.name) for f in dataclasses.fields(page) if f.name != "hits"}
     return SearchResponse(
-        hits=[hit_out(request, hit) for hit in page.hits], elapsed_ms=elapsed_ms(start), **paging
+        hits=hits,
+        elapsed_ms=elapsed_ms(start),
+        labels=labels,
+        predicted=predicted,
+        **paging,
     )
+
+
+def hits_csv(hits: list[Hit], offset: int) -> str:
+    """Hits as CSV: one row each, labels joined by `;`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", "id", "image", "scene", "score", "labels", "image_url"])
+    for rank, hit in enumerate(hits, start=offset + 1):
+        writer.writerow(
+            [rank, hit.id, hit.image, hit.scene, f"{hit.score:.6f}", ";".join(hit.labels),
+             hit.image_url]
+        )  # fmt: skip
+    return out.getvalue()
+
+
+def _scene_pixels(catalog: Catalog, scene_id: int) -> np.ndarray:
+    path = catalog.image_path(catalog.scene(scene_id))
+    return decode_image(path.read_bytes(), path.name)
+
+
+@router.post(
+    "/preview",
+    tags=["model"],
+    responses={200: {"content": {"image/jpeg": {}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}},
+        }
+    },
+)
+async def preview(
+    request: Request,
+    settings: SettingsDep,
+    size: Annotated[int | None, Query(ge=16, le=8192)] = None,
+) -> Response:
+    """An uploaded image as a browser can show it: a JPEG of any format the service reads
+    (a TIFF, 16-bit or multi-band file, stretched as for the model), longest side `size`."""
+    files, _ = await read_uploads(request, max_files=1)
+    image = (await decode_all(files, settings))[0]
+    return Response(await in_thread(jpeg, image, size), media_type="image/jpeg")
 
 
 def search_query(params: SearchRequest) -> SearchQuery:

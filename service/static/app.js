@@ -1,12 +1,19 @@
 // The web page: classify and search by an uploaded image or an archive scene. Plain
 // JavaScript against the service's own API; no build step.
+//
+// Scene ids are strings (63-bit integers do not survive JavaScript numbers). Each user
+// action sends one request; a response that is not the newest one asked for is dropped, so
+// the grid always shows the last query. The query, its filters and page live in the URL.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const BROWSER_FORMATS = ["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"];
 const state = {
-  query: null, // {file} or {sceneId, name}
+  query: null, // {file, previewUrl, labels} or {sceneId, name, previewUrl, labels}
   offset: 0,
   archiveOffset: 0,
+  last: null, // the last search response shown
+  latest: 0, // sequence number of the newest search asked for
 };
 
 function headers(extra = {}) {
@@ -23,8 +30,7 @@ async function api(path, options = {}) {
   }
   const body = await response.json().catch(() => null);
   if (!response.ok) {
-    const message = body && body.message ? body.message : `HTTP ${response.status}`;
-    throw new Error(message);
+    throw new Error(body && body.message ? body.message : `HTTP ${response.status}`);
   }
   return body;
 }
@@ -61,15 +67,21 @@ async function checkReady() {
   return false;
 }
 
-async function loadLabelFilters() {
+async function loadChoices() {
   try {
-    const body = await api("/labels");
+    const [labels, folders] = await Promise.all([api("/labels"), api("/folders")]);
     const box = $("filters");
     box.replaceChildren();
-    for (const label of body.labels) {
+    for (const label of labels.labels) {
       const input = element("input", { type: "checkbox", value: label.name, name: "label" });
-      input.addEventListener("change", () => { state.offset = 0; search(); });
+      input.addEventListener("change", changed);
       box.append(element("label", {}, [input, ` ${label.name} (${label.count})`]));
+    }
+    for (const select of [$("folder"), $("archive-folder")]) {
+      select.replaceChildren(element("option", { value: "", textContent: "any" }));
+      for (const folder of folders.folders) {
+        select.append(element("option", { value: folder.name, textContent: `${folder.name} (${folder.count})` }));
+      }
     }
   } catch (err) {
     showMessage(err.message);
@@ -80,12 +92,16 @@ function chosenLabels() {
   return [...document.querySelectorAll("#filters input:checked")].map((i) => i.value);
 }
 
+function matchMode() {
+  return document.querySelector("input[name=match]:checked").value;
+}
+
 function renderLabels(labels) {
   const list = $("labels");
   list.replaceChildren();
   const sorted = [...labels].sort((a, b) => b.probability - a.probability);
   for (const item of sorted) {
-    const bar = element("div", { className: "bar" }, [element("span")]);
+    const bar = element("div", { className: "bar", role: "presentation" }, [element("span")]);
     bar.firstChild.style.width = `${Math.round(item.probability * 100)}%`;
     list.append(element("li", { className: item.present ? "present" : "" }, [
       element("span", { textContent: item.label }),
@@ -93,12 +109,14 @@ function renderLabels(labels) {
       element("span", { textContent: item.probability.toFixed(2) }),
     ]));
   }
+  const present = labels.filter((l) => l.present).map((l) => l.label);
+  $("labels-summary").textContent = present.length ? present.join(", ") : "none above threshold";
   $("labels-panel").hidden = false;
 }
 
 function card(scene, score) {
   const button = element("button", { className: "card", type: "button", title: scene.labels.join(", ") }, [
-    element("img", { src: scene.thumbnail_url, alt: scene.image, loading: "lazy" }),
+    element("img", { src: scene.thumbnail_url, alt: scene.image, loading: "lazy", width: 128, height: 128 }),
     element("div", { className: "name", textContent: scene.image }),
   ]);
   if (score !== undefined) {
@@ -106,29 +124,100 @@ function card(scene, score) {
   }
   button.append(element("div", { className: "tags", textContent: scene.labels.join(", ") }));
   button.dataset.sceneId = String(scene.id);
-  button.addEventListener("click", () => searchByScene(scene));
+  button.addEventListener("click", () => openViewer(scene, score));
   return button;
 }
 
+// --- the URL: query scene, filters, k and page ---------------------------------------
+
+function writeUrl(replace) {
+  const params = new URLSearchParams();
+  if (state.query && state.query.sceneId) params.set("scene", state.query.sceneId);
+  params.set("k", $("k").value);
+  params.set("limit", $("limit").value);
+  if (state.offset) params.set("offset", String(state.offset));
+  const labels = chosenLabels();
+  if (labels.length) params.set("labels", labels.join(","));
+  if (matchMode() === "any") params.set("match", "any");
+  if ($("folder").value) params.set("folder", $("folder").value);
+  if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  const url = `${location.pathname}?${params}`;
+  if (url === `${location.pathname}${location.search}`) return;
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+}
+
+function setSelect(select, value) {
+  if (value === null) return;
+  if (![...select.options].some((o) => o.value === value || o.text === value)) {
+    select.append(element("option", { value, textContent: value }));
+  }
+  select.value = value;
+}
+
+async function readUrl() {
+  const params = new URLSearchParams(location.search);
+  setSelect($("k"), params.get("k"));
+  setSelect($("limit"), params.get("limit"));
+  state.offset = Number(params.get("offset") || 0);
+  const labels = new Set((params.get("labels") || "").split(",").filter(Boolean));
+  for (const input of document.querySelectorAll("#filters input")) input.checked = labels.has(input.value);
+  document.querySelector(`input[name=match][value=${params.get("match") === "any" ? "any" : "all"}]`).checked = true;
+  $("folder").value = params.get("folder") || "";
+  $("min-score").value = params.get("min_score") || "";
+  const scene = params.get("scene");
+  if (scene && /^[0-9]{1,19}$/.test(scene)) {
+    try {
+      const info = await api(`/scenes/${scene}`);
+      await useScene(info, { keepPage: true, fromUrl: true });
+    } catch (err) {
+      showMessage(err.message);
+    }
+  } else if (!scene && state.query && state.query.sceneId) {
+    state.query = null;
+    $("preview").hidden = true;
+    $("results-panel").hidden = true;
+    $("labels-panel").hidden = true;
+  }
+}
+
+// --- searching ------------------------------------------------------------------------
+
 function searchParams() {
-  return {
+  const params = {
     k: Number($("k").value),
     limit: Number($("limit").value),
     offset: state.offset,
-    labels_all: chosenLabels(),
   };
+  const labels = chosenLabels();
+  if (labels.length) params[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
+  if ($("folder").value) params.scene = $("folder").value;
+  if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
+  return params;
 }
 
-async function search() {
-  if (!state.query) return;
-  const params = searchParams();
+function busy(on, text) {
+  $("results").setAttribute("aria-busy", on ? "true" : "false");
+  $("results").classList.toggle("loading", on);
+  if (on) $("results-title").textContent = text || "Searching…";
+}
+
+async function search({ classify = false, fromUrl = false } = {}) {
+  if (!state.query) {
+    if (chosenLabels().length || $("folder").value) loadArchive();
+    return;
+  }
+  const seq = ++state.latest;
+  const params = { ...searchParams(), classify };
+  $("results-panel").hidden = false;
+  busy(true);
   let body;
   try {
     if (state.query.file) {
       const form = new FormData();
       form.append("file", state.query.file);
       for (const [key, value] of Object.entries(params)) {
-        if (Array.isArray(value)) { if (value.length) form.append(key, value.join(",")); }
+        if (Array.isArray(value)) form.append(key, value.join(","));
         else form.append(key, String(value));
       }
       body = await api("/search", { method: "POST", body: form });
@@ -140,10 +229,23 @@ async function search() {
       });
     }
   } catch (err) {
-    showMessage(err.message);
+    if (seq !== state.latest) return; // a newer query has been asked for
+    busy(false);
+    $("results-title").textContent = "No results";
+    $("results").replaceChildren();
+    showMessage(state.query.file && !err.message.startsWith(state.query.file.name)
+      ? `${state.query.file.name}: ${err.message}` : err.message);
+    if (classify) $("labels-panel").hidden = true;
     return;
   }
+  if (seq !== state.latest) return;
+  busy(false);
   showMessage("");
+  if (body.labels) {
+    renderLabels(body.labels);
+    if (state.query.file) state.query.labels = body.predicted;
+  }
+  state.last = body;
   const grid = $("results");
   grid.replaceChildren(...body.hits.map((hit) => card(hit, hit.score)));
   const first = body.total ? body.offset + 1 : 0;
@@ -151,58 +253,105 @@ async function search() {
   $("prev").disabled = body.offset === 0;
   $("next").disabled = body.next_offset === null;
   $("results-title").textContent = body.total ? "Similar scenes" : "No scene matches these filters";
-  $("results-panel").hidden = false;
+  writeUrl(fromUrl);
 }
 
-async function classifyFile(file) {
+function changed() {
+  state.offset = 0;
+  if (state.query) search();
+  else if (!$("archive-panel").hidden || chosenLabels().length || $("folder").value) loadArchive();
+  if (!state.query) writeUrl(false);
+}
+
+function startQuery(caption, previewUrl) {
+  $("preview-image").src = previewUrl;
+  $("preview-caption").textContent = caption;
+  $("preview").hidden = false;
+  $("labels-panel").hidden = true;
+  $("results").replaceChildren(); // nothing of the previous query stays on screen
+  $("page-info").textContent = "";
+  showMessage("");
+}
+
+async function previewUrlOf(file) {
+  const displayable = BROWSER_FORMATS.includes(file.type) && !/\.tiff?$/i.test(file.name);
+  if (displayable) return URL.createObjectURL(file);
+  // TIFF, 16-bit, multi-band: the service renders what the browser cannot show
   const form = new FormData();
   form.append("file", file);
-  const body = await api("/classify", { method: "POST", body: form });
-  renderLabels(body.labels);
+  try {
+    const response = await fetch("/preview?size=768", { method: "POST", body: form, headers: headers() });
+    if (response.ok) return URL.createObjectURL(await response.blob());
+  } catch (err) {
+    // the search below reports what is wrong with the file
+  }
+  return "";
 }
 
 async function useFile(file) {
   if (!file) return;
-  state.query = { file };
+  state.query = { file, labels: [] };
   state.offset = 0;
-  $("preview-image").src = URL.createObjectURL(file);
-  $("preview-caption").textContent = file.name;
-  $("preview").hidden = false;
-  showMessage("");
-  try {
-    await classifyFile(file);
-  } catch (err) {
-    $("labels-panel").hidden = true;
-    $("results-panel").hidden = true;
-    showMessage(`${file.name}: ${err.message}`);
-    return;
-  }
-  await search();
+  startQuery(file.name, "");
+  const url = await previewUrlOf(file);
+  state.query.previewUrl = url;
+  $("preview-image").src = url;
+  await search({ classify: true });
 }
 
-async function searchByScene(scene) {
-  state.query = { sceneId: scene.id, name: scene.image };
-  state.offset = 0;
-  $("preview-image").src = scene.image_url.replace(/\/image$/, "/thumbnail");
-  $("preview-caption").textContent = `archive scene ${scene.image} (${scene.labels.join(", ")})`;
-  $("preview").hidden = false;
-  showMessage("");
-  try {
-    // classify the archive image itself, so its predicted labels show as for an upload
-    const image = await fetch(scene.image_url, { headers: headers() });
-    if (image.ok) await classifyFile(new File([await image.blob()], scene.image));
-  } catch (err) {
-    showMessage(err.message);
-  }
-  await search();
-  window.scrollTo({ top: 0, behavior: "smooth" });
+async function useScene(scene, { keepPage = false, fromUrl = false } = {}) {
+  const previewUrl = `/scenes/${scene.id}/preview?size=768`;
+  state.query = { sceneId: String(scene.id), name: scene.image, previewUrl, labels: scene.labels };
+  if (!keepPage) state.offset = 0;
+  startQuery(`archive scene ${scene.image} (${scene.labels.join(", ")})`, previewUrl);
+  await search({ classify: true, fromUrl });
 }
+
+// --- the viewer: the query and a result side by side ------------------------------------
+
+function openViewer(scene, score) {
+  const dialog = $("viewer");
+  dialog.scene = scene;
+  const fromArchive = score === undefined;
+  $("viewer-title").textContent = fromArchive ? `Archive scene ${scene.image}` : `Query and ${scene.image}`;
+  const full = `/scenes/${scene.id}/preview`;
+  $("viewer-hit").src = `${full}?size=1024`;
+  $("viewer-full").href = full;
+  $("viewer-open").href = full;
+  $("viewer-hit-caption").textContent = `${scene.image} · ${scene.scene}` + (fromArchive ? "" : ` · score ${score.toFixed(3)}`);
+  const query = state.query && !fromArchive ? state.query : null;
+  $("viewer-query").parentElement.hidden = !query;
+  const queryLabels = new Set(query ? query.labels || [] : []);
+  const hitLabels = new Set(scene.labels);
+  if (query) {
+    $("viewer-query").src = query.previewUrl || "";
+    $("viewer-query-caption").textContent = query.file
+      ? `query: ${query.file.name} (predicted labels)` : `query: archive scene ${query.name}`;
+  }
+  const list = (items) => items.length ? items.join(", ") : "none";
+  $("viewer-shared").textContent = list([...hitLabels].filter((l) => queryLabels.has(l)));
+  $("viewer-query-only").textContent = list([...queryLabels].filter((l) => !hitLabels.has(l)));
+  $("viewer-hit-only").textContent = list([...hitLabels].filter((l) => !queryLabels.has(l)));
+  for (const id of ["viewer-shared", "viewer-query-only"]) $(id).parentElement.hidden = false;
+  document.querySelector(".compare").hidden = !query;
+  dialog.showModal();
+  $("viewer-search").focus();
+}
+
+// --- the archive browser ------------------------------------------------------------------
 
 async function loadArchive() {
+  const params = new URLSearchParams({ offset: String(state.archiveOffset), limit: "24", order: "name" });
+  if ($("archive-name").value.trim()) params.set("q", $("archive-name").value.trim());
+  const folder = $("archive-folder").value || $("folder").value;
+  if (folder) params.set("scene", folder);
+  const labels = chosenLabels();
+  for (const label of labels) params.append(matchMode() === "any" ? "labels_any" : "labels_all", label);
   try {
-    const body = await api(`/scenes?offset=${state.archiveOffset}&limit=24`);
+    const body = await api(`/scenes?${params}`);
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
-    $("archive-info").textContent = `${body.offset + 1}–${body.offset + body.scenes.length} of ${body.total}`;
+    const first = body.total ? body.offset + 1 : 0;
+    $("archive-info").textContent = `${first}–${body.offset + body.scenes.length} of ${body.total}`;
     $("archive-prev").disabled = body.offset === 0;
     $("archive-next").disabled = body.next_offset === null;
     $("archive-panel").hidden = false;
@@ -211,9 +360,49 @@ async function loadArchive() {
   }
 }
 
+// --- keyboard: arrow keys between result cards ------------------------------------------
+
+function moveFocus(grid, event) {
+  const cards = [...grid.querySelectorAll(".card")];
+  const index = cards.indexOf(document.activeElement);
+  if (index < 0) return;
+  const columns = cards.filter((c) => c.offsetTop === cards[0].offsetTop).length || 1;
+  const step = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns, ArrowUp: -columns }[event.key];
+  if (step === undefined) return;
+  event.preventDefault();
+  const next = cards[Math.min(cards.length - 1, Math.max(0, index + step))];
+  next.focus();
+}
+
+function download(name, type, text) {
+  const link = element("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+function exportCsv() {
+  const body = state.last;
+  if (!body) return;
+  const quote = (v) => /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v);
+  const rows = [["rank", "id", "image", "scene", "score", "labels", "image_url"]];
+  body.hits.forEach((hit, i) => rows.push([
+    body.offset + i + 1, hit.id, hit.image, hit.scene, hit.score.toFixed(6), hit.labels.join(";"),
+    new URL(hit.image_url, location.href).href,
+  ]));
+  download("search.csv", "text/csv", rows.map((r) => r.map(quote).join(",")).join("\n") + "\n");
+}
+
 function wire() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
+  // the chooser opens on key release: Chromium ignored a click sent from keydown
+  drop.addEventListener("keydown", (event) => {
+    if (event.target === drop && event.key === " ") event.preventDefault(); // no scrolling
+  });
+  drop.addEventListener("keyup", (event) => {
+    if (event.target === drop && (event.key === "Enter" || event.key === " ")) $("file").click();
+  });
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (event) => {
@@ -221,20 +410,45 @@ function wire() {
     drop.classList.remove("over");
     useFile(event.dataTransfer.files[0]);
   });
-  $("browse").addEventListener("click", loadArchive);
-  $("k").addEventListener("change", () => { state.offset = 0; search(); });
-  $("limit").addEventListener("change", () => { state.offset = 0; search(); });
+  $("browse").addEventListener("click", () => { state.archiveOffset = 0; loadArchive(); });
+  for (const id of ["k", "limit", "folder", "min-score"]) $(id).addEventListener("change", changed);
+  for (const radio of document.querySelectorAll("input[name=match]")) radio.addEventListener("change", changed);
+  $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - Number($("limit").value)); search(); });
   $("next").addEventListener("click", () => { state.offset += Number($("limit").value); search(); });
   $("archive-prev").addEventListener("click", () => { state.archiveOffset = Math.max(0, state.archiveOffset - 24); loadArchive(); });
   $("archive-next").addEventListener("click", () => { state.archiveOffset += 24; loadArchive(); });
+  $("archive-search").addEventListener("submit", (event) => { event.preventDefault(); state.archiveOffset = 0; loadArchive(); });
+  $("archive-name").addEventListener("input", () => { state.archiveOffset = 0; loadArchive(); });
+  $("archive-folder").addEventListener("change", () => { state.archiveOffset = 0; loadArchive(); });
+  $("results").addEventListener("keydown", (event) => moveFocus($("results"), event));
+  $("archive").addEventListener("keydown", (event) => moveFocus($("archive"), event));
+  $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("viewer-search").addEventListener("click", () => {
+    $("viewer").close();
+    useScene($("viewer").scene);
+    window.scrollTo({ top: 0, behavior: "smooth" });
+  });
+  $("export-csv").addEventListener("click", exportCsv);
+  $("export-json").addEventListener("click", () => {
+    if (state.last) download("search.json", "application/json", JSON.stringify(state.last, null, 2));
+  });
+  window.addEventListener("popstate", readUrl);
   $("api-key").value = localStorage.getItem("grn-api-key") || "";
   $("api-key").addEventListener("change", () => {
     localStorage.setItem("grn-api-key", $("api-key").value.trim());
-    loadLabelFilters();
+    loadChoices();
   });
+  if (window.matchMedia("(max-width: 800px)").matches) {
+    $("options").open = false; // on a phone the results come right after the query
+    $("labels-panel").open = false;
+  }
 }
 
 wire();
-checkReady().then((ready) => { if (ready) loadLabelFilters(); });
+checkReady().then(async (ready) => {
+  if (!ready) return;
+  await loadChoices();
+  await readUrl();
+});
 setInterval(checkReady, 15000);

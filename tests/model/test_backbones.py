@@ -81,3 +81,10 @@ def test_efficientnet_lite0_imagenet_weights_map_correctly(ucm_root: Path) -> No
     with torch.no_grad():
         top5 = full.eval()(inputs).topk(5).indices[0].tolist()
     assert 895 in top5  # ImageNet class 895: warplane
+
+
+def test_the_command_line_offers_the_registered_names() -> None:
+    from model.choices import BACKBONE_NAMES, LOSS_NAMES
+    from model.losses import LOSSES
+
+    assert tuple(BACKBONES) == BACKBONE_NAMES and tuple(LOSSES) == LOSS_NAMES

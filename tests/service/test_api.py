@@ -120,18 +120,18 @@ def test_search_by_scene_id(live: LiveServer, subset) -> None:  # type: ignore[n
     with live.client() as client:
         body = client.post("/search", json={"scene_id": qid, "k": 5}).json()
         hits = body["hits"]
-        assert len(hits) == 5 and body["total"] == 5 and body["query_id"] == qid
-        assert qid not in [h["id"] for h in hits]  # the query itself is left out
+        assert len(hits) == 5 and body["total"] == 5 and body["query_id"] == str(qid)
+        assert str(qid) not in [h["id"] for h in hits]  # the query itself is left out
         scores = [h["score"] for h in hits]
         assert scores == sorted(scores, reverse=True)
         for hit in hits:
-            assert hit["id"] == scene_id(hit["image"])
+            assert hit["id"] == str(scene_id(hit["image"]))  # ids are strings of digits
             assert set(hit["labels"]) == labels_of(subset, hit["image"])
             assert hit["scene"] == subset.scenes[subset.index_of(hit["image"])].folder
         itself = client.post(
             "/search", json={"scene_id": qid, "k": 5, "include_query": True}
         ).json()["hits"]
-        assert itself[0]["id"] == qid and itself[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert itself[0]["id"] == str(qid) and itself[0]["score"] == pytest.approx(1.0, abs=1e-4)
         assert [h["id"] for h in itself[1:]] == [h["id"] for h in hits[:4]]
         image = client.get(hits[0]["image_url"])
         assert image.status_code == 200
@@ -269,11 +269,11 @@ def test_scenes_and_labels(live: LiveServer, subset, ucm_subset: Path) -> None: 
     with live.client() as client:
         everything = client.get("/scenes", params={"limit": 1000}).json()
         assert everything["total"] == 126 and len(everything["scenes"]) == 126
-        ids = [s["id"] for s in everything["scenes"]]
+        ids = [int(s["id"]) for s in everything["scenes"]]
         assert sorted(ids) == sorted(scene_id(s.name) for s in subset.scenes)
         first = client.get("/scenes", params={"limit": 50}).json()
         second = client.get("/scenes", params={"limit": 50, "offset": 50}).json()
-        assert [s["id"] for s in first["scenes"] + second["scenes"]] == ids[:100]
+        assert [int(s["id"]) for s in first["scenes"] + second["scenes"]] == ids[:100]
         assert first["next_offset"] == 50
         harbor = client.get("/scenes", params={"scene": "harbor", "split": "train"}).json()
         assert harbor["total"] == 4 and {s["scene"] for s in harbor["scenes"]} == {"harbor"}
@@ -290,3 +290,120 @@ def test_scenes_and_labels(live: LiveServer, subset, ucm_subset: Path) -> None: 
         with ucm_subset.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
         assert counts == {name: sum(int(r[name]) for r in rows) for name in subset.label_names}
+
+
+def test_ids_survive_a_javascript_client(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    """63-bit ids travel as strings of digits (JavaScript numbers keep 53 bits); requests take
+    them as strings or integers."""
+    big = next(s for s in subset.scenes if scene_id(s.name) > 2**53)
+    qid = scene_id(big.name)
+    with live.client() as client:
+        text = client.post("/search", json={"scene_id": str(qid), "k": 3}).text
+        assert f'"query_id":"{qid}"' in text
+        as_int = client.post("/search", json={"scene_id": qid, "k": 3}).json()
+        assert as_int["query_id"] == str(qid)
+        for hit in as_int["hits"]:
+            assert client.get(f"/scenes/{hit['id']}").json()["id"] == hit["id"]
+        excluded = client.post(
+            "/search", json={"scene_id": str(qid), "k": 3, "exclude_ids": [as_int["hits"][0]["id"]]}
+        ).json()
+        assert as_int["hits"][0]["id"] not in [h["id"] for h in excluded["hits"]]
+        spec = client.get("/openapi.json").json()["components"]["schemas"]
+        assert spec["Hit"]["properties"]["id"]["type"] == "string"
+        assert spec["SceneOut"]["properties"]["id"]["pattern"] == "^[0-9]{1,19}$"
+
+
+def test_search_answers_labels_and_csv_in_the_same_request(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    scene = subset.scenes[12]
+    qid = scene_id(scene.name)
+    data = scene.path.read_bytes()
+    with live.client() as client:
+        classified = client.post("/classify", files={"file": (scene.path.name, data)}).json()
+        by_upload = client.post(
+            "/search", files={"file": (scene.path.name, data)}, data={"k": "4", "classify": "true"}
+        ).json()
+        by_id = client.post("/search", json={"scene_id": str(qid), "k": 4, "classify": True}).json()
+        plain = client.post("/search", json={"scene_id": str(qid), "k": 4}).json()
+        for body in (by_upload, by_id):
+            assert body["predicted"] == classified["predicted"]
+            got = [round(s["probability"], 4) for s in body["labels"]]
+            assert got == [round(s["probability"], 4) for s in classified["labels"]]
+        assert plain["labels"] is None and plain["predicted"] is None
+        table = client.post("/search", json={"scene_id": str(qid), "k": 4, "format": "csv"})
+        assert table.headers["content-type"].startswith("text/csv")
+        rows = list(csv.reader(io.StringIO(table.text)))
+        assert rows[0] == ["rank", "id", "image", "scene", "score", "labels", "image_url"]
+        assert [row[1] for row in rows[1:]] == [h["id"] for h in plain["hits"]]
+        assert [row[0] for row in rows[1:]] == ["1", "2", "3", "4"]
+        assert rows[1][5] == ";".join(plain["hits"][0]["labels"])
+
+
+def test_previews_of_any_format(live: LiveServer, subset, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import tifffile
+
+    from model.imageio import read_image
+
+    qid = scene_id(subset.scenes[5].name)
+    with live.client() as client:
+        full = client.get(f"/scenes/{qid}/preview")
+        assert full.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(full.content)).size == (256, 256)
+        small = client.get(f"/scenes/{qid}/preview", params={"size": 64})
+        assert max(Image.open(io.BytesIO(small.content)).size) == 64
+        again = client.get(
+            f"/scenes/{qid}/preview",
+            params={"size": 64},
+            headers={"If-None-Match": small.headers["etag"]},
+        )
+        assert again.status_code == 304
+        # a 16-bit, 4-band TIFF upload comes back as a JPEG a browser shows
+        pixels = np.concatenate(
+            [read_image(subset.scenes[5].path).astype(np.uint16) * 257,
+             np.full((256, 256, 1), 65535, np.uint16)], axis=2,
+        )  # fmt: skip
+        tiff = tmp_path / "four.tif"
+        tifffile.imwrite(tiff, pixels, photometric="minisblack", planarconfig="contig")
+        rendered = client.post(
+            "/preview", files={"file": ("four.tif", tiff.read_bytes())}, params={"size": 128}
+        )
+        assert rendered.status_code == 200, rendered.text
+        assert Image.open(io.BytesIO(rendered.content)).size == (128, 128)
+        assert_error(
+            client.post("/preview", files={"file": ("notes.jpg", b"plain text")}),
+            400,
+            "invalid_image",
+        )
+
+
+def test_archive_browsing_by_name_and_folder(live: LiveServer, subset) -> None:  # type: ignore[no-untyped-def]
+    with live.client() as client:
+        found = client.get("/scenes", params={"q": "harbor", "order": "name"}).json()
+        names = [s["image"] for s in found["scenes"]]
+        assert found["total"] == 6 and names == sorted(names)
+        assert all("harbor" in n for n in names)
+        assert client.get("/scenes", params={"q": "%"}).json()["total"] == 0  # no wildcard
+        folders = client.get("/folders").json()["folders"]
+        assert len(folders) == 21 and sum(f["count"] for f in folders) == 126
+        assert folders == sorted(folders, key=lambda f: f["name"])
+
+
+def test_bad_images_are_named_once_in_plain_words(live: LiveServer) -> None:
+    with live.client() as client:
+        body = assert_error(
+            client.post("/classify", files={"file": ("notes.jpg", b"meeting notes")}),
+            400,
+            "invalid_image",
+        )
+    assert body["message"].count("notes.jpg") == 1 and "BytesIO" not in body["message"]
+    assert "cannot decode it" in body["message"]
+
+
+def test_api_docs_work_offline(live: LiveServer) -> None:
+    with live.client() as client:
+        for page in ("/docs", "/redoc"):
+            html = client.get(page).text
+            assert "/docs-assets/" in html
+            assert "cdn." not in html and "fonts.googleapis" not in html
+        for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
+            response = client.get(f"/docs-assets/{asset}")
+            assert response.status_code == 200 and len(response.content) > 100_000

@@ -172,10 +172,12 @@ def test_status_reports_versions_and_what_is_stale(
     assert grn("db", "upgrade", **env).returncode == 0
     empty = json.loads(grn("status", "--json", **env).stdout)
     assert "126 indexed scenes are not in SQL: run `grn import`" in empty["stale"]
+    assert empty["scenes"] == {"sql": 0, "indexed": 126, "not_indexed": 0, "unknown_to_sql": 126}
+    assert empty["schema"]["current"] is True and empty["index"]["store"] == "faiss"
     assert grn("import", str(ucm_root), "--labels", str(ucm_subset), **env).returncode == 0
     done = grn("status", **env)
     assert done.returncode == 0, done.stdout
-    assert "126 in SQL" in done.stdout and "stale: nothing" in done.stdout
+    assert "126 in SQL, 126 in the index" in done.stdout and "stale: nothing" in done.stdout
     assert read_card(served.model).version in done.stdout
     missing = grn("status", "--json", **{**env, "GRN_INDEX_ROOT": str(tmp_path / "none")})
     assert "no index: run `grn reindex`" in json.loads(missing.stdout)["stale"]

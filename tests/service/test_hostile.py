@@ -200,13 +200,15 @@ def test_a_stored_path_outside_the_archive_is_refused(hostile: tuple[LiveServer,
         victim = client.get("/scenes", params={"limit": 1}).json()["scenes"][0]["id"]
     with sqlite3.connect(database) as connection:  # as if the database were tampered with
         connection.execute(
-            "UPDATE scenes SET path = '../../../../../../etc/passwd' WHERE id = ?", (victim,)
+            "UPDATE scenes SET path = '../../../../../../etc/passwd' WHERE id = ?", (int(victim),)
         )
     with server.client() as client:
         response = client.get(f"/scenes/{victim}/image")
         thumb = client.get(f"/scenes/{victim}/thumbnail")
+        preview = client.get(f"/scenes/{victim}/preview")
     assert response.status_code == 404 and "outside its archive" in response.json()["message"]
     assert thumb.status_code == 404 and "root:" not in response.text
+    assert preview.status_code == 404 and "root:" not in preview.text
 
 
 def test_the_api_against_its_own_openapi_document(hostile: tuple[LiveServer, Path]) -> None:

@@ -67,7 +67,7 @@ def hits(server: LiveServer, **request: Any) -> list[tuple[int, float]]:
     with server.client() as client:
         response = client.post("/search", json=request)
     assert response.status_code == 200, response.text
-    return [(h["id"], h["score"]) for h in response.json()["hits"]]
+    return [(int(h["id"]), h["score"]) for h in response.json()["hits"]]
 
 
 def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]]) -> None:
@@ -123,7 +123,7 @@ def test_milvus_answers_what_faiss_answers(
                 data={"k": "5", "labels_any": "grass,trees"},
             )
         assert response.status_code == 200, response.text
-        answers.append([(h["id"], h["score"]) for h in response.json()["hits"]])
+        answers.append([(int(h["id"]), h["score"]) for h in response.json()["hits"]])
     assert len(answers[0]) == 5
     assert_same_ranking(answers[1], answers[0])
 
@@ -186,7 +186,11 @@ def test_a_rebuilt_collection_is_swapped_in(
     )  # fmt: skip
     assert status.returncode == 1, status.stderr  # SQL holds 76 scenes the collection lacks
     report = json.loads(status.stdout)
-    assert report["index"].startswith(f"scenes -> {second} (Milvus at {uri}, 50 scenes")
+    described = report["index"]["description"]
+    assert described.startswith(f"scenes -> {second} (Milvus at {uri}, 50 scenes")
+    assert report["index"]["scenes"] == 50 and report["scenes"] == {
+        "sql": 126, "indexed": 50, "not_indexed": 76, "unknown_to_sql": 0,
+    }  # fmt: skip
     assert report["stale"] == [
         f"76 scenes in SQL are not indexed: run `grn reindex --milvus {uri} --incremental`"
     ]

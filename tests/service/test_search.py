@@ -65,7 +65,7 @@ def upload(server: LiveServer, path: Path, **fields: str) -> dict[str, Any]:
 
 
 def ranked(body: dict[str, Any]) -> list[int]:
-    ids = [hit["id"] for hit in body["hits"]]
+    ids = [int(hit["id"]) for hit in body["hits"]]
     scores = [hit["score"] for hit in body["hits"]]
     assert len(set(ids)) == len(ids)
     assert all(a >= b - 1e-6 for a, b in itertools.pairwise(scores))
@@ -91,7 +91,7 @@ def test_every_k_by_scene_id(whole: tuple[LiveServer, dict[str, str]], archive: 
     pages = [
         search(server, scene_id=query, k=1000, offset=o, limit=300) for o in (0, 300, 600, 900)
     ]
-    assert [h["id"] for p in pages for h in p["hits"]] == ranked(
+    assert [int(h["id"]) for p in pages for h in p["hits"]] == ranked(
         search(server, scene_id=query, k=1000)
     )
     assert pages[-1]["next_offset"] is None and pages[0]["next_offset"] == 300
@@ -121,7 +121,7 @@ def test_every_k_by_upload(whole: tuple[LiveServer, dict[str, str]], archive: Ar
         assert len(ids) == int(k)
     best = upload(server, image, k="5")["hits"]  # the scene itself, or an exact twin of it
     assert scene_id(archive.scenes[5].name) in [
-        h["id"] for h in best if h["score"] >= best[0]["score"] - 1e-5
+        int(h["id"]) for h in best if h["score"] >= best[0]["score"] - 1e-5
     ]
     filtered = ranked(upload(server, image, k="1000", labels_any="ship,tanks"))
     ship, tanks = archive.label_names.index("ship"), archive.label_names.index("tanks")
@@ -170,3 +170,54 @@ def test_the_cli_answers_what_the_api_answers(
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
     )  # fmt: skip
     assert unknown.returncode == 2 and "12345" in unknown.stderr
+
+
+def grn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def test_the_cli_asks_a_running_service_or_answers_itself(
+    whole: tuple[LiveServer, dict[str, str]], archive: Archive
+) -> None:
+    """`grn search` and `grn classify`, against the service (--url) and locally, agree with
+    the API, in table, JSON and CSV."""
+    server, env = whole
+    query = str(scene_id(archive.scenes[77].name))
+    local = grn("search", "--scene", query, "--k", "7", "--format", "json", env=env)
+    remote = grn("search", "--scene", query, "--k", "7", "--format", "json", "--url", server.url,
+                 env=env)  # fmt: skip
+    assert local.returncode == 0 and remote.returncode == 0, local.stderr + remote.stderr
+    assert [h["id"] for h in json.loads(local.stdout)["hits"]] == [
+        h["id"] for h in json.loads(remote.stdout)["hits"]
+    ]
+    table = grn("search", "--scene", query, "--k", "7", "--format", "csv", "--url", server.url,
+                env=env)  # fmt: skip
+    rows = table.stdout.splitlines()
+    assert rows[0] == "rank,id,image,scene,score,labels" and len(rows) == 8
+    assert [r.split(",")[1] for r in rows[1:]] == [
+        h["id"] for h in json.loads(local.stdout)["hits"]
+    ]
+
+    images = [str(archive.scenes[i].path) for i in (3, 400)]
+    with server.client() as client:
+        files = [("file", (Path(p).name, Path(p).read_bytes())) for p in images]
+        api = client.post("/classify", files=files).json()["results"]
+    for extra in ([], ["--url", server.url]):
+        done = grn("classify", *images, "--format", "json", *extra, env=env)
+        assert done.returncode == 0, done.stderr
+        got = json.loads(done.stdout)
+        assert [r["predicted"] for r in got] == [r["predicted"] for r in api]
+        np.testing.assert_allclose(
+            [[s["probability"] for s in r["labels"]] for r in got],
+            [[s["probability"] for s in r["labels"]] for r in api],
+            atol=1e-4,
+        )
+    plain = grn("classify", *images, env=env)
+    assert plain.stdout.splitlines()[0].startswith(f"{Path(images[0]).name}: ")
+    down = grn("classify", images[0], "--url", "http://127.0.0.1:9", env=env)
+    assert down.returncode == 2 and "cannot be reached" in down.stderr
+    bad = grn("search", "--scene", query, "--format", "xml", env=env)
+    assert bad.returncode == 2 and "table, json or csv" in bad.stderr
