@@ -15,8 +15,6 @@ the event loop only routes.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -27,23 +25,9 @@ from service.lifespan import lifespan
 from service.observability import Metrics, RequestLog, configure_logging
 from service.routes import admin, archive, operations, search
 from service.runtime import tune_allocator
-from service.schemas import ErrorBody
 from service.security import check_production
 from service.settings import Settings, get_settings
 from service.uploads import BodyLimit
-
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in (
-        (400, "Bad input: an unreadable image, an unknown label, an impossible search"),
-        (404, "No such scene"),
-        (401, "An API key is needed"),
-        (403, "The API key is not valid"),
-        (413, "Upload over the size or pixel limit"),
-        (422, "Invalid parameters"),
-        (503, "Model, index or database not ready"),
-    )
-}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,7 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "(`status`, `error`, `message`, optional `details`)."
         ),
         lifespan=lifespan,
-        responses=ERROR_RESPONSES,
         docs_url=None,  # served by service.routes.operations from local assets
         redoc_url=None,
     )

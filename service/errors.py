@@ -63,6 +63,29 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     ]
 
 
+ERROR_DESCRIPTIONS = {
+    400: "Bad input: an unreadable image, an unknown label, an impossible search",
+    401: "An API key is needed (admin endpoints; reads too with GRN_READ_ACCESS=key)",
+    403: "The API key is not valid",
+    404: "No such scene (or job), or the scene is not in the index",
+    409: "A job of this kind is still running",
+    413: "The request or an image in it is over the size or pixel limit",
+    422: "Invalid parameters: `details` lists each field",
+    503: "Model, index, vector store or database not ready",
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the errors an endpoint can return, each with the one error
+    body."""
+    from service.schemas import ErrorBody
+
+    return {
+        status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
 def error_body(status: int, error: str, message: str, details: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"status": status, "error": error, "message": message}
     if details is not None:

@@ -39,20 +39,31 @@ SceneIdIn = Annotated[
 """A scene id in a request: a string of digits (as responses give them) or an integer."""
 
 
-class LabelScore(BaseModel):
+class Schema(BaseModel):
+    """The API's bodies: each field's docstring is its description in the OpenAPI document."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+
+class LabelScore(Schema):
     label: str
+    """A label of the model's vocabulary."""
     probability: float
+    """The classifier's probability, 0 to 1."""
     present: bool
     """Probability at or above the label's threshold (from the model card)."""
 
 
-class ImageClassification(BaseModel):
+class ImageClassification(Schema):
     filename: str
+    """The uploaded file's name."""
     labels: list[LabelScore]
+    """Every label of the model, in the model's order."""
     predicted: list[str]
+    """The labels at or above their thresholds."""
 
 
-class ClassifyResponse(BaseModel):
+class ClassifyResponse(Schema):
     labels: list[LabelScore]
     """Of the first image."""
     predicted: list[str]
@@ -60,17 +71,30 @@ class ClassifyResponse(BaseModel):
     results: list[ImageClassification]
     """One entry per uploaded image, in upload order."""
     model_version: str
+    """The model that answered (its card's version)."""
     elapsed_ms: float
+    """Time spent in the service, in milliseconds."""
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(Schema):
     """Search by an archive scene (JSON body); an upload takes the same fields as form
     fields, with `file` instead of `scene_id`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {"scene_id": "6198235272819611846", "k": 20, "labels_any": ["ship", "tanks"]},
+                {"scene_id": "6198235272819611846", "k": 10, "classify": True, "limit": 5},
+            ]
+        },
+    )
 
     scene_id: SceneIdIn
+    """The archive scene to search by (ids come from /scenes and from hits)."""
     k: int = Field(default=10, ge=1, le=1000)
+    """How many of the most similar scenes to rank, 1 to 1000."""
     labels_all: list[str] = Field(default_factory=list, max_length=1000)
     """Every one of these labels must be present."""
     labels_any: list[str] = Field(default_factory=list, max_length=1000)
@@ -78,10 +102,13 @@ class SearchRequest(BaseModel):
     scene: str | None = Field(default=None, max_length=200)
     """Only scenes of this scene folder."""
     exclude_ids: list[SceneIdIn] = Field(default_factory=list, max_length=1000)
+    """Scenes never to return (up to 1000)."""
     include_query: bool = False
     """Searching by scene id: also return the query scene itself (default: left out)."""
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    """Drop hits scoring lower (cosine similarity, -1 to 1)."""
     offset: int = Field(default=0, ge=0, le=1000)
+    """The first hit of the page (0-based) among the k ranked."""
     limit: int | None = Field(default=None, ge=1, le=1000)
     """Hits per page (default: all k)."""
     format: Literal["json", "csv"] = "json"
@@ -91,108 +118,170 @@ class SearchRequest(BaseModel):
     archive scene's image): one request for what a person sees."""
 
 
-class SceneOut(BaseModel):
+class SceneOut(Schema):
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "6198235272819611846", "image": "harbor12", "scene": "harbor",
+                    "split": "train", "labels": ["dock", "ship", "water"], "width": 256,
+                    "height": 256,
+                    "image_url": "http://127.0.0.1:8000/scenes/6198235272819611846/image",
+                    "thumbnail_url": "http://127.0.0.1:8000/scenes/6198235272819611846/thumbnail",
+                }
+            ]
+        },
+    )  # fmt: skip
+
     id: SceneId
     image: str
     """The image file's stem."""
     scene: str
+    """Its scene folder (the `scene` column of labels.csv)."""
     split: str
+    """train, val or test."""
     labels: list[str]
+    """Its labels in the archive."""
     width: int
+    """Pixels."""
     height: int
+    """Pixels."""
     image_url: str
+    """The original file."""
     thumbnail_url: str
+    """A small JPEG (GRN_THUMBNAIL_SIZE); `/preview` gives any size."""
 
 
-class Hit(BaseModel):
+class Hit(Schema):
     id: SceneId
     image: str
+    """The image file's stem."""
     score: float
+    """Cosine similarity to the query, -1 to 1 (higher is more similar)."""
     labels: list[str]
+    """Its labels in the archive."""
     scene: str
+    """Its scene folder."""
     image_url: str
+    """The original file."""
     thumbnail_url: str
+    """A small JPEG of it."""
 
 
-class SearchResponse(BaseModel):
+class SearchResponse(Schema):
     hits: list[Hit]
+    """This page of the ranked hits, best first."""
     total: int
     """Hits over all pages (at most k)."""
     offset: int
+    """The first hit of the page (0-based)."""
     limit: int
+    """Hits per page."""
     next_offset: int | None
     """Offset of the next page, None on the last."""
     query_id: SceneId | None
     """The archive scene searched by, if any."""
     model_version: str
+    """The model that embedded the query and the archive."""
     index_version: str
+    """The index version searched."""
     elapsed_ms: float
+    """Time spent in the service, in milliseconds."""
     labels: list[LabelScore] | None = None
     """With `classify`: the query's labels, as /classify answers them."""
     predicted: list[str] | None = None
     """With `classify`: the labels at or above their thresholds."""
 
 
-class ScenePage(BaseModel):
+class ScenePage(Schema):
     scenes: list[SceneOut]
+    """This page of the scenes that pass the filters."""
     total: int
+    """Scenes that pass the filters, over all pages."""
     offset: int
+    """The first scene of the page (0-based)."""
     limit: int
+    """Scenes per page."""
     next_offset: int | None
+    """Offset of the next page, None on the last."""
 
 
-class LabelCount(BaseModel):
+class LabelCount(Schema):
     name: str
+    """A label (or scene folder) name."""
     count: int
+    """Archive scenes that carry it."""
 
 
-class LabelsResponse(BaseModel):
+class LabelsResponse(Schema):
     labels: list[LabelCount]
+    """Every label, by name."""
 
 
-class FoldersResponse(BaseModel):
+class FoldersResponse(Schema):
     folders: list[LabelCount]
+    """Every scene folder, by name."""
 
 
-class Health(BaseModel):
+class Health(Schema):
     status: str
+    """`ok` while the process answers."""
 
 
-class Readiness(BaseModel):
+class Readiness(Schema):
     status: str
+    """`ready`."""
     model_version: str
+    """The model in service."""
     index_version: str
+    """The index version in service."""
     index_count: int
+    """Vectors in the index."""
     schema_revision: str
+    """The database's Alembic revision."""
     scenes: int
+    """Scenes in SQL."""
     warning: str | None
     """A newer model or index on disk that cannot be served yet, and why."""
 
 
-class ReloadResponse(BaseModel):
+class ReloadResponse(Schema):
     swapped: bool
+    """Whether a new model or index was taken up."""
     model_version: str | None
+    """The model in service now."""
     index_version: str | None
+    """The index version in service now."""
     problem: str | None
+    """Why the newest model or index is not in service, if it is not."""
 
 
-class JobOut(BaseModel):
+class JobOut(Schema):
     id: int
+    """The job's number in this process."""
     kind: str
     """import or reindex."""
     command: str
+    """The `grn` command line it runs."""
     status: str
     """running, succeeded or failed."""
     returncode: int | None
+    """The process's exit status, once finished."""
     started: float
+    """Unix time."""
     finished: float | None
+    """Unix time, once finished."""
     output: list[str]
     """The last lines the job printed."""
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Schema):
     status: int
+    """The HTTP status."""
     error: str
     """A stable code: invalid_image, too_large, scene_not_found, not_ready, ..."""
     message: str
+    """What was wrong and what to do, in words."""
     details: list[dict[str, object]] | None = None
+    """For 422: each invalid field (`loc`, `msg`, `type`)."""

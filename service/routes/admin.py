@@ -11,13 +11,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request
 
 from service.deps import ADMIN, JobsDep, RuntimeDep, SettingsDep
-from service.errors import BadRequestError
+from service.errors import BadRequestError, documented
 from service.jobs import NoSuchJobError
 from service.lifespan import refresh_served
 from service.schemas import JobOut, ReloadResponse
 from service.settings import Settings
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=ADMIN)
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=ADMIN, responses=documented(401, 403)
+)
+JOB_ERRORS = documented(400, 409, 422)
 
 
 @router.post("/reload", response_model=ReloadResponse)
@@ -33,13 +36,15 @@ async def reload(runtime: RuntimeDep, request: Request) -> ReloadResponse:
     )
 
 
-@router.post("/reindex", status_code=202, response_model=JobOut)
+@router.post("/reindex", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
 async def admin_reindex(
     request: Request,
     settings: SettingsDep,
     runtime: RuntimeDep,
     jobs: JobsDep,
-    incremental: Annotated[bool, Body(embed=True)] = False,
+    incremental: Annotated[
+        bool, Body(embed=True, description="Add new scenes and drop gone ones only.")
+    ] = False,
 ) -> JobOut:
     """Start `grn reindex` over GRN_ARCHIVE_DIR with the served model into the configured
     vector store (a child process); the new index is taken up when it completes."""
@@ -64,11 +69,14 @@ async def admin_reindex(
     return JobOut(**job.describe())
 
 
-@router.post("/import", status_code=202, response_model=JobOut)
+@router.post("/import", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
 async def admin_import(
     settings: SettingsDep,
     jobs: JobsDep,
-    archive: Annotated[str | None, Body(embed=True)] = None,
+    archive: Annotated[
+        str | None,
+        Body(embed=True, description="The archive folder (default GRN_ARCHIVE_DIR)."),
+    ] = None,
 ) -> JobOut:
     """Start `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
     folder = archive_folder(settings, archive)
@@ -83,7 +91,7 @@ async def admin_jobs(jobs: JobsDep) -> list[JobOut]:
     return [JobOut(**job.describe()) for job in sorted(jobs.jobs.values(), key=lambda j: -j.id)]
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=documented(404, 422))
 async def admin_job(jobs: JobsDep, job_id: int) -> JobOut:
     """One admin job: status, return code and the last lines of its output."""
     job = jobs.jobs.get(job_id)

@@ -20,10 +20,12 @@ from service.deps import (
     scene_urls,
     split_commas,
 )
+from service.errors import documented
 from service.schemas import FoldersResponse, LabelCount, LabelsResponse, SceneOut, ScenePage
 from service.thumbnails import cache_headers, not_modified, rendering, thumbnail
 
-router = APIRouter(tags=["archive"], dependencies=READER)
+router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
+SCENE_ERRORS = documented(404, 422)
 
 
 def scene_out(request: Request, scene: Scene) -> SceneOut:
@@ -41,7 +43,7 @@ def scene_out(request: Request, scene: Scene) -> SceneOut:
     )
 
 
-@router.get("/scenes", response_model=ScenePage)
+@router.get("/scenes", response_model=ScenePage, responses=documented(400, 422))
 async def scenes(
     request: Request,
     catalog: CatalogDep,
@@ -73,7 +75,7 @@ async def scenes(
     )
 
 
-@router.get("/scenes/{scene_id}", response_model=SceneOut)
+@router.get("/scenes/{scene_id}", response_model=SceneOut, responses=SCENE_ERRORS)
 async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId) -> SceneOut:
     """One scene's metadata."""
     return scene_out(request, await in_thread(catalog.scene, scene_id))
@@ -83,7 +85,11 @@ async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId)
     "/scenes/{scene_id}/image",
     name="scene_image",
     response_class=FileResponse,
-    responses={200: {"content": {"image/*": {}}}, 304: {"description": "Not modified"}},
+    responses={
+        200: {"content": {"image/*": {}}},
+        304: {"description": "Not modified"},
+        **SCENE_ERRORS,
+    },
 )
 async def scene_image(
     request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
@@ -100,7 +106,11 @@ async def scene_image(
 @router.get(
     "/scenes/{scene_id}/thumbnail",
     name="scene_thumbnail",
-    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        304: {"description": "Not modified"},
+        **SCENE_ERRORS,
+    },
 )
 async def scene_thumbnail(
     request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
@@ -117,7 +127,11 @@ async def scene_thumbnail(
 @router.get(
     "/scenes/{scene_id}/preview",
     name="scene_preview",
-    responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        304: {"description": "Not modified"},
+        **SCENE_ERRORS,
+    },
 )
 async def scene_preview(
     request: Request,

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import READER, CatalogDep, RuntimeDep, in_thread
-from service.errors import error_response
+from service.errors import documented, error_response
 from service.migrate import current_revision, head_revision
 from service.schemas import Health, Readiness
 
@@ -53,7 +53,11 @@ async def redoc(request: Request) -> HTMLResponse:
     )
 
 
-@router.get("/metrics", dependencies=READER, responses={200: {"content": {"text/plain": {}}}})
+@router.get(
+    "/metrics",
+    dependencies=READER,
+    responses={200: {"content": {"text/plain": {}}}, **documented(401, 403)},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of this process."""
     registry = request.app.state.metrics.registry
@@ -66,7 +70,7 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Readiness)
+@router.get("/readyz", response_model=Readiness, responses=documented(503))
 async def readyz(runtime: RuntimeDep, catalog: CatalogDep) -> Any:
     """Model, index and database ready (503 with the reasons otherwise)."""
     reasons = []

@@ -29,7 +29,7 @@ from service.deps import (
     scene_urls,
     split_commas,
 )
-from service.errors import BadRequestError
+from service.errors import BadRequestError, documented
 from service.runtime import Snapshot
 from service.schemas import (
     ClassifyResponse,
@@ -93,6 +93,7 @@ def label_scores(
     "/classify",
     response_model=ClassifyResponse,
     tags=["model"],
+    responses=documented(400, 401, 403, 413, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -127,7 +128,10 @@ async def classify(
     "/search",
     response_model=SearchResponse,
     tags=["search"],
-    responses={200: {"content": {"text/csv": {}}, "description": "The hits (CSV with format=csv)"}},
+    responses={
+        200: {"content": {"text/csv": {}}, "description": "The hits (CSV with format=csv)"},
+        **documented(400, 401, 403, 404, 413, 422, 503),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -219,7 +223,7 @@ def _scene_pixels(catalog: Catalog, scene_id: int) -> np.ndarray:
 @router.post(
     "/preview",
     tags=["model"],
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 401, 403, 413, 422)},
     openapi_extra={
         "requestBody": {
             "required": True,

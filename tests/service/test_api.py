@@ -407,3 +407,34 @@ def test_api_docs_work_offline(live: LiveServer) -> None:
         for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js"):
             response = client.get(f"/docs-assets/{asset}")
             assert response.status_code == 200 and len(response.content) > 100_000
+
+
+def test_the_openapi_document_describes_each_endpoint(live: LiveServer) -> None:
+    with live.client() as client:
+        spec = client.get("/openapi.json").json()
+    errors = {
+        (path, method): {int(s) for s in op["responses"] if int(s) >= 400}
+        for path, ops in spec["paths"].items()
+        for method, op in ops.items()
+    }
+    assert errors[("/healthz", "get")] == set()
+    assert errors[("/readyz", "get")] == {503}
+    assert errors[("/search", "post")] == {400, 401, 403, 404, 413, 422, 503}
+    assert errors[("/labels", "get")] == {401, 403, 503}
+    assert errors[("/admin/reindex", "post")] == {400, 401, 403, 409, 422}
+    assert len({frozenset(e) for e in errors.values()}) >= 8  # not one list for all
+    schemas = spec["components"]["schemas"]
+    undocumented = [
+        (name, field)
+        for name, schema in schemas.items()
+        if not name.endswith("ValidationError")
+        for field, prop in schema.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert undocumented == []
+    body = spec["paths"]["/search"]["post"]["requestBody"]["content"]
+    request = body["application/json"]["schema"]
+    assert request["examples"][0]["k"] == 20
+    assert all(prop.get("description") for prop in request["properties"].values())
+    assert set(body["multipart/form-data"]["schema"]["properties"]) >= {"file", "k", "classify"}
+    assert schemas["SceneOut"]["examples"][0]["image"] == "harbor12"
