@@ -613,6 +613,14 @@ def search(
     include_query: Annotated[
         bool, typer.Option("--include-query", help="With --scene: keep the scene itself.")
     ] = False,
+    more_like: Annotated[
+        list[int] | None,
+        typer.Option("--more-like", help="Relevance feedback: a scene id to be like (repeat)."),
+    ] = None,
+    less_like: Annotated[
+        list[int] | None,
+        typer.Option("--less-like", help="Relevance feedback: a scene id not to be like."),
+    ] = None,
     output: FormatOpt = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
@@ -621,14 +629,17 @@ def search(
     """The archive scenes most similar to an image or an archive scene (what POST /search
     answers): from the model, vector store and SQL of the GRN_ settings, or from a running
     service with --url."""
-    if (image is None) == (scene is None):
-        _fail(ValueError("give an image file or --scene ID, not both or neither"))
+    if image is not None and scene is not None:
+        _fail(ValueError("give an image file or --scene ID, not both"))
+    if image is None and scene is None and not more_like:
+        _fail(ValueError("give an image file, --scene ID or --more-like ID"))
     output = "json" if as_json else output
     _check_format(output)
     request: dict[str, Any] = {"k": k, "include_query": include_query}
     for key, value in (("labels_all", _split_commas(labels_all)),
                        ("labels_any", _split_commas(labels_any)), ("scene", folder),
-                       ("min_score", min_score)):  # fmt: skip
+                       ("min_score", min_score), ("more_like", more_like),
+                       ("less_like", less_like)):  # fmt: skip
         if value:
             request[key] = value
     try:
@@ -665,7 +676,8 @@ def _local_search(
         )  # fmt: skip
         query = SearchQuery(
             k=request["k"], where=where, min_score=request.get("min_score"),
-            include_query=request["include_query"],
+            include_query=request["include_query"], more_like=request.get("more_like", ()),
+            less_like=request.get("less_like", ()),
         )  # fmt: skip
         vector = None
         if image is not None:
@@ -723,7 +735,7 @@ def _remote_search(
         with _client(url) as client:
             if image is not None:
                 form = {
-                    key: ",".join(value) if isinstance(value, list) else str(value)
+                    key: ",".join(map(str, value)) if isinstance(value, list) else str(value)
                     for key, value in request.items()
                     if key != "include_query"
                 }
@@ -731,7 +743,8 @@ def _remote_search(
                     "/search", files={"file": (image.name, image.read_bytes())}, data=form
                 )
             else:
-                response = client.post("/search", json={"scene_id": str(scene), **request})
+                query = {} if scene is None else {"scene_id": str(scene)}
+                response = client.post("/search", json={**query, **request})
     except httpx.HTTPError as exc:
         raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
     return _answer(response)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 MAX_SCENE_ID = 2**63 - 1
 ID_PATTERN = "^[0-9]{1,19}$"
@@ -91,8 +98,9 @@ class SearchRequest(Schema):
         },
     )
 
-    scene_id: SceneIdIn
-    """The archive scene to search by (ids come from /scenes and from hits)."""
+    scene_id: SceneIdIn | None = None
+    """The archive scene to search by (ids come from /scenes and from hits); may be left
+    out when `more_like` names scenes."""
     k: int = Field(default=10, ge=1, le=1000)
     """How many of the most similar scenes to rank, 1 to 1000."""
     labels_all: list[str] = Field(default_factory=list, max_length=1000)
@@ -113,9 +121,21 @@ class SearchRequest(Schema):
     """Hits per page (default: all k)."""
     format: Literal["json", "csv"] = "json"
     """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url)."""
+    more_like: list[SceneIdIn] = Field(default_factory=list, max_length=100)
+    """Relevance feedback: scenes the results should be like (Rocchio: the query plus 0.75
+    times their mean); they are left out of the results."""
+    less_like: list[SceneIdIn] = Field(default_factory=list, max_length=100)
+    """Relevance feedback: scenes the results should not be like (minus 0.25 times their
+    mean); they are left out of the results."""
     classify: bool = False
     """Also answer the query's labels (the classifier on the uploaded image, or on the
     archive scene's image): one request for what a person sees."""
+
+    @model_validator(mode="after")
+    def _has_a_query(self) -> SearchRequest:
+        if self.scene_id is None and not self.more_like:
+            raise ValueError("give a scene_id, or scenes to be like in more_like")
+        return self
 
 
 class SceneOut(Schema):

@@ -10,6 +10,7 @@ scene itself out unless `include_query`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,10 @@ class SearchQuery:
     offset: int = 0
     limit: int | None = None
     """Hits per page (None: all k)."""
+    more_like: Sequence[int] = ()
+    """Relevance feedback: archive scenes the results should be like."""
+    less_like: Sequence[int] = ()
+    """Relevance feedback: archive scenes the results should not be like."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +72,23 @@ def search_scenes(
     scene_id: int | None = None,
 ) -> SearchPage:
     """The page `query` asks for of the archive scenes most similar to `vector` (a unit
-    embedding of the snapshot's model) or to the archive scene `scene_id`, best first."""
-    if (vector is None) == (scene_id is None):
-        raise ValueError("search by a vector or by a scene id, not both or neither")
+    embedding of the snapshot's model) or to the archive scene `scene_id`, best first,
+    moved towards `query.more_like` and away from `query.less_like` when given."""
+    if vector is not None and scene_id is not None:
+        raise ValueError("search by a vector or by a scene id, not both")
+    if vector is None and scene_id is None and not query.more_like:
+        raise ValueError("search by a vector, a scene id or scenes to be like")
     index = snapshot.searcher
     where = query.where
     if scene_id is not None:
         vector = index.vectors([scene_id])[0]
         if not query.include_query:
             where = where.excluding(scene_id)
+    if query.more_like or query.less_like:
+        vector = feedback_vector(
+            vector, index.vectors(list(query.more_like)), index.vectors(list(query.less_like))
+        )
+        where = where.excluding(*query.more_like, *query.less_like)  # judged already
     assert vector is not None
     ranked = rank(index, catalog, vector, query.k, where, query.min_score)
     limit = query.limit or query.k
@@ -91,6 +104,26 @@ def search_scenes(
         limit=limit,
         next_offset=end if end < len(ranked) else None,
     )
+
+
+ROCCHIO = (1.0, 0.75, 0.25)
+"""Rocchio's weights of the query, the liked scenes and the disliked ones."""
+
+
+def feedback_vector(query: np.ndarray | None, more: np.ndarray, less: np.ndarray) -> np.ndarray:
+    """Relevance feedback as Rocchio's: the query plus the mean of the scenes to be like,
+    minus a quarter of the mean of those not to be like, back on the unit sphere."""
+    alpha, beta, gamma = ROCCHIO
+    dim = more.shape[1] if len(more) else less.shape[1]
+    moved = alpha * query if query is not None else np.zeros(dim, np.float32)
+    if len(more):
+        moved = moved + beta * more.mean(axis=0)
+    if len(less):
+        moved = moved - gamma * less.mean(axis=0)
+    norm = float(np.linalg.norm(moved))
+    if norm == 0:
+        raise ValueError("the feedback cancels the query out: like or dislike other scenes")
+    return np.asarray(moved / norm, dtype=np.float32)
 
 
 def rank(

@@ -45,7 +45,7 @@ from service.uploads import decode_all, read_uploads
 
 router = APIRouter(dependencies=READER)
 
-FORM_LISTS = ("labels_all", "labels_any", "exclude_ids")
+FORM_LISTS = ("labels_all", "labels_any", "exclude_ids", "more_like", "less_like")
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -168,7 +168,7 @@ async def search(
         body = await request.body()
         params = _validated(lambda: SearchRequest.model_validate_json(body))
         scene_id = params.scene_id
-        if params.classify:  # the archive scene's own image through the classifier
+        if params.classify and scene_id is not None:  # the scene's own image, classified
             image = await in_thread(_scene_pixels, catalog, scene_id)
             probabilities = (await batcher.infer(snapshot, [image]))[0].probabilities
     else:
@@ -257,6 +257,8 @@ def search_query(params: SearchRequest) -> SearchQuery:
         include_query=params.include_query,
         offset=params.offset,
         limit=params.limit,
+        more_like=params.more_like,
+        less_like=params.less_like,
     )
 
 

@@ -13,6 +13,8 @@ const state = {
   offset: 0,
   archiveOffset: 0,
   last: null, // the last search response shown
+  more: [], // relevance feedback: scenes ({id, image}) the results should be like
+  less: [], // ... and should not be like
   latest: 0, // sequence number of the newest search asked for
 };
 
@@ -141,6 +143,8 @@ function writeUrl(replace) {
   if (matchMode() === "any") params.set("match", "any");
   if ($("folder").value) params.set("folder", $("folder").value);
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  if (state.more.length) params.set("more", state.more.map((s) => s.id).join(","));
+  if (state.less.length) params.set("less", state.less.map((s) => s.id).join(","));
   const url = `${location.pathname}?${params}`;
   if (url === `${location.pathname}${location.search}`) return;
   if (replace) history.replaceState(null, "", url);
@@ -165,11 +169,13 @@ async function readUrl() {
   document.querySelector(`input[name=match][value=${params.get("match") === "any" ? "any" : "all"}]`).checked = true;
   $("folder").value = params.get("folder") || "";
   $("min-score").value = params.get("min_score") || "";
+  const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
+  const feedback = { more: ids("more").map((id) => ({ id, image: id })), less: ids("less").map((id) => ({ id, image: id })) };
   const scene = params.get("scene");
   if (scene && /^[0-9]{1,19}$/.test(scene)) {
     try {
       const info = await api(`/scenes/${scene}`);
-      await useScene(info, { keepPage: true, fromUrl: true });
+      await useScene(info, { keepPage: true, fromUrl: true, feedback });
     } catch (err) {
       showMessage(err.message);
     }
@@ -193,6 +199,8 @@ function searchParams() {
   if (labels.length) params[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
   if ($("folder").value) params.scene = $("folder").value;
   if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
+  if (state.more.length) params.more_like = state.more.map((s) => s.id);
+  if (state.less.length) params.less_like = state.less.map((s) => s.id);
   return params;
 }
 
@@ -263,6 +271,25 @@ function changed() {
   if (!state.query) writeUrl(false);
 }
 
+function showFeedback() {
+  const names = (list) => list.map((s) => s.image).join(", ");
+  const parts = [];
+  if (state.more.length) parts.push(`More like ${names(state.more)}`);
+  if (state.less.length) parts.push(`less like ${names(state.less)}`);
+  $("feedback-text").textContent = parts.join(" · ");
+  $("feedback").hidden = !parts.length;
+}
+
+function giveFeedback(scene, liked) {
+  const entry = { id: String(scene.id), image: scene.image };
+  state.more = state.more.filter((s) => s.id !== entry.id);
+  state.less = state.less.filter((s) => s.id !== entry.id);
+  (liked ? state.more : state.less).push(entry);
+  state.offset = 0;
+  showFeedback();
+  search();
+}
+
 function startQuery(caption, previewUrl) {
   $("preview-image").src = previewUrl;
   $("preview-caption").textContent = caption;
@@ -292,6 +319,9 @@ async function useFile(file) {
   if (!file) return;
   state.query = { file, labels: [] };
   state.offset = 0;
+  state.more = [];
+  state.less = [];
+  showFeedback();
   startQuery(file.name, "");
   const url = await previewUrlOf(file);
   state.query.previewUrl = url;
@@ -299,10 +329,13 @@ async function useFile(file) {
   await search({ classify: true });
 }
 
-async function useScene(scene, { keepPage = false, fromUrl = false } = {}) {
+async function useScene(scene, { keepPage = false, fromUrl = false, feedback = null } = {}) {
   const previewUrl = `/scenes/${scene.id}/preview?size=768`;
   state.query = { sceneId: String(scene.id), name: scene.image, previewUrl, labels: scene.labels };
   if (!keepPage) state.offset = 0;
+  state.more = feedback ? feedback.more : [];
+  state.less = feedback ? feedback.less : [];
+  showFeedback();
   startQuery(`archive scene ${scene.image} (${scene.labels.join(", ")})`, previewUrl);
   await search({ classify: true, fromUrl });
 }
@@ -320,6 +353,8 @@ function openViewer(scene, score) {
   $("viewer-open").href = full;
   $("viewer-hit-caption").textContent = `${scene.image} · ${scene.scene}` + (fromArchive ? "" : ` · score ${score.toFixed(3)}`);
   const query = state.query && !fromArchive ? state.query : null;
+  $("viewer-more").hidden = !query;
+  $("viewer-less").hidden = !query;
   $("viewer-query").parentElement.hidden = !query;
   const queryLabels = new Set(query ? query.labels || [] : []);
   const hitLabels = new Set(scene.labels);
@@ -428,6 +463,15 @@ function wire() {
     $("viewer").close();
     useScene($("viewer").scene);
     window.scrollTo({ top: 0, behavior: "smooth" });
+  });
+  $("viewer-more").addEventListener("click", () => { $("viewer").close(); giveFeedback($("viewer").scene, true); });
+  $("viewer-less").addEventListener("click", () => { $("viewer").close(); giveFeedback($("viewer").scene, false); });
+  $("feedback-clear").addEventListener("click", () => {
+    state.more = [];
+    state.less = [];
+    state.offset = 0;
+    showFeedback();
+    search();
   });
   $("export-csv").addEventListener("click", exportCsv);
   $("export-json").addEventListener("click", () => {

@@ -221,3 +221,55 @@ def test_the_cli_asks_a_running_service_or_answers_itself(
     assert down.returncode == 2 and "cannot be reached" in down.stderr
     bad = grn("search", "--scene", query, "--format", "xml", env=env)
     assert bad.returncode == 2 and "table, json or csv" in bad.stderr
+
+
+def test_relevance_feedback_moves_the_query(
+    whole: tuple[LiveServer, dict[str, str]], archive: Archive
+) -> None:
+    """More like these, less like those: the API ranks by Rocchio's vector (checked against
+    exact search over the index's own vectors), leaves the judged scenes out, and the CLI
+    and an upload take the same feedback."""
+    from index.results import exact_search
+    from index.store import IndexStore
+    from index.stores.faiss import Searcher
+
+    server, env = whole
+    served = Searcher(IndexStore(env["GRN_INDEX_ROOT"]).load())
+    ids = np.sort(served.ids)
+    vectors = served.vectors(ids)
+    names = {scene_id(s.name): s for s in archive.scenes}
+    query = scene_id(archive.scenes[0].name)
+    harbours = [i for i, s in names.items() if s.folder == "harbor"][:3]
+    rivers = [i for i, s in names.items() if s.folder == "river"][:2]
+    body = search(
+        server, scene_id=str(query), k=30, more_like=[str(i) for i in harbours],
+        less_like=[str(i) for i in rivers],
+    )  # fmt: skip
+    got = [int(h["id"]) for h in body["hits"]]
+    assert not set(got) & {query, *harbours, *rivers}
+    moved = served.vectors([query])[0] + 0.75 * served.vectors(harbours).mean(axis=0)
+    moved -= 0.25 * served.vectors(rivers).mean(axis=0)
+    moved /= np.linalg.norm(moved)
+    keep = ~np.isin(ids, [query, *harbours, *rivers])
+    truth = exact_search(vectors[keep], ids[keep], moved[None], 30)
+    np.testing.assert_allclose([h["score"] for h in body["hits"]], truth.scores[0], atol=1e-5)
+    plain = [int(h["id"]) for h in search(server, scene_id=str(query), k=30)["hits"]]
+    folder_of = lambda hits: sum(names[i].folder == "harbor" for i in hits)  # noqa: E731
+    assert folder_of(got) > folder_of(plain)  # pulled towards the harbours
+
+    # with no query at all: scenes like these
+    only = search(server, more_like=[str(i) for i in harbours], k=5)
+    assert only["query_id"] is None and len(only["hits"]) == 5
+    with server.client() as client:
+        missing = client.post("/search", json={"k": 3})
+        assert missing.status_code == 422 and "more_like" in missing.json()["message"]
+    # an upload takes the feedback as form fields; the CLI as options
+    image = archive.scenes[0].path
+    uploaded = upload(server, image, k="30", more_like=",".join(map(str, harbours)),
+                      less_like=",".join(map(str, rivers)))  # fmt: skip
+    assert not {int(h["id"]) for h in uploaded["hits"]} & {*harbours, *rivers}
+    cli = grn("search", "--scene", str(query), "--k", "30", "--format", "json",
+              *[f"--more-like={i}" for i in harbours], *[f"--less-like={i}" for i in rivers],
+              env=env)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert [int(h["id"]) for h in json.loads(cli.stdout)["hits"]] == got

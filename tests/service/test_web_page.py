@@ -386,3 +386,45 @@ def test_no_serious_accessibility_violations(
     found = page.evaluate("async () => (await axe.run(document)).violations")
     assert not [v["id"] for v in found if v["impact"] in ("serious", "critical")]
     page.close()
+
+
+def test_more_and_less_like_a_result(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    query = str(scene_id(subset.scenes[8].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=20")
+    expect(page.locator("#results .card")).to_have_count(20)
+    liked, disliked = grid_ids(page)[1], grid_ids(page)[5]
+
+    page.locator(f"#results .card[data-scene-id='{liked}']").click()
+    page.click("#viewer-more")
+    page.wait_for_function(IDLE)
+    expect(page.locator("#feedback")).to_be_visible()
+    page.locator(f"#results .card[data-scene-id='{disliked}']").click()
+    page.click("#viewer-less")
+    page.wait_for_function(IDLE)
+    expect(page.locator("#feedback-text")).to_contain_text("less like")
+    api = httpx.post(
+        f"{page_server.url}/search",
+        json={"scene_id": query, "k": 20, "more_like": [liked], "less_like": [disliked]},
+    ).json()
+    assert grid_ids(page) == [hit["id"] for hit in api["hits"]]
+    assert liked not in grid_ids(page) and disliked not in grid_ids(page)
+    assert f"more={liked}" in page.url and f"less={disliked}" in page.url
+    shot(page, "desktop-7-feedback")
+
+    # the feedback is part of the shared URL; clearing it gives the plain neighbours back
+    other = browser.new_page(viewport=DESKTOP)
+    other.goto(page.url)
+    expect(other.locator("#results .card")).to_have_count(20)
+    other.wait_for_function(IDLE)
+    assert grid_ids(other) == grid_ids(page)
+    other.click("#feedback-clear")
+    other.wait_for_function(IDLE)
+    expect(other.locator("#feedback")).to_be_hidden()
+    assert grid_ids(other) == api_neighbours(page_server, query)
+    other.close()
+    page.close()
