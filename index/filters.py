@@ -1,7 +1,8 @@
 """The one filter type of a search, from the API request to SQL and the vector store.
 
 A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
-`labels_any`, come from the scene folder `folder`, belong to `split`, are not in
+`labels_any`, none of `labels_none`, come from the scene folder `folder`, belong to `split`,
+are not in
 `exclude_ids` and, when `allow_ids` is given, are in it. `passes` is the reference meaning
 that SQL and every vector store follow.
 
@@ -14,7 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-CONDITIONS = ("labels_all", "labels_any", "folder", "split", "exclude_ids", "allow_ids")
+CONDITIONS = (
+    "labels_all",
+    "labels_any",
+    "labels_none",
+    "folder",
+    "split",
+    "exclude_ids",
+    "allow_ids",
+)
 
 
 def _sets(name: str, value: object) -> bool:
@@ -35,6 +44,7 @@ class SceneMeta:
 class SceneFilter:
     labels_all: Sequence[str] = ()
     labels_any: Sequence[str] = ()
+    labels_none: Sequence[str] = ()
     folder: str | None = None
     """The scene folder (the `scene` column of labels.csv)."""
     split: str | None = None
@@ -53,7 +63,7 @@ class SceneFilter:
 
     @property
     def label_names(self) -> list[str]:
-        return [*self.labels_all, *self.labels_any]
+        return [*self.labels_all, *self.labels_any, *self.labels_none]
 
     def excluding(self, *ids: int) -> SceneFilter:
         return replace(self, exclude_ids=[*self.exclude_ids, *ids])
@@ -64,6 +74,7 @@ class SceneFilter:
         return (
             set(self.labels_all) <= labels
             and (not self.labels_any or bool(labels & set(self.labels_any)))
+            and not labels & set(self.labels_none)
             and (self.folder is None or meta.folder == self.folder)
             and (self.split is None or split == self.split)
             and scene_id not in set(self.exclude_ids)

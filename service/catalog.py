@@ -35,6 +35,11 @@ def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[An
         query = query.where(
             exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id == label_id)
         )
+    if f.labels_none:
+        none_ids = _label_ids(session, f.labels_none)
+        query = query.where(
+            ~exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(none_ids))
+        )
     if f.labels_any:
         any_ids = _label_ids(session, f.labels_any)
         query = query.where(

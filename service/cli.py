@@ -608,6 +608,9 @@ def search(
     labels_any: Annotated[
         list[str] | None, typer.Option("--labels-any", help="Labels of which one is present.")
     ] = None,
+    labels_none: Annotated[
+        list[str] | None, typer.Option("--labels-none", help="Labels that must be absent.")
+    ] = None,
     folder: Annotated[str | None, typer.Option(help="Only scenes of this scene folder.")] = None,
     min_score: Annotated[float | None, typer.Option(help="Drop weaker hits.")] = None,
     include_query: Annotated[
@@ -626,18 +629,19 @@ def search(
     url: UrlOpt = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """The archive scenes most similar to an image or an archive scene (what POST /search
-    answers): from the model, vector store and SQL of the GRN_ settings, or from a running
-    service with --url."""
+    """The archive scenes most similar to an image or an archive scene, or most typical of
+    labels (--labels-all alone), as POST /search answers: from the model, vector store and
+    SQL of the GRN_ settings, or from a running service with --url."""
     if image is not None and scene is not None:
         _fail(ValueError("give an image file or --scene ID, not both"))
-    if image is None and scene is None and not more_like:
-        _fail(ValueError("give an image file, --scene ID or --more-like ID"))
+    if image is None and scene is None and not more_like and not labels_all:
+        _fail(ValueError("give an image file, --scene ID, --more-like ID or --labels-all"))
     output = "json" if as_json else output
     _check_format(output)
     request: dict[str, Any] = {"k": k, "include_query": include_query}
     for key, value in (("labels_all", _split_commas(labels_all)),
-                       ("labels_any", _split_commas(labels_any)), ("scene", folder),
+                       ("labels_any", _split_commas(labels_any)),
+                       ("labels_none", _split_commas(labels_none)), ("scene", folder),
                        ("min_score", min_score), ("more_like", more_like),
                        ("less_like", less_like)):  # fmt: skip
         if value:
@@ -672,7 +676,7 @@ def _local_search(
         snapshot = runtime.current()
         where = SceneFilter(
             labels_all=request.get("labels_all", ()), labels_any=request.get("labels_any", ()),
-            folder=request.get("scene"),
+            labels_none=request.get("labels_none", ()), folder=request.get("scene"),
         )  # fmt: skip
         query = SearchQuery(
             k=request["k"], where=where, min_score=request.get("min_score"),

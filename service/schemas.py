@@ -99,14 +99,17 @@ class SearchRequest(Schema):
     )
 
     scene_id: SceneIdIn | None = None
-    """The archive scene to search by (ids come from /scenes and from hits); may be left
-    out when `more_like` names scenes."""
+    """The archive scene to search by (ids come from /scenes and from hits). Left out, the
+    search is by `more_like` scenes, or by labels: the scenes that carry `labels_all`, most
+    typical first (nearest the labels' region of the embedding space)."""
     k: int = Field(default=10, ge=1, le=1000)
     """How many of the most similar scenes to rank, 1 to 1000."""
     labels_all: list[str] = Field(default_factory=list, max_length=1000)
     """Every one of these labels must be present."""
     labels_any: list[str] = Field(default_factory=list, max_length=1000)
     """At least one of these labels must be present."""
+    labels_none: list[str] = Field(default_factory=list, max_length=1000)
+    """None of these labels may be present."""
     scene: str | None = Field(default=None, max_length=200)
     """Only scenes of this scene folder."""
     exclude_ids: list[SceneIdIn] = Field(default_factory=list, max_length=1000)
@@ -133,8 +136,10 @@ class SearchRequest(Schema):
 
     @model_validator(mode="after")
     def _has_a_query(self) -> SearchRequest:
-        if self.scene_id is None and not self.more_like:
-            raise ValueError("give a scene_id, or scenes to be like in more_like")
+        if self.scene_id is None and not self.more_like and not self.labels_all:
+            raise ValueError(
+                "give a scene_id, scenes to be like in more_like, or labels in labels_all"
+            )
         return self
 
 

@@ -76,10 +76,17 @@ def search_scenes(
     moved towards `query.more_like` and away from `query.less_like` when given."""
     if vector is not None and scene_id is not None:
         raise ValueError("search by a vector or by a scene id, not both")
-    if vector is None and scene_id is None and not query.more_like:
-        raise ValueError("search by a vector, a scene id or scenes to be like")
     index = snapshot.searcher
     where = query.where
+    if vector is None and scene_id is None and not query.more_like:
+        if not where.labels_all:
+            raise ValueError("search by a vector, a scene id, scenes to be like or labels")
+        vector = label_region(index, catalog, where.labels_all)
+        if vector is None:  # no indexed scene carries them all
+            return SearchPage(
+                None, snapshot.model_version, snapshot.index_version, [], 0, query.offset,
+                query.limit or query.k, None,
+            )  # fmt: skip
     if scene_id is not None:
         vector = index.vectors([scene_id])[0]
         if not query.include_query:
@@ -104,6 +111,24 @@ def search_scenes(
         limit=limit,
         next_offset=end if end < len(ranked) else None,
     )
+
+
+LABEL_SAMPLE = 1000
+"""At most this many scenes of a label set make its region's centre."""
+
+
+def label_region(index: ServedIndex, catalog: Catalog, labels: Sequence[str]) -> np.ndarray | None:
+    """The centre of the labels' region of the embedding space: the mean vector of the
+    indexed scenes that carry all of them (an even sample of at most LABEL_SAMPLE, by id),
+    on the unit sphere; None when no indexed scene carries them all."""
+    ids = np.sort(np.asarray(catalog.allowed_ids(SceneFilter(labels_all=labels)), np.int64))
+    ids = ids[index.contains(ids)] if len(ids) else ids
+    if not len(ids):
+        return None
+    if len(ids) > LABEL_SAMPLE:
+        ids = ids[np.linspace(0, len(ids) - 1, LABEL_SAMPLE).astype(int)]
+    centre = index.vectors(ids).mean(axis=0)
+    return np.asarray(centre / max(float(np.linalg.norm(centre)), 1e-12), dtype=np.float32)
 
 
 ROCCHIO = (1.0, 0.75, 0.25)

@@ -84,6 +84,10 @@ class ServedIndex(Protocol):
         not held)."""
         ...
 
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Which of these scene ids the version holds (a boolean array)."""
+        ...
+
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
         """Top-k per query (k from 1 to MAX_K) among the scenes that pass `where`, which
         uses only `native_filters`."""

@@ -43,7 +43,9 @@ from index.stores.base import (
 )
 
 MODEL_PROPERTY = "grn.model_version"
-NATIVE_FILTERS = frozenset({"labels_all", "labels_any", "folder", "exclude_ids", "allow_ids"})
+NATIVE_FILTERS = frozenset(
+    {"labels_all", "labels_any", "labels_none", "folder", "exclude_ids", "allow_ids"}
+)
 VERSION_PATTERN = re.compile(r"(.+)_v(\d+)")
 """`<alias>_v<time in ns>`: the collections a full build makes for an alias."""
 
@@ -137,6 +139,8 @@ def milvus_expression(where: SceneFilter) -> str:
         parts.append(f"array_contains_all(labels, {json.dumps(list(where.labels_all))})")
     if where.labels_any:
         parts.append(f"array_contains_any(labels, {json.dumps(list(where.labels_any))})")
+    if where.labels_none:
+        parts.append(f"not array_contains_any(labels, {json.dumps(list(where.labels_none))})")
     if where.folder is not None:
         parts.append(f"scene == {json.dumps(where.folder)}")
     if where.exclude_ids:
@@ -223,12 +227,12 @@ class MilvusCollection:
             self.client.insert(self.collection, rows[start : start + 1000])
 
     def remove(self, ids: np.ndarray) -> int:
-        present = self._present(np.asarray(ids, dtype=np.int64))
+        present = self.present(np.asarray(ids, dtype=np.int64))
         if present:
             self.client.delete(self.collection, ids=present)
         return len(present)
 
-    def _present(self, ids: np.ndarray) -> list[int]:
+    def present(self, ids: np.ndarray) -> list[int]:
         found: list[int] = []
         for start in range(0, len(ids), 1000):
             chunk = [int(i) for i in ids[start : start + 1000]]
@@ -318,6 +322,12 @@ class MilvusSearcher:
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         with milvus_answering(self.location):
             return self.collection.vectors(ids)
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        with milvus_answering(self.location):
+            present = self.collection.present(ids)
+        return np.isin(ids, np.asarray(present, dtype=np.int64))
 
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
         with milvus_answering(self.location):

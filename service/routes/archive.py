@@ -49,6 +49,7 @@ async def scenes(
     catalog: CatalogDep,
     labels_all: Annotated[list[str], Query(description="Labels that must all be present.")] = [],  # noqa: B006
     labels_any: Annotated[list[str], Query(description="Labels of which one is present.")] = [],  # noqa: B006
+    labels_none: Annotated[list[str], Query(description="Labels that must be absent.")] = [],  # noqa: B006
     scene: Annotated[str | None, Query(max_length=200)] = None,
     split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Part of the image name.")] = None,
@@ -61,6 +62,7 @@ async def scenes(
     where = SceneFilter(
         labels_all=split_commas(labels_all or []),
         labels_any=split_commas(labels_any or []),
+        labels_none=split_commas(labels_none or []),
         folder=scene,
         split=split,
     )

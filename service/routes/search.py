@@ -45,7 +45,14 @@ from service.uploads import decode_all, read_uploads
 
 router = APIRouter(dependencies=READER)
 
-FORM_LISTS = ("labels_all", "labels_any", "exclude_ids", "more_like", "less_like")
+FORM_LISTS = (
+    "labels_all",
+    "labels_any",
+    "labels_none",
+    "exclude_ids",
+    "more_like",
+    "less_like",
+)
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -250,6 +257,7 @@ def search_query(params: SearchRequest) -> SearchQuery:
         where=SceneFilter(
             labels_all=params.labels_all,
             labels_any=params.labels_any,
+            labels_none=params.labels_none,
             folder=params.scene,
             exclude_ids=params.exclude_ids,
         ),

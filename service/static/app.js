@@ -185,6 +185,7 @@ async function readUrl() {
     $("results-panel").hidden = true;
     $("labels-panel").hidden = true;
   }
+  if (!scene && byLabels()) await search({ fromUrl: true });
 }
 
 // --- searching ------------------------------------------------------------------------
@@ -210,8 +211,12 @@ function busy(on, text) {
   if (on) $("results-title").textContent = text || "Searching…";
 }
 
+function byLabels() {
+  return !state.query && matchMode() === "all" && chosenLabels().length > 0;
+}
+
 async function search({ classify = false, fromUrl = false } = {}) {
-  if (!state.query) {
+  if (!state.query && !byLabels()) {
     if (chosenLabels().length || $("folder").value) loadArchive();
     return;
   }
@@ -221,7 +226,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
   busy(true);
   let body;
   try {
-    if (state.query.file) {
+    if (state.query && state.query.file) {
       const form = new FormData();
       form.append("file", state.query.file);
       for (const [key, value] of Object.entries(params)) {
@@ -233,7 +238,8 @@ async function search({ classify = false, fromUrl = false } = {}) {
       body = await api("/search", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ scene_id: state.query.sceneId, ...params }),
+        // no query scene: the scenes most typical of the ticked labels
+        body: JSON.stringify({ ...(state.query ? { scene_id: state.query.sceneId } : {}), ...params }),
       });
     }
   } catch (err) {
@@ -241,8 +247,8 @@ async function search({ classify = false, fromUrl = false } = {}) {
     busy(false);
     $("results-title").textContent = "No results";
     $("results").replaceChildren();
-    showMessage(state.query.file && !err.message.startsWith(state.query.file.name)
-      ? `${state.query.file.name}: ${err.message}` : err.message);
+    const file = state.query && state.query.file;
+    showMessage(file && !err.message.startsWith(file.name) ? `${file.name}: ${err.message}` : err.message);
     if (classify) $("labels-panel").hidden = true;
     return;
   }
@@ -251,7 +257,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
   showMessage("");
   if (body.labels) {
     renderLabels(body.labels);
-    if (state.query.file) state.query.labels = body.predicted;
+    if (state.query && state.query.file) state.query.labels = body.predicted;
   }
   state.last = body;
   const grid = $("results");
@@ -260,15 +266,16 @@ async function search({ classify = false, fromUrl = false } = {}) {
   $("page-info").textContent = `${first}–${body.offset + body.hits.length} of ${body.total}`;
   $("prev").disabled = body.offset === 0;
   $("next").disabled = body.next_offset === null;
-  $("results-title").textContent = body.total ? "Similar scenes" : "No scene matches these filters";
+  const title = state.query ? "Similar scenes" : `Scenes most typical of ${chosenLabels().join(" and ")}`;
+  $("results-title").textContent = body.total ? title : "No scene matches these filters";
   writeUrl(fromUrl);
 }
 
 function changed() {
   state.offset = 0;
-  if (state.query) search();
+  if (state.query || byLabels()) search();
   else if (!$("archive-panel").hidden || chosenLabels().length || $("folder").value) loadArchive();
-  if (!state.query) writeUrl(false);
+  if (!state.query && !byLabels()) writeUrl(false);
 }
 
 function showFeedback() {

@@ -56,6 +56,8 @@ FILTERS = [
     SceneFilter(labels_any=["cars", "grass"]),
     SceneFilter(folder="folder3", labels_any=["buildings"]),
     SceneFilter(labels_all=['wat"er']),  # a quote in a name must not break the expression
+    SceneFilter(labels_none=["water", "cars"]),
+    SceneFilter(labels_any=["trees"], labels_none=["grass"], folder="folder2"),
 ]
 
 

@@ -273,3 +273,43 @@ def test_relevance_feedback_moves_the_query(
               env=env)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert [int(h["id"]) for h in json.loads(cli.stdout)["hits"]] == got
+
+
+def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Archive) -> None:
+    """No image, no scene: "airplane and pavement, not buildings" ranks the scenes that
+    match by their closeness to the labels' region (the mean vector of the scenes that carry
+    the labels), checked against exact search over the index's own vectors."""
+    from index.results import exact_search
+    from index.store import IndexStore
+    from index.stores.faiss import Searcher
+
+    server, env = whole
+    served = Searcher(IndexStore(env["GRN_INDEX_ROOT"]).load())
+    names = {scene_id(s.name): s for s in archive.scenes}
+    label = archive.label_names.index
+
+    def carries(entry: Any, wanted: list[str]) -> bool:
+        return all(entry.labels[label(name)] for name in wanted)
+
+    body = search(server, k=100, labels_all=["airplane", "pavement"], labels_none=["buildings"])
+    hits = [int(h["id"]) for h in body["hits"]]
+    matching = [
+        i for i, s in names.items()
+        if carries(s, ["airplane", "pavement"]) and not s.labels[label("buildings")]
+    ]  # fmt: skip
+    assert body["query_id"] is None and len(hits) == min(100, len(matching)) > 10
+    assert set(hits) <= set(matching)
+    region = np.sort(np.asarray([i for i, s in names.items()
+                                 if carries(s, ["airplane", "pavement"])]))  # fmt: skip
+    centre = served.vectors(region).mean(axis=0)
+    centre /= np.linalg.norm(centre)
+    allowed = np.sort(np.asarray(matching))
+    truth = exact_search(served.vectors(allowed), allowed, centre[None], len(hits))
+    np.testing.assert_allclose([h["score"] for h in body["hits"]], truth.scores[0], atol=1e-5)
+    # labels no scene carries together: nothing, said plainly
+    none = search(server, k=10, labels_all=["ship", "airplane"])
+    assert none["hits"] == [] and none["total"] == 0
+    cli = grn("search", "--labels-all", "airplane,pavement", "--labels-none", "buildings",
+              "--k", "100", "--format", "json", env=env)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert [int(h["id"]) for h in json.loads(cli.stdout)["hits"]] == hits

@@ -428,3 +428,25 @@ def test_more_and_less_like_a_result(
     assert grid_ids(other) == api_neighbours(page_server, query)
     other.close()
     page.close()
+
+
+def test_ticking_labels_without_a_query_ranks_their_typical_scenes(
+    page_server: LiveServer, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(page_server.url)
+    expect(page.locator("#filters input")).to_have_count(17)
+    page.locator("#filters input[value='trees']").check()
+    page.locator("#filters input[value='grass']").check()
+    expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
+    page.wait_for_function(IDLE)
+    api = httpx.post(
+        f"{page_server.url}/search", json={"labels_all": ["grass", "trees"], "k": 20}
+    ).json()
+    assert grid_ids(page) == [hit["id"] for hit in api["hits"]] and api["hits"]
+    for text in page.locator("#results .card .tags").all_inner_texts():
+        assert {"grass", "trees"} <= set(text.split(", "))
+    assert "labels=grass%2Ctrees" in page.url or "labels=grass,trees" in page.url
+    page.close()
