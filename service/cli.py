@@ -624,6 +624,10 @@ def search(
         list[int] | None,
         typer.Option("--less-like", help="Relevance feedback: a scene id not to be like."),
     ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(help='A phrase read onto the labels ("storage tanks, no trees").'),
+    ] = None,
     output: FormatOpt = "table",
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
@@ -634,14 +638,15 @@ def search(
     SQL of the GRN_ settings, or from a running service with --url."""
     if image is not None and scene is not None:
         _fail(ValueError("give an image file or --scene ID, not both"))
-    if image is None and scene is None and not more_like and not labels_all:
-        _fail(ValueError("give an image file, --scene ID, --more-like ID or --labels-all"))
+    if image is None and scene is None and not (more_like or labels_all or text):
+        _fail(ValueError("give an image file, --scene ID, --more-like ID, --labels-all or --text"))
     output = "json" if as_json else output
     _check_format(output)
     request: dict[str, Any] = {"k": k, "include_query": include_query}
     for key, value in (("labels_all", _split_commas(labels_all)),
                        ("labels_any", _split_commas(labels_any)),
                        ("labels_none", _split_commas(labels_none)), ("scene", folder),
+                       ("text", text),
                        ("min_score", min_score), ("more_like", more_like),
                        ("less_like", less_like)):  # fmt: skip
         if value:
@@ -670,10 +675,22 @@ def _local_search(
     from service.settings import get_settings
 
     runtime = Runtime(get_settings())
+    understood = None
     try:
         if not runtime.refresh():
             raise RuntimeError(f"nothing to search: {runtime.problem}")
         snapshot = runtime.current()
+        if request.get("text"):
+            from service.text import phrase_reader
+
+            read = phrase_reader().read(request["text"], snapshot.card.label_names)
+            understood = {key: getattr(read, key)
+                          for key in ("labels_all", "labels_none", "not_understood")}  # fmt: skip
+            for key in ("labels_all", "labels_none"):
+                given = request.get(key, [])
+                request[key] = [*given, *(name for name in understood[key] if name not in given)]
+            if not (request.get("labels_all") or image or scene or request.get("more_like")):
+                raise ValueError(f"nothing in {request['text']!r} reads as a label to find")
         where = SceneFilter(
             labels_all=request.get("labels_all", ()), labels_any=request.get("labels_any", ()),
             labels_none=request.get("labels_none", ()), folder=request.get("scene"),
@@ -703,6 +720,7 @@ def _local_search(
         "query_id": None if page.query_id is None else str(page.query_id),
         "model_version": page.model_version,
         "index_version": page.index_version,
+        "understood": understood,
     }
 
 
@@ -761,6 +779,14 @@ def _check_format(output: str) -> None:
 
 def _print_hits(body: dict[str, Any], output: str) -> None:
     hits = body["hits"]
+    understood = body.get("understood")
+    if understood and output != "json":
+        read = [f"read as: {', '.join(understood['labels_all']) or '-'}"]
+        if understood["labels_none"]:
+            read.append(f"not {', '.join(understood['labels_none'])}")
+        if understood["not_understood"]:
+            read.append(f"not understood: {', '.join(understood['not_understood'])}")
+        typer.echo("; ".join(read), err=True)
     if output == "json":
         typer.echo(json.dumps(body, indent=2))
         return

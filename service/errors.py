@@ -44,6 +44,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     the modules that raise them answer with this module's error body.)"""
     from service.jobs import JobConflictError, NoSuchJobError
     from service.runtime import ServiceNotReadyError
+    from service.text import TextSearchUnavailableError
     from service.uploads import UploadTooLargeError
 
     return [
@@ -55,6 +56,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (UnknownSceneError, 404, "scene_not_indexed"),
         (IndexSearchError, 400, "bad_search"),
         (ServiceNotReadyError, 503, "not_ready"),
+        (TextSearchUnavailableError, 503, "text_search_unavailable"),
         (IndexNotReadyError, 503, "index_not_ready"),
         (IndexModelMismatchError, 503, "index_model_mismatch"),
         (VectorStoreUnavailableError, 503, "vector_store_unavailable"),

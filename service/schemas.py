@@ -133,14 +133,27 @@ class SearchRequest(Schema):
     classify: bool = False
     """Also answer the query's labels (the classifier on the uploaded image, or on the
     archive scene's image): one request for what a person sees."""
+    text: str | None = Field(default=None, max_length=300)
+    """A phrase ("parked aircraft beside hangars, no cars") read onto the label vocabulary:
+    what it reads as labels joins `labels_all`, negated parts `labels_none`; the answer's
+    `understood` says what was read and what was not."""
 
     @model_validator(mode="after")
     def _has_a_query(self) -> SearchRequest:
-        if self.scene_id is None and not self.more_like and not self.labels_all:
+        if self.scene_id is None and not (self.more_like or self.labels_all or self.text):
             raise ValueError(
-                "give a scene_id, scenes to be like in more_like, or labels in labels_all"
+                "give a scene_id, scenes to be like in more_like, labels in labels_all or text"
             )
         return self
+
+
+class Understood(Schema):
+    labels_all: list[str]
+    """Labels the text asks for."""
+    labels_none: list[str]
+    """Labels the text excludes ("not", "no", "without", "except")."""
+    not_understood: list[str]
+    """Parts of the text that read as no label of the vocabulary (they were ignored)."""
 
 
 class SceneOut(Schema):
@@ -217,6 +230,8 @@ class SearchResponse(Schema):
     """With `classify`: the query's labels, as /classify answers them."""
     predicted: list[str] | None = None
     """With `classify`: the labels at or above their thresholds."""
+    understood: Understood | None = None
+    """With `text`: how the text was read."""
 
 
 class ScenePage(Schema):

@@ -38,8 +38,10 @@ from service.schemas import (
     LabelScore,
     SearchRequest,
     SearchResponse,
+    Understood,
 )
 from service.search import RankedScene, SearchQuery, search_scenes
+from service.text import phrase_reader
 from service.thumbnails import jpeg
 from service.uploads import decode_all, read_uploads
 
@@ -184,6 +186,29 @@ async def search(
             "an image, or application/json with a scene_id",
             "unsupported_media_type",
         )
+    understood = None
+    if params.text:
+        reader = phrase_reader()
+        read = await in_thread(batcher.call, reader.read, params.text, snapshot.card.label_names)
+        understood = Understood(
+            labels_all=read.labels_all,
+            labels_none=read.labels_none,
+            not_understood=read.not_understood,
+        )
+        alone = scene_id is None and vector is None and not params.more_like
+        if alone and not (params.labels_all or read.labels_all):
+            raise BadRequestError(
+                f"nothing in {params.text!r} reads as a label to find"
+                + (f" (it excludes {', '.join(read.labels_none)})" if read.labels_none else "")
+                + f"; the labels are: {', '.join(snapshot.card.label_names)}",
+                "text_not_understood",
+            )
+        params = params.model_copy(
+            update={
+                "labels_all": _merged(params.labels_all, read.labels_all),
+                "labels_none": _merged(params.labels_none, read.labels_none),
+            }
+        )
     page = await in_thread(
         lambda: search_scenes(
             snapshot, catalog, search_query(params), vector=vector, scene_id=scene_id
@@ -205,8 +230,13 @@ async def search(
         elapsed_ms=elapsed_ms(start),
         labels=labels,
         predicted=predicted,
+        understood=understood,
         **paging,
     )
+
+
+def _merged(given: list[str], read: list[str]) -> list[str]:
+    return [*given, *(label for label in read if label not in given)]
 
 
 def hits_csv(hits: list[Hit], offset: int) -> str:

@@ -135,6 +135,7 @@ function card(scene, score) {
 function writeUrl(replace) {
   const params = new URLSearchParams();
   if (state.query && state.query.sceneId) params.set("scene", state.query.sceneId);
+  if (state.query && state.query.text) params.set("text", state.query.text);
   params.set("k", $("k").value);
   params.set("limit", $("limit").value);
   if (state.offset) params.set("offset", String(state.offset));
@@ -172,6 +173,12 @@ async function readUrl() {
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
   const feedback = { more: ids("more").map((id) => ({ id, image: id })), less: ids("less").map((id) => ({ id, image: id })) };
   const scene = params.get("scene");
+  const text = params.get("text");
+  if (text && !scene) {
+    $("text").value = text;
+    await useText(text, { keepPage: true, fromUrl: true, feedback });
+    return;
+  }
   if (scene && /^[0-9]{1,19}$/.test(scene)) {
     try {
       const info = await api(`/scenes/${scene}`);
@@ -238,8 +245,12 @@ async function search({ classify = false, fromUrl = false } = {}) {
       body = await api("/search", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        // no query scene: the scenes most typical of the ticked labels
-        body: JSON.stringify({ ...(state.query ? { scene_id: state.query.sceneId } : {}), ...params }),
+        // no query scene: a phrase, or the scenes most typical of the ticked labels
+        body: JSON.stringify({
+          ...(state.query && state.query.sceneId ? { scene_id: state.query.sceneId } : {}),
+          ...(state.query && state.query.text ? { text: state.query.text } : {}),
+          ...params,
+        }),
       });
     }
   } catch (err) {
@@ -259,6 +270,15 @@ async function search({ classify = false, fromUrl = false } = {}) {
     renderLabels(body.labels);
     if (state.query && state.query.file) state.query.labels = body.predicted;
   }
+  if (body.understood) {
+    const read = body.understood;
+    state.query.labels = read.labels_all;
+    const parts = [`Read as: ${read.labels_all.join(", ") || "nothing to find"}`];
+    if (read.labels_none.length) parts.push(`not ${read.labels_none.join(", ")}`);
+    if (read.not_understood.length) parts.push(`not understood: ${read.not_understood.join(", ")}`);
+    $("understood").textContent = parts.join("; ");
+    $("understood").hidden = false;
+  }
   state.last = body;
   const grid = $("results");
   grid.replaceChildren(...body.hits.map((hit) => card(hit, hit.score)));
@@ -266,7 +286,9 @@ async function search({ classify = false, fromUrl = false } = {}) {
   $("page-info").textContent = `${first}–${body.offset + body.hits.length} of ${body.total}`;
   $("prev").disabled = body.offset === 0;
   $("next").disabled = body.next_offset === null;
-  const title = state.query ? "Similar scenes" : `Scenes most typical of ${chosenLabels().join(" and ")}`;
+  const typical = (labels) => `Scenes most typical of ${labels.join(" and ")}`;
+  const title = !state.query ? typical(chosenLabels())
+    : state.query.text ? typical(state.query.labels) : "Similar scenes";
   $("results-title").textContent = body.total ? title : "No scene matches these filters";
   writeUrl(fromUrl);
 }
@@ -300,7 +322,8 @@ function giveFeedback(scene, liked) {
 function startQuery(caption, previewUrl) {
   $("preview-image").src = previewUrl;
   $("preview-caption").textContent = caption;
-  $("preview").hidden = false;
+  $("preview").hidden = !previewUrl && !caption;
+  $("understood").hidden = true;
   $("labels-panel").hidden = true;
   $("results").replaceChildren(); // nothing of the previous query stays on screen
   $("page-info").textContent = "";
@@ -336,6 +359,16 @@ async function useFile(file) {
   await search({ classify: true });
 }
 
+async function useText(text, { keepPage = false, fromUrl = false, feedback = null } = {}) {
+  state.query = { text, labels: [], previewUrl: "" };
+  if (!keepPage) state.offset = 0;
+  state.more = feedback ? feedback.more : [];
+  state.less = feedback ? feedback.less : [];
+  showFeedback();
+  startQuery("", "");
+  await search({ fromUrl });
+}
+
 async function useScene(scene, { keepPage = false, fromUrl = false, feedback = null } = {}) {
   const previewUrl = `/scenes/${scene.id}/preview?size=768`;
   state.query = { sceneId: String(scene.id), name: scene.image, previewUrl, labels: scene.labels };
@@ -362,13 +395,14 @@ function openViewer(scene, score) {
   const query = state.query && !fromArchive ? state.query : null;
   $("viewer-more").hidden = !query;
   $("viewer-less").hidden = !query;
-  $("viewer-query").parentElement.hidden = !query;
+  $("viewer-query").parentElement.hidden = !query || !query.previewUrl;
   const queryLabels = new Set(query ? query.labels || [] : []);
   const hitLabels = new Set(scene.labels);
   if (query) {
     $("viewer-query").src = query.previewUrl || "";
     $("viewer-query-caption").textContent = query.file
-      ? `query: ${query.file.name} (predicted labels)` : `query: archive scene ${query.name}`;
+      ? `query: ${query.file.name} (predicted labels)`
+      : query.text ? `query: "${query.text}"` : `query: archive scene ${query.name}`;
   }
   const list = (items) => items.length ? items.join(", ") : "none";
   $("viewer-shared").textContent = list([...hitLabels].filter((l) => queryLabels.has(l)));
@@ -453,6 +487,10 @@ function wire() {
     useFile(event.dataTransfer.files[0]);
   });
   $("browse").addEventListener("click", () => { state.archiveOffset = 0; loadArchive(); });
+  $("text-search").addEventListener("submit", (event) => {
+    event.preventDefault();
+    if ($("text").value.trim()) useText($("text").value.trim());
+  });
   for (const id of ["k", "limit", "folder", "min-score"]) $(id).addEventListener("change", changed);
   for (const radio of document.querySelectorAll("input[name=match]")) radio.addEventListener("change", changed);
   $("controls").addEventListener("submit", (event) => event.preventDefault());

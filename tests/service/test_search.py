@@ -313,3 +313,34 @@ def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Arch
               "--k", "100", "--format", "json", env=env)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert [int(h["id"]) for h in json.loads(cli.stdout)["hits"]] == hits
+
+
+def test_text_is_read_onto_the_labels(
+    whole: tuple[LiveServer, dict[str, str]], archive: Archive
+) -> None:
+    """A free phrase becomes labels to find and to exclude, said back in `understood`; what
+    no label reads is reported, never guessed."""
+    server, env = whole
+    body = search(server, text="storage tanks, no trees", k=50)
+    assert body["understood"] == {
+        "labels_all": ["tanks"], "labels_none": ["trees"], "not_understood": [],
+    }  # fmt: skip
+    same = search(server, labels_all=["tanks"], labels_none=["trees"], k=50)
+    assert [h["id"] for h in body["hits"]] == [h["id"] for h in same["hits"]] and body["hits"]
+    for hit in body["hits"]:
+        assert "tanks" in hit["labels"] and "trees" not in hit["labels"]
+    partly = search(server, text="parked aircraft beside a volcano", k=5)
+    assert partly["understood"]["labels_all"] == ["airplane"]
+    assert partly["understood"]["not_understood"] == ["volcano"]
+    with server.client() as client:
+        nothing = client.post("/search", json={"text": "a volcano at dusk"})
+    assert nothing.status_code == 400 and nothing.json()["error"] == "text_not_understood"
+    assert "airplane" in nothing.json()["message"]  # it lists the vocabulary
+    # with a scene, the text filters its neighbours
+    query = str(scene_id(archive.scenes[0].name))
+    filtered = search(server, scene_id=query, text="houses", k=10)
+    assert all("buildings" in h["labels"] for h in filtered["hits"])
+    cli = grn("search", "--text", "storage tanks, no trees", "--k", "50", env=env)
+    assert cli.returncode == 0, cli.stderr
+    assert "read as: tanks; not trees" in cli.stderr
+    assert [row.split()[2] for row in cli.stdout.splitlines()] == [h["id"] for h in body["hits"]]

@@ -450,3 +450,24 @@ def test_ticking_labels_without_a_query_ranks_their_typical_scenes(
         assert {"grass", "trees"} <= set(text.split(", "))
     assert "labels=grass%2Ctrees" in page.url or "labels=grass,trees" in page.url
     page.close()
+
+
+def test_a_phrase_is_searched_and_said_back(page_server: LiveServer, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(page_server.url)
+    expect(page.locator("#status")).to_contain_text("ready")
+    page.fill("#text", "storage tanks, no trees, a volcano")
+    page.keyboard.press("Enter")
+    expect(page.locator("#understood")).to_have_text(
+        "Read as: tanks; not trees; not understood: volcano",
+        timeout=90_000,  # the first phrase loads the sentence encoder in the server
+    )
+    page.wait_for_function(IDLE)
+    api = httpx.post(f"{page_server.url}/search", json={"text": "storage tanks, no trees", "k": 20})
+    assert grid_ids(page) == [hit["id"] for hit in api.json()["hits"]]
+    expect(page.locator("#results-title")).to_have_text("Scenes most typical of tanks")
+    assert "text=" in page.url
+    shot(page, "desktop-8-text")
+    page.close()
