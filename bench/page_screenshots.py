@@ -6,7 +6,8 @@ service (docs/screenshots/ holds the ones taken from `make run`).
 
 Needs Debian's chromium and Playwright (the dev extra). States: the empty page, an upload
 with its labels and neighbours, the viewer comparing the query with a result, a search by an
-archive scene with a label filter, the archive browser, and a file that is not an image.
+archive scene with a label filter, the archive browser, a file that is not an image, more and
+less like two results, and a phrase.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ def main() -> None:
                 page.locator("#filters input[value='ship']").check()
             settle(page)
             save(page, args.out, f"{device}-4-by-scene")
+            if device == "desktop":
+                page.locator("#filters input[value='ship']").uncheck()
+                settle(page)
             page.click("#browse")
             page.fill("#archive-name", "airplane")
             page.wait_for_function("document.querySelectorAll('#archive .card').length > 0")
@@ -75,6 +79,20 @@ def main() -> None:
             page.set_input_files("#file", str(notes))
             expect(page.locator("#message")).to_be_visible()
             save(page, args.out, f"{device}-6-bad-file")
+            page.set_input_files("#file", str(upload))
+            settle(page)
+            page.locator("#results .card").nth(2).click()
+            page.click("#viewer-more")
+            settle(page)
+            page.locator("#results .card").nth(6).click()
+            page.click("#viewer-less")
+            settle(page)
+            save(page, args.out, f"{device}-7-feedback")
+            page.fill("#text", "storage tanks, no trees, a volcano")
+            page.keyboard.press("Enter")
+            expect(page.locator("#understood")).to_be_visible(timeout=90_000)
+            settle(page)
+            save(page, args.out, f"{device}-8-text")
             page.close()
         browser.close()
     notes.unlink()
