@@ -396,7 +396,9 @@ def reindex(
         store.close()
     typer.echo(report.summary())
     if report.broken:
-        typer.echo(f"skipped {len(report.broken)} unreadable files: {report.name}", err=True)
+        typer.echo(f"skipped {len(report.broken)} unreadable files:", err=True)
+        for broken in report.broken:
+            typer.echo(f"  {broken.path}: {broken.error}", err=True)
 
 
 def _has_cuda() -> bool:
@@ -681,16 +683,18 @@ def _local_search(
             raise RuntimeError(f"nothing to search: {runtime.problem}")
         snapshot = runtime.current()
         if request.get("text"):
-            from service.text import phrase_reader
+            from service.text import phrase_reader, with_reading
 
-            read = phrase_reader().read(request["text"], snapshot.card.label_names)
+            vocabulary = snapshot.card.label_names
+            read = phrase_reader().read(request["text"], vocabulary)
+            other = image is not None or scene is not None or bool(request.get("more_like"))
             understood = {key: getattr(read, key)
                           for key in ("labels_all", "labels_none", "not_understood")}  # fmt: skip
-            for key in ("labels_all", "labels_none"):
-                given = request.get(key, [])
-                request[key] = [*given, *(name for name in understood[key] if name not in given)]
-            if not (request.get("labels_all") or image or scene or request.get("more_like")):
-                raise ValueError(f"nothing in {request['text']!r} reads as a label to find")
+            request["labels_all"], request["labels_none"] = with_reading(
+                request.get("labels_all", []), request.get("labels_none", []), read,
+                phrase=request["text"], vocabulary=vocabulary,
+                other_query=other,
+            )  # fmt: skip
         where = SceneFilter(
             labels_all=request.get("labels_all", ()), labels_any=request.get("labels_any", ()),
             labels_none=request.get("labels_none", ()), folder=request.get("scene"),
@@ -844,20 +848,16 @@ def _local_classify(images: list[Path]) -> list[dict[str, Any]]:
     from model.card import load_model
     from model.imageio import read_image
     from model.inference import predict, resolve_device
+    from service.schemas import ImageClassification
     from service.settings import get_settings
 
     device = resolve_device(get_settings().device)
     net, card = load_model(get_settings().model_path, device)
     out = predict(net, card, [read_image(path) for path in images], device)
-    results = []
-    for path, probabilities in zip(images, out.probabilities, strict=True):
-        scores = [
-            {"label": name, "probability": round(float(p), 6), "present": bool(p >= t)}
-            for name, p, t in zip(card.label_names, probabilities, card.thresholds, strict=True)
-        ]
-        predicted = [score["label"] for score in scores if score["present"]]
-        results.append({"filename": path.name, "labels": scores, "predicted": predicted})
-    return results
+    return [
+        ImageClassification.of(path.name, card, probabilities).model_dump()
+        for path, probabilities in zip(images, out.probabilities, strict=True)
+    ]
 
 
 def _remote_classify(url: str, images: list[Path]) -> list[dict[str, Any]]:

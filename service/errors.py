@@ -23,6 +23,7 @@ from index.stores import (
     VectorStoreUnavailableError,
 )
 from model.imageio import InvalidImageError
+from service.text import TextNotUnderstoodError, TextSearchUnavailableError
 
 log = logging.getLogger("grn.errors")
 
@@ -44,7 +45,6 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     the modules that raise them answer with this module's error body.)"""
     from service.jobs import JobConflictError, NoSuchJobError
     from service.runtime import ServiceNotReadyError
-    from service.text import TextSearchUnavailableError
     from service.uploads import UploadTooLargeError
 
     return [
@@ -117,7 +117,7 @@ def install(app: FastAPI) -> None:
             metrics = getattr(request.app.state, "metrics", None)
             if metrics is not None:
                 metrics.database_errors.inc()
-        if isinstance(exc, BadRequestError | StoreBusyError):
+        if isinstance(exc, BadRequestError | StoreBusyError | TextNotUnderstoodError):
             return error_response(400, exc.code, str(exc))
         for kind, status, code in errors:
             if isinstance(exc, kind):
@@ -155,6 +155,7 @@ def install(app: FastAPI) -> None:
     kinds: list[type[BaseException]] = [
         BadRequestError,
         StoreBusyError,
+        TextNotUnderstoodError,
         *(k for k, _, _ in errors),
         Exception,
     ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -12,6 +14,9 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from model.card import ModelCard
 
 MAX_SCENE_ID = 2**63 - 1
 ID_PATTERN = "^[0-9]{1,19}$"
@@ -68,6 +73,20 @@ class ImageClassification(Schema):
     """Every label of the model, in the model's order."""
     predicted: list[str]
     """The labels at or above their thresholds."""
+
+    @classmethod
+    def of(
+        cls, filename: str, card: ModelCard, probabilities: Sequence[float] | np.ndarray
+    ) -> ImageClassification:
+        """An image's classification from the model's label probabilities: every label's
+        probability, and those at or above the card's thresholds."""
+        labels = [
+            LabelScore(label=name, probability=round(float(p), 6), present=bool(p >= t))
+            for name, p, t in zip(card.label_names, probabilities, card.thresholds, strict=True)
+        ]
+        return cls(
+            filename=filename, labels=labels, predicted=[s.label for s in labels if s.present]
+        )
 
 
 class ClassifyResponse(Schema):

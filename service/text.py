@@ -52,6 +52,36 @@ class Understood:
     """(part, label, similarity) of each part that was read."""
 
 
+class TextNotUnderstoodError(ValueError):
+    """A text that reads as nothing to find, with no other query beside it."""
+
+    code = "text_not_understood"
+
+
+def with_reading(
+    labels_all: Sequence[str],
+    labels_none: Sequence[str],
+    read: Understood,
+    *,
+    phrase: str,
+    vocabulary: Sequence[str],
+    other_query: bool,
+) -> tuple[list[str], list[str]]:
+    """A search's `labels_all` and `labels_none` with what the text read added (each label
+    once); refused when the search would then have nothing to look for."""
+    if not other_query and not (labels_all or read.labels_all):
+        raise TextNotUnderstoodError(
+            f"nothing in {phrase!r} reads as a label to find"
+            + (f" (it excludes {', '.join(read.labels_none)})" if read.labels_none else "")
+            + f"; the labels are: {', '.join(vocabulary)}"
+        )
+
+    def merged(given: Sequence[str], found: Sequence[str]) -> list[str]:
+        return [*given, *(label for label in found if label not in given)]
+
+    return merged(labels_all, read.labels_all), merged(labels_none, read.labels_none)
+
+
 def _parts(text: str) -> list[str]:
     parts = []
     for piece in SEPARATORS.split(text):

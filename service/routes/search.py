@@ -30,18 +30,16 @@ from service.deps import (
     split_commas,
 )
 from service.errors import BadRequestError, documented
-from service.runtime import Snapshot
 from service.schemas import (
     ClassifyResponse,
     Hit,
     ImageClassification,
-    LabelScore,
     SearchRequest,
     SearchResponse,
     Understood,
 )
 from service.search import RankedScene, SearchQuery, search_scenes
-from service.text import phrase_reader
+from service.text import phrase_reader, with_reading
 from service.thumbnails import jpeg
 from service.uploads import decode_all, read_uploads
 
@@ -86,18 +84,6 @@ CLASSIFY_SCHEMA: dict[str, Any] = {
 }
 
 
-def label_scores(
-    snapshot: Snapshot, probabilities: np.ndarray
-) -> tuple[list[LabelScore], list[str]]:
-    """Every label's probability, and the labels at or above their thresholds."""
-    card = snapshot.card
-    scores = [
-        LabelScore(label=name, probability=round(float(p), 6), present=bool(p >= t))
-        for name, p, t in zip(card.label_names, probabilities, card.thresholds, strict=True)
-    ]
-    return scores, [s.label for s in scores if s.present]
-
-
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
@@ -120,10 +106,10 @@ async def classify(
     files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
     images = await decode_all(files, settings)
     outputs = await batcher.infer(snapshot, images)
-    results = []
-    for (name, _), out in zip(files, outputs, strict=True):
-        scores, predicted = label_scores(snapshot, out.probabilities)
-        results.append(ImageClassification(filename=name, labels=scores, predicted=predicted))
+    results = [
+        ImageClassification.of(name, snapshot.card, out.probabilities)
+        for (name, _), out in zip(files, outputs, strict=True)
+    ]
     return ClassifyResponse(
         labels=results[0].labels,
         predicted=results[0].predicted,
@@ -195,20 +181,12 @@ async def search(
             labels_none=read.labels_none,
             not_understood=read.not_understood,
         )
-        alone = scene_id is None and vector is None and not params.more_like
-        if alone and not (params.labels_all or read.labels_all):
-            raise BadRequestError(
-                f"nothing in {params.text!r} reads as a label to find"
-                + (f" (it excludes {', '.join(read.labels_none)})" if read.labels_none else "")
-                + f"; the labels are: {', '.join(snapshot.card.label_names)}",
-                "text_not_understood",
-            )
-        params = params.model_copy(
-            update={
-                "labels_all": _merged(params.labels_all, read.labels_all),
-                "labels_none": _merged(params.labels_none, read.labels_none),
-            }
-        )
+        labels_all, labels_none = with_reading(
+            params.labels_all, params.labels_none, read, phrase=params.text,
+            vocabulary=snapshot.card.label_names,
+            other_query=scene_id is not None or vector is not None or bool(params.more_like),
+        )  # fmt: skip
+        params = params.model_copy(update={"labels_all": labels_all, "labels_none": labels_none})
     page = await in_thread(
         lambda: search_scenes(
             snapshot, catalog, search_query(params), vector=vector, scene_id=scene_id
@@ -216,7 +194,8 @@ async def search(
     )
     labels, predicted = None, None
     if params.classify and probabilities is not None:
-        labels, predicted = label_scores(snapshot, probabilities)
+        query = ImageClassification.of("", snapshot.card, probabilities)
+        labels, predicted = query.labels, query.predicted
     hits = [hit_out(request, hit) for hit in page.hits]
     if params.format == "csv":
         return Response(
@@ -233,10 +212,6 @@ async def search(
         understood=understood,
         **paging,
     )
-
-
-def _merged(given: list[str], read: list[str]) -> list[str]:
-    return [*given, *(label for label in read if label not in given)]
 
 
 def hits_csv(hits: list[Hit], offset: int) -> str:
