@@ -145,9 +145,11 @@ def reindex(
 
     parent = None
     parent_full: FullVectors | None = None
+    parent_probabilities: FullVectors | None = None
     if incremental:
         loaded = store.load(expected_model=card.version)
         index, parent, parent_full = loaded.index, loaded.manifest, loaded.full_vectors
+        parent_probabilities = loaded.probabilities
         present = stored_ids(index)
         new = ~np.isin(ids, present)
         gone = present[~np.isin(present, ids)]
@@ -178,7 +180,14 @@ def reindex(
     build_seconds = time.perf_counter() - build_start
     full = None
     if is_lossy(index):
-        full = _full_vectors(parent_full, gone if parent else None, embedded)
+        full = _updated_rows(
+            parent_full, gone if parent else None, embedded.ids, embedded.embeddings
+        )
+    probabilities = None
+    if parent is None or parent_probabilities is not None:  # else the parent's are unknown
+        probabilities = _updated_rows(
+            parent_probabilities, gone if parent else None, embedded.ids, embedded.probabilities
+        )
     recall = _recall_of(index, full, parent, embedded, search_settings, settings)
     stats = {
         "recall_at_10": recall,
@@ -198,6 +207,7 @@ def reindex(
         parent=parent.version if parent else None,
         stats=stats,
         full_vectors=full,
+        probabilities=probabilities,
     )
     store.activate(manifest.version)
     pruned = store.prune(settings.keep)
@@ -214,16 +224,17 @@ def reindex(
     )
 
 
-def _full_vectors(
-    parent: FullVectors | None, gone: np.ndarray | None, embedded: Any
+def _updated_rows(
+    parent: FullVectors | None, gone: np.ndarray | None, ids: np.ndarray, rows: np.ndarray
 ) -> FullVectors:
-    """The full vectors of the new version: the parent's, less the removed, plus the new."""
+    """Rows per scene of the new version (full vectors or probabilities): the parent's,
+    less the removed, plus the new scenes' `rows`."""
     if parent is None:
-        return FullVectors.from_unsorted(embedded.ids, embedded.embeddings)
+        return FullVectors.from_unsorted(ids, rows)
     keep = ~np.isin(parent.ids, gone) if gone is not None and len(gone) else slice(None)
     return FullVectors.from_unsorted(
-        np.concatenate([parent.ids[keep], embedded.ids]),
-        np.concatenate([np.asarray(parent.vectors[keep]), embedded.embeddings]),
+        np.concatenate([parent.ids[keep], ids]),
+        np.concatenate([np.asarray(parent.vectors[keep]), rows]),
     )
 
 

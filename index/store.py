@@ -5,6 +5,8 @@
       versions/<version>/
         index.faiss           the FAISS index (scene ids inside)
         ids.npy               the ids it holds, sorted
+        probabilities.npy     the classifier's label probabilities of each scene, rows in
+                              the order of ids.npy (ranks label queries)
         manifest.json         written last: model version, dim, metric, factory, count,
                               index checksum, creation time, recall of the build
 
@@ -36,6 +38,7 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
 VECTORS_FILE = "vectors.npy"
+PROBABILITIES_FILE = "probabilities.npy"
 CURRENT = "current"
 MANIFEST_FORMAT = 1
 
@@ -61,6 +64,8 @@ class Manifest:
     """Of vectors.npy, the full vectors kept beside a compressed index for re-ranking."""
     stats: dict[str, Any] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    probabilities_checksum: str | None = None
+    """Of probabilities.npy (None: a version built before they were kept)."""
 
 
 def _sha256(path: Path) -> str:
@@ -89,6 +94,27 @@ def _write_durably(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _save_rows(path: Path, rows: FullVectors | None, ids: np.ndarray, what: str) -> str | None:
+    """Write rows kept per scene beside an index (their checksum), if any."""
+    if rows is None:
+        return None
+    if not np.array_equal(rows.ids, ids):
+        raise ValueError(f"the {what} must hold exactly the index's ids")
+    with path.open("wb") as handle:
+        np.save(handle, np.asarray(rows.vectors, dtype=np.float32))
+    return _sha256(path)
+
+
+def _load_rows(folder: Path, name: str, checksum: str | None) -> FullVectors | None:
+    """Rows kept per scene beside an index (read on demand), checked against the manifest."""
+    if checksum is None:
+        return None
+    path = folder / name
+    if not path.is_file() or _sha256(path) != checksum:
+        raise IndexNotReadyError(f"index version {folder.name}: {name} is damaged")
+    return FullVectors(np.load(folder / IDS_FILE), VectorFile(path))
+
+
 @dataclass
 class LoadedIndex:
     index: faiss.Index
@@ -96,6 +122,8 @@ class LoadedIndex:
     path: Path
     full_vectors: FullVectors | None = None
     """Memory-mapped full vectors of a compressed index, for exact re-ranking."""
+    probabilities: FullVectors | None = None
+    """The classifier's label probabilities of the scenes (read on demand), when kept."""
 
 
 class IndexStore:
@@ -135,9 +163,11 @@ class IndexStore:
         parent: str | None = None,
         stats: dict[str, Any] | None = None,
         full_vectors: FullVectors | None = None,
+        probabilities: FullVectors | None = None,
     ) -> Manifest:
         """Write an index as a new version (not yet in service; see `activate`), with the
-        full vectors beside it when given (sorted by id, for re-ranking)."""
+        full vectors beside it when given (sorted by id, for re-ranking) and the scenes'
+        label probabilities when given."""
         # names sort in creation order: UTC time to the nanosecond, then a random tag
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
@@ -156,13 +186,10 @@ class IndexStore:
         ids = np.sort(stored_ids(index))
         with (folder / IDS_FILE).open("wb") as handle:
             np.save(handle, ids)
-        vectors_checksum = None
-        if full_vectors is not None:
-            if not np.array_equal(full_vectors.ids, ids):
-                raise ValueError("the full vectors must hold exactly the index's ids")
-            with (folder / VECTORS_FILE).open("wb") as handle:
-                np.save(handle, np.asarray(full_vectors.vectors, dtype=np.float32))
-            vectors_checksum = _sha256(folder / VECTORS_FILE)
+        vectors_checksum = _save_rows(folder / VECTORS_FILE, full_vectors, ids, "full vectors")
+        probabilities_checksum = _save_rows(
+            folder / PROBABILITIES_FILE, probabilities, ids, "probabilities"
+        )
         manifest = Manifest(
             version=version,
             model_version=model_version,
@@ -175,6 +202,7 @@ class IndexStore:
             parent=parent,
             vectors_checksum=vectors_checksum,
             stats=stats or {},
+            probabilities_checksum=probabilities_checksum,
         )
         _write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
         kill_point("manifest-written")
@@ -203,13 +231,9 @@ class IndexStore:
         path = folder / INDEX_FILE
         if not path.is_file() or _sha256(path) != manifest.checksum:
             raise IndexNotReadyError(f"index version {version} is damaged (checksum mismatch)")
-        full_vectors = None
-        if manifest.vectors_checksum is not None:
-            vectors_path = folder / VECTORS_FILE
-            if not vectors_path.is_file() or _sha256(vectors_path) != manifest.vectors_checksum:
-                raise IndexNotReadyError(f"index version {version}: vectors.npy is damaged")
-            full_vectors = FullVectors(np.load(folder / IDS_FILE), VectorFile(vectors_path))
-        return LoadedIndex(faiss.read_index(str(path)), manifest, path, full_vectors)
+        full_vectors = _load_rows(folder, VECTORS_FILE, manifest.vectors_checksum)
+        probabilities = _load_rows(folder, PROBABILITIES_FILE, manifest.probabilities_checksum)
+        return LoadedIndex(faiss.read_index(str(path)), manifest, path, full_vectors, probabilities)
 
     def prune(self, keep: int, stale_after: float = 3600.0) -> list[str]:
         """Delete all but the newest `keep` complete versions (never the current one), and

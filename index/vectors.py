@@ -221,8 +221,9 @@ class VectorFile:
 
 @dataclass(frozen=True)
 class FullVectors:
-    """The uncompressed vectors of an index, sorted by id (a `VectorFile` when loaded from
-    an index version), used to re-rank the candidates of a product-quantised index exactly."""
+    """Rows kept per scene id, sorted by id (a `VectorFile` when loaded from an index
+    version): the uncompressed vectors of an index, used to re-rank the candidates of a
+    product-quantised index exactly, or the scenes' label probabilities."""
 
     ids: np.ndarray
     vectors: np.ndarray | VectorFile

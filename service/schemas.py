@@ -120,7 +120,8 @@ class SearchRequest(Schema):
     scene_id: SceneIdIn | None = None
     """The archive scene to search by (ids come from /scenes and from hits). Left out, the
     search is by `more_like` scenes, or by labels: the scenes that carry `labels_all`, most
-    typical first (nearest the labels' region of the embedding space)."""
+    likely first (the classifier's probability that a scene meets the label conditions),
+    then nearest the labels' region of the embedding space."""
     k: int = Field(default=10, ge=1, le=1000)
     """How many of the most similar scenes to rank, 1 to 1000."""
     labels_all: list[str] = Field(default_factory=list, max_length=1000)

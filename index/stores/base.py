@@ -88,6 +88,12 @@ class ServedIndex(Protocol):
         """Which of these scene ids the version holds (a boolean array)."""
         ...
 
+    def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The model's label probabilities of held scenes, (len(ids), labels) in the order
+        given (columns: the model card's labels); None when the version did not keep them
+        (built before they were kept)."""
+        ...
+
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
         """Top-k per query (k from 1 to MAX_K) among the scenes that pass `where`, which
         uses only `native_filters`."""

@@ -111,12 +111,23 @@ class Searcher:
         rows = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
         return np.asarray(self.ids[rows] == ids)
 
-    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """The stored (exact, for a compressed index) vectors of scenes, in the order given."""
+    def _check_held(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         missing = ids[~self.contains(ids)]
         if len(missing):
             raise UnknownSceneError(f"scene {int(missing[0])} is not in index {self.version}")
+        return ids
+
+    def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        kept = self.loaded.probabilities
+        if kept is None:
+            return None
+        ids = self._check_held(ids)
+        return np.asarray(kept.vectors[kept.rows(ids)], dtype=np.float32)
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored (exact, for a compressed index) vectors of scenes, in the order given."""
+        ids = self._check_held(ids)
         full = self.loaded.full_vectors
         if full is not None:
             return np.asarray(full.vectors[full.rows(ids)], dtype=np.float32)

@@ -110,6 +110,10 @@ def vector_dim(client: Any, collection: str) -> int:
     raise ValueError(f"Milvus collection {collection} has no vector field")
 
 
+def has_field(client: Any, collection: str, name: str) -> bool:
+    return any(c.get("name") == name for c in client.describe_collection(collection)["fields"])
+
+
 def collection_model(client: Any, collection: str) -> str | None:
     """The model version a Milvus collection's vectors come from (None if unrecorded)."""
     properties = client.describe_collection(collection).get("properties") or {}
@@ -201,6 +205,10 @@ class MilvusCollection:
                 max_capacity=256,
                 max_length=200,
             )
+            # the classifier's label probabilities (empty: not known), for label queries
+            schema.add_field(
+                "probabilities", DataType.ARRAY, element_type=DataType.FLOAT, max_capacity=4096
+            )
             index = self.client.prepare_index_params()
             index.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
             self.client.create_collection(
@@ -212,9 +220,18 @@ class MilvusCollection:
         self.client.load_collection(collection)
         self.model_version = model_version
         self.dim = dim
+        self.keeps_probabilities = has_field(self.client, collection, "probabilities")
+        """False for a collection made before they were kept."""
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, metas: Sequence[SceneMeta]) -> None:
-        rows = [
+    def add(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        metas: Sequence[SceneMeta],
+        probabilities: np.ndarray | None = None,
+    ) -> None:
+        """Insert scenes: vectors, filter metadata and (when known) label probabilities."""
+        rows: list[dict[str, Any]] = [
             {
                 "id": int(i),
                 "vector": np.asarray(v, dtype=np.float32).tolist(),
@@ -223,6 +240,11 @@ class MilvusCollection:
             }
             for i, v, meta in zip(ids, vectors, metas, strict=True)
         ]
+        if self.keeps_probabilities:
+            for number, row in enumerate(rows):
+                row["probabilities"] = (
+                    [] if probabilities is None else probabilities[number].tolist()
+                )
         for start in range(0, len(rows), 1000):
             self.client.insert(self.collection, rows[start : start + 1000])
 
@@ -257,22 +279,36 @@ class MilvusCollection:
                 scores[row, column] = float(hit["distance"])
         return SearchResult(ids, scores)
 
-    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """The stored vectors of scenes, in the order given."""
+    def _rows(self, ids: Sequence[int] | np.ndarray, column: str) -> list[list[float]]:
+        """One field of scenes, in the order given."""
         wanted = [int(i) for i in ids]
         found: dict[int, list[float]] = {}
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start : start + 1000]
             rows = self.client.query(
-                self.collection, filter=f"id in {chunk}", output_fields=["vector"]
+                self.collection, filter=f"id in {chunk}", output_fields=[column]
             )
-            found.update((int(row["id"]), row["vector"]) for row in rows)
+            found.update((int(row["id"]), list(row[column])) for row in rows)
         missing = [i for i in wanted if i not in found]
         if missing:
             raise UnknownSceneError(
                 f"scene {missing[0]} is not in Milvus collection {self.collection}"
             )
-        return np.asarray([found[i] for i in wanted], dtype=np.float32).reshape(-1, self.dim)
+        return [found[i] for i in wanted]
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored vectors of scenes, in the order given."""
+        return np.asarray(self._rows(ids, "vector"), dtype=np.float32).reshape(-1, self.dim)
+
+    def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The kept label probabilities of scenes, in the order given; None when any of
+        them is not known."""
+        if not self.keeps_probabilities:
+            return None
+        rows = self._rows(ids, "probabilities")
+        if not rows or any(not row for row in rows) or len({len(row) for row in rows}) > 1:
+            return None
+        return np.asarray(rows, dtype=np.float32)
 
     def close(self) -> None:
         self.client.close()
@@ -322,6 +358,10 @@ class MilvusSearcher:
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         with milvus_answering(self.location):
             return self.collection.vectors(ids)
+
+    def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        with milvus_answering(self.location):
+            return self.collection.probabilities(ids)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
@@ -451,7 +491,7 @@ def reindex_milvus(
         row_of = {scene_id(archive.scenes[p].name): p for p in positions}
         metas = [archive_meta(archive, row_of[int(i)]) for i in embedded.ids]
         if len(embedded.ids):
-            store.add(embedded.ids, embedded.embeddings, metas)
+            store.add(embedded.ids, embedded.embeddings, metas, embedded.probabilities)
         removed = store.remove(gone) if len(gone) else 0
         count = store.count()
         if not in_place:

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from index.job import ReindexSettings, reindex
-from index.store import IndexModelMismatchError, IndexStore
+from index.store import PROBABILITIES_FILE, IndexModelMismatchError, IndexStore
+from index.stores.base import IndexNotReadyError
 from index.vectors import search, stored_ids
 from model.archive import load_archive, scene_id
+from model.card import load_model
+from model.evaluate import embed_scenes
 from model.faults import FAULT_ENV
 from model.train import fit
 
@@ -101,6 +105,42 @@ def test_incremental_adds_and_removes(models, ucm_root, ucm_subset, tmp_path) ->
             incremental=True,
             progress=False,
         )
+
+
+def test_each_version_keeps_the_classifiers_probabilities(
+    models, ucm_root, ucm_subset, tmp_path
+) -> None:
+    """probabilities.npy holds the model's label probabilities of every scene in the order
+    of ids.npy, after a full and after an incremental build; a damaged one is refused."""
+    rows = list(csv.reader(ucm_subset.open()))
+    first = tmp_path / "first.csv"
+    csv.writer(first.open("w", newline="")).writerows(rows[:101])
+    reindex(models[0], ucm_root, tmp_path / "idx", labels_csv=first, progress=False)
+    second = tmp_path / "second.csv"
+    csv.writer(second.open("w", newline="")).writerows([rows[0], *rows[11:]])
+    report = reindex(
+        models[0], ucm_root, tmp_path / "idx", labels_csv=second, incremental=True, progress=False
+    )
+    store = IndexStore(tmp_path / "idx")
+    loaded = store.load()
+    kept = loaded.probabilities
+    assert kept is not None and report.manifest.probabilities_checksum is not None
+    np.testing.assert_array_equal(kept.ids, np.sort(stored_ids(loaded.index)))
+    net, card = load_model(models[0])
+    archive = load_archive(ucm_root, second)
+    # one scene kept from the first build, one added by the incremental one
+    for name in (rows[20][0], rows[-1][0]):
+        position = archive.index_of(name)
+        own = embed_scenes(
+            net, card, archive, [position], device=torch.device("cpu"), progress=False
+        )
+        got = kept.vectors[kept.rows(np.asarray([scene_id(name)]))]
+        assert got.shape == (1, len(card.label_names))
+        np.testing.assert_allclose(got, own.probabilities, atol=1e-5)
+    folder = store.versions / report.manifest.version
+    (folder / PROBABILITIES_FILE).write_bytes(b"damaged")
+    with pytest.raises(IndexNotReadyError, match=r"probabilities\.npy is damaged"):
+        store.load()
 
 
 def test_a_compressed_index_is_reranked_and_kept_up_to_date(

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from index.filters import SceneFilter
 from index.stores.milvus import MilvusCollection
 from model.archive import load_archive, scene_id
-from model.card import read_card
+from model.card import load_model, read_card
+from model.evaluate import embed_scenes
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("pymilvus")
@@ -97,4 +99,11 @@ def test_reindex_into_milvus(
     }
     assert set(query.ids[0][query.ids[0] >= 0].tolist()) <= with_water
     assert (query.ids[0] >= 0).sum() == min(5, len(with_water))
+    # each row keeps the classifier's label probabilities (label queries rank by them)
+    positions = [0, 50, 99]
+    kept = store.probabilities([scene_id(archive.scenes[p].name) for p in positions])
+    net, card = load_model(served_model)
+    own = embed_scenes(net, card, archive, positions, device=torch.device("cpu"), progress=False)
+    assert kept is not None
+    np.testing.assert_allclose(kept, own.probabilities, atol=1e-5)
     store.close()

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from servers import REPO, LiveServer, Served, prepared_database, server_env
 
+from index.filters import SceneFilter
 from index.job import ReindexSettings, reindex
 from model.archive import Archive, load_archive, scene_id
 
@@ -277,11 +278,13 @@ def test_relevance_feedback_moves_the_query(
 
 def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Archive) -> None:
     """No image, no scene: "airplane and pavement, not buildings" ranks the scenes that
-    match by their closeness to the labels' region (the mean vector of the scenes that carry
-    the labels), checked against exact search over the index's own vectors."""
-    from index.results import exact_search
+    match by the classifier's probability that they meet the conditions and by their
+    closeness to the labels' region (the mean vector of the scenes that carry the labels),
+    checked against exact search over the index's own vectors and probabilities."""
     from index.store import IndexStore
     from index.stores.faiss import Searcher
+    from model.card import read_card
+    from service.search import LABEL_WEIGHT
 
     server, env = whole
     served = Searcher(IndexStore(env["GRN_INDEX_ROOT"]).load())
@@ -292,7 +295,7 @@ def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Arch
         return all(entry.labels[label(name)] for name in wanted)
 
     body = search(server, k=100, labels_all=["airplane", "pavement"], labels_none=["buildings"])
-    hits = [int(h["id"]) for h in body["hits"]]
+    hits = ranked(body)
     matching = [
         i for i, s in names.items()
         if carries(s, ["airplane", "pavement"]) and not s.labels[label("buildings")]
@@ -303,9 +306,25 @@ def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Arch
                                  if carries(s, ["airplane", "pavement"])]))  # fmt: skip
     centre = served.vectors(region).mean(axis=0)
     centre /= np.linalg.norm(centre)
-    allowed = np.sort(np.asarray(matching))
-    truth = exact_search(served.vectors(allowed), allowed, centre[None], len(hits))
-    np.testing.assert_allclose([h["score"] for h in body["hits"]], truth.scores[0], atol=1e-5)
+    allowed = np.asarray(matching)
+    column = read_card(env["GRN_MODEL_PATH"]).label_names.index
+    probabilities = served.probabilities(allowed)
+    assert probabilities is not None
+    match = (
+        probabilities[:, column("airplane")] * probabilities[:, column("pavement")]
+        * (1 - probabilities[:, column("buildings")])
+    )  # fmt: skip
+    similarity = (served.vectors(allowed) @ centre + 1) / 2
+    truth = LABEL_WEIGHT * match + (1 - LABEL_WEIGHT) * similarity
+    best = np.argsort(-truth)[: len(hits)]
+    # the best scores, in order, and each hit scored as computed here (near-ties may swap)
+    np.testing.assert_allclose([h["score"] for h in body["hits"]], truth[best], atol=1e-5)
+    own = dict(zip(allowed.tolist(), truth.tolist(), strict=True))
+    np.testing.assert_allclose(
+        [h["score"] for h in body["hits"]], [own[i] for i in hits], atol=1e-5
+    )
+    # the probabilities change the order the region alone would give
+    assert hits != allowed[np.argsort(-similarity)[: len(hits)]].tolist()
     # labels no scene carries together: nothing, said plainly
     none = search(server, k=10, labels_all=["ship", "airplane"])
     assert none["hits"] == [] and none["total"] == 0
@@ -313,6 +332,39 @@ def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Arch
               "--k", "100", "--format", "json", env=env)  # fmt: skip
     assert cli.returncode == 0, cli.stderr
     assert [int(h["id"]) for h in json.loads(cli.stdout)["hits"]] == hits
+
+
+def test_a_version_without_probabilities_ranks_labels_by_the_region(
+    whole: tuple[LiveServer, dict[str, str]],
+) -> None:
+    """An index version built before probabilities were kept still answers a query by
+    labels: by closeness to the labels' region alone."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from index.store import IndexStore
+    from index.stores.faiss import Searcher
+    from model.card import read_card
+    from service.catalog import Catalog
+    from service.db import make_engine
+    from service.search import label_region, rank, rank_by_labels
+
+    _, env = whole
+    loaded = IndexStore(env["GRN_INDEX_ROOT"]).load()
+    old = Searcher(dataclasses.replace(loaded, probabilities=None))
+    assert old.probabilities([int(old.ids[0])]) is None
+    catalog = Catalog(make_engine(env["GRN_DATABASE_URL"]))
+    snapshot: Any = SimpleNamespace(card=read_card(env["GRN_MODEL_PATH"]), searcher=old)
+    where = SceneFilter(labels_all=["airplane", "pavement"])
+    region = label_region(old, catalog, where.labels_all)
+    assert region is not None
+    got = rank_by_labels(snapshot, catalog, region, 20, where)
+    plain = rank(old, catalog, region, 20, where)
+    assert [h.scene.id for h in got] == [h.scene.id for h in plain]
+    assert [h.score for h in got] == [h.score for h in plain]
+    kept: Any = SimpleNamespace(card=snapshot.card, searcher=Searcher(loaded))
+    blended = rank_by_labels(kept, catalog, region, 20, where)
+    assert [h.score for h in blended] != [h.score for h in plain]
 
 
 def test_text_is_read_onto_the_labels(
