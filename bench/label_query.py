@@ -65,7 +65,7 @@ def main() -> None:
     index = snapshot.searcher
     tested = SceneFilter(split=args.split)
     test_ids = catalog.allowed_ids(tested)
-    scenes = catalog.scenes(test_ids)
+    scenes = catalog.scenes(test_ids.tolist())
     labels_of = {i: {label.name for label in s.labels} for i, s in scenes.items()}
     sets = Counter(frozenset(v) for v in labels_of.values() if v)
     if index.probabilities(np.asarray(test_ids[:1])) is None:

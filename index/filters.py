@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 CONDITIONS = (
     "labels_all",
     "labels_any",
@@ -49,7 +51,7 @@ class SceneFilter:
     """The scene folder (the `scene` column of labels.csv)."""
     split: str | None = None
     exclude_ids: Sequence[int] = ()
-    allow_ids: Sequence[int] | None = None
+    allow_ids: Sequence[int] | np.ndarray | None = None
 
     def conditions(self) -> frozenset[str]:
         """The names of the conditions this filter sets (an empty allow-list is one: it

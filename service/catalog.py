@@ -1,18 +1,39 @@
-"""Scene metadata queries: filters in SQL (they reach a vector store that cannot evaluate them
-as an id allow-list), scenes by id for search hits, pages of scenes, label counts."""
+"""Scene metadata queries. Searches read the metadata from arrays (`Catalog.table`, a
+`SceneTable` reloaded when the catalog's generation moves): filters a vector store cannot
+evaluate become an id allow-list there, and hits get their name, folder and labels there.
+Pages of scenes, label and folder counts and single scenes come from SQL."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, exists, func, select
+import numpy as np
+from sqlalchemy import Connection, Engine, Select, delete, exists, func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter
-from service.db import IndexBuild, Label, ModelVersion, Scene, SceneLabel
+from service.db import (
+    CatalogChange,
+    CatalogState,
+    IndexBuild,
+    Label,
+    ModelVersion,
+    Scene,
+    SceneLabel,
+)
 from service.errors import BadRequestError, SceneNotFoundError
+from service.scene_table import SceneRow, SceneTable, generation_of
+
+CHANGE_LOG = 1_000_000
+"""Generations of the change log kept (`Catalog._prune`)."""
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The database lacks a table this version needs: `grn db upgrade` has not run."""
 
 
 def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
@@ -50,24 +71,92 @@ def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[An
     if f.split:
         query = query.where(Scene.split == f.split)
     if f.exclude_ids:
-        query = query.where(Scene.id.not_in(list(f.exclude_ids)))
+        query = query.where(Scene.id.not_in([int(i) for i in f.exclude_ids]))
     if f.allow_ids is not None:
-        query = query.where(Scene.id.in_(list(f.allow_ids)))
+        query = query.where(Scene.id.in_([int(i) for i in f.allow_ids]))
     return query
 
 
 class Catalog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._table: SceneTable | None = None
+        self._loading = threading.Lock()
+        self._pruned = 0
+
+    def generation(self) -> int:
+        """The catalog's change counter (raised by triggers on every write)."""
+        query = select(CatalogState.generation).where(CatalogState.id == 1)
+        try:
+            with self.engine.connect() as connection:
+                value = connection.scalar(query)
+        except (OperationalError, ProgrammingError) as exc:
+            if "catalog_state" not in str(exc):
+                raise
+            raise SchemaNotCurrentError(
+                "the database schema is older than this version: run `grn db upgrade`"
+            ) from exc
+        if value is None:
+            raise SchemaNotCurrentError("catalog_state has no row: run `grn db upgrade`")
+        return int(value)
+
+    def table(self) -> SceneTable:
+        """The scene metadata in arrays, as of the catalog's current generation: read whole
+        the first time, then patched with the scenes changed since (one thread refreshes,
+        others wait for it)."""
+        generation = self.generation()
+        table = self._table
+        if table is not None and table.generation == generation:
+            return table
+        with self._loading:
+            table = self._table
+            if table is None or table.generation < generation:
+                with self.engine.connect() as connection:
+                    table = self._refreshed(connection, table)
+                self._table = table
+            return table
+
+    def _refreshed(self, connection: Connection, table: SceneTable | None) -> SceneTable:
+        # the generation first: every change up to it has committed (writers hold its row)
+        generation = generation_of(connection)
+        if table is None:
+            return SceneTable.read(connection, generation=generation)
+        oldest = connection.scalar(select(func.min(CatalogChange.generation)))
+        changes = connection.execute(
+            select(CatalogChange.scene_id).distinct()
+            .where(CatalogChange.generation > table.generation)
+            .where(CatalogChange.generation <= generation)
+        ).scalars().all()  # fmt: skip
+        if oldest is None or oldest > table.generation + 1 or None in changes:
+            # the log no longer reaches back to this table, or labels changed
+            return SceneTable.read(connection, generation=generation)
+        if len(changes) > max(1000, len(table) // 4):
+            return SceneTable.read(connection, generation=generation)  # cheaper whole
+        patched = table.patched(connection, np.asarray(changes, dtype=np.int64), generation)
+        self._prune(patched.generation)
+        return patched
+
+    def _prune(self, generation: int) -> None:
+        """Forget changes more than CHANGE_LOG generations old (a process that far behind
+        reads the table whole), at most once every CHANGE_LOG // 10 generations."""
+        horizon = generation - CHANGE_LOG
+        if horizon <= self._pruned + CHANGE_LOG // 10:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(delete(CatalogChange).where(CatalogChange.generation <= horizon))
+        self._pruned = horizon
 
     def check_labels(self, names: Sequence[str]) -> None:
-        """Raise the 400 of an unknown label name, as a filter in SQL would."""
-        with Session(self.engine) as session:
-            _label_ids(session, names)
+        """Raise the 400 of an unknown label name."""
+        self.table().check_labels(names)
 
-    def allowed_ids(self, f: SceneFilter) -> list[int]:
-        with Session(self.engine) as session:
-            return list(session.scalars(_filtered(session, select(Scene.id), f)))
+    def allowed_ids(self, f: SceneFilter) -> np.ndarray:
+        """The sorted ids of the scenes that pass the filter (400 for an unknown label)."""
+        return self.table().allowed_ids(f)
+
+    def rows(self, ids: Sequence[int] | np.ndarray) -> dict[int, SceneRow]:
+        """Search hits' metadata by id; ids the catalog does not hold are absent."""
+        return self.table().rows(ids)
 
     def scenes(self, ids: Sequence[int]) -> dict[int, Scene]:
         """Scenes (with labels and archive loaded) by id; ids not in the store are absent."""

@@ -715,7 +715,7 @@ def _local_search(
         runtime.store.close()
     hits = [
         {"id": str(hit.scene.id), "image": hit.scene.name, "scene": hit.scene.folder,
-         "score": round(hit.score, 6), "labels": [label.name for label in hit.scene.labels]}
+         "score": round(hit.score, 6), "labels": list(hit.scene.labels)}
         for hit in page.hits
     ]  # fmt: skip
     return {

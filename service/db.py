@@ -105,6 +105,30 @@ class SceneLabel(Base):
     )
 
 
+class CatalogState(Base):
+    """One row: `generation` rises with every change to scenes, labels or scene labels
+    (database triggers, migration 0002), so a process holding the metadata in arrays
+    (`service.scene_table`) knows when to reload it; `CatalogChange` says what changed."""
+
+    __tablename__ = "catalog_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger)
+
+
+class CatalogChange(Base):
+    """A scene a change touched, at the generation it raised (written by triggers); a NULL
+    scene id stands for every scene (labels changed, a table truncated)."""
+
+    __tablename__ = "catalog_changes"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(BigInteger, index=True)
+    scene_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class ModelVersion(Base):
     """A model the service or the CLI has loaded."""
 

@@ -58,12 +58,26 @@ def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def scene_urls(request: Request, scene_id: int) -> tuple[str, str]:
-    """The URLs of a scene's image and thumbnail."""
-    return (
-        str(request.url_for("scene_image", scene_id=scene_id)),
-        str(request.url_for("scene_thumbnail", scene_id=scene_id)),
-    )
+class SceneUrls:
+    """The URLs of scenes' images and thumbnails for one request. The routes are resolved
+    once (`url_for` costs tens of microseconds a call: a 1000-hit answer spent most of its
+    time there) and each scene's URLs are formatted from them."""
+
+    def __init__(self, request: Request) -> None:
+        self._image = self._template(request, "scene_image")
+        self._thumbnail = self._template(request, "scene_thumbnail")
+
+    @staticmethod
+    def _template(request: Request, route: str) -> tuple[str, str]:
+        before, after = str(request.url_for(route, scene_id=0)).rsplit("/0/", 1)
+        return f"{before}/", f"/{after}"
+
+    def __call__(self, scene_id: int) -> tuple[str, str]:
+        """(image URL, thumbnail URL) of a scene."""
+        return (
+            f"{self._image[0]}{scene_id}{self._image[1]}",
+            f"{self._thumbnail[0]}{scene_id}{self._thumbnail[1]}",
+        )
 
 
 def split_commas(values: list[str]) -> list[str]:

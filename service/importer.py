@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
@@ -165,30 +165,34 @@ def _write_chunk(
     root: Path,
     label_ids: dict[str, int],
 ) -> int:
+    scenes = [
+        {
+            "id": checked.id,
+            "name": checked.entry.name,
+            "folder": checked.entry.folder,
+            "split": checked.entry.split,
+            "archive_id": archive_id,
+            "path": str(checked.entry.path.resolve().relative_to(root)),
+            "media_type": media_type(checked.entry.path),
+            "width": checked.width,
+            "height": checked.height,
+            "checksum": checked.checksum,
+            "created_at": utcnow(),
+        }
+        for checked in chunk
+    ]
+    links = [
+        {"scene_id": checked.id, "label_id": label_ids[name]}
+        for checked in chunk
+        for name, present in zip(archive.label_names, checked.entry.labels, strict=True)
+        if present
+    ]
+    # one multi-row INSERT each (CHUNK scenes): the catalog's triggers fire once per
+    # statement on PostgreSQL, not once per row as an executemany would make them
     with Session(engine) as session, session.begin():
-        for checked in chunk:
-            entry = checked.entry
-            session.add(
-                Scene(
-                    id=checked.id,
-                    name=entry.name,
-                    folder=entry.folder,
-                    split=entry.split,
-                    archive_id=archive_id,
-                    path=str(entry.path.resolve().relative_to(root)),
-                    media_type=media_type(entry.path),
-                    width=checked.width,
-                    height=checked.height,
-                    checksum=checked.checksum,
-                )
-            )
-        session.flush()  # scenes before the links that reference them
-        session.add_all(
-            SceneLabel(scene_id=checked.id, label_id=label_ids[name])
-            for checked in chunk
-            for name, present in zip(archive.label_names, checked.entry.labels, strict=True)
-            if present
-        )
+        session.execute(insert(Scene).values(scenes))
+        if links:
+            session.execute(insert(SceneLabel).values(links))
     return len(chunk)
 
 

@@ -1,4 +1,4 @@
-"""Search as a use case: a query vector or an archive scene in, ranked scenes with their SQL
+"""Search as a use case: a query vector or an archive scene in, ranked scenes with their
 metadata out. The HTTP route, `grn search` and the tests call `search_scenes`.
 
 A query by labels alone ("airplane and pavement, not buildings") searches from the centre of
@@ -7,9 +7,10 @@ classifier's probability that each meets the label conditions (`LABEL_WEIGHT`), 
 index version keeps the probabilities; equal probabilities go by closeness to the region.
 
 Filters: the store evaluates the conditions it can (`ServedIndex.native_filters`); a filter
-that uses any other condition is resolved in SQL into an id allow-list first, so a filtered
-search returns k hits whenever k scenes match. Searching by an archive scene leaves the
-scene itself out unless `include_query`.
+that uses any other condition is resolved into an id allow-list first (in the catalog's
+arrays, `service.scene_table`), so a filtered search returns k hits whenever k scenes match.
+Hits take their name, folder and labels from the same arrays. Searching by an archive scene
+leaves the scene itself out unless `include_query`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from index.filters import SceneFilter
 from index.results import MAX_K
 from index.stores import ServedIndex
 from service.catalog import Catalog
-from service.db import Scene
 from service.runtime import Snapshot
+from service.scene_table import SceneRow
 
 log = logging.getLogger("grn.search")
 
@@ -49,7 +50,7 @@ class SearchQuery:
 
 @dataclass(frozen=True)
 class RankedScene:
-    scene: Scene
+    scene: SceneRow
     score: float
 
 
@@ -131,7 +132,7 @@ def label_region(index: ServedIndex, catalog: Catalog, labels: Sequence[str]) ->
     """The centre of the labels' region of the embedding space: the mean vector of the
     indexed scenes that carry all of them (an even sample of at most LABEL_SAMPLE, by id),
     on the unit sphere; None when no indexed scene carries them all."""
-    ids = np.sort(np.asarray(catalog.allowed_ids(SceneFilter(labels_all=labels)), np.int64))
+    ids = catalog.allowed_ids(SceneFilter(labels_all=labels))
     ids = ids[index.contains(ids)] if len(ids) else ids
     if not len(ids):
         return None
@@ -223,19 +224,19 @@ def rank(
     where: SceneFilter,
     min_score: float | None = None,
 ) -> list[RankedScene]:
-    """The top k scenes for a query vector, filters applied, SQL metadata joined."""
+    """The top k scenes for a query vector, filters applied, the catalog's metadata joined."""
     if where.conditions() - index.native_filters:
-        # SQL resolves the filter (and refuses unknown labels)
+        # the catalog resolves the filter (and refuses unknown labels)
         where = SceneFilter(allow_ids=catalog.allowed_ids(where))
     elif where.label_names:
-        catalog.check_labels(where.label_names)  # the same 400 as SQL would give
+        catalog.check_labels(where.label_names)  # the same 400 as an allow-list would give
     result = index.search(vector[None], k, where)
     ranked = [
         (int(i), float(s))
         for i, s in zip(result.ids[0], result.scores[0], strict=True)
         if i >= 0 and (min_score is None or s >= min_score)
     ]
-    scenes = catalog.scenes([i for i, _ in ranked])
+    scenes = catalog.rows([i for i, _ in ranked])
     missing = [i for i, _ in ranked if i not in scenes]
     if missing:
         log.warning("index %s holds %d ids unknown to SQL", index.version, len(missing))

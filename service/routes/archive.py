@@ -15,9 +15,9 @@ from service.deps import (
     READER,
     CatalogDep,
     SceneId,
+    SceneUrls,
     SettingsDep,
     in_thread,
-    scene_urls,
     split_commas,
 )
 from service.errors import documented
@@ -28,8 +28,8 @@ router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(4
 SCENE_ERRORS = documented(404, 422)
 
 
-def scene_out(request: Request, scene: Scene) -> SceneOut:
-    image_url, thumbnail_url = scene_urls(request, scene.id)
+def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
+    image_url, thumbnail_url = urls(scene.id)
     return SceneOut(
         id=scene.id,
         image=scene.name,
@@ -68,8 +68,9 @@ async def scenes(
     )
     rows, total = await in_thread(lambda: catalog.page(where, offset, limit, name=q, order=order))
     end = offset + len(rows)
+    urls = SceneUrls(request)
     return ScenePage(
-        scenes=[scene_out(request, row) for row in rows],
+        scenes=[scene_out(urls, row) for row in rows],
         total=total,
         offset=offset,
         limit=limit,
@@ -80,7 +81,7 @@ async def scenes(
 @router.get("/scenes/{scene_id}", response_model=SceneOut, responses=SCENE_ERRORS)
 async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId) -> SceneOut:
     """One scene's metadata."""
-    return scene_out(request, await in_thread(catalog.scene, scene_id))
+    return scene_out(SceneUrls(request), await in_thread(catalog.scene, scene_id))
 
 
 @router.get(

@@ -23,10 +23,10 @@ from service.deps import (
     BatcherDep,
     CatalogDep,
     RuntimeDep,
+    SceneUrls,
     SettingsDep,
     elapsed_ms,
     in_thread,
-    scene_urls,
     split_commas,
 )
 from service.errors import BadRequestError, documented
@@ -196,7 +196,8 @@ async def search(
     if params.classify and probabilities is not None:
         query = ImageClassification.of("", snapshot.card, probabilities)
         labels, predicted = query.labels, query.predicted
-    hits = [hit_out(request, hit) for hit in page.hits]
+    urls = SceneUrls(request)
+    hits = [hit_out(urls, hit) for hit in page.hits]
     if params.format == "csv":
         return Response(
             hits_csv(hits, page.offset),
@@ -296,14 +297,14 @@ def _validated(parse: Any) -> SearchRequest:
     return params
 
 
-def hit_out(request: Request, hit: RankedScene) -> Hit:
+def hit_out(urls: SceneUrls, hit: RankedScene) -> Hit:
     scene = hit.scene
-    image_url, thumbnail_url = scene_urls(request, scene.id)
+    image_url, thumbnail_url = urls(scene.id)
     return Hit(
         id=scene.id,
         image=scene.name,
         score=hit.score,
-        labels=[label.name for label in scene.labels],
+        labels=list(scene.labels),
         scene=scene.folder,
         image_url=image_url,
         thumbnail_url=thumbnail_url,

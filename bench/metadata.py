@@ -1,0 +1,178 @@
+"""Search metadata from SQL through the ORM (the baseline: what hits and filters used before)
+against the catalog's arrays (`service.scene_table`), in one run.
+
+    python bench/metadata.py                          # make run's database (data/grn.db)
+    python bench/metadata.py --synthetic 200000       # a temporary SQLite catalog that size
+    python bench/metadata.py --database-url postgresql://127.0.0.1/test --synthetic 200000
+
+For k = 10, 100 and 1000 random scene ids: the ORM's `Catalog.scenes` (scenes with labels
+loaded) against `Catalog.rows`; for label and folder filters: the SQL allow-list against the
+arrays' mask; and the generation check every search now makes. Medians of `--repeat` runs,
+the two interleaved. A synthetic catalog has 17 labels, 21 folders and names like UCM's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+from sqlalchemy import insert, select, text, update
+from sqlalchemy.orm import Session
+
+from index.filters import SceneFilter
+from service.catalog import Catalog, _filtered
+from service.db import ArchiveImport, Label, Scene, SceneLabel, make_engine
+from service.migrate import upgrade
+from service.scene_table import SceneTable
+
+LABELS = [
+    "airplane", "bare-soil", "buildings", "cars", "chaparral", "court", "dock", "field", "grass",
+    "mobile-home", "pavement", "sand", "sea", "ship", "tanks", "trees", "water",
+]  # fmt: skip
+
+
+def synthetic(url: str, count: int, seed: int = 0) -> None:
+    """A catalog of `count` scenes with UCM-like labels (about 3 a scene)."""
+    engine = make_engine(url)
+    upgrade(engine)
+    rng = np.random.default_rng(seed)
+    with Session(engine) as session, session.begin():
+        archive = ArchiveImport(root="/synthetic", labels_csv="-", status="complete")
+        session.add(archive)
+        session.add_all(Label(name=name) for name in LABELS)
+        session.flush()
+        label_ids = session.scalars(select(Label.id).order_by(Label.name)).all()
+        ids = rng.choice(2**62, size=count, replace=False)
+        for start in range(0, count, 3000):  # multi-row INSERTs, as `grn import` makes
+            chunk = ids[start : start + 3000]
+            session.execute(
+                insert(Scene).values(
+                    [
+                        {
+                            "id": int(i),
+                            "name": f"scene{start + n:08d}",
+                            "folder": f"folder{n % 21}",
+                            "split": "test" if n % 5 == 0 else "train",
+                            "archive_id": archive.id,
+                            "path": f"x/{i}.tif",
+                            "media_type": "image/tiff",
+                            "width": 256,
+                            "height": 256,
+                            "checksum": "0" * 64,
+                        }
+                        for n, i in enumerate(chunk)
+                    ]
+                )
+            )
+            pairs = [
+                {"scene_id": int(i), "label_id": int(label_ids[j])}
+                for i in chunk
+                for j in rng.choice(len(LABELS), size=3, replace=False)
+            ]
+            session.execute(insert(SceneLabel).values(pairs))
+    if engine.dialect.name == "postgresql":  # planner statistics, as autovacuum would make
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("ANALYZE"))
+    engine.dispose()
+
+
+def median_ms(run: Callable[[], Any], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get("GRN_DATABASE_URL"))
+    parser.add_argument("--synthetic", type=int, help="make a catalog of this many scenes")
+    parser.add_argument("--repeat", type=int, default=21)
+    args = parser.parse_args()
+    url = args.database_url or "sqlite:///data/grn.db"
+    if not args.synthetic:
+        report(url, args.repeat)
+    elif url.startswith("postgresql"):
+        schema = f"grn_bench_{os.getpid()}"
+        admin = make_engine(url)
+        with admin.begin() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            scoped = f"{url}?options=-csearch_path%3D{schema}"
+            synthetic(scoped, args.synthetic)
+            report(scoped, args.repeat)
+        finally:
+            with admin.begin() as connection:
+                connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    else:
+        with tempfile.TemporaryDirectory() as workdir:
+            url = f"sqlite:///{workdir}/catalog.db"
+            synthetic(url, args.synthetic)
+            report(url, args.repeat)
+
+
+def report(url: str, repeat: int) -> None:
+    catalog = Catalog(make_engine(url))
+    start = time.perf_counter()
+    table = catalog.table()
+    load_ms = (time.perf_counter() - start) * 1000
+    rng = np.random.default_rng(1)
+    print(f"{len(table)} scenes ({url.split('?')[0]}); arrays loaded in {load_ms:.0f} ms")
+    print(f"{'what':<46} {'SQL/ORM ms':>11} {'arrays ms':>10} {'x':>7}")
+
+    def show(what: str, baseline: Callable[[], Any], ours: Callable[[], Any]) -> None:
+        base = []
+        mine = []
+        for _ in range(repeat):  # interleaved
+            base.append(median_ms(baseline, 1))
+            mine.append(median_ms(ours, 1))
+        b, m = statistics.median(base), statistics.median(mine)
+        print(f"{what:<46} {b:>11.2f} {m:>10.3f} {b / m:>7.1f}")
+
+    for k in (10, 100, 1000):
+        ids = rng.choice(table.ids, size=min(k, len(table)), replace=False).tolist()
+        show(f"hits' metadata, k = {k}", partial(catalog.scenes, ids), partial(catalog.rows, ids))
+
+    def sql(where: SceneFilter) -> list[int]:
+        with Session(catalog.engine) as session:
+            return list(session.scalars(_filtered(session, select(Scene.id), where)))
+
+    for where in (
+        SceneFilter(labels_all=["airplane", "pavement"], labels_none=["buildings"]),
+        SceneFilter(labels_any=["water", "sea"]),
+        SceneFilter(folder=table.folder_names[0]),
+    ):
+        shown = ", ".join(f"{k}={v}" for k, v in vars(where).items() if v)[:40]
+        show(f"allow-list: {shown}", partial(sql, where), partial(table.allowed_ids, where))
+    check = median_ms(catalog.generation, repeat * 5)
+    print(f"generation check per search (one SELECT): {check:.3f} ms")
+    # after a write: the 100 scenes it touched re-read, against the whole table re-read
+    engine = catalog.engine
+    with engine.connect() as connection:
+        whole = median_ms(lambda: SceneTable.read(connection), 3)
+    touched = rng.choice(table.ids, size=100, replace=False)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Scene).where(Scene.id.in_([int(i) for i in touched])).values(split="val")
+        )
+    start = time.perf_counter()
+    patched = catalog.table()
+    patch_ms = (time.perf_counter() - start) * 1000
+    assert patched.generation > table.generation
+    print(
+        f"after a write of 100 scenes: whole table re-read {whole:.0f} ms, "
+        f"patched {patch_ms:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
