@@ -12,6 +12,7 @@ from PIL import Image
 from servers import LiveServer, Served
 
 from model.archive import load_archive, scene_id
+from service.migrate import head_revision
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_health_readiness_and_openapi(live: LiveServer, served: Served) -> None:
         assert ready["status"] == "ready"
         assert ready["model_version"].startswith("grn-")
         assert ready["index_count"] == 126 and ready["scenes"] == 126
-        assert ready["schema_revision"] == "0001_initial_schema"
+        assert ready["schema_revision"] == head_revision()
         spec = client.get("/openapi.json").json()
         assert {"/classify", "/search", "/scenes", "/labels", "/readyz"} <= set(spec["paths"])
         assert set(spec["paths"]["/search"]["post"]["requestBody"]["content"]) == {
