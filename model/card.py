@@ -4,12 +4,21 @@ A model file is one safetensors file. Its metadata holds the model card as JSON 
 `grn_model_card`: backbone, weights origin, input size, mean/std, embedding size, label
 names, per-label thresholds, training config, metrics and a version id. Whoever loads a model
 takes preprocessing and label names from the card. Loading never unpickles anything.
+
+Beside the weights, the file carries the network exported to ONNX (preprocessing included,
+model/engine.py) as a uint8 tensor under `GRAPH_KEY`, with the graph's SHA-256 and the model
+version it was exported from in the metadata. It is exported and checked against torch when
+the model is saved; loading refuses a graph whose digest or version does not match, and one
+whose outputs on the probe batch differ from torch's by more than 1e-4. A file without a graph
+(written before graphs were stored, or by a training run stopped before its end) still loads:
+its graph is exported in memory at load time (a few seconds) and checked the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,8 +33,14 @@ if TYPE_CHECKING:  # torch is imported where weights are touched: reading a card
     from model.network import GRNNet
 
 CARD_KEY = "grn_model_card"
+GRAPH_KEY = "__grn_onnx_graph__"
+"""The tensor holding the ONNX graph's bytes (not a weight)."""
+GRAPH_DIGEST_KEY = "grn_onnx_sha256"
+GRAPH_VERSION_KEY = "grn_onnx_model_version"
 CARD_FORMAT = 1
 MODEL_FILENAME = "model.safetensors"
+
+log = logging.getLogger("grn.model")
 
 
 class ModelFileError(ValueError):
@@ -102,19 +117,69 @@ def resolve_model_path(path: str | Path) -> Path:
     return path
 
 
-def save_model(path: str | Path, net: GRNNet, card: ModelCard) -> ModelCard:
-    """Write weights and card atomically; the card's version is the weights' digest."""
+def export_graph(net: GRNNet, card: ModelCard) -> bytes:
+    """The network's ONNX graph, checked against torch on the probe batch (ONNX Runtime)."""
+    from model.engine import OrtEngine, TorchEngine, check_engine, export_onnx, probe_batch
+
+    graph = export_onnx(net, card.mean, card.std, card.input_size)
+    reference = TorchEngine(_cpu_copy(net), card.mean, card.std)
+    check_engine(OrtEngine(graph), reference, probe_batch(card.input_size), "the exported graph")
+    return graph
+
+
+def _cpu_copy(net: GRNNet) -> GRNNet:
+    import copy
+
+    engine = getattr(net, "engine", None)
+    return copy.deepcopy(net, memo={id(engine): None}).float().cpu().eval()
+
+
+def _write(
+    path: Path, state: dict[str, torch.Tensor], card: ModelCard, graph: bytes | None
+) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    metadata = {CARD_KEY: card.to_json()}
+    tensors = dict(state)
+    if graph is not None:
+        tensors[GRAPH_KEY] = torch.frombuffer(bytearray(graph), dtype=torch.uint8)
+        metadata[GRAPH_DIGEST_KEY] = hashlib.sha256(graph).hexdigest()
+        metadata[GRAPH_VERSION_KEY] = card.version
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def save_model(
+    path: str | Path, net: GRNNet, card: ModelCard, *, with_graph: bool = True
+) -> ModelCard:
+    """Write weights, card and (with `with_graph`) the checked ONNX graph atomically; the
+    card's version is the weights' digest."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     card.version = "grn-" + weights_digest(state)[:16]
     card.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    from safetensors.torch import save_file
-
-    save_file(state, str(tmp), metadata={CARD_KEY: card.to_json()})
-    os.replace(tmp, path)
+    graph = export_graph(net, card) if with_graph else None
+    _write(Path(path), state, card, graph)
     return card
+
+
+def add_graph(path: str | Path) -> ModelCard:
+    """Export and store the graph of a model file saved without one (training saves each
+    best epoch without it, then adds it to the final file). A file with a graph is left."""
+    path = resolve_model_path(path)
+    if has_graph(path):
+        return read_card(path)
+    net, card = load_model(path, "cpu", engine="torch")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    _write(path, state, card, export_graph(net, card))
+    return card
+
+
+def has_graph(path: str | Path) -> bool:
+    with safe_open(str(resolve_model_path(path)), framework="numpy") as handle:
+        return GRAPH_KEY in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
 
 
 def read_card(path: str | Path) -> ModelCard:
@@ -129,17 +194,75 @@ def read_card(path: str | Path) -> ModelCard:
     return ModelCard.from_json(metadata[CARD_KEY])
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GRNNet, ModelCard]:
-    """Load a trained model for inference (eval mode)."""
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", *, engine: str | None = None
+) -> tuple[GRNNet, ModelCard]:
+    """Load a trained model for inference (eval mode). On a CPU, the engine chosen by
+    `engine` (default: GRN_ENGINE, else auto; model/engine.py) is attached to the network as
+    `net.engine` once its outputs matched torch's on the probe batch; `model.inference.predict`
+    runs it. Raises ModelFileError for a graph that was altered or does not match."""
+    import torch
+
     path = resolve_model_path(path)
     card = read_card(path)
     net = build_network(card, pretrained=False)
     state: dict[str, torch.Tensor] = {}
+    graph: bytes | None = None
     with safe_open(str(path), framework="pt", device="cpu") as handle:
+        metadata = handle.metadata() or {}
         for key in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-            state[key] = handle.get_tensor(key)
+            if key == GRAPH_KEY:
+                graph = handle.get_tensor(key).numpy().tobytes()
+            else:
+                state[key] = handle.get_tensor(key)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelFileError(f"{path}: weights do not match its model card ({exc})") from exc
-    return net.to(device).eval(), card
+    if graph is not None:
+        _check_graph_record(path, graph, metadata, card)
+    net = net.to(device).eval()
+    if torch.device(device).type == "cpu":
+        net.engine = _cpu_engine(path, net, card, graph, engine)
+    return net, card
+
+
+def _check_graph_record(
+    path: Path, graph: bytes, metadata: dict[str, str], card: ModelCard
+) -> None:
+    digest = hashlib.sha256(graph).hexdigest()
+    if metadata.get(GRAPH_DIGEST_KEY) != digest:
+        raise ModelFileError(
+            f"{path}: its ONNX graph does not match the SHA-256 recorded at training time "
+            "(the file was altered or damaged); refusing to load it"
+        )
+    if metadata.get(GRAPH_VERSION_KEY) != card.version:
+        raise ModelFileError(
+            f"{path}: its ONNX graph was exported from model "
+            f"{metadata.get(GRAPH_VERSION_KEY)}, not from these weights ({card.version}); "
+            "refusing to load it"
+        )
+
+
+def _cpu_engine(
+    path: Path, net: GRNNet, card: ModelCard, graph: bytes | None, engine: str | None
+) -> Any:
+    from model.engine import EngineMismatchError, build_cpu_engine, engine_name
+
+    if engine_name(engine) == "torch":
+        return None
+    if graph is None:
+        log.warning("%s carries no ONNX graph; exporting one in memory", path)
+    try:
+        return build_cpu_engine(
+            net,
+            card.mean,
+            card.std,
+            card.input_size,
+            version=card.version,
+            name=engine,
+            graph=graph,
+            what=str(path),
+        )
+    except EngineMismatchError as exc:
+        raise ModelFileError(f"{exc}; refusing to load it") from exc

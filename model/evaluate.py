@@ -1,7 +1,8 @@
 """Embedding an archive with a trained model, and the evaluation report of the UCM protocol.
 
 `embed_scenes` is the one place images go through a trained network in batch; `grn embed`,
-`grn evaluate` and the indexing job all call it.
+`grn evaluate` and the indexing job all call it. On a CPU the network runs through the engine
+`load_model` attached (model/engine.py), decoding overlapped in a background thread.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.card import ModelCard, load_model
+from model.engine import describe
 from model.imageio import read_image
 from model.inference import (
     configure_cpu_threads,
@@ -47,6 +49,8 @@ class Embedded:
     embeddings: np.ndarray
     probabilities: np.ndarray
     seconds: float
+    engine: str = "torch"
+    """What ran the network: torch, or the CPU engine (model/engine.py)."""
 
     @property
     def images_per_s(self) -> float:
@@ -91,7 +95,13 @@ def embed_scenes(
         bar.update(len(keys))
     bar.close()
     seconds = time.perf_counter() - start
-    return Embedded(kept, np.concatenate(embeddings), np.concatenate(probabilities), seconds)
+    return Embedded(
+        kept,
+        np.concatenate(embeddings),
+        np.concatenate(probabilities),
+        seconds,
+        engine=describe(net) if device.type == "cpu" else "torch",
+    )
 
 
 def save_embeddings(
@@ -225,8 +235,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """The UCM protocol: archive = train split, queries = test split, cosine similarity.
     Writes metrics.json, report.md and examples.png into `out_dir`; returns the metrics."""
-    configure_cpu_threads()
     torch_device = resolve_device(device)
+    configure_cpu_threads(torch_network=torch_device.type == "cuda" or None)
     net, card = load_model(model_path, torch_device)
     archive = load_archive(archive_dir, labels_csv)
     _check_labels(card, archive)
@@ -254,6 +264,7 @@ def evaluate(
         archive_size=len(base.positions),
         query_count=len(query.positions),
         device=str(torch_device),
+        engine=describe(net) if torch_device.type == "cpu" else "torch",
         embed_images_per_s=(len(base.positions) + len(query.positions))
         / (base.seconds + query.seconds),
         broken_files=[asdict(b) for b in broken],
@@ -280,8 +291,8 @@ def embed_archive(
     progress: bool = True,
 ) -> tuple[Embedded, list[BrokenFile]]:
     """`grn embed`: embeddings and probabilities of one split into an .npz file."""
-    configure_cpu_threads()
     torch_device = resolve_device(device)
+    configure_cpu_threads(torch_network=torch_device.type == "cuda" or None)
     net, card = load_model(model_path, torch_device)
     archive = load_archive(archive_dir, labels_csv)
     broken: list[BrokenFile] = []

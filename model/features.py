@@ -7,6 +7,11 @@ features and editing it recomputes them.
 Views are the symmetries of a square overhead scene (it has no up): identity, flips and
 90-degree rotations. Training in head mode draws one view per scene per epoch, a cheap
 stand-in for image augmentation.
+
+On a CPU the frozen backbone runs through the engine of GRN_ENGINE (ONNX Runtime by default,
+model/engine.py): exported with its preprocessing when features are missing (a few seconds)
+and used only after its features matched torch's to within 1e-4 on the probe batch. The
+cache key leaves the engine out: features from either are the same to that tolerance.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from torch import nn
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images
-from model.inference import decode_workers, run_batched
+from model.engine import build_cpu_engine
+from model.inference import decode_workers, run_batched, run_engine
 
 # The eight symmetries of the square: (rotations by 90 degrees, then a horizontal flip).
 VIEWS: tuple[tuple[int, bool], ...] = (
@@ -134,22 +140,46 @@ def extract_features(
                 for view in views_of[i]:
                     yield (view, i), apply_view(image, view)
 
-        bar = tqdm(total=len(missing), desc="features", unit="img", disable=not progress)
-        stream = run_batched(
-            backbone,
-            view_images(),
-            input_size=key.input_size,
-            mean=key.mean,
-            std=key.std,
-            device=device,
-            batch_size=batch_size,
+        engine = (
+            build_cpu_engine(
+                backbone,
+                key.mean,
+                key.std,
+                key.input_size,
+                version=key.folder(0),
+                what=f"the {key.backbone} backbone",
+            )
+            if device.type == "cpu"
+            else None
         )
-        for out in stream:
-            for (view, i), row in zip(out.positions, out.outputs.numpy(), strict=True):
-                results[(view, i)] = row
-                if cache:
-                    cache.put(key, view, digests[i], row)
-            bar.update(len(out.positions))
+        bar = tqdm(total=len(missing), desc="features", unit="img", disable=not progress)
+        stream = (
+            run_engine(engine, view_images(), input_size=key.input_size, batch_size=batch_size)
+            if engine is not None
+            else run_batched(
+                backbone,
+                view_images(),
+                input_size=key.input_size,
+                mean=key.mean,
+                std=key.std,
+                device=device,
+                batch_size=batch_size,
+            )
+        )
+        # while the engine runs the backbone, torch only stacks decoded images in the
+        # decoding thread: one thread, so that its OpenMP team leaves the cores to the engine
+        torch_threads = torch.get_num_threads()
+        if engine is not None and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)
+        try:
+            for out in stream:
+                for (view, i), row in zip(out.positions, out.outputs.numpy(), strict=True):
+                    results[(view, i)] = row
+                    if cache:
+                        cache.put(key, view, digests[i], row)
+                bar.update(len(out.positions))
+        finally:
+            torch.set_num_threads(torch_threads)
         bar.close()
         failed = {archive.index_of(b.name) for b in local_broken}
         if broken is not None:

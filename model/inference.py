@@ -1,9 +1,11 @@
 """Turning images into network inputs, and running a network over many images fast.
 
 Preprocessing is the card's: resize to `input_size` x `input_size` (bilinear, antialiased),
-scale to [0, 1], normalise with the card's mean and std. On a CPU the network runs in
-channels-last layout under `torch.inference_mode`, in small batches, while a background thread
-decodes the next images: the fastest settings measured on a 2-core machine.
+scale to [0, 1], normalise with the card's mean and std. On a CPU the network runs through the
+engine `load_model` attached to it (ONNX Runtime by default, model/engine.py; the scaling and
+normalisation are inside its graph), in batches, while a background thread decodes the next
+images; on a GPU, or with GRN_ENGINE=torch, it runs in torch, channels-last under
+`torch.inference_mode`.
 
 `predict` is the one forward pass of a trained GRN network (decoded images in, unit
 embeddings and label probabilities out): the server's batcher, the indexing jobs, the Ray
@@ -12,6 +14,7 @@ pipeline and evaluation all call it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,8 +26,11 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from model.engine import attached_engine, engine_name
+
 if TYPE_CHECKING:
     from model.card import ModelCard
+    from model.engine import CpuEngine
     from model.network import GRNNet
 
 T = TypeVar("T")
@@ -82,8 +88,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_batch_size(device: torch.device) -> int:
-    # On a CPU, small batches stay in cache and beat large ones (measured on 2 cores).
-    return 128 if device.type == "cuda" else 8
+    # On a CPU, small batches stay in cache (torch: 8, measured on 2 cores); ONNX Runtime
+    # runs batches of 16 a little faster than smaller ones (docs/performance.md).
+    if device.type == "cuda":
+        return 128
+    return 16 if engine_name() != "torch" else 8
 
 
 def decode_workers(device: torch.device) -> int:
@@ -92,10 +101,40 @@ def decode_workers(device: torch.device) -> int:
     return min(8, max(1, (os.cpu_count() or 1) - 1)) if device.type == "cuda" else 1
 
 
-def configure_cpu_threads() -> None:
-    """Use every core for intra-op parallelism unless the user chose otherwise."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> bool:
+    """Keep glibc from handing the network's activation buffers back to the kernel after each
+    batch. By default every buffer over the mmap threshold is a fresh mapping, so each batch
+    re-faults its megabytes of zeroed pages (about 3,500 page faults per image measured on 2
+    cores, 22% of the model's time at batch 1; in the batch commands half of the CPU time went
+    to the kernel). Returns whether it applied (glibc only); GRN_TUNE_ALLOCATOR=0 skips it."""
+    if os.environ.get("GRN_TUNE_ALLOCATOR", "1").strip().lower() in ("0", "false", "no"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    )
+
+
+def configure_cpu_threads(torch_network: bool | None = None) -> None:
+    """Allocator and threads for a command that runs a network (train, evaluate, embed,
+    reindex). torch gets every core when it runs the network (training, a GPU, or
+    GRN_ENGINE=torch); when an engine runs it, torch only resizes images in the decoding
+    thread and gets one thread, so that its OpenMP team does not fight the engine's threads
+    over the cores. OMP_NUM_THREADS, when set, wins. `torch_network` None: decided by the
+    engine setting."""
+    tune_allocator()
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    if torch_network is None:
+        torch_network = engine_name() == "torch"
+    torch.set_num_threads((os.cpu_count() or 1) if torch_network else 1)
 
 
 @dataclass
@@ -123,6 +162,10 @@ def predict(
     from `prepare_batch`) -> resized to the card's input size, normalised with its mean and
     std -> network -> unit embeddings and label probabilities, as numpy arrays."""
     batch = images if isinstance(images, torch.Tensor) else prepare_batch(images, card.input_size)
+    engine = attached_engine(net, card.version, device)
+    if engine is not None:
+        embeddings, probabilities = engine.run(batch)
+        return Prediction(embeddings, probabilities)
     with torch.inference_mode():
         out = net(normalize(batch.to(device, non_blocking=True), card.mean, card.std))
         return Prediction(
@@ -165,3 +208,16 @@ def run_batched(
         ):
             inputs = normalize(batch.to(device, non_blocking=True), mean, std)
             yield BatchOutput(positions, module(inputs).float().cpu())
+
+
+def run_engine(
+    engine: CpuEngine,
+    images: Iterable[tuple[Any, np.ndarray]],
+    *,
+    input_size: int,
+    batch_size: int,
+) -> Iterator[BatchOutput]:
+    """`run_batched` for a CPU engine (model/engine.py) whose graph normalises its uint8
+    input itself: yields its first output batch by batch."""
+    for positions, batch in prepared_batches(images, input_size=input_size, batch_size=batch_size):
+        yield BatchOutput(positions, torch.from_numpy(engine.run(batch)[0]))

@@ -11,6 +11,7 @@ frozen-backbone mode, where only the heads learn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,9 @@ class GRNNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.engine: Any = None
+        """The checked CPU engine `load_model` attached (model/engine.py), or None: torch.
+        Not a weight: state dicts and training never see it."""
 
     def forward(self, images: torch.Tensor) -> GRNOutput:
         return self.head(self.backbone(images))

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.augment import AugmentConfig, augment_batch
 from model.backbones import backbone_spec, create_backbone
-from model.card import MODEL_FILENAME, ModelCard, save_model
+from model.card import MODEL_FILENAME, ModelCard, add_graph, save_model
 from model.distributed import (
     all_gather_cat,
     all_reduce_sum,
@@ -227,7 +227,7 @@ class Trainer:
                 f"{self.dist.world_size} processes; use a multiple"
             )
         self.device = resolve_device(device_name)
-        configure_cpu_threads()
+        configure_cpu_threads(torch_network=True)  # training is torch's
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
@@ -587,8 +587,12 @@ class Trainer:
                     "epoch": epoch,
                     "val_classifier_sample_f1_tuned": tuned["sample_f1"],
                 }
+                # the ONNX graph is exported once, for the final best model (below)
                 save_model(
-                    self.out / MODEL_FILENAME, self.net, self.card(thresholds, self.best_val)
+                    self.out / MODEL_FILENAME,
+                    self.net,
+                    self.card(thresholds, self.best_val),
+                    with_graph=False,
                 )
             self.save_state(epoch)
             self.write_logs()
@@ -596,6 +600,10 @@ class Trainer:
                 loss=f"{stats['loss']:.4f}", val_f1=f"{score:.4f}", best=f"{self.best_score:.4f}"
             )
         bar.close()
+        if self.dist.is_main and (self.out / MODEL_FILENAME).is_file():
+            start = time.perf_counter()
+            add_graph(self.out / MODEL_FILENAME)  # exported and checked against torch
+            self.timings["graph_export_seconds"] = time.perf_counter() - start
         if not self.dist.is_main:
             shutdown(self.dist)
             return TrainResult(

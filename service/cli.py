@@ -300,7 +300,7 @@ def embed(
         typer.echo(f"skipped {len(broken)} unreadable files, listed in {report}", err=True)
     typer.echo(
         f"embedded {len(embedded.positions)} scenes in {embedded.seconds:.1f} s "
-        f"({embedded.images_per_s:.1f} images/s) into {out}"
+        f"({embedded.images_per_s:.1f} images/s, {embedded.engine}) into {out}"
     )
 
 

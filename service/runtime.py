@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import threading
 import time
@@ -39,7 +38,9 @@ from index.stores import (
     open_store,
 )
 from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
+from model.engine import describe
 from model.inference import predict, resolve_device
+from model.inference import tune_allocator as tune_allocator  # service.app applies it
 from model.network import GRNNet
 from service.settings import Settings
 
@@ -77,24 +78,6 @@ class Inference:
     """(D,) unit vector."""
     probabilities: np.ndarray
     """(labels,) sigmoid of the classifier logits."""
-
-
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-
-
-def tune_allocator() -> bool:
-    """Keep glibc from handing the model's activation buffers back to the kernel after each
-    batch. By default every buffer over the mmap threshold is a fresh mapping, so each
-    request re-faults some 14 MB of zeroed pages (about 3,500 page faults per image measured
-    on 2 cores, 22% of the model's time at batch 1). Returns whether it applied (glibc only)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(
-        libc.mallopt(M_MMAP_THRESHOLD, 256 * 2**20) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    )
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -187,7 +170,10 @@ class Runtime:
 
 
 def _load_for_inference(path: Path, device: torch.device) -> tuple[GRNNet, ModelCard]:
+    """On a CPU, load_model attaches the checked engine (GRN_ENGINE; ONNX Runtime by
+    default) that `predict` runs; a graph that does not match refuses to load."""
     net, card = load_model(path, device)
+    log.info("model %s runs on %s (%s)", card.version, describe(net), device)
     return net.to(memory_format=torch.channels_last), card
 
 

@@ -58,3 +58,41 @@ def test_runtime_says_why_it_is_not_ready(tmp_path: Path, served: Served) -> Non
     runtime = Runtime(Settings(model_path=served.model, index_root=tmp_path / "empty"))
     assert not runtime.refresh()
     assert "grn reindex" in (runtime.problem or "")
+
+
+def test_the_service_runs_the_checked_engine(
+    served: Served, ucm_root: Path, ucm_subset: Path
+) -> None:
+    """On a CPU the served network runs on ONNX Runtime (the graph in the model file), and
+    its answers are torch's to 1e-4."""
+    import torch
+
+    from model.card import has_graph, load_model
+    from model.inference import predict
+
+    assert has_graph(served.model)  # training stored the graph
+    runtime = Runtime(Settings(model_path=served.model, index_root=served.index_root, device="cpu"))
+    assert runtime.refresh()
+    snapshot = runtime.current()
+    assert snapshot.net.engine is not None and snapshot.net.engine.name == "onnxruntime"
+    calls: list[int] = []
+    real = snapshot.net.engine.engine
+
+    class Spy:
+        name = "spy"
+
+        def run(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
+            calls.append(len(images))
+            return real.run(images)  # type: ignore[no-any-return]
+
+    snapshot.net.engine.engine = Spy()
+    images = [read_image(s.path) for s in load_archive(ucm_root, ucm_subset).scenes[:6]]
+    answers, _ = infer_all(runtime, images, batching=False)
+    assert calls == [1] * 6
+    reference, card = load_model(served.model, engine="torch")
+    expected = predict(reference, card, images, torch.device("cpu"))
+    got = np.stack([a.embedding for a in answers])
+    assert np.abs(got - expected.embeddings).max() <= 1e-4
+    assert (
+        np.abs(np.stack([a.probabilities for a in answers]) - expected.probabilities).max() <= 1e-4
+    )
