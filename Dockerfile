@@ -1,48 +1,26 @@
-# syntax=docker/dockerfile:1
-# GRN scene retrieval: one image for the API (`serve`, the default command) and every `grn` job.
-#   docker build -t grn:cpu .                     CPU image (default target)
-#   docker build --target cuda -t grn:cuda .      CUDA torch and faiss-gpu (needs the NVIDIA
-#                                                 container toolkit on the host to use a GPU)
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# GRN scene retrieval: one image for the API and every `grn` job (docs/deploy.md).
+#   docker/build.sh                               the CPU image grn:cpu, with the host's pip
+#                                                 settings passed in as BuildKit secrets
+#   DOCKER_BUILDKIT=1 docker build -t grn:cpu .   the same where pip needs no settings
+#   DOCKER_BUILDKIT=1 docker build --target cuda -t grn:cuda .
+#                                                 CUDA torch and faiss-gpu (a GPU needs the
+#                                                 NVIDIA container toolkit on the host)
+# No `# syntax=` line: BuildKit's built-in Dockerfile frontend (Docker 20.10 and later) reads
+# this file, so a build fetches nothing from a registry. BASE_IMAGE is Debian bookworm with
+# python3 (3.11) and python3-venv: docker/base-images.sh makes grn-base/python:3.11-bookworm
+# from Debian packages; python:3.11-slim-bookworm from Docker Hub serves as well.
+ARG BASE_IMAGE=grn-base/python:3.11-bookworm
 
-# ---- dependencies and the project, in a virtual environment --------------------------------
-FROM ${PYTHON_IMAGE} AS builder-base
-ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/opt/venv/bin:$PATH
-RUN python -m venv /opt/venv
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY model ./model
-COPY index ./index
-COPY service ./service
-COPY migrations ./migrations
-
-FROM builder-base AS builder-cpu
-# torch's CPU build: the default PyPI wheel carries CUDA libraries (gigabytes). The milvus
-# extra lets the image search a Milvus server (GRN_VECTOR_STORE=milvus). DL3013: '.[milvus]'
-# is this project, its versions set in pyproject.toml
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# hadolint ignore=DL3013
-RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1 \
-    && pip install '.[milvus]'
-
-FROM builder-base AS builder-cuda
-# the PyPI torch wheel brings its CUDA libraries; faiss-gpu-cu12 replaces faiss-cpu (both
-# provide the faiss module). DL3013: '.[gpu]' is this project, its versions set in pyproject.toml
-ARG FAISS_GPU_VERSION=1.14.1.post1
-# hadolint ignore=DL3013
-RUN pip install '.[gpu,milvus]' \
-    && pip uninstall -y faiss-cpu \
-    && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}"
-
-# ---- runtime images: no compiler, no sources, a non-root user --------------------------------
-FROM ${PYTHON_IMAGE} AS runtime-base
+# ---- the runtime: a virtual environment, a non-root user, the service's settings ----------
+FROM ${BASE_IMAGE} AS runtime-base
 RUN groupadd --system --gid 10001 grn \
     && useradd --system --uid 10001 --gid grn --create-home --home-dir /home/grn grn \
     && mkdir -p /data/models /data/index /data/thumbnails /archive \
-    && chown -R grn:grn /data
+    && chown -R grn:grn /data \
+    && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     GRN_HOST=0.0.0.0 \
     GRN_PORT=8000 \
@@ -58,10 +36,60 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
 ENTRYPOINT ["grn"]
 CMD ["serve"]
 
+# Each install below reads pip's settings for this build only from BuildKit secrets (never
+# kept in a layer): `pip.conf` (index URLs, timeout), `ca.crt` (a CA bundle to trust) and
+# `constraints.txt`; docker/build.sh makes them from the host's pip configuration. Without
+# them pip uses PyPI directly. First the dependencies, listed from pyproject.toml (a layer
+# that changes with that file only), then the project itself; its sources are bind-mounted,
+# not copied: the image holds the installed packages only.
+
+# ---- CUDA: PyPI's torch (CUDA libraries included) and faiss-gpu ----------------------------
 FROM runtime-base AS cuda
-COPY --from=builder-cuda /opt/venv /opt/venv
+# faiss-gpu-cu12 replaces faiss-cpu (both provide the faiss module). DL3013: the versions are
+# set in pyproject.toml
+ARG FAISS_GPU_VERSION=1.14.1.post1
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt \
+    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['gpu'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
+    && pip install --requirement /tmp/requirements.txt \
+    && pip uninstall -y faiss-cpu \
+    && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}" \
+    && rm /tmp/requirements.txt
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && pip install --no-deps /src
 USER 10001:10001
 
+# ---- CPU (the default target) --------------------------------------------------------------
 FROM runtime-base AS cpu
-COPY --from=builder-cpu /opt/venv /opt/venv
+# TORCH_SOURCE=pytorch-cpu (default): torch's CPU build from TORCH_INDEX_URL, no CUDA
+# libraries. TORCH_SOURCE=pypi: PyPI's torch, which carries CUDA libraries (some 4 GB more)
+# and runs on the CPU all the same: for hosts that reach PyPI only. The milvus extra lets the
+# image search a Milvus server (GRN_VECTOR_STORE=milvus). DL3013: the versions are set in
+# pyproject.toml
+ARG TORCH_SOURCE=pytorch-cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt \
+    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && case "${TORCH_SOURCE}" in \
+        pytorch-cpu) pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1 ;; \
+        pypi) ;; \
+        *) echo "TORCH_SOURCE must be pytorch-cpu or pypi, not ${TORCH_SOURCE}" >&2; exit 1 ;; \
+    esac \
+    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
+    && pip install --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && pip install --no-deps /src
 USER 10001:10001

@@ -13,7 +13,8 @@ export GRN_MODEL_PATH ?= $(RUN)/model.safetensors
 export GRN_INDEX_ROOT ?= $(DATA)/index
 export GRN_THUMBNAIL_DIR ?= $(DATA)/thumbnails
 
-.PHONY: install run serve-prepare train evaluate test lint typecheck bench bench-service clean
+.PHONY: install run serve-prepare train evaluate test lint typecheck bench bench-service clean \
+	images compose-smoke
 
 install: $(VENV)/.installed
 
@@ -55,6 +56,19 @@ test: lint typecheck
 
 bench: install
 	$(PY) bench/throughput.py --archive $(UCM)
+
+# The Docker engine and compose v2 (installed and started when missing), the base images
+# (made from Debian packages when missing) and the CPU image grn:cpu (docs/deploy.md). Root or
+# sudo; Debian bookworm.
+images:
+	docker/engine.sh >/dev/null
+	docker/base-images.sh
+	docker/build.sh
+
+# `docker compose up` for real over a small UCM archive, checked through the published port,
+# then torn down (`down -v`): docker/smoke.sh says what it checks.
+compose-smoke:
+	UCM=$(UCM) docker/smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -517,6 +517,61 @@ def serve(
 
 
 @app.command()
+def up(
+    archive_source: Annotated[
+        str | None,
+        typer.Option(
+            help="The archive as the operator named it, for messages (default "
+            "GRN_ARCHIVE_SOURCE: compose sets it to GRN_ARCHIVE).",
+        ),
+    ] = None,
+    train_options: Annotated[
+        str,
+        typer.Option(
+            envvar="GRN_TRAIN_OPTIONS",
+            help="More `grn train` options for the first training, e.g. '--epochs 10'.",
+        ),
+    ] = "",
+    skip_broken: Annotated[
+        bool,
+        typer.Option(
+            "--skip-broken",
+            envvar="GRN_SKIP_BROKEN",
+            help="Leave unreadable images out instead of stopping.",
+        ),
+    ] = False,
+    retry_seconds: Annotated[
+        float, typer.Option(help="How often a problem with the inputs is looked at again.")
+    ] = 15.0,
+) -> None:
+    """Prepare and serve, with no other command: migrate the schema, import GRN_ARCHIVE_DIR,
+    train a head-mode model when GRN_MODEL_PATH has none, reindex when the index is stale,
+    and serve all along (/readyz says how far it got, or what to fix)."""
+    import os
+
+    from pydantic import ValidationError
+
+    from service.prepare import Options, serve_prepared, train_options_from
+    from service.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(ValueError(f"GRN_{str(first['loc'][0]).upper()}: {first['msg']}"))
+        return
+    if archive_source is None:
+        archive_source = os.environ.get("GRN_ARCHIVE_SOURCE")
+    options = Options(
+        archive_source=archive_source,
+        train_options=train_options_from(train_options),
+        skip_broken=skip_broken,
+        retry_seconds=retry_seconds,
+    )
+    serve_prepared(settings, options)
+
+
+@app.command()
 def status(
     database_url: DatabaseOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
