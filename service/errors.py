@@ -44,7 +44,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     """Domain exceptions -> (HTTP status, error code), the first match wins. (Imported here:
     the modules that raise them answer with this module's error body.)"""
     from service.jobs import JobConflictError, NoSuchJobError
-    from service.runtime import ServiceNotReadyError
+    from service.runtime import OverloadedError, ServiceNotReadyError
     from service.uploads import UploadTooLargeError
 
     return [
@@ -55,6 +55,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (JobConflictError, 409, "job_running"),
         (UnknownSceneError, 404, "scene_not_indexed"),
         (IndexSearchError, 400, "bad_search"),
+        (OverloadedError, 503, "overloaded"),
         (ServiceNotReadyError, 503, "not_ready"),
         (TextSearchUnavailableError, 503, "text_search_unavailable"),
         (IndexNotReadyError, 503, "index_not_ready"),
@@ -73,7 +74,8 @@ ERROR_DESCRIPTIONS = {
     409: "A job of this kind is still running",
     413: "The request or an image in it is over the size or pixel limit",
     422: "Invalid parameters: `details` lists each field",
-    503: "Model, index, vector store or database not ready",
+    503: "Model, index, vector store or database not ready, or the service is full "
+    "(`overloaded`, with a Retry-After header)",
 }
 
 
@@ -119,6 +121,13 @@ def install(app: FastAPI) -> None:
                 metrics.database_errors.inc()
         if isinstance(exc, BadRequestError | StoreBusyError | TextNotUnderstoodError):
             return error_response(400, exc.code, str(exc))
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:  # OverloadedError: refused at once, not queued
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.rejected.labels(getattr(exc, "kind", "")).inc()
+            headers = {"Retry-After": str(retry_after)}
+            return error_response(503, "overloaded", str(exc), headers=headers)
         for kind, status, code in errors:
             if isinstance(exc, kind):
                 if status >= 500:

@@ -17,7 +17,7 @@ from service.catalog import Catalog
 from service.db import make_engine
 from service.jobs import JobRunner
 from service.observability import Metrics
-from service.runtime import Batcher, Runtime
+from service.runtime import Admission, Batcher, Runtime
 from service.settings import Settings
 
 log = logging.getLogger("grn.app")
@@ -38,6 +38,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wait_ms=settings.batch_wait_ms,
         observer=metrics.observe_batch,
     )
+    model_requests = Admission(settings.max_model_requests, "model")
+    searches = Admission(settings.max_searches, "search")
+    metrics.watch(batcher, model_requests, searches)
     app.state.jobs = JobRunner(REPO_ROOT)
     app.state.engine = engine
     app.state.catalog = Catalog(engine)
@@ -51,6 +54,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.runtime = runtime
     app.state.batcher = batcher
+    app.state.model_requests = model_requests
+    app.state.searches = searches
     batcher.start()
     await refresh_served(app)
     poller = asyncio.create_task(_poll(app)) if settings.index_poll_seconds > 0 else None

@@ -64,6 +64,25 @@ class Metrics:
             registry=r,
         )
         self.reloads = Counter("grn_reloads", "Model and index swaps", registry=r)
+        self.rejected = Counter(
+            "grn_rejected_requests",
+            "Requests refused with 503 because the service was full (kind: model or search)",
+            ["kind"],
+            registry=r,
+        )
+        self.model_queue = Gauge(
+            "grn_model_queue_images", "Images waiting for the network", registry=r
+        )
+        self.model_requests = Gauge(
+            "grn_model_requests_in_flight", "Requests in the model's pipeline", registry=r
+        )
+        self.searches = Gauge("grn_searches_in_flight", "Searches running", registry=r)
+
+    def watch(self, batcher: Any, model_requests: Any, searches: Any) -> None:
+        """Read the queue's depth and the requests in flight at each scrape."""
+        self.model_queue.set_function(lambda: batcher.depth)
+        self.model_requests.set_function(lambda: model_requests.active)
+        self.searches.set_function(lambda: searches.active)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

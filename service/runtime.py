@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,17 @@ from service.settings import Settings
 
 log = logging.getLogger("grn.runtime")
 T = TypeVar("T")
+
+
+class OverloadedError(RuntimeError):
+    """More work waits than the service takes on: answered at once with 503 and
+    Retry-After (`retry_after` seconds) instead of a wait that grows without limit."""
+
+    def __init__(self, message: str, retry_after: int, kind: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.kind = kind
+        """What was full: `model` (requests that run the network) or `search`."""
 
 
 class ServiceNotReadyError(RuntimeError):
@@ -177,6 +188,31 @@ def _load_for_inference(path: Path, device: torch.device) -> tuple[GRNNet, Model
     return net.to(memory_format=torch.channels_last), card
 
 
+class Admission:
+    """At most `limit` requests of one kind in flight (0: no bound); past it, the next is
+    refused at once with OverloadedError. Used from the event loop's thread only."""
+
+    def __init__(self, limit: int, kind: str) -> None:
+        self.limit = limit
+        self.kind = kind
+        self.active = 0
+
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        if self.limit and self.active >= self.limit:
+            raise OverloadedError(
+                f"{self.active} {self.kind} requests are in progress (at most {self.limit}); "
+                "try again shortly",
+                retry_after=1,
+                kind=self.kind,
+            )
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+
 @dataclass
 class _Job:
     snapshot: Snapshot
@@ -213,6 +249,11 @@ class Batcher:
         # No torch.set_num_threads here: torch already uses every core, and the call starts
         # a pool of threads for other kernels that competed with the model (13.5 against
         # 11.8 ms per image in the service, 2 cores).
+
+    @property
+    def depth(self) -> int:
+        """Images waiting for the network."""
+        return len(self._queue)
 
     def start(self) -> None:
         self._wakeup = asyncio.Event()

@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=5.0, ge=0)
     """How long the first request of a batch waits for others to join it."""
 
+    max_model_requests: int = Field(default=0, ge=0)
+    """Requests that may be decoding or waiting for or in the network at once (0: no bound,
+    the default: see docs/service.md, "Load shedding", for why). Past it, /classify and
+    /search by image answer 503 with Retry-After at once, before decoding."""
+    max_searches: int = Field(default=0, ge=0)
+    """Searches that may run at once (0: no bound, the default); past it, /search answers
+    503 with Retry-After at once."""
+
     io_threads: int = Field(default=16, ge=1)
     """Threads for decoding, SQL and index searches (the model has its own)."""
     tune_allocator: bool = True

@@ -104,8 +104,9 @@ async def classify(
     start = time.perf_counter()
     snapshot = runtime.current()
     files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
-    images = await decode_all(files, settings)
-    outputs = await batcher.infer(snapshot, images)
+    with request.app.state.model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 now
+        images = await decode_all(files, settings)
+        outputs = await batcher.infer(snapshot, images)
     results = [
         ImageClassification.of(name, snapshot.card, out.probabilities)
         for (name, _), out in zip(files, outputs, strict=True)
@@ -151,21 +152,24 @@ async def search(
     snapshot = runtime.current()
     content_type = request.headers.get("content-type", "")
     vector, scene_id, probabilities = None, None, None
+    model_requests = request.app.state.model_requests
     if content_type.startswith("multipart/form-data"):
         files, fields = await read_uploads(request, max_files=1)
         form = search_form(fields)
         form.pop("include_query", None)
         params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
-        image = (await decode_all(files, settings))[0]
-        inference = (await batcher.infer(snapshot, [image]))[0]
+        with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before decoding
+            image = (await decode_all(files, settings))[0]
+            inference = (await batcher.infer(snapshot, [image]))[0]
         vector, probabilities = inference.embedding, inference.probabilities
     elif content_type.startswith("application/json") or not content_type:
         body = await request.body()
         params = _validated(lambda: SearchRequest.model_validate_json(body))
         scene_id = params.scene_id
         if params.classify and scene_id is not None:  # the scene's own image, classified
-            image = await in_thread(_scene_pixels, catalog, scene_id)
-            probabilities = (await batcher.infer(snapshot, [image]))[0].probabilities
+            with model_requests.admit():
+                image = await in_thread(_scene_pixels, catalog, scene_id)
+                probabilities = (await batcher.infer(snapshot, [image]))[0].probabilities
     else:
         raise BadRequestError(
             f"unsupported content type {content_type!r}: send multipart/form-data with "
@@ -187,11 +191,12 @@ async def search(
             other_query=scene_id is not None or vector is not None or bool(params.more_like),
         )  # fmt: skip
         params = params.model_copy(update={"labels_all": labels_all, "labels_none": labels_none})
-    page = await in_thread(
-        lambda: search_scenes(
-            snapshot, catalog, search_query(params), vector=vector, scene_id=scene_id
+    with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
+        page = await in_thread(
+            lambda: search_scenes(
+                snapshot, catalog, search_query(params), vector=vector, scene_id=scene_id
+            )
         )
-    )
     labels, predicted = None, None
     if params.classify and probabilities is not None:
         query = ImageClassification.of("", snapshot.card, probabilities)
