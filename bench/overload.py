@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from search_latency import free_port  # noqa: E402
+from search_latency import serve  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -89,21 +87,8 @@ def main() -> None:
     print(f"{'bound':>6} {'clients':>7} {'200/s':>7} {'503/s':>7} {'other/s':>8} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'RSS MB before/after':>20}")  # fmt: skip
     for bound in ("32", "0"):
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-            cwd=REPO, env={**os.environ, **env, "GRN_MAX_MODEL_REQUESTS": bound},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
+        server, url = serve(REPO, {**env, "GRN_MAX_MODEL_REQUESTS": bound})
         try:
-            for _ in range(600):
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
             for clients in args.clients:
                 before = rss_mb(server.pid)
                 cell = asyncio.run(load(url, payload, clients, args.seconds, args.warmup))

@@ -12,13 +12,11 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, Engine, Select, delete, exists, func, select
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter
 from service.db import (
     CatalogChange,
-    CatalogState,
     IndexBuild,
     Label,
     ModelVersion,
@@ -27,13 +25,10 @@ from service.db import (
 )
 from service.errors import BadRequestError, SceneNotFoundError
 from service.scene_table import SceneRow, SceneTable, generation_of
+from service.scene_table import SchemaNotCurrentError as SchemaNotCurrentError  # re-exported
 
 CHANGE_LOG = 1_000_000
 """Generations of the change log kept (`Catalog._prune`)."""
-
-
-class SchemaNotCurrentError(RuntimeError):
-    """The database lacks a table this version needs: `grn db upgrade` has not run."""
 
 
 def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
@@ -86,19 +81,8 @@ class Catalog:
 
     def generation(self) -> int:
         """The catalog's change counter (raised by triggers on every write)."""
-        query = select(CatalogState.generation).where(CatalogState.id == 1)
-        try:
-            with self.engine.connect() as connection:
-                value = connection.scalar(query)
-        except (OperationalError, ProgrammingError) as exc:
-            if "catalog_state" not in str(exc):
-                raise
-            raise SchemaNotCurrentError(
-                "the database schema is older than this version: run `grn db upgrade`"
-            ) from exc
-        if value is None:
-            raise SchemaNotCurrentError("catalog_state has no row: run `grn db upgrade`")
-        return int(value)
+        with self.engine.connect() as connection:
+            return generation_of(connection)
 
     def table(self) -> SceneTable:
         """The scene metadata in arrays, as of the catalog's current generation: read whole

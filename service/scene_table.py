@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import Connection, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from index.filters import SceneFilter
 from service.db import CatalogState, Label, Scene, SceneLabel
@@ -60,10 +61,23 @@ def _merged_codes(
     return np.concatenate([remap[0][first], remap[1][second]]).astype(np.int32), names
 
 
+class SchemaNotCurrentError(RuntimeError):
+    """The database lacks a table this version needs: `grn db upgrade` has not run."""
+
+
 def generation_of(connection: Connection) -> int:
-    generation = connection.scalar(select(CatalogState.generation).where(CatalogState.id == 1))
+    """The catalog's change counter (raised by triggers on every write)."""
+    query = select(CatalogState.generation).where(CatalogState.id == 1)
+    try:
+        generation = connection.scalar(query)
+    except (OperationalError, ProgrammingError) as exc:
+        if "catalog_state" not in str(exc):
+            raise
+        raise SchemaNotCurrentError(
+            "the database schema is older than this version: run `grn db upgrade`"
+        ) from exc
     if generation is None:
-        raise RuntimeError("catalog_state has no row: the schema is not current")
+        raise SchemaNotCurrentError("catalog_state has no row: run `grn db upgrade`")
     return int(generation)
 
 

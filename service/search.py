@@ -224,19 +224,21 @@ def rank(
     where: SceneFilter,
     min_score: float | None = None,
 ) -> list[RankedScene]:
-    """The top k scenes for a query vector, filters applied, the catalog's metadata joined."""
+    """The top k scenes for a query vector, filters applied, the catalog's metadata joined
+    (filter and metadata from one table: one generation check per search)."""
+    table = catalog.table()
     if where.conditions() - index.native_filters:
         # the catalog resolves the filter (and refuses unknown labels)
-        where = SceneFilter(allow_ids=catalog.allowed_ids(where))
+        where = SceneFilter(allow_ids=table.allowed_ids(where))
     elif where.label_names:
-        catalog.check_labels(where.label_names)  # the same 400 as an allow-list would give
+        table.check_labels(where.label_names)  # the same 400 as an allow-list would give
     result = index.search(vector[None], k, where)
     ranked = [
         (int(i), float(s))
         for i, s in zip(result.ids[0], result.scores[0], strict=True)
         if i >= 0 and (min_score is None or s >= min_score)
     ]
-    scenes = catalog.rows([i for i, _ in ranked])
+    scenes = table.rows([i for i, _ in ranked])
     missing = [i for i, _ in ranked if i not in scenes]
     if missing:
         log.warning("index %s holds %d ids unknown to SQL", index.version, len(missing))
