@@ -21,9 +21,11 @@ from service.settings import Settings
 
 
 def _state(name: str) -> Callable[[Request], Any]:
-    """A dependency that gives `app.state.<name>`."""
+    """A dependency that gives `app.state.<name>`. Async on purpose: FastAPI runs a plain
+    `def` dependency in a worker thread, and under load those hops (five per request) took a
+    fifth of the event loop's time (py-spy, docs/service.md "Load shedding")."""
 
-    def get(request: Request) -> Any:
+    async def get(request: Request) -> Any:
         return getattr(request.app.state, name)
 
     get.__name__ = f"get_{name}"

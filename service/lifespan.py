@@ -17,7 +17,7 @@ from service.catalog import Catalog
 from service.db import make_engine
 from service.jobs import JobRunner
 from service.observability import Metrics
-from service.runtime import Admission, Batcher, Runtime
+from service.runtime import Admission, Batcher, Runtime, model_request_bound
 from service.settings import Settings
 
 log = logging.getLogger("grn.app")
@@ -38,7 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         wait_ms=settings.batch_wait_ms,
         observer=metrics.observe_batch,
     )
-    model_requests = Admission(settings.max_model_requests, "model")
+    model_requests = Admission(model_request_bound(settings), "model")
     searches = Admission(settings.max_searches, "search")
     metrics.watch(batcher, model_requests, searches)
     app.state.jobs = JobRunner(REPO_ROOT)

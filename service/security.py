@@ -56,11 +56,13 @@ def _check(request: Request, what: str) -> None:
         raise HTTPException(403, "the API key is not valid")
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
+    """Async, like every dependency here: FastAPI runs a plain `def` dependency in a worker
+    thread, one hop per dependency per request (service/deps.py)."""
     _check(request, "admin endpoints")
 
 
-def require_reader(request: Request) -> None:
+async def require_reader(request: Request) -> None:
     settings: Settings = request.app.state.settings
     if settings.read_access == "key":
         _check(request, "these endpoints")

@@ -44,10 +44,12 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(default=5.0, ge=0)
     """How long the first request of a batch waits for others to join it."""
 
-    max_model_requests: int = Field(default=0, ge=0)
-    """Requests that may be decoding or waiting for or in the network at once (0: no bound,
-    the default: see docs/service.md, "Load shedding", for why). Past it, /classify and
-    /search by image answer 503 with Retry-After at once, before decoding."""
+    max_model_requests: int | None = Field(default=None, ge=0)
+    """Requests that may be reading their upload, decoding, or waiting for or in the network
+    at once; past it, /classify and /search by image answer 503 with Retry-After at once,
+    before the upload is parsed. Unset: `MODEL_REQUESTS_PER_CORE` per CPU core when the
+    network runs on the CPU, no bound on a GPU; 0: no bound (docs/service.md, "Load
+    shedding")."""
     max_searches: int = Field(default=0, ge=0)
     """Searches that may run at once (0: no bound, the default); past it, /search answers
     503 with Retry-After at once."""

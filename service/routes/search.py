@@ -103,8 +103,9 @@ async def classify(
     at or above their thresholds."""
     start = time.perf_counter()
     snapshot = runtime.current()
-    files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
-    with request.app.state.model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 now
+    # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
+    with request.app.state.model_requests.admit():
+        files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
         images = await decode_all(files, settings)
         outputs = await batcher.infer(snapshot, images)
     results = [
@@ -154,11 +155,11 @@ async def search(
     vector, scene_id, probabilities = None, None, None
     model_requests = request.app.state.model_requests
     if content_type.startswith("multipart/form-data"):
-        files, fields = await read_uploads(request, max_files=1)
-        form = search_form(fields)
-        form.pop("include_query", None)
-        params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
-        with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before decoding
+        with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before parsing
+            files, fields = await read_uploads(request, max_files=1)
+            form = search_form(fields)
+            form.pop("include_query", None)
+            params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
             image = (await decode_all(files, settings))[0]
             inference = (await batcher.infer(snapshot, [image]))[0]
         vector, probabilities = inference.embedding, inference.probabilities

@@ -5,13 +5,17 @@ answers normally once the burst is over."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 
 import httpx
+import pytest
 from servers import LiveServer, Served, prepared_database, server_env
 
 from model.archive import load_archive
+from service.runtime import MODEL_REQUESTS_PER_CORE, model_request_bound
+from service.settings import Settings
 
 BURST = 24
 
@@ -68,3 +72,18 @@ def test_a_burst_past_the_bounds_is_refused_at_once(
         assert "grn_model_queue_images 0.0" in metrics
         assert "grn_model_requests_in_flight 0.0" in metrics
         assert "grn_searches_in_flight" in metrics
+
+
+def test_the_default_bound_scales_with_the_cores_and_can_be_lifted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("GRN_MAX_MODEL_REQUESTS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert model_request_bound(Settings(device="cpu")) == MODEL_REQUESTS_PER_CORE * cores
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert model_request_bound(Settings(device="cpu")) == MODEL_REQUESTS_PER_CORE * 4
+    assert model_request_bound(Settings(device="cuda")) == 0  # never measured on a GPU
+    monkeypatch.setenv("GRN_MAX_MODEL_REQUESTS", "0")
+    assert model_request_bound(Settings(device="cpu")) == 0
+    monkeypatch.setenv("GRN_MAX_MODEL_REQUESTS", "5")
+    assert model_request_bound(Settings(device="cuda")) == 5
