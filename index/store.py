@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -41,6 +42,8 @@ VECTORS_FILE = "vectors.npy"
 PROBABILITIES_FILE = "probabilities.npy"
 CURRENT = "current"
 MANIFEST_FORMAT = 1
+
+log = logging.getLogger("grn.index")
 
 
 class IndexWriteError(OSError):
@@ -113,6 +116,15 @@ def _load_rows(folder: Path, name: str, checksum: str | None) -> FullVectors | N
     if not path.is_file() or _sha256(path) != checksum:
         raise IndexNotReadyError(f"index version {folder.name}: {name} is damaged")
     return FullVectors(np.load(folder / IDS_FILE), VectorFile(path))
+
+
+def _read_index(path: Path, mapped: bool) -> faiss.Index:
+    if mapped:
+        try:
+            return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+        except RuntimeError as exc:  # a kind FAISS cannot map: read it whole
+            log.info("index %s is read into memory, not mapped: %s", path, exc)
+    return faiss.read_index(str(path))
 
 
 @dataclass
@@ -213,9 +225,18 @@ class IndexStore:
         self.manifest(version)  # refuses a version without a manifest
         _write_durably(self.root / CURRENT, f"{version}\n".encode())
 
-    def load(self, version: str | None = None, *, expected_model: str | None = None) -> LoadedIndex:
+    def load(
+        self,
+        version: str | None = None,
+        *,
+        expected_model: str | None = None,
+        mapped: bool = False,
+    ) -> LoadedIndex:
         """Load a version (the current one by default), verifying its checksum and, when
-        `expected_model` is given, that it was built from that model's embeddings."""
+        `expected_model` is given, that it was built from that model's embeddings. `mapped`:
+        the vectors (flat codes, inverted lists) stay in the file, memory-mapped read-only,
+        so that processes serving the same version share one copy in the page cache; only for
+        an index that is searched, never changed (a version's files are never rewritten)."""
         version = version or self.current_version()
         if version is None:
             raise IndexNotReadyError(
@@ -233,7 +254,7 @@ class IndexStore:
             raise IndexNotReadyError(f"index version {version} is damaged (checksum mismatch)")
         full_vectors = _load_rows(folder, VECTORS_FILE, manifest.vectors_checksum)
         probabilities = _load_rows(folder, PROBABILITIES_FILE, manifest.probabilities_checksum)
-        return LoadedIndex(faiss.read_index(str(path)), manifest, path, full_vectors, probabilities)
+        return LoadedIndex(_read_index(path, mapped), manifest, path, full_vectors, probabilities)
 
     def prune(self, keep: int, stale_after: float = 3600.0) -> list[str]:
         """Delete all but the newest `keep` complete versions (never the current one), and

@@ -5,6 +5,7 @@ options come from the `GRN_` environment variables (service/settings.py)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,12 @@ db_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(db_app, name="db")
+model_app = typer.Typer(
+    help="Ship a head-mode model without its backbone: pack, unpack.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(model_app, name="model")
 
 
 def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
@@ -456,6 +463,41 @@ def db_current(database_url: DatabaseOpt = None) -> None:
     typer.echo(f"database at {current_revision(engine) or 'base'}; newest {head_revision()}")
 
 
+@model_app.command("pack")
+def model_pack(
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option(help="The heads file to write (.safetensors).")],
+) -> None:
+    """Write a head-mode model's heads, card and backbone digest, without the backbone."""
+    from model.heads import pack_heads
+
+    try:
+        card = pack_heads(model, out)
+    except user_errors(OSError) as exc:
+        _fail(exc)
+        return
+    typer.echo(f"heads of {card.version} in {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@model_app.command("unpack")
+def model_unpack(
+    heads: Annotated[Path, typer.Argument(help="A heads file written by `grn model pack`.")],
+    out: Annotated[Path, typer.Option(help="Training folder (or file) for model.safetensors.")],
+) -> None:
+    """Join shipped heads with the backbone weights installed here into a model file."""
+    from model.card import MODEL_FILENAME
+    from model.heads import unpack_heads
+
+    target = out / MODEL_FILENAME if out.suffix != ".safetensors" else out
+    try:
+        card = unpack_heads(heads, target)
+    except user_errors(OSError) as exc:
+        _fail(exc)
+        return
+    typer.echo(f"model {card.version} ({card.backbone}, trained on {card.training.get('archive')}) "
+               f"in {target}")  # fmt: skip
+
+
 def _ensure_sqlite_folder(engine: Any) -> None:
     database = engine.url.database
     if engine.dialect.name == "sqlite" and database and database != ":memory:":
@@ -503,13 +545,18 @@ def serve(
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    workers = workers or settings.workers
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # each worker runs its own network: split the cores, not N teams on every core
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
     typer.echo(f"serving on http://{host}:{port} (API docs at http://{host}:{port}/docs)")
     uvicorn.run(
         "service.app:create_app",
         factory=True,
         host=host,
         port=port,
-        workers=workers or settings.workers,
+        workers=workers,
         log_level="info",
         access_log=False,  # the app logs one line per request, with its request id
         timeout_keep_alive=int(settings.keep_alive_seconds),

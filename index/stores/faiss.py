@@ -213,7 +213,8 @@ class FaissVersions:
         return self.versions.ids(version)
 
     def open(self, version: str, model_version: str) -> Searcher:
-        loaded = self.versions.load(version, expected_model=model_version)
+        # mapped: the workers of one machine (`grn serve --workers N`) share the vectors
+        loaded = self.versions.load(version, expected_model=model_version, mapped=True)
         unfiltered = None
         if self.use_gpus and can_use_gpu(loaded.index):
             unfiltered = to_gpus(loaded.index)

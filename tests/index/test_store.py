@@ -113,3 +113,49 @@ def test_a_compressed_index_keeps_its_full_vectors(tmp_path: Path) -> None:
             factory="x",
             full_vectors=FullVectors.from_unsorted(ids[:10], vectors[:10]),
         )
+
+
+MAPPED_PROBE = """
+import sys
+import numpy as np
+from index.store import IndexStore
+from index.vectors import search
+store = IndexStore(sys.argv[1])
+loaded = store.load(mapped=sys.argv[2] == "mapped")
+queries = np.load(sys.argv[3])
+np.save(sys.argv[4], search(loaded.index, queries, 10).ids)
+rollup = dict(line.split(":") for line in open("/proc/self/smaps_rollup").read().splitlines()[1:])
+print(int(rollup["Anonymous"].split()[0]))
+"""
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF64,Flat", "HNSW16"])
+def test_a_served_index_is_mapped_from_its_file_not_copied(tmp_path: Path, factory: str) -> None:
+    """Workers serving one version share its vectors: loaded `mapped`, the vectors stay in
+    the page cache (file-backed), and the answers are those of the index read whole."""
+    import subprocess
+    import sys
+
+    n, dim = 40_000, 128  # 20 MB of vectors
+    vectors = clustered_unit_vectors(n, dim, centres=200, seed=1)
+    store = IndexStore(tmp_path / "index")
+    manifest = store.write_version(
+        build_index(factory, np.arange(n, dtype=np.int64), vectors),
+        model_version="m",
+        factory=factory,
+    )
+    store.activate(manifest.version)
+    np.save(tmp_path / "queries.npy", vectors[:20])
+    anonymous_kb, answers = {}, {}
+    for how in ("mapped", "read"):
+        out = tmp_path / f"{how}.npy"
+        done = subprocess.run(
+            [sys.executable, "-c", MAPPED_PROBE, str(store.root), how,
+             str(tmp_path / "queries.npy"), str(out)],
+            capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2],
+        )  # fmt: skip
+        anonymous_kb[how] = int(done.stdout.split()[-1])
+        answers[how] = np.load(out)
+    np.testing.assert_array_equal(answers["mapped"], answers["read"])
+    # the vectors (20 MB) are private memory only when read whole
+    assert anonymous_kb["read"] - anonymous_kb["mapped"] > 15_000, anonymous_kb

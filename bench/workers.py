@@ -1,0 +1,124 @@
+"""Throughput as concurrency rises, with one and with two server processes, measured by wrk.
+
+    make serve-prepare && apt-get install wrk
+    python bench/workers.py [--workers 1 2] [--connections 1 32] [--seconds 15]
+
+For each worker count a real server (`python -m service.cli serve --workers N` over make
+run's database, model and index; index polling off; no load-shedding bound, so that capacity
+is what is measured) is started, and wrk (one thread, keep-alive) drives, for each number of
+connections, `POST /search` by scene id (k = 10, ids in turn; bench/wrk/search.lua), then
+`POST /classify` with one UCM JPEG (bench/wrk/classify.lua). Printed per cell: requests/s,
+p50 and p99 (wrk's latency distribution), non-2xx answers, and the server's memory: the sum of
+its processes' proportional set sizes (PSS, shared pages split between the processes that map
+them, /proc/PID/smaps_rollup). The c = 1 to c = 32 ratio is printed per worker count. The
+client shares the machine's cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from search_latency import serve  # noqa: E402
+
+WRK = REPO / "bench/wrk"
+
+
+def pss_mb(pid: int) -> float:
+    """PSS of `pid` and its children (uvicorn's workers)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0
+    for p in pids:
+        try:
+            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+        total += int(found.group(1)) if found else 0
+    return total / 1024
+
+
+def seconds_of(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def wrk(url: str, script: str, connections: int, seconds: float, env: dict[str, str]) -> dict:
+    args = ["wrk", "-t1", f"-c{connections}", "--timeout", "60s", "--latency", "-s",
+            str(WRK / script), url]  # fmt: skip
+    full_env = {**os.environ, **env}
+    subprocess.run([*args[:1], "-d2s", *args[1:]], env=full_env, capture_output=True, check=True)
+    out = subprocess.run([*args[:1], f"-d{seconds:.0f}s", *args[1:]], env=full_env,
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": seconds_of(found["50"]) * 1000,
+        "p99": seconds_of(found["99"]) * 1000,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--connections", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    env = {
+        "GRN_DATABASE_URL": f"sqlite:///{REPO / 'data/grn.db'}",
+        "GRN_MODEL_PATH": str(REPO / "runs/ucm-head/model.safetensors"),
+        "GRN_INDEX_ROOT": str(REPO / "data/index"),
+        "GRN_INDEX_POLL_SECONDS": "0",
+        "GRN_MAX_MODEL_REQUESTS": "0",
+    }
+    ucm = REPO.parent / "shared/datasets/ucm-multilabel/images"
+    image = str(next(ucm.rglob("*.jpg"), None) or next(ucm.rglob("*.*")))
+    print(f"{'case':>18} {'workers':>7} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'non-2xx':>7} {'PSS MB':>7}")  # fmt: skip
+    ratios = []
+    for workers in args.workers:
+        server, url = serve(REPO, {**env, "GRN_WORKERS": str(workers)})
+        try:
+            with httpx.Client(base_url=url) as client:
+                scenes = client.get("/scenes", params={"limit": 500}).json()["scenes"]
+                for _ in range(4 * workers):  # every worker has answered once
+                    client.get("/readyz").raise_for_status()
+            ids = ",".join(str(s["id"]) for s in scenes)
+            cases = {
+                "search by id k=10": ("search.lua", {"GRN_SCENE_IDS": ids}),
+                "classify": ("classify.lua", {"GRN_IMAGE": image, "GRN_LATENCIES": ""}),
+            }
+            for case, (script, extra) in cases.items():
+                cells = {}
+                for connections in args.connections:
+                    cell = cells[connections] = wrk(url, script, connections, args.seconds, extra)
+                    print(f"{case:>18} {workers:>7} {connections:>5} {cell['per_s']:>8.1f} "
+                          f"{cell['p50']:>8.1f} {cell['p99']:>8.1f} {cell['non_2xx']:>7} "
+                          f"{pss_mb(server.pid):>7.0f}", flush=True)  # fmt: skip
+                low, high = min(cells), max(cells)
+                ratios.append(f"{case}, {workers} worker(s): c = {high} / c = {low}: "
+                              f"{cells[high]['per_s'] / cells[low]['per_s']:.2f}x")  # fmt: skip
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print("\n".join(ratios))
+
+
+if __name__ == "__main__":
+    main()
