@@ -25,8 +25,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Serve the UCM archive at http://127.0.0.1:8000 on the embedded defaults (SQLite,
-# faiss-cpu). The first run migrates the database, imports the archive, trains a head-mode
-# model (about 4 min on 2 cores) and builds the index; later runs find them done.
+# faiss-cpu). The first run migrates the database, imports the archive, rebuilds the default
+# head-mode model from its shipped heads (model/defaults/, with the backbone weights pip
+# installed; it trains one, about 5 min on 2 cores, when those weights differ) and builds the
+# index; later runs find them done. `make train` retrains it.
 run: serve-prepare
 	$(GRN) serve
 
@@ -35,8 +37,11 @@ serve-prepare: install $(RUN)/model.safetensors
 	$(GRN) import $(UCM) --quiet
 	$(GRN) reindex --model $(RUN) --archive $(UCM) --index-root $(GRN_INDEX_ROOT) --if-stale --quiet
 
+DEFAULT_HEADS ?= model/defaults/ucm-head.heads.safetensors
+
 $(RUN)/model.safetensors: | install
-	$(GRN) train --archive $(UCM) --out $(RUN) --mode head
+	$(GRN) model unpack $(DEFAULT_HEADS) --out $(RUN) \
+		|| $(GRN) train --archive $(UCM) --out $(RUN) --mode head
 
 # Train (or resume training) on the UCM archive in head mode.
 train: install
