@@ -35,10 +35,15 @@ def test_round_trip_keeps_weights_card_and_outputs(tmp_path: Path) -> None:
     assert saved.version.startswith("grn-") and saved.created
     loaded, loaded_card = load_model(tmp_path / "m.safetensors")
     assert loaded_card == saved
+    for key, tensor in net.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[key]), key
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         a, b = net(x), loaded(x)
-    assert torch.equal(a.embedding, b.embedding) and torch.equal(a.logits, b.logits)
+    # equal weights (above), but not always equal bits out: on one 2-core AVX2 machine the
+    # outputs differed in their last bits (cause not found); the weights are what must match
+    torch.testing.assert_close(a.embedding, b.embedding, rtol=0, atol=1e-6)
+    torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-6)
     assert torch.allclose(b.embedding.norm(dim=1), torch.ones(2))
 
 
