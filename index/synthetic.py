@@ -30,3 +30,38 @@ def clustered_unit_vectors(
         block = middle[rng.integers(0, centres, n)] + rng.normal(scale=spread, size=(n, dim))
         out[start : start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
+
+
+def subspace_unit_vectors(
+    count: int,
+    dim: int = 128,
+    *,
+    rank: int = 16,
+    centres: int = 100,
+    within: float = 0.5,
+    noise: float = 0.15,
+    shift: float = 0.0,
+    seed: int = 0,
+    chunk: int = 1 << 20,
+) -> np.ndarray:
+    """(count, dim) float32 unit vectors from a mixture that lives near a `rank`-dimensional
+    subspace, as trained embeddings do (a few dozen labels and concepts span them): cluster
+    centres are unit directions of a random subspace, a vector strays from its centre by
+    about `within` (norm) inside the subspace and by about `noise` (norm) in every direction;
+    `shift` adds one common direction to all (trained embeddings fill a cone, not the whole
+    sphere: random pairs of real UCM embeddings have a mean cosine of 0.22), then each is
+    renormalised. bench/embedding_fit.py fits the parameters to real embeddings."""
+    rng = np.random.default_rng(seed)
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, rank)))
+    middle = rng.normal(size=(centres, rank))
+    middle /= np.linalg.norm(middle, axis=1, keepdims=True)
+    common = rng.normal(size=dim)
+    common *= shift / np.linalg.norm(common)
+    out = np.empty((count, dim), dtype=np.float32)
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        inside = middle[rng.integers(0, centres, n)]
+        inside += rng.normal(scale=within / np.sqrt(rank), size=(n, rank))
+        block = inside @ basis.T + common + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
+        out[start : start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
