@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -72,6 +73,51 @@ def wrk(url: str, script: str, connections: int, seconds: float, env: dict[str, 
     }
 
 
+def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[str, float]:
+    """Median ms, in this process, of what the two routes wrap: the checked CPU engine on one
+    prepared image (the network alone), and a search by scene id (its stored vector, FAISS
+    k = 10 on the served version, the hits' rows from the catalog's arrays)."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from index.stores import open_store
+    from model.card import load_model
+    from model.imageio import read_image
+    from model.inference import prepare_batch
+    from service.catalog import Catalog
+    from service.db import make_engine
+    from service.settings import Settings
+
+    def median_ms(call: Any) -> float:
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    net, card = load_model(env["GRN_MODEL_PATH"], "cpu")
+    batch = prepare_batch([read_image(image)], card.input_size).numpy()
+    network = median_ms(lambda: net.engine.run(batch))
+    settings = Settings(database_url=env["GRN_DATABASE_URL"], index_root=env["GRN_INDEX_ROOT"])
+    store = open_store(settings)
+    current = store.current()
+    served = store.open(current.version, current.model_version)
+    catalog = Catalog(make_engine(settings.database_url))
+    ids = np.asarray(served.ids, dtype=np.int64)  # type: ignore[attr-defined]  # FAISS
+    turn = iter(np.resize(ids, repeats + 1).tolist())
+
+    def search_by_id() -> None:
+        scene = next(turn)
+        hits = served.search(served.vectors([scene]), 10)
+        catalog.table().rows(hits.ids[0])
+
+    return {"network_ms": network, "search_ms": median_ms(search_by_id)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -89,9 +135,13 @@ def main() -> None:
     }
     ucm = REPO.parent / "shared/datasets/ucm-multilabel/images"
     image = str(next(ucm.rglob("*.jpg"), None) or next(ucm.rglob("*.*")))
+    bare = bare_baselines(env, image)
+    print(f"in this process, medians: the network on one image {bare['network_ms']:.2f} ms; "
+          f"search by id (FAISS k = 10 + catalog rows) {bare['search_ms']:.2f} ms")  # fmt: skip
     print(f"{'case':>18} {'workers':>7} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'non-2xx':>7} {'PSS MB':>7}")  # fmt: skip
-    ratios = []
+    ratios: list[str] = []
+    c1: list[str] = []
     for workers in args.workers:
         server, url = serve(REPO, {**env, "GRN_WORKERS": str(workers)})
         try:
@@ -111,6 +161,14 @@ def main() -> None:
                     print(f"{case:>18} {workers:>7} {connections:>5} {cell['per_s']:>8.1f} "
                           f"{cell['p50']:>8.1f} {cell['p99']:>8.1f} {cell['non_2xx']:>7} "
                           f"{pss_mb(server.pid):>7.0f}", flush=True)  # fmt: skip
+                if 1 in cells:
+                    if case == "classify":
+                        ratio = cells[1]["p50"] / bare["network_ms"]
+                        c1.append(f"{workers} worker(s): classify {cells[1]['p50']:.1f} ms = "
+                                  f"{ratio:.2f}x the network")  # fmt: skip
+                    else:
+                        c1.append(f"{workers} worker(s): search {cells[1]['p50']:.1f} ms = bare "
+                                  f"+ {cells[1]['p50'] - bare['search_ms']:.2f} ms")  # fmt: skip
                 low, high = min(cells), max(cells)
                 ratios.append(f"{case}, {workers} worker(s): c = {high} / c = {low}: "
                               f"{cells[high]['per_s'] / cells[low]['per_s']:.2f}x")  # fmt: skip
@@ -118,6 +176,7 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
     print("\n".join(ratios))
+    print("c = 1 p50 against the bare work, per worker count: " + "; ".join(c1))
 
 
 if __name__ == "__main__":
