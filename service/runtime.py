@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -39,7 +38,7 @@ from index.stores import (
     open_store,
 )
 from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
-from model.engine import describe
+from model.engine import cpu_threads, describe
 from model.inference import predict, resolve_device
 from model.inference import tune_allocator as tune_allocator  # service.app applies it
 from model.network import GRNNet
@@ -197,14 +196,15 @@ admitted requests' p99 at 1.8x its value at saturation, 32 at 3.1x, no bound at 
 
 
 def model_request_bound(settings: Settings) -> int:
-    """GRN_MAX_MODEL_REQUESTS, or when unset `MODEL_REQUESTS_PER_CORE` per core for a network
-    on the CPU and no bound (0) on a GPU, where it was never measured."""
+    """GRN_MAX_MODEL_REQUESTS, or when unset `MODEL_REQUESTS_PER_CORE` per core the network
+    runs on (its engine's threads: every core, or OMP_NUM_THREADS, which `grn serve
+    --workers N` sets to cores / N) on the CPU, and no bound (0) on a GPU, where it was never
+    measured."""
     if settings.max_model_requests is not None:
         return settings.max_model_requests
     if resolve_device(settings.device).type != "cpu":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return MODEL_REQUESTS_PER_CORE * (cores or 1)
+    return MODEL_REQUESTS_PER_CORE * cpu_threads()
 
 
 class Admission:
