@@ -29,6 +29,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+from metadata import median_ms  # noqa: E402
 from search_latency import serve  # noqa: E402
 
 WRK = REPO / "bench/wrk"
@@ -77,9 +78,6 @@ def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[
     """Median ms, in this process, of what the two routes wrap: the checked CPU engine on one
     prepared image (the network alone), and a search by scene id (its stored vector, FAISS
     k = 10 on the served version, the hits' rows from the catalog's arrays)."""
-    import statistics
-    import time
-
     import numpy as np
 
     from index.stores import open_store
@@ -90,18 +88,13 @@ def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[
     from service.db import make_engine
     from service.settings import Settings
 
-    def median_ms(call: Any) -> float:
+    def warm_median_ms(call: Any) -> float:
         call()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
+        return median_ms(call, repeats)
 
     net, card = load_model(env["GRN_MODEL_PATH"], "cpu")
     batch = prepare_batch([read_image(image)], card.input_size).numpy()
-    network = median_ms(lambda: net.engine.run(batch))
+    network = warm_median_ms(lambda: net.engine.run(batch))
     settings = Settings(database_url=env["GRN_DATABASE_URL"], index_root=env["GRN_INDEX_ROOT"])
     store = open_store(settings)
     current = store.current()
@@ -115,7 +108,7 @@ def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[
         hits = served.search(served.vectors([scene]), 10)
         catalog.table().rows(hits.ids[0])
 
-    return {"network_ms": network, "search_ms": median_ms(search_by_id)}
+    return {"network_ms": network, "search_ms": warm_median_ms(search_by_id)}
 
 
 def main() -> None:

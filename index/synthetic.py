@@ -8,6 +8,8 @@ worse on them than on real embeddings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -24,10 +26,20 @@ def clustered_unit_vectors(
     rng = np.random.default_rng(seed)
     middle = rng.normal(size=(centres, dim))
     middle /= np.linalg.norm(middle, axis=1, keepdims=True)
+    return _unit_rows(
+        count,
+        dim,
+        chunk,
+        lambda n: middle[rng.integers(0, centres, n)] + rng.normal(scale=spread, size=(n, dim)),
+    )
+
+
+def _unit_rows(count: int, dim: int, chunk: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
+    """(count, dim) float32: `draw(n)` rows, chunk by chunk, each scaled to unit norm."""
     out = np.empty((count, dim), dtype=np.float32)
     for start in range(0, count, chunk):
         n = min(chunk, count - start)
-        block = middle[rng.integers(0, centres, n)] + rng.normal(scale=spread, size=(n, dim))
+        block = draw(n)
         out[start : start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
@@ -57,11 +69,10 @@ def subspace_unit_vectors(
     middle /= np.linalg.norm(middle, axis=1, keepdims=True)
     common = rng.normal(size=dim)
     common *= shift / np.linalg.norm(common)
-    out = np.empty((count, dim), dtype=np.float32)
-    for start in range(0, count, chunk):
-        n = min(chunk, count - start)
+
+    def draw(n: int) -> np.ndarray:
         inside = middle[rng.integers(0, centres, n)]
         inside += rng.normal(scale=within / np.sqrt(rank), size=(n, rank))
-        block = inside @ basis.T + common + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
-        out[start : start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return out
+        return inside @ basis.T + common + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
+
+    return _unit_rows(count, dim, chunk, draw)
