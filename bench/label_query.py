@@ -62,6 +62,7 @@ def main() -> None:
         raise SystemExit(f"nothing to search: {runtime.problem}")
     snapshot = runtime.current()
     catalog = Catalog(make_engine(settings.database_url))
+    table = catalog.table()
     index = snapshot.searcher
     tested = SceneFilter(split=args.split)
     test_ids = catalog.allowed_ids(tested)
@@ -76,14 +77,14 @@ def main() -> None:
     }
     for wanted in sets:
         names = sorted(wanted)
-        region = label_region(index, catalog, names)
+        region = label_region(index, table, names)
         if region is None:
             continue
         for mode, where in (
             ("filtered", SceneFilter(labels_all=names, split=args.split)),
             ("unfiltered", tested),
         ):
-            pool = rank(index, catalog, region, LABEL_POOL, where)
+            pool = rank(index, table, region, LABEL_POOL, where)
             ids = [hit.scene.id for hit in pool]
             match = label_match(snapshot, ids, SceneFilter(labels_all=names))
             assert match is not None

@@ -10,8 +10,10 @@ connections, `POST /search` by scene id (k = 10, ids in turn; bench/wrk/search.l
 `POST /classify` with one UCM JPEG (bench/wrk/classify.lua). Printed per cell: requests/s,
 p50 and p99 (wrk's latency distribution), non-2xx answers, and the server's memory: the sum of
 its processes' proportional set sizes (PSS, shared pages split between the processes that map
-them, /proc/PID/smaps_rollup). The c = 1 to c = 32 ratio is printed per worker count. The
-client shares the machine's cores with the server.
+them, /proc/PID/smaps_rollup), and the CPU time per request of the server and wrk together
+(/proc/PID/stat and getrusage) and how many of the machine's cores that kept busy. The c = 1
+to c = 32 ratio is printed per worker count. The client shares the machine's cores with the
+server: once every core is busy, the ratio can only rise if each request costs less CPU.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,26 +55,54 @@ def pss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its children (uvicorn's workers) so far."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def seconds_of(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def wrk(url: str, script: str, connections: int, seconds: float, env: dict[str, str]) -> dict:
+def wrk(
+    url: str, script: str, connections: int, seconds: float, env: dict[str, str], server: int
+) -> dict:
     args = ["wrk", "-t1", f"-c{connections}", "--timeout", "60s", "--latency", "-s",
             str(WRK / script), url]  # fmt: skip
     full_env = {**os.environ, **env}
     subprocess.run([*args[:1], "-d2s", *args[1:]], env=full_env, capture_output=True, check=True)
+    server_before, client_before = cpu_seconds(server), children_cpu()
     out = subprocess.run([*args[:1], f"-d{seconds:.0f}s", *args[1:]], env=full_env,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+    cpu = cpu_seconds(server) - server_before + children_cpu() - client_before
     found = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
         "per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "cpu_ms": cpu / max(requests, 1) * 1000,
         "p50": seconds_of(found["50"]) * 1000,
         "p99": seconds_of(found["99"]) * 1000,
         "non_2xx": int(errors.group(1)) if errors else 0,
     }
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[str, float]:
@@ -132,9 +163,10 @@ def main() -> None:
     print(f"in this process, medians: the network on one image {bare['network_ms']:.2f} ms; "
           f"search by id (FAISS k = 10 + catalog rows) {bare['search_ms']:.2f} ms")  # fmt: skip
     print(f"{'case':>18} {'workers':>7} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'non-2xx':>7} {'PSS MB':>7}")  # fmt: skip
+          f"{'non-2xx':>7} {'PSS MB':>7} {'CPU ms/req':>10} {'cores busy':>10}")  # fmt: skip
     ratios: list[str] = []
     c1: list[str] = []
+    cores = len(os.sched_getaffinity(0))
     for workers in args.workers:
         server, url = serve(REPO, {**env, "GRN_WORKERS": str(workers)})
         try:
@@ -150,10 +182,14 @@ def main() -> None:
             for case, (script, extra) in cases.items():
                 cells = {}
                 for connections in args.connections:
-                    cell = cells[connections] = wrk(url, script, connections, args.seconds, extra)
+                    cell = cells[connections] = wrk(
+                        url, script, connections, args.seconds, extra, server.pid
+                    )
                     print(f"{case:>18} {workers:>7} {connections:>5} {cell['per_s']:>8.1f} "
                           f"{cell['p50']:>8.1f} {cell['p99']:>8.1f} {cell['non_2xx']:>7} "
-                          f"{pss_mb(server.pid):>7.0f}", flush=True)  # fmt: skip
+                          f"{pss_mb(server.pid):>7.0f} {cell['cpu_ms']:>10.2f} "
+                          f"{cell['cpu_ms'] * cell['per_s'] / 1000:>7.2f}/{cores}",
+                          flush=True)  # fmt: skip
                 if 1 in cells:
                     if case == "classify":
                         ratio = cells[1]["p50"] / bare["network_ms"]

@@ -47,7 +47,12 @@ def to_uint8_tensor(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 def prepare_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """Decoded (H, W, 3) uint8 images -> one (B, 3, size, size) uint8 batch."""
+    """Decoded (H, W, 3) uint8 images -> one (B, 3, size, size) uint8 batch. Images already
+    at `size` are laid out by numpy: torch would copy them with its OpenMP team, whose
+    threads then spin beside the engine's (a served /classify's network took 18-22 instead
+    of 14-17 ms)."""
+    if all(image.shape[:2] == (size, size) for image in images):
+        return torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image in images]))
     return torch.stack([to_uint8_tensor(image, size) for image in images])
 
 

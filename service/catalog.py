@@ -84,6 +84,18 @@ class Catalog:
         with self.engine.connect() as connection:
             return generation_of(connection)
 
+    @property
+    def local(self) -> bool:
+        """SQLite: reading the generation is a read of a local file that, in WAL mode, never
+        waits for a writer (cheap enough for the event loop)."""
+        return self.engine.dialect.name == "sqlite"
+
+    def fresh_table(self) -> SceneTable | None:
+        """The arrays if they are as of the current generation, else None (without loading
+        them: the caller refreshes them off the event loop)."""
+        table = self._table
+        return table if table is not None and table.generation == self.generation() else None
+
     def table(self) -> SceneTable:
         """The scene metadata in arrays, as of the catalog's current generation: read whole
         the first time, then patched with the scenes changed since (one thread refreshes,

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from service.catalog import Catalog
 from service.db import make_engine
+from service.deps import LoopBudget
 from service.jobs import JobRunner
 from service.observability import Metrics
 from service.runtime import Admission, Batcher, Runtime, model_request_bound
@@ -56,6 +57,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.batcher = batcher
     app.state.model_requests = model_requests
     app.state.searches = searches
+    app.state.search_budget = LoopBudget()  # searches short enough run on the event loop,
+    runtime.store.init_worker_thread()  # so this thread is set up to search as well
     batcher.start()
     await refresh_served(app)
     poller = asyncio.create_task(_poll(app)) if settings.index_poll_seconds > 0 else None

@@ -65,11 +65,14 @@ class SchemaNotCurrentError(RuntimeError):
     """The database lacks a table this version needs: `grn db upgrade` has not run."""
 
 
+GENERATION_SQL = f"SELECT generation FROM {CatalogState.__tablename__} WHERE id = 1"
+"""Read on every search: as driver SQL it skips building and compiling a statement."""
+
+
 def generation_of(connection: Connection) -> int:
     """The catalog's change counter (raised by triggers on every write)."""
-    query = select(CatalogState.generation).where(CatalogState.id == 1)
     try:
-        generation = connection.scalar(query)
+        generation = connection.exec_driver_sql(GENERATION_SQL).scalar()
     except (OperationalError, ProgrammingError) as exc:
         if "catalog_state" not in str(exc):
             raise

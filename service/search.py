@@ -26,7 +26,7 @@ from index.results import MAX_K
 from index.stores import ServedIndex
 from service.catalog import Catalog
 from service.runtime import Snapshot
-from service.scene_table import SceneRow
+from service.scene_table import SceneRow, SceneTable
 
 log = logging.getLogger("grn.search")
 
@@ -77,19 +77,22 @@ def search_scenes(
     *,
     vector: np.ndarray | None = None,
     scene_id: int | None = None,
+    table: SceneTable | None = None,
 ) -> SearchPage:
     """The page `query` asks for of the archive scenes most similar to `vector` (a unit
     embedding of the snapshot's model) or to the archive scene `scene_id`, best first,
-    moved towards `query.more_like` and away from `query.less_like` when given."""
+    moved towards `query.more_like` and away from `query.less_like` when given. Filters and
+    hits' metadata come from `table` (the catalog's current arrays when not given)."""
     if vector is not None and scene_id is not None:
         raise ValueError("search by a vector or by a scene id, not both")
     index = snapshot.searcher
+    table = catalog.table() if table is None else table
     where = query.where
     by_labels = vector is None and scene_id is None and not query.more_like
     if by_labels:
         if not where.labels_all:
             raise ValueError("search by a vector, a scene id, scenes to be like or labels")
-        vector = label_region(index, catalog, where.labels_all)
+        vector = label_region(index, table, where.labels_all)
         if vector is None:  # no indexed scene carries them all
             return SearchPage(
                 None, snapshot.model_version, snapshot.index_version, [], 0, query.offset,
@@ -106,9 +109,9 @@ def search_scenes(
         where = where.excluding(*query.more_like, *query.less_like)  # judged already
     assert vector is not None
     if by_labels:
-        ranked = rank_by_labels(snapshot, catalog, vector, query.k, where, query.min_score)
+        ranked = rank_by_labels(snapshot, table, vector, query.k, where, query.min_score)
     else:
-        ranked = rank(index, catalog, vector, query.k, where, query.min_score)
+        ranked = rank(index, table, vector, query.k, where, query.min_score)
     limit = query.limit or query.k
     page = ranked[query.offset : query.offset + limit]
     end = query.offset + len(page)
@@ -128,11 +131,11 @@ LABEL_SAMPLE = 1000
 """At most this many scenes of a label set make its region's centre."""
 
 
-def label_region(index: ServedIndex, catalog: Catalog, labels: Sequence[str]) -> np.ndarray | None:
+def label_region(index: ServedIndex, table: SceneTable, labels: Sequence[str]) -> np.ndarray | None:
     """The centre of the labels' region of the embedding space: the mean vector of the
     indexed scenes that carry all of them (an even sample of at most LABEL_SAMPLE, by id),
     on the unit sphere; None when no indexed scene carries them all."""
-    ids = catalog.allowed_ids(SceneFilter(labels_all=labels))
+    ids = table.allowed_ids(SceneFilter(labels_all=labels))
     ids = ids[index.contains(ids)] if len(ids) else ids
     if not len(ids):
         return None
@@ -153,7 +156,7 @@ it meets the label conditions plus the rest times its similarity to the labels' 
 
 def rank_by_labels(
     snapshot: Snapshot,
-    catalog: Catalog,
+    table: SceneTable,
     region: np.ndarray,
     k: int,
     where: SceneFilter,
@@ -162,7 +165,7 @@ def rank_by_labels(
     """The top k scenes of a query by labels: the region's nearest scenes (at least
     LABEL_POOL of them) re-ranked by the classifier's probabilities when the index keeps
     them (`LABEL_WEIGHT`); by the region alone otherwise."""
-    pool = rank(snapshot.searcher, catalog, region, min(MAX_K, max(k, LABEL_POOL)), where)
+    pool = rank(snapshot.searcher, table, region, min(MAX_K, max(k, LABEL_POOL)), where)
     ids = [hit.scene.id for hit in pool]
     match = label_match(snapshot, ids, where) if pool else None
     if match is None:
@@ -218,7 +221,7 @@ def feedback_vector(query: np.ndarray | None, more: np.ndarray, less: np.ndarray
 
 def rank(
     index: ServedIndex,
-    catalog: Catalog,
+    table: SceneTable,
     vector: np.ndarray,
     k: int,
     where: SceneFilter,
@@ -226,7 +229,6 @@ def rank(
 ) -> list[RankedScene]:
     """The top k scenes for a query vector, filters applied, the catalog's metadata joined
     (filter and metadata from one table: one generation check per search)."""
-    table = catalog.table()
     if where.conditions() - index.native_filters:
         # the catalog resolves the filter (and refuses unknown labels)
         where = SceneFilter(allow_ids=table.allowed_ids(where))

@@ -146,3 +146,55 @@ def test_an_old_schema_is_named(database_url: str) -> None:
     with engine.begin() as connection:
         assert connection.execute(text("SELECT generation FROM catalog_state")).scalar() == 0
     engine.dispose()
+
+
+def test_short_searches_run_on_the_loop_with_current_arrays(
+    database_url: str, ucm_root: Path, ucm_subset: Path
+) -> None:
+    """A search runs on the event loop only while searches have been short, the database is
+    local (SQLite) and the arrays are current; otherwise, and always on PostgreSQL, in a
+    thread that refreshes the arrays (`service.routes.search.searched`)."""
+    import asyncio
+    import threading
+    import time
+
+    from service.deps import LoopBudget
+    from service.routes.search import searched
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    import_archive(engine, ucm_root, ucm_subset, progress=False)
+    catalog = Catalog(engine)
+    budget = LoopBudget(budget_ms=2.0)
+    calls: list[tuple[bool, SceneTable | None]] = []
+    pause = 0.0
+
+    def search(table: SceneTable | None) -> int:
+        calls.append((threading.current_thread() is threading.main_thread(), table))
+        time.sleep(pause)
+        return len(catalog.table() if table is None else table)
+
+    def run() -> tuple[bool, SceneTable | None]:
+        assert asyncio.run(searched(budget, catalog, search)) == len(catalog.table())  # type: ignore[arg-type]
+        return calls[-1]
+
+    catalog.table()  # read whole beforehand, so that the first timed search is short
+    assert run() == (False, None)  # not yet timed: a thread
+    local = catalog.local
+    assert local == database_url.startswith("sqlite")
+    on_loop, table = run()
+    assert on_loop is local and (table is catalog.table() if local else table is None)
+    with Session(make_engine(database_url)) as session, session.begin():  # another writer
+        session.execute(
+            update(Scene).where(Scene.id == int(table_ids(catalog)[0])).values(name="x")
+        )
+    assert run() == (False, None)  # stale arrays: refreshed in a thread
+    pause = 0.02
+    run()  # a slow search (on the loop when local) pushes the next ones to a thread
+    pause = 0.0
+    assert not budget.fits and run() == (False, None)
+    engine.dispose()
+
+
+def table_ids(catalog: Catalog) -> np.ndarray:
+    return catalog.table().ids
