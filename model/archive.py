@@ -1,9 +1,12 @@
 """Archives: a folder of scene images plus a `labels.csv` describing them.
 
 `labels.csv` has the columns `image` (file stem), `scene` (a grouping, usually the folder),
-`split` (`train`, `val` or `test`), then one 0/1 column per label; the label names come from
-the header. Images are found by stem under the archive's `images/` folder when it has one,
-else anywhere under the archive folder; a stem must name one file.
+`split` (`train`, `val` or `test`), then one 0/1 column per label, if any; the label names
+come from the header. A row whose label cells are all empty is a scene that is not labelled
+(its labels are unknown), which differs from a row of zeros (labelled, none of the labels
+apply); an archive with no label columns has no labelled scenes. Images are found by stem
+under the archive's `images/` folder when it has one, else anywhere under the archive
+folder; a stem must name one file.
 """
 
 from __future__ import annotations
@@ -44,7 +47,13 @@ class ArchiveEntry:
     """The `scene` column: the scene folder (class) it belongs to."""
     split: str
     labels: tuple[int, ...]
+    """One 0/1 value per label column; empty when the scene is not labelled."""
     path: Path
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the scene's labels are known (an all-zero row is labelled)."""
+        return bool(self.labels)
 
 
 @dataclass
@@ -52,6 +61,8 @@ class Archive:
     root: Path
     label_names: list[str]
     scenes: list[ArchiveEntry]
+    labels_path: Path | None = None
+    """The labels file it was read from."""
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,20 +71,37 @@ class Archive:
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def indices(self, split: str | None = None) -> list[int]:
-        """Positions of the scenes of one split (all scenes when split is None or 'all')."""
-        if split in (None, "all"):
-            return list(range(len(self.scenes)))
-        if split not in SPLITS:
+    def indices(self, split: str | None = None, *, labelled_only: bool = False) -> list[int]:
+        """Positions of the scenes of one split (all scenes when split is None or 'all');
+        with `labelled_only`, of its labelled scenes only (what training and evaluation
+        may pass to `label_matrix`)."""
+        every = split in (None, "all")
+        if not every and split not in SPLITS:
             raise ArchiveError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
-        return [i for i, s in enumerate(self.scenes) if s.split == split]
+        if every and not labelled_only:
+            return list(range(len(self.scenes)))
+        return [
+            i
+            for i, s in enumerate(self.scenes)
+            if (every or s.split == split) and (s.labelled or not labelled_only)
+        ]
 
     def index_of(self, name: str) -> int:
         return self._by_name[name]
 
     def label_matrix(self, indices: Sequence[int] | None = None) -> np.ndarray:
-        """An (n, labels) float32 0/1 matrix for the given scenes (all by default)."""
+        """An (n, labels) float32 0/1 matrix for the given scenes (all by default). Refuses
+        scenes that are not labelled rather than count their unknown labels as absent."""
         rows = self.scenes if indices is None else [self.scenes[i] for i in indices]
+        unlabelled = [s.name for s in rows if not s.labelled]
+        if unlabelled:
+            raise ArchiveError(
+                f"{self.labels_path or self.root}: {len(unlabelled)} of the {len(rows)} scenes "
+                f"asked for {'is' if len(unlabelled) == 1 else 'are'} not labelled (first: "
+                f"{unlabelled[0]!r}); their labels are "
+                "unknown, so select labelled scenes with "
+                "Archive.indices(split, labelled_only=True)"
+            )
         return np.asarray([s.labels for s in rows], dtype=np.float32).reshape(
             len(rows), len(self.label_names)
         )
@@ -107,14 +135,18 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
     with labels_path.open(newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
-        if header is None or tuple(header[:3]) != FIXED_COLUMNS or len(header) < 4:
+        if header is None or tuple(header[:3]) != FIXED_COLUMNS:
             raise ArchiveError(
-                f"{labels_path}: the header must be image,scene,split followed by one column "
-                f"per label; found {header}"
+                f"{labels_path}: the header must be image,scene,split, optionally followed by "
+                f"one column per label; found {header}"
             )
         label_names = header[3:]
         if len(set(label_names)) != len(label_names):
             raise ArchiveError(f"{labels_path}: label names repeat in the header")
+        if any(not name.strip() for name in label_names):
+            raise ArchiveError(
+                f"{labels_path}: a label column has no name in the header (a trailing comma?)"
+            )
         rows = list(reader)
     images = _find_images(root)
     scenes: list[ArchiveEntry] = []
@@ -132,19 +164,34 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
         seen.add(name)
         if split not in SPLITS:
             raise ArchiveError(f"{labels_path}:{line_no}: split {split!r} is not one of {SPLITS}")
-        try:
-            labels = tuple(int(v) for v in row[3:])
-        except ValueError as exc:
-            raise ArchiveError(f"{labels_path}:{line_no}: label values must be 0 or 1") from exc
-        if any(v not in (0, 1) for v in labels):
-            raise ArchiveError(f"{labels_path}:{line_no}: label values must be 0 or 1")
+        labels = _row_labels(row[3:], label_names, f"{labels_path}:{line_no}")
         path = images.get(name)
         if path is None:
             raise ArchiveError(f"{labels_path}:{line_no}: no image with stem {name!r} under {root}")
         scenes.append(ArchiveEntry(name, scene, split, labels, path))
     if not scenes:
         raise ArchiveError(f"{labels_path}: lists no images")
-    return Archive(root=root, label_names=label_names, scenes=scenes)
+    return Archive(root=root, label_names=label_names, scenes=scenes, labels_path=labels_path)
+
+
+def _row_labels(cells: Sequence[str], label_names: Sequence[str], where: str) -> tuple[int, ...]:
+    """A row's label values: () when every cell is empty (not labelled), else one 0/1 each."""
+    empty = [name for name, cell in zip(label_names, cells, strict=True) if not cell.strip()]
+    if len(empty) == len(cells):
+        return ()
+    if empty:
+        raise ArchiveError(
+            f"{where}: the label cells of {', '.join(empty)} are empty while the others are "
+            "filled; give every label column 0 or 1, or leave them all empty for a scene that "
+            "is not labelled"
+        )
+    try:
+        labels = tuple(int(v) for v in cells)
+    except ValueError as exc:
+        raise ArchiveError(f"{where}: label values must be 0 or 1") from exc
+    if any(v not in (0, 1) for v in labels):
+        raise ArchiveError(f"{where}: label values must be 0 or 1")
+    return labels
 
 
 @dataclass

@@ -6,16 +6,21 @@ Two modes:
 - `head`: the backbone is frozen; its features are computed once (cached on disk) under a
   few symmetry views, and only the heads train. Practical on a CPU.
 
-Every epoch is validated by k-NN sample-F1 on the val split (train split as the archive) and
-the best epoch is kept as `model.safetensors`, with per-label thresholds tuned on val. The
-full training state is written atomically after every epoch (`last_state.pt`), and each
-epoch draws its randomness from generators seeded by (seed, epoch), so a run killed at any
-point and resumed gives the same weights as one that never stopped.
+Only labelled scenes train and validate: those whose label cells are empty are left out and
+counted, and an archive with no labelled train or val scenes is refused before any work,
+with what to do instead. Every epoch is validated by k-NN sample-F1 on the val split (train
+split as the archive) and the best epoch is kept as `model.safetensors`, with per-label
+thresholds tuned on val. The full training state is written atomically after every epoch
+(`last_state.pt`), and each epoch draws its randomness from generators seeded by (seed,
+epoch), so a run killed at any point and resumed gives the same weights as one that never
+stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -63,6 +68,8 @@ STATE_FILENAME = "last_state.pt"
 METRICS_FILENAME = "metrics.jsonl"
 CURVE_FILENAME = "curve.png"
 SUMMARY_FILENAME = "train_summary.json"
+
+log = logging.getLogger("grn.train")
 
 
 def default_cache_dir() -> Path:
@@ -179,6 +186,51 @@ class TrainResult:
     best_val: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     broken: list[BrokenFile] = field(default_factory=list)
+    scenes: dict[str, int] = field(default_factory=dict)
+    """Labelled scenes used and unlabelled ones left out, per split (`labelled_counts`)."""
+
+
+class MissingLabelsError(ValueError):
+    """The archive has no labelled scenes to train on or to validate with."""
+
+
+def labelled_counts(archive: Archive) -> dict[str, int]:
+    """How many train and val scenes are labelled and how many are not (left out)."""
+    counts: dict[str, int] = {}
+    for split in ("train", "val"):
+        labelled = len(archive.indices(split, labelled_only=True))
+        counts[f"{split}_labelled"] = labelled
+        counts[f"{split}_unlabelled"] = len(archive.indices(split)) - labelled
+    return counts
+
+
+def require_labels(archive: Archive) -> dict[str, int]:
+    """The counts of `labelled_counts`; raises MissingLabelsError, saying what training
+    needs and how to serve the archive without it, when train or val has no labelled scene."""
+    counts = labelled_counts(archive)
+    source = archive.labels_path or archive.root
+    labels = ""
+    if archive.labels_path is not None and archive.labels_path != archive.root / "labels.csv":
+        labels = f" --labels {archive.labels_path}"
+    instead = (
+        "To search this archive without training, serve it with an existing model: "
+        f"`grn import {archive.root}{labels}` then "
+        f"`grn reindex --model MODEL --archive {archive.root}{labels}` embeds it with that model."
+    )
+    needs = (
+        "training needs labels.csv to have one 0/1 column per label after image,scene,split, "
+        "and labelled scenes in the train split and in the val split"
+    )
+    if not archive.label_names:
+        raise MissingLabelsError(f"{source} has no label columns: {needs}. {instead}")
+    for split in ("train", "val"):
+        if not counts[f"{split}_labelled"]:
+            unlabelled = counts[f"{split}_unlabelled"]
+            raise MissingLabelsError(
+                f"{source}: none of the {unlabelled} {split} scenes is labelled (their label "
+                f"cells are empty): {needs}. Label some {split} scenes, or: {instead}"
+            )
+    return counts
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -218,6 +270,9 @@ class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         config.validate()
         self.config = config
+        # before any heavy work: an archive without labelled scenes stops here
+        self.archive = load_archive(config.archive, config.labels_csv)
+        self.scene_counts = require_labels(self.archive)
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.dist, device_name = init_distributed(config.device)
@@ -231,7 +286,14 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         torch.manual_seed(config.seed)
-        self.archive = load_archive(config.archive, config.labels_csv)
+        if self.dist.is_main:
+            counts = self.scene_counts
+            log.info(
+                "training on %d labelled train scenes (%d unlabelled left out), validating on "
+                "%d labelled val scenes (%d unlabelled left out)",
+                counts["train_labelled"], counts["train_unlabelled"],
+                counts["val_labelled"], counts["val_unlabelled"],
+            )  # fmt: skip
         self.spec = backbone_spec(config.backbone)
         backbone, self.weights_id = create_backbone(config.backbone, pretrained=config.pretrained)
         head = GRNHead(
@@ -267,7 +329,9 @@ class Trainer:
         self.train = self._load_split("train")
         self.val = self._load_split("val")
         if not self.train.positions or not self.val.positions:
-            raise ValueError("training needs scenes in both the train and the val split")
+            raise ValueError(
+                "training needs readable labelled scenes in both the train and the val split"
+            )
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.StepLR(
             self.optimizer, step_size=config.lr_step, gamma=config.lr_gamma
@@ -283,7 +347,7 @@ class Trainer:
     # -- data ---------------------------------------------------------------------------
     def _load_split(self, split: str) -> SplitData:
         c = self.config
-        positions = self.archive.indices(split)
+        positions = self.archive.indices(split, labelled_only=True)
         start = time.perf_counter()
         if c.mode == "head":
             key = FeatureKey(
@@ -488,7 +552,14 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "best_val": self.best_val,
             "config": asdict(self.config),
+            "train_scenes": self.train_scenes_digest(),
         }
+
+    def train_scenes_digest(self) -> str:
+        """Names the training scenes (the memory bank's rows), which change with labels.csv
+        even when the settings do not."""
+        names = "\n".join(self.archive.scenes[i].name for i in self.train.positions)
+        return hashlib.sha256(names.encode()).hexdigest()
 
     def save_state(self, epoch: int) -> None:
         path = self.out / STATE_FILENAME
@@ -509,6 +580,12 @@ class Trainer:
             raise ValueError(
                 f"{path} was written by a run with other settings ({', '.join(differ)}); "
                 "resume with the same settings or train into a new folder"
+            )
+        if state.get("train_scenes", self.train_scenes_digest()) != self.train_scenes_digest():
+            raise ValueError(
+                f"{path} was written by a run over other training scenes (labels.csv changed; "
+                f"{len(self.train.positions)} labelled train scenes now); pass --restart or "
+                "train into a new folder"
             )
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -607,7 +684,12 @@ class Trainer:
         if not self.dist.is_main:
             shutdown(self.dist)
             return TrainResult(
-                self.out / MODEL_FILENAME, self.best_epoch, self.best_val, self.history, []
+                self.out / MODEL_FILENAME,
+                self.best_epoch,
+                self.best_val,
+                self.history,
+                [],
+                self.scene_counts,
             )
         summary = {
             "config": asdict(c),
@@ -618,12 +700,18 @@ class Trainer:
             "best_val": self.best_val,
             "timings": self.timings,
             "broken_files": [asdict(b) for b in self.broken],
+            "scenes": self.scene_counts,
             "epochs_run": len(self.history),
         }
         _atomic_write_text(self.out / SUMMARY_FILENAME, json.dumps(summary, indent=2))
         shutdown(self.dist)
         return TrainResult(
-            self.out / MODEL_FILENAME, self.best_epoch, self.best_val, self.history, self.broken
+            self.out / MODEL_FILENAME,
+            self.best_epoch,
+            self.best_val,
+            self.history,
+            self.broken,
+            self.scene_counts,
         )
 
 

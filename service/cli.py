@@ -85,6 +85,18 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code=2)
 
 
+def _show_log(name: str) -> None:
+    """Print a library logger's INFO lines on stderr, as plain lines."""
+    import logging
+
+    logger = logging.getLogger(name)
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 @app.command()
 def train(
     archive: ArchiveOpt,
@@ -158,9 +170,11 @@ def train(
 ) -> None:
     """Train a GRN model; an interrupted run resumes where it stopped when run again.
     Under `torchrun --nproc_per_node N` it trains on N processes (DDP; NCCL on GPUs, gloo on
-    CPUs), each with the whole memory bank."""
+    CPUs), each with the whole memory bank. Only the labelled scenes of the train and val
+    splits are used; an archive with none stops with what it needs."""
     from model.train import config_for_mode, fit
 
+    _show_log("grn.train")  # how many scenes are labelled and how many are left out
     try:
         config = config_for_mode(
             mode,

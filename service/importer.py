@@ -1,5 +1,8 @@
 """`grn import`: an archive's scenes and labels into SQL.
 
+Scenes that are not labelled (or all scenes, when labels.csv has no label columns) import
+with no labels.
+
 Idempotent: a scene already in the store (same id, i.e. the same image stem) is left as it
 is, so a second run adds nothing. Every image is decoded before its row is written, so an
 unreadable file is reported and skipped rather than imported. Scenes are written in chunks,
@@ -181,9 +184,12 @@ def _write_chunk(
         }
         for checked in chunk
     ]
+    # a scene that is not labelled gets no links, as one labelled with none of the labels:
+    # nothing that reads SQL needs to tell them apart (docs/usage.md, `grn import`)
     links = [
         {"scene_id": checked.id, "label_id": label_ids[name]}
         for checked in chunk
+        if checked.entry.labelled
         for name, present in zip(archive.label_names, checked.entry.labels, strict=True)
         if present
     ]

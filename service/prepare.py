@@ -110,7 +110,7 @@ def check_archive(settings: Settings, options: Options) -> Path:
     if not (root / "labels.csv").is_file():
         raise InputError(
             f"the archive {name} holds no labels.csv (image,scene,split, then one 0/1 column "
-            f"per label: docs/usage.md); add it, or {fix}"
+            f"per label if any: docs/usage.md); add it, or {fix}"
         )
     return root
 

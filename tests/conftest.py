@@ -49,6 +49,40 @@ def ucm_subset(ucm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 @pytest.fixture(scope="session")
+def ucm_unlabelled(ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 126 scenes of `ucm_subset` with no label columns: header image,scene,split."""
+    with ucm_subset.open(newline="") as handle:
+        rows = [row[:3] for row in csv.reader(handle)]
+    target = tmp_path_factory.mktemp("unlabelled") / "labels.csv"
+    with target.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return target
+
+
+PARTLY_LABELLED = {"train": 4, "val": 3}
+"""In `ucm_partly_labelled`, every Nth scene of these splits (the 1st, N+1th, ...) is not
+labelled: 21 of the 84 train scenes and 7 of the 21 val scenes."""
+
+
+@pytest.fixture(scope="session")
+def ucm_partly_labelled(ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`ucm_subset` with the label cells of some scenes left empty (PARTLY_LABELLED)."""
+    with ucm_subset.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    seen: dict[str, int] = {}
+    for row in rows:
+        every = PARTLY_LABELLED.get(row[2])
+        count = seen.get(row[2], 0)
+        seen[row[2]] = count + 1
+        if every and count % every == 0:
+            row[3:] = [""] * (len(row) - 3)
+    target = tmp_path_factory.mktemp("partly") / "labels.csv"
+    with target.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return target
+
+
+@pytest.fixture(scope="session")
 def tiny_config(ucm_root: Path, ucm_subset: Path) -> Callable[..., TrainConfig]:
     """Settings for a seconds-long full-mode run of the tiny backbone on the UCM subset;
     keyword arguments override them."""

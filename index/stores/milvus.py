@@ -511,6 +511,8 @@ def reindex_milvus(
 def archive_meta(archive: Any, position: int) -> SceneMeta:
     """The labels and folder a row keeps for filtering, from the archive."""
     scene = archive.scenes[position]
+    if not scene.labelled:  # no labels to filter by, as in SQL
+        return SceneMeta(labels=(), folder=scene.folder)
     labels = zip(archive.label_names, scene.labels, strict=True)
     return SceneMeta(labels=tuple(name for name, flag in labels if flag), folder=scene.folder)
 

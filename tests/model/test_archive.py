@@ -41,6 +41,44 @@ def test_label_names_come_from_the_header(tmp_path: Path) -> None:
     assert archive.label_matrix().tolist() == [[1, 0], [0, 1]]
 
 
+def test_an_archive_without_label_columns_loads_with_no_labelled_scene(tmp_path: Path) -> None:
+    archive = load_archive(
+        _make_archive(tmp_path, ["x0,s,train", "x1,s,val", "x2,s,test"], header="image,scene,split")
+    )
+    assert archive.label_names == [] and len(archive) == 3
+    assert [s.labelled for s in archive.scenes] == [False, False, False]
+    assert archive.indices("train") == [0] and archive.indices(labelled_only=True) == []
+    assert archive.label_matrix([]).shape == (0, 0)
+    with pytest.raises(ArchiveError, match=r"3 of the 3 scenes asked for are not labelled"):
+        archive.label_matrix()
+
+
+def test_empty_label_cells_mean_not_labelled_and_zeros_mean_none_apply(tmp_path: Path) -> None:
+    archive = load_archive(
+        _make_archive(tmp_path, ["x0,s,train,1,0", "x1,s,train,,", "x2,s,train,0,0"])
+    )
+    assert [s.labelled for s in archive.scenes] == [True, False, True]
+    assert archive.scenes[1].labels == () and archive.scenes[2].labels == (0, 0)
+    assert archive.indices("train") == [0, 1, 2]
+    assert archive.indices("train", labelled_only=True) == [0, 2]
+    assert archive.indices("val", labelled_only=True) == []
+    assert archive.label_matrix([0, 2]).tolist() == [[1, 0], [0, 0]]
+    # unknown labels are never handed out as zeros
+    with pytest.raises(ArchiveError, match=r"1 of the 3 scenes asked for is not labelled.*'x1'"):
+        archive.label_matrix()
+
+
+def test_a_half_filled_label_row_is_refused_with_file_line_and_columns(tmp_path: Path) -> None:
+    root = _make_archive(
+        tmp_path, ["x0,s,train,1,0,1", "x1,s,train,,1,"], header="image,scene,split,a,b,c"
+    )
+    with pytest.raises(ArchiveError) as caught:
+        load_archive(root)
+    assert str(caught.value).startswith(
+        f"{root / 'labels.csv'}:3: the label cells of a, c are empty while the others are filled"
+    )
+
+
 @pytest.mark.parametrize(
     ("rows", "header", "message"),
     [
@@ -50,6 +88,8 @@ def test_label_names_come_from_the_header(tmp_path: Path) -> None:
         (["x0,s,train,2,0"], "image,scene,split,a,b", "0 or 1"),
         (["x9,s,train,1,0"], "image,scene,split,a,b", "no image with stem 'x9'"),
         (["x0,s,train,1,0", "x0,s,val,1,0"], "image,scene,split,a,b", "listed twice"),
+        (["x0,s,train,1,"], "image,scene,split,a,", "has no name"),
+        (["x0,s,train"], "image,scene", "header"),
     ],
 )
 def test_malformed_labels_are_rejected(

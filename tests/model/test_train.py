@@ -3,8 +3,11 @@ with frozen EfficientNet-Lite0 features for the head mode."""
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +23,14 @@ from model.card import load_model
 from model.faults import FAULT_ENV
 from model.features import file_digest
 from model.metrics import knn_label_scores, sample_f1
-from model.train import MODE_DEFAULTS, TrainConfig, config_for_mode, fit
+from model.train import (
+    MODE_DEFAULTS,
+    MissingLabelsError,
+    TrainConfig,
+    Trainer,
+    config_for_mode,
+    fit,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -198,6 +208,91 @@ def test_resume_refuses_other_settings(tiny_config, tmp_path: Path) -> None:
     fit(tiny_config(tmp_path))
     with pytest.raises(ValueError, match=r"other settings.*lr"):
         fit(tiny_config(tmp_path, lr=0.01))
+
+
+def test_only_labelled_scenes_train_and_validate(
+    tiny_config,
+    ucm_root: Path,
+    ucm_partly_labelled: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """21 of the 84 train scenes and 7 of the 21 val scenes have empty label cells."""
+    used: list[tuple[list[int], list[int]]] = []
+
+    def record(trainer: Trainer) -> None:
+        used.append((trainer.train.positions, trainer.val.positions))
+
+    labels = tmp_path / "labels.csv"
+    shutil.copy(ucm_partly_labelled, labels)
+    config = tiny_config(tmp_path / "run", labels_csv=str(labels), epochs=2)
+    with caplog.at_level(logging.INFO, logger="grn.train"):
+        result = fit(config, on_ready=record)
+    counts = {"train_labelled": 63, "train_unlabelled": 21, "val_labelled": 14, "val_unlabelled": 7}
+    assert result.scenes == counts
+    assert (
+        "training on 63 labelled train scenes (21 unlabelled left out), validating on 14 "
+        "labelled val scenes (7 unlabelled left out)"
+    ) in caplog.text
+    archive = load_archive(ucm_root, labels)
+    assert used == [
+        (archive.indices("train", labelled_only=True), archive.indices("val", labelled_only=True))
+    ]
+    assert all(archive.scenes[i].labelled for i in used[0][0] + used[0][1])
+    # the memory bank has one row per training scene
+    state = torch.load(tmp_path / "run" / "last_state.pt", weights_only=True)
+    assert state["bank"].shape[0] == 63 and len(result.history) == 2
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["scenes"] == counts
+    assert (summary["timings"]["train_input_images"], summary["timings"]["val_input_images"]) == (
+        63,
+        14,
+    )
+    # labelling one more train scene changes the bank's rows: resuming is refused
+    with labels.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    first = next(row for row in rows if row[2] == "train" and not row[3])
+    first[3:] = ["0"] * (len(first) - 4) + ["1"]
+    with labels.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    with pytest.raises(ValueError, match=r"other training scenes.*64 labelled train scenes now"):
+        fit(tiny_config(tmp_path / "run", labels_csv=str(labels), epochs=2))
+
+
+def _blank_split(source: Path, target: Path, split: str) -> Path:
+    """A copy of a labels file in which no scene of `split` is labelled."""
+    with source.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    for row in rows:
+        if row[2] == split:
+            row[3:] = [""] * (len(row) - 3)
+    with target.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+    return target
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("no label columns", "has no label columns"),
+        ("train", "none of the 84 train scenes is labelled"),
+        ("val", "none of the 21 val scenes is labelled"),
+    ],
+)
+def test_training_without_labelled_scenes_stops_before_any_work(
+    tiny_config, ucm_subset: Path, ucm_unlabelled: Path, tmp_path: Path, case: str, message: str
+) -> None:
+    labels = (
+        ucm_unlabelled
+        if case == "no label columns"
+        else _blank_split(ucm_subset, tmp_path / "labels.csv", case)
+    )
+    with pytest.raises(MissingLabelsError) as caught:
+        Trainer(tiny_config(tmp_path / "run", labels_csv=str(labels)))
+    text = str(caught.value)
+    assert message in text and "labelled scenes in the train split and in the val split" in text
+    assert "`grn import" in text and "`grn reindex --model MODEL" in text
+    assert not (tmp_path / "run").exists()  # nothing was written, no backbone built
 
 
 def test_mode_defaults_are_the_papers_recipe_for_full() -> None:

@@ -52,6 +52,7 @@ def trained(ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathF
     )
     assert result.returncode == 0, result.stderr
     assert "best epoch" in result.stdout
+    assert "training on 84 labelled train scenes (0 unlabelled left out)" in result.stderr
     return out
 
 
@@ -163,6 +164,26 @@ def test_broken_files_fail_clearly_or_are_skipped(
     assert np.load(tmp_path / "e.npz")["names"].tolist() == ["beach00", "harbor00"]
     report = json.loads((tmp_path / "e.broken.json").read_text())
     assert [entry["name"] for entry in report] == ["forest00"]
+
+
+def test_train_on_an_archive_without_labels_says_what_it_needs(
+    ucm_root: Path, ucm_unlabelled: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    result = grn(
+        "train", "--archive", str(ucm_root), "--labels", str(ucm_unlabelled), "--out", str(out),
+        "--backbone", "tiny", "--no-pretrained", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert line.startswith(f"error: {ucm_unlabelled} has no label columns: training needs")
+    assert "labelled scenes in the train split and in the val split" in line
+    labels = f"--labels {ucm_unlabelled}"
+    assert (
+        f"`grn import {ucm_root} {labels}` then "
+        f"`grn reindex --model MODEL --archive {ucm_root} {labels}`"
+    ) in line
+    assert "\n" not in line and not out.exists()
 
 
 def test_user_errors_are_one_clear_line(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -181,3 +182,97 @@ def test_status_reports_versions_and_what_is_stale(
     assert read_card(served.model).version in done.stdout
     missing = grn("status", "--json", **{**env, "GRN_INDEX_ROOT": str(tmp_path / "none")})
     assert "no index: run `grn reindex`" in json.loads(missing.stdout)["stale"]
+
+
+def _search(*args: str, database_url: str, served: Served, index_root: Path) -> dict[str, Any]:
+    """`grn search ... --json` from the model, index and SQL given, as a user runs it."""
+    done = grn(
+        "search", *args, "--json",
+        GRN_DATABASE_URL=database_url, GRN_MODEL_PATH=str(served.model),
+        GRN_INDEX_ROOT=str(index_root), GRN_DEVICE="cpu", OMP_NUM_THREADS="1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_an_archive_without_label_columns_imports_and_is_searchable(
+    database_url: str, served: Served, ucm_root: Path, ucm_unlabelled: Path, tmp_path: Path
+) -> None:
+    from index.job import ReindexSettings, reindex
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    imported = grn(
+        "import", str(ucm_root), "--labels", str(ucm_unlabelled), "--database-url",
+        database_url, "--quiet",
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    assert "imported 126 scenes (0 already present, 0 unreadable)" in imported.stdout
+    archive = load_archive(ucm_root, ucm_unlabelled)
+    ids = {scene_id(s.name): s.name for s in archive.scenes}
+    with Session(engine) as session:
+        stored = dict(session.execute(select(Scene.id, Scene.name)).all())
+        assert session.scalar(select(func.count()).select_from(SceneLabel)) == 0
+        assert session.scalar(select(func.count()).select_from(Label)) == 0
+    assert stored == ids
+    again = import_archive(engine, ucm_root, ucm_unlabelled, progress=False)
+    assert (again.added, again.skipped) == (0, 126)
+    with Session(engine) as session:
+        assert dict(session.execute(select(Scene.id, Scene.name)).all()) == ids
+    engine.dispose()
+
+    # embedded by a model trained elsewhere (the served one), then searched by scene id
+    index_root = tmp_path / "index"
+    reindex(
+        served.model, ucm_root, index_root, labels_csv=ucm_unlabelled,
+        settings=ReindexSettings(factory="Flat"), device="cpu", progress=False,
+    )  # fmt: skip
+    query = scene_id(archive.scenes[10].name)
+    found = _search(
+        "--scene", str(query), "--k", "5",
+        database_url=database_url, served=served, index_root=index_root,
+    )  # fmt: skip
+    hits = found["hits"]
+    assert len(hits) == 5 and str(query) not in [h["id"] for h in hits]
+    assert all(ids[int(h["id"])] == h["image"] and h["labels"] == [] for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+
+
+def test_a_partly_labelled_archive_imports_the_labels_it_has(
+    database_url: str, served: Served, ucm_root: Path, ucm_partly_labelled: Path
+) -> None:
+    from index.filters import SceneFilter
+    from service.scene_table import SceneTable
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    report = import_archive(engine, ucm_root, ucm_partly_labelled, progress=False)
+    assert report.added == 126
+    archive = load_archive(ucm_root, ucm_partly_labelled)
+    unlabelled = {s.name for s in archive.scenes if not s.labelled}
+    assert len(unlabelled) == 28  # 21 train, 7 val
+    want = {
+        s.name: {n for n, v in zip(archive.label_names, s.labels, strict=True) if v}
+        for s in archive.scenes
+        if s.labelled
+    }
+    got = stored_labels(engine)
+    assert not unlabelled & set(got)
+    assert {name: got.get(name, set()) for name in want} == want
+
+    # label filters never match a scene whose labels are unknown; "none of" passes it, as
+    # it passes a scene labelled with none of them (SQL does not tell the two apart)
+    water = {s.name for s in archive.scenes if s.name in want and "water" in want[s.name]}
+    assert water
+    with engine.connect() as connection:
+        table = SceneTable.read(connection)
+    names = set(table.names[table.mask(SceneFilter(labels_none=["water"]))])
+    assert unlabelled <= names and not water & names
+    engine.dispose()
+    query = scene_id(next(s.name for s in archive.scenes if not s.labelled))
+    found = _search(
+        "--scene", str(query), "--k", "126", "--labels-any", "water",
+        database_url=database_url, served=served, index_root=served.index_root,
+    )  # fmt: skip
+    assert {h["image"] for h in found["hits"]} == water
+    assert all("water" in h["labels"] for h in found["hits"])
