@@ -1,0 +1,231 @@
+"""Content the model never saw: train with scene folders (and, separately, labels) held out,
+then measure retrieval on them for the served embedding, the frozen backbone and their blends.
+
+    python bench/unseen.py --archive ../shared/datasets/ucm-multilabel [--folders 5]
+        [--labels 3] [--seed 0] [--model runs/ucm-head/model.safetensors]
+
+Three models, all head mode on EfficientNet-Lite0 with the recipe's defaults:
+- `--model`: trained on everything (make run's default): the "seen content" figures, the
+  usual protocol (queries = test split, archive = train split);
+- trained without `--folders` scene folders (their rows left out of labels.csv): queries =
+  the held-out folders' test scenes, archive = the whole train split, the held-out folders'
+  train scenes included (the model never saw any of them);
+- trained without `--labels` label columns: queries = test scenes carrying a held-out label,
+  archive = the train split, relevance = sharing a held-out label (the labels the model never
+  learned).
+The held-out folders and labels are drawn with `--seed` (labels among those carried by at
+least 5% of the scenes). Every candidate embedding is scored on the same queries: P@10, mAP
+and NDCG@10 (model.metrics.retrieval_metrics; a hit is relevant when it shares a label).
+
+Candidates: the GRN embedding (`grn`); the backbone's pooled features, L2-normalised
+(`backbone`); the same reduced by PCA to `--dim` dimensions, plain or whitened, fit on the
+archive's own features (no labels); and blends `grn+backbone a` (and one with PCA) whose
+cosine is a x the GRN cosine + (1 - a) x the backbone's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from model.archive import Archive, load_archive  # noqa: E402
+from model.backbones import backbone_spec, create_backbone  # noqa: E402
+from model.card import load_model  # noqa: E402
+from model.features import FeatureCache, FeatureKey, extract_features  # noqa: E402
+from model.metrics import retrieval_metrics  # noqa: E402
+from model.train import config_for_mode, default_cache_dir, fit  # noqa: E402
+
+BLENDS = (0.3, 0.4, 0.5, 0.7)
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def projector(
+    features: np.ndarray, dim: int, power: float, eps: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of L2-normalised features, the components scaled by eigenvalue ** (-power / 2)
+    (0: plain PCA, 1: whitening): (mean, projection (features, dim))."""
+    x = unit(features.astype(np.float64))
+    mean = x.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+    order = np.argsort(values)[::-1][:dim]
+    return mean, vectors[:, order] * (values[order] + eps) ** (-power / 2)
+
+
+def projected(features: np.ndarray, mean: np.ndarray, projection: np.ndarray) -> np.ndarray:
+    return unit((unit(features.astype(np.float64)) - mean) @ projection).astype(np.float32)
+
+
+def labels_csv_without(
+    source: Path, out: Path, *, folders: set[str] = frozenset(), labels: set[str] = frozenset()
+) -> Path:
+    """A copy of labels.csv without the rows of `folders` and the columns of `labels`."""
+    with source.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    keep = [i for i, name in enumerate(rows[0]) if i < 3 or name not in labels]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        for number, row in enumerate(rows):
+            if number and row[1] in folders:
+                continue
+            writer.writerow([row[i] for i in keep])
+    return out
+
+
+def trained(archive: Path, labels_csv: Path | None, out: Path, seed: int) -> Path:
+    model = out / "model.safetensors"
+    if model.is_file():
+        print(f"reusing {model}", flush=True)
+        return model
+    started = time.perf_counter()
+    config = config_for_mode(
+        "head", str(archive), str(out), labels_csv=str(labels_csv) if labels_csv else None,
+        seed=seed, progress=False,
+    )  # fmt: skip
+    result = fit(config)
+    print(f"trained {out} in {time.perf_counter() - started:.0f} s", flush=True)
+    return result.model_path
+
+
+def backbone_features(archive: Archive, positions: list[int]) -> np.ndarray:
+    spec = backbone_spec("efficientnet_lite0")
+    backbone, weights = create_backbone("efficientnet_lite0", pretrained=True)
+    key = FeatureKey("efficientnet_lite0", weights, 256, spec.mean, spec.std)
+    features, kept = extract_features(
+        backbone, key, archive, positions, views=1, cache=FeatureCache(default_cache_dir()),
+        device=torch.device("cpu"), batch_size=32, progress=False,
+    )  # fmt: skip
+    assert kept == positions
+    return features[0]
+
+
+def head_embeddings(model: Path, features: np.ndarray) -> np.ndarray:
+    net, _ = load_model(model, "cpu", engine="torch")
+    with torch.inference_mode():
+        return net.head(torch.from_numpy(features)).embedding.numpy()
+
+
+def candidates(
+    grn: np.ndarray, features: np.ndarray, archive_rows: np.ndarray, dim: int
+) -> dict[str, np.ndarray]:
+    """Every candidate embedding of all scenes (rows as `features`); PCA is fit on the
+    archive rows only (no labels)."""
+    backbone = unit(features)
+    pca = projected(features, *projector(features[archive_rows], dim, power=0))
+    white = projected(features, *projector(features[archive_rows], dim, power=1))
+    out = {"grn": grn, "backbone": backbone, f"PCA {dim}": pca, f"whitened {dim}": white}
+    for a in BLENDS:
+        out[f"grn+backbone {a}"] = np.hstack([np.sqrt(a) * grn, np.sqrt(1 - a) * backbone])
+    out[f"grn+PCA {dim} 0.3"] = np.hstack([np.sqrt(0.3) * grn, np.sqrt(0.7) * pca])
+    return out
+
+
+def scored(
+    embeddings: dict[str, np.ndarray],
+    labels: np.ndarray,
+    queries: np.ndarray,
+    archive_rows: np.ndarray,
+) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, e in embeddings.items():
+        m = retrieval_metrics(e[queries], labels[queries], e[archive_rows], labels[archive_rows])
+        out[name] = {
+            "p@10": m["p_at_k"]["10"],  # type: ignore[index]
+            "map": m["map"],
+            "ndcg@10": m["ndcg_at_k"]["10"],  # type: ignore[index]
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
+    )
+    parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head/model.safetensors")
+    parser.add_argument("--out", type=Path, default=REPO / "runs/unseen")
+    parser.add_argument("--folders", type=int, default=5)
+    parser.add_argument("--labels", type=int, default=3)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    archive = load_archive(args.archive)
+    labels = archive.label_matrix()
+    rng = np.random.default_rng(args.seed)
+    folders = sorted({s.folder for s in archive.scenes})
+    held_folders = set(rng.choice(folders, size=args.folders, replace=False).tolist())
+    common = [n for n, share in zip(archive.label_names, labels.mean(axis=0), strict=True)
+              if share >= 0.05]  # fmt: skip
+    held_labels = set(rng.choice(common, size=args.labels, replace=False).tolist())
+    print(f"held-out folders: {sorted(held_folders)}; held-out labels: {sorted(held_labels)}")
+
+    positions = list(range(len(archive)))
+    features = backbone_features(archive, positions)
+    split = np.asarray([s.split for s in archive.scenes])
+    folder = np.asarray([s.folder for s in archive.scenes])
+    archive_rows = np.flatnonzero(split == "train")
+    test = split == "test"
+    unseen_folder = np.isin(folder, sorted(held_folders))
+    label_columns = [archive.label_names.index(n) for n in sorted(held_labels)]
+
+    source = args.archive / "labels.csv"
+    models = {
+        "all": args.model,
+        "folders": trained(
+            args.archive,
+            labels_csv_without(source, args.out / "folders/labels.csv", folders=held_folders),
+            args.out / "folders",
+            args.seed,
+        ),
+        "labels": trained(
+            args.archive,
+            labels_csv_without(source, args.out / "labels/labels.csv", labels=held_labels),
+            args.out / "labels",
+            args.seed,
+        ),
+    }
+    held_label_matrix = labels[:, label_columns]
+    protocols: dict[str, tuple[str, np.ndarray, np.ndarray]] = {
+        "seen (test split, model trained on all)": ("all", np.flatnonzero(test), labels),
+        "seen folders (model without the held-out folders)": (
+            "folders", np.flatnonzero(test & ~unseen_folder), labels),
+        "held-out folders": ("folders", np.flatnonzero(test & unseen_folder), labels),
+        "held-out labels": (
+            "labels", np.flatnonzero(test & (held_label_matrix.sum(axis=1) > 0)),
+            held_label_matrix),
+    }  # fmt: skip
+    results: dict[str, Any] = {
+        "held_out_folders": sorted(held_folders),
+        "held_out_labels": sorted(held_labels),
+        "pca_dim": args.dim,
+    }
+    for protocol, (model, queries, relevance) in protocols.items():
+        grn = head_embeddings(models[model], features)
+        embeddings = candidates(grn, features, archive_rows, args.dim)
+        table = scored(embeddings, relevance, queries, archive_rows)
+        results[protocol] = {"queries": len(queries), "figures": table}
+        print(f"\n{protocol}: {len(queries)} queries, archive {len(archive_rows)}")
+        print(f"{'embedding':>20} {'P@10':>7} {'mAP':>7} {'NDCG@10':>8}")
+        for name, row in table.items():
+            print(f"{name:>20} {row['p@10']:>7.4f} {row['map']:>7.4f} {row['ndcg@10']:>8.4f}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "unseen.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
