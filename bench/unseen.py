@@ -30,11 +30,13 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -86,7 +88,49 @@ def labels_csv_without(
     return out
 
 
-def trained(archive: Path, labels_csv: Path | None, out: Path, seed: int) -> Path:
+def distilling(weight: float, teacher_t: float, student_t: float) -> Callable[[Any], None]:
+    """A `fit` hook that adds weight x KL(teacher || student) to each batch's loss: the
+    teacher's neighbour distribution over the batch from the backbone features' cosines /
+    teacher_t, the student's from the GRN embeddings' cosines / student_t (self excluded),
+    so the embedding keeps the backbone's neighbourhoods. An experiment, not in grn train."""
+
+    def on_ready(trainer: Any) -> None:
+        forward, criterion = trainer._forward_train, trainer.criterion
+        batch: dict[str, torch.Tensor] = {}
+
+        def remembering(data: Any, rows: Any, views: Any, generator: Any) -> Any:
+            batch["teacher"] = F.normalize(data.inputs[views, rows].float(), dim=1)
+            return forward(data, rows, views, generator)
+
+        class Distilled:
+            uses_bank = criterion.uses_bank
+
+            def __call__(self, output: Any, labels: Any, indices: Any, bank: Any) -> Any:
+                parts = criterion(output, labels, indices, bank)
+                teacher, student = batch["teacher"], output.embedding.float()
+                self_pair = torch.eye(len(teacher), dtype=torch.bool, device=teacher.device)
+                log_t = torch.log_softmax(
+                    (teacher @ teacher.T / teacher_t).masked_fill(self_pair, -torch.inf), 1
+                ).masked_fill(self_pair, 0)
+                log_s = torch.log_softmax(
+                    (student @ student.T / student_t).masked_fill(self_pair, -torch.inf), 1
+                ).masked_fill(self_pair, 0)
+                parts.total = parts.total + weight * (log_t.exp() * (log_t - log_s)).sum(1).mean()
+                return parts
+
+        trainer._forward_train = remembering
+        trainer.criterion = Distilled()
+
+    return on_ready
+
+
+def trained(
+    archive: Path,
+    labels_csv: Path | None,
+    out: Path,
+    seed: int,
+    on_ready: Callable[[Any], None] | None = None,
+) -> Path:
     model = out / "model.safetensors"
     if model.is_file():
         print(f"reusing {model}", flush=True)
@@ -96,7 +140,7 @@ def trained(archive: Path, labels_csv: Path | None, out: Path, seed: int) -> Pat
         "head", str(archive), str(out), labels_csv=str(labels_csv) if labels_csv else None,
         seed=seed, progress=False,
     )  # fmt: skip
-    result = fit(config)
+    result = fit(config, on_ready=on_ready)
     print(f"trained {out} in {time.perf_counter() - started:.0f} s", flush=True)
     return result.model_path
 
@@ -162,6 +206,13 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=3)
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--distill", type=float, default=0.0,
+        help="train all three models with this weight on keeping the backbone's batch "
+        "neighbourhoods (see distilling); 0: the recipe as it is, --model for seen content",
+    )  # fmt: skip
+    parser.add_argument("--teacher-t", type=float, default=0.05)
+    parser.add_argument("--student-t", type=float, default=0.1)
     args = parser.parse_args()
 
     archive = load_archive(args.archive)
@@ -184,19 +235,25 @@ def main() -> None:
     label_columns = [archive.label_names.index(n) for n in sorted(held_labels)]
 
     source = args.archive / "labels.csv"
+    hook, out = None, args.out
+    if args.distill > 0:
+        hook = distilling(args.distill, args.teacher_t, args.student_t)
+        out = args.out / f"distill-{args.distill}-{args.teacher_t}-{args.student_t}"
     models = {
-        "all": args.model,
+        "all": trained(args.archive, None, out / "all", args.seed, hook) if hook else args.model,
         "folders": trained(
             args.archive,
-            labels_csv_without(source, args.out / "folders/labels.csv", folders=held_folders),
-            args.out / "folders",
+            labels_csv_without(source, out / "folders.csv", folders=held_folders),
+            out / "folders",
             args.seed,
+            hook,
         ),
         "labels": trained(
             args.archive,
-            labels_csv_without(source, args.out / "labels/labels.csv", labels=held_labels),
-            args.out / "labels",
+            labels_csv_without(source, out / "labels.csv", labels=held_labels),
+            out / "labels",
             args.seed,
+            hook,
         ),
     }
     held_label_matrix = labels[:, label_columns]
@@ -223,8 +280,8 @@ def main() -> None:
         print(f"{'embedding':>20} {'P@10':>7} {'mAP':>7} {'NDCG@10':>8}")
         for name, row in table.items():
             print(f"{name:>20} {row['p@10']:>7.4f} {row['map']:>7.4f} {row['ndcg@10']:>8.4f}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "unseen.json").write_text(json.dumps(results, indent=2) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "unseen.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
