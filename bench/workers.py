@@ -38,37 +38,34 @@ from search_latency import serve  # noqa: E402
 WRK = REPO / "bench/wrk"
 
 
-def pss_mb(pid: int) -> float:
-    """PSS of `pid` and its children (uvicorn's workers)."""
+def server_files(pid: int, name: str) -> list[str]:
+    """/proc/PID/`name` of `pid` and its children (uvicorn's workers), those still there."""
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
-    total = 0
+    texts = []
     for p in pids:
         try:
-            text = Path(f"/proc/{p}/smaps_rollup").read_text()
+            texts.append(Path(f"/proc/{p}/{name}").read_text())
         except OSError:
             continue
-        found = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
-        total += int(found.group(1)) if found else 0
-    return total / 1024
+    return texts
+
+
+def pss_mb(pid: int) -> float:
+    """PSS of `pid` and its children."""
+    found = [re.search(r"^Pss:\s+(\d+) kB", t, re.M) for t in server_files(pid, "smaps_rollup")]
+    return sum(int(f.group(1)) for f in found if f) / 1024
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` and its children (uvicorn's workers) so far."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    total = 0
-    for p in pids:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of `pid` and its children so far."""
+    ticks = 0
+    for text in server_files(pid, "stat"):
+        fields = text.rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def seconds_of(text: str) -> float:
