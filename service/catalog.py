@@ -93,17 +93,20 @@ class Catalog:
     def fresh_table(self) -> SceneTable | None:
         """The arrays if they are as of the current generation, else None (without loading
         them: the caller refreshes them off the event loop)."""
+        return self._as_of(self.generation())
+
+    def _as_of(self, generation: int) -> SceneTable | None:
         table = self._table
-        return table if table is not None and table.generation == self.generation() else None
+        return table if table is not None and table.generation == generation else None
 
     def table(self) -> SceneTable:
         """The scene metadata in arrays, as of the catalog's current generation: read whole
         the first time, then patched with the scenes changed since (one thread refreshes,
         others wait for it)."""
         generation = self.generation()
-        table = self._table
-        if table is not None and table.generation == generation:
-            return table
+        current = self._as_of(generation)
+        if current is not None:
+            return current
         with self._loading:
             table = self._table
             if table is None or table.generation < generation:
