@@ -145,6 +145,13 @@ class Catalog:
             connection.execute(delete(CatalogChange).where(CatalogChange.generation <= horizon))
         self._pruned = horizon
 
+    def label_names(self) -> list[str] | None:
+        """The archive's labels as of the arrays last read, or None before the first read
+        (then `table().label_names`, off the event loop). Labels change only with an
+        import, which the next search's refresh brings in."""
+        table = self._table
+        return None if table is None else table.label_names
+
     def check_labels(self, names: Sequence[str]) -> None:
         """Raise the 400 of an unknown label name."""
         self.table().check_labels(names)

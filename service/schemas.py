@@ -89,6 +89,24 @@ class ImageClassification(Schema):
         )
 
 
+def classifier_applies(card: ModelCard, archive_labels: Sequence[str]) -> bool:
+    """The model's classifier speaks for the archive when the archive carries every label
+    the model knows. An archive without labels, or with a label set of its own, gets no
+    classifier answers: its scenes are still embedded and searched."""
+    return set(card.label_names) <= set(archive_labels)
+
+
+NO_CLASSIFIER = (
+    "no labels: the archive does not carry the model's labels ({labels}), so the model's "
+    "classifier does not answer for it; train a model on the archive's own labels to get them"
+)
+
+
+def no_classifier_note(card: ModelCard) -> str:
+    shown = ", ".join(card.label_names[:5]) + (", ..." if len(card.label_names) > 5 else "")
+    return NO_CLASSIFIER.format(labels=shown)
+
+
 class ClassifyResponse(Schema):
     labels: list[LabelScore]
     """Of the first image."""
@@ -100,6 +118,8 @@ class ClassifyResponse(Schema):
     """The model that answered (its card's version)."""
     elapsed_ms: float
     """Time spent in the service, in milliseconds."""
+    note: str | None = None
+    """Why `labels` are empty: the archive does not carry the model's labels."""
 
 
 class SearchRequest(Schema):
@@ -252,6 +272,9 @@ class SearchResponse(Schema):
     """With `classify`: the labels at or above their thresholds."""
     understood: Understood | None = None
     """With `text`: how the text was read."""
+    note: str | None = None
+    """With `classify`, when `labels` are absent: the archive does not carry the model's
+    labels."""
 
 
 class ScenePage(Schema):

@@ -40,6 +40,8 @@ from service.schemas import (
     SearchRequest,
     SearchResponse,
     Understood,
+    classifier_applies,
+    no_classifier_note,
 )
 from service.search import RankedScene, SearchPage, SearchQuery, search_scenes
 from service.text import phrase_reader, with_reading
@@ -100,28 +102,48 @@ CLASSIFY_SCHEMA: dict[str, Any] = {
     },
 )
 async def classify(
-    request: Request, runtime: RuntimeDep, batcher: BatcherDep, settings: SettingsDep
+    request: Request,
+    runtime: RuntimeDep,
+    batcher: BatcherDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
 ) -> ClassifyResponse:
     """Labels of one or more uploaded images: every label's probability, and the labels
-    at or above their thresholds."""
+    at or above their thresholds. When the served archive does not carry the model's labels
+    (an archive without labels, or with its own), the labels are empty and `note` says
+    why."""
     start = time.perf_counter()
     snapshot = runtime.current()
     # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
     with request.app.state.model_requests.admit():
         files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
-        images = await decode_all(files, settings)
-        outputs = await batcher.infer(snapshot, images)
-    results = [
-        ImageClassification.of(name, snapshot.card, out.probabilities)
-        for (name, _), out in zip(files, outputs, strict=True)
-    ]
+        images = await decode_all(files, settings)  # a broken upload is a 400 either way
+        applies = await classifier_for(catalog, snapshot.card)
+        outputs = await batcher.infer(snapshot, images) if applies else None
+    if outputs is None:
+        results = [ImageClassification(filename=name, labels=[], predicted=[]) for name, _ in files]
+    else:
+        results = [
+            ImageClassification.of(name, snapshot.card, out.probabilities)
+            for (name, _), out in zip(files, outputs, strict=True)
+        ]
     return ClassifyResponse(
         labels=results[0].labels,
         predicted=results[0].predicted,
         results=results,
         model_version=snapshot.model_version,
         elapsed_ms=elapsed_ms(start),
+        note=None if applies else no_classifier_note(snapshot.card),
     )
+
+
+async def classifier_for(catalog: Catalog, card: Any) -> bool:
+    """Whether the model's classifier answers for the served archive (`classifier_applies`);
+    the arrays are read in a thread the first time only."""
+    names = catalog.label_names()
+    if names is None:
+        names = (await in_thread(catalog.table)).label_names
+    return classifier_applies(card, names)
 
 
 @router.post(
@@ -204,10 +226,13 @@ async def search(
                 snapshot, catalog, wanted, vector=vector, scene_id=scene_id, table=table
             ),
         )
-    labels, predicted = None, None
+    labels, predicted, note = None, None, None
     if params.classify and probabilities is not None:
-        query = ImageClassification.of("", snapshot.card, probabilities)
-        labels, predicted = query.labels, query.predicted
+        if await classifier_for(catalog, snapshot.card):
+            query = ImageClassification.of("", snapshot.card, probabilities)
+            labels, predicted = query.labels, query.predicted
+        else:
+            note = no_classifier_note(snapshot.card)
     urls = SceneUrls(request)
     hits = [hit_out(urls, hit) for hit in page.hits]
     if params.format == "csv":
@@ -223,6 +248,7 @@ async def search(
         labels=labels,
         predicted=predicted,
         understood=understood,
+        note=note,
         **paging,
     )
 

@@ -269,6 +269,8 @@ async function search({ classify = false, fromUrl = false } = {}) {
   if (body.labels) {
     renderLabels(body.labels);
     if (state.query && state.query.file) state.query.labels = body.predicted;
+  } else if (classify) {
+    $("labels-panel").hidden = true; // the archive does not carry the model's labels
   }
   if (body.understood) {
     const read = body.understood;

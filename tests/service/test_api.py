@@ -439,3 +439,53 @@ def test_the_openapi_document_describes_each_endpoint(live: LiveServer) -> None:
     assert all(prop.get("description") for prop in request["properties"].values())
     assert set(body["multipart/form-data"]["schema"]["properties"]) >= {"file", "k", "classify"}
     assert schemas["SceneOut"]["examples"][0]["image"] == "harbor12"
+
+
+def test_an_archive_without_the_models_labels_gets_no_classifier_answers(
+    served: Served, ucm_root: Path, ucm_unlabelled: Path, tmp_path: Path
+) -> None:
+    """Served with a model trained elsewhere, an archive without labels is embedded and
+    searched, and the model's classifier (another archive's labels) stays out of the
+    answers."""
+    from servers import prepared_database, server_env
+
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_unlabelled)
+    scene = load_archive(ucm_root, ucm_unlabelled).scenes[12]
+    data = scene.path.read_bytes()
+    with (
+        LiveServer(server_env(served, url, tmp_path), tmp_path / "server.log") as server,
+        server.client() as client,
+    ):
+        classified = client.post("/classify", files={"file": (scene.path.name, data)})
+        assert classified.status_code == 200, classified.text
+        body = classified.json()
+        assert body["labels"] == [] and body["predicted"] == []
+        assert body["results"] == [{"filename": scene.path.name, "labels": [], "predicted": []}]
+        assert body["note"].startswith("no labels: the archive does not carry the model's labels")
+        by_upload = client.post(
+            "/search", files={"file": (scene.path.name, data)}, data={"k": "4", "classify": "true"}
+        ).json()
+        by_id = client.post(
+            "/search", json={"scene_id": str(scene_id(scene.name)), "k": 4, "classify": True}
+        ).json()
+        for found in (by_upload, by_id):
+            assert found["labels"] is None and found["predicted"] is None
+            assert found["note"] == body["note"]
+            assert len(found["hits"]) == 4 and all(h["labels"] == [] for h in found["hits"])
+        assert_error(
+            client.post("/classify", files={"file": ("x.jpg", b"not an image at all")}),
+            400, "invalid_image",
+        )  # fmt: skip
+
+
+def test_the_classifier_answers_only_for_archives_that_carry_its_labels() -> None:
+    from types import SimpleNamespace
+
+    from service.schemas import classifier_applies
+
+    card = SimpleNamespace(label_names=["water", "trees"])
+    assert classifier_applies(card, ["trees", "water"])  # type: ignore[arg-type]
+    assert classifier_applies(card, ["cars", "trees", "water"])  # type: ignore[arg-type]
+    assert not classifier_applies(card, [])  # type: ignore[arg-type]
+    assert not classifier_applies(card, ["water", "crops"])  # type: ignore[arg-type]
