@@ -30,13 +30,11 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -44,9 +42,14 @@ sys.path.insert(0, str(REPO))
 from model.archive import Archive, load_archive  # noqa: E402
 from model.backbones import backbone_spec, create_backbone  # noqa: E402
 from model.card import load_model  # noqa: E402
-from model.features import FeatureCache, FeatureKey, extract_features  # noqa: E402
+from model.features import (  # noqa: E402
+    FeatureCache,
+    FeatureKey,
+    default_cache_dir,
+    extract_features,
+)
 from model.metrics import retrieval_metrics  # noqa: E402
-from model.train import config_for_mode, default_cache_dir, fit  # noqa: E402
+from model.train import config_for_mode, fit  # noqa: E402
 
 BLENDS = (0.3, 0.4, 0.5, 0.7)
 
@@ -88,49 +91,17 @@ def labels_csv_without(
     return out
 
 
-def distilling(weight: float, teacher_t: float, student_t: float) -> Callable[[Any], None]:
-    """A `fit` hook that adds weight x KL(teacher || student) to each batch's loss: the
-    teacher's neighbour distribution over the batch from the backbone features' cosines /
-    teacher_t, the student's from the GRN embeddings' cosines / student_t (self excluded),
-    so the embedding keeps the backbone's neighbourhoods. An experiment, not in grn train."""
-
-    def on_ready(trainer: Any) -> None:
-        forward, criterion = trainer._forward_train, trainer.criterion
-        batch: dict[str, torch.Tensor] = {}
-
-        def remembering(data: Any, rows: Any, views: Any, generator: Any) -> Any:
-            batch["teacher"] = F.normalize(data.inputs[views, rows].float(), dim=1)
-            return forward(data, rows, views, generator)
-
-        class Distilled:
-            uses_bank = criterion.uses_bank
-
-            def __call__(self, output: Any, labels: Any, indices: Any, bank: Any) -> Any:
-                parts = criterion(output, labels, indices, bank)
-                teacher, student = batch["teacher"], output.embedding.float()
-                self_pair = torch.eye(len(teacher), dtype=torch.bool, device=teacher.device)
-                log_t = torch.log_softmax(
-                    (teacher @ teacher.T / teacher_t).masked_fill(self_pair, -torch.inf), 1
-                ).masked_fill(self_pair, 0)
-                log_s = torch.log_softmax(
-                    (student @ student.T / student_t).masked_fill(self_pair, -torch.inf), 1
-                ).masked_fill(self_pair, 0)
-                parts.total = parts.total + weight * (log_t.exp() * (log_t - log_s)).sum(1).mean()
-                return parts
-
-        trainer._forward_train = remembering
-        trainer.criterion = Distilled()
-
-    return on_ready
-
-
 def trained(
     archive: Path,
     labels_csv: Path | None,
     out: Path,
     seed: int,
-    on_ready: Callable[[Any], None] | None = None,
+    distill: float | None = None,
+    distill_temperature: float | None = None,
+    **overrides: Any,
 ) -> Path:
+    """A head-mode model with the recipe's defaults and these overrides (None: default),
+    reused when `out` holds one already."""
     model = out / "model.safetensors"
     if model.is_file():
         print(f"reusing {model}", flush=True)
@@ -138,9 +109,10 @@ def trained(
     started = time.perf_counter()
     config = config_for_mode(
         "head", str(archive), str(out), labels_csv=str(labels_csv) if labels_csv else None,
-        seed=seed, progress=False,
+        seed=seed, distill_weight=distill, distill_temperature=distill_temperature,
+        progress=False, **overrides,
     )  # fmt: skip
-    result = fit(config, on_ready=on_ready)
+    result = fit(config)
     print(f"trained {out} in {time.perf_counter() - started:.0f} s", flush=True)
     return result.model_path
 
@@ -207,12 +179,12 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--distill", type=float, default=0.0,
+        "--distill", type=float, default=None,
         help="train all three models with this weight on keeping the backbone's batch "
-        "neighbourhoods (see distilling); 0: the recipe as it is, --model for seen content",
+        "neighbourhoods (grn train --distill; 0: off); default: head mode's, and --model "
+        "for seen content",
     )  # fmt: skip
-    parser.add_argument("--teacher-t", type=float, default=0.05)
-    parser.add_argument("--student-t", type=float, default=0.1)
+    parser.add_argument("--distill-temperature", type=float, default=None)
     args = parser.parse_args()
 
     archive = load_archive(args.archive)
@@ -235,25 +207,27 @@ def main() -> None:
     label_columns = [archive.label_names.index(n) for n in sorted(held_labels)]
 
     source = args.archive / "labels.csv"
-    hook, out = None, args.out
-    if args.distill > 0:
-        hook = distilling(args.distill, args.teacher_t, args.student_t)
-        out = args.out / f"distill-{args.distill}-{args.teacher_t}-{args.student_t}"
+    out, custom = args.out, args.distill is not None or args.distill_temperature is not None
+    recipe = {"distill": args.distill, "distill_temperature": args.distill_temperature}
+    if custom:
+        out = args.out / f"distill-{args.distill}-{args.distill_temperature}"
     models = {
-        "all": trained(args.archive, None, out / "all", args.seed, hook) if hook else args.model,
+        "all": trained(args.archive, None, out / "all", args.seed, **recipe)
+        if custom
+        else args.model,
         "folders": trained(
             args.archive,
             labels_csv_without(source, out / "folders.csv", folders=held_folders),
             out / "folders",
             args.seed,
-            hook,
+            **recipe,
         ),
         "labels": trained(
             args.archive,
             labels_csv_without(source, out / "labels.csv", labels=held_labels),
             out / "labels",
             args.seed,
-            hook,
+            **recipe,
         ),
     }
     held_label_matrix = labels[:, label_columns]

@@ -55,6 +55,35 @@ def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(parts)
 
 
+def all_gather_rows(tensor: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, slice]:
+    """The rows of every rank, concatenated in rank order, and the slice holding this rank's:
+    ranks may pass different numbers of rows. Gradients flow back to each rank's own rows
+    (every rank's loss on them is summed), so a loss over the whole batch computed on each
+    rank trains as it would on one process."""
+    if not info.enabled:
+        return tensor, slice(0, len(tensor))
+    from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+    counts = all_gather_cat(torch.tensor([len(tensor)], device=tensor.device), info).tolist()
+    largest = max(counts)
+    padded = torch.cat([tensor, tensor.new_zeros(largest - len(tensor), *tensor.shape[1:])])
+    parts = differentiable_all_gather(padded.contiguous())
+    start = sum(counts[: info.rank])
+    rows = torch.cat([part[:count] for part, count in zip(parts, counts, strict=True)])
+    return rows, slice(start, start + len(tensor))
+
+
+class RowGather:
+    """`all_gather_rows` over the process group, as the losses take it."""
+
+    def __init__(self, info: DistInfo) -> None:
+        self.info = info
+        self.processes = info.world_size
+
+    def __call__(self, tensor: torch.Tensor) -> tuple[torch.Tensor, slice]:
+        return all_gather_rows(tensor, self.info)
+
+
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)

@@ -3,10 +3,17 @@
 `embed_scenes` is the one place images go through a trained network in batch; `grn embed`,
 `grn evaluate` and the indexing job all call it. On a CPU the network runs through the engine
 `load_model` attached (model/engine.py), decoding overlapped in a background thread.
+
+`grn evaluate` scores the labelled test scenes against the labelled train split, and splits
+the queries by content: scenes of folders the model trained on ("seen") and the others
+("unseen": folders left out of training, or a whole archive it never saw, with its own label
+set). For both it scores the frozen ImageNet backbone on the same queries, so the report
+says whether training helped or hurt on content like the user's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -20,8 +27,10 @@ import torch
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images, load_archive
+from model.backbones import MissingWeightsError, backbone_spec, create_backbone
 from model.card import ModelCard, load_model
 from model.engine import describe
+from model.features import FeatureCache, FeatureKey, default_cache_dir, extract_features
 from model.imageio import read_image
 from model.inference import (
     configure_cpu_threads,
@@ -122,12 +131,80 @@ def save_embeddings(
     os.replace(tmp, path)
 
 
-def _check_labels(card: ModelCard, archive: Archive) -> None:
-    if list(card.label_names) != list(archive.label_names):
-        raise ValueError(
-            f"the model's labels {card.label_names} differ from the archive's "
-            f"{archive.label_names}; evaluate on an archive with the same label columns"
-        )
+def same_labels(card: ModelCard, archive: Archive) -> bool:
+    return list(card.label_names) == list(archive.label_names)
+
+
+def seen_content(card: ModelCard, archive: Archive, positions: Sequence[int]) -> np.ndarray:
+    """Which scenes show content the model was trained on: True for scenes of the folders
+    it trained on, when the archive is the one it trained on (the same folder, or the same
+    training scenes) with the same labels; False for everything else."""
+    training = card.training
+    if not same_labels(card, archive):
+        return np.zeros(len(positions), dtype=bool)
+    folders = training.get("folders")
+    if folders is None:  # a card from before folders were recorded: its archive or not
+        source = training.get("archive")
+        same = source is not None and Path(source).resolve() == archive.root.resolve()
+        return np.full(len(positions), same, dtype=bool)
+    known = set(folders)
+    train = [
+        i for i in archive.indices("train", labelled_only=True) if archive.scenes[i].folder in known
+    ]
+    names = "\n".join(archive.scenes[i].name for i in train)
+    source = training.get("archive")
+    same = training.get("train_scenes") == hashlib.sha256(names.encode()).hexdigest() or (
+        source is not None and Path(source).resolve() == archive.root.resolve()
+    )
+    return np.asarray([same and archive.scenes[i].folder in known for i in positions], dtype=bool)
+
+
+def frozen_backbone(card: ModelCard, net: GRNNet) -> tuple[Any, str]:
+    """The ImageNet backbone the model started from and its weights' id: the model's own
+    backbone when it was trained frozen (head mode), else a fresh pretrained one. Raises
+    when its weights are not installed."""
+    if card.training.get("mode") == "head":
+        return net.backbone, card.weights
+    if not card.training.get("pretrained", True):
+        raise ValueError("the model was trained from random weights, not an ImageNet backbone")
+    return create_backbone(card.backbone, pretrained=True)
+
+
+def retrieval_figures(
+    queries: np.ndarray, query_labels: np.ndarray, base: np.ndarray, base_labels: np.ndarray
+) -> dict[str, float]:
+    """P@10, mAP, NDCG@10 and k-NN sample-F1 of unit vectors."""
+    found = retrieval_metrics(queries, query_labels, base, base_labels, (10,))
+    knn = knn_label_scores(queries, base, base_labels, k=KNN_K)
+    return {
+        "p_at_10": found["p_at_k"]["10"],  # type: ignore[index]
+        "map": float(found["map"]),  # type: ignore[arg-type]
+        "ndcg_at_10": found["ndcg_at_k"]["10"],  # type: ignore[index]
+        "knn_sample_f1": sample_f1(knn >= 0.5, query_labels),
+    }
+
+
+def content_figures(
+    seen: np.ndarray,
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    base: np.ndarray,
+    base_labels: np.ndarray,
+    backbone: tuple[np.ndarray, np.ndarray] | None,
+) -> dict[str, Any]:
+    """For seen and unseen queries: their count and the figures of the model's embedding
+    and, when given, of the frozen backbone's features (query rows, base rows)."""
+    out: dict[str, Any] = {}
+    for name, rows in (("seen", np.flatnonzero(seen)), ("unseen", np.flatnonzero(~seen))):
+        group: dict[str, Any] = {"queries": len(rows)}
+        if len(rows):
+            group["model"] = retrieval_figures(query[rows], query_labels[rows], base, base_labels)
+            if backbone is not None:
+                group["backbone"] = retrieval_figures(
+                    backbone[0][rows], query_labels[rows], backbone[1], base_labels
+                )
+        out[name] = group
+    return out
 
 
 def evaluation_metrics(
@@ -135,13 +212,17 @@ def evaluation_metrics(
     query_labels: np.ndarray,
     base: Embedded,
     base_labels: np.ndarray,
-    thresholds: Sequence[float],
+    thresholds: Sequence[float] | None,
 ) -> dict[str, Any]:
+    """Retrieval and k-NN figures; the classifier's too when `thresholds` is given (the
+    archive has the model's labels)."""
     metrics: dict[str, Any] = dict(
         retrieval_metrics(query.embeddings, query_labels, base.embeddings, base_labels, RANK_KS)
     )
     knn_scores = knn_label_scores(query.embeddings, base.embeddings, base_labels, k=KNN_K)
     metrics["knn_sample_f1"] = sample_f1(knn_scores >= 0.5, query_labels)
+    if thresholds is None:
+        return metrics
     at_half = classification_metrics(query.probabilities, query_labels, 0.5)
     tuned = classification_metrics(query.probabilities, query_labels, np.asarray(thresholds))
     metrics.update(
@@ -155,33 +236,60 @@ def evaluation_metrics(
 
 
 def markdown_table(metrics: dict[str, Any], card: ModelCard) -> str:
-    tuned = metrics["classifier_tuned"]
     lines = [
         f"# Evaluation of {card.version}",
         "",
         f"backbone `{card.backbone}`, loss `{card.loss}`, embedding {card.embedding_dim}-d; "
-        f"archive = train split ({metrics['archive_size']}), queries = test split "
-        f"({metrics['query_count']}).",
+        f"archive = labelled train scenes ({metrics['archive_size']}), queries = labelled "
+        f"test scenes ({metrics['query_count']}); unlabelled scenes left out: "
+        f"{metrics['unlabelled_left_out']}.",
         "",
         "| metric | value |",
         "| --- | --- |",
         f"| mAP (full ranking) | {metrics['map']:.4f} |",
         f"| k-NN sample-F1 (k = {KNN_K}) | {metrics['knn_sample_f1']:.4f} |",
-        f"| classifier sample-F1 @0.5 | {metrics['classifier_sample_f1']:.4f} |",
-        f"| classifier micro-F1 @0.5 | {metrics['classifier_micro_f1']:.4f} |",
-        f"| classifier macro-F1 @0.5 | {metrics['classifier_macro_f1']:.4f} |",
-        f"| Hamming loss @0.5 | {metrics['hamming_loss']:.4f} |",
-        f"| classifier sample-F1, tuned thresholds | {tuned['sample_f1']:.4f} |",
-        "",
-        "| k | P@k | mAP@k | NDCG@k | ACG@k |",
-        "| --- | --- | --- | --- | --- |",
     ]
+    if "classifier_tuned" in metrics:
+        tuned = metrics["classifier_tuned"]
+        lines += [
+            f"| classifier sample-F1 @0.5 | {metrics['classifier_sample_f1']:.4f} |",
+            f"| classifier micro-F1 @0.5 | {metrics['classifier_micro_f1']:.4f} |",
+            f"| classifier macro-F1 @0.5 | {metrics['classifier_macro_f1']:.4f} |",
+            f"| Hamming loss @0.5 | {metrics['hamming_loss']:.4f} |",
+            f"| classifier sample-F1, tuned thresholds | {tuned['sample_f1']:.4f} |",
+        ]
+    else:
+        lines += ["", "The archive's labels are not the model's: no classifier figures."]
+    lines += ["", "| k | P@k | mAP@k | NDCG@k | ACG@k |", "| --- | --- | --- | --- | --- |"]
     for k in RANK_KS:
         key = str(k)
         lines.append(
             f"| {k} | {metrics['p_at_k'][key]:.4f} | {metrics['map_at_k'][key]:.4f} | "
             f"{metrics['ndcg_at_k'][key]:.4f} | {metrics['acg_at_k'][key]:.4f} |"
         )
+    lines += [
+        "",
+        "## Seen and unseen content, against the frozen backbone",
+        "",
+        "Seen: test scenes of folders the model trained on, in the archive it trained on. "
+        "Unseen: the others (folders left out of training, or another archive). The frozen "
+        "backbone's pooled features are scored on the same queries.",
+        "",
+        "| content | queries | embedding | P@10 | mAP | NDCG@10 | k-NN sample-F1 |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, group in metrics["content"].items():
+        if not group["queries"]:
+            lines.append(f"| {name} | 0 | | | | | |")
+        for who in ("model", "backbone"):
+            if who in group:
+                f = group[who]
+                lines.append(
+                    f"| {name} | {group['queries']} | {who} | {f['p_at_10']:.4f} | "
+                    f"{f['map']:.4f} | {f['ndcg_at_10']:.4f} | {f['knn_sample_f1']:.4f} |"
+                )
+    if metrics.get("backbone_unavailable"):
+        lines += ["", f"No backbone figures: {metrics['backbone_unavailable']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -232,14 +340,21 @@ def evaluate(
     skip_broken: bool = False,
     progress: bool = True,
     examples: bool = True,
+    backbone: bool = True,
 ) -> dict[str, Any]:
-    """The UCM protocol: archive = train split, queries = test split, cosine similarity.
-    Writes metrics.json, report.md and examples.png into `out_dir`; returns the metrics."""
+    """The UCM protocol: archive = labelled train scenes, queries = labelled test scenes,
+    cosine similarity; split into seen and unseen content, each against the frozen backbone
+    (`backbone=False`: not scored). Writes metrics.json, report.md and examples.png into
+    `out_dir`; returns the metrics."""
     torch_device = resolve_device(device)
     configure_cpu_threads(torch_network=torch_device.type == "cuda" or None)
     net, card = load_model(model_path, torch_device)
     archive = load_archive(archive_dir, labels_csv)
-    _check_labels(card, archive)
+    if not archive.label_names:
+        raise ValueError(
+            f"{archive.labels_path or archive.root} has no label columns: evaluation needs "
+            "labelled scenes to say which results are relevant"
+        )
     broken: list[BrokenFile] = []
     common = dict(
         device=torch_device,
@@ -248,27 +363,47 @@ def evaluate(
         broken=broken,
         progress=progress,
     )
-    base = embed_scenes(net, card, archive, archive.indices("train"), **common)  # type: ignore[arg-type]
-    query = embed_scenes(net, card, archive, archive.indices("test"), **common)  # type: ignore[arg-type]
+    train = archive.indices("train", labelled_only=True)
+    test = archive.indices("test", labelled_only=True)
+    base = embed_scenes(net, card, archive, train, **common)  # type: ignore[arg-type]
+    query = embed_scenes(net, card, archive, test, **common)  # type: ignore[arg-type]
     if not base.positions or not query.positions:
-        raise ValueError("evaluation needs scenes in both the train and the test split")
+        raise ValueError("evaluation needs labelled scenes in both the train and the test split")
+    base_labels = archive.label_matrix(base.positions)
+    query_labels = archive.label_matrix(query.positions)
+    matching = same_labels(card, archive)
     metrics = evaluation_metrics(
-        query,
-        archive.label_matrix(query.positions),
-        base,
-        archive.label_matrix(base.positions),
-        card.thresholds,
+        query, query_labels, base, base_labels, card.thresholds if matching else None
     )
+    features, unavailable = None, ""
+    if backbone:
+        try:
+            features = backbone_features(
+                card, net, archive, base.positions, query.positions,
+                device=torch_device, batch_size=batch_size, progress=progress,
+            )  # fmt: skip
+        except (MissingWeightsError, ValueError) as exc:  # weights not installed, or none
+            unavailable = str(exc)
+    else:
+        unavailable = "not asked for (--no-backbone)"
+    seen = seen_content(card, archive, query.positions)
     metrics.update(
         model_version=card.version,
         archive_size=len(base.positions),
         query_count=len(query.positions),
+        unlabelled_left_out=len(archive.indices("train")) + len(archive.indices("test"))
+        - len(train) - len(test),
+        labels_match_model=matching,
+        content=content_figures(
+            seen, query.embeddings, query_labels, base.embeddings, base_labels, features
+        ),
+        backbone_unavailable=unavailable,
         device=str(torch_device),
         engine=describe(net) if torch_device.type == "cpu" else "torch",
         embed_images_per_s=(len(base.positions) + len(query.positions))
         / (base.seconds + query.seconds),
         broken_files=[asdict(b) for b in broken],
-    )
+    )  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -276,6 +411,33 @@ def evaluate(
     if examples:
         plot_examples(out / "examples.png", archive, query, base)
     return metrics
+
+
+def backbone_features(
+    card: ModelCard,
+    net: GRNNet,
+    archive: Archive,
+    base: Sequence[int],
+    query: Sequence[int],
+    *,
+    device: torch.device,
+    batch_size: int | None,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen backbone's pooled features, L2-normalised, of the query and base scenes
+    (read from and added to the feature cache head-mode training fills)."""
+    module, weights = frozen_backbone(card, net)
+    spec = backbone_spec(card.backbone)
+    key = FeatureKey(card.backbone, weights, card.input_size, spec.mean, spec.std)
+    positions = list(dict.fromkeys([*query, *base]))
+    features, kept = extract_features(
+        module, key, archive, positions, views=1, cache=FeatureCache(default_cache_dir()),
+        device=device, batch_size=batch_size or default_batch_size(device),
+        skip_broken=True, progress=progress,
+    )  # fmt: skip
+    row = {p: r for r, p in enumerate(kept)}
+    unit = features[0] / np.maximum(np.linalg.norm(features[0], axis=1, keepdims=True), 1e-12)
+    return unit[[row[p] for p in query]], unit[[row[p] for p in base]]
 
 
 def embed_archive(

@@ -46,6 +46,11 @@ VIEWS: tuple[tuple[int, bool], ...] = (
 VIEW_COUNTS = (1, 2, 4, 8)
 
 
+def default_cache_dir() -> Path:
+    """Where backbone features are cached: $GRN_CACHE_DIR/features, ~/.cache/grn/features."""
+    return Path(os.environ.get("GRN_CACHE_DIR", Path.home() / ".cache" / "grn")) / "features"
+
+
 def apply_view(image: np.ndarray, view: int) -> np.ndarray:
     rotations, flip = VIEWS[view]
     out = np.rot90(image, rotations) if rotations else image

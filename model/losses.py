@@ -13,6 +13,12 @@ each neighbour is weighted by the fraction of the C label bits on which the two 
 and the loss is -log sum_{j != i} w_ij p_ij, averaged over the batch. The bank is a constant
 for the gradient and is updated after each step: v_i <- normalise(m v_i + (1 - m) f_i).
 SNDL-BCE adds binary cross-entropy of the classifier logits.
+
+Distillation (ours, not the paper's): SNDL pulls together the scenes that share labels, which
+on content the labels do not describe loses the backbone's sense of similarity (docs/results.md,
+"Content the model never saw"). A weight on KL(teacher || student) between two neighbour
+distributions over the batch, the frozen backbone's features' cosines / T_t against the
+embeddings' cosines / T_s (self excluded), keeps the backbone's neighbourhoods in the embedding.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from model.distributed import RowGather
 from model.network import GRNOutput
 
 LOSSES = ("sndl", "sndl_bce", "bce")
@@ -224,22 +231,74 @@ def momentum_at(progress: float, schedule: Sequence[tuple[float, float]] = PAPER
     return value
 
 
+def neighbourhood_kl(
+    teacher: torch.Tensor,
+    student: torch.Tensor,
+    teacher_temperature: float,
+    student_temperature: float,
+) -> torch.Tensor:
+    """Mean over the batch of KL(teacher || student), where each row's distribution is the
+    softmax over the other batch rows of its cosines divided by the temperature.
+
+    teacher: (B, F) features, normalised here; student: (B, D) L2-normalised embeddings. The
+    teacher is a constant for the gradient."""
+    return neighbourhood_kl_rows(teacher, student, teacher_temperature, student_temperature).mean()
+
+
+def neighbourhood_kl_rows(
+    teacher: torch.Tensor,
+    student: torch.Tensor,
+    teacher_temperature: float,
+    student_temperature: float,
+) -> torch.Tensor:
+    """(B,) each row's KL(teacher || student) of `neighbourhood_kl`."""
+    teacher = F.normalize(teacher.detach().float(), dim=1)
+    student = student.float()
+    self_pair = torch.eye(len(teacher), dtype=torch.bool, device=teacher.device)
+
+    def log_neighbours(x: torch.Tensor, temperature: float) -> torch.Tensor:
+        logits = (x @ x.T / temperature).masked_fill(self_pair, float("-inf"))
+        return torch.log_softmax(logits, dim=1).masked_fill(self_pair, 0.0)
+
+    log_t = log_neighbours(teacher, teacher_temperature)
+    log_s = log_neighbours(student, student_temperature)
+    return (log_t.exp() * (log_t - log_s)).sum(dim=1)
+
+
 @dataclass
 class LossParts:
     total: torch.Tensor
     sndl: torch.Tensor | None
     bce: torch.Tensor | None
+    distill: torch.Tensor | None = None
 
 
 class GRNCriterion:
-    """The training loss chosen by name: `sndl`, `sndl_bce` or `bce`."""
+    """The training loss chosen by name: `sndl`, `sndl_bce` or `bce`, plus `distill_weight`
+    x `neighbourhood_kl` of the backbone's features (teacher, at `distill_temperature`)
+    and the embeddings (at the SNDL temperature) when the weight is above 0."""
 
-    def __init__(self, name: str, temperature: float = 0.05, bce_weight: float = 1.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        temperature: float = 0.05,
+        bce_weight: float = 1.0,
+        distill_weight: float = 0.0,
+        distill_temperature: float = 0.05,
+    ) -> None:
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+        if distill_weight < 0 or distill_temperature <= 0:
+            raise ValueError("the distillation weight must be >= 0 and its temperature > 0")
         self.name = name
         self.temperature = temperature
         self.bce_weight = bce_weight
+        self.distill_weight = distill_weight
+        self.distill_temperature = distill_temperature
+
+    @property
+    def distills(self) -> bool:
+        return self.distill_weight > 0
 
     @property
     def uses_bank(self) -> bool:
@@ -251,8 +310,19 @@ class GRNCriterion:
         labels: torch.Tensor,
         indices: torch.Tensor,
         bank: MemoryBank | None,
+        teacher: torch.Tensor | None = None,
+        gather: RowGather | None = None,
     ) -> LossParts:
-        sndl = bce = None
+        """`teacher`: the frozen backbone's features of the batch, needed when distilling.
+        Rows of `output` (and `teacher`) beyond those of `labels` are unlabelled scenes: they
+        take part in the distillation term only. `gather` (training on several processes,
+        `model.distributed.RowGather`): the distillation term's neighbourhoods span
+        every process's rows, each process scoring its own rows' share of the mean, so that
+        averaging the processes' gradients gives one process's."""
+        sndl = bce = distill = None
+        whole = output
+        if len(labels) < len(output.embedding):
+            output = GRNOutput(output.embedding[: len(labels)], output.logits[: len(labels)])
         total = output.logits.new_zeros(())
         if self.uses_bank:
             if bank is None:
@@ -269,4 +339,20 @@ class GRNCriterion:
         if self.name != "sndl":
             bce = F.binary_cross_entropy_with_logits(output.logits.float(), labels)
             total = total + (self.bce_weight if self.name == "sndl_bce" else 1.0) * bce
-        return LossParts(total=total, sndl=sndl, bce=bce)
+        if self.distills:
+            if teacher is None:
+                raise ValueError("distillation needs the backbone's features of the batch")
+            if gather is None:
+                distill = neighbourhood_kl(
+                    teacher, whole.embedding, self.distill_temperature, self.temperature
+                )
+            else:
+                teachers, _ = gather(teacher.detach().float())
+                students, mine = gather(whole.embedding.float())
+                per_row = neighbourhood_kl_rows(
+                    teachers, students, self.distill_temperature, self.temperature
+                )
+                # the processes' gradients are averaged: scale this one's sum to its share
+                distill = per_row[mine].sum() * gather.processes / len(students)
+            total = total + self.distill_weight * distill
+        return LossParts(total=total, sndl=sndl, bce=bce, distill=distill)

@@ -18,6 +18,7 @@ stopped.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ from model.augment import AugmentConfig, augment_batch
 from model.backbones import backbone_spec, create_backbone
 from model.card import MODEL_FILENAME, ModelCard, add_graph, save_model
 from model.distributed import (
+    RowGather,
     all_gather_cat,
     all_reduce_sum,
     any_rank,
@@ -46,7 +48,13 @@ from model.distributed import (
     shutdown,
 )
 from model.faults import kill_point
-from model.features import VIEW_COUNTS, FeatureCache, FeatureKey, extract_features
+from model.features import (
+    VIEW_COUNTS,
+    FeatureCache,
+    FeatureKey,
+    default_cache_dir,
+    extract_features,
+)
 from model.inference import (
     configure_cpu_threads,
     default_batch_size,
@@ -72,10 +80,6 @@ SUMMARY_FILENAME = "train_summary.json"
 log = logging.getLogger("grn.train")
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("GRN_CACHE_DIR", Path.home() / ".cache" / "grn")) / "features"
-
-
 @dataclass
 class TrainConfig:
     archive: str
@@ -99,6 +103,11 @@ class TrainConfig:
     lr_gamma: float = 0.5
     temperature: float = 0.05
     bce_weight: float = 1.0
+    distill_weight: float = 0.0
+    """Weight of keeping the frozen backbone's batch neighbourhoods (model/losses.py)."""
+    distill_temperature: float = 0.05
+    use_unlabelled: bool = True
+    """When distilling, unlabelled train scenes join each batch for the distillation term."""
     bank_init: str = "embeddings"
     input_size: int = 256
     hflip: bool = True
@@ -131,7 +140,8 @@ class TrainConfig:
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch size >= 2")
         backbone_spec(self.backbone)
-        GRNCriterion(self.loss)
+        GRNCriterion(self.loss, distill_weight=self.distill_weight,
+                     distill_temperature=self.distill_temperature)  # fmt: skip
 
 
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -143,6 +153,7 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
         "dropout": 0.0,
         "temperature": 0.05,
         "bce_weight": 1.0,
+        "distill_weight": 0.0,
     },
     # Tuned on the UCM val split for frozen EfficientNet-Lite0 features (docs/results.md):
     # a hidden layer, dropout, a softer temperature and more weight on BCE keep the
@@ -155,6 +166,9 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
         "temperature": 0.1,
         "bce_weight": 3.0,
         "feature_views": 8,
+        # Keeps the embedding at or above the frozen backbone on content it was not trained
+        # for, for 0.010 mAP on UCM itself (docs/results.md, "Content the model never saw").
+        "distill_weight": 0.1,
     },
 }
 
@@ -288,10 +302,12 @@ class Trainer:
         torch.manual_seed(config.seed)
         if self.dist.is_main:
             counts = self.scene_counts
+            joined = config.distill_weight > 0 and config.use_unlabelled
             log.info(
-                "training on %d labelled train scenes (%d unlabelled left out), validating on "
+                "training on %d labelled train scenes (%d unlabelled %s), validating on "
                 "%d labelled val scenes (%d unlabelled left out)",
                 counts["train_labelled"], counts["train_unlabelled"],
+                "in the distillation term only" if joined else "left out",
                 counts["val_labelled"], counts["val_unlabelled"],
             )  # fmt: skip
         self.spec = backbone_spec(config.backbone)
@@ -316,7 +332,20 @@ class Trainer:
                 self.trainable,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
             )
-        self.criterion = GRNCriterion(config.loss, config.temperature, config.bce_weight)
+        self.criterion = GRNCriterion(
+            config.loss,
+            config.temperature,
+            config.bce_weight,
+            config.distill_weight,
+            config.distill_temperature,
+        )
+        # Full mode distils from a frozen copy of the backbone as it starts (the pretrained
+        # one); head mode's backbone is frozen already, its cached features are the teacher.
+        self.teacher: nn.Module | None = None
+        # under torchrun the distillation term's neighbourhoods span every process's rows
+        self.gather = RowGather(self.dist) if self.dist.enabled else None
+        if self.criterion.distills and config.mode == "full":
+            self.teacher = copy.deepcopy(self.net.backbone).eval().requires_grad_(False)
         self.augment = AugmentConfig(
             hflip=config.hflip,
             dihedral=config.dihedral,
@@ -328,6 +357,15 @@ class Trainer:
         self.timings: dict[str, float] = {}
         self.train = self._load_split("train")
         self.val = self._load_split("val")
+        # unlabelled train scenes: only the distillation term has something to say of them
+        self.unlabelled: SplitData | None = None
+        if (
+            self.criterion.distills
+            and config.use_unlabelled
+            and self.scene_counts["train_unlabelled"]
+        ):
+            self.unlabelled = self._load_split("train", unlabelled=True)
+            self.scene_counts["train_unlabelled_distilled"] = len(self.unlabelled.positions)
         if not self.train.positions or not self.val.positions:
             raise ValueError(
                 "training needs readable labelled scenes in both the train and the val split"
@@ -345,9 +383,14 @@ class Trainer:
         self.best_val: dict[str, Any] = {}
 
     # -- data ---------------------------------------------------------------------------
-    def _load_split(self, split: str) -> SplitData:
+    def _load_split(self, split: str, unlabelled: bool = False) -> SplitData:
+        """The labelled scenes of a split, or with `unlabelled` its unlabelled ones (their
+        labels all 0, never read)."""
         c = self.config
         positions = self.archive.indices(split, labelled_only=True)
+        if unlabelled:
+            labelled = set(positions)
+            positions = [i for i in self.archive.indices(split) if i not in labelled]
         start = time.perf_counter()
         if c.mode == "head":
             key = FeatureKey(
@@ -382,9 +425,13 @@ class Trainer:
             inputs = images.to(self.device)
             count = len(kept)
         seconds = time.perf_counter() - start
-        self.timings[f"{split}_input_seconds"] = seconds
-        self.timings[f"{split}_input_images"] = count
-        labels = torch.from_numpy(self.archive.label_matrix(kept)).to(self.device)
+        name = f"{split}_unlabelled" if unlabelled else split
+        self.timings[f"{name}_input_seconds"] = seconds
+        self.timings[f"{name}_input_images"] = count
+        if unlabelled:
+            labels = torch.zeros(len(kept), len(self.archive.label_names), device=self.device)
+        else:
+            labels = torch.from_numpy(self.archive.label_matrix(kept)).to(self.device)
         return SplitData(kept, labels, inputs)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -402,14 +449,30 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     def _forward_train(
-        self, data: SplitData, rows: torch.Tensor, views: torch.Tensor, generator: torch.Generator
-    ) -> Any:
-        if self.config.mode == "head":
-            return self.train_module(data.inputs[views, rows])
-        images = augment_batch(data.inputs[rows], self.augment, generator)
+        self,
+        data: SplitData,
+        rows: torch.Tensor,
+        views: torch.Tensor,
+        generator: torch.Generator,
+        extra: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[Any, torch.Tensor | None]:
+        """The batch's output and, when distilling, the frozen backbone's features of it.
+        `extra`: rows and views of unlabelled scenes, appended after the labelled ones."""
+        head = self.config.mode == "head"
+        batch = data.inputs[views, rows] if head else data.inputs[rows]
+        if extra is not None and self.unlabelled is not None:
+            more = self.unlabelled.inputs
+            batch = torch.cat([batch, more[extra[1], extra[0]] if head else more[extra[0]]])
+        if head:
+            return self.train_module(batch), batch if self.criterion.distills else None
+        images = augment_batch(batch, self.augment, generator)
         inputs = normalize(images, self.spec.mean, self.spec.std)
+        teacher = None
         with self._autocast():
-            return self.train_module(inputs)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    teacher = self.teacher(inputs)
+            return self.train_module(inputs), teacher
 
     @torch.no_grad()
     def embed_split(self, data: SplitData) -> tuple[torch.Tensor, torch.Tensor]:
@@ -451,13 +514,21 @@ class Trainer:
         momentum = momentum_at(epoch / c.epochs)
         n = len(self.train.positions)
         order = torch.randperm(n, generator=generator)
-        views = torch.randint(
-            0, self.train.inputs.shape[0] if c.mode == "head" else 1, (n,), generator=generator
-        )
+        view_count = self.train.inputs.shape[0] if c.mode == "head" else 1
+        views = torch.randint(0, view_count, (n,), generator=generator)
+        # unlabelled scenes, spread over the epoch's batches (drawn only when there are some,
+        # so runs without them draw exactly as before)
+        extra_order = extra_views = None
+        per_batch = 0
+        if self.unlabelled is not None:
+            u = len(self.unlabelled.positions)
+            extra_order = torch.randperm(u, generator=generator)
+            extra_views = torch.randint(0, view_count, (u,), generator=generator)
+            per_batch = math.ceil(u * c.batch_size / n)
         self.net.train()
         if c.mode == "head":
             self.net.backbone.eval()
-        totals = {"loss": 0.0, "sndl": 0.0, "bce": 0.0}
+        totals = {"loss": 0.0, "sndl": 0.0, "bce": 0.0, "distill": 0.0}
         seen = 0
         start = time.perf_counter()
         world, rank = self.dist.world_size, self.dist.rank
@@ -472,11 +543,16 @@ class Trainer:
             # each rank takes its contiguous share of the global batch, in rank order
             rows_cpu = batch_cpu[rank * share : (rank + 1) * share] if world > 1 else batch_cpu
             rows = rows_cpu.to(self.device)
-            output = self._forward_train(
-                self.train, rows, views[rows_cpu].to(self.device), generator
+            extra = None
+            if extra_order is not None and extra_views is not None:
+                chunk = extra_order[batch_start // c.batch_size * per_batch :][:per_batch]
+                chunk = chunk[rank::world]
+                extra = (chunk.to(self.device), extra_views[chunk].to(self.device))
+            output, teacher = self._forward_train(
+                self.train, rows, views[rows_cpu].to(self.device), generator, extra
             )
             labels = self.train.labels[rows]
-            parts = self.criterion(output, labels, rows, self.bank)
+            parts = self.criterion(output, labels, rows, self.bank, teacher, self.gather)
             self.optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             self.optimizer.step()
@@ -484,7 +560,7 @@ class Trainer:
                 # the whole batch's rows and embeddings, so every rank's bank stays the same
                 self.bank.update(
                     all_gather_cat(rows, self.dist),
-                    all_gather_cat(output.embedding.detach().float(), self.dist),
+                    all_gather_cat(output.embedding[: len(rows)].detach().float(), self.dist),
                     momentum,
                 )
             self.global_step += 1
@@ -494,15 +570,15 @@ class Trainer:
                     float(parts.total.detach()) * size,
                     float(parts.sndl.detach()) * size if parts.sndl is not None else 0.0,
                     float(parts.bce.detach()) * size if parts.bce is not None else 0.0,
+                    float(parts.distill.detach()) * size if parts.distill is not None else 0.0,
                     float(size),
                 ],
                 dtype=torch.float64,
             )
             losses = all_reduce_sum(losses, self.dist)
-            seen += int(losses[3])
-            totals["loss"] += float(losses[0])
-            totals["sndl"] += float(losses[1])
-            totals["bce"] += float(losses[2])
+            seen += int(losses[4])
+            for position, key in enumerate(("loss", "sndl", "bce", "distill")):
+                totals[key] += float(losses[position])
             if bar is not None:
                 bar.set_postfix(loss=f"{float(parts.total.detach()):.4f}", refresh=False)
         if self.device.type == "cuda":
@@ -614,7 +690,12 @@ class Trainer:
             label_names=list(self.archive.label_names),
             thresholds=[float(t) for t in thresholds],
             loss=c.loss,
-            training={k: v for k, v in asdict(c).items() if k not in ("progress",)},
+            training={
+                **{k: v for k, v in asdict(c).items() if k not in ("progress",)},
+                # what the model saw, so `grn evaluate` can tell seen from unseen content
+                "folders": sorted({self.archive.scenes[i].folder for i in self.train.positions}),
+                "train_scenes": self.train_scenes_digest(),
+            },
             metrics=metrics,
         )
 
@@ -726,7 +807,7 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
         return
     epochs = [row["epoch"] for row in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("loss", "sndl", "bce"):
+    for key in ("loss", "sndl", "bce", "distill"):
         values = [row.get(key, 0.0) for row in history]
         if any(values):
             left.plot(epochs, values, label=key)

@@ -126,6 +126,24 @@ def train(
     bce_weight: Annotated[
         float | None, typer.Option(help="Weight of BCE in sndl_bce. Default: 1 (full), 3 (head).")
     ] = None,
+    distill: Annotated[
+        float | None,
+        typer.Option(
+            help="Weight of keeping the frozen backbone's neighbourhoods, so the embedding "
+            "holds up on content the labels do not describe (0: off). Default: 0 (full), "
+            "0.1 (head)."
+        ),
+    ] = None,
+    distill_temperature: Annotated[
+        float | None, typer.Option(help="The backbone's side of --distill. Default: 0.05.")
+    ] = None,
+    use_unlabelled: Annotated[
+        bool,
+        typer.Option(
+            help="With --distill: unlabelled train scenes join each batch for the "
+            "distillation term (they train nothing else)."
+        ),
+    ] = True,
     embedding_dim: Annotated[int | None, typer.Option(help="Default: 128.")] = None,
     hidden_dim: Annotated[
         int | None,
@@ -192,6 +210,9 @@ def train(
             lr_step=lr_step,
             temperature=temperature,
             bce_weight=bce_weight,
+            distill_weight=distill,
+            distill_temperature=distill_temperature,
+            use_unlabelled=use_unlabelled,
             embedding_dim=embedding_dim,
             hidden_dim=hidden_dim,
             dropout=dropout,
@@ -234,9 +255,19 @@ def evaluate(
     device: DeviceOpt = "auto",
     batch_size: Annotated[int | None, typer.Option()] = None,
     skip_broken: SkipBrokenOpt = False,
+    backbone: Annotated[
+        bool,
+        typer.Option(
+            help="Score the frozen ImageNet backbone on the same queries (one more pass "
+            "over the scenes whose features are not cached)."
+        ),
+    ] = True,
     quiet: QuietOpt = False,
 ) -> None:
-    """Retrieval and classification metrics: archive = train split, queries = test split."""
+    """Retrieval and classification metrics: archive = labelled train scenes, queries =
+    labelled test scenes; split into content the model trained on and content it never saw
+    (left-out folders, or another archive, whose labels may differ from the model's), each
+    against the frozen backbone."""
     from model.evaluate import evaluate as run_evaluation
 
     try:
@@ -249,6 +280,7 @@ def evaluate(
             batch_size=batch_size,
             skip_broken=skip_broken,
             progress=not quiet,
+            backbone=backbone,
         )
     except user_errors() as exc:
         _fail(exc)

@@ -82,3 +82,36 @@ def test_two_processes_match_one(ucm_root: Path, ucm_subset: Path, tmp_path: Pat
     # and the weights moved: the comparison is not of two untrained networks
     start = torch.load(tmp_path / "one" / "last_state.pt", weights_only=True)["history"][0]
     assert start["loss"] != a["history"][-1]["loss"]
+
+
+@pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="needs torchrun")
+def test_unlabelled_scenes_distil_the_same_on_two_processes(
+    ucm_root: Path, ucm_partly_labelled: Path, tmp_path: Path
+) -> None:
+    """21 of the 84 train scenes are unlabelled: each process takes every other one of each
+    batch's share (so the processes hold different numbers of rows), and the distillation
+    term over all of them trains as one process does."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cache = tmp_path / "cache"
+    states = {}
+    for name, launcher in (
+        ("one", [sys.executable, "-m", "service.cli"]),
+        ("two", [TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "service.cli"]),
+    ):
+        args = train_args(ucm_root, ucm_partly_labelled, tmp_path / name, cache)
+        args[args.index("--batch-size") + 1] = "14"  # 63 labelled: 4 full batches of 14
+        done = subprocess.run(
+            [*launcher, *args, "--distill", "1"], cwd=REPO, env=env, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "(21 unlabelled in the distillation term only)" in done.stderr
+        states[name] = torch.load(tmp_path / name / "last_state.pt", weights_only=True)
+    a, b = states["one"], states["two"]
+    assert a["global_step"] == b["global_step"] == 3 * (63 // 14)
+    for key, value in a["net"].items():
+        torch.testing.assert_close(b["net"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    for row_a, row_b in zip(a["history"], b["history"], strict=True):
+        assert row_b["distill"] > 0
+        for key in ("loss", "sndl", "bce", "distill"):
+            assert row_b[key] == pytest.approx(row_a[key], rel=1e-4), key

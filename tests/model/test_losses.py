@@ -11,6 +11,7 @@ from model.losses import (
     MemoryBank,
     agreement_weights,
     momentum_at,
+    neighbourhood_kl,
     sndl_loss,
 )
 from model.network import GRNOutput
@@ -122,6 +123,64 @@ def test_criterion_combines_sndl_and_bce() -> None:
     assert bce_only.sndl is None and bce_only.total.item() == pytest.approx(parts.bce.item())
     with pytest.raises(ValueError, match="choose one of"):
         GRNCriterion("triplet")
+
+
+def reference_kl(teacher: torch.Tensor, student: torch.Tensor, t_t: float, t_s: float) -> float:
+    """KL(teacher || student) of each row's neighbour distribution, pair by pair."""
+
+    def neighbours(x: list[list[float]], i: int, t: float) -> list[float]:
+        norm = [math.sqrt(sum(a * a for a in row)) for row in x]
+        cos = [sum(a * b for a, b in zip(x[i], row, strict=True)) / (norm[i] * norm[j])
+               for j, row in enumerate(x)]  # fmt: skip
+        weights = [math.exp(c / t) if j != i else 0.0 for j, c in enumerate(cos)]
+        return [w / sum(weights) for w in weights]
+
+    rows, total = len(teacher), 0.0
+    for i in range(rows):
+        p = neighbours(teacher.tolist(), i, t_t)
+        q = neighbours(student.tolist(), i, t_s)
+        total += sum(a * math.log(a / b) for a, b in zip(p, q, strict=True) if a > 0)
+    return total / rows
+
+
+def test_neighbourhood_kl_matches_the_definition_and_vanishes_on_the_same_neighbourhoods() -> None:
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(7, 12, generator=g, dtype=torch.float64) * 3  # not normalised
+    student = F.normalize(torch.randn(7, 5, generator=g, dtype=torch.float64), dim=1)
+    value = neighbourhood_kl(teacher, student, 0.05, 0.1).item()
+    assert value == pytest.approx(reference_kl(teacher, student, 0.05, 0.1), rel=1e-5)  # float32
+    assert value > 0.1
+    same = neighbourhood_kl(teacher, F.normalize(teacher, dim=1), 0.1, 0.1).item()
+    assert same == pytest.approx(0.0, abs=1e-5)
+    # its gradient moves the student towards the teacher's neighbourhoods
+    moving = student.clone().requires_grad_(True)
+    for _ in range(50):
+        loss = neighbourhood_kl(teacher, F.normalize(moving, dim=1), 0.05, 0.1)
+        (grad,) = torch.autograd.grad(loss, moving)
+        moving = (moving - 0.5 * grad).detach().requires_grad_(True)
+    assert neighbourhood_kl(teacher, F.normalize(moving, dim=1), 0.05, 0.1).item() < value / 2
+
+
+def test_criterion_adds_the_distillation_term() -> None:
+    embeddings, indices, labels, bank, bank_labels = _random_case(4)
+    logits = torch.randn(len(indices), labels.shape[1], dtype=torch.float64)
+    output = GRNOutput(embedding=embeddings, logits=logits)
+    teacher = torch.randn(len(indices), 8, dtype=torch.float64)
+    memory = MemoryBank(bank, bank_labels)
+    criterion = GRNCriterion("sndl_bce", 0.1, 3.0, distill_weight=0.5, distill_temperature=0.05)
+    parts = criterion(output, labels.float(), indices, memory, teacher)
+    assert parts.sndl is not None and parts.bce is not None and parts.distill is not None
+    assert parts.distill.item() == pytest.approx(
+        neighbourhood_kl(teacher, embeddings, 0.05, 0.1).item()
+    )
+    assert parts.total.item() == pytest.approx(
+        parts.sndl.item() + 3.0 * parts.bce.item() + 0.5 * parts.distill.item()
+    )
+    with pytest.raises(ValueError, match="needs the backbone's features"):
+        criterion(output, labels.float(), indices, memory)
+    assert GRNCriterion("sndl_bce")(output, labels.float(), indices, memory).distill is None
+    with pytest.raises(ValueError, match="distillation weight must be >= 0"):
+        GRNCriterion("sndl", distill_weight=-1)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 16, 64])

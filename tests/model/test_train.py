@@ -107,6 +107,7 @@ def test_head_mode_on_imagenet_features_beats_chance(
     result = fit(head_config("run"))
     assert result.best_val["val_knn_sample_f1"] > chance_knn_f1(ucm_root, ucm_subset) + 0.2
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert all(row["distill"] > 0 for row in result.history)  # head mode distils by default
     # one cached feature file per distinct image content (UCM has duplicate files)
     archive = load_archive(ucm_root, ucm_subset)
     used = archive.indices("train") + archive.indices("val")
@@ -120,6 +121,94 @@ def test_head_mode_on_imagenet_features_beats_chance(
     assert [{k: v for k, v in row.items() if k not in timing} for row in result2.history] == [
         {k: v for k, v in row.items() if k not in timing} for row in result.history
     ]
+
+
+def _neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Mean share of each row's k nearest neighbours (cosine, self excluded) that `a` and
+    `b` have in common."""
+
+    def neighbours(x: np.ndarray) -> np.ndarray:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        sims = x @ x.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argsort(-sims, axis=1)[:, :k]
+
+    na, nb = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb, strict=True)]))
+
+
+def test_distillation_keeps_the_backbones_neighbourhoods(
+    ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    overlaps = {}
+    for weight in (0.0, 1.0):
+        trainer = Trainer(
+            config_for_mode(
+                "head",
+                str(ucm_root),
+                str(tmp_path / f"run-{weight}"),
+                labels_csv=str(ucm_subset),
+                epochs=15,
+                batch_size=32,
+                feature_views=1,
+                distill_weight=weight,
+                cache_dir=str(tmp_path / "cache"),
+                progress=False,
+            )
+        )
+        result = trainer.fit()
+        assert all((row["distill"] > 0) == (weight > 0) for row in result.history)
+        embeddings, _ = trainer.embed_split(trainer.train)
+        overlaps[weight] = _neighbour_overlap(
+            embeddings.numpy(), trainer.train.inputs[0].float().numpy()
+        )
+    # the embedding trained to keep them shares more of the backbone's 10 nearest neighbours
+    assert overlaps[1.0] > overlaps[0.0] + 0.1, overlaps
+
+
+def test_unlabelled_train_scenes_join_the_distillation_term(
+    ucm_root: Path, ucm_partly_labelled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """21 of the 84 train scenes are unlabelled: distilling, head mode feeds them to the
+    distillation term (and nothing else); without them the run differs."""
+    heads = {}
+    for use in (True, False):
+        config = config_for_mode(
+            "head", str(ucm_root), str(tmp_path / f"run-{use}"),
+            labels_csv=str(ucm_partly_labelled), epochs=3, batch_size=32, feature_views=2,
+            use_unlabelled=use, cache_dir=str(tmp_path / "cache"), progress=False,
+        )  # fmt: skip
+        with caplog.at_level(logging.INFO, logger="grn.train"):
+            trainer = Trainer(config)
+            result = trainer.fit()
+        if use:
+            assert trainer.unlabelled is not None
+            assert len(trainer.unlabelled.positions) == 21
+            assert trainer.unlabelled.inputs.shape[:2] == (2, 21)  # both views, like train
+            assert result.scenes["train_unlabelled_distilled"] == 21
+            assert "(21 unlabelled in the distillation term only)" in caplog.text
+            archive = load_archive(ucm_root, ucm_partly_labelled)
+            assert not any(archive.scenes[i].labelled for i in trainer.unlabelled.positions)
+            assert trainer.bank is not None and len(trainer.bank.memory) == 63  # labelled only
+        else:
+            assert trainer.unlabelled is None and "train_unlabelled_distilled" not in result.scenes
+        heads[use] = trainer.net.head.state_dict()
+    assert any(not torch.equal(heads[True][k], heads[False][k]) for k in heads[True])
+
+
+def test_full_mode_distils_from_a_frozen_copy_of_the_starting_backbone(
+    tiny_config, tmp_path: Path
+) -> None:
+    trainer = Trainer(tiny_config(tmp_path / "run", epochs=2, distill_weight=0.5))
+    assert trainer.teacher is not None
+    start = {k: v.clone() for k, v in trainer.net.backbone.state_dict().items()}
+    result = trainer.fit()
+    assert all(row["distill"] > 0 for row in result.history)
+    teacher = trainer.teacher.state_dict()
+    assert all(torch.equal(teacher[k], v) for k, v in start.items())  # never trained
+    trained = trainer.net.backbone.state_dict()
+    assert any(not torch.equal(trained[k], v) for k, v in start.items())
+    assert Trainer(tiny_config(tmp_path / "plain")).teacher is None  # full mode's default
 
 
 def _train_command(ucm_root: Path, labels: Path, out: Path) -> list[str]:

@@ -89,7 +89,12 @@ def test_evaluate_writes_the_report(trained: Path, ucm_root: Path, ucm_subset: P
     for family in ("p_at_k", "map_at_k", "ndcg_at_k", "acg_at_k"):
         assert sorted(metrics[family], key=int) == ["5", "10", "20", "50", "100"]
     assert metrics["archive_size"] == 84 and metrics["query_count"] == 21
+    # the archive it trained on: all seen; a random-weights model has no backbone to beat
+    assert metrics["content"]["seen"]["queries"] == 21
+    assert metrics["content"]["unseen"]["queries"] == 0
+    assert "random weights" in metrics["backbone_unavailable"]
     assert "| mAP (full ranking) |" in (report / "report.md").read_text()
+    assert "No backbone figures: the model was trained from random weights" in result.stdout
     assert (report / "examples.png").stat().st_size > 10_000
 
 
