@@ -86,6 +86,12 @@ class Archive:
             if (every or s.split == split) and (s.labelled or not labelled_only)
         ]
 
+    def names_digest(self, indices: Sequence[int]) -> str:
+        """SHA-256 of the scenes' names, in order: names a set of scenes (training's memory
+        bank rows) so a later run can tell whether it is the same set."""
+        names = "\n".join(self.scenes[i].name for i in indices)
+        return hashlib.sha256(names.encode()).hexdigest()
+
     def index_of(self, name: str) -> int:
         return self._by_name[name]
 

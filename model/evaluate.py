@@ -13,7 +13,6 @@ says whether training helped or hurt on content like the user's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -142,20 +141,16 @@ def seen_content(card: ModelCard, archive: Archive, positions: Sequence[int]) ->
     training = card.training
     if not same_labels(card, archive):
         return np.zeros(len(positions), dtype=bool)
+    source = training.get("archive")
+    same = source is not None and Path(source).resolve() == archive.root.resolve()
     folders = training.get("folders")
     if folders is None:  # a card from before folders were recorded: its archive or not
-        source = training.get("archive")
-        same = source is not None and Path(source).resolve() == archive.root.resolve()
         return np.full(len(positions), same, dtype=bool)
     known = set(folders)
-    train = [
-        i for i in archive.indices("train", labelled_only=True) if archive.scenes[i].folder in known
-    ]
-    names = "\n".join(archive.scenes[i].name for i in train)
-    source = training.get("archive")
-    same = training.get("train_scenes") == hashlib.sha256(names.encode()).hexdigest() or (
-        source is not None and Path(source).resolve() == archive.root.resolve()
-    )
+    if not same:  # the same training scenes under another path
+        train = archive.indices("train", labelled_only=True)
+        digest = archive.names_digest([i for i in train if archive.scenes[i].folder in known])
+        same = training.get("train_scenes") == digest
     return np.asarray([same and archive.scenes[i].folder in known for i in positions], dtype=bool)
 
 
