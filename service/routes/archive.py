@@ -54,7 +54,8 @@ async def scenes(
     split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Part of the image name.")] = None,
     order: Annotated[str, Query(pattern="^(id|name)$", description="id or name.")] = "id",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    # SQL's OFFSET is a 64-bit integer: past it the database errs, so refuse with a 422
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> ScenePage:
     """The archive's scenes, filtered by labels, scene folder, split and part of the image
