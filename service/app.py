@@ -23,7 +23,7 @@ from PIL import Image
 from service import errors
 from service.lifespan import lifespan
 from service.observability import Metrics, RequestLog, configure_logging
-from service.routes import admin, archive, operations, search
+from service.routes import admin, archive, operations, search, writes
 from service.runtime import tune_allocator
 from service.security import check_production
 from service.settings import Settings, get_settings
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)  # the page, /healthz, /readyz, /metrics
     app.include_router(search.router)  # /classify, /search
     app.include_router(archive.router)  # /scenes..., /labels
+    app.include_router(writes.router)  # POST, PATCH, DELETE /scenes
     app.include_router(admin.router)  # /admin/...
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=operations.DOCS_ASSETS), name="docs-assets")

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter
+from index.stores import ServedIndex
 from service.db import (
     CatalogChange,
     IndexBuild,
@@ -24,6 +25,7 @@ from service.db import (
     SceneLabel,
 )
 from service.errors import BadRequestError, SceneNotFoundError
+from service.live_index import LiveIndex
 from service.scene_table import SceneRow, SceneTable, generation_of
 from service.scene_table import SchemaNotCurrentError as SchemaNotCurrentError  # re-exported
 
@@ -78,6 +80,10 @@ class Catalog:
         self._table: SceneTable | None = None
         self._loading = threading.Lock()
         self._pruned = 0
+        self.vector_model: str | None = None
+        """The model whose written embeddings (`scene_vectors`) the arrays hold: the served
+        one (`table(model_version)` sets it)."""
+        self._live: tuple[tuple[int, int, str | None], LiveIndex] | None = None
 
     def generation(self) -> int:
         """The catalog's change counter (raised by triggers on every write)."""
@@ -97,29 +103,50 @@ class Catalog:
 
     def _as_of(self, generation: int) -> SceneTable | None:
         table = self._table
-        return table if table is not None and table.generation == generation else None
+        if table is None or table.written.model_version != self.vector_model:
+            return None
+        return table if table.generation == generation else None
 
-    def table(self) -> SceneTable:
-        """The scene metadata in arrays, as of the catalog's current generation: read whole
-        the first time, then patched with the scenes changed since (one thread refreshes,
-        others wait for it)."""
+    def table(self, model_version: str | None = None) -> SceneTable:
+        """The scene metadata in arrays, as of the catalog's current generation, with the
+        written embeddings of `model_version` (default: the model last asked for): read whole
+        the first time or for another model, then patched with the scenes changed since (one
+        thread refreshes, others wait for it)."""
+        if model_version is not None:
+            self.vector_model = model_version
         generation = self.generation()
         current = self._as_of(generation)
         if current is not None:
             return current
         with self._loading:
             table = self._table
-            if table is None or table.generation < generation:
+            if (
+                table is None
+                or table.generation < generation
+                or table.written.model_version != self.vector_model
+            ):
                 with self.engine.connect() as connection:
                     table = self._refreshed(connection, table)
                 self._table = table
             return table
 
+    def live(self, base: ServedIndex, table: SceneTable) -> LiveIndex:
+        """The index version `base` as of the table's generation (`service.live_index`),
+        made once per pair."""
+        key = (id(base), table.generation, table.written.model_version)
+        cached = self._live
+        if cached is not None and cached[0] == key and cached[1].base is base:
+            return cached[1]
+        live = LiveIndex(base, table)
+        self._live = (key, live)
+        return live
+
     def _refreshed(self, connection: Connection, table: SceneTable | None) -> SceneTable:
         # the generation first: every change up to it has committed (writers hold its row)
         generation = generation_of(connection)
-        if table is None:
-            return SceneTable.read(connection, generation=generation)
+        model = self.vector_model
+        if table is None or table.written.model_version != model:
+            return SceneTable.read(connection, generation=generation, model_version=model)
         oldest = connection.scalar(select(func.min(CatalogChange.generation)))
         changes = connection.execute(
             select(CatalogChange.scene_id).distinct()
@@ -128,9 +155,9 @@ class Catalog:
         ).scalars().all()  # fmt: skip
         if oldest is None or oldest > table.generation + 1 or None in changes:
             # the log no longer reaches back to this table, or labels changed
-            return SceneTable.read(connection, generation=generation)
-        if len(changes) > max(1000, len(table) // 4):
-            return SceneTable.read(connection, generation=generation)  # cheaper whole
+            return SceneTable.read(connection, generation=generation, model_version=model)
+        if len(changes) > max(1000, len(table) // 4):  # cheaper whole
+            return SceneTable.read(connection, generation=generation, model_version=model)
         patched = table.patched(connection, np.asarray(changes, dtype=np.int64), generation)
         self._prune(patched.generation)
         return patched

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Engine,
     ForeignKey,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -84,9 +85,11 @@ class Scene(Base):
     media_type: Mapped[str] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
-    checksum: Mapped[str] = mapped_column(String(64))
+    checksum: Mapped[str] = mapped_column(String(64), index=True)
     """SHA-256 of the image file: the ETag of its image and thumbnail."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    meta: Mapped[str | None] = mapped_column(Text, default=None)
+    """Free metadata given when the scene was added through the API (a JSON object)."""
 
     archive: Mapped[ArchiveImport] = relationship(lazy="joined")
     labels: Mapped[list[Label]] = relationship(
@@ -103,6 +106,22 @@ class SceneLabel(Base):
     label_id: Mapped[int] = mapped_column(
         ForeignKey("labels.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class SceneVector(Base):
+    """The embedding of a scene the service added (`POST /scenes`), written with its row, so
+    every process searches it before an index version holds it (migration 0003)."""
+
+    __tablename__ = "scene_vectors"
+
+    scene_id: Mapped[int] = mapped_column(
+        ForeignKey("scenes.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    """float32, the model's embedding dimension."""
+    probabilities: Mapped[bytes | None] = mapped_column(LargeBinary)
+    """float32, one per label of the model card."""
 
 
 class CatalogState(Base):

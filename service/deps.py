@@ -17,7 +17,7 @@ from service.catalog import Catalog
 from service.jobs import JobRunner
 from service.runtime import Batcher, Runtime
 from service.schemas import MAX_SCENE_ID
-from service.security import require_admin, require_reader
+from service.security import require_admin, require_reader, require_writer
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -52,6 +52,8 @@ READER = [Depends(require_reader)]
 """Open, or behind the API key when GRN_READ_ACCESS is `key`."""
 ADMIN = [Depends(require_admin)]
 """Behind the API key."""
+WRITER = [Depends(require_writer)]
+"""Behind the API key or the write key."""
 
 
 async def in_thread(function: Callable[..., Any], *args: Any) -> Any:

@@ -46,6 +46,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     from service.jobs import JobConflictError, NoSuchJobError
     from service.runtime import OverloadedError, ServiceNotReadyError
     from service.uploads import UploadTooLargeError
+    from service.writes import SceneConflictError
 
     return [
         (UploadTooLargeError, 413, "too_large"),
@@ -53,6 +54,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (SceneNotFoundError, 404, "scene_not_found"),
         (NoSuchJobError, 404, "job_not_found"),
         (JobConflictError, 409, "job_running"),
+        (SceneConflictError, 409, "scene_conflict"),
         (UnknownSceneError, 404, "scene_not_indexed"),
         (IndexSearchError, 400, "bad_search"),
         (OverloadedError, 503, "overloaded"),
@@ -71,7 +73,7 @@ ERROR_DESCRIPTIONS = {
     401: "An API key is needed (admin endpoints; reads too with GRN_READ_ACCESS=key)",
     403: "The API key is not valid",
     404: "No such scene (or job), or the scene is not in the index",
-    409: "A job of this kind is still running",
+    409: "A job of this kind is still running, or a scene of that name exists",
     413: "The request or an image in it is over the size or pixel limit",
     422: "Invalid parameters: `details` lists each field",
     503: "Model, index, vector store or database not ready, or the service is full "

@@ -18,7 +18,7 @@ million scenes with 17 labels take about 110 MB.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from index.filters import SceneFilter
-from service.db import CatalogState, Label, Scene, SceneLabel
+from service.db import CatalogState, Label, Scene, SceneLabel, SceneVector
 from service.errors import BadRequestError
 
 CHUNK = 5000
@@ -85,6 +85,88 @@ def generation_of(connection: Connection) -> int:
 
 
 @dataclass(frozen=True)
+class WrittenVectors:
+    """The embeddings SQL keeps for scenes added through the API (`scene_vectors`), under
+    one model: the scenes an index version may not hold yet (`service.live_index`)."""
+
+    model_version: str | None
+    ids: np.ndarray
+    """(m,) int64, sorted."""
+    vectors: np.ndarray
+    """(m, dim) float32 unit vectors."""
+    probabilities: np.ndarray | None
+    """(m, labels) float32 (NaN where a row kept none); None when no row kept any."""
+
+    @classmethod
+    def empty(cls, model_version: str | None) -> WrittenVectors:
+        return cls(model_version, np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None)
+
+    @classmethod
+    def read(
+        cls, connection: Connection, model_version: str | None, only: np.ndarray | None = None
+    ) -> WrittenVectors:
+        """The rows of `model_version` (of the scenes in `only`, when given)."""
+        if model_version is None:
+            return cls.empty(None)
+        query = select(
+            SceneVector.scene_id, SceneVector.embedding, SceneVector.probabilities
+        ).where(SceneVector.model_version == model_version)
+        if only is None:
+            rows = list(connection.execute(query).all())
+        else:
+            rows = []
+            wanted = [int(i) for i in only]
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                rows += connection.execute(query.where(SceneVector.scene_id.in_(chunk))).all()
+        if not rows:
+            return cls.empty(model_version)
+        rows.sort(key=lambda row: row[0])
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+        widths = {len(row[2]) // 4 for row in rows if row[2] is not None}
+        probabilities = None
+        if len(widths) == 1:
+            width = widths.pop()
+            probabilities = np.full((len(rows), width), np.nan, dtype=np.float32)
+            for i, row in enumerate(rows):
+                if row[2] is not None:
+                    probabilities[i] = np.frombuffer(row[2], dtype=np.float32)
+        return cls(model_version, ids, vectors, probabilities)
+
+    def patched(self, fresh: WrittenVectors, changed: np.ndarray) -> WrittenVectors:
+        """These rows with those of the scenes in `changed` replaced by `fresh`'s."""
+        keep = ~np.isin(self.ids, changed)
+        if keep.all() and not len(fresh.ids):
+            return self
+        kept = WrittenVectors(
+            self.model_version,
+            self.ids[keep],
+            self.vectors[keep],
+            None if self.probabilities is None else self.probabilities[keep],
+        )
+        parts = [part for part in (kept, fresh) if len(part.ids)]
+        if not parts:
+            return WrittenVectors.empty(self.model_version)
+        ids = np.concatenate([part.ids for part in parts])
+        order = np.argsort(ids, kind="stable")
+        probabilities = None
+        if all(part.probabilities is not None for part in parts) and (
+            len({part.probabilities.shape[1] for part in parts if part.probabilities is not None})
+            == 1
+        ):
+            probabilities = np.concatenate(
+                [part.probabilities for part in parts if part.probabilities is not None]
+            )[order]
+        return WrittenVectors(
+            self.model_version,
+            ids[order],
+            np.concatenate([part.vectors for part in parts])[order],
+            probabilities,
+        )
+
+
+@dataclass(frozen=True)
 class SceneTable:
     generation: int
     ids: np.ndarray
@@ -104,16 +186,24 @@ class SceneTable:
     label_sets: np.ndarray
     """(n,) int32 codes into `label_set_names`: each scene's labels at once, for hits."""
     label_set_names: list[tuple[str, ...]]
+    written: WrittenVectors = field(default_factory=lambda: WrittenVectors.empty(None))
+    """The embeddings SQL keeps for scenes added through the API, under the served model."""
 
     @classmethod
     def read(
-        cls, connection: Connection, only: np.ndarray | None = None, generation: int | None = None
+        cls,
+        connection: Connection,
+        only: np.ndarray | None = None,
+        generation: int | None = None,
+        model_version: str | None = None,
     ) -> SceneTable:
         """The table as the connection sees it: every scene, or the scenes of `only` that
         exist, labelled with `generation` or the one read first (so a change made while
-        reading is never missed: it moves the counter past the table's)."""
+        reading is never missed: it moves the counter past the table's), with the written
+        embeddings of `model_version`."""
         if generation is None:
             generation = generation_of(connection)
+        written = WrittenVectors.read(connection, model_version, only)
         labels = connection.execute(select(Label.id, Label.name).order_by(Label.name)).all()
         scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split)
         pair_query = select(SceneLabel.scene_id, SceneLabel.label_id)
@@ -155,15 +245,16 @@ class SceneTable:
         set_codes = np.asarray(label_sets, dtype=np.int32).reshape(-1)
         return cls(
             generation, ids, names, folders, folder_names, splits, split_names, matrix,
-            label_names, set_codes, label_set_names,
+            label_names, set_codes, label_set_names, written,
         )  # fmt: skip
 
     def patched(self, connection: Connection, changed: np.ndarray, generation: int) -> SceneTable:
         """This table with the scenes of `changed` re-read (added, updated or gone), as of
         `generation`; read whole when the labels themselves changed."""
-        fresh = SceneTable.read(connection, np.unique(changed), generation)
+        model = self.written.model_version
+        fresh = SceneTable.read(connection, np.unique(changed), generation, model)
         if fresh.label_names != self.label_names:
-            return SceneTable.read(connection, generation=generation)
+            return SceneTable.read(connection, generation=generation, model_version=model)
         keep = ~np.isin(self.ids, changed)
         ids = np.concatenate([self.ids[keep], fresh.ids])
         order = np.argsort(ids, kind="stable")
@@ -188,6 +279,7 @@ class SceneTable:
             label_names=self.label_names,
             label_sets=label_sets[order],
             label_set_names=label_set_names,
+            written=self.written.patched(fresh.written, changed),
         )
 
     def __len__(self) -> int:

@@ -85,8 +85,10 @@ def search_scenes(
     hits' metadata come from `table` (the catalog's current arrays when not given)."""
     if vector is not None and scene_id is not None:
         raise ValueError("search by a vector or by a scene id, not both")
-    index = snapshot.searcher
-    table = catalog.table() if table is None else table
+    if table is None or table.written.model_version != snapshot.model_version:
+        table = catalog.table(snapshot.model_version)
+    # the version in service, less the scenes removed and plus those added since
+    index = catalog.live(snapshot.searcher, table)
     where = query.where
     by_labels = vector is None and scene_id is None and not query.more_like
     if by_labels:
@@ -109,7 +111,7 @@ def search_scenes(
         where = where.excluding(*query.more_like, *query.less_like)  # judged already
     assert vector is not None
     if by_labels:
-        ranked = rank_by_labels(snapshot, table, vector, query.k, where, query.min_score)
+        ranked = rank_by_labels(snapshot, index, table, vector, query.k, where, query.min_score)
     else:
         ranked = rank(index, table, vector, query.k, where, query.min_score)
     limit = query.limit or query.k
@@ -156,6 +158,7 @@ it meets the label conditions plus the rest times its similarity to the labels' 
 
 def rank_by_labels(
     snapshot: Snapshot,
+    index: ServedIndex,
     table: SceneTable,
     region: np.ndarray,
     k: int,
@@ -165,9 +168,9 @@ def rank_by_labels(
     """The top k scenes of a query by labels: the region's nearest scenes (at least
     LABEL_POOL of them) re-ranked by the classifier's probabilities when the index keeps
     them (`LABEL_WEIGHT`); by the region alone otherwise."""
-    pool = rank(snapshot.searcher, table, region, min(MAX_K, max(k, LABEL_POOL)), where)
+    pool = rank(index, table, region, min(MAX_K, max(k, LABEL_POOL)), where)
     ids = [hit.scene.id for hit in pool]
-    match = label_match(snapshot, ids, where) if pool else None
+    match = label_match(snapshot, index, ids, where) if pool else None
     if match is None:
         ranked = pool[:k]
     else:
@@ -178,14 +181,16 @@ def rank_by_labels(
     return [hit for hit in ranked if min_score is None or hit.score >= min_score]
 
 
-def label_match(snapshot: Snapshot, ids: Sequence[int], where: SceneFilter) -> np.ndarray | None:
+def label_match(
+    snapshot: Snapshot, index: ServedIndex, ids: Sequence[int], where: SceneFilter
+) -> np.ndarray | None:
     """The classifier's probability that each scene meets the label conditions of `where`,
     labels taken as independent; None when the index keeps no probabilities or the model
     does not know one of the labels."""
     column = {name: number for number, name in enumerate(snapshot.card.label_names)}
     if any(name not in column for name in where.label_names):
         return None
-    probabilities = snapshot.searcher.probabilities(ids)
+    probabilities = index.probabilities(ids)
     if probabilities is None or probabilities.shape[1] != len(column):
         return None
     match = np.ones(len(ids))

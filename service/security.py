@@ -22,6 +22,11 @@ def check_production(settings: Settings) -> None:
     if settings.environment != "production":
         return
     key = settings.api_key.get_secret_value()
+    write_key = settings.write_key.get_secret_value()
+    if write_key and (write_key.lower() in WEAK_KEYS or len(write_key) < MIN_KEY_LENGTH):
+        raise InsecureSettingsError(
+            f"GRN_WRITE_KEY, when set, must be a secret of at least {MIN_KEY_LENGTH} characters"
+        )
     if key.lower() in WEAK_KEYS or len(key) < MIN_KEY_LENGTH:
         raise InsecureSettingsError(
             f"GRN_ENVIRONMENT=production needs GRN_API_KEY set to a secret of at least "
@@ -40,9 +45,12 @@ def presented_key(request: Request) -> str | None:
     return None
 
 
-def _check(request: Request, what: str) -> None:
+def _check(request: Request, what: str, *, writer: bool = False) -> None:
     settings: Settings = request.app.state.settings
-    expected = settings.api_key.get_secret_value()
+    expected = [settings.api_key.get_secret_value()]
+    if writer:
+        expected.append(settings.write_key.get_secret_value())
+    expected = [key for key in expected if key]
     given = presented_key(request)
     if given is None:
         raise HTTPException(
@@ -51,8 +59,11 @@ def _check(request: Request, what: str) -> None:
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not expected:
-        raise HTTPException(403, f"{what} are disabled: no GRN_API_KEY is configured")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+        keys = "GRN_API_KEY or GRN_WRITE_KEY" if writer else "GRN_API_KEY"
+        raise HTTPException(403, f"{what} are disabled: no {keys} is configured")
+    # every key compared, so the time taken does not say which one nearly matched
+    matches = [hmac.compare_digest(given.encode(), key.encode()) for key in expected]
+    if not any(matches):
         raise HTTPException(403, "the API key is not valid")
 
 
@@ -60,6 +71,11 @@ async def require_admin(request: Request) -> None:
     """Async, like every dependency here: FastAPI runs a plain `def` dependency in a worker
     thread, one hop per dependency per request (service/deps.py)."""
     _check(request, "admin endpoints")
+
+
+async def require_writer(request: Request) -> None:
+    """Adding, correcting and removing scenes: the admin key or the write key."""
+    _check(request, "scene writes", writer=True)
 
 
 async def require_reader(request: Request) -> None:

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     """The archive that POST /admin/import and /admin/reindex work on."""
     model_path: Path = Path("runs/ucm-head/model.safetensors")
     index_root: Path = Path("data/index")
+    store_dir: Path = Path("data/store")
+    """The archive store: where images added through the API (`POST /scenes`) are kept,
+    content-addressed."""
     thumbnail_dir: Path = Path("data/thumbnails")
     device: str = "auto"
     """auto, cpu, cuda or cuda:N: where the model runs."""
@@ -89,6 +92,9 @@ class Settings(BaseSettings):
     """Key for the admin endpoints (header `X-API-Key` or `Authorization: Bearer`); empty:
     admin endpoints are refused (403) in development and the service will not start in
     production."""
+    write_key: SecretStr = SecretStr("")
+    """A key that may add, correct and remove scenes (`POST`, `PATCH`, `DELETE /scenes`) but
+    nothing else of the admin's; the admin key may too. Empty: only the admin key."""
     read_access: Literal["open", "key"] = "open"
     """`key`: the read endpoints (classify, search, scenes, labels, metrics) need the key too."""
     cors_origins: list[str] = Field(default_factory=list)

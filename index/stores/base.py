@@ -88,6 +88,10 @@ class ServedIndex(Protocol):
         """Which of these scene ids the version holds (a boolean array)."""
         ...
 
+    def held_ids(self) -> np.ndarray:
+        """Every scene id the version holds, sorted."""
+        ...
+
     def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
         """The model's label probabilities of held scenes, (len(ids), labels) in the order
         given (columns: the model card's labels); None when the version did not keep them

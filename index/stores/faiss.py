@@ -111,6 +111,9 @@ class Searcher:
         rows = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
         return np.asarray(self.ids[rows] == ids)
 
+    def held_ids(self) -> np.ndarray:
+        return self.ids
+
     def _check_held(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         missing = ids[~self.contains(ids)]

@@ -359,6 +359,10 @@ class MilvusSearcher:
         with milvus_answering(self.location):
             return self.collection.vectors(ids)
 
+    def held_ids(self) -> np.ndarray:
+        with milvus_answering(self.location):
+            return self.collection.ids()
+
     def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
         with milvus_answering(self.location):
             return self.collection.probabilities(ids)

@@ -3,6 +3,7 @@ the labels with their counts."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,7 @@ SCENE_ERRORS = documented(404, 422)
 
 def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
     image_url, thumbnail_url = urls(scene.id)
+    meta = getattr(scene, "meta", None)
     return SceneOut(
         id=scene.id,
         image=scene.name,
@@ -40,6 +42,7 @@ def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
         height=scene.height,
         image_url=image_url,
         thumbnail_url=thumbnail_url,
+        metadata=None if meta is None else json.loads(meta),
     )
 
 

@@ -92,9 +92,9 @@ def test_writes_by_others_show_in_the_next_search(
     reads: list[int | None] = []
     original = SceneTable.read.__func__  # type: ignore[attr-defined]
 
-    def spy(cls, connection, only=None, generation=None):  # type: ignore[no-untyped-def]
+    def spy(cls, connection, only=None, generation=None, model_version=None):  # type: ignore[no-untyped-def]
         reads.append(None if only is None else len(only))
-        return original(cls, connection, only, generation)
+        return original(cls, connection, only, generation, model_version)
 
     monkeypatch.setattr(SceneTable, "read", classmethod(spy))
     writer = make_engine(database_url)  # another process's connection

@@ -1,0 +1,319 @@
+"""Scenes added, corrected and removed through the API (`POST`, `PATCH`, `DELETE /scenes`).
+
+Adding: each image is stored in the archive store (`GRN_STORE_DIR`), content-addressed
+(`<sha256[:2]>/<sha256>.<ext>`, written to a temporary name, synced and renamed), then its
+row, its labels and its embedding under the served model go to SQL in one transaction. The
+same file twice is one scene: an upload whose SHA-256 a scene already has comes back as that
+scene, marked `duplicate`, and nothing is written. Once the transaction commits every process
+of the service searches the scene (`service.live_index`: the written embeddings join the
+index version's), so a search sent after the response sees it.
+
+A crash between the steps loses nothing and duplicates nothing: a file without a row is
+harmless (the same upload later reuses it) and a row always has its embedding beside it.
+
+Removing: the row goes (its labels and embedding with it, ON DELETE CASCADE), so no search
+returns the scene from the moment the call returns; then its file, when the archive store
+holds it and no other scene uses it. A scene imported from an archive folder keeps its file
+there (the folder is the user's): `grn import` of that folder would bring it back.
+
+Correcting: labels, scene folder, split and metadata change in one transaction; label filters
+and the classifier's view follow with the next request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from model.archive import scene_id
+from service.db import ArchiveImport, Label, Scene, SceneLabel, SceneVector
+from service.errors import BadRequestError, SceneNotFoundError
+
+API_ARCHIVE_STATUS = "api"
+"""The status of the `archives` row that stands for the archive store."""
+
+MEDIA_TYPES = {
+    b"\xff\xd8\xff": ("image/jpeg", ".jpg"),
+    b"\x89PNG": ("image/png", ".png"),
+    b"II*\x00": ("image/tiff", ".tif"),
+    b"MM\x00*": ("image/tiff", ".tif"),
+    b"II+\x00": ("image/tiff", ".tif"),
+    b"MM\x00+": ("image/tiff", ".tif"),
+    b"GIF8": ("image/gif", ".gif"),
+    b"BM": ("image/bmp", ".bmp"),
+}
+
+
+class SceneConflictError(ValueError):
+    """A scene name another scene already has (HTTP 409)."""
+
+
+def sniff(data: bytes) -> tuple[str, str]:
+    """The media type and file extension of an image file, from its first bytes."""
+    for magic, kind in MEDIA_TYPES.items():
+        if data.startswith(magic):
+            return kind
+    if data[8:12] == b"WEBP":
+        return "image/webp", ".webp"
+    return "application/octet-stream", ".bin"
+
+
+@dataclass(frozen=True)
+class NewScene:
+    """One image to add, with what is known of it."""
+
+    data: bytes
+    height: int
+    width: int
+    embedding: np.ndarray
+    probabilities: np.ndarray | None
+    name: str | None = None
+    """The scene's name (its image stem); default: the first 20 characters of its SHA-256."""
+    folder: str = "uploads"
+    split: str = "train"
+    labels: Sequence[str] = ()
+    meta: dict[str, Any] | None = None
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Added:
+    scene: Scene
+    duplicate: bool
+    """The same file was already a scene: nothing was written."""
+
+
+@dataclass(frozen=True)
+class SceneChanges:
+    """What a PATCH sets (None: left as it is)."""
+
+    labels: Sequence[str] | None = None
+    folder: str | None = None
+    split: str | None = None
+    meta: dict[str, Any] | None = None
+    clear_meta: bool = False
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def store_file(store: Path, data: bytes, checksum: str) -> tuple[Path, bool]:
+    """The file in the archive store, relative to the store, and whether this call wrote it
+    (an existing file is reused)."""
+    _, extension = sniff(data)
+    relative = Path(checksum[:2]) / f"{checksum}{extension}"
+    target = store / relative
+    if target.is_file() and target.stat().st_size == len(data):
+        return relative, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+    _sync_dir(target.parent)
+    return relative, True
+
+
+class SceneWriter:
+    """Adds, corrects and removes scenes in SQL and the archive store."""
+
+    def __init__(self, engine: Engine, store: Path) -> None:
+        self.engine = engine
+        self.store = store.resolve()
+
+    def _store_archive(self, session: Session) -> ArchiveImport:
+        root = str(self.store)
+        found = session.scalars(
+            select(ArchiveImport)
+            .where(ArchiveImport.root == root, ArchiveImport.status == API_ARCHIVE_STATUS)
+            .order_by(ArchiveImport.id)
+        ).first()
+        if found is None:
+            found = ArchiveImport(
+                root=root,
+                labels_csv="",
+                status=API_ARCHIVE_STATUS,
+                scenes_added=0,
+                scenes_skipped=0,
+                broken="[]",
+            )
+            session.add(found)
+            session.flush()
+        return found
+
+    def check_labels(self, names: Sequence[str]) -> None:
+        """Raise the 400 of a label the archive does not have, naming the ones it has."""
+        if not names:
+            return
+        with Session(self.engine) as session:
+            _label_ids(session, names)
+
+    def add(self, scenes: Sequence[NewScene], model_version: str) -> list[Added]:
+        """Store and record the scenes (see the module docstring), in the order given."""
+        with Session(self.engine) as session:
+            for scene in scenes:
+                _label_ids(session, scene.labels)  # a 400 before anything is written
+        results: list[Added | None] = [None] * len(scenes)
+        fresh: list[tuple[int, NewScene, str]] = []
+        with Session(self.engine, expire_on_commit=False) as session:
+            for position, scene in enumerate(scenes):
+                checksum = scene.checksum
+                existing = session.scalars(
+                    select(Scene).where(Scene.checksum == checksum).order_by(Scene.id)
+                ).first()
+                if existing is not None:
+                    results[position] = Added(existing, duplicate=True)
+                else:
+                    fresh.append((position, scene, checksum))
+        names = [scene.name or checksum[:20] for _, scene, checksum in fresh]
+        if len(set(names)) != len(names):
+            raise BadRequestError("two images of the request have the same name", "duplicate_name")
+        if not fresh:
+            return [result for result in results if result is not None]
+        with Session(self.engine) as session:
+            self._check_free(session, names)
+        stored = [store_file(self.store, scene.data, checksum) for _, scene, checksum in fresh]
+        paths = [path for path, _ in stored]
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                archive = self._store_archive(session)
+                self._check_free(session, names)
+                rows = []
+                for (_, scene, checksum), name, path in zip(fresh, names, paths, strict=True):
+                    media_type, _ = sniff(scene.data)
+                    row = Scene(
+                        id=scene_id(name),
+                        name=name,
+                        folder=scene.folder,
+                        split=scene.split,
+                        archive_id=archive.id,
+                        path=str(path),
+                        media_type=media_type,
+                        width=scene.width,
+                        height=scene.height,
+                        checksum=checksum,
+                        meta=None if scene.meta is None else json.dumps(scene.meta),
+                    )
+                    session.add(row)
+                    rows.append(row)
+                session.flush()
+                for row, (_, scene, _) in zip(rows, fresh, strict=True):
+                    for label_id in _label_ids(session, scene.labels):
+                        session.add(SceneLabel(scene_id=row.id, label_id=label_id))
+                    session.add(
+                        SceneVector(
+                            scene_id=row.id,
+                            model_version=model_version,
+                            embedding=np.asarray(scene.embedding, np.float32).tobytes(),
+                            probabilities=None
+                            if scene.probabilities is None
+                            else np.asarray(scene.probabilities, np.float32).tobytes(),
+                        )
+                    )
+                archive.scenes_added += len(rows)
+        except Exception as exc:
+            # nothing half-written: the files this call stored go again
+            for path, created in stored:
+                if created:
+                    with contextlib.suppress(FileNotFoundError):
+                        (self.store / path).unlink()
+            if isinstance(exc, IntegrityError):  # another request added one meanwhile
+                raise SceneConflictError(
+                    "another request added one of these scenes at the same time; send it "
+                    "again to get it back as a duplicate"
+                ) from exc
+            raise
+        added = self.scenes([scene_id(name) for name in names])
+        for (position, _, _), name in zip(fresh, names, strict=True):
+            results[position] = Added(added[scene_id(name)], duplicate=False)
+        return [result for result in results if result is not None]
+
+    @staticmethod
+    def _check_free(session: Session, names: Sequence[str]) -> None:
+        taken = set(session.scalars(select(Scene.name).where(Scene.name.in_(names))).all())
+        if taken:
+            raise SceneConflictError(
+                f"a scene named {sorted(taken)[0]} exists already: choose another name"
+            )
+
+    def scenes(self, ids: Sequence[int]) -> dict[int, Scene]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.scalars(select(Scene).where(Scene.id.in_(list(ids)))).all()
+            return {row.id: row for row in rows}
+
+    def update(self, scene_id_: int, changes: SceneChanges) -> Scene:
+        """Set the scene's labels, folder, split and metadata as `changes` says."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            scene = session.get(Scene, scene_id_)
+            if scene is None:
+                raise SceneNotFoundError(f"no scene with id {scene_id_}")
+            if changes.labels is not None:
+                label_ids = _label_ids(session, changes.labels)
+                session.execute(delete(SceneLabel).where(SceneLabel.scene_id == scene_id_))
+                for label_id in label_ids:
+                    session.add(SceneLabel(scene_id=scene_id_, label_id=label_id))
+            if changes.folder is not None:
+                scene.folder = changes.folder
+            if changes.split is not None:
+                scene.split = changes.split
+            if changes.clear_meta:
+                scene.meta = None
+            elif changes.meta is not None:
+                scene.meta = json.dumps(changes.meta)
+        return self.scenes([scene_id_])[scene_id_]
+
+    def delete(self, scene_id_: int) -> None:
+        """Remove the scene (see the module docstring)."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            scene = session.get(Scene, scene_id_)
+            if scene is None:
+                raise SceneNotFoundError(f"no scene with id {scene_id_}")
+            archive, path = scene.archive, scene.path
+            session.delete(scene)
+        if archive.status != API_ARCHIVE_STATUS or Path(archive.root).resolve() != self.store:
+            return
+        with Session(self.engine) as session:
+            shared = session.scalars(
+                select(Scene.id).where(Scene.archive_id == archive.id, Scene.path == path)
+            ).first()
+        if shared is None:
+            file = (self.store / path).resolve()
+            if file.is_relative_to(self.store):
+                with contextlib.suppress(FileNotFoundError):
+                    file.unlink()
+
+
+def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
+    """The labels' ids; a 400 naming the archive's labels for one it does not have."""
+    if not names:
+        return []
+    known = {name: label_id for name, label_id in session.execute(select(Label.name, Label.id))}
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise BadRequestError(
+            f"unknown label(s) {', '.join(unknown)}; the archive's labels are: "
+            + (", ".join(sorted(known)) or "none (it has no labels)"),
+            code="unknown_label",
+        )
+    return sorted({known[name] for name in names})

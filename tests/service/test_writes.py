@@ -1,0 +1,214 @@
+"""Scenes added, searched, corrected and removed through HTTP, on SQLite and PostgreSQL, with
+two server processes (`GRN_WORKERS=2`), so a write made through one is read through the
+other."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from servers import LiveServer, Served, copy_served, prepared_database, server_env
+
+from model.archive import scene_id
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+WRITE_KEY = "write-key-0123456789abcdef"
+WRITER = {"X-API-Key": WRITE_KEY}
+
+
+def unused_scenes(ucm_root: Path, subset: Path, count: int) -> list[tuple[str, Path, set[str]]]:
+    """UCM scenes the served subset does not hold: (name, file, labels)."""
+    with subset.open(newline="") as handle:
+        taken = {row["image"] for row in csv.DictReader(handle)}
+    found = []
+    with (ucm_root / "labels.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        labels = [c for c in reader.fieldnames or [] if c not in ("image", "scene", "split")]
+        for row in reader:
+            if row["image"] in taken or row["scene"] not in ("airplane", "harbor", "beach"):
+                continue
+            path = next(ucm_root.glob(f"**/{row['image']}.*"))
+            found.append((row["image"], path, {n for n in labels if row[n] == "1"}))
+            if len(found) == count:
+                break
+    return found
+
+
+@pytest.fixture
+def writable(
+    database_url: str,
+    served: Served,
+    ucm_root: Path,
+    ucm_subset: Path,
+    tmp_path: Path,
+) -> Iterator[tuple[LiveServer, Path]]:
+    """Two server processes over the UCM subset, on a database of their own."""
+    prepared_database(database_url, ucm_root, ucm_subset)
+    mine = copy_served(served, tmp_path / "served")
+    store = tmp_path / "store"
+    env = server_env(
+        mine,
+        database_url,
+        tmp_path,
+        GRN_API_KEY=ADMIN_KEY,
+        GRN_WRITE_KEY=WRITE_KEY,
+        GRN_STORE_DIR=str(store),
+        GRN_WORKERS="2",
+    )
+    with LiveServer(env, tmp_path / "server.log") as server:
+        yield server, store
+
+
+def search_by_file(url: str, path: Path, **fields: Any) -> dict[str, Any]:
+    """A search by upload on a new connection (so either process may answer)."""
+    with httpx.Client(base_url=url, timeout=60) as client:
+        response = client.post(
+            "/search", files={"file": (path.name, path.read_bytes())}, data=fields
+        )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def total(client: httpx.Client) -> int:
+    return int(client.get("/scenes", params={"limit": 1}).json()["total"])
+
+
+def test_add_search_correct_delete(
+    writable: tuple[LiveServer, Path], ucm_root: Path, ucm_subset: Path
+) -> None:
+    server, store = writable
+    (name, path, labels), (_, other_path, _) = unused_scenes(ucm_root, ucm_subset, 2)
+    data = path.read_bytes()
+    with server.client() as client:
+        before = total(client)
+        # without a key, or with a wrong one: refused, nothing written
+        files = {"file": (path.name, data)}
+        assert client.post("/scenes", files=files).status_code == 401
+        refused = client.post("/scenes", files=files, headers={"X-API-Key": "wrong" * 5})
+        assert refused.status_code == 403
+        # the write key may not run admin jobs
+        assert client.post("/admin/reload", headers=WRITER).status_code == 403
+
+        added = client.post(
+            "/scenes",
+            files=files,
+            data={
+                "name": name,
+                "scene": "airport",
+                "labels": ",".join(sorted(labels)),
+                "metadata": json.dumps({"sensor": "test", "gsd_m": 0.3}),
+            },
+            headers=WRITER,
+        )
+        assert added.status_code == 201, added.text
+        body = added.json()
+        assert body["searchable"] is True
+        (scene,) = body["scenes"]
+        new_id = int(scene["id"])
+        assert new_id == scene_id(name) and not scene["duplicate"]
+        assert set(scene["labels"]) == labels and scene["scene"] == "airport"
+        assert scene["metadata"] == {"sensor": "test", "gsd_m": 0.3}
+        assert total(client) == before + 1
+        stored = list(store.rglob("*.*"))
+        assert len(stored) == 1 and stored[0].read_bytes() == data
+
+        # the same file again is the same scene, nothing written
+        again = client.post("/scenes", files={"file": ("copy.jpg", data)}, headers=WRITER)
+        assert again.status_code == 201
+        assert again.json()["scenes"][0]["duplicate"] is True
+        assert int(again.json()["scenes"][0]["id"]) == new_id and total(client) == before + 1
+
+    # searchable at once, through either process: by its image, by its id, by its labels
+    for _ in range(4):
+        hits = search_by_file(server.url, path, k="5")["hits"]
+        assert int(hits[0]["id"]) == new_id and hits[0]["score"] > 0.999
+        assert len(hits) == 5
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        by_id = client.post("/search", json={"scene_id": str(new_id), "k": 5})
+        assert by_id.status_code == 200, by_id.text
+        assert new_id not in [int(h["id"]) for h in by_id.json()["hits"]]
+        assert len(by_id.json()["hits"]) == 5
+        detail = client.get(f"/scenes/{new_id}").json()
+        assert detail["metadata"]["sensor"] == "test"
+        image = client.get(f"/scenes/{new_id}/image")
+        assert image.status_code == 200 and image.content == data
+        assert client.get(f"/scenes/{new_id}/thumbnail").status_code == 200
+    label = sorted(labels)[0]
+    hits = search_by_file(server.url, path, k="3", labels_all=label)["hits"]
+    assert int(hits[0]["id"]) == new_id
+
+    with server.client() as client:
+        # corrections: an unknown label is a 400 naming the known ones, nothing changed
+        wrong = client.patch(f"/scenes/{new_id}", json={"labels": ["volcano"]}, headers=WRITER)
+        assert wrong.status_code == 400 and "airplane" in wrong.json()["message"]
+        assert set(client.get(f"/scenes/{new_id}").json()["labels"]) == labels
+        fixed = client.patch(
+            f"/scenes/{new_id}",
+            json={"labels": ["buildings"], "metadata": None, "scene": "corrected"},
+            headers=WRITER,
+        )
+        assert fixed.status_code == 200, fixed.text
+        assert fixed.json()["labels"] == ["buildings"] and fixed.json()["metadata"] is None
+    ids = [int(h["id"]) for h in search_by_file(server.url, path, k="3", labels_all=label)["hits"]]
+    assert new_id not in ids
+    hits = search_by_file(server.url, path, k="3", labels_all="buildings")["hits"]
+    assert int(hits[0]["id"]) == new_id and hits[0]["scene"] == "corrected"
+
+    with server.client() as client:
+        # a broken image, an unknown label, a taken name: each a 4xx, nothing written
+        broken = client.post("/scenes", files={"file": ("x.jpg", b"not an image")}, headers=WRITER)
+        assert broken.status_code == 400
+        unknown = client.post(
+            "/scenes",
+            files={"file": (other_path.name, other_path.read_bytes())},
+            data={"labels": "volcano"},
+            headers=WRITER,
+        )
+        assert unknown.status_code == 400 and unknown.json()["error"] == "unknown_label"
+        taken = client.post(
+            "/scenes",
+            files={"file": (other_path.name, other_path.read_bytes())},
+            data={"name": name},
+            headers=WRITER,
+        )
+        assert taken.status_code == 409 and taken.json()["error"] == "scene_conflict"
+        assert total(client) == before + 1
+
+        # removal: gone from searches and listings at once, its file too
+        assert client.delete(f"/scenes/{new_id}").status_code == 401
+        assert client.delete(f"/scenes/{new_id}", headers=WRITER).status_code == 204
+        assert client.get(f"/scenes/{new_id}").status_code == 404
+        assert client.delete(f"/scenes/{new_id}", headers=WRITER).status_code == 404
+        assert total(client) == before and not list(store.rglob("*.*"))
+    for _ in range(4):
+        hits = search_by_file(server.url, path, k="5")["hits"]
+        assert new_id not in [int(h["id"]) for h in hits] and len(hits) == 5
+
+
+def test_removed_indexed_scene_leaves_searches_whole(
+    writable: tuple[LiveServer, Path], ucm_root: Path, ucm_subset: Path
+) -> None:
+    """An imported scene the index version holds: removed, no search returns it, and a
+    search still returns k hits; its file stays in the archive folder."""
+    server, _ = writable
+    with server.client() as client:
+        first = client.get("/scenes", params={"limit": 1, "scene": "harbor"}).json()["scenes"][0]
+        victim = int(first["id"])
+        path = next(ucm_root.glob(f"**/{first['image']}.*"))
+        hits = search_by_file(server.url, path, k="10")["hits"]
+        assert int(hits[0]["id"]) == victim
+        assert (
+            client.delete(f"/scenes/{victim}", headers={"X-API-Key": ADMIN_KEY}).status_code == 204
+        )
+        assert path.is_file()
+        by_id = client.post("/search", json={"scene_id": str(victim)})
+        assert by_id.status_code == 404
+    for _ in range(4):
+        after = search_by_file(server.url, path, k="10")["hits"]
+        assert victim not in [int(h["id"]) for h in after] and len(after) == 10
+        assert [h["id"] for h in after] == [h["id"] for h in hits[1:]] + [after[-1]["id"]]
