@@ -37,7 +37,7 @@ from index.vectors import (
     search,
     stored_ids,
 )
-from model.archive import load_archive, scene_id
+from model.archive import Archive, as_archive, scene_id
 from model.card import load_model
 from model.inference import configure_cpu_threads, resolve_device
 
@@ -118,7 +118,7 @@ def measure_recall(
 
 def reindex(
     model_path: str | Path,
-    archive_dir: str | Path,
+    archive_dir: str | Path | Archive,
     root: str | Path,
     *,
     labels_csv: str | Path | None = None,
@@ -137,7 +137,7 @@ def reindex(
     start = time.perf_counter()
     torch_device = resolve_device(device)
     net, card = load_model(model_path, torch_device)
-    archive = load_archive(archive_dir, labels_csv)
+    archive = as_archive(archive_dir, labels_csv)
     positions = archive.indices() if names is None else [archive.index_of(name) for name in names]
     ids = np.asarray([scene_id(archive.scenes[i].name) for i in positions], dtype=np.int64)
     store = IndexStore(root)

@@ -130,6 +130,12 @@ def _find_images(root: Path) -> dict[str, Path]:
     return found
 
 
+def as_archive(source: str | Path | Archive, labels_csv: str | Path | None = None) -> Archive:
+    """An archive given as itself (the scenes SQL holds, `service.catalog_archive`) or as a
+    folder with its labels file."""
+    return source if isinstance(source, Archive) else load_archive(source, labels_csv)
+
+
 def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Archive:
     """Read an archive folder and its labels file (default `ROOT/labels.csv`)."""
     root = Path(root)

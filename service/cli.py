@@ -360,7 +360,19 @@ def embed(
 @app.command()
 def reindex(
     model: ModelOpt,
-    archive: ArchiveOpt,
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Archive folder holding labels.csv (or --catalog)."),
+    ] = None,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog",
+            help="Index the scenes SQL holds (every import and the scenes added through the "
+            "API, as corrected), instead of an archive folder.",
+        ),
+    ] = False,
+    database_url: DatabaseOpt = None,
     index_root: Annotated[
         Path | None,
         typer.Option(help="Index folder: versions/, current, work/ (default GRN_INDEX_ROOT)."),
@@ -406,10 +418,26 @@ def reindex(
     ] = False,
     workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
 ) -> None:
-    """Embed the archive and put a new version of its vectors in service, in the vector
-    store of GRN_VECTOR_STORE (FAISS index versions under INDEX-ROOT by default)."""
+    """Embed the archive (a folder, or with --catalog the scenes SQL holds) and put a new
+    version of its vectors in service, in the vector store of GRN_VECTOR_STORE (FAISS index
+    versions under INDEX-ROOT by default)."""
     from index.job import ReindexSettings
     from index.stores import ReindexOptions, is_current, open_store
+    from service.catalog_archive import EmptyCatalogError, catalog_archive
+
+    if (archive is None) == (not catalog):
+        _fail(ValueError("give the scenes to index: --archive FOLDER or --catalog"))
+        return
+    source: Any = archive
+    if catalog:
+        if labels is not None:
+            _fail(ValueError("--labels goes with --archive, not --catalog"))
+            return
+        try:
+            source = catalog_archive(_engine(database_url))
+        except EmptyCatalogError as exc:
+            _fail(exc)
+            return
 
     store = open_store(_store_settings(index_root, milvus, collection))
     build = ReindexSettings(
@@ -430,10 +458,10 @@ def reindex(
         ray_workers=workers if ray else None,
     )
     try:
-        if if_stale and is_current(store, model, archive, labels_csv=labels):
+        if if_stale and is_current(store, model, source, labels_csv=labels):
             typer.echo(f"the index in {store.location} is current for this model and archive")
             return
-        report = store.reindex(model, archive, options)
+        report = store.reindex(model, source, options)
     except user_errors() as exc:
         _fail(exc)
         return

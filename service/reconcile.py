@@ -1,6 +1,10 @@
 """`grn reconcile`: SQL is the source of truth; find and repair drift between it and the
 vector store's version in service (scenes in one and not the other, an index built by another
-model than the one in use), whichever store is configured."""
+model than the one in use), whichever store is configured.
+
+Scenes added through the API that the version does not hold yet are not drift when SQL keeps
+their embedding by the model in use: the service searches them from it (`pending`); a repair
+or `grn reindex --catalog` folds them into a new version."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from index.stores import ReindexOptions, ReindexReport, VectorStore
 from model.card import read_card
-from service.db import ArchiveImport, Scene
+from service.catalog_archive import EmptyCatalogError, catalog_archive
+from service.db import Scene, SceneVector
 
 
 @dataclass
@@ -25,6 +30,8 @@ class Drift:
     """In SQL, not in the index."""
     unknown_to_sql: list[int] = field(default_factory=list)
     """In the index, not in SQL."""
+    pending: list[int] = field(default_factory=list)
+    """In SQL with an embedding by the model in use, not in the index: searched from it."""
 
     @property
     def stale_model(self) -> bool:
@@ -47,6 +54,11 @@ class Drift:
             lines.append(f"{len(self.missing_from_index)} scenes in SQL are not in the index")
         if self.unknown_to_sql:
             lines.append(f"{len(self.unknown_to_sql)} indexed scenes are not in SQL")
+        if self.pending and not self.stale_model:
+            lines.append(
+                f"{len(self.pending)} scenes added through the API are searched from the "
+                "embeddings SQL keeps (`grn reindex --catalog` folds them into the index)"
+            )
         return lines
 
 
@@ -57,15 +69,24 @@ def find_drift(engine: Engine, model_path: str | Path, store: VectorStore) -> Dr
     current = store.current()
     with Session(engine) as session:
         sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
+        written = np.asarray(
+            session.scalars(
+                select(SceneVector.scene_id).where(SceneVector.model_version == model_version)
+            ).all(),
+            dtype=np.int64,
+        )
     if current is None:
         return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
     held = store.ids(current.version)
+    absent = sql_ids[~np.isin(sql_ids, held)]
+    searched = np.isin(absent, written) & (current.model_version == model_version)
     return Drift(
         model_version,
         current.version,
         current.model_version,
-        sorted(sql_ids[~np.isin(sql_ids, held)].tolist()),
+        sorted(absent[~searched].tolist()),
         sorted(held[~np.isin(held, sql_ids)].tolist()),
+        sorted(absent[searched].tolist()),
     )
 
 
@@ -82,38 +103,19 @@ def repair(
     device: str = "auto",
     progress: bool = True,
 ) -> ReindexReport | None:
-    """Bring the store to exactly the scenes of SQL, embedded by the model in use: an
-    incremental build when only scenes differ, a full one (replacing the version in
-    service) when the model changed."""
+    """Bring the store to exactly the scenes of SQL (every import's and the API's), embedded
+    by the model in use: an incremental build when only scenes differ (the pending ones
+    folded in), a full one (replacing the version in service) when the model changed."""
     if drift.clean:
         return None
-    root, labels, names = _single_archive(engine)
+    try:
+        archive = catalog_archive(engine)
+    except EmptyCatalogError as exc:
+        raise ReconcileError(str(exc)) from exc
     options = ReindexOptions(
-        labels_csv=labels,
         incremental=drift.index_version is not None and not drift.stale_model,
         replace=drift.stale_model,
-        names=names,
         device=device,
         progress=progress,
     )
-    return store.reindex(model_path, root, options)
-
-
-def _single_archive(engine: Engine) -> tuple[str, str, list[str]]:
-    """The archive root, labels file and scene names of SQL's scenes (one archive only)."""
-    with Session(engine) as session:
-        rows = session.execute(
-            select(Scene.name, ArchiveImport.root, ArchiveImport.labels_csv).join(
-                ArchiveImport, Scene.archive_id == ArchiveImport.id
-            )
-        ).all()
-    sources = {(root, labels) for _, root, labels in rows}
-    if len(sources) > 1:
-        raise ReconcileError(
-            f"the scenes come from {len(sources)} imports of different archives; reconcile "
-            "repairs one archive at a time: run `grn reindex` with each"
-        )
-    if not rows:
-        raise ReconcileError("SQL holds no scenes: run `grn import` first")
-    root, labels = sources.pop()
-    return root, labels, [name for name, _, _ in rows]
+    return store.reindex(model_path, archive, options)

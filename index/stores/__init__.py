@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from index.stores.base import (
     VectorStore,
     VectorStoreUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from model.archive import Archive
 
 STORES: dict[str, str] = {
     "faiss": "index.stores.faiss:open_faiss",
@@ -55,13 +58,13 @@ def check_store_name(name: str) -> str:
 def is_current(
     store: VectorStore,
     model_path: str | Path,
-    archive_dir: str | Path,
+    archive_dir: str | Path | Archive,
     *,
     labels_csv: str | Path | None = None,
 ) -> bool:
     """Whether the store's version in service was built by this model over exactly the
     archive's scenes (then a reindex would build the same thing)."""
-    from model.archive import load_archive, scene_id
+    from model.archive import as_archive, scene_id
     from model.card import read_card
 
     try:
@@ -70,7 +73,7 @@ def is_current(
         return False
     if current is None or current.model_version != read_card(model_path).version:
         return False
-    archive = load_archive(archive_dir, labels_csv)
+    archive = as_archive(archive_dir, labels_csv)
     wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
     return bool(np.array_equal(wanted, store.ids(current.version)))
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from index.filters import SceneFilter
 from index.results import SearchResult
+
+if TYPE_CHECKING:
+    from model.archive import Archive
 
 ReindexAction = Literal["full", "incremental", "replace"]
 
@@ -175,10 +178,10 @@ class VectorStore(Protocol):
         ...
 
     def reindex(
-        self, model_path: str | Path, archive_dir: str | Path, options: ReindexOptions
+        self, model_path: str | Path, archive_dir: str | Path | Archive, options: ReindexOptions
     ) -> ReindexReport:
-        """Embed the archive's scenes with the model and put them in service (see
-        `ReindexOptions`)."""
+        """Embed the archive's scenes (a folder, or an `Archive` such as the scenes SQL
+        holds) with the model and put them in service (see `ReindexOptions`)."""
         ...
 
     def command(self, action: ReindexAction) -> str:

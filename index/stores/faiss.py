@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -27,6 +27,9 @@ from index.results import MAX_FETCH, IndexSearchError, SearchResult, check_k, ex
 from index.store import IDS_FILE, IndexStore, LoadedIndex
 from index.stores.base import ReindexAction, ReindexOptions, StoreVersion, UnknownSceneError
 from index.vectors import SearchSettings, configure, find_ivf, make_index, search
+
+if TYPE_CHECKING:
+    from model.archive import Archive
 
 log = logging.getLogger("grn.index")
 
@@ -225,7 +228,7 @@ class FaissVersions:
         return Searcher(loaded, self.search_settings, unfiltered)
 
     def reindex(
-        self, model_path: str | Path, archive_dir: str | Path, options: ReindexOptions
+        self, model_path: str | Path, archive_dir: str | Path | Archive, options: ReindexOptions
     ) -> Any:
         """A new version (or, `incremental`, the current one updated) in service; every
         full build is a new version, so `replace` changes nothing here."""

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from index.stores.base import (
     UnknownSceneError,
     VectorStoreUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from model.archive import Archive
 
 MODEL_PROPERTY = "grn.model_version"
 NATIVE_FILTERS = frozenset(
@@ -430,7 +433,7 @@ def prune_versions(client: Any, collection: str, keep: Sequence[str | None]) -> 
 
 def reindex_milvus(
     model_path: str | Path,
-    archive_dir: str | Path,
+    archive_dir: str | Path | Archive,
     uri: str,
     collection: str,
     work: str | Path,
@@ -455,7 +458,7 @@ def reindex_milvus(
     A collection of another model is refused. `names` limits the scenes to those image stems
     (the rest count as gone)."""
     from index.embedding_job import run_embedding_job
-    from model.archive import load_archive, scene_id
+    from model.archive import as_archive, scene_id
     from model.card import load_model
     from model.faults import kill_point
     from model.inference import configure_cpu_threads, resolve_device
@@ -464,7 +467,7 @@ def reindex_milvus(
     start = time.perf_counter()
     torch_device = resolve_device(device)
     net, card = load_model(model_path, torch_device)
-    archive = load_archive(archive_dir, labels_csv)
+    archive = as_archive(archive_dir, labels_csv)
     client = connect(uri, token)
     try:
         live = resolve_collection(client, collection)
@@ -576,7 +579,7 @@ class MilvusVersions:
         return MilvusSearcher(collection, self.uri)
 
     def reindex(
-        self, model_path: str | Path, archive_dir: str | Path, options: ReindexOptions
+        self, model_path: str | Path, archive_dir: str | Path | Archive, options: ReindexOptions
     ) -> MilvusReport:
         """See `reindex_milvus`; `options.build` (FAISS's index settings) does not apply."""
         self.close()  # Milvus Lite lets one client at a time open its file

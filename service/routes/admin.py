@@ -46,16 +46,17 @@ async def admin_reindex(
         bool, Body(embed=True, description="Add new scenes and drop gone ones only.")
     ] = False,
 ) -> JobOut:
-    """Start `grn reindex` over GRN_ARCHIVE_DIR with the served model into the configured
-    vector store (a child process); the new index is taken up when it completes."""
-    archive = archive_folder(settings, None)
+    """Start `grn reindex --catalog`: the scenes SQL holds (every import's, and those added
+    through the API, as corrected), embedded by the served model into the configured vector
+    store (a child process); the new index is taken up when it completes."""
     runtime.store.check_writable()
     args = [
         "reindex",
         "--model",
         str(settings.model_path),
-        "--archive",
-        str(archive),
+        "--catalog",
+        "--database-url",
+        settings.database_url,
         "--index-root",
         str(settings.index_root),
         "--quiet",

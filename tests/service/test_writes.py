@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from servers import LiveServer, Served, copy_served, prepared_database, server_env
+from servers import REPO, LiveServer, Served, copy_served, prepared_database, server_env
 
 from model.archive import scene_id
 
@@ -39,6 +43,23 @@ def unused_scenes(ucm_root: Path, subset: Path, count: int) -> list[tuple[str, P
     return found
 
 
+@dataclass(frozen=True)
+class Writable:
+    server: LiveServer
+    store: Path
+    env: dict[str, str]
+
+    def grn(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A `grn` command with the service's settings, as an operator types it."""
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env},
+        )
+
+
 @pytest.fixture
 def writable(
     database_url: str,
@@ -46,7 +67,7 @@ def writable(
     ucm_root: Path,
     ucm_subset: Path,
     tmp_path: Path,
-) -> Iterator[tuple[LiveServer, Path]]:
+) -> Iterator[Writable]:
     """Two server processes over the UCM subset, on a database of their own."""
     prepared_database(database_url, ucm_root, ucm_subset)
     mine = copy_served(served, tmp_path / "served")
@@ -61,7 +82,7 @@ def writable(
         GRN_WORKERS="2",
     )
     with LiveServer(env, tmp_path / "server.log") as server:
-        yield server, store
+        yield Writable(server, store, env)
 
 
 def search_by_file(url: str, path: Path, **fields: Any) -> dict[str, Any]:
@@ -78,10 +99,8 @@ def total(client: httpx.Client) -> int:
     return int(client.get("/scenes", params={"limit": 1}).json()["total"])
 
 
-def test_add_search_correct_delete(
-    writable: tuple[LiveServer, Path], ucm_root: Path, ucm_subset: Path
-) -> None:
-    server, store = writable
+def test_add_search_correct_delete(writable: Writable, ucm_root: Path, ucm_subset: Path) -> None:
+    server, store = writable.server, writable.store
     (name, path, labels), (_, other_path, _) = unused_scenes(ucm_root, ucm_subset, 2)
     data = path.read_bytes()
     with server.client() as client:
@@ -191,11 +210,11 @@ def test_add_search_correct_delete(
 
 
 def test_removed_indexed_scene_leaves_searches_whole(
-    writable: tuple[LiveServer, Path], ucm_root: Path, ucm_subset: Path
+    writable: Writable, ucm_root: Path, ucm_subset: Path
 ) -> None:
     """An imported scene the index version holds: removed, no search returns it, and a
     search still returns k hits; its file stays in the archive folder."""
-    server, _ = writable
+    server = writable.server
     with server.client() as client:
         first = client.get("/scenes", params={"limit": 1, "scene": "harbor"}).json()["scenes"][0]
         victim = int(first["id"])
@@ -212,3 +231,51 @@ def test_removed_indexed_scene_leaves_searches_whole(
         after = search_by_file(server.url, path, k="10")["hits"]
         assert victim not in [int(h["id"]) for h in after] and len(after) == 10
         assert [h["id"] for h in after] == [h["id"] for h in hits[1:]] + [after[-1]["id"]]
+
+
+def test_reindex_from_sql_folds_the_writes_in(
+    writable: Writable, ucm_root: Path, ucm_subset: Path
+) -> None:
+    """Added and removed scenes are not drift while SQL keeps the added ones' embeddings;
+    `grn reindex --catalog` builds a version that holds exactly SQL's scenes, and the
+    service searches it as it searched before."""
+    server = writable.server
+    (name, path, _), (name2, path2, _) = unused_scenes(ucm_root, ucm_subset, 2)
+    with server.client() as client:
+        for scene_name, file in ((name, path), (name2, path2)):
+            response = client.post(
+                "/scenes",
+                files={"file": (file.name, file.read_bytes())},
+                data={"name": scene_name},
+                headers=WRITER,
+            )
+            assert response.status_code == 201, response.text
+        victim = client.get("/scenes", params={"limit": 1}).json()["scenes"][0]
+        assert client.delete(f"/scenes/{victim['id']}", headers=WRITER).status_code == 204
+        before = search_by_file(server.url, path, k="10")["hits"]
+
+    found = writable.grn("reconcile")
+    assert found.returncode == 1, found.stdout + found.stderr  # the removal is drift
+    assert "1 indexed scenes are not in SQL" in found.stdout
+    assert "2 scenes added through the API are searched" in found.stdout
+
+    built = writable.grn("reindex", "--model", writable.env["GRN_MODEL_PATH"], "--catalog",
+                         "--incremental", "--quiet")  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "added 2, removed 1" in built.stdout
+    clean = writable.grn("reconcile")
+    assert clean.returncode == 0 and "the index matches SQL" in clean.stdout, clean.stdout
+
+    with server.client() as client:
+        assert client.post("/admin/reload", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
+        ready = client.get("/readyz").json()
+        assert ready["index_count"] == ready["scenes"] == 127
+    after = search_by_file(server.url, path, k="10")["hits"]
+    assert [h["id"] for h in after] == [h["id"] for h in before]
+    np_scores = [round(h["score"], 4) for h in after]
+    assert np_scores == [round(h["score"], 4) for h in before]
+
+    # an archive given both ways, or neither, is refused with one line
+    both = writable.grn("reindex", "--model", writable.env["GRN_MODEL_PATH"], "--catalog",
+                        "--archive", str(ucm_root))  # fmt: skip
+    assert both.returncode == 2 and "--archive FOLDER or --catalog" in both.stderr
