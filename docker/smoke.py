@@ -17,6 +17,7 @@ import csv
 import json
 import shutil
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -138,6 +139,49 @@ def check(url: str, key: str, image: Path) -> None:
     _ok(status == 403, f"admin call refused with a wrong key ({status})", body[:200])
     status, body, _ = request("POST", f"{url}/admin/reload", headers={"X-API-Key": key})
     _ok(status == 200, f"admin call accepted with the key ({status})", body[:200])
+    check_job(url, key)
+    check_writes(url, key, image)
+
+
+def check_job(url: str, key: str) -> None:
+    """An admin import, queued in PostgreSQL and run by the `worker` service."""
+    headers = {"X-API-Key": key, "Content-Type": "application/json"}
+    status, body, _ = request("POST", f"{url}/admin/import", b"{}", headers)
+    _ok(status == 202, f"POST /admin/import queues a job ({status})", body[:300])
+    job_id = json.loads(body)["id"]
+    deadline, job = time.monotonic() + 300, {}
+    while time.monotonic() < deadline:
+        status, body, _ = request("GET", f"{url}/admin/jobs/{job_id}", headers={"X-API-Key": key})
+        job = json.loads(body)
+        if job.get("status") not in ("queued", "running"):
+            break
+        time.sleep(1)
+    _ok(
+        job.get("status") == "succeeded" and "already present" in " ".join(job["output"]),
+        "the worker service ran the import job",
+        job,
+    )
+
+
+def check_writes(url: str, key: str, image: Path) -> None:
+    """A scene added through the published port, found, removed, gone."""
+    copy = Path(tempfile.mkdtemp()) / "smoke-added.jpg"
+    copy.write_bytes(image.read_bytes() + b"smoke")  # another file, the same pixels
+    try:
+        body, content_type = multipart(copy, {"name": "smoke-added"})
+        status, answer, _ = request(
+            "POST", f"{url}/scenes", body, {"Content-Type": content_type, "X-API-Key": key}
+        )
+        _ok(status == 201, f"POST /scenes adds a scene ({status})", answer[:300])
+        added = json.loads(answer)["scenes"][0]["id"]
+        found = [hit["image"] for hit in search_hits(url, copy)]
+        _ok("smoke-added" in found[:2], "the added scene is found at once", found[:3])
+        status, answer, _ = request("DELETE", f"{url}/scenes/{added}", headers={"X-API-Key": key})
+        _ok(status == 204, f"DELETE /scenes/{{id}} removes it ({status})", answer[:300])
+        found = [hit["image"] for hit in search_hits(url, copy)]
+        _ok("smoke-added" not in found, "the removed scene is gone at once", found[:3])
+    finally:
+        shutil.rmtree(copy.parent, ignore_errors=True)
 
 
 def main() -> None:

@@ -6,7 +6,8 @@
 #   3. `docker compose up -d` (project grn-smoke, the api on a free loopback port): waits for
 #      /readyz, then checks through the published port: /readyz, /classify and /search on a
 #      real image, the page at /, /metrics, an admin call refused without the key and
-#      accepted with it
+#      accepted with it, an import job run by the worker service, a scene added through
+#      POST /scenes found and removed
 #   4. restarts the api, and `down` then `up` again: the data survived, the same search
 #      results, ready in seconds
 #   5. an older database (the schema taken back one revision): `up` migrates it before serving

@@ -638,6 +638,50 @@ def serve(
 
 
 @app.command()
+def worker(
+    database_url: DatabaseOpt = None,
+    lease_seconds: Annotated[
+        float,
+        typer.Option(help="Take back a running job whose worker is silent this long."),
+    ] = 30.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the jobs waiting now, then exit.")
+    ] = False,
+) -> None:
+    """Run the admin jobs queued in SQL (imports, reindexes) one at a time, with the
+    service's settings; any number of workers may run against one database, each job runs
+    on one of them. Stops on SIGTERM or Ctrl-C after the job in progress is stopped."""
+    import signal as signals
+
+    from service.queue import JobQueue, Worker
+    from service.settings import get_settings
+
+    settings = get_settings()
+    engine = _engine(database_url)
+    queue = JobQueue(engine)
+    try:
+        queue.ping()
+    except Exception as exc:  # the table is missing, or the database is down
+        _fail(RuntimeError(f"cannot read the jobs table ({exc}); run `grn db upgrade`"))
+    _show_log("grn.jobs")
+    env = settings.as_environment()
+    if database_url:
+        env["GRN_DATABASE_URL"] = database_url
+    runner = Worker(queue, env, lease_seconds=lease_seconds)
+    signals.signal(signals.SIGTERM, lambda *_: runner.stopping.set())
+    try:
+        if once:
+            while runner.run_one():
+                pass
+        else:
+            runner.run_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        engine.dispose()
+
+
+@app.command()
 def up(
     archive_source: Annotated[
         str | None,

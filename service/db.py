@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Engine,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -146,6 +148,34 @@ class CatalogChange(Base):
     )
     generation: Mapped[int] = mapped_column(BigInteger, index=True)
     scene_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class JobRow(Base):
+    """An admin job (import, reindex): queued by the API or the CLI, claimed and run by one
+    worker (`service/queue.py`, migration 0004)."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    args: Mapped[str] = mapped_column(Text)
+    """The `grn` command's arguments, a JSON list."""
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    """queued, running, succeeded, failed or cancelled."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=2)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    """The worker running it (host:pid:tag), or that ran it last."""
+    returncode: Mapped[int | None] = mapped_column(Integer)
+    progress: Mapped[float | None] = mapped_column(Float)
+    """0 to 1, from the command's progress bar, when it shows one."""
+    output: Mapped[str] = mapped_column(Text, default="[]")
+    """The last lines of its output, a JSON list."""
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ModelVersion(Base):

@@ -14,7 +14,6 @@ from fastapi import Depends, Request
 from fastapi import Path as PathParam
 
 from service.catalog import Catalog
-from service.jobs import JobRunner
 from service.runtime import Batcher, Runtime
 from service.schemas import MAX_SCENE_ID
 from service.security import require_admin, require_reader, require_writer
@@ -38,13 +37,11 @@ def _state(name: str) -> Callable[[Request], Any]:
 get_catalog = _state("catalog")
 get_runtime = _state("runtime")
 get_batcher = _state("batcher")
-get_jobs = _state("jobs")
 get_app_settings = _state("settings")
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
-JobsDep = Annotated[JobRunner, Depends(get_jobs)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SceneId = Annotated[int, PathParam(ge=0, le=MAX_SCENE_ID, description="A scene id.")]
 

@@ -43,7 +43,7 @@ class BadRequestError(ValueError):
 def error_table() -> list[tuple[type[BaseException], int, str]]:
     """Domain exceptions -> (HTTP status, error code), the first match wins. (Imported here:
     the modules that raise them answer with this module's error body.)"""
-    from service.jobs import JobConflictError, NoSuchJobError
+    from service.queue import JobConflictError, NoSuchJobError
     from service.runtime import OverloadedError, ServiceNotReadyError
     from service.uploads import UploadTooLargeError
     from service.writes import SceneConflictError

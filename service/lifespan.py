@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +17,8 @@ from fastapi import FastAPI
 from service.catalog import Catalog
 from service.db import make_engine
 from service.deps import LoopBudget
-from service.jobs import JobRunner
 from service.observability import Metrics
+from service.queue import JobQueue, Worker, worker_name
 from service.runtime import Admission, Batcher, Runtime, model_request_bound
 from service.settings import Settings
 
@@ -42,7 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     model_requests = Admission(model_request_bound(settings), "model")
     searches = Admission(settings.max_searches, "search")
     metrics.watch(batcher, model_requests, searches)
-    app.state.jobs = JobRunner(REPO_ROOT)
+    app.state.job_queue = JobQueue(engine)
     app.state.engine = engine
     app.state.catalog = Catalog(engine)
     runtime.run_torch = batcher.call  # models load on the model thread
@@ -62,15 +63,37 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher.start()
     await refresh_served(app)
     poller = asyncio.create_task(_poll(app)) if settings.index_poll_seconds > 0 else None
+    worker = _start_worker(app) if settings.embedded_worker else None
     try:
         yield
     finally:
         if poller is not None:
             poller.cancel()
-        await app.state.jobs.stop()
+        if worker is not None:
+            worker.stopping.set()  # a job in progress is stopped and queued again
         await batcher.stop()
         runtime.store.close()
         engine.dispose()
+
+
+def _start_worker(app: FastAPI) -> Worker:
+    """The embedded job worker: a thread that runs queued jobs as child processes; a
+    reindex it completes is taken up at once."""
+    settings: Settings = app.state.settings
+    loop = asyncio.get_running_loop()
+
+    def take_up(_job: object) -> None:
+        asyncio.run_coroutine_threadsafe(refresh_served(app), loop)
+
+    worker = Worker(
+        app.state.job_queue,
+        settings.as_environment(),
+        name=worker_name("api"),
+        lease_seconds=settings.job_lease_seconds,
+        on_success=take_up,
+    )
+    threading.Thread(target=worker.run_forever, name="grn-jobs", daemon=True).start()
+    return worker
 
 
 async def refresh_served(app: FastAPI) -> bool:

@@ -17,6 +17,7 @@ from pydantic import (
 
 if TYPE_CHECKING:
     from model.card import ModelCard
+    from service.queue import Job
 
 MAX_SCENE_ID = 2**63 - 1
 ID_PATTERN = "^[0-9]{1,19}$"
@@ -399,21 +400,40 @@ class ReloadResponse(Schema):
 
 class JobOut(Schema):
     id: int
-    """The job's number in this process."""
+    """The job's number (a row in SQL: every API process and worker sees it)."""
     kind: str
     """import or reindex."""
     command: str
     """The `grn` command line it runs."""
     status: str
-    """running, succeeded or failed."""
+    """queued, running, succeeded, failed or cancelled."""
+    attempts: int
+    """How many times a worker has taken it (a job whose worker died runs again)."""
+    worker: str | None
+    """The worker running it, or that ran it last (host:pid)."""
+    progress: float | None
+    """0 to 1, while its command shows a progress bar."""
+    cancel_requested: bool
+    """A cancel was asked for while it ran: its worker is stopping it."""
     returncode: int | None
     """The process's exit status, once finished."""
-    started: float
-    """Unix time."""
+    created: float
+    """Unix time it was queued."""
+    started: float | None
+    """Unix time a worker last took it."""
     finished: float | None
     """Unix time, once finished."""
     output: list[str]
     """The last lines the job printed."""
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id, kind=job.kind, command=job.command, status=job.status,
+            attempts=job.attempts, worker=job.worker, progress=job.progress,
+            cancel_requested=job.cancel_requested, returncode=job.returncode,
+            created=job.created, started=job.started, finished=job.finished, output=job.output,
+        )  # fmt: skip
 
 
 class ErrorBody(Schema):

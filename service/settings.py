@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     tune_allocator: bool = True
     """Keep the model's buffers mapped between requests (glibc mallopt): fewer page faults."""
 
+    embedded_worker: bool = True
+    """Run queued admin jobs (imports, reindexes) in this process too, one at a time: the
+    single-node default. Off where `grn worker` processes run them (compose)."""
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    """A running job whose worker has been silent this long is taken back and run again."""
     index_poll_seconds: float = Field(default=5.0, ge=0)
     """How often the service checks the index's `current` pointer and the model file for a
     new version (0: never; then only POST /admin/reload swaps)."""

@@ -1,19 +1,24 @@
-"""Admin endpoints (behind the API key): reload, import and reindex jobs, job status.
+"""Admin endpoints (behind the API key): reload, import and reindex jobs, job status and
+cancelling.
 
-Import and reindex run as child `grn` processes with the service's own settings (a crash of a
-job never takes the service down); a finished reindex is taken up at once."""
+Import and reindex are durable jobs (`service.queue`): rows in SQL that a worker runs as a
+child `grn` process with the service's settings (the service's embedded worker, or `grn
+worker` processes), so a crash of a job never takes the service down, a restart loses no job
+and every API process sees every job; a finished reindex is taken up at once by the process
+whose worker ran it, and by the others at their next poll."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
+from fastapi import Path as Path_
 
-from service.deps import ADMIN, JobsDep, RuntimeDep, SettingsDep
+from service.deps import ADMIN, RuntimeDep, SettingsDep, in_thread
 from service.errors import BadRequestError, documented
-from service.jobs import NoSuchJobError
 from service.lifespan import refresh_served
+from service.queue import JobQueue
 from service.schemas import JobOut, ReloadResponse
 from service.settings import Settings
 
@@ -21,6 +26,11 @@ router = APIRouter(
     prefix="/admin", tags=["admin"], dependencies=ADMIN, responses=documented(401, 403)
 )
 JOB_ERRORS = documented(400, 409, 422)
+
+
+def job_queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.job_queue
+    return queue
 
 
 @router.post("/reload", response_model=ReloadResponse)
@@ -41,64 +51,62 @@ async def admin_reindex(
     request: Request,
     settings: SettingsDep,
     runtime: RuntimeDep,
-    jobs: JobsDep,
     incremental: Annotated[
         bool, Body(embed=True, description="Add new scenes and drop gone ones only.")
     ] = False,
 ) -> JobOut:
-    """Start `grn reindex --catalog`: the scenes SQL holds (every import's, and those added
+    """Queue `grn reindex --catalog`: the scenes SQL holds (every import's, and those added
     through the API, as corrected), embedded by the served model into the configured vector
-    store (a child process); the new index is taken up when it completes."""
+    store; the new index is taken up when it completes."""
     runtime.store.check_writable()
     args = [
         "reindex",
         "--model",
         str(settings.model_path),
         "--catalog",
-        "--database-url",
-        settings.database_url,
         "--index-root",
         str(settings.index_root),
-        "--quiet",
         "--incremental" if incremental else "--replace",
     ]
-
-    async def take_up() -> None:
-        await refresh_served(request.app)
-
-    job = jobs.start("reindex", args, settings.as_environment(), on_success=take_up)
-    return JobOut(**job.describe())
+    job = await in_thread(job_queue(request).submit, "reindex", args)
+    return JobOut.of(job)
 
 
 @router.post("/import", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
 async def admin_import(
+    request: Request,
     settings: SettingsDep,
-    jobs: JobsDep,
     archive: Annotated[
         str | None,
         Body(embed=True, description="The archive folder (default GRN_ARCHIVE_DIR)."),
     ] = None,
 ) -> JobOut:
-    """Start `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
+    """Queue `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
     folder = archive_folder(settings, archive)
-    args = ["import", str(folder), "--database-url", settings.database_url, "--quiet"]
-    job = jobs.start("import", args, settings.as_environment())
-    return JobOut(**job.describe())
+    job = await in_thread(job_queue(request).submit, "import", ["import", str(folder)])
+    return JobOut.of(job)
 
 
 @router.get("/jobs", response_model=list[JobOut])
-async def admin_jobs(jobs: JobsDep) -> list[JobOut]:
-    """Admin jobs started by this process, newest first."""
-    return [JobOut(**job.describe()) for job in sorted(jobs.jobs.values(), key=lambda j: -j.id)]
+async def admin_jobs(
+    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[JobOut]:
+    """Admin jobs, newest first, whichever process queued or ran them."""
+    return [JobOut.of(job) for job in await in_thread(job_queue(request).recent, limit)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=documented(404, 422))
-async def admin_job(jobs: JobsDep, job_id: int) -> JobOut:
-    """One admin job: status, return code and the last lines of its output."""
-    job = jobs.jobs.get(job_id)
-    if job is None:
-        raise NoSuchJobError(f"no job {job_id}")
-    return JobOut(**job.describe())
+async def admin_job(request: Request, job_id: Annotated[int, Path_(ge=1)]) -> JobOut:
+    """One admin job: status, progress, attempts, return code and the last lines of its
+    output."""
+    return JobOut.of(await in_thread(job_queue(request).get, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=documented(404, 422))
+async def admin_cancel(request: Request, job_id: Annotated[int, Path_(ge=1)]) -> JobOut:
+    """Cancel a queued job at once, or ask a running one to stop (its worker terminates the
+    command within a second or two; `status` then says `cancelled`)."""
+    return JobOut.of(await in_thread(job_queue(request).cancel, job_id))
 
 
 def archive_folder(settings: Settings, given: str | None) -> Path:

@@ -84,7 +84,7 @@ def test_dockerfile_shape() -> None:
 def test_compose_file_is_what_the_deployment_needs() -> None:
     spec = compose({"GRN_API_KEY": KEY, "GRN_ARCHIVE": "/srv/archive"})
     services = spec["services"]
-    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "milvus"}
+    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "worker", "milvus"}
     postgres = services["postgres"]
     assert postgres["image"] == "grn-base/postgres:15-bookworm"  # docker/base-images.sh
     assert "pg_isready" in postgres["healthcheck"]["test"]
@@ -107,6 +107,14 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
         assert "/readyz" in " ".join(api["healthcheck"]["test"])
         assert all(port.startswith("127.0.0.1:") for port in api["ports"])  # loopback only
     assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    # admin jobs run in the worker service (as many as scaled), with the api's volumes
+    worker = services["worker"]
+    assert worker["command"] == ["worker"] and "ports" not in worker
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert worker["volumes"] == services["api"]["volumes"]
+    assert worker["environment"]["GRN_EMBEDDED_WORKER"] == "false"
+    assert services["api"]["environment"]["GRN_EMBEDDED_WORKER"] == "false"
+    assert any(v.endswith(":/data/store") for v in services["api"]["volumes"])
     assert services["api"]["build"]["args"]["TORCH_SOURCE"] == "pytorch-cpu"
     assert services["api-gpu"]["build"]["target"] == "cuda"
     assert services["api-gpu"]["profiles"] == ["gpu"] and "profiles" not in services["api"]
@@ -158,7 +166,7 @@ def test_compose_v2_validates_the_file_with_every_profile(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
     ).stdout.split()  # fmt: skip
-    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "milvus"}
+    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "worker", "milvus"}
 
 
 def host_paths(value: str, root: Path) -> str:
@@ -235,6 +243,32 @@ def test_compose_services_run_with_their_environment(
             assert body["scenes"] == 60 and body["index_count"] == 60
             reload = httpx.post(f"http://127.0.0.1:{port}/admin/reload", headers={"X-API-Key": KEY})
             assert reload.status_code == 200
+            # an admin job waits for the worker service, which runs it
+            queued = httpx.post(
+                f"http://127.0.0.1:{port}/admin/import", headers={"X-API-Key": KEY}, json={}
+            )
+            assert queued.status_code == 202, queued.text
+            time.sleep(2)
+            job_url = f"http://127.0.0.1:{port}/admin/jobs/{queued.json()['id']}"
+            assert httpx.get(job_url, headers={"X-API-Key": KEY}).json()["status"] == "queued"
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", *spec["services"]["worker"]["command"]],
+                cwd=REPO,
+                env={**os.environ, **service_env("worker")},
+                stdout=(tmp_path / "worker.log").open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                deadline, job = time.monotonic() + 120, {}
+                while time.monotonic() < deadline:
+                    job = httpx.get(job_url, headers={"X-API-Key": KEY}).json()
+                    if job["status"] not in ("queued", "running"):
+                        break
+                    time.sleep(0.5)
+                assert job["status"] == "succeeded", (job, (tmp_path / "worker.log").read_text())
+            finally:
+                worker.terminate()
+                worker.wait(timeout=20)
         finally:
             api.terminate()
             api.wait(timeout=20)

@@ -122,7 +122,7 @@ def wait_job(client: httpx.Client, job_id: int, timeout: float = 240) -> dict:  
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/admin/jobs/{job_id}", headers={"X-API-Key": KEY}).json()
-        if job["status"] != "running":
+        if job["status"] not in ("queued", "running"):
             return job  # type: ignore[no-any-return]
         time.sleep(0.5)
     raise AssertionError(f"job {job_id} still running after {timeout} s")
@@ -147,6 +147,7 @@ def test_admin_import_and_reindex_jobs(ops: tuple[LiveServer, Path]) -> None:
         assert again.status_code == 409 and again.json()["error"] == "job_running"
         job = wait_job(client, started.json()["id"])
         assert job["status"] == "succeeded", job["output"]
+        assert job["attempts"] == 1 and job["progress"] == 1.0 and job["worker"]
         after = client.get("/readyz").json()
         assert "grn_reloads_total 1.0" in client.get("/metrics").text
         # the 26 scenes not in this archive left the index, and the service took it up

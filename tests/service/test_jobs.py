@@ -1,0 +1,145 @@
+"""Durable admin jobs: rows in SQL that `grn worker` processes and the API's embedded workers
+claim, on SQLite and PostgreSQL. Every job runs once with several claimers, a killed worker's
+job runs again and ends truthfully, and a cancel stops a running job without touching the
+index in service."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import REPO, LiveServer, Served, copy_served, prepared_database, server_env
+
+from index.store import IndexStore
+from service.db import make_engine
+from service.queue import Job, JobQueue
+
+KEY = "admin-key-0123456789abcdef"
+
+
+@pytest.fixture
+def setup(
+    database_url: str, served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> Iterator[tuple[dict[str, str], JobQueue]]:
+    prepared_database(database_url, ucm_root, ucm_subset)
+    mine = copy_served(served, tmp_path / "served")
+    env = server_env(mine, database_url, tmp_path, GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root))
+    engine = make_engine(database_url)
+    yield env, JobQueue(engine)
+    engine.dispose()
+
+
+def start_worker(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "worker", *args],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until(queue: JobQueue, job_id: int, done: tuple[str, ...], timeout: float = 180) -> Job:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = queue.get(job_id)
+        if job.status in done:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} is still {queue.get(job_id).status} after {timeout} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_every_job_runs_once_with_two_api_processes_and_two_workers(
+    setup: tuple[dict[str, str], JobQueue], ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    env, queue = setup
+    import_args = ["import", str(ucm_root), "--labels", str(ucm_subset)]
+    jobs = [queue.submit("import", import_args, exclusive=False) for _ in range(6)]
+    workers = [start_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+    try:
+        api = LiveServer({**env, "GRN_WORKERS": "2"}, tmp_path / "server.log")
+        with api:
+            finished = [wait_until(queue, job.id, ("succeeded", "failed")) for job in jobs]
+            with httpx.Client(base_url=api.url, timeout=30) as client:
+                listed = client.get("/admin/jobs", headers={"X-API-Key": KEY}).json()
+    finally:
+        for worker in workers:
+            stop(worker)
+    for job in finished:
+        assert job.status == "succeeded", job.output
+        assert job.attempts == 1, (job.id, job.attempts)  # claimed by one worker, once
+        assert any("already" in line for line in job.output), job.output
+    assert {j["id"] for j in listed} >= {job.id for job in jobs}
+    print("workers that ran jobs:", sorted({job.worker or "" for job in finished}))
+
+
+def test_a_killed_workers_job_runs_again_and_ends_truthfully(
+    setup: tuple[dict[str, str], JobQueue], tmp_path: Path
+) -> None:
+    env, queue = setup
+    store = IndexStore(env["GRN_INDEX_ROOT"])
+    before = store.current_version()
+    args = ["reindex", "--model", env["GRN_MODEL_PATH"], "--catalog", "--replace"]
+    job = queue.submit("reindex", args)
+    first = start_worker(env, tmp_path / "first.log", "--lease-seconds", "3")
+    running = wait_until(queue, job.id, ("running", "succeeded", "failed"), timeout=60)
+    assert running.status == "running"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert queue.get(job.id).status == "running"  # nobody knows yet
+    second = start_worker(env, tmp_path / "second.log", "--lease-seconds", "3")
+    try:
+        done = wait_until(queue, job.id, ("succeeded", "failed", "cancelled"))
+    finally:
+        stop(second)
+    assert done.status == "succeeded", done.output
+    assert done.attempts == 2 and any("stopped answering" in line for line in done.output)
+    assert store.current_version() != before
+    reconcile = subprocess.run(
+        [sys.executable, "-m", "service.cli", "reconcile"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert reconcile.returncode == 0 and "the index matches SQL" in reconcile.stdout
+
+
+def test_cancel_stops_a_running_job_and_leaves_the_index(
+    setup: tuple[dict[str, str], JobQueue], tmp_path: Path
+) -> None:
+    env, queue = setup
+    store = IndexStore(env["GRN_INDEX_ROOT"])
+    before = store.current_version()
+    api = LiveServer(env, tmp_path / "server.log")  # its embedded worker runs the job
+    with api, httpx.Client(base_url=api.url, timeout=30) as client:
+        auth = {"X-API-Key": KEY}
+        queued = client.post("/admin/reindex", headers=auth, json={})
+        assert queued.status_code == 202, queued.text
+        job_id = queued.json()["id"]
+        wait_until(queue, job_id, ("running",), timeout=60)
+        cancelled = client.post(f"/admin/jobs/{job_id}/cancel", headers=auth)
+        assert cancelled.status_code == 200 and cancelled.json()["cancel_requested"]
+        done = wait_until(queue, job_id, ("cancelled", "succeeded", "failed"), timeout=60)
+        assert done.status == "cancelled", done.output
+        assert store.current_version() == before
+        # a queued job is cancelled at once; an unknown one is a 404
+        later = queue.submit("import", ["import", env["GRN_ARCHIVE_DIR"]])
+        assert queue.cancel(later.id).status in ("cancelled", "running")
+        assert client.post("/admin/jobs/99999/cancel", headers=auth).status_code == 404
