@@ -6,6 +6,9 @@ source of truth, corrections and API additions included."""
 
 from __future__ import annotations
 
+import csv
+import os
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,8 +24,8 @@ class EmptyCatalogError(ValueError):
 
 
 def catalog_archive(engine: Engine) -> Archive:
-    """Every scene of SQL, by name (scenes without labels carry none: SQL does not tell an
-    unlabelled scene from one without any label)."""
+    """Every scene of SQL, by name. A scene with no label at all counts as not labelled
+    (SQL keeps no other mark; a land-cover scene always shows something)."""
     with Session(engine) as session:
         label_names = list(session.scalars(select(Label.name).order_by(Label.name)))
         rows = session.execute(
@@ -43,10 +46,32 @@ def catalog_archive(engine: Engine) -> Archive:
             name=name,
             folder=folder,
             split=split,
-            labels=tuple(int(label in carried[scene]) for label in label_names),
+            labels=tuple(int(label in carried[scene]) for label in label_names)
+            if carried[scene]
+            else (),
             path=Path(root) / path,
         )
         for scene, name, folder, split, path, root in rows
     ]
     roots = sorted({root for *_, root in rows})
     return Archive(root=Path(roots[0]), label_names=label_names, scenes=scenes)
+
+
+def write_snapshot(archive: Archive, folder: Path) -> Path:
+    """The archive as a folder `grn train` and `grn evaluate` read: `images/` with a link to
+    each scene's file and `labels.csv` with SQL's folders, splits and labels as they are now
+    (empty label cells for a scene that is not labelled). Returns the folder."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    images = folder / "images"
+    images.mkdir(parents=True)
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "scene", "split", *archive.label_names])
+        for scene in archive.scenes:
+            os.symlink(scene.path.resolve(), images / f"{scene.name}{scene.path.suffix.lower()}")
+            cells = (
+                [str(v) for v in scene.labels] if scene.labels else [""] * len(archive.label_names)
+            )
+            writer.writerow([scene.name, scene.folder, scene.split, *cells])
+    return folder

@@ -99,8 +99,20 @@ def _show_log(name: str) -> None:
 
 @app.command()
 def train(
-    archive: ArchiveOpt,
     out: Annotated[Path, typer.Option(help="Training folder: checkpoint, logs, curve.")],
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Archive folder holding labels.csv (or --catalog)."),
+    ] = None,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog",
+            help="Train on the scenes and labels SQL holds now (corrections and scenes added "
+            "through the API included), snapshotted into OUT/catalog.",
+        ),
+    ] = False,
+    database_url: DatabaseOpt = None,
     labels: LabelsOpt = None,
     mode: Annotated[
         str, typer.Option(help="head: frozen backbone (CPU-friendly); full: fine-tune.")
@@ -193,6 +205,7 @@ def train(
     from model.train import config_for_mode, fit
 
     _show_log("grn.train")  # how many scenes are labelled and how many are left out
+    archive = _training_archive(archive, catalog, labels, database_url, out)
     try:
         config = config_for_mode(
             mode,
@@ -242,6 +255,26 @@ def train(
             f"{Path(out) / 'train_summary.json'}",
             err=True,
         )
+
+
+def _training_archive(
+    archive: Path | None, catalog: bool, labels: Path | None, database_url: str | None, out: Path
+) -> Path:
+    """The archive folder to train on: the one given, or a snapshot of SQL's scenes."""
+    from service.catalog_archive import EmptyCatalogError, catalog_archive, write_snapshot
+
+    if (archive is None) == (not catalog):
+        _fail(ValueError("give the scenes to train on: --archive FOLDER or --catalog"))
+    if not catalog:
+        assert archive is not None
+        return archive
+    if labels is not None:
+        _fail(ValueError("--labels goes with --archive, not --catalog"))
+    try:
+        return write_snapshot(catalog_archive(_engine(database_url)), Path(out) / "catalog")
+    except EmptyCatalogError as exc:
+        _fail(exc)
+        raise
 
 
 @app.command()
@@ -635,6 +668,136 @@ def serve(
         access_log=False,  # the app logs one line per request, with its request id
         timeout_keep_alive=int(settings.keep_alive_seconds),
     )
+
+
+def _promotion_parts(database_url: str | None, device: str) -> tuple[Any, Any, Path]:
+    """The vector store, SQL's scenes as an archive, and the served model file."""
+    from index.stores import open_store
+    from service.catalog_archive import EmptyCatalogError, catalog_archive
+    from service.settings import get_settings
+
+    settings = get_settings()
+    try:
+        archive = catalog_archive(_engine(database_url))
+    except EmptyCatalogError as exc:
+        _fail(exc)
+        raise
+    served = settings.model_path
+    if served.is_dir():
+        served = served / "model.safetensors"
+    return open_store(settings), archive, served
+
+
+@app.command()
+def promote(
+    model: ModelOpt,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote whatever the val figures say.")
+    ] = False,
+    tolerance: Annotated[
+        float, typer.Option(help="How much lower a gated val figure may be and still pass.")
+    ] = 0.0,
+    database_url: DatabaseOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Put MODEL in service (GRN_MODEL_PATH) with an index of its own, when it is not worse
+    than the served model on the val scenes of SQL (k-NN sample-F1, mAP, classifier F1), or
+    with --force. Exit 0 when promoted, 3 when the gate refused it."""
+    from service.promotion import PromotionError, judge
+    from service.promotion import promote as put_in_service
+
+    store, archive, served = _promotion_parts(database_url, device)
+    try:
+        verdict = judge(resolve(model), served, archive, tolerance=tolerance, device=device)
+        for line in verdict.lines():
+            typer.echo(line)
+        if verdict.passed or force:
+            if not verdict.passed:
+                typer.echo("promoted anyway (--force)")
+            typer.echo(
+                put_in_service(model, served, store, archive, verdict=verdict, device=device)
+            )
+    except user_errors(PromotionError) as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    if not verdict.passed and not force:
+        raise typer.Exit(code=3)
+
+
+def resolve(model: Path) -> Path:
+    from model.card import resolve_model_path
+
+    return resolve_model_path(model)
+
+
+@app.command()
+def retrain(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Training folder (default: retrain-<UTC time> beside the model's)."),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="head or full.")] = "head",
+    epochs: Annotated[int | None, typer.Option(help="Default: the mode's.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Promote whatever the gate says.")] = False,
+    tolerance: Annotated[
+        float, typer.Option(help="How much lower a gated val figure may be and still pass.")
+    ] = 0.0,
+    database_url: DatabaseOpt = None,
+    device: DeviceOpt = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a model on the scenes and labels SQL holds now (`grn train --catalog`), then
+    `grn promote` it: into service with its own index when it is not worse than the served
+    model on the val split (exit 3 when the gate refuses it)."""
+    import time as clock
+
+    from service.settings import get_settings
+
+    if out is None:
+        served = get_settings().model_path
+        base = served if served.is_dir() else served.parent
+        out = base.parent / f"retrain-{clock.strftime('%Y%m%dT%H%M%S', clock.gmtime())}"
+    train(out=out, catalog=True, database_url=database_url, mode=mode, epochs=epochs,
+          device=device, quiet=quiet)  # fmt: skip
+    promote(model=out, force=force, tolerance=tolerance, database_url=database_url, device=device)
+
+
+@app.command()
+def rollback(database_url: DatabaseOpt = None, device: DeviceOpt = "auto") -> None:
+    """Serve the model served before the current one again, with its index (the kept
+    version when the store still has it)."""
+    from service.promotion import PromotionError
+    from service.promotion import rollback as roll_back
+
+    store, archive, served = _promotion_parts(database_url, device)
+    try:
+        typer.echo(roll_back(served, store, archive, device=device))
+    except user_errors(PromotionError) as exc:
+        _fail(exc)
+    finally:
+        store.close()
+
+
+@app.command()
+def models() -> None:
+    """The served model and those served before it (kept for `grn rollback`), newest
+    first, with the val figures the gate measured."""
+    from service.promotion import models as listed
+    from service.settings import get_settings
+
+    served = get_settings().model_path
+    if served.is_dir():
+        served = served / "model.safetensors"
+    rows = listed(served)
+    if not rows:
+        typer.echo(f"no model at {served}")
+        return
+    for row in rows:
+        figures = row.get("val_figures") or {}
+        shown = ", ".join(f"{k} {figures[k]:.4f}" for k in ("knn_sample_f1", "map") if k in figures)
+        mark = "*" if row["served"] else " "
+        typer.echo(f"{mark} {row['version']}  {shown or 'no figures'}  {row.get('served_at', '')}")
 
 
 @app.command()

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 from service.db import JobRow, utcnow
 
 OUTPUT_LINES = 40
-KINDS = ("import", "reindex")
+KINDS = ("import", "reindex", "train", "rollback")
 LEASE_SECONDS = 30.0
 """A running job whose worker has not written a heartbeat for this long is taken back."""
 HEARTBEAT_SECONDS = 1.0

@@ -402,7 +402,7 @@ class JobOut(Schema):
     id: int
     """The job's number (a row in SQL: every API process and worker sees it)."""
     kind: str
-    """import or reindex."""
+    """import, reindex, train or rollback."""
     command: str
     """The `grn` command line it runs."""
     status: str

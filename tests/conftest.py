@@ -42,6 +42,13 @@ def write_subset(root: Path, target: Path, per_split: dict[str, int]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ucm_wide_val(ucm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """189 UCM scenes: 4 train, 4 val and 1 test from each of the 21 scene folders."""
+    target = tmp_path_factory.mktemp("ucm-wide-val") / "labels.csv"
+    return write_subset(ucm_root, target, {"train": 4, "val": 4, "test": 1})
+
+
+@pytest.fixture(scope="session")
 def ucm_subset(ucm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """126 UCM scenes: 4 train, 1 val and 1 test from each of the 21 scene folders."""
     target = tmp_path_factory.mktemp("subset") / "labels.csv"

@@ -87,6 +87,33 @@ async def admin_import(
     return JobOut.of(job)
 
 
+@router.post("/train", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+async def admin_train(
+    request: Request,
+    force: Annotated[
+        bool, Body(embed=True, description="Promote the new model whatever the gate says.")
+    ] = False,
+    epochs: Annotated[
+        int | None, Body(embed=True, ge=1, le=1000, description="Default: the mode's.")
+    ] = None,
+) -> JobOut:
+    """Queue `grn retrain`: train on the scenes and labels SQL holds now (corrections
+    included), then promote the model (with an index of its own) only when it is not worse
+    than the served one on the val split, or when `force`. A refused model ends the job as
+    `failed`, its output saying which figure was lower."""
+    args = ["retrain", *(["--force"] if force else []), "--quiet"]
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
+    return JobOut.of(await in_thread(job_queue(request).submit, "train", args))
+
+
+@router.post("/rollback", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+async def admin_rollback(request: Request) -> JobOut:
+    """Queue `grn rollback`: the model served before the current one goes back into service
+    with its index."""
+    return JobOut.of(await in_thread(job_queue(request).submit, "rollback", ["rollback"]))
+
+
 @router.get("/jobs", response_model=list[JobOut])
 async def admin_jobs(
     request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
