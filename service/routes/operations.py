@@ -29,6 +29,13 @@ async def page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/admin", include_in_schema=False)
+async def admin_page() -> FileResponse:
+    """The admin page: add, correct and remove scenes, run and follow jobs (its API calls
+    need the key; the page asks for it)."""
+    return FileResponse(STATIC / "admin.html", headers={"Cache-Control": "no-cache"})
+
+
 SWAGGER_ASSETS: dict[str, Any] = {
     "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
     "swagger_css_url": "/docs-assets/swagger-ui.css",

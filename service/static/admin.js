@@ -1,0 +1,263 @@
+// The admin page: add scenes (several at a time, with labels), correct and remove them, run
+// and follow the admin jobs. Plain JavaScript against the service's own API; the key the
+// person enters is sent as X-API-Key and kept in local storage (shared with the search page).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const PAGE = 20;
+const state = { files: [], labels: [], offset: 0, editing: null };
+
+function headers(extra = {}) {
+  const key = $("api-key").value.trim();
+  return key ? { ...extra, "X-API-Key": key } : extra;
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  } catch (err) {
+    throw new Error("The service cannot be reached. Is it running?");
+  }
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(body && body.message ? body.message : `HTTP ${response.status}`);
+  }
+  return body;
+}
+
+function element(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function say(id, text) {
+  $(id).textContent = text || "";
+  $(id).hidden = !text;
+}
+
+function labelBoxes(container, chosen, prefix) {
+  container.replaceChildren();
+  for (const name of state.labels) {
+    const input = element("input", { type: "checkbox", value: name, id: `${prefix}-${name}` });
+    input.checked = chosen.includes(name);
+    container.append(element("label", { htmlFor: input.id }, [input, ` ${name}`]));
+  }
+}
+
+function ticked(container) {
+  return [...container.querySelectorAll("input:checked")].map((input) => input.value);
+}
+
+async function checkReady() {
+  try {
+    const response = await fetch("/readyz");
+    const body = await response.json();
+    $("status").textContent = response.ok
+      ? `ready: ${body.scenes} scenes, model ${body.model_version}`
+      : `not ready: ${body.message}`;
+    $("status").className = response.ok ? "status ready" : "status bad";
+  } catch (err) {
+    $("status").textContent = "not ready: the service cannot be reached";
+    $("status").className = "status bad";
+  }
+}
+
+async function loadLabels() {
+  const body = await api("/labels");
+  state.labels = body.labels.map((label) => label.name);
+  labelBoxes($("add-labels"), [], "add");
+}
+
+function choose(files) {
+  state.files = [...files];
+  const names = state.files.map((file) => file.name).join(", ");
+  $("chosen").textContent = state.files.length
+    ? `${state.files.length} image${state.files.length > 1 ? "s" : ""} chosen: ${names}`
+    : "";
+  $("add").disabled = !state.files.length;
+}
+
+async function addScenes(event) {
+  event.preventDefault();
+  if (!state.files.length) return;
+  const form = new FormData();
+  const labels = ticked($("add-labels"));
+  const folder = $("add-folder").value.trim() || "uploads";
+  for (const file of state.files) form.append("file", file, file.name);
+  // each scene is named after its file (the API's name rules: letters, digits, . _ -)
+  const named = state.files.map((file) => ({
+    name: file.name.replace(/\.[^.]*$/, "").replace(/[^A-Za-z0-9._-]/g, "_").replace(/^[._-]+/, "").slice(0, 200) || undefined,
+    scene: folder,
+    labels,
+  }));
+  form.append("scenes", JSON.stringify(named));
+  say("add-message", "");
+  $("add").disabled = true;
+  try {
+    const body = await api("/scenes", { method: "POST", body: form });
+    for (const scene of body.scenes) {
+      const link = element("a", { href: `/?scene=${scene.id}`, textContent: scene.image });
+      const note = scene.duplicate ? " was already in the archive" : " added, searchable now";
+      $("added").prepend(element("li", { className: "added-scene" }, [link, note]));
+    }
+    choose([]);
+    $("files").value = "";
+    await loadScenes();
+    await checkReady();
+  } catch (err) {
+    say("add-message", `Not added: ${err.message}`);
+    $("add").disabled = false;
+  }
+}
+
+async function loadScenes() {
+  const params = new URLSearchParams({ offset: state.offset, limit: PAGE, order: "name" });
+  const name = $("find-name").value.trim();
+  if (name) params.set("q", name);
+  let body;
+  try {
+    body = await api(`/scenes?${params}`);
+  } catch (err) {
+    say("jobs-message", err.message);
+    return;
+  }
+  const rows = body.scenes.map((scene) => {
+    const image = element("img", { src: scene.thumbnail_url, alt: scene.image, width: 48, height: 48 });
+    const edit = element("button", { type: "button", className: "button secondary small", textContent: "Correct" });
+    edit.addEventListener("click", () => openEditor(scene));
+    const remove = element("button", { type: "button", className: "button secondary small", textContent: "Remove" });
+    remove.setAttribute("aria-label", `Remove ${scene.image}`);
+    remove.addEventListener("click", () => removeScene(scene));
+    const row = element("tr", {}, [
+      element("td", {}, [image, " ", scene.image]),
+      element("td", { textContent: scene.scene }),
+      element("td", { className: "scene-labels", textContent: scene.labels.join(", ") || "none" }),
+      element("td", {}, [edit, " ", remove]),
+    ]);
+    row.dataset.sceneId = scene.id;
+    return row;
+  });
+  $("scenes").tBodies[0].replaceChildren(...rows);
+  const end = state.offset + body.scenes.length;
+  $("scenes-info").textContent = body.total ? `${state.offset + 1}–${end} of ${body.total}` : "no scenes";
+  $("scenes-prev").disabled = state.offset === 0;
+  $("scenes-next").disabled = body.next_offset === null;
+}
+
+function openEditor(scene) {
+  state.editing = scene;
+  $("editor-title").textContent = `Correct ${scene.image}`;
+  $("edit-folder").value = scene.scene;
+  labelBoxes($("edit-labels"), scene.labels, "edit");
+  say("edit-message", "");
+  $("editor").showModal();
+}
+
+async function saveEdit() {
+  const scene = state.editing;
+  try {
+    await api(`/scenes/${scene.id}`, {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ labels: ticked($("edit-labels")), scene: $("edit-folder").value.trim() }),
+    });
+    $("editor").close();
+    await loadScenes();
+  } catch (err) {
+    say("edit-message", `Not saved: ${err.message}`);
+  }
+}
+
+async function removeScene(scene) {
+  if (!window.confirm(`Remove ${scene.image} from the archive? Searches stop finding it at once.`)) return;
+  try {
+    await api(`/scenes/${scene.id}`, { method: "DELETE" });
+    await loadScenes();
+    await checkReady();
+  } catch (err) {
+    say("jobs-message", `Not removed: ${err.message}`);
+  }
+}
+
+async function startJob(path, body) {
+  say("jobs-message", "");
+  try {
+    await api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body || {}) });
+    await loadJobs();
+  } catch (err) {
+    say("jobs-message", err.message);
+  }
+}
+
+async function loadJobs() {
+  let jobs;
+  try {
+    jobs = await api("/admin/jobs?limit=20");
+  } catch (err) {
+    return; // without the admin key the jobs stay hidden; the message says so on a click
+  }
+  const items = jobs.map((job) => {
+    const progress = element("progress", { max: 1, value: job.progress ?? 0 });
+    progress.setAttribute("aria-label", `job ${job.id} progress`);
+    const head = element("p", { className: "job-head" }, [
+      element("strong", { textContent: `#${job.id} ${job.kind}` }),
+      ` ${job.status}` + (job.attempts > 1 ? ` (attempt ${job.attempts})` : ""),
+    ]);
+    const parts = [head];
+    if (job.status === "running") parts.push(progress);
+    if (job.status === "queued" || job.status === "running") {
+      const cancel = element("button", { type: "button", className: "button secondary small", textContent: "Cancel" });
+      cancel.addEventListener("click", () => startJob(`/admin/jobs/${job.id}/cancel`));
+      parts.push(cancel);
+    }
+    const tail = job.output.slice(-3).join("\n");
+    if (tail) parts.push(element("pre", { className: "job-output", textContent: tail }));
+    const item = element("li", { className: `job ${job.status}` }, parts);
+    item.dataset.jobId = job.id;
+    item.dataset.status = job.status;
+    return item;
+  });
+  $("jobs").replaceChildren(...items);
+}
+
+function wire() {
+  const drop = $("drop");
+  $("files").addEventListener("change", () => choose($("files").files));
+  drop.addEventListener("keyup", (event) => {
+    if (event.target === drop && (event.key === "Enter" || event.key === " ")) $("files").click();
+  });
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    choose(event.dataTransfer.files);
+  });
+  $("add-form").addEventListener("submit", addScenes);
+  $("find").addEventListener("submit", (event) => { event.preventDefault(); state.offset = 0; loadScenes(); });
+  $("find-name").addEventListener("input", () => { state.offset = 0; loadScenes(); });
+  $("scenes-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadScenes(); });
+  $("scenes-next").addEventListener("click", () => { state.offset += PAGE; loadScenes(); });
+  $("edit-save").addEventListener("click", saveEdit);
+  $("edit-cancel").addEventListener("click", () => $("editor").close());
+  $("job-reindex").addEventListener("click", () => startJob("/admin/reindex", { incremental: true }));
+  $("job-import").addEventListener("click", () => startJob("/admin/import"));
+  $("job-train").addEventListener("click", () => startJob("/admin/train"));
+  $("job-rollback").addEventListener("click", () => startJob("/admin/rollback"));
+  $("api-key").value = localStorage.getItem("grn-api-key") || "";
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    localStorage.setItem("grn-api-key", $("api-key").value.trim());
+    loadLabels().then(loadScenes).then(loadJobs).catch((err) => say("jobs-message", err.message));
+  });
+}
+
+wire();
+checkReady();
+loadLabels().then(loadScenes).then(loadJobs).catch((err) => say("add-message", err.message));
+setInterval(loadJobs, 2000);
+setInterval(checkReady, 15000);
