@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from model.archive import scene_id
+from model.faults import kill_point
 from service.db import ArchiveImport, Label, Scene, SceneLabel, SceneVector
 from service.errors import BadRequestError, SceneNotFoundError
 
@@ -195,6 +196,7 @@ class SceneWriter:
             self._check_free(session, names)
         stored = [store_file(self.store, scene.data, checksum) for _, scene, checksum in fresh]
         paths = [path for path, _ in stored]
+        kill_point("scene-stored")
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
                 archive = self._store_archive(session)
@@ -244,6 +246,7 @@ class SceneWriter:
                     "again to get it back as a duplicate"
                 ) from exc
             raise
+        kill_point("scene-committed")
         added = self.scenes([scene_id(name) for name in names])
         for (position, _, _), name in zip(fresh, names, strict=True):
             results[position] = Added(added[scene_id(name)], duplicate=False)

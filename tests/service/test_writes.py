@@ -279,3 +279,36 @@ def test_reindex_from_sql_folds_the_writes_in(
     both = writable.grn("reindex", "--model", writable.env["GRN_MODEL_PATH"], "--catalog",
                         "--archive", str(ucm_root))  # fmt: skip
     assert both.returncode == 2 and "--archive FOLDER or --catalog" in both.stderr
+
+
+@pytest.mark.parametrize("point", ["scene-stored", "scene-committed"])
+def test_a_crash_while_adding_loses_and_duplicates_nothing(
+    point: str, served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """The server SIGKILLed after storing the file, or after committing the row: after a
+    restart the archive holds the scene once or not at all, sending it again gives it
+    exactly once, and `grn reconcile` finds no drift."""
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    mine = copy_served(served, tmp_path / "served")
+    env = server_env(mine, url, tmp_path, GRN_WRITE_KEY=WRITE_KEY,
+                     GRN_STORE_DIR=str(tmp_path / "store"))  # fmt: skip
+    ((name, path, _),) = unused_scenes(ucm_root, ucm_subset, 1)
+    files = {"file": (path.name, path.read_bytes())}
+    with LiveServer({**env, "GRN_FAULT_KILL_AT": point}, tmp_path / "killed.log") as server:
+        with pytest.raises(httpx.HTTPError), server.client() as client:
+            client.post("/scenes", files=files, data={"name": name}, headers=WRITER)
+        server.process.wait(timeout=30)
+        assert server.process.returncode == -9
+    with LiveServer(env, tmp_path / "server.log") as server, server.client() as client:
+        present = client.get(f"/scenes/{scene_id(name)}").status_code == 200
+        assert present == (point == "scene-committed")
+        again = client.post("/scenes", files=files, data={"name": name}, headers=WRITER)
+        assert again.status_code == 201, again.text
+        assert again.json()["scenes"][0]["duplicate"] == present
+        assert total(client) == 127
+        hits = search_by_file(server.url, path, k="3")["hits"]
+        assert int(hits[0]["id"]) == scene_id(name)
+    found = Writable(server, tmp_path / "store", env).grn("reconcile")
+    assert found.returncode == 0, found.stdout + found.stderr
+    assert "1 scenes added through the API are searched" in found.stdout
