@@ -79,7 +79,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -87,14 +87,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves the old one or the new one, whole."""
+    # a name of its own: two processes may write the same file at once
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
     with tmp.open("wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _save_rows(path: Path, rows: FullVectors | None, ids: np.ndarray, what: str) -> str | None:
@@ -216,14 +218,14 @@ class IndexStore:
             stats=stats or {},
             probabilities_checksum=probabilities_checksum,
         )
-        _write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
+        write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
         kill_point("manifest-written")
         return manifest
 
     def activate(self, version: str) -> None:
         """Put a complete version in service, atomically."""
         self.manifest(version)  # refuses a version without a manifest
-        _write_durably(self.root / CURRENT, f"{version}\n".encode())
+        write_durably(self.root / CURRENT, f"{version}\n".encode())
 
     def load(
         self,

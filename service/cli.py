@@ -54,6 +54,9 @@ def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
 
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder holding labels.csv.")]
+ArchiveOrCatalogOpt = Annotated[
+    Path | None, typer.Option("--archive", help="Archive folder holding labels.csv (or --catalog).")
+]
 LabelsOpt = Annotated[
     Path | None, typer.Option("--labels", help="Labels file (default ARCHIVE/labels.csv).")
 ]
@@ -100,10 +103,7 @@ def _show_log(name: str) -> None:
 @app.command()
 def train(
     out: Annotated[Path, typer.Option(help="Training folder: checkpoint, logs, curve.")],
-    archive: Annotated[
-        Path | None,
-        typer.Option("--archive", help="Archive folder holding labels.csv (or --catalog)."),
-    ] = None,
+    archive: ArchiveOrCatalogOpt = None,
     catalog: Annotated[
         bool,
         typer.Option(
@@ -393,10 +393,7 @@ def embed(
 @app.command()
 def reindex(
     model: ModelOpt,
-    archive: Annotated[
-        Path | None,
-        typer.Option("--archive", help="Archive folder holding labels.csv (or --catalog)."),
-    ] = None,
+    archive: ArchiveOrCatalogOpt = None,
     catalog: Annotated[
         bool,
         typer.Option(

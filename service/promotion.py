@@ -20,8 +20,6 @@ the models served before are kept, so a rollback is one command.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from index.store import IndexStore
+from index.store import IndexStore, write_durably
 from index.stores import ReindexOptions, VectorStore
 from model.archive import Archive
 from model.card import read_card, resolve_model_path
@@ -153,11 +151,7 @@ def _mark_served(served: Path, version: str) -> None:
 
 
 def _copy_durably(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    with tmp.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+    write_durably(target, source.read_bytes())
 
 
 def promote(

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from index.store import write_durably
 from model.archive import scene_id
 from model.faults import kill_point
 from service.db import ArchiveImport, Label, Scene, SceneLabel, SceneVector
@@ -109,14 +109,6 @@ class SceneChanges:
     clear_meta: bool = False
 
 
-def _sync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def store_file(store: Path, data: bytes, checksum: str) -> tuple[Path, bool]:
     """The file in the archive store, relative to the store, and whether this call wrote it
     (an existing file is reused)."""
@@ -126,13 +118,7 @@ def store_file(store: Path, data: bytes, checksum: str) -> tuple[Path, bool]:
     if target.is_file() and target.stat().st_size == len(data):
         return relative, False
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
-    _sync_dir(target.parent)
+    write_durably(target, data)
     return relative, True
 
 

@@ -23,6 +23,8 @@ from service.importer import import_archive
 from service.migrate import upgrade
 
 REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+"""Debian's chromium, which the page tests drive through Playwright (when installed)."""
 POSTGRES_URL = os.environ.get(
     "GRN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -5,16 +5,14 @@ reindex job, checking after each step what the page and the API then show."""
 from __future__ import annotations
 
 import csv
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from servers import LiveServer, Served, copy_served, prepared_database, server_env
+from servers import CHROMIUM, LiveServer, Served, copy_served, prepared_database, server_env
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
 )
@@ -31,18 +29,6 @@ def admin_server(
     env = server_env(mine, url, tmp_path, GRN_API_KEY=KEY, GRN_STORE_DIR=str(tmp_path / "store"))
     with LiveServer(env, tmp_path / "server.log") as server:
         yield server
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        yield launched
-        launched.close()
 
 
 def new_images(ucm_root: Path, subset: Path, count: int) -> list[Path]:

@@ -20,11 +20,10 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from servers import LiveServer, Served, prepared_database, server_env
+from servers import CHROMIUM, LiveServer, Served, prepared_database, server_env
 
 from model.archive import Archive, load_archive, scene_id
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 AXE_VERSION = "4.14.1"
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
@@ -48,18 +47,6 @@ def page_server(
 @pytest.fixture(scope="module")
 def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
     return load_archive(ucm_root, ucm_subset)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        yield launched
-        launched.close()
 
 
 def shot(page: Any, name: str) -> None:
