@@ -54,7 +54,7 @@ def servers(
         prepared_database(urls[name], ucm_root, ucm_subset)
     milvus_env = server_env(
         served, urls["milvus"], workdir, GRN_VECTOR_STORE="milvus", GRN_MILVUS_URI=uri,
-        GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root),
+        GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root), GRN_STORE_DIR=str(workdir / "store"),
     )  # fmt: skip
     with (
         LiveServer(server_env(served, urls["faiss"], workdir), workdir / "faiss.log") as faiss,
@@ -205,3 +205,40 @@ def test_unreachable_milvus_is_reported(served: Served, tmp_path: Path) -> None:
     )  # fmt: skip
     assert not runtime.refresh()
     assert "Milvus" in (runtime.problem or "") and "127.0.0.1:9" in (runtime.problem or "")
+
+
+def test_scenes_added_corrected_and_removed_over_milvus(
+    servers: tuple[LiveServer, LiveServer, str], ucm_root: Path, ucm_subset: Path
+) -> None:
+    """The write path over the Milvus store: an added scene is found at once (its embedding
+    searched beside the collection), a corrected label filters at once (label filters come
+    from SQL), a removed scene is gone; the collection itself is untouched."""
+    _, milvus, _ = servers
+    subset = {s.name for s in load_archive(ucm_root, ucm_subset).scenes}
+    path = next(
+        p for p in sorted((ucm_root / "images" / "beach").glob("*.*")) if p.stem not in subset
+    )
+    auth = {"X-API-Key": KEY}
+    with milvus.client() as client:
+        count = client.get("/readyz").json()["index_count"]
+        added = client.post(
+            "/scenes", files={"file": (path.name, path.read_bytes())},
+            data={"name": path.stem, "labels": "sand,sea"}, headers=auth,
+        )  # fmt: skip
+        assert added.status_code == 201, added.text
+        new_id = int(added.json()["scenes"][0]["id"])
+        found = hits(milvus, scene_id=str(new_id), k=5, include_query=True)
+        assert found[0][0] == new_id and found[0][1] > 0.999
+        assert new_id in [
+            i
+            for i, _ in hits(
+                milvus, scene_id=str(new_id), k=5, include_query=True, labels_all=["sea"]
+            )
+        ]
+        fixed = client.patch(f"/scenes/{new_id}", json={"labels": ["water"]}, headers=auth)
+        assert fixed.status_code == 200, fixed.text
+        by_sea = hits(milvus, scene_id=str(new_id), k=5, include_query=True, labels_all=["sea"])
+        assert new_id not in [i for i, _ in by_sea]
+        assert client.delete(f"/scenes/{new_id}", headers=auth).status_code == 204
+        assert client.post("/search", json={"scene_id": str(new_id)}).status_code == 404
+        assert client.get("/readyz").json()["index_count"] == count
