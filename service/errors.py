@@ -46,7 +46,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     from service.queue import JobConflictError, NoSuchJobError
     from service.runtime import OverloadedError, ServiceNotReadyError
     from service.uploads import UploadTooLargeError
-    from service.writes import SceneConflictError
+    from service.writes import DuplicateScenesError, SceneConflictError
 
     return [
         (UploadTooLargeError, 413, "too_large"),
@@ -55,6 +55,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (NoSuchJobError, 404, "job_not_found"),
         (JobConflictError, 409, "job_running"),
         (SceneConflictError, 409, "scene_conflict"),
+        (DuplicateScenesError, 409, "duplicate"),
         (UnknownSceneError, 404, "scene_not_indexed"),
         (IndexSearchError, 400, "bad_search"),
         (OverloadedError, 503, "overloaded"),
@@ -73,7 +74,7 @@ ERROR_DESCRIPTIONS = {
     401: "An API key is needed (admin endpoints; reads too with GRN_READ_ACCESS=key)",
     403: "The API key is not valid",
     404: "No such scene (or job), or the scene is not in the index",
-    409: "A job of this kind is still running, or a scene of that name exists",
+    409: "A job of this kind is still running, a scene has that name, or the image is one",
     413: "The request or an image in it is over the size or pixel limit",
     422: "Invalid parameters: `details` lists each field",
     503: "Model, index, vector store or database not ready, or the service is full "
@@ -134,7 +135,8 @@ def install(app: FastAPI) -> None:
             if isinstance(exc, kind):
                 if status >= 500:
                     log.warning("%s: %s", code, exc)
-                return error_response(status, code, _message(exc))
+                details = getattr(exc, "details", None)
+                return error_response(status, code, _message(exc), details)
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal_error", "an unexpected error occurred")
 

@@ -60,6 +60,14 @@ class SceneConflictError(ValueError):
     """A scene name another scene already has (HTTP 409)."""
 
 
+class DuplicateScenesError(ValueError):
+    """Every image of a request is a scene already (HTTP 409); `details` names them."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.details = details
+
+
 def sniff(data: bytes) -> tuple[str, str]:
     """The media type and file extension of an image file, from its first bytes."""
     for magic, kind in MEDIA_TYPES.items():

@@ -26,7 +26,7 @@ from service.errors import BadRequestError, documented
 from service.routes.archive import scene_out
 from service.schemas import AddedScene, NewSceneFields, SceneOut, ScenePatch, ScenesAdded
 from service.uploads import decode_all, read_uploads
-from service.writes import NewScene, SceneChanges, SceneWriter
+from service.writes import DuplicateScenesError, NewScene, SceneChanges, SceneWriter
 
 router = APIRouter(tags=["archive"], dependencies=WRITER, responses=documented(401, 403, 503))
 
@@ -119,9 +119,10 @@ async def add_scenes(
 ) -> ScenesAdded:
     """Add images to the archive: each is stored, recorded in SQL with its labels and
     metadata, embedded by the served model and searchable when the response comes (201).
-    The same file twice is one scene: it comes back with `duplicate` true. Labels must be
-    the archive's (`GET /labels`); a broken image, an unknown label or a taken name is a 4xx
-    and nothing is written."""
+    The same file twice is one scene: among new images it comes back with `duplicate` true;
+    when every image of the request is a scene already, nothing is added and the answer is a
+    409 (`duplicate`) naming them. Labels must be the archive's (`GET /labels`); a broken
+    image, an unknown label or a taken name is a 4xx and nothing is written."""
     start = time.perf_counter()
     snapshot = runtime.current()
     with request.app.state.model_requests.admit():
@@ -149,6 +150,16 @@ async def add_scenes(
     ]
     added = await in_thread(scenes_writer.add, new, snapshot.model_version)
     urls = SceneUrls(request)
+    if all(item.duplicate for item in added):
+        raise DuplicateScenesError(
+            "nothing added: "
+            + ("the image is" if len(added) == 1 else "every image is")
+            + " already in the archive (the same file), as `details` lists",
+            [
+                {"id": str(item.scene.id), "image": item.scene.name, "url": urls(item.scene.id)[0]}
+                for item in added
+            ],
+        )
     return ScenesAdded(
         scenes=[
             AddedScene(**scene_out(urls, item.scene).model_dump(), duplicate=item.duplicate)

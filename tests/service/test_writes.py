@@ -136,11 +136,25 @@ def test_add_search_correct_delete(writable: Writable, ucm_root: Path, ucm_subse
         stored = list(store.rglob("*.*"))
         assert len(stored) == 1 and stored[0].read_bytes() == data
 
-        # the same file again is the same scene, nothing written
+        # the same file again is the same scene: a 409 naming it, nothing written
         again = client.post("/scenes", files={"file": ("copy.jpg", data)}, headers=WRITER)
-        assert again.status_code == 201
-        assert again.json()["scenes"][0]["duplicate"] is True
-        assert int(again.json()["scenes"][0]["id"]) == new_id and total(client) == before + 1
+        assert again.status_code == 409 and again.json()["error"] == "duplicate"
+        assert int(again.json()["details"][0]["id"]) == new_id and total(client) == before + 1
+        # among new images, it comes back marked as the scene it is
+        mixed = client.post(
+            "/scenes",
+            files=[
+                ("file", ("copy.jpg", data)),
+                ("file", (other_path.name, other_path.read_bytes())),
+            ],
+            data={"scenes": json.dumps([{}, {"name": "mixed-new"}])},
+            headers=WRITER,
+        )
+        assert mixed.status_code == 201, mixed.text
+        assert [s["duplicate"] for s in mixed.json()["scenes"]] == [True, False]
+        assert int(mixed.json()["scenes"][0]["id"]) == new_id
+        removed = client.delete(f"/scenes/{scene_id('mixed-new')}", headers=WRITER)
+        assert removed.status_code == 204 and total(client) == before + 1
 
     # searchable at once, through either process: by its image, by its id, by its labels
     for _ in range(4):
@@ -304,8 +318,7 @@ def test_a_crash_while_adding_loses_and_duplicates_nothing(
         present = client.get(f"/scenes/{scene_id(name)}").status_code == 200
         assert present == (point == "scene-committed")
         again = client.post("/scenes", files=files, data={"name": name}, headers=WRITER)
-        assert again.status_code == 201, again.text
-        assert again.json()["scenes"][0]["duplicate"] == present
+        assert again.status_code == (409 if present else 201), again.text
         assert total(client) == 127
         hits = search_by_file(server.url, path, k="3")["hits"]
         assert int(hits[0]["id"]) == scene_id(name)
