@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from index.stores import ReindexOptions, ReindexReport, VectorStore
 from model.card import read_card
 from service.catalog_archive import EmptyCatalogError, catalog_archive
-from service.db import Scene, SceneVector
+from service.db import Scene
+from service.status import written_ids
 
 
 @dataclass
@@ -69,12 +70,8 @@ def find_drift(engine: Engine, model_path: str | Path, store: VectorStore) -> Dr
     current = store.current()
     with Session(engine) as session:
         sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
-        written = np.asarray(
-            session.scalars(
-                select(SceneVector.scene_id).where(SceneVector.model_version == model_version)
-            ).all(),
-            dtype=np.int64,
-        )
+
+    written = written_ids(engine, model_version)
     if current is None:
         return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
     held = store.ids(current.version)

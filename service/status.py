@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
 
 from index.stores import IndexNotReadyError, VectorStore, VectorStoreUnavailableError, open_store
 from model.card import ModelFileError, read_card
 from service.catalog import Catalog
+from service.db import SceneVector
 from service.migrate import current_revision, head_revision
 from service.settings import Settings, get_settings
 
@@ -95,18 +97,23 @@ def collect_status(engine: Engine, settings: Settings | None = None) -> dict[str
         sql_ids = np.asarray(Catalog(engine).all_ids(), dtype=np.int64)
         report["scenes"] = {"sql": len(sql_ids)}
         if index_ids is not None:
-            unindexed = int((~np.isin(sql_ids, index_ids)).sum())
+            absent = sql_ids[~np.isin(sql_ids, index_ids)]
+            written = written_ids(engine, model_version)
+            pending = int(np.isin(absent, written).sum())
+            unindexed = len(absent) - pending
             unknown = int((~np.isin(index_ids, sql_ids)).sum())
             report["scenes"] |= {
                 "indexed": len(index_ids), "not_indexed": unindexed, "unknown_to_sql": unknown,
+                "added_not_folded": pending,
             }  # fmt: skip
+            fold = f"{store.command('incremental')} --catalog"
             if unindexed:
-                stale.append(
-                    f"{unindexed} scenes in SQL are not indexed: "
-                    f"run `{store.command('incremental')}`"
-                )
+                stale.append(f"{unindexed} scenes in SQL are not indexed: run `{fold}`")
             if unknown:
-                stale.append(f"{unknown} indexed scenes are not in SQL: run `grn import`")
+                stale.append(
+                    f"{unknown} indexed scenes are not in SQL: run `grn import` if SQL lost "
+                    f"them, or `{fold}` to drop them (searches leave them out already)"
+                )
     report["stale"] = stale
     return report
 
@@ -135,5 +142,22 @@ def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
         text = f"{scenes['sql']} in SQL"
         if "indexed" in scenes:
             text += f", {scenes['indexed']} in the index"
+        if scenes.get("added_not_folded"):
+            text += (
+                f", {scenes['added_not_folded']} added through the API and searched before "
+                "an index holds them"
+            )
         lines.append(("scenes", text))
     return lines
+
+
+def written_ids(engine: Engine, model_version: str | None) -> np.ndarray:
+    """The scenes whose embedding by `model_version` SQL keeps (added through the API: the
+    service searches them before an index holds them)."""
+    if model_version is None:
+        return np.zeros(0, dtype=np.int64)
+    with Session(engine) as session:
+        found = session.scalars(
+            select(SceneVector.scene_id).where(SceneVector.model_version == model_version)
+        ).all()
+    return np.asarray(found, dtype=np.int64)
