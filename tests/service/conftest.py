@@ -4,12 +4,17 @@ server processes."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from servers import (
+    AXE_VERSION,
     CHROMIUM,
     LiveServer,
     Served,
@@ -89,3 +94,26 @@ def browser() -> Iterator[Any]:
         )
         yield launched
         launched.close()
+
+
+@pytest.fixture(scope="module")
+def axe_script(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """axe-core from the npm registry (cached)."""
+    cache = Path.home() / ".cache" / "grn" / f"axe-core-{AXE_VERSION}.min.js"
+    if not cache.is_file():
+        npm = shutil.which("npm")
+        if npm is None:
+            if os.environ.get("CI"):
+                raise RuntimeError("npm is needed to fetch axe-core")
+            pytest.skip("npm is not installed")
+        folder = tmp_path_factory.mktemp("axe")
+        subprocess.run(
+            [npm, "pack", f"axe-core@{AXE_VERSION}", "--pack-destination", str(folder)],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        with tarfile.open(next(folder.glob("axe-core-*.tgz"))) as archive:
+            member = archive.extractfile("package/axe.min.js")
+            assert member is not None
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(member.read())
+    return cache.read_text()

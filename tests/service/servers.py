@@ -25,6 +25,8 @@ from service.migrate import upgrade
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 """Debian's chromium, which the page tests drive through Playwright (when installed)."""
+AXE_VERSION = "4.14.1"
+"""axe-core, the accessibility checker the page tests run in it (from the npm registry)."""
 POSTGRES_URL = os.environ.get(
     "GRN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

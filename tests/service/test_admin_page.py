@@ -43,8 +43,18 @@ def new_images(ucm_root: Path, subset: Path, count: int) -> list[Path]:
     raise AssertionError("not enough UCM scenes outside the subset")
 
 
+def serious_violations(page: Any, axe_script: str) -> list[Any]:
+    page.add_script_tag(content=axe_script)
+    found = page.evaluate("async () => (await axe.run(document)).violations")
+    return [
+        (v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
 def test_add_correct_remove_and_run_a_job(
-    admin_server: LiveServer, browser: Any, ucm_root: Path, ucm_subset: Path
+    admin_server: LiveServer, browser: Any, ucm_root: Path, ucm_subset: Path, axe_script: str
 ) -> None:
     images = new_images(ucm_root, ucm_subset, 2)
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
@@ -79,6 +89,8 @@ def test_add_correct_remove_and_run_a_job(
         ).json()["hits"]
         assert hits[0]["image"] == listed["scenes"][0]["image"] or hits[0]["score"] > 0.999
 
+    assert not serious_violations(page, axe_script)
+
     # correct one: the table shows the new labels, and so does the API
     name = images[0].stem
     page.fill("#find-name", name)
@@ -87,6 +99,7 @@ def test_add_correct_remove_and_run_a_job(
         f"document.querySelector('#scenes tbody').innerText.includes('{name}')"
     )
     page.click("#scenes tbody tr button:has-text('Correct')")
+    assert not serious_violations(page, axe_script)  # with the dialog open
     page.uncheck("#edit-ship")
     page.check("#edit-buildings")
     page.click("#edit-save")

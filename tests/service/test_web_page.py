@@ -7,9 +7,6 @@ holds the committed ones)."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tarfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,7 +21,6 @@ from servers import CHROMIUM, LiveServer, Served, prepared_database, server_env
 
 from model.archive import Archive, load_archive, scene_id
 
-AXE_VERSION = "4.14.1"
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
 )
@@ -332,29 +328,6 @@ def test_on_a_phone_the_results_come_first(
     expect(page.locator("#viewer")).to_be_visible()
     shot(page, "phone-3-viewer")
     page.close()
-
-
-@pytest.fixture(scope="module")
-def axe_script(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """axe-core from the npm registry (cached)."""
-    cache = Path.home() / ".cache" / "grn" / f"axe-core-{AXE_VERSION}.min.js"
-    if not cache.is_file():
-        npm = shutil.which("npm")
-        if npm is None:
-            if os.environ.get("CI"):
-                raise RuntimeError("npm is needed to fetch axe-core")
-            pytest.skip("npm is not installed")
-        folder = tmp_path_factory.mktemp("axe")
-        subprocess.run(
-            [npm, "pack", f"axe-core@{AXE_VERSION}", "--pack-destination", str(folder)],
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
-        with tarfile.open(next(folder.glob("axe-core-*.tgz"))) as archive:
-            member = archive.extractfile("package/axe.min.js")
-            assert member is not None
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_bytes(member.read())
-    return cache.read_text()
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])
