@@ -147,6 +147,16 @@ class LiveIndex:
         ids = np.concatenate([base.ids, added], axis=1)
         scores = np.concatenate([base.scores, queries @ self.added_vectors[keep].T], axis=1)
         scores = np.where(ids >= 0, scores, -np.inf)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        ids = np.take_along_axis(ids, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        # a store updated in place (Milvus, incrementally) may hold an added scene before the
+        # catalog moves on: one hit per scene, its best
+        for row in range(len(ids)):
+            _, first = np.unique(ids[row], return_index=True)
+            repeated = np.ones(ids.shape[1], dtype=bool)
+            repeated[first] = False
+            scores[row, repeated & (ids[row] >= 0)] = -np.inf
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         ids = np.take_along_axis(ids, order, axis=1)
         scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
