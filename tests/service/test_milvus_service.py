@@ -190,9 +190,11 @@ def test_a_rebuilt_collection_is_swapped_in(
     assert described.startswith(f"scenes -> {second} (Milvus at {uri}, 50 scenes")
     assert report["index"]["scenes"] == 50 and report["scenes"] == {
         "sql": 126, "indexed": 50, "not_indexed": 76, "unknown_to_sql": 0,
+        "added_not_folded": 0,
     }  # fmt: skip
     assert report["stale"] == [
-        f"76 scenes in SQL are not indexed: run `grn reindex --milvus {uri} --incremental`"
+        f"76 scenes in SQL are not indexed: run `grn reindex --milvus {uri} --incremental "
+        "--catalog`"
     ]
 
 
