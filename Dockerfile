@@ -15,7 +15,7 @@ ARG BASE_IMAGE=grn-base/python:3.11-bookworm
 FROM ${BASE_IMAGE} AS runtime-base
 RUN groupadd --system --gid 10001 grn \
     && useradd --system --uid 10001 --gid grn --create-home --home-dir /home/grn grn \
-    && mkdir -p /data/models /data/index /data/thumbnails /archive \
+    && mkdir -p /data/models /data/index /data/thumbnails /data/store /archive \
     && chown -R grn:grn /data \
     && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
@@ -28,6 +28,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GRN_MODEL_PATH=/data/models/ucm-head/model.safetensors \
     GRN_INDEX_ROOT=/data/index \
     GRN_THUMBNAIL_DIR=/data/thumbnails \
+    GRN_STORE_DIR=/data/store \
     GRN_ARCHIVE_DIR=/archive
 WORKDIR /data
 EXPOSE 8000

@@ -46,7 +46,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     from service.queue import JobConflictError, NoSuchJobError
     from service.runtime import OverloadedError, ServiceNotReadyError
     from service.uploads import UploadTooLargeError
-    from service.writes import DuplicateScenesError, SceneConflictError
+    from service.writes import ArchiveStoreError, DuplicateScenesError, SceneConflictError
 
     return [
         (UploadTooLargeError, 413, "too_large"),
@@ -59,6 +59,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (UnknownSceneError, 404, "scene_not_indexed"),
         (IndexSearchError, 400, "bad_search"),
         (OverloadedError, 503, "overloaded"),
+        (ArchiveStoreError, 503, "archive_store_unavailable"),
         (ServiceNotReadyError, 503, "not_ready"),
         (TextSearchUnavailableError, 503, "text_search_unavailable"),
         (IndexNotReadyError, 503, "index_not_ready"),

@@ -60,6 +60,10 @@ class SceneConflictError(ValueError):
     """A scene name another scene already has (HTTP 409)."""
 
 
+class ArchiveStoreError(OSError):
+    """The archive store cannot be written (HTTP 503): nothing was added."""
+
+
 class DuplicateScenesError(ValueError):
     """Every image of a request is a scene already (HTTP 409); `details` names them."""
 
@@ -188,7 +192,16 @@ class SceneWriter:
             return [result for result in results if result is not None]
         with Session(self.engine) as session:
             self._check_free(session, names)
-        stored = [store_file(self.store, scene.data, checksum) for _, scene, checksum in fresh]
+        stored: list[tuple[Path, bool]] = []
+        try:
+            for _, scene, checksum in fresh:
+                stored.append(store_file(self.store, scene.data, checksum))
+        except OSError as exc:
+            self._forget(stored)
+            raise ArchiveStoreError(
+                f"cannot write to the archive store {self.store} ({exc.strerror or exc}); "
+                "check GRN_STORE_DIR and who may write there"
+            ) from exc
         paths = [path for path, _ in stored]
         kill_point("scene-stored")
         try:
@@ -229,11 +242,7 @@ class SceneWriter:
                     )
                 archive.scenes_added += len(rows)
         except Exception as exc:
-            # nothing half-written: the files this call stored go again
-            for path, created in stored:
-                if created:
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.store / path).unlink()
+            self._forget(stored)  # nothing half-written
             if isinstance(exc, IntegrityError):  # another request added one meanwhile
                 raise SceneConflictError(
                     "another request added one of these scenes at the same time; send it "
@@ -245,6 +254,13 @@ class SceneWriter:
         for (position, _, _), name in zip(fresh, names, strict=True):
             results[position] = Added(added[scene_id(name)], duplicate=False)
         return [result for result in results if result is not None]
+
+    def _forget(self, stored: Sequence[tuple[Path, bool]]) -> None:
+        """Remove the files this call stored (not those it found there)."""
+        for path, created in stored:
+            if created:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.store / path).unlink()
 
     @staticmethod
     def _check_free(session: Session, names: Sequence[str]) -> None:

@@ -79,6 +79,14 @@ def test_dockerfile_shape() -> None:
     assert not re.search(r"^(COPY|ADD)\b", text, flags=re.MULTILINE)
     assert re.search(r"HEALTHCHECK .*\n?.*/readyz", text)
     assert 'ENTRYPOINT ["grn"]' in text and 'CMD ["serve"]' in text  # the same image runs jobs
+    # every volume compose mounts under /data exists in the image, owned by the service's
+    # user: an empty named volume takes the folder's owner, else it is root's and unwritable
+    made = re.search(r"mkdir -p ([^\\&]+)", text)
+    assert made is not None and "chown -R grn:grn /data" in text
+    mounted = {
+        v.split(":")[1] for v in compose({})["services"]["api"]["volumes"] if ":/data/" in v
+    }
+    assert mounted and mounted <= set(made.group(1).split()), (mounted, made.group(1))
 
 
 def test_compose_file_is_what_the_deployment_needs() -> None:

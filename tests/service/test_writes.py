@@ -325,3 +325,25 @@ def test_a_crash_while_adding_loses_and_duplicates_nothing(
     found = Writable(server, tmp_path / "store", env).grn("reconcile")
     assert found.returncode == 0, found.stdout + found.stderr
     assert "1 scenes added through the API are searched" in found.stdout
+
+
+def test_an_archive_store_that_cannot_be_written_is_a_clear_503(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """GRN_STORE_DIR unusable (here a file where a folder should be; in a container, a
+    volume its user may not write): the upload says so, nothing is added."""
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    mine = copy_served(served, tmp_path / "served")
+    blocked = tmp_path / "store"
+    blocked.write_text("not a folder")
+    env = server_env(mine, url, tmp_path, GRN_WRITE_KEY=WRITE_KEY, GRN_STORE_DIR=str(blocked))
+    ((_, path, _),) = unused_scenes(ucm_root, ucm_subset, 1)
+    with LiveServer(env, tmp_path / "server.log") as server, server.client() as client:
+        refused = client.post(
+            "/scenes", files={"file": (path.name, path.read_bytes())}, headers=WRITER
+        )
+        assert refused.status_code == 503, refused.text
+        body = refused.json()
+        assert body["error"] == "archive_store_unavailable" and "GRN_STORE_DIR" in body["message"]
+        assert total(client) == 126 and blocked.read_text() == "not a folder"
