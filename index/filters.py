@@ -3,8 +3,11 @@
 A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
 `labels_any`, none of `labels_none`, come from the scene folder `folder`, belong to `split`,
 are not in
-`exclude_ids` and, when `allow_ids` is given, are in it. `passes` is the reference meaning
-that SQL and every vector store follow.
+`exclude_ids`, when `allow_ids` is given are in it, and when a place is given lie there:
+`bbox` keeps the scenes whose footprint's bounds meet the box, `within` those whose
+footprint's centre lies in the polygon (on its edge counts), `near` those whose centre lies
+within the radius (great-circle metres); a scene without a footprint passes no place
+condition. `passes` is the reference meaning that SQL and every vector store follow.
 
 Each store says which conditions it evaluates itself (`ServedIndex.native_filters`); the
 service turns a filter that uses any other condition into an allow-list of ids in SQL.
@@ -14,8 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
+import shapely
+
+from model.geo import haversine_m
 
 CONDITIONS = (
     "labels_all",
@@ -25,13 +32,17 @@ CONDITIONS = (
     "split",
     "exclude_ids",
     "allow_ids",
+    "bbox",
+    "within",
+    "near",
 )
+PLACES = frozenset({"bbox", "within", "near"})
 
 
 def _sets(name: str, value: object) -> bool:
     if value is None:
         return False
-    return name == "allow_ids" or len(value) > 0  # type: ignore[arg-type]
+    return name in ("allow_ids", "within") or len(value) > 0  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,10 @@ class SceneMeta:
 
     labels: tuple[str, ...] = ()
     folder: str = ""
+    bounds: tuple[float, float, float, float] | None = None
+    """The footprint's (min_lon, min_lat, max_lon, max_lat), WGS84; None: not georeferenced."""
+    centre: tuple[float, float] | None = None
+    """The footprint's centroid (lon, lat)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,12 @@ class SceneFilter:
     split: str | None = None
     exclude_ids: Sequence[int] = ()
     allow_ids: Sequence[int] | np.ndarray | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    """(min_lon, min_lat, max_lon, max_lat), WGS84 (`model.geo.parse_bbox`)."""
+    within: Any = None
+    """A shapely Polygon in WGS84 (`model.geo.geometry_from_geojson`)."""
+    near: tuple[float, float, float] | None = None
+    """(lon, lat, radius in metres)."""
 
     def conditions(self) -> frozenset[str]:
         """The names of the conditions this filter sets (an empty allow-list is one: it
@@ -81,4 +102,25 @@ class SceneFilter:
             and (self.split is None or split == self.split)
             and scene_id not in set(self.exclude_ids)
             and (self.allow_ids is None or scene_id in set(self.allow_ids))
+            and self._placed(meta)
         )
+
+    def _placed(self, meta: SceneMeta) -> bool:
+        if not self.conditions() & PLACES:
+            return True
+        if meta.bounds is None or meta.centre is None:
+            return False
+        lon, lat = meta.centre
+        if self.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = self.bbox
+            b = meta.bounds
+            if b[2] < min_lon or b[0] > max_lon or b[3] < min_lat or b[1] > max_lat:
+                return False
+        if self.within is not None and not shapely.intersects_xy(self.within, lon, lat):
+            return False
+        if self.near is not None:
+            lon0, lat0, radius = self.near
+            distance = haversine_m(np.array([lon]), np.array([lat]), lon0, lat0)[0]
+            if distance > radius:
+                return False
+        return True

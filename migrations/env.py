@@ -7,6 +7,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from service.db import Base, make_engine
+from service.migrate import include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -19,6 +20,7 @@ def run(connection: Connection) -> None:
         # SQLite cannot ALTER most things: Alembic rebuilds the table instead
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

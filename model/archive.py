@@ -1,12 +1,13 @@
 """Archives: a folder of scene images plus a `labels.csv` describing them.
 
 `labels.csv` has the columns `image` (file stem), `scene` (a grouping, usually the folder),
-`split` (`train`, `val` or `test`), then one 0/1 column per label, if any; the label names
-come from the header. A row whose label cells are all empty is a scene that is not labelled
-(its labels are unknown), which differs from a row of zeros (labelled, none of the labels
-apply); an archive with no label columns has no labelled scenes. Images are found by stem
-under the archive's `images/` folder when it has one, else anywhere under the archive
-folder; a stem must name one file.
+`split` (`train`, `val` or `test`), then optionally where each scene lies (`model.geo`'s
+columns: `footprint`, `lon`, `lat`, `crs`, `source`, `window`), then one 0/1 column per
+label, if any; the label names come from the header. A row whose label cells are all empty
+is a scene that is not labelled (its labels are unknown), which differs from a row of zeros
+(labelled, none of the labels apply); an archive with no label columns has no labelled
+scenes. Images are found by stem under the archive's `images/` folder when it has one, else
+anywhere under the archive folder; a stem must name one file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.geo import GEO_COLUMNS, GeoError, SceneGeo
 from model.imageio import IMAGE_SUFFIXES, InvalidImageError, ReadOptions, read_image
 
 FIXED_COLUMNS = ("image", "scene", "split")
@@ -49,6 +51,8 @@ class ArchiveEntry:
     labels: tuple[int, ...]
     """One 0/1 value per label column; empty when the scene is not labelled."""
     path: Path
+    geo: SceneGeo | None = None
+    """Where the scene lies, when the archive says (or its GeoTIFF does)."""
 
     @property
     def labelled(self) -> bool:
@@ -150,9 +154,10 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
         if header is None or tuple(header[:3]) != FIXED_COLUMNS:
             raise ArchiveError(
                 f"{labels_path}: the header must be image,scene,split, optionally followed by "
-                f"one column per label; found {header}"
+                f"geo columns ({', '.join(GEO_COLUMNS)}) and one column per label; found {header}"
             )
-        label_names = header[3:]
+        geo_columns = _geo_columns(header)
+        label_names = header[3 + len(geo_columns) :]
         if len(set(label_names)) != len(label_names):
             raise ArchiveError(f"{labels_path}: label names repeat in the header")
         if any(not name.strip() for name in label_names):
@@ -176,14 +181,30 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
         seen.add(name)
         if split not in SPLITS:
             raise ArchiveError(f"{labels_path}:{line_no}: split {split!r} is not one of {SPLITS}")
-        labels = _row_labels(row[3:], label_names, f"{labels_path}:{line_no}")
+        where = f"{labels_path}:{line_no}"
+        labels = _row_labels(row[3 + len(geo_columns) :], label_names, where)
         path = images.get(name)
         if path is None:
-            raise ArchiveError(f"{labels_path}:{line_no}: no image with stem {name!r} under {root}")
-        scenes.append(ArchiveEntry(name, scene, split, labels, path))
+            raise ArchiveError(f"{where}: no image with stem {name!r} under {root}")
+        try:
+            geo = SceneGeo.from_cells(dict(zip(geo_columns, row[3:], strict=False)), where)
+        except GeoError as exc:
+            raise ArchiveError(str(exc)) from exc
+        scenes.append(ArchiveEntry(name, scene, split, labels, path, geo))
     if not scenes:
         raise ArchiveError(f"{labels_path}: lists no images")
     return Archive(root=root, label_names=label_names, scenes=scenes, labels_path=labels_path)
+
+
+def _geo_columns(header: Sequence[str]) -> list[str]:
+    """The geo columns that follow image,scene,split (`model.geo.GEO_COLUMNS`, any subset, in
+    any order)."""
+    columns: list[str] = []
+    for name in header[3:]:
+        if name not in GEO_COLUMNS:
+            break
+        columns.append(name)
+    return columns
 
 
 def _row_labels(cells: Sequence[str], label_names: Sequence[str], where: str) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from service.errors import BadRequestError, SceneNotFoundError
 from service.live_index import LiveIndex
 from service.scene_table import SceneRow, SceneTable, generation_of
 from service.scene_table import SchemaNotCurrentError as SchemaNotCurrentError  # re-exported
+from service.spatial import footprints, in_box
 
 CHANGE_LOG = 1_000_000
 """Generations of the change log kept (`Catalog._prune`)."""
@@ -71,6 +73,9 @@ def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[An
         query = query.where(Scene.id.not_in([int(i) for i in f.exclude_ids]))
     if f.allow_ids is not None:
         query = query.where(Scene.id.in_([int(i) for i in f.allow_ids]))
+    if f.bbox is not None:  # through the spatial index (migration 0005)
+        bind = session.get_bind()
+        query = query.where(in_box(bind.dialect.name, f.bbox))
     return query
 
 
@@ -199,6 +204,11 @@ class Catalog:
             rows = session.scalars(select(Scene).where(Scene.id.in_(list(ids)))).all()
             return {row.id: row for row in rows}
 
+    def footprints(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The stored footprints of these scenes, by id (scenes without one are absent)."""
+        with self.engine.connect() as connection:
+            return footprints(connection, ids)
+
     def scene(self, scene_id: int) -> Scene:
         found = self.scenes([scene_id]).get(scene_id)
         if found is None:
@@ -216,6 +226,13 @@ class Catalog:
     ) -> tuple[list[Scene], int]:
         """A page of the scenes that pass `f` (and whose image name contains `name`), by id
         or by name, with the total."""
+
+        if f.within is not None or f.near is not None:
+            # the exact tests on the arrays; the box stays SQL's, through its index
+            placed = self.table().ids[self.table().placed(replace(f, bbox=None))]
+            if f.allow_ids is not None:
+                placed = np.intersect1d(placed, np.asarray(f.allow_ids, dtype=np.int64))
+            f = replace(f, within=None, near=None, allow_ids=placed)
 
         def query(what: Select[Any]) -> Select[Any]:
             chosen = _filtered(session, what, f)

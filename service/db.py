@@ -97,6 +97,7 @@ class Scene(Base):
     labels: Mapped[list[Label]] = relationship(
         secondary="scene_labels", lazy="selectin", order_by="Label.name"
     )
+    footprint: Mapped[SceneFootprint | None] = relationship(lazy="selectin", viewonly=True)
 
 
 class SceneLabel(Base):
@@ -124,6 +125,32 @@ class SceneVector(Base):
     """float32, the model's embedding dimension."""
     probabilities: Mapped[bytes | None] = mapped_column(LargeBinary)
     """float32, one per label of the model card."""
+
+
+class SceneFootprint(Base):
+    """Where a scene lies (migration 0005): its footprint in WGS84 as GeoJSON, the footprint's
+    bounds and centre as numbers (the bounds indexed for box queries: an R*Tree on SQLite, a
+    GiST box on PostgreSQL), and for a scene cut from a raster, the raster, its CRS and the
+    pixel window."""
+
+    __tablename__ = "scene_footprints"
+
+    scene_id: Mapped[int] = mapped_column(
+        ForeignKey("scenes.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    min_lon: Mapped[float] = mapped_column(Float(53))
+    min_lat: Mapped[float] = mapped_column(Float(53))
+    max_lon: Mapped[float] = mapped_column(Float(53))
+    max_lat: Mapped[float] = mapped_column(Float(53))
+    lon: Mapped[float] = mapped_column(Float(53))
+    """The footprint's centroid."""
+    lat: Mapped[float] = mapped_column(Float(53))
+    geometry: Mapped[str] = mapped_column(Text)
+    """GeoJSON (Polygon or Point), WGS84."""
+    crs: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(1024))
+    window: Mapped[str | None] = mapped_column(String(64))
+    """col_off,row_off,width,height in the source raster."""
 
 
 class CatalogState(Base):

@@ -1,7 +1,8 @@
 """`grn import`: an archive's scenes and labels into SQL.
 
 Scenes that are not labelled (or all scenes, when labels.csv has no label columns) import
-with no labels.
+with no labels. A scene's footprint (labels.csv's geo columns, or the georeferencing of a
+GeoTIFF scene) is written with its row (`scene_footprints`).
 
 Idempotent: a scene already in the store (same id, i.e. the same image stem) is left as it
 is, so a second run adds nothing. Every image is decoded before its row is written, so an
@@ -27,8 +28,10 @@ from tqdm import tqdm
 
 from model.archive import Archive, ArchiveEntry, BrokenFile, load_archive, scene_id
 from model.faults import kill_point
+from model.geo import SceneGeo
 from model.imageio import InvalidImageError, decode_image
-from service.db import ArchiveImport, Label, Scene, SceneLabel, utcnow
+from service.db import ArchiveImport, Label, Scene, SceneFootprint, SceneLabel, utcnow
+from service.spatial import footprint_row
 
 CHUNK = 256
 MEDIA_TYPES = {".tif": "image/tiff", ".tiff": "image/tiff"}
@@ -50,6 +53,7 @@ class _Checked:
     width: int = 0
     height: int = 0
     checksum: str = ""
+    geo: SceneGeo | None = None
     error: str | None = None
 
 
@@ -71,6 +75,14 @@ def _check(entry: ArchiveEntry) -> _Checked:
         return checked
     checked.height, checked.width = int(pixels.shape[0]), int(pixels.shape[1])
     checked.checksum = hashlib.sha256(data).hexdigest()
+    checked.geo = entry.geo
+    if checked.geo is None and entry.path.suffix.lower() in MEDIA_TYPES:
+        from model.rasters import RasterError, footprint_of_file
+
+        try:  # a GeoTIFF scene keeps its own georeferencing
+            checked.geo = footprint_of_file(entry.path)
+        except RasterError as exc:
+            checked.error = str(exc)
     return checked
 
 
@@ -193,12 +205,15 @@ def _write_chunk(
         for name, present in zip(archive.label_names, checked.entry.labels, strict=True)
         if present
     ]
+    places = [footprint_row(c.id, c.geo) for c in chunk if c.geo is not None]
     # one multi-row INSERT each (CHUNK scenes): the catalog's triggers fire once per
     # statement on PostgreSQL, not once per row as an executemany would make them
     with Session(engine) as session, session.begin():
         session.execute(insert(Scene).values(scenes))
         if links:
             session.execute(insert(SceneLabel).values(links))
+        if places:
+            session.execute(insert(SceneFootprint).values(places))
     return len(chunk)
 
 

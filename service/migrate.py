@@ -16,6 +16,23 @@ import migrations
 SCRIPT_LOCATION = str(Path(migrations.__file__).resolve().parent)
 
 
+MAINTAINED_BY_TRIGGERS = "scene_footprint_boxes"
+"""SQLite's R*Tree over the footprints and its shadow tables (migration 0005): kept by
+triggers, not by the models, so schema comparisons leave them out."""
+EXPRESSION_INDEXES = ("ix_scene_footprints_box",)
+"""PostgreSQL's GiST index over the footprints' bounds as a box (migration 0005): an
+expression the models do not declare."""
+
+
+def include_object(
+    obj: object, name: str | None, kind: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's filter for schema comparisons: everything but the trigger-kept tables."""
+    if kind == "index" and name in EXPRESSION_INDEXES:
+        return False
+    return not (kind == "table" and (name or "").startswith(MAINTAINED_BY_TRIGGERS))
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)

@@ -1,5 +1,5 @@
 """The scene metadata searches need, held in arrays: what a hit shows (name, folder, labels)
-and what filters test (labels, folder, split), for every scene, sorted by id.
+and what filters test (labels, folder, split, place), for every scene, sorted by id.
 
 SQL stays the source of truth. The table belongs to one catalog generation: database
 triggers raise the counter in `catalog_state` with every change to scenes, labels or scene
@@ -12,7 +12,8 @@ column per label) instead of loading an ORM object per hit or resolving the filt
 
 Memory: about 8 bytes (id) + the name as a Python string (about 70 bytes for 20
 characters) + 4 (folder) + 4 (split) + 4 (label set) + one byte per label per scene; a
-million scenes with 17 labels take about 110 MB.
+million scenes with 17 labels take about 110 MB, and 48 more bytes per scene for the
+footprints' bounds and centres.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import shapely
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from index.filters import SceneFilter
-from service.db import CatalogState, Label, Scene, SceneLabel, SceneVector
+from index.filters import PLACES, SceneFilter
+from model.geo import haversine_m, near_bounds
+from service.db import CatalogState, Label, Scene, SceneFootprint, SceneLabel, SceneVector
 from service.errors import BadRequestError
 
 CHUNK = 5000
@@ -41,6 +44,8 @@ class SceneRow:
     name: str
     folder: str
     labels: tuple[str, ...]
+    placed: bool = False
+    """Whether it has a footprint (SQL's `scene_footprints` holds it)."""
 
 
 def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
@@ -188,6 +193,9 @@ class SceneTable:
     label_set_names: list[tuple[str, ...]]
     written: WrittenVectors = field(default_factory=lambda: WrittenVectors.empty(None))
     """The embeddings SQL keeps for scenes added through the API, under the served model."""
+    places: np.ndarray = field(default_factory=lambda: np.full((0, 6), np.nan))
+    """(n, 6) float64: each footprint's min_lon, min_lat, max_lon, max_lat, lon, lat (its
+    centre); NaN for a scene without one."""
 
     @classmethod
     def read(
@@ -207,16 +215,20 @@ class SceneTable:
         labels = connection.execute(select(Label.id, Label.name).order_by(Label.name)).all()
         scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split)
         pair_query = select(SceneLabel.scene_id, SceneLabel.label_id)
+        f = SceneFootprint
+        place_query = select(f.scene_id, f.min_lon, f.min_lat, f.max_lon, f.max_lat, f.lon, f.lat)
         if only is None:
             rows = connection.execute(scene_query).all()
             pairs = connection.execute(pair_query).all()
+            placed = connection.execute(place_query).all()
         else:
-            rows, pairs = [], []
+            rows, pairs, placed = [], [], []
             wanted = [int(i) for i in only]
             for start in range(0, len(wanted), CHUNK):
                 chunk = wanted[start : start + CHUNK]
                 rows += connection.execute(scene_query.where(Scene.id.in_(chunk))).all()
                 pairs += connection.execute(pair_query.where(SceneLabel.scene_id.in_(chunk))).all()
+                placed += connection.execute(place_query.where(f.scene_id.in_(chunk))).all()
         # (numpy asked to convert SQLAlchemy rows probes each for array attributes: slow)
         ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(ids, kind="stable")
@@ -243,9 +255,16 @@ class SceneTable:
             for combo in combos
         ]
         set_codes = np.asarray(label_sets, dtype=np.int32).reshape(-1)
+        places = np.full((len(ids), 6), np.nan)
+        if placed:
+            values = np.asarray([p[1:] for p in placed], dtype=np.float64)
+            placed_ids = np.fromiter((p[0] for p in placed), dtype=np.int64, count=len(placed))
+            rows_of = np.searchsorted(ids, placed_ids)
+            held = (rows_of < len(ids)) & (ids[np.minimum(rows_of, len(ids) - 1)] == placed_ids)
+            places[rows_of[held]] = values[held]
         return cls(
             generation, ids, names, folders, folder_names, splits, split_names, matrix,
-            label_names, set_codes, label_set_names, written,
+            label_names, set_codes, label_set_names, written, places,
         )  # fmt: skip
 
     def patched(self, connection: Connection, changed: np.ndarray, generation: int) -> SceneTable:
@@ -280,6 +299,7 @@ class SceneTable:
             label_sets=label_sets[order],
             label_set_names=label_set_names,
             written=self.written.patched(fresh.written, changed),
+            places=np.concatenate([self.places[keep], fresh.places])[order],
         )
 
     def __len__(self) -> int:
@@ -300,14 +320,17 @@ class SceneTable:
         held = rows >= 0
         kept, rows = ids[held].tolist(), rows[held]
         names, folders = self.names[rows].tolist(), self.folders[rows].tolist()
+        placed = (~np.isnan(self.places[rows, 0])).tolist()
         sets, folder_names, set_names = (
             self.label_sets[rows].tolist(),
             self.folder_names,
             self.label_set_names,
         )
         return {
-            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels])
-            for scene_id, name, folder, labels in zip(kept, names, folders, sets, strict=True)
+            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place)
+            for scene_id, name, folder, labels, place in zip(
+                kept, names, folders, sets, placed, strict=True
+            )
         }
 
     def _columns(self, names: Sequence[str]) -> list[int]:
@@ -348,6 +371,31 @@ class SceneTable:
             rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
             allowed[rows[rows >= 0]] = True
             keep &= allowed
+        if where.conditions() & PLACES:
+            keep &= self.placed(where, keep)
+        return keep
+
+    def placed(self, where: SceneFilter, among: np.ndarray | None = None) -> np.ndarray:
+        """Which scenes lie where the filter's place conditions say (`SceneFilter`), tested
+        only among the rows `among` marks (all by default): the box first, on four columns,
+        then the polygon and the distance on the rows still in."""
+        p = self.places
+        keep = ~np.isnan(p[:, 0]) if among is None else among & ~np.isnan(p[:, 0])
+        if where.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = where.bbox
+            keep &= (p[:, 2] >= min_lon) & (p[:, 0] <= max_lon)
+            keep &= (p[:, 3] >= min_lat) & (p[:, 1] <= max_lat)
+        if where.within is not None:
+            w = where.within.bounds  # the polygon's own box narrows the rows first
+            keep &= (p[:, 4] >= w[0]) & (p[:, 4] <= w[2]) & (p[:, 5] >= w[1]) & (p[:, 5] <= w[3])
+            rows = np.flatnonzero(keep)
+            keep[rows] = shapely.intersects_xy(where.within, p[rows, 4], p[rows, 5])
+        if where.near is not None:
+            lon, lat, radius = where.near
+            b = near_bounds(lon, lat, radius)  # the circle's box first, then the distance
+            keep &= (p[:, 4] >= b[0]) & (p[:, 4] <= b[2]) & (p[:, 5] >= b[1]) & (p[:, 5] <= b[3])
+            rows = np.flatnonzero(keep)
+            keep[rows] = haversine_m(p[rows, 4], p[rows, 5], lon, lat) <= radius
         return keep
 
     def allowed_ids(self, where: SceneFilter) -> np.ndarray:

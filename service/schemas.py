@@ -163,8 +163,20 @@ class SearchRequest(Schema):
     """The first hit of the page (0-based) among the k ranked."""
     limit: int | None = Field(default=None, ge=1, le=1000)
     """Hits per page (default: all k)."""
-    format: Literal["json", "csv"] = "json"
-    """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url)."""
+    format: Literal["json", "csv", "geojson"] = "json"
+    """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url);
+    `geojson`: as a GeoJSON FeatureCollection of the hits that have a footprint (for QGIS and
+    the like), each Feature's properties carrying rank, id, image, scene, score, labels and
+    links."""
+    bbox: list[float] | None = Field(default=None, min_length=4, max_length=4)
+    """Only scenes whose footprint's bounds meet this box: [min_lon, min_lat, max_lon,
+    max_lat], WGS84 degrees (a form field: the four numbers separated by commas)."""
+    within: dict[str, Any] | None = None
+    """Only scenes whose footprint's centre lies in this GeoJSON Polygon (WGS84; a form
+    field: the GeoJSON as text)."""
+    near: list[float] | None = Field(default=None, min_length=3, max_length=3)
+    """Only scenes whose footprint's centre lies within radius_m metres of a point: [lon,
+    lat, radius_m]."""
     more_like: list[SceneIdIn] = Field(default_factory=list, max_length=100)
     """Relevance feedback: scenes the results should be like (Rocchio: the query plus 0.75
     times their mean); they are left out of the results."""
@@ -178,6 +190,18 @@ class SearchRequest(Schema):
     """A phrase ("parked aircraft beside hangars, no cars") read onto the label vocabulary:
     what it reads as labels joins `labels_all`, negated parts `labels_none`; the answer's
     `understood` says what was read and what was not."""
+
+    @model_validator(mode="after")
+    def _places_are_valid(self) -> SearchRequest:
+        from model.geo import geometry_from_geojson, parse_bbox, parse_near
+
+        if self.bbox is not None:
+            parse_bbox(self.bbox)
+        if self.near is not None:
+            parse_near(self.near)
+        if self.within is not None and geometry_from_geojson(self.within).geom_type != "Polygon":
+            raise ValueError("within must be a GeoJSON Polygon")
+        return self
 
     @model_validator(mode="after")
     def _has_a_query(self) -> SearchRequest:
@@ -232,6 +256,19 @@ class SceneOut(Schema):
     """A small JPEG (GRN_THUMBNAIL_SIZE); `/preview` gives any size."""
     metadata: dict[str, Any] | None = None
     """Free metadata given when the scene was added or corrected through the API."""
+    place: ScenePlace | None = None
+    """Where it lies on the Earth (None: not georeferenced)."""
+
+
+class ScenePlace(Schema):
+    footprint: dict[str, Any]
+    """A GeoJSON Polygon or Point, WGS84."""
+    crs: str | None = None
+    """The source raster's coordinate reference system."""
+    source: str | None = None
+    """The raster the scene was cut from."""
+    window: list[int] | None = None
+    """Its pixel window there: col_off, row_off, width, height."""
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
@@ -303,6 +340,8 @@ class Hit(Schema):
     """The original file."""
     thumbnail_url: str
     """A small JPEG of it."""
+    footprint: dict[str, Any] | None = None
+    """Where it lies: a GeoJSON Polygon or Point in WGS84 (None: not georeferenced)."""
 
 
 class SearchResponse(Schema):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from index.filters import SceneFilter
-from service.db import Scene
+from model.geo import GeoError, geometry_from_geojson, parse_bbox, parse_near
+from service.db import Scene, SceneFootprint
 from service.deps import (
     READER,
     CatalogDep,
@@ -21,8 +22,15 @@ from service.deps import (
     in_thread,
     split_commas,
 )
-from service.errors import documented
-from service.schemas import FoldersResponse, LabelCount, LabelsResponse, SceneOut, ScenePage
+from service.errors import BadRequestError, documented
+from service.schemas import (
+    FoldersResponse,
+    LabelCount,
+    LabelsResponse,
+    SceneOut,
+    ScenePage,
+    ScenePlace,
+)
 from service.thumbnails import cache_headers, not_modified, rendering, thumbnail
 
 router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
@@ -43,7 +51,32 @@ def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
         image_url=image_url,
         thumbnail_url=thumbnail_url,
         metadata=None if meta is None else json.loads(meta),
+        place=place_out(getattr(scene, "footprint", None)),
     )
+
+
+def place_out(footprint: SceneFootprint | None) -> ScenePlace | None:
+    if footprint is None:
+        return None
+    window = [int(v) for v in footprint.window.split(",")] if footprint.window else None
+    return ScenePlace(
+        footprint=json.loads(footprint.geometry),
+        crs=footprint.crs,
+        source=footprint.source,
+        window=window,
+    )
+
+
+def place_filter(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
+    """Query parameters -> `SceneFilter`'s place conditions (a 400 naming what is wrong)."""
+    try:
+        return {
+            "bbox": parse_bbox(bbox) if bbox else None,
+            "within": geometry_from_geojson(json.loads(within)) if within else None,
+            "near": parse_near(near) if near else None,
+        }
+    except (GeoError, json.JSONDecodeError) as exc:
+        raise BadRequestError(str(exc), code="bad_place") from exc
 
 
 @router.get("/scenes", response_model=ScenePage, responses=documented(400, 422))
@@ -60,6 +93,15 @@ async def scenes(
     # SQL's OFFSET is a 64-bit integer: past it the database errs, so refuse with a 422
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    bbox: Annotated[
+        str | None, Query(description="min_lon,min_lat,max_lon,max_lat: footprints meeting it.")
+    ] = None,
+    within: Annotated[
+        str | None, Query(description="A GeoJSON Polygon: footprints centred inside it.")
+    ] = None,
+    near: Annotated[
+        str | None, Query(description="lon,lat,radius_m: footprints centred within it.")
+    ] = None,
 ) -> ScenePage:
     """The archive's scenes, filtered by labels, scene folder, split and part of the image
     name, ordered by id or name, paged."""
@@ -69,6 +111,7 @@ async def scenes(
         labels_none=split_commas(labels_none or []),
         folder=scene,
         split=split,
+        **place_filter(bbox, within, near),
     )
     rows, total = await in_thread(lambda: catalog.page(where, offset, limit, name=q, order=order))
     end = offset + len(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -13,10 +14,11 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from index.filters import SceneFilter
+from model.geo import geometry_from_geojson
 from model.imageio import decode_image
 from service.catalog import Catalog
 from service.deps import (
@@ -57,6 +59,8 @@ FORM_LISTS = (
     "exclude_ids",
     "more_like",
     "less_like",
+    "bbox",
+    "near",
 )
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
@@ -234,7 +238,13 @@ async def search(
         else:
             note = no_classifier_note(snapshot.card)
     urls = SceneUrls(request)
-    hits = [hit_out(urls, hit) for hit in page.hits]
+    places = await placed_hits(catalog, page)
+    hits = [hit_out(urls, hit, places.get(hit.scene.id)) for hit in page.hits]
+    if params.format == "geojson":
+        return JSONResponse(
+            hits_geojson(hits, page.offset, page.model_version),
+            media_type="application/geo+json",
+        )
     if params.format == "csv":
         return Response(
             hits_csv(hits, page.offset),
@@ -265,6 +275,45 @@ async def searched(
         if table is not None:
             return budget.timed(lambda: search(table))
     return await in_thread(budget.timed, lambda: search(None))
+
+
+async def placed_hits(catalog: Catalog, page: SearchPage) -> dict[int, dict[str, Any]]:
+    """The footprints (GeoJSON) of the page's hits that have one, from SQL by primary key;
+    no query at all when none of them is georeferenced (the arrays say)."""
+    ids = [hit.scene.id for hit in page.hits if hit.scene.placed]
+    if not ids:
+        return {}
+    rows = await in_thread(catalog.footprints, ids)
+    return {scene_id: json.loads(row["geometry"]) for scene_id, row in rows.items()}
+
+
+def hits_geojson(hits: list[Hit], offset: int, model_version: str) -> dict[str, Any]:
+    """The hits that have a footprint as a GeoJSON FeatureCollection, best first."""
+    features = [
+        {
+            "type": "Feature",
+            "id": str(hit.id),
+            "geometry": hit.footprint,
+            "properties": {
+                "rank": offset + number,
+                "id": str(hit.id),
+                "image": hit.image,
+                "scene": hit.scene,
+                "score": hit.score,
+                "labels": ";".join(hit.labels),
+                "image_url": hit.image_url,
+                "thumbnail_url": hit.thumbnail_url,
+            },
+        }
+        for number, hit in enumerate(hits, start=1)
+        if hit.footprint is not None
+    ]
+    return {
+        "type": "FeatureCollection",
+        "features": features,
+        "model_version": model_version,
+        "unplaced": sum(hit.footprint is None for hit in hits),
+    }
 
 
 def hits_csv(hits: list[Hit], offset: int) -> str:
@@ -318,6 +367,9 @@ def search_query(params: SearchRequest) -> SearchQuery:
             labels_none=params.labels_none,
             folder=params.scene,
             exclude_ids=params.exclude_ids,
+            bbox=tuple(params.bbox) if params.bbox else None,  # type: ignore[arg-type]
+            within=geometry_from_geojson(params.within) if params.within else None,
+            near=tuple(params.near) if params.near else None,  # type: ignore[arg-type]
         ),
         min_score=params.min_score,
         include_query=params.include_query,
@@ -334,6 +386,11 @@ def search_form(fields: dict[str, list[str]]) -> dict[str, Any]:
     for key, values in fields.items():
         if key in FORM_LISTS:
             out[key] = split_commas(values)
+        elif key == "within" and len(values) == 1 and values[0]:
+            try:
+                out[key] = json.loads(values[0])
+            except json.JSONDecodeError as exc:
+                raise BadRequestError(f"the form field 'within' is not GeoJSON: {exc}") from exc
         elif len(values) > 1:
             raise BadRequestError(f"the form field {key!r} is given {len(values)} times")
         elif values[0] != "":
@@ -349,7 +406,7 @@ def _validated(parse: Any) -> SearchRequest:
     return params
 
 
-def hit_out(urls: SceneUrls, hit: RankedScene) -> Hit:
+def hit_out(urls: SceneUrls, hit: RankedScene, footprint: dict[str, Any] | None = None) -> Hit:
     scene = hit.scene
     image_url, thumbnail_url = urls(scene.id)
     return Hit(
@@ -360,4 +417,5 @@ def hit_out(urls: SceneUrls, hit: RankedScene) -> Hit:
         scene=scene.folder,
         image_url=image_url,
         thumbnail_url=thumbnail_url,
+        footprint=footprint,
     )

@@ -21,7 +21,7 @@ from model.archive import load_archive, scene_id
 from model.card import read_card
 from service.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
 from service.importer import CHUNK, import_archive
-from service.migrate import current_revision, downgrade, head_revision, upgrade
+from service.migrate import current_revision, downgrade, head_revision, include_object, upgrade
 
 TABLES = {"archives", "labels", "scenes", "scene_labels", "model_versions", "index_builds"}
 
@@ -32,7 +32,9 @@ def test_migrations_round_trip_and_match_the_models(database_url: str) -> None:
     assert current_revision(engine) == head_revision()
     assert set(inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            connection, opts={"compare_type": True, "include_object": include_object}
+        )
         assert compare_metadata(context, Base.metadata) == []  # the revisions build the models
     downgrade(engine, "base")
     assert current_revision(engine) is None

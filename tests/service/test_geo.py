@@ -1,0 +1,255 @@
+"""Scenes on the Earth through the API: footprints imported from labels.csv, search and
+listing filtered by box, polygon and distance, hits as GeoJSON, bad places refused; on
+SQLite and PostgreSQL, through a real server."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyproj import Transformer
+from servers import LiveServer, Served, postgres_schema, prepared_database, server_env
+from shapely.geometry import Polygon
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from index.filters import SceneFilter, SceneMeta
+from model.archive import load_archive, scene_id
+from model.geo import GEO_COLUMNS, SceneGeo
+from service.db import SceneFootprint, make_engine
+from service.scene_table import SceneTable
+from service.spatial import ids_in_box
+
+PIXEL_M = 0.3
+SIDE_M = 256 * PIXEL_M
+ORIGIN = (500_000.0, 3_760_000.0)  # UTM zone 11N (EPSG:32611), near Los Angeles
+COLUMNS = 14
+
+
+def utm_footprint(row: int, col: int) -> Polygon:
+    """Scene (row, col) of a grid of 76.8 m squares laid from ORIGIN southwards, in WGS84."""
+    to_wgs84 = Transformer.from_crs("EPSG:32611", "EPSG:4326", always_xy=True)
+    west, north = ORIGIN[0] + col * SIDE_M, ORIGIN[1] - row * SIDE_M
+    corners = [(west, north), (west + SIDE_M, north), (west + SIDE_M, north - SIDE_M)]
+    corners += [(west, north - SIDE_M), (west, north)]
+    return Polygon([to_wgs84.transform(x, y) for x, y in corners])
+
+
+@pytest.fixture(scope="module")
+def geo_labels(ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 126 scenes of `ucm_subset`, laid on a 14 x 9 grid of UTM squares (footprints in
+    labels.csv's geo columns), except the last six, which have no footprint."""
+    with ucm_subset.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    target = tmp_path_factory.mktemp("geo") / "labels.csv"
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*header[:3], *GEO_COLUMNS, *header[3:]])
+        for number, row in enumerate(body):
+            cells = {k: "" for k in GEO_COLUMNS}
+            if number < len(body) - 6:
+                r, c = divmod(number, COLUMNS)
+                cells = SceneGeo(utm_footprint(r, c), "EPSG:32611", "grid.tif").cells()
+                cells["window"] = f"{c * 256},{r * 256},256,256"
+            writer.writerow([*row[:3], *(cells[k] for k in GEO_COLUMNS), *row[3:]])
+    return target
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def geo_live(
+    request: pytest.FixtureRequest,
+    served: Served,
+    ucm_root: Path,
+    geo_labels: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LiveServer, str]]:
+    """A server over the georeferenced subset (the served index holds the same scenes)."""
+    workdir = tmp_path_factory.mktemp(f"geo-{request.param}")
+    schema = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{workdir / 'grn.db'}"
+    else:
+        schema = postgres_schema()
+        url = schema.__enter__()
+    try:
+        prepared_database(url, ucm_root, geo_labels)
+        with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
+            yield server, url
+    finally:
+        if schema is not None:
+            schema.__exit__()
+
+
+def _grid(ucm_root: Path, geo_labels: Path) -> dict[int, SceneGeo]:
+    archive = load_archive(ucm_root, geo_labels)
+    return {scene_id(s.name): s.geo for s in archive.scenes if s.geo is not None}
+
+
+def test_footprints_import_and_the_table_follows_the_reference_filter(
+    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path
+) -> None:
+    _, url = geo_live
+    grid = _grid(ucm_root, geo_labels)
+    assert len(grid) == 120
+    engine = make_engine(url)
+    with Session(engine) as session:
+        stored = {f.scene_id: f for f in session.scalars(select(SceneFootprint))}
+    assert set(stored) == set(grid)
+    some = next(iter(grid))
+    assert stored[some].crs == "EPSG:32611" and stored[some].source == "grid.tif"
+    assert json.loads(stored[some].geometry)["type"] == "Polygon"
+    assert np.allclose(
+        [stored[some].min_lon, stored[some].min_lat, stored[some].max_lon, stored[some].max_lat],
+        grid[some].bounds,
+    )
+    lon0, lat0 = next(iter(grid.values())).centre
+    filters = [
+        SceneFilter(bbox=(lon0 - 0.001, lat0 - 0.002, lon0 + 0.004, lat0 + 0.0005)),
+        SceneFilter(
+            within=Polygon([(lon0, lat0), (lon0 + 0.01, lat0 - 0.003), (lon0, lat0 - 0.006)])
+        ),
+        SceneFilter(near=(lon0 + 0.002, lat0 - 0.002, 300.0)),
+        SceneFilter(near=(lon0, lat0, 150.0), bbox=(lon0 - 1, lat0 - 1, lon0 + 1, lat0 + 1)),
+    ]
+    with engine.connect() as connection:
+        table = SceneTable.read(connection)
+        for where in filters:
+            expected = sorted(
+                i
+                for i in table.ids.tolist()
+                if where.passes(
+                    i,
+                    SceneMeta(bounds=grid[i].bounds, centre=grid[i].centre)
+                    if i in grid
+                    else SceneMeta(),
+                )
+            )
+            got = table.allowed_ids(where).tolist()
+            assert got == expected and 0 < len(got) < 120, where
+        # the spatial index answers the box as the arrays do
+        box = filters[0].bbox
+        indexed = sorted(connection.execute(ids_in_box(engine.dialect.name, box)).scalars())
+        assert indexed == table.allowed_ids(SceneFilter(bbox=box)).tolist()
+        if engine.dialect.name == "sqlite":  # the R*Tree follows deletes (its trigger)
+            connection.execute(
+                text("DELETE FROM scene_footprints WHERE scene_id = :i"), {"i": indexed[0]}
+            )
+            again = sorted(connection.execute(ids_in_box("sqlite", box)).scalars())
+            assert again == indexed[1:]
+            connection.rollback()
+    engine.dispose()
+
+
+def test_search_and_listing_keep_to_the_place_and_answer_geojson(
+    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path
+) -> None:
+    server, _ = geo_live
+    grid = _grid(ucm_root, geo_labels)
+    query = next(iter(grid))
+    lon, lat = grid[query].centre
+    bbox = [lon - 0.002, lat - 0.002, lon + 0.002, lat + 0.002]
+    inside = {
+        i
+        for i, g in grid.items()
+        if g.bounds[2] >= bbox[0] and g.bounds[0] <= bbox[2]
+        and g.bounds[3] >= bbox[1] and g.bounds[1] <= bbox[3]
+    }  # fmt: skip
+    assert 3 < len(inside) < 60
+    with server.client() as client:
+        everywhere = client.post("/search", json={"scene_id": str(query), "k": 50}).json()
+        assert any(int(h["id"]) not in inside for h in everywhere["hits"])
+        found = client.post("/search", json={"scene_id": str(query), "k": 50, "bbox": bbox})
+        assert found.status_code == 200, found.text
+        hits = found.json()["hits"]
+        assert {int(h["id"]) for h in hits} == inside - {query}
+        assert all(h["footprint"]["type"] == "Polygon" for h in hits)
+
+        geojson = client.post(
+            "/search", json={"scene_id": str(query), "k": 10, "bbox": bbox, "format": "geojson"}
+        )
+        assert geojson.status_code == 200
+        assert geojson.headers["content-type"].startswith("application/geo+json")
+        collection = geojson.json()
+        assert collection["type"] == "FeatureCollection"
+        features = collection["features"]
+        assert [f["properties"]["rank"] for f in features] == list(range(1, len(features) + 1))
+        assert [f["id"] for f in features] == [h["id"] for h in hits[: len(features)]]
+        first = features[0]["properties"]
+        assert first["image_url"].endswith(f"/scenes/{features[0]['id']}/image")
+        assert set(first) >= {"score", "labels", "image", "scene", "thumbnail_url"}
+
+        near = client.post(
+            "/search", json={"scene_id": str(query), "k": 50, "near": [lon, lat, 200.0]}
+        ).json()["hits"]
+        assert near and all(_metres(grid[int(h["id"])].centre, (lon, lat)) <= 200.0 for h in near)
+
+        listed = client.get("/scenes", params={"bbox": ",".join(map(str, bbox)), "limit": 1000})
+        assert listed.status_code == 200, listed.text
+        assert {int(s["id"]) for s in listed.json()["scenes"]} == inside
+        one = listed.json()["scenes"][0]
+        assert one["place"]["crs"] == "EPSG:32611" and one["place"]["source"] == "grid.tif"
+        assert len(one["place"]["window"]) == 4
+        polygon = {
+            "type": "Polygon",
+            "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
+                             [bbox[0], bbox[3]], [bbox[0], bbox[1]]]],
+        }  # fmt: skip
+        within = client.get("/scenes", params={"within": json.dumps(polygon), "limit": 1000})
+        centred = {i for i in inside if bbox[0] <= grid[i].centre[0] <= bbox[2]
+                   and bbox[1] <= grid[i].centre[1] <= bbox[3]}  # fmt: skip
+        assert {int(s["id"]) for s in within.json()["scenes"]} == centred
+        unplaced = client.get("/scenes", params={"limit": 1000}).json()["scenes"]
+        assert sum(s["place"] is None for s in unplaced) == 6
+
+
+def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
+    from model.geo import haversine_m
+
+    return float(haversine_m(np.array([a[0]]), np.array([a[1]]), b[0], b[1])[0])
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"bbox": [10, 50, 9, 51]}, "minimum above its maximum"),
+        ({"bbox": [10, 50, 11]}, "at least 4"),
+        ({"bbox": [200, 50, 201, 51]}, "longitude"),
+        ({"near": [10, 50, -5]}, "positive number of metres"),
+        (
+            {
+                "within": {
+                    "type": "Polygon",
+                    "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]],
+                }
+            },
+            "not valid",
+        ),
+        (
+            {
+                "within": {
+                    "type": "Polygon",
+                    "coordinates": [[[170, 0], [-170, 0], [-170, 1], [170, 0]]],
+                }
+            },
+            "antimeridian",
+        ),
+        ({"within": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}}, "Polygon"),
+    ],
+)
+def test_bad_places_are_refused_by_name(
+    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path, body: dict, words: str
+) -> None:
+    server, _ = geo_live
+    query = next(iter(_grid(ucm_root, geo_labels)))
+    with server.client() as client:
+        answer = client.post("/search", json={"scene_id": str(query), **body})
+        assert answer.status_code == 422, answer.text
+        assert words in answer.text
+        if "bbox" in body and len(body["bbox"]) == 4:
+            listed = client.get("/scenes", params={"bbox": ",".join(map(str, body["bbox"]))})
+            assert listed.status_code == 400 and words in listed.json()["message"]
