@@ -29,7 +29,7 @@ from service.errors import BadRequestError, SceneNotFoundError
 from service.live_index import LiveIndex
 from service.scene_table import SceneRow, SceneTable, generation_of
 from service.scene_table import SchemaNotCurrentError as SchemaNotCurrentError  # re-exported
-from service.spatial import footprints, in_box
+from service.spatial import footprints, in_box, sources_of
 
 CHANGE_LOG = 1_000_000
 """Generations of the change log kept (`Catalog._prune`)."""
@@ -208,6 +208,11 @@ class Catalog:
         """The stored footprints of these scenes, by id (scenes without one are absent)."""
         with self.engine.connect() as connection:
             return footprints(connection, ids)
+
+    def sources(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """Each scene's source raster (scenes without a footprint are absent)."""
+        with self.engine.connect() as connection:
+            return sources_of(connection, ids)
 
     def scene(self, scene_id: int) -> Scene:
         found = self.scenes([scene_id]).get(scene_id)

@@ -212,6 +212,43 @@ class SearchRequest(Schema):
         return self
 
 
+class DensityRequest(SearchRequest):
+    """A search whose top hits are counted per area: where else a pattern occurs."""
+
+    k: int = Field(default=200, ge=1, le=1000)
+    """How many of the most similar scenes to count."""
+    by: Literal["grid", "source"] = "grid"
+    """`grid`: cells of about `cell_m` metres; `source`: the raster each hit was cut from."""
+    cell_m: float = Field(default=1000.0, gt=0, le=1_000_000)
+    """The grid's cell size on the ground, metres."""
+
+
+class DensityCell(Schema):
+    key: str
+    """The cell (`x,y` on the grid) or the source raster's name."""
+    count: int
+    """Hits in it."""
+    mean_score: float
+    best_score: float
+    best_id: SceneId
+    """Its most similar scene."""
+    bounds: list[float]
+    """min_lon, min_lat, max_lon, max_lat: the cell, or the box around its hits."""
+
+
+class DensityResponse(Schema):
+    cells: list[DensityCell]
+    """Areas by number of hits, most first."""
+    hits: int
+    """Hits counted (at most k)."""
+    placed: int
+    """Hits with a footprint (the others lie nowhere known and are not counted)."""
+    by: str
+    cell_m: float | None
+    query_id: SceneId | None
+    model_version: str
+
+
 class Understood(Schema):
     labels_all: list[str]
     """Labels the text asks for."""

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from shapely.geometry import box, mapping
 
 from index.filters import SceneFilter
 from model.geo import geometry_from_geojson
@@ -37,6 +38,9 @@ from service.errors import BadRequestError, documented
 from service.scene_table import SceneTable
 from service.schemas import (
     ClassifyResponse,
+    DensityCell,
+    DensityRequest,
+    DensityResponse,
     Hit,
     ImageClassification,
     SearchRequest,
@@ -46,6 +50,7 @@ from service.schemas import (
     no_classifier_note,
 )
 from service.search import RankedScene, SearchPage, SearchQuery, search_scenes
+from service.spatial import hit_density
 from service.text import phrase_reader, with_reading
 from service.thumbnails import jpeg
 from service.uploads import decode_all, read_uploads
@@ -275,6 +280,64 @@ async def searched(
         if table is not None:
             return budget.timed(lambda: search(table))
     return await in_thread(budget.timed, lambda: search(None))
+
+
+@router.post(
+    "/search/density",
+    response_model=DensityResponse,
+    tags=["search"],
+    responses={
+        200: {"content": {"application/geo+json": {}}, "description": "format=geojson"},
+        **documented(400, 401, 403, 404, 422, 503),
+    },
+)
+async def density(
+    request: Request, runtime: RuntimeDep, catalog: CatalogDep, params: DensityRequest
+) -> Any:
+    """Where else a pattern occurs: the top `k` scenes most similar to an archive scene (or
+    to scenes to be like, or labels), filters as for `/search`, counted per grid cell of
+    `cell_m` metres or per source raster; with format=geojson, the areas as a
+    FeatureCollection whose properties carry the counts."""
+    if params.format == "csv":
+        raise BadRequestError("density answers json or geojson, not csv", "unsupported_format")
+    snapshot = runtime.current()
+    wanted = dataclasses.replace(search_query(params), offset=0, limit=params.k)
+    with request.app.state.searches.admit():
+        page = await in_thread(
+            lambda: search_scenes(snapshot, catalog, wanted, scene_id=params.scene_id)
+        )
+        table = await in_thread(catalog.table, snapshot.model_version)
+        ids = [hit.scene.id for hit in page.hits if hit.scene.placed]
+        sources = await in_thread(catalog.sources, ids) if params.by == "source" else None
+    cells = hit_density(table, page.hits, by=params.by, cell_m=params.cell_m, sources=sources)
+    answer = DensityResponse(
+        cells=[DensityCell(**dataclasses.asdict(c)) for c in cells],
+        hits=len(page.hits),
+        placed=len(ids),
+        by=params.by,
+        cell_m=params.cell_m if params.by == "grid" else None,
+        query_id=params.scene_id,
+        model_version=page.model_version,
+    )
+    if params.format != "geojson":
+        return answer
+    features = [
+        {
+            "type": "Feature",
+            "id": cell.key,
+            "geometry": mapping(box(*cell.bounds)),
+            "properties": cell.model_dump(mode="json", exclude={"bounds"}),
+        }
+        for cell in answer.cells
+    ]
+    return JSONResponse(
+        {
+            "type": "FeatureCollection",
+            "features": features,
+            **answer.model_dump(mode="json", exclude={"cells"}),
+        },
+        media_type="application/geo+json",
+    )
 
 
 async def placed_hits(catalog: Catalog, page: SearchPage) -> dict[int, dict[str, Any]]:

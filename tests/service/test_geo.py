@@ -253,3 +253,46 @@ def test_bad_places_are_refused_by_name(
         if "bbox" in body and len(body["bbox"]) == 4:
             listed = client.get("/scenes", params={"bbox": ",".join(map(str, body["bbox"]))})
             assert listed.status_code == 400 and words in listed.json()["message"]
+
+
+def test_where_else_counts_the_top_hits_per_cell_and_per_source(
+    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path
+) -> None:
+    server, _ = geo_live
+    grid = _grid(ucm_root, geo_labels)
+    query = next(iter(grid))
+    with server.client() as client:
+        hits = client.post("/search", json={"scene_id": str(query), "k": 60}).json()["hits"]
+        placed = [h for h in hits if int(h["id"]) in grid]
+        assert 0 < len(placed) < len(hits)  # some of the top 60 have no footprint
+        cells = client.post(
+            "/search/density", json={"scene_id": str(query), "k": 60, "cell_m": 200}
+        )
+        assert cells.status_code == 200, cells.text
+        body = cells.json()
+        assert (body["hits"], body["placed"]) == (60, len(placed))
+        assert sum(c["count"] for c in body["cells"]) == len(placed)
+        counts = [c["count"] for c in body["cells"]]
+        assert counts == sorted(counts, reverse=True) and len(counts) > 1
+        for cell in body["cells"]:  # each cell's best hit lies in it
+            lon, lat = grid[int(cell["best_id"])].centre
+            min_lon, min_lat, max_lon, max_lat = cell["bounds"]
+            assert min_lon <= lon <= max_lon and min_lat <= lat <= max_lat
+        best = {int(h["id"]): h["score"] for h in placed}
+        assert max(c["best_score"] for c in body["cells"]) == pytest.approx(max(best.values()))
+
+        by_source = client.post(
+            "/search/density", json={"scene_id": str(query), "k": 60, "by": "source"}
+        ).json()
+        assert [(c["key"], c["count"]) for c in by_source["cells"]] == [("grid.tif", len(placed))]
+
+        geojson = client.post(
+            "/search/density",
+            json={"scene_id": str(query), "k": 60, "cell_m": 200, "format": "geojson"},
+        )
+        assert geojson.headers["content-type"].startswith("application/geo+json")
+        features = geojson.json()["features"]
+        assert [f["properties"]["count"] for f in features] == counts
+        assert all(f["geometry"]["type"] == "Polygon" for f in features)
+        refused = client.post("/search/density", json={"scene_id": str(query), "by": "county"})
+        assert refused.status_code == 422 and "grid" in refused.text
