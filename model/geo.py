@@ -58,7 +58,7 @@ class SceneGeo:
         return float(c.x), float(c.y)
 
     def geojson(self) -> dict[str, Any]:
-        return mapping(self.footprint)  # type: ignore[return-value]
+        return mapping(self.footprint)
 
     def cells(self) -> dict[str, str]:
         """This footprint as `labels.csv` cells (`GEO_COLUMNS`)."""

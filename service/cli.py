@@ -637,6 +637,68 @@ def import_(
 
 
 @app.command()
+def tile(
+    rasters: Annotated[
+        list[Path], typer.Argument(help="GeoTIFF files (with a CRS).", metavar="RASTER...")
+    ],
+    out: Annotated[Path, typer.Option(help="New archive folder: images/ and labels.csv.")],
+    tile_px: Annotated[
+        int | None, typer.Option(help="Tile side in source pixels (default 256).")
+    ] = None,
+    tile_m: Annotated[
+        float | None,
+        typer.Option(help="Tile side in metres on the ground instead, resampled to --out-size."),
+    ] = None,
+    out_size: Annotated[
+        int | None,
+        typer.Option(help="Tile image side in pixels (default: --tile-px, or 256 with --tile-m)."),
+    ] = None,
+    overlap: Annotated[
+        float, typer.Option(help="Fraction of a tile shared with the next, in [0, 1).")
+    ] = 0.0,
+    bands: Annotated[
+        str | None,
+        typer.Option(help="Bands read as R,G,B, from 1 (default 1,2,3; one band: grey)."),
+    ] = None,
+    max_nodata: Annotated[
+        float, typer.Option(help="Skip tiles with more than this fraction of no-data.")
+    ] = 0.5,
+    split: Annotated[str, typer.Option(help="The tiles' split: train, val or test.")] = "train",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace OUT when it already holds files.")
+    ] = False,
+) -> None:
+    """Cut georeferenced rasters into scenes: an archive folder of PNG tiles whose labels.csv
+    holds each tile's footprint (WGS84), ready for `grn import`. Partial edge tiles and
+    tiles mostly no-data are left out; nothing is written when a raster fails."""
+    from model.rasters import tile_rasters
+
+    try:
+        chosen = None if bands is None else [int(b) for b in _split_commas([bands])]
+    except ValueError:
+        _fail(ValueError(f"--bands takes band numbers such as 1,2,3; found {bands!r}"))
+        return
+    try:
+        report = tile_rasters(
+            rasters, out, tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size,
+            bands=chosen, max_nodata=max_nodata, split=split, replace=replace,
+        )  # fmt: skip
+    except user_errors(OSError) as exc:
+        _fail(exc)
+        return
+    for raster in report.rasters:
+        typer.echo(
+            f"  {raster.path.name}: {raster.written} tiles ({raster.skipped_nodata} mostly "
+            f"no-data skipped)"
+        )
+    typer.echo(
+        f"wrote {report.written} tiles ({report.skipped_nodata} skipped for no-data) from "
+        f"{len(report.rasters)} rasters in {report.seconds:.1f} s "
+        f"({report.tiles_per_s:.1f} scenes/s) into {out}; next: grn import {out}"
+    )
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Default: GRN_HOST (127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Default: GRN_PORT (8000).")] = None,
