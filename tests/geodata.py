@@ -64,7 +64,8 @@ class Mosaic:
 
     def utm(self, col: float, row: float) -> tuple[float, float]:
         """(easting, northing) of a raster pixel corner."""
-        return ORIGIN[0] + col * PIXEL_M, ORIGIN[1] - row * PIXEL_M
+        x, y = self.transform * (col, row)
+        return float(x), float(y)
 
 
 def ucm_scenes(root: Path = UCM, count: int = 9, seed: int = 0) -> list[Path]:
@@ -98,6 +99,7 @@ def make_mosaic(
     kind: str = "rgb8",
     cog: bool = False,
     nodata_border: int = 0,
+    origin: tuple[float, float] = ORIGIN,
 ) -> Mosaic:
     """Write `grid` rows x cols of the given 256 x 256 scenes (row by row) into a GeoTIFF."""
     if kind not in KINDS:
@@ -126,7 +128,7 @@ def make_mosaic(
     # 8-bit scenes hold real black pixels, so their frame is marked by an internal mask;
     # 16-bit values start at U16_OFFSET, so there the frame is the nodata value.
     masked = bool(nodata_border) and data.dtype == np.uint8
-    transform = Affine(PIXEL_M, 0.0, ORIGIN[0], 0.0, -PIXEL_M, ORIGIN[1])
+    transform = Affine(PIXEL_M, 0.0, origin[0], 0.0, -PIXEL_M, origin[1])
     profile = {
         "driver": "GTiff", "width": width, "height": height, "count": data.shape[0],
         "dtype": data.dtype.name, "crs": f"EPSG:{EPSG}", "transform": transform,

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
+from geodata import ORIGIN, PIXEL_M, make_mosaic, ucm_scenes
 from pyproj import Transformer
-from servers import LiveServer, Served, postgres_schema, prepared_database, server_env
+from servers import REPO, LiveServer, Served, postgres_schema, prepared_database, server_env
 from shapely.geometry import Polygon
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -24,9 +28,7 @@ from service.db import SceneFootprint, make_engine
 from service.scene_table import SceneTable
 from service.spatial import ids_in_box
 
-PIXEL_M = 0.3
-SIDE_M = 256 * PIXEL_M
-ORIGIN = (500_000.0, 3_760_000.0)  # UTM zone 11N (EPSG:32611), near Los Angeles
+SIDE_M = 256 * PIXEL_M  # UCM's 0.3 m pixels; ORIGIN lies in UTM zone 11N (EPSG:32611)
 COLUMNS = 14
 
 
@@ -296,3 +298,69 @@ def test_where_else_counts_the_top_hits_per_cell_and_per_source(
         assert all(f["geometry"]["type"] == "Polygon" for f in features)
         refused = client.post("/search/density", json={"scene_id": str(query), "by": "county"})
         assert refused.status_code == 422 and "grid" in refused.text
+
+
+def _grn(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args], cwd=REPO, capture_output=True, text=True
+    )
+
+
+def test_rasters_cut_imported_and_searched_find_their_own_tile_first(
+    served: Served, ucm_root: Path, tmp_path: Path
+) -> None:
+    """The analyst's journey from rasters: two mosaics of real UCM scenes (8-bit with a
+    nodata frame; 16-bit COG elsewhere), `grn tile` with half-tile overlap, `grn import`,
+    `grn reindex`, then an upload of one source scene finds the tile cut from it first and
+    the tiles overlapping it next, all on the map where the raster put them."""
+    scenes = ucm_scenes(ucm_root, 15, seed=1)
+    a = make_mosaic(tmp_path / "a.tif", scenes[:9], grid=(3, 3), nodata_border=128)
+    far = (ORIGIN[0] + 5000.0, ORIGIN[1])
+    make_mosaic(tmp_path / "b.tif", scenes[9:], (2, 3), kind="u16", cog=True, origin=far)
+    tiles = tmp_path / "tiles"
+    cut = _grn(
+        "tile", str(a.path), str(tmp_path / "b.tif"), "--out", str(tiles), "--overlap", "0.5"
+    )
+    assert cut.returncode == 0, cut.stderr
+    assert "next: grn import" in cut.stdout
+    # a: 1024 px with a 128 px frame, stride 128: 7 x 7 windows, the 24 touching the frame
+    # hold 25-44% nodata (kept at --max-nodata 0.5) except the four corners' 56% (skipped)
+    archive = load_archive(tiles)
+    names = {s.name for s in archive.scenes}
+    assert sum(n.startswith("a_") for n in names) == 45
+    assert sum(n.startswith("b_") for n in names) == 3 * 5
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    for step in (
+        ("db", "upgrade", "--database-url", url),
+        ("import", str(tiles), "--database-url", url, "--quiet"),
+        ("reindex", "--model", str(served.model), "--archive", str(tiles),
+         "--index-root", str(tmp_path / "index"), "--quiet"),
+    ):  # fmt: skip
+        done = _grn(*step)
+        assert done.returncode == 0, (step, done.stderr)
+    own = a.cell_offset(1, 1)  # the middle scene's window: (384, 384)
+    own_name = f"a_{own[1] // 128}_{own[0] // 128}"
+    env = server_env(Served(served.model, tmp_path / "index"), url, tmp_path)
+    with LiveServer(env, tmp_path / "server.log") as server, server.client() as client:
+        source = ucm_root / "images" / a.scenes[(1, 1)]
+        source = next((ucm_root / "images").rglob(f"{a.scenes[(1, 1)]}.*"), source)
+        found = client.post("/search", files={"file": source.open("rb")}, data={"k": "9"})
+        assert found.status_code == 200, found.text
+        hits = found.json()["hits"]
+        assert hits[0]["image"] == own_name and hits[0]["score"] > 0.99
+        top = archive.scenes[archive.index_of(own_name)].geo
+        assert top is not None and top.window == (*own, 256, 256)
+
+        # the tiles that share half or a quarter of its pixels come next
+        def overlaps(name: str) -> bool:
+            window = archive.scenes[archive.index_of(name)].geo.window  # type: ignore[union-attr]
+            return abs(window[0] - own[0]) < 256 and abs(window[1] - own[1]) < 256
+
+        assert sum(overlaps(h["image"]) for h in hits[1:5]) >= 3
+        lon, lat = top.centre
+        assert Polygon(hits[0]["footprint"]["coordinates"][0]).contains(shapely.Point(lon, lat))
+        where = client.post(
+            "/search/density",
+            json={"scene_id": hits[0]["id"], "k": 20, "by": "source"},
+        ).json()
+        assert where["cells"][0]["key"] == "a.tif"
