@@ -29,6 +29,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     GRN_INDEX_ROOT=/data/index \
     GRN_THUMBNAIL_DIR=/data/thumbnails \
     GRN_STORE_DIR=/data/store \
+    GRN_ASSET_DIR=/opt/grn-assets \
     GRN_ARCHIVE_DIR=/archive
 WORKDIR /data
 EXPOSE 8000
@@ -64,6 +65,10 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
     if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
     && pip install --no-deps /src
+# the web page's map library from the npm registry, checked against its pinned hash
+RUN --mount=type=secret,id=ca.crt \
+    if [ -f /run/secrets/ca.crt ]; then export SSL_CERT_FILE=/run/secrets/ca.crt; fi \
+    && grn assets --asset-dir /opt/grn-assets
 USER 10001:10001
 
 # ---- CPU (the default target) --------------------------------------------------------------
@@ -93,4 +98,8 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
     if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
     && pip install --no-deps /src
+# the web page's map library from the npm registry, checked against its pinned hash
+RUN --mount=type=secret,id=ca.crt \
+    if [ -f /run/secrets/ca.crt ]; then export SSL_CERT_FILE=/run/secrets/ca.crt; fi \
+    && grn assets --asset-dir /opt/grn-assets
 USER 10001:10001

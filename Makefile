@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/grn assets || echo "warning: the web page's map library is not installed (see above); the page works without the map"
 	touch $@
 
 # Serve the UCM archive at http://127.0.0.1:8000 on the embedded defaults (SQLite,

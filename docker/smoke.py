@@ -130,6 +130,8 @@ def check(url: str, key: str, image: Path) -> None:
 
     status, body, _ = request("GET", f"{url}/")
     _ok(status == 200 and b"<html" in body.lower(), "the page at /", status)
+    status, body, _ = request("GET", f"{url}/vendor/leaflet/leaflet.js")
+    _ok(status == 200 and b"Leaflet" in body[:2000], "the map's library is in the image", status)
     status, body, _ = request("GET", f"{url}/metrics")
     _ok(status == 200 and b"grn_" in body, "/metrics", status)
 

@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)  # /admin/...
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=operations.DOCS_ASSETS), name="docs-assets")
+    # browser libraries from the npm registry (`grn assets`); absent, the page works without
+    app.mount("/vendor", StaticFiles(directory=settings.asset_dir, check_dir=False), name="vendor")
     return app
 
 

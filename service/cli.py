@@ -637,6 +637,27 @@ def import_(
 
 
 @app.command()
+def assets(
+    asset_dir: Annotated[
+        Path | None, typer.Option(help="Where to install them (default GRN_ASSET_DIR).")
+    ] = None,
+) -> None:
+    """Install the web page's browser libraries (Leaflet, for the map) from the npm registry,
+    checked against their pinned hashes; nothing to do when they are there."""
+    from service.assets import PACKAGES, AssetError, fetch
+    from service.settings import get_settings
+
+    folder = asset_dir or get_settings().asset_dir
+    for package in PACKAGES:
+        try:
+            where = fetch(folder, package)
+        except AssetError as exc:
+            _fail(exc)
+            return
+        typer.echo(f"{package.name} {package.version} in {where}")
+
+
+@app.command()
 def tile(
     rasters: Annotated[
         list[Path], typer.Argument(help="GeoTIFF files (with a CRS).", metavar="RASTER...")

@@ -297,6 +297,20 @@ class SceneOut(Schema):
     """Where it lies on the Earth (None: not georeferenced)."""
 
 
+class PlacesResponse(Schema):
+    placed: int
+    """Scenes with a footprint."""
+    scenes: int
+    """Scenes in the archive."""
+    bounds: list[float] | None
+    """min_lon, min_lat, max_lon, max_lat around every footprint (None: none placed)."""
+    basemap: str | None
+    """The map's XYZ tile URL template (GRN_MAP_TILES); None: the scenes' thumbnails only."""
+    attribution: str | None
+    map_library: bool
+    """Whether the map's library (Leaflet) is installed (`grn assets`)."""
+
+
 class ScenePlace(Schema):
     footprint: dict[str, Any]
     """A GeoJSON Polygon or Point, WGS84."""

@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     """The archive store: where images added through the API (`POST /scenes`) are kept,
     content-addressed."""
     thumbnail_dir: Path = Path("data/thumbnails")
+    asset_dir: Path = Path.home() / ".cache" / "grn" / "assets"
+    """Browser libraries from the npm registry (`grn assets`), served under /vendor/."""
+    map_tiles: str | None = None
+    """The web map's basemap: an XYZ tile URL template (`https://.../{z}/{x}/{y}.png`). Unset
+    (the default), the map draws the scenes' own thumbnails on their footprints and needs
+    no network."""
+    map_attribution: str = ""
+    """The basemap's attribution, shown on the map."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N: where the model runs."""
 

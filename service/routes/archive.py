@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from index.filters import SceneFilter
 from model.geo import GeoError, geometry_from_geojson, parse_bbox, parse_near
+from service.assets import installed
 from service.db import Scene, SceneFootprint
 from service.deps import (
     READER,
@@ -27,6 +29,7 @@ from service.schemas import (
     FoldersResponse,
     LabelCount,
     LabelsResponse,
+    PlacesResponse,
     SceneOut,
     ScenePage,
     ScenePlace,
@@ -210,6 +213,28 @@ async def labels(catalog: CatalogDep) -> LabelsResponse:
     """Label names and how many archive scenes carry each."""
     counts = await in_thread(catalog.label_counts)
     return LabelsResponse(labels=[LabelCount(name=n, count=c) for n, c in counts])
+
+
+@router.get("/places", response_model=PlacesResponse)
+async def places(catalog: CatalogDep, settings: SettingsDep) -> PlacesResponse:
+    """Where the archive lies: how many scenes have a footprint and the box around them, with
+    what the web page's map needs (its basemap setting, whether its library is installed)."""
+    table = await in_thread(catalog.table)
+    known = table.places[~np.isnan(table.places[:, 0])]
+    bounds = None
+    if len(known):
+        bounds = [
+            float(known[:, 0].min()), float(known[:, 1].min()),
+            float(known[:, 2].max()), float(known[:, 3].max()),
+        ]  # fmt: skip
+    return PlacesResponse(
+        placed=len(known),
+        scenes=len(table),
+        bounds=bounds,
+        basemap=settings.map_tiles,
+        attribution=settings.map_attribution or None,
+        map_library=installed(settings.asset_dir),
+    )
 
 
 @router.get("/folders", response_model=FoldersResponse)

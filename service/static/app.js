@@ -16,6 +16,7 @@ const state = {
   more: [], // relevance feedback: scenes ({id, image}) the results should be like
   less: [], // ... and should not be like
   latest: 0, // sequence number of the newest search asked for
+  area: null, // [west, south, east, north]: only scenes whose footprint meets it
 };
 
 function headers(extra = {}) {
@@ -146,6 +147,7 @@ function writeUrl(replace) {
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
   if (state.more.length) params.set("more", state.more.map((s) => s.id).join(","));
   if (state.less.length) params.set("less", state.less.map((s) => s.id).join(","));
+  if (state.area) params.set("area", state.area.map((v) => v.toFixed(6)).join(","));
   const url = `${location.pathname}?${params}`;
   if (url === `${location.pathname}${location.search}`) return;
   if (replace) history.replaceState(null, "", url);
@@ -170,6 +172,8 @@ async function readUrl() {
   document.querySelector(`input[name=match][value=${params.get("match") === "any" ? "any" : "all"}]`).checked = true;
   $("folder").value = params.get("folder") || "";
   $("min-score").value = params.get("min_score") || "";
+  const area = (params.get("area") || "").split(",").map(Number);
+  setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
   const feedback = { more: ids("more").map((id) => ({ id, image: id })), less: ids("less").map((id) => ({ id, image: id })) };
   const scene = params.get("scene");
@@ -209,6 +213,7 @@ function searchParams() {
   if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
   if (state.more.length) params.more_like = state.more.map((s) => s.id);
   if (state.less.length) params.less_like = state.less.map((s) => s.id);
+  if (state.area) params.bbox = state.area;
   return params;
 }
 
@@ -282,6 +287,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
     $("understood").hidden = false;
   }
   state.last = body;
+  drawHits(body.hits);
   const grid = $("results");
   grid.replaceChildren(...body.hits.map((hit) => card(hit, hit.score)));
   const first = body.total ? body.offset + 1 : 0;
@@ -298,7 +304,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
 function changed() {
   state.offset = 0;
   if (state.query || byLabels()) search();
-  else if (!$("archive-panel").hidden || chosenLabels().length || $("folder").value) loadArchive();
+  else if (!$("archive-panel").hidden || chosenLabels().length || $("folder").value || state.area) loadArchive();
   if (!state.query && !byLabels()) writeUrl(false);
 }
 
@@ -425,6 +431,7 @@ async function loadArchive() {
   if (folder) params.set("scene", folder);
   const labels = chosenLabels();
   for (const label of labels) params.append(matchMode() === "any" ? "labels_any" : "labels_all", label);
+  if (state.area) params.set("bbox", state.area.join(","));
   try {
     const body = await api(`/scenes?${params}`);
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
@@ -436,6 +443,139 @@ async function loadArchive() {
   } catch (err) {
     showMessage(err.message);
   }
+}
+
+// --- the map: result footprints, and an area drawn to filter ----------------------------
+// Leaflet comes from the npm registry through `grn assets` and is loaded only when the
+// archive has georeferenced scenes. Without a basemap (GRN_MAP_TILES) each result's
+// thumbnail is drawn on its footprint, so the map works with no network.
+
+const mapView = { info: null, map: null, hits: null, area: null, drawing: false, start: null };
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = element("script", { src });
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`cannot load ${src}`));
+    document.head.append(script);
+  });
+}
+
+async function setUpMap() {
+  try {
+    mapView.info = await api("/places");
+  } catch (err) {
+    return; // the rest of the page says what is wrong with the service
+  }
+  const info = mapView.info;
+  if (!info.placed) return; // no scene of this archive lies anywhere known
+  $("map-panel").hidden = false;
+  if (!info.map_library) {
+    $("map-note").textContent = "The map's library is not installed on the server: run `grn assets` there, then reload this page.";
+    $("map-note").hidden = false;
+    $("map").hidden = true;
+    return;
+  }
+  document.head.append(element("link", { rel: "stylesheet", href: "/vendor/leaflet/leaflet.css" }));
+  await loadScript("/vendor/leaflet/leaflet.js");
+  const map = L.map("map", { zoomSnap: 0.25, maxZoom: 22 });
+  if (info.basemap) {
+    L.tileLayer(info.basemap, { attribution: info.attribution || "", maxZoom: 22 }).addTo(map);
+  }
+  const [west, south, east, north] = info.bounds;
+  map.fitBounds([[south, west], [north, east]]);
+  mapView.map = map;
+  mapView.hits = L.layerGroup().addTo(map);
+  map.on("mousedown", (event) => {
+    if (!mapView.drawing) return;
+    event.originalEvent.preventDefault(); // a drag draws; it selects nothing on the page
+    L.DomUtil.disableTextSelection();
+    mapView.start = event.latlng;
+    if (mapView.area) mapView.area.remove();
+    mapView.area = L.rectangle([event.latlng, event.latlng], { color: "#a4262c", weight: 2, fill: false, dashArray: "6 4" }).addTo(map);
+  });
+  map.on("mousemove", (event) => {
+    if (mapView.drawing && mapView.start) mapView.area.setBounds([mapView.start, event.latlng]);
+  });
+  map.on("mouseup", () => {
+    if (!mapView.drawing || !mapView.start) return;
+    const b = mapView.area.getBounds();
+    mapView.start = null;
+    L.DomUtil.enableTextSelection();
+    startDrawing(false);
+    if (b.getEast() - b.getWest() < 1e-9 || b.getNorth() - b.getSouth() < 1e-9) return; // a click
+    setArea([b.getWest(), b.getSouth(), b.getEast(), b.getNorth()]);
+    changed();
+  });
+  setArea(state.area);
+  if (state.last) drawHits(state.last.hits);
+}
+
+function startDrawing(on) {
+  mapView.drawing = on && !!mapView.map;
+  $("map-draw").setAttribute("aria-pressed", String(mapView.drawing));
+  $("map").classList.toggle("drawing", mapView.drawing);
+  if (!mapView.map) return;
+  if (mapView.drawing) mapView.map.dragging.disable();
+  else mapView.map.dragging.enable();
+}
+
+function setArea(area) {
+  state.area = area;
+  $("map-clear").hidden = !area;
+  $("map-area").hidden = !area;
+  if (area) {
+    const [w, s, e, n] = area.map((v) => v.toFixed(5));
+    $("map-area").textContent = `Only scenes in the area drawn: ${s}..${n} N, ${w}..${e} E.`;
+  }
+  if (!mapView.map) return;
+  if (mapView.area) mapView.area.remove();
+  mapView.area = area
+    ? L.rectangle([[area[1], area[0]], [area[3], area[2]]], { color: "#a4262c", weight: 2, fill: false, dashArray: "6 4" }).addTo(mapView.map)
+    : null;
+}
+
+function drawHits(hits) {
+  if (!mapView.map) return;
+  mapView.hits.clearLayers();
+  const placed = hits.filter((hit) => hit.footprint);
+  const offset = state.last ? state.last.offset : 0;
+  let bounds = null;
+  placed.forEach((hit) => {
+    const rings = hit.footprint.type === "Polygon" ? hit.footprint.coordinates : [[hit.footprint.coordinates]];
+    const latlngs = rings[0].map(([lon, lat]) => [lat, lon]);
+    const rank = offset + hits.indexOf(hit) + 1;
+    const shape = hit.footprint.type === "Polygon"
+      ? L.polygon(latlngs, { color: "#2f6f4f", weight: rank <= 3 ? 3 : 1.5, fillOpacity: mapView.info.basemap ? 0.15 : 0, className: "footprint" })
+      : L.circleMarker(latlngs[0], { radius: 6, color: "#2f6f4f", className: "footprint" });
+    if (!mapView.info.basemap && hit.footprint.type === "Polygon") {
+      L.imageOverlay(hit.thumbnail_url, shape.getBounds(), { alt: hit.image, className: "footprint-image" }).addTo(mapView.hits);
+    }
+    shape.bindTooltip(`${rank}. ${hit.image} · score ${hit.score.toFixed(3)}`);
+    shape.on("click", () => openViewer(hit, hit.score));
+    shape.addTo(mapView.hits);
+    const path = shape.getElement();
+    if (path) path.dataset.sceneId = String(hit.id);
+    bounds = bounds ? bounds.extend(shape.getBounds()) : L.latLngBounds(shape.getBounds().getSouthWest(), shape.getBounds().getNorthEast());
+  });
+  if (bounds) mapView.map.fitBounds(bounds.pad(0.15), { maxZoom: 19 });
+}
+
+function exportGeojson() {
+  const body = state.last;
+  if (!body) return;
+  const features = body.hits.filter((hit) => hit.footprint).map((hit) => ({
+    type: "Feature",
+    id: String(hit.id),
+    geometry: hit.footprint,
+    properties: {
+      rank: body.offset + body.hits.indexOf(hit) + 1, id: String(hit.id), image: hit.image,
+      scene: hit.scene, score: hit.score, labels: hit.labels.join(";"),
+      image_url: new URL(hit.image_url, location.href).href,
+      thumbnail_url: new URL(hit.thumbnail_url, location.href).href,
+    },
+  }));
+  download("search.geojson", "application/geo+json", JSON.stringify({ type: "FeatureCollection", features }, null, 2));
 }
 
 // --- keyboard: arrow keys between result cards ------------------------------------------
@@ -524,6 +664,9 @@ function wire() {
   $("export-json").addEventListener("click", () => {
     if (state.last) download("search.json", "application/json", JSON.stringify(state.last, null, 2));
   });
+  $("map-draw").addEventListener("click", () => startDrawing(!mapView.drawing));
+  $("map-clear").addEventListener("click", () => { setArea(null); changed(); });
+  $("export-geojson").addEventListener("click", exportGeojson);
   window.addEventListener("popstate", readUrl);
   $("api-key").value = localStorage.getItem("grn-api-key") || "";
   $("api-key").addEventListener("change", () => {
@@ -540,6 +683,6 @@ wire();
 checkReady().then(async (ready) => {
   if (!ready) return;
   await loadChoices();
-  await readUrl();
+  await Promise.all([setUpMap(), readUrl()]);
 });
 setInterval(checkReady, 15000);

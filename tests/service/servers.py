@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -158,3 +159,11 @@ def copy_served(served: Served, target: Path) -> Served:
     shutil.copytree(served.model.parent, target / "run")
     shutil.copytree(served.index_root, target / "index")
     return Served(target / "run" / served.model.name, target / "index")
+
+
+def shot(page: Any, name: str) -> None:
+    """A screenshot of the page's state into GRN_SCREENSHOT_DIR, when it is set."""
+    folder = os.environ.get("GRN_SCREENSHOT_DIR")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)

@@ -6,17 +6,28 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import shapely
 from geodata import ORIGIN, PIXEL_M, make_mosaic, ucm_scenes
 from pyproj import Transformer
-from servers import REPO, LiveServer, Served, postgres_schema, prepared_database, server_env
+from servers import (
+    REPO,
+    LiveServer,
+    Served,
+    postgres_schema,
+    prepared_database,
+    server_env,
+    shot,
+)
 from shapely.geometry import Polygon
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -364,3 +375,136 @@ def test_rasters_cut_imported_and_searched_find_their_own_tile_first(
             json={"scene_id": hits[0]["id"], "k": 20, "by": "source"},
         ).json()
         assert where["cells"][0]["key"] == "a.tif"
+
+
+@pytest.fixture(scope="module")
+def map_library() -> Path:
+    """Leaflet from the npm registry where the server looks for it (`grn assets`)."""
+    from service.assets import AssetError, fetch
+    from service.settings import Settings
+
+    folder = Settings().asset_dir
+    try:
+        fetch(folder)
+    except AssetError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("the npm registry is not reachable for Leaflet")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def geo_page(
+    served: Served,
+    ucm_root: Path,
+    geo_labels: Path,
+    map_library: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LiveServer]:
+    workdir = tmp_path_factory.mktemp("geo-page")
+    url = f"sqlite:///{workdir / 'grn.db'}"
+    prepared_database(url, ucm_root, geo_labels)
+    env = server_env(served, url, workdir, GRN_ASSET_DIR=str(map_library))
+    with LiveServer(env, workdir / "server.log") as server:
+        yield server
+
+
+def test_the_map_shows_the_hits_filters_by_a_drawn_area_and_opens_a_scene(
+    geo_page: LiveServer, browser: Any, ucm_root: Path, geo_labels: Path, axe_script: str
+) -> None:
+    from playwright.sync_api import expect
+
+    grid = _grid(ucm_root, geo_labels)
+    query = str(next(iter(grid)))
+    hits = httpx.post(f"{geo_page.url}/search", json={"scene_id": query, "k": 20}).json()["hits"]
+    placed = [h for h in hits if int(h["id"]) in grid]
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{geo_page.url}/?scene={query}&k=20&limit=20")
+    expect(page.locator("#map-panel")).to_be_visible()
+    footprints = page.locator("#map path.footprint")
+    expect(footprints).to_have_count(len(placed))
+    # no basemap set: each hit's own thumbnail lies on its footprint
+    expect(page.locator("#map img.footprint-image")).to_have_count(len(placed))
+    page.wait_for_function(
+        "[...document.querySelectorAll('#map img.footprint-image')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    shot(page, "map-1-results")
+    page.add_script_tag(content=axe_script)
+    found = page.evaluate("async () => (await axe.run(document)).violations")
+    serious = [
+        (v["id"], [n["target"] for n in v["nodes"]][:3])
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+    assert not serious, serious
+
+    # a footprint clicked opens that scene in the viewer
+    first = placed[0]
+    page.locator(f"#map path.footprint[data-scene-id='{first['id']}']").click(force=True)
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-hit-caption")).to_contain_text(first["image"])
+    page.click("#viewer-close")
+
+    # an area drawn across the middle of the map keeps the results inside it
+    page.click("#map-draw")
+    expect(page.locator("#map-draw")).to_have_attribute("aria-pressed", "true")
+    box = page.locator("#map").bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + box["width"] * 0.2, y0 + box["height"] * 0.2, steps=5)
+    page.mouse.move(x0 + box["width"] * 0.4, y0 + box["height"] * 0.4, steps=5)
+    page.mouse.up()
+    expect(page.locator("#map-area")).to_be_visible()
+    page.wait_for_function("new URLSearchParams(location.search).has('area')")
+    area = [
+        float(v)
+        for v in page.evaluate("new URLSearchParams(location.search).get('area')").split(",")
+    ]
+    inside = {
+        str(i) for i, g in grid.items()
+        if g.bounds[2] >= area[0] and g.bounds[0] <= area[2]
+        and g.bounds[3] >= area[1] and g.bounds[1] <= area[3]
+    } - {query}  # fmt: skip
+    assert 0 < len(inside) < len(grid) - 1
+    page.wait_for_function(
+        "document.querySelector('#results').getAttribute('aria-busy') === 'false'"
+    )
+    expect(page.locator("#results .card")).to_have_count(min(20, len(inside)))
+    ids = page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.dataset.sceneId)")
+    assert set(ids) <= inside
+    expect(footprints).to_have_count(min(20, len(inside)))
+    shot(page, "map-2-area")
+
+    # the area lives in the URL: a reload keeps it; clearing it brings the others back
+    page.reload()
+    expect(page.locator("#map-area")).to_be_visible()
+    expect(page.locator("#results .card")).to_have_count(min(20, len(inside)))
+    page.click("#map-clear")
+    page.wait_for_function("!new URLSearchParams(location.search).has('area')")
+    expect(page.locator("#results .card")).to_have_count(20)
+    page.close()
+
+
+def test_places_says_where_the_archive_lies(geo_page: LiveServer) -> None:
+    places = httpx.get(f"{geo_page.url}/places").json()
+    assert places["placed"] == 120 and places["scenes"] == 126 and places["map_library"]
+    assert places["basemap"] is None
+    min_lon, min_lat, max_lon, max_lat = places["bounds"]
+    assert min_lon < max_lon and min_lat < max_lat
+
+
+def test_a_library_that_does_not_match_its_pinned_hash_is_not_installed(
+    map_library: Path, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from service.assets import LEAFLET, AssetError, fetch, installed
+
+    tampered = replace(LEAFLET, integrity="sha512-" + "A" * 86 + "==")
+    with pytest.raises(AssetError, match="does not match its pinned integrity"):
+        fetch(tmp_path, tampered)
+    assert not installed(tmp_path) and not (tmp_path / "leaflet").exists()
+    assert installed(map_library)

@@ -6,7 +6,6 @@ holds the committed ones)."""
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from servers import CHROMIUM, LiveServer, Served, prepared_database, server_env
+from servers import CHROMIUM, LiveServer, Served, prepared_database, server_env, shot
 
 from model.archive import Archive, load_archive, scene_id
 
@@ -43,13 +42,6 @@ def page_server(
 @pytest.fixture(scope="module")
 def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
     return load_archive(ucm_root, ucm_subset)
-
-
-def shot(page: Any, name: str) -> None:
-    folder = os.environ.get("GRN_SCREENSHOT_DIR")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
 
 
 def grid_ids(page: Any, grid: str = "#results") -> list[str]:
