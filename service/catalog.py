@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from index.filters import SceneFilter
+from index.filters import PLACES, SceneFilter
 from index.stores import ServedIndex
 from service.db import (
     CatalogChange,
@@ -23,13 +23,14 @@ from service.db import (
     Label,
     ModelVersion,
     Scene,
+    SceneFootprint,
     SceneLabel,
 )
 from service.errors import BadRequestError, SceneNotFoundError
 from service.live_index import LiveIndex
 from service.scene_table import SceneRow, SceneTable, generation_of
 from service.scene_table import SchemaNotCurrentError as SchemaNotCurrentError  # re-exported
-from service.spatial import footprints, in_box, sources_of
+from service.spatial import footprints, in_box, postgis_schema, postgis_where, sources_of
 
 CHANGE_LOG = 1_000_000
 """Generations of the change log kept (`Catalog._prune`)."""
@@ -80,8 +81,11 @@ def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[An
 
 
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, postgis: bool = True) -> None:
         self.engine = engine
+        self._postgis: str | bool | None = postgis
+        """Whether listings may use PostGIS (True: when the database has it; then the
+        schema of its functions, or None where it has not)."""
         self._table: SceneTable | None = None
         self._loading = threading.Lock()
         self._pruned = 0
@@ -204,6 +208,14 @@ class Catalog:
             rows = session.scalars(select(Scene).where(Scene.id.in_(list(ids)))).all()
             return {row.id: row for row in rows}
 
+    def postgis(self) -> str | None:
+        """The schema of PostGIS's functions where listings use it (`spatial.postgis_schema`;
+        looked up once), else None."""
+        if self._postgis is True:
+            with self.engine.connect() as connection:
+                self._postgis = postgis_schema(connection)
+        return self._postgis or None
+
     def footprints(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """The stored footprints of these scenes, by id (scenes without one are absent)."""
         with self.engine.connect() as connection:
@@ -232,7 +244,13 @@ class Catalog:
         """A page of the scenes that pass `f` (and whose image name contains `name`), by id
         or by name, with the total."""
 
-        if f.within is not None or f.near is not None:
+        gis = self.postgis()
+        places: list[Any] = []
+        if gis is not None and f.conditions() & PLACES:
+            # PostGIS tests every place condition in SQL, through its index on `geom`
+            places = postgis_where(gis, f)
+            f = replace(f, bbox=None, within=None, near=None)
+        elif f.within is not None or f.near is not None:
             # the exact tests on the arrays; the box stays SQL's, through its index
             placed = self.table().ids[self.table().placed(replace(f, bbox=None))]
             if f.allow_ids is not None:
@@ -241,6 +259,9 @@ class Catalog:
 
         def query(what: Select[Any]) -> Select[Any]:
             chosen = _filtered(session, what, f)
+            if places:
+                located = select(SceneFootprint.scene_id).where(*places)
+                chosen = chosen.where(Scene.id.in_(located))
             if name:
                 chosen = chosen.where(Scene.name.contains(name, autoescape=True))
             return chosen

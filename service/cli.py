@@ -632,6 +632,8 @@ def import_(
         f"imported {report.added} scenes ({report.skipped} already present, "
         f"{len(report.broken)} unreadable) in {report.seconds:.1f} s; import #{report.archive_id}"
     )
+    if report.placed:
+        typer.echo(f"  {report.placed} scenes already present gained their footprint")
     for broken in report.broken:
         typer.echo(f"  skipped {broken.path}: {broken.error}", err=True)
 

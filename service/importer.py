@@ -44,6 +44,8 @@ class ImportReport:
     skipped: int
     broken: list[BrokenFile] = field(default_factory=list)
     seconds: float = 0.0
+    placed: int = 0
+    """Scenes already present that gained the footprint labels.csv now gives them."""
 
 
 @dataclass
@@ -143,6 +145,7 @@ def import_archive(
             present = _existing_ids(session, [scene_id(s.name) for s in archive.scenes])
         todo = [s for s in archive.scenes if scene_id(s.name) not in present]
         report.skipped = len(archive.scenes) - len(todo)
+        report.placed = _place_present(engine, archive, present)
         bar = tqdm(total=len(todo), desc="import", unit="img", disable=not progress)
         chunk: list[_Checked] = []
         written = 0
@@ -170,6 +173,30 @@ def import_archive(
     report.seconds = time.perf_counter() - start
     _finish(engine, archive_id, "complete", report)
     return report
+
+
+def _place_present(engine: Engine, archive: Archive, present: set[int]) -> int:
+    """Footprints for scenes imported before their archive gave them one (an archive
+    georeferenced later, or a database from before migration 0005): written where SQL has
+    none, never replacing one."""
+    given = {scene_id(s.name): s.geo for s in archive.scenes if s.geo is not None}
+    wanted = sorted(set(given) & present)
+    if not wanted:
+        return 0
+    with Session(engine) as session:
+        placed: set[int] = set()
+        for start in range(0, len(wanted), 1000):
+            chunk = wanted[start : start + 1000]
+            placed.update(
+                session.scalars(
+                    select(SceneFootprint.scene_id).where(SceneFootprint.scene_id.in_(chunk))
+                )
+            )
+    rows = [footprint_row(i, given[i]) for i in wanted if i not in placed]
+    for start in range(0, len(rows), CHUNK):
+        with Session(engine) as session, session.begin():
+            session.execute(insert(SceneFootprint).values(rows[start : start + CHUNK]))
+    return len(rows)
 
 
 def _write_chunk(

@@ -45,7 +45,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.watch(batcher, model_requests, searches)
     app.state.job_queue = JobQueue(engine)
     app.state.engine = engine
-    app.state.catalog = Catalog(engine)
+    app.state.catalog = Catalog(engine, postgis=settings.postgis)
     runtime.run_torch = batcher.call  # models load on the model thread
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(

@@ -19,9 +19,11 @@ SCRIPT_LOCATION = str(Path(migrations.__file__).resolve().parent)
 MAINTAINED_BY_TRIGGERS = "scene_footprint_boxes"
 """SQLite's R*Tree over the footprints and its shadow tables (migration 0005): kept by
 triggers, not by the models, so schema comparisons leave them out."""
-EXPRESSION_INDEXES = ("ix_scene_footprints_box",)
-"""PostgreSQL's GiST index over the footprints' bounds as a box (migration 0005): an
-expression the models do not declare."""
+EXPRESSION_INDEXES = ("ix_scene_footprints_box", "ix_scene_footprints_geom")
+"""PostgreSQL's GiST indexes over the footprints' bounds as a box (migration 0005) and over
+the PostGIS column (0006): the models declare neither."""
+OPTIONAL_COLUMNS = {("scene_footprints", "geom")}
+"""The PostGIS column, present only where the database has PostGIS (migration 0006)."""
 
 
 def include_object(
@@ -29,6 +31,11 @@ def include_object(
 ) -> bool:
     """Alembic's filter for schema comparisons: everything but the trigger-kept tables."""
     if kind == "index" and name in EXPRESSION_INDEXES:
+        return False
+    if (
+        kind == "column"
+        and (getattr(getattr(obj, "table", None), "name", None), name) in OPTIONAL_COLUMNS
+    ):
         return False
     return not (kind == "table" and (name or "").startswith(MAINTAINED_BY_TRIGGERS))
 

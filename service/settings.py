@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     no network."""
     map_attribution: str = ""
     """The basemap's attribution, shown on the map."""
+    postgis: bool = True
+    """Let listings test places with PostGIS where the database has it (migration 0006);
+    false: the spatial index of migration 0005 and the exact tests on the arrays, as on
+    SQLite."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N: where the model runs."""
 

@@ -5,15 +5,18 @@ and listings in SQL, with the same meaning (`index.filters.SceneFilter`)."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from shapely.geometry import mapping
 from sqlalchemy import ColumnElement, Connection, Select, func, literal_column, select, text
 
-from model.geo import SceneGeo
+from index.filters import SceneFilter
+from model.geo import SceneGeo, near_bounds
 from service.db import Scene, SceneFootprint
 
 if TYPE_CHECKING:
@@ -66,6 +69,48 @@ def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:
 def in_box(dialect: str, bounds: Sequence[float]) -> ColumnElement[bool]:
     """A WHERE clause on scenes: the footprint meets the box."""
     return Scene.id.in_(ids_in_box(dialect, bounds))
+
+
+def postgis_schema(connection: Connection) -> str | None:
+    """The schema of PostGIS's functions when the footprints carry its `geom` column
+    (migration 0006), else None: SQLite, or PostgreSQL without PostGIS."""
+    if connection.dialect.name != "postgresql":
+        return None
+    found = connection.execute(
+        text(
+            "SELECT e.extnamespace::regnamespace::text FROM pg_extension e, "
+            "information_schema.columns c WHERE e.extname = 'postgis' AND "
+            "c.table_schema = current_schema() AND c.table_name = 'scene_footprints' AND "
+            "c.column_name = 'geom'"
+        )
+    ).scalar()
+    return str(found) if found else None
+
+
+def postgis_where(schema: str, f: SceneFilter) -> list[ColumnElement[bool]]:
+    """SceneFilter's place conditions as PostGIS tests on `scene_footprints` (the same
+    meaning as `SceneTable.placed`: the box meets the footprint's bounds; the centre lies in
+    the polygon; the centre lies within the great-circle radius, on a sphere), each led by an
+    index test on `geom`."""
+    gis = getattr(func, schema)
+    table = SceneFootprint.__table__
+    geom = table.c.geom if "geom" in table.c else literal_column("scene_footprints.geom")
+    centre = gis.ST_SetSRID(gis.ST_MakePoint(SceneFootprint.lon, SceneFootprint.lat), 4326)
+    overlaps = f'OPERATOR("{schema}".&&)'  # the schema may be off the search path
+    tests: list[ColumnElement[bool]] = []
+    if f.bbox is not None:
+        tests.append(geom.op(overlaps)(gis.ST_MakeEnvelope(*f.bbox, 4326)))
+    if f.within is not None:
+        polygon = gis.ST_SetSRID(gis.ST_GeomFromGeoJSON(json.dumps(mapping(f.within))), 4326)
+        tests.append(geom.op(overlaps)(polygon))
+        tests.append(gis.ST_Intersects(polygon, centre))
+    if f.near is not None:
+        lon, lat, radius = f.near
+        tests.append(geom.op(overlaps)(gis.ST_MakeEnvelope(*near_bounds(lon, lat, radius), 4326)))
+        point = gis.ST_SetSRID(gis.ST_MakePoint(lon, lat), 4326)
+        metres = gis.ST_DistanceSphere(centre, point)
+        tests.append(metres <= radius)
+    return tests
 
 
 def footprints(connection: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
