@@ -343,6 +343,17 @@ class NewSceneFields(Schema):
     """Labels from the archive's label set (`GET /labels`)."""
     metadata: dict[str, Any] | None = None
     """Free metadata, kept as given (a JSON object)."""
+    footprint: dict[str, Any] | None = None
+    """Where it lies: a GeoJSON Polygon or Point in WGS84. A GeoTIFF with a CRS keeps its
+    own georeferencing without it."""
+
+    @model_validator(mode="after")
+    def _footprint_is_valid(self) -> NewSceneFields:
+        if self.footprint is not None:
+            from model.geo import geometry_from_geojson
+
+            geometry_from_geojson(self.footprint)
+        return self
 
 
 class AddedScene(SceneOut):

@@ -38,8 +38,11 @@ from sqlalchemy.orm import Session
 from index.store import write_durably
 from model.archive import scene_id
 from model.faults import kill_point
-from service.db import ArchiveImport, Label, Scene, SceneLabel, SceneVector
+from model.geo import SceneGeo
+from model.rasters import RasterError, footprint_of_file
+from service.db import ArchiveImport, Label, Scene, SceneFootprint, SceneLabel, SceneVector
 from service.errors import BadRequestError, SceneNotFoundError
+from service.spatial import footprint_row
 
 API_ARCHIVE_STATUS = "api"
 """The status of the `archives` row that stands for the archive store."""
@@ -97,6 +100,8 @@ class NewScene:
     split: str = "train"
     labels: Sequence[str] = ()
     meta: dict[str, Any] | None = None
+    geo: SceneGeo | None = None
+    """Where it lies (a GeoTIFF's own georeferencing is read when this is None)."""
 
     @property
     def checksum(self) -> str:
@@ -203,6 +208,14 @@ class SceneWriter:
                 "check GRN_STORE_DIR and who may write there"
             ) from exc
         paths = [path for path, _ in stored]
+        try:  # a GeoTIFF keeps its georeferencing; one that cannot be placed is a 400
+            places = [
+                scene.geo or footprint_of_file(self.store / path)
+                for (_, scene, _), path in zip(fresh, paths, strict=True)
+            ]
+        except RasterError as exc:
+            self._forget(stored)
+            raise BadRequestError(str(exc).replace(str(self.store), "upload"), "bad_place") from exc
         kill_point("scene-stored")
         try:
             with Session(self.engine, expire_on_commit=False) as session, session.begin():
@@ -227,6 +240,9 @@ class SceneWriter:
                     session.add(row)
                     rows.append(row)
                 session.flush()
+                for row, place in zip(rows, places, strict=True):
+                    if place is not None:
+                        session.add(SceneFootprint(**footprint_row(row.id, place)))
                 for row, (_, scene, _) in zip(rows, fresh, strict=True):
                     for label_id in _label_ids(session, scene.labels):
                         session.add(SceneLabel(scene_id=row.id, label_id=label_id))

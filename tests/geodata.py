@@ -64,7 +64,7 @@ class Mosaic:
 
     def utm(self, col: float, row: float) -> tuple[float, float]:
         """(easting, northing) of a raster pixel corner."""
-        x, y = self.transform * (col, row)
+        x, y = self.transform @ (col, row)
         return float(x), float(y)
 
 

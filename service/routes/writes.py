@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from model.geo import SceneGeo, geometry_from_geojson
 from service.deps import (
     WRITER,
     BatcherDep,
@@ -49,9 +50,14 @@ ADD_SCHEMA: dict[str, Any] = {
         "split": {"type": "string", "enum": ["train", "val", "test"]},
         "labels": {"type": "string", "description": "Labels, comma-separated or repeated."},
         "metadata": {"type": "string", "description": "A JSON object."},
+        "footprint": {
+            "type": "string",
+            "description": "Where it lies: a GeoJSON Polygon or Point in WGS84 (a GeoTIFF "
+            "keeps its own georeferencing without it).",
+        },
     },
 }
-SINGLE_FIELDS = ("name", "scene", "split", "labels", "metadata")
+SINGLE_FIELDS = ("name", "scene", "split", "labels", "metadata", "footprint")
 
 
 def writer(request: Request, settings: Any) -> SceneWriter:
@@ -88,8 +94,8 @@ def _fields(files: int, form: dict[str, list[str]]) -> list[NewSceneFields]:
                 item["labels"] = split_commas(values)
             elif len(values) > 1:
                 raise BadRequestError(f"the form field {key!r} is given {len(values)} times")
-            elif key == "metadata":
-                item["metadata"] = json.loads(values[0])
+            elif key in ("metadata", "footprint"):
+                item[key] = json.loads(values[0])
             else:
                 item[key] = values[0]
         return [NewSceneFields.model_validate(item)]
@@ -145,6 +151,7 @@ async def add_scenes(
             split=fields.split,
             labels=fields.labels,
             meta=fields.metadata,
+            geo=SceneGeo(geometry_from_geojson(fields.footprint)) if fields.footprint else None,
         )
         for (_, data), image, out, fields in zip(files, images, outputs, described, strict=True)
     ]

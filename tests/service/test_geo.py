@@ -555,3 +555,83 @@ def test_an_existing_database_upgrades_and_a_reimport_places_its_scenes(
                 ).scalar()
                 assert filled == 120
     engine.dispose()
+
+
+def test_scenes_added_through_the_api_keep_their_place(
+    served: Served, ucm_root: Path, geo_labels: Path, tmp_path: Path
+) -> None:
+    """POST /scenes: a GeoTIFF keeps its own georeferencing, a PNG takes a `footprint` field,
+    and both are found by a box around them at once; a GeoTIFF whose CRS cannot be placed on
+    the Earth is a 400 naming the problem, and nothing is added."""
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, geo_labels)
+    key = {"X-API-Key": "write-key-0123456789abcdef"}
+    env = server_env(
+        Served(served.model, served.index_root), url, tmp_path,
+        GRN_WRITE_KEY=key["X-API-Key"], GRN_STORE_DIR=str(tmp_path / "store"),
+    )  # fmt: skip
+    far = (ORIGIN[0] + 20_000.0, ORIGIN[1] - 20_000.0)
+    scenes = ucm_scenes(ucm_root, 2, seed=7)
+    own = make_mosaic(tmp_path / "own.tif", scenes[:1], (1, 1), origin=far)
+    local = tmp_path / "local.tif"
+    wkt = 'LOCAL_CS["site",LOCAL_DATUM["site",0],UNIT["metre",1],AXIS["X",EAST],AXIS["Y",NORTH]]'
+    with rasterio.open(
+        local, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8",
+        crs=CRS.from_wkt(wkt), transform=Affine(0.3, 0, 0, 0, -0.3, 20),
+    ) as dst:  # fmt: skip
+        dst.write(np.full((3, 64, 64), 90, dtype=np.uint8))
+    png = tmp_path / "plain.png"
+    from PIL import Image
+
+    Image.open(scenes[1]).convert("RGB").save(png)
+    point = {"type": "Point", "coordinates": [-117.2, 33.5]}
+    with LiveServer(env, tmp_path / "server.log") as server, server.client() as client:
+        added = client.post(
+            "/scenes", files={"file": own.path.open("rb")}, data={"name": "own"}, headers=key
+        )
+        assert added.status_code == 201, added.text
+        scene = added.json()["scenes"][0]
+        assert scene["place"]["crs"] == "EPSG:32611" and scene["place"]["window"] is None
+        west, north = own.utm(0, 0)
+        corner = Transformer.from_crs("EPSG:32611", "EPSG:4326", always_xy=True).transform(
+            west, north
+        )
+        ring = np.asarray(scene["place"]["footprint"]["coordinates"][0])
+        assert np.abs(ring - np.asarray(corner)).sum(axis=1).min() < 1e-7
+
+        pinned = client.post(
+            "/scenes", files={"file": png.open("rb")},
+            data={"name": "pinned", "footprint": json.dumps(point)}, headers=key,
+        )  # fmt: skip
+        assert pinned.status_code == 201, pinned.text
+        assert pinned.json()["scenes"][0]["place"]["footprint"] == point
+
+        for scene_id_, (lon, lat) in (
+            (scene["id"], corner),
+            (pinned.json()["scenes"][0]["id"], point["coordinates"]),
+        ):
+            box = [lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01]
+            hits = client.post(
+                "/search", json={"scene_id": scene_id_, "k": 10, "bbox": box, "include_query": True}
+            ).json()["hits"]
+            assert [h["id"] for h in hits] == [scene_id_]
+
+        total = client.get("/scenes", params={"limit": 1}).json()["total"]
+        stored = sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file())
+        refused = client.post(
+            "/scenes", files={"file": local.open("rb")}, data={"name": "local"}, headers=key
+        )
+        assert refused.status_code == 400, refused.text
+        assert "reproject" in refused.json()["message"] or "WGS84" in refused.json()["message"]
+        bad = client.post(
+            "/scenes", files={"file": png.open("rb")},
+            data={"name": "bad", "footprint": '{"type": "Point", "coordinates": [200, 0]}'},
+            headers=key,
+        )  # fmt: skip
+        assert bad.status_code == 422 and "longitude" in bad.text
+        assert client.get("/scenes", params={"limit": 1}).json()["total"] == total
+        assert sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file()) == stored
