@@ -432,6 +432,11 @@ def _write_tiles(
     return result
 
 
+PNG_ZLEVEL = 1
+"""zlib's fastest level: encoding took 3.6 of tiling's 3.8 s at the default (6) and 1.3 s at
+1, for files 1.9% larger (bench/geo_bench.py, 256 UCM tiles)."""
+
+
 def encode_png(rgb: np.ndarray) -> bytes:
     """An (H, W, 3) uint8 array as lossless PNG bytes, with no sidecar file."""
     height, width, _ = rgb.shape
@@ -439,7 +444,12 @@ def encode_png(rgb: np.ndarray) -> bytes:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.Env(GDAL_PAM_ENABLED="NO"), MemoryFile() as memory:
             with memory.open(
-                driver="PNG", width=width, height=height, count=3, dtype="uint8"
+                driver="PNG",
+                width=width,
+                height=height,
+                count=3,
+                dtype="uint8",
+                ZLEVEL=PNG_ZLEVEL,
             ) as png:
                 png.write(np.moveaxis(rgb, -1, 0))
             return bytes(memory.read())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -375,27 +376,57 @@ class SceneTable:
             keep &= self.placed(where, keep)
         return keep
 
+    @cached_property
+    def _by_west(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The rows that have a footprint ordered by their western edge, those edges, and
+        the widest footprint's span of longitude: a place query reads the slice of rows whose
+        western edge can reach its box, not every row (built once per table)."""
+        p = self.places
+        rows = np.flatnonzero(~np.isnan(p[:, 0]))
+        order = rows[np.argsort(p[rows, 0], kind="stable")]
+        width = float((p[rows, 2] - p[rows, 0]).max()) if len(rows) else 0.0
+        return order, np.ascontiguousarray(p[order, 0]), width
+
     def placed(self, where: SceneFilter, among: np.ndarray | None = None) -> np.ndarray:
         """Which scenes lie where the filter's place conditions say (`SceneFilter`), tested
-        only among the rows `among` marks (all by default): the box first, on four columns,
-        then the polygon and the distance on the rows still in."""
-        p = self.places
-        keep = ~np.isnan(p[:, 0]) if among is None else among & ~np.isnan(p[:, 0])
+        only among the rows `among` marks (all by default). The conditions' boxes narrow the
+        rows first (a slice of the rows by western edge, then four columns); the polygon and
+        the distance are tested on the rows still in."""
+        boxes = [where.bbox] if where.bbox is not None else []
+        if where.within is not None:
+            boxes.append(where.within.bounds)  # the centre lies in the polygon's box
+        if where.near is not None:
+            boxes.append(near_bounds(*where.near))  # ... and in the circle's
+        keep = np.zeros(len(self.ids), dtype=bool)
+        if not boxes:
+            return (
+                ~np.isnan(self.places[:, 0])
+                if among is None
+                else among & ~np.isnan(self.places[:, 0])
+            )
+        west_limit, east_limit = max(b[0] for b in boxes), min(b[2] for b in boxes)
+        order, west, width = self._by_west
+        start = int(np.searchsorted(west, west_limit - width, side="left"))
+        stop = int(np.searchsorted(west, east_limit, side="right"))
+        rows = order[start:stop]
+        if among is not None:
+            rows = rows[among[rows]]
+        q = self.places[rows]
+        ok = np.ones(len(rows), dtype=bool)
         if where.bbox is not None:
             min_lon, min_lat, max_lon, max_lat = where.bbox
-            keep &= (p[:, 2] >= min_lon) & (p[:, 0] <= max_lon)
-            keep &= (p[:, 3] >= min_lat) & (p[:, 1] <= max_lat)
+            ok &= (q[:, 2] >= min_lon) & (q[:, 0] <= max_lon)
+            ok &= (q[:, 3] >= min_lat) & (q[:, 1] <= max_lat)
+        for b in boxes[1 if where.bbox is not None else 0 :]:
+            ok &= (q[:, 4] >= b[0]) & (q[:, 4] <= b[2]) & (q[:, 5] >= b[1]) & (q[:, 5] <= b[3])
         if where.within is not None:
-            w = where.within.bounds  # the polygon's own box narrows the rows first
-            keep &= (p[:, 4] >= w[0]) & (p[:, 4] <= w[2]) & (p[:, 5] >= w[1]) & (p[:, 5] <= w[3])
-            rows = np.flatnonzero(keep)
-            keep[rows] = shapely.intersects_xy(where.within, p[rows, 4], p[rows, 5])
+            inside = np.flatnonzero(ok)
+            ok[inside] = shapely.intersects_xy(where.within, q[inside, 4], q[inside, 5])
         if where.near is not None:
             lon, lat, radius = where.near
-            b = near_bounds(lon, lat, radius)  # the circle's box first, then the distance
-            keep &= (p[:, 4] >= b[0]) & (p[:, 4] <= b[2]) & (p[:, 5] >= b[1]) & (p[:, 5] <= b[3])
-            rows = np.flatnonzero(keep)
-            keep[rows] = haversine_m(p[rows, 4], p[rows, 5], lon, lat) <= radius
+            inside = np.flatnonzero(ok)
+            ok[inside] = haversine_m(q[inside, 4], q[inside, 5], lon, lat) <= radius
+        keep[rows[ok]] = True
         return keep
 
     def allowed_ids(self, where: SceneFilter) -> np.ndarray:

@@ -51,9 +51,13 @@ def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:
     max_lat), through the spatial index."""
     min_lon, min_lat, max_lon, max_lat = (float(v) for v in bounds)
     if dialect == "sqlite":
+        # the R*Tree keeps 32-bit bounds rounded outwards (it may answer footprints up to
+        # 0.2 m outside the box): its answer is checked on the stored 64-bit bounds
         boxes = text(
-            "SELECT id FROM scene_footprint_boxes WHERE max_lon >= :min_lon AND "
-            "min_lon <= :max_lon AND max_lat >= :min_lat AND min_lat <= :max_lat"
+            "SELECT b.id FROM scene_footprint_boxes AS b JOIN scene_footprints AS f "
+            "ON f.scene_id = b.id WHERE b.max_lon >= :min_lon AND b.min_lon <= :max_lon "
+            "AND b.max_lat >= :min_lat AND b.min_lat <= :max_lat AND f.max_lon >= :min_lon "
+            "AND f.min_lon <= :max_lon AND f.max_lat >= :min_lat AND f.min_lat <= :max_lat"
         ).bindparams(min_lon=min_lon, min_lat=min_lat, max_lon=max_lon, max_lat=max_lat)
         return select(literal_column("id")).select_from(
             boxes.columns(literal_column("id")).subquery()

@@ -635,3 +635,51 @@ def test_scenes_added_through_the_api_keep_their_place(
         assert bad.status_code == 422 and "longitude" in bad.text
         assert client.get("/scenes", params={"limit": 1}).json()["total"] == total
         assert sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file()) == stored
+
+
+def test_place_filters_on_the_arrays_follow_the_reference_on_random_footprints() -> None:
+    """Footprints of mixed sizes (tiles to a 0.5-degree scene), some scenes unplaced, and
+    random boxes, polygons and circles, alone and together: the arrays' narrowed answer
+    equals `SceneFilter.passes` scene by scene."""
+    rng = np.random.default_rng(3)
+    count = 3000
+    ids = np.sort(rng.choice(2**62, count, replace=False)).astype(np.int64)
+    west = rng.uniform(10.0, 12.0, count)
+    south = rng.uniform(45.0, 46.0, count)
+    size = np.where(rng.random(count) < 0.01, 0.5, rng.uniform(0.0005, 0.01, count))
+    places = np.stack(
+        [west, south, west + size, south + size * 0.7, west + size / 2, south + size * 0.35], axis=1
+    )
+    places[rng.random(count) < 0.05] = np.nan
+    codes = np.zeros(count, dtype=np.int32)
+    table = SceneTable(
+        generation=1, ids=ids, names=np.asarray([str(i) for i in ids], dtype=object),
+        folders=codes, folder_names=["f"], splits=codes, split_names=["train"],
+        labels=np.zeros((count, 0), dtype=bool), label_names=[], label_sets=codes,
+        label_set_names=[()], places=places,
+    )  # fmt: skip
+    metas = [
+        SceneMeta()
+        if np.isnan(p[0])
+        else SceneMeta(bounds=tuple(p[:4]), centre=(float(p[4]), float(p[5])))  # type: ignore[arg-type]
+        for p in places
+    ]
+    sizes = []
+    for trial in range(40):
+        lon, lat = rng.uniform(10.2, 11.8), rng.uniform(45.1, 45.9)
+        half = rng.uniform(0.01, 0.3)
+        box = (lon - half, lat - half / 2, lon + half, lat + half / 2)
+        polygon = Polygon(
+            [(lon, lat - half), (lon + half, lat), (lon, lat + half), (lon - half, lat)]
+        )
+        near = (lon, lat, float(rng.uniform(500, 20_000)))
+        kind = trial % 4
+        where = SceneFilter(
+            bbox=box if kind in (0, 3) else None,
+            within=polygon if kind in (1, 3) else None,
+            near=near if kind in (2, 3) else None,
+        )
+        expected = [i for i, meta in zip(ids.tolist(), metas, strict=True) if where.passes(i, meta)]
+        assert table.allowed_ids(where).tolist() == expected, (trial, where)
+        sizes.append(len(expected))
+    assert sum(0 < n < count for n in sizes) >= 30, sizes
