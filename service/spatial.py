@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from service.scene_table import SceneTable
     from service.search import RankedScene
 
+RTREE_STEP = 2 * 2.0**-16
+"""Two float32 steps at the largest coordinates (|v| in [128, 256) degrees): the most an
+R*Tree bound may lie outside the true one, twice over."""
 DEGREE_M = 111_320.0
 """Metres per degree of latitude (and of longitude at the equator), near enough for grids."""
 
@@ -51,14 +54,24 @@ def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:
     max_lat), through the spatial index."""
     min_lon, min_lat, max_lon, max_lat = (float(v) for v in bounds)
     if dialect == "sqlite":
-        # the R*Tree keeps 32-bit bounds rounded outwards (it may answer footprints up to
-        # 0.2 m outside the box): its answer is checked on the stored 64-bit bounds
+        # The R*Tree keeps 32-bit bounds rounded outwards, so it may answer footprints that
+        # miss the box by up to a float32 step (under 1.6e-5 degrees, about 2 m). Entries
+        # that meet the box shrunk by two steps certainly meet it; only those in the thin
+        # band between are checked on the stored 64-bit bounds.
         boxes = text(
-            "SELECT b.id FROM scene_footprint_boxes AS b JOIN scene_footprints AS f "
+            "SELECT id FROM scene_footprint_boxes WHERE max_lon >= :in_min_lon AND "
+            "min_lon <= :in_max_lon AND max_lat >= :in_min_lat AND min_lat <= :in_max_lat "
+            "UNION ALL SELECT b.id FROM scene_footprint_boxes AS b JOIN scene_footprints AS f "
             "ON f.scene_id = b.id WHERE b.max_lon >= :min_lon AND b.min_lon <= :max_lon "
-            "AND b.max_lat >= :min_lat AND b.min_lat <= :max_lat AND f.max_lon >= :min_lon "
-            "AND f.min_lon <= :max_lon AND f.max_lat >= :min_lat AND f.min_lat <= :max_lat"
-        ).bindparams(min_lon=min_lon, min_lat=min_lat, max_lon=max_lon, max_lat=max_lat)
+            "AND b.max_lat >= :min_lat AND b.min_lat <= :max_lat AND NOT (b.max_lon >= "
+            ":in_min_lon AND b.min_lon <= :in_max_lon AND b.max_lat >= :in_min_lat AND "
+            "b.min_lat <= :in_max_lat) AND f.max_lon >= :min_lon AND f.min_lon <= :max_lon "
+            "AND f.max_lat >= :min_lat AND f.min_lat <= :max_lat"
+        ).bindparams(
+            min_lon=min_lon, min_lat=min_lat, max_lon=max_lon, max_lat=max_lat,
+            in_min_lon=min_lon + RTREE_STEP, in_min_lat=min_lat + RTREE_STEP,
+            in_max_lon=max_lon - RTREE_STEP, in_max_lat=max_lat - RTREE_STEP,
+        )  # fmt: skip
         return select(literal_column("id")).select_from(
             boxes.columns(literal_column("id")).subquery()
         )

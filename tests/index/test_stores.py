@@ -99,6 +99,35 @@ def test_faiss_search_takes_every_k_and_any_exclusion(
         served.search(query, 5, SceneFilter(labels_all=["water"]))
 
 
+def test_a_short_allow_list_on_an_inverted_file_is_searched_exactly(
+    tmp_path: Path, data: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """An inverted file probing one list of 40 sees few of a scattered allow-list's scenes;
+    up to EXACT_ALLOWED allowed scenes are scored exactly, so the answer is brute force's."""
+    from index.results import exact_search
+    from index.stores.faiss import EXACT_ALLOWED
+    from index.vectors import SearchSettings
+
+    ids, vectors = data
+    versions = IndexStore(tmp_path)
+    built = versions.write_version(
+        build_index("IVF40,Flat", ids, vectors), model_version="m", factory="IVF40,Flat"
+    )
+    versions.activate(built.version)
+    served = Searcher(versions.load(), SearchSettings(nprobe=1))
+    rng = np.random.default_rng(5)
+    rows = rng.choice(N, 300, replace=False)
+    allowed = ids[rows]
+    assert len(allowed) <= EXACT_ALLOWED
+    for query in vectors[rng.choice(N, 5, replace=False)]:
+        found = served.search(query[None], 10, SceneFilter(allow_ids=allowed))
+        truth = exact_search(vectors[rows], allowed, query[None], 10)
+        assert found.ids[0].tolist() == truth.ids[0].tolist()
+        np.testing.assert_allclose(found.scores[0], truth.scores[0], rtol=1e-5)
+    probed = served.search(vectors[:1], 10)  # unfiltered stays the inverted file's own
+    assert (probed.ids >= 0).sum() == 10
+
+
 def test_milvus_versions(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     pytest.importorskip("pymilvus")
     from index.stores.milvus import MilvusCollection, MilvusVersions, switch_alias
