@@ -1096,6 +1096,17 @@ def search(
         typer.Option(help='A phrase read onto the labels ("storage tanks, no trees").'),
     ] = None,
     output: FormatOpt = "table",
+    bbox: Annotated[
+        str | None,
+        typer.Option(help="Only scenes whose footprint meets MIN_LON,MIN_LAT,MAX_LON,MAX_LAT."),
+    ] = None,
+    within: Annotated[
+        str | None,
+        typer.Option(help="Only scenes centred in this GeoJSON Polygon (text, or a file)."),
+    ] = None,
+    near: Annotated[
+        str | None, typer.Option(help="Only scenes centred within LON,LAT,METRES.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
     database_url: DatabaseOpt = None,
@@ -1119,6 +1130,10 @@ def search(
         if value:
             request[key] = value
     try:
+        request.update(_places(bbox, within, near))
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    try:
         if url is not None:
             body = _remote_search(url, image, scene, request)
         else:
@@ -1129,11 +1144,30 @@ def search(
     _print_hits(body, output)
 
 
+def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
+    """--bbox, --within and --near as POST /search's fields, checked."""
+    from model.geo import geometry_from_geojson, parse_bbox, parse_near
+
+    places: dict[str, Any] = {}
+    if bbox:
+        places["bbox"] = list(parse_bbox(bbox))
+    if near:
+        places["near"] = list(parse_near(near))
+    if within:
+        text = within if within.lstrip().startswith("{") else Path(within).read_text()
+        polygon = json.loads(text)
+        if geometry_from_geojson(polygon).geom_type != "Polygon":
+            raise ValueError("--within must be a GeoJSON Polygon")
+        places["within"] = polygon
+    return places
+
+
 def _local_search(
     image: Path | None, scene: int | None, request: dict[str, Any], database_url: str | None
 ) -> dict[str, Any]:
     """POST /search's answer, computed here by `service.search.search_scenes`."""
     from index.filters import SceneFilter
+    from model.geo import geometry_from_geojson
     from model.imageio import read_image
     from model.inference import predict
     from service.catalog import Catalog
@@ -1163,6 +1197,9 @@ def _local_search(
         where = SceneFilter(
             labels_all=request.get("labels_all", ()), labels_any=request.get("labels_any", ()),
             labels_none=request.get("labels_none", ()), folder=request.get("scene"),
+            bbox=tuple(request["bbox"]) if "bbox" in request else None,
+            within=geometry_from_geojson(request["within"]) if "within" in request else None,
+            near=tuple(request["near"]) if "near" in request else None,
         )  # fmt: skip
         query = SearchQuery(
             k=request["k"], where=where, min_score=request.get("min_score"),
@@ -1226,7 +1263,11 @@ def _remote_search(
         with _client(url) as client:
             if image is not None:
                 form = {
-                    key: ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                    key: ",".join(map(str, value))
+                    if isinstance(value, list)
+                    else json.dumps(value)
+                    if isinstance(value, dict)
+                    else str(value)
                     for key, value in request.items()
                     if key != "include_query"
                 }

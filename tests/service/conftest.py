@@ -4,6 +4,7 @@ server processes."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from geodata import ORIGIN, PIXEL_M
+from pyproj import Transformer
 from servers import (
     AXE_VERSION,
     CHROMIUM,
@@ -23,8 +26,10 @@ from servers import (
     server_env,
     train_tiny,
 )
+from shapely.geometry import Polygon
 
 from index.job import ReindexSettings, reindex
+from model.geo import GEO_COLUMNS, SceneGeo
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +122,37 @@ def axe_script(tmp_path_factory: pytest.TempPathFactory) -> str:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_bytes(member.read())
     return cache.read_text()
+
+
+SIDE_M = 256 * PIXEL_M  # UCM's 0.3 m pixels; ORIGIN lies in UTM zone 11N (EPSG:32611)
+COLUMNS = 14
+
+
+def utm_footprint(row: int, col: int) -> Polygon:
+    """Scene (row, col) of a grid of 76.8 m squares laid from ORIGIN southwards, in WGS84."""
+    to_wgs84 = Transformer.from_crs("EPSG:32611", "EPSG:4326", always_xy=True)
+    west, north = ORIGIN[0] + col * SIDE_M, ORIGIN[1] - row * SIDE_M
+    corners = [(west, north), (west + SIDE_M, north), (west + SIDE_M, north - SIDE_M)]
+    corners += [(west, north - SIDE_M), (west, north)]
+    return Polygon([to_wgs84.transform(x, y) for x, y in corners])
+
+
+@pytest.fixture(scope="session")
+def geo_labels(ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 126 scenes of `ucm_subset`, laid on a 14 x 9 grid of UTM squares (footprints in
+    labels.csv's geo columns), except the last six, which have no footprint."""
+    with ucm_subset.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    header, body = rows[0], rows[1:]
+    target = tmp_path_factory.mktemp("geo") / "labels.csv"
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*header[:3], *GEO_COLUMNS, *header[3:]])
+        for number, row in enumerate(body):
+            cells = {k: "" for k in GEO_COLUMNS}
+            if number < len(body) - 6:
+                r, c = divmod(number, COLUMNS)
+                cells = SceneGeo(utm_footprint(r, c), "EPSG:32611", "grid.tif").cells()
+                cells["window"] = f"{c * 256},{r * 256},256,256"
+            writer.writerow([*row[:3], *(cells[k] for k in GEO_COLUMNS), *row[3:]])
+    return target

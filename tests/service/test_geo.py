@@ -4,7 +4,6 @@ SQLite and PostgreSQL, through a real server."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import shapely
-from geodata import ORIGIN, PIXEL_M, make_mosaic, ucm_scenes
+from geodata import ORIGIN, make_mosaic, ucm_scenes
 from pyproj import Transformer
 from servers import (
     REPO,
@@ -34,43 +33,10 @@ from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter, SceneMeta
 from model.archive import load_archive, scene_id
-from model.geo import GEO_COLUMNS, SceneGeo
+from model.geo import SceneGeo
 from service.db import SceneFootprint, make_engine
 from service.scene_table import SceneTable
 from service.spatial import ids_in_box, postgis_schema
-
-SIDE_M = 256 * PIXEL_M  # UCM's 0.3 m pixels; ORIGIN lies in UTM zone 11N (EPSG:32611)
-COLUMNS = 14
-
-
-def utm_footprint(row: int, col: int) -> Polygon:
-    """Scene (row, col) of a grid of 76.8 m squares laid from ORIGIN southwards, in WGS84."""
-    to_wgs84 = Transformer.from_crs("EPSG:32611", "EPSG:4326", always_xy=True)
-    west, north = ORIGIN[0] + col * SIDE_M, ORIGIN[1] - row * SIDE_M
-    corners = [(west, north), (west + SIDE_M, north), (west + SIDE_M, north - SIDE_M)]
-    corners += [(west, north - SIDE_M), (west, north)]
-    return Polygon([to_wgs84.transform(x, y) for x, y in corners])
-
-
-@pytest.fixture(scope="module")
-def geo_labels(ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The 126 scenes of `ucm_subset`, laid on a 14 x 9 grid of UTM squares (footprints in
-    labels.csv's geo columns), except the last six, which have no footprint."""
-    with ucm_subset.open(newline="") as handle:
-        rows = list(csv.reader(handle))
-    header, body = rows[0], rows[1:]
-    target = tmp_path_factory.mktemp("geo") / "labels.csv"
-    with target.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*header[:3], *GEO_COLUMNS, *header[3:]])
-        for number, row in enumerate(body):
-            cells = {k: "" for k in GEO_COLUMNS}
-            if number < len(body) - 6:
-                r, c = divmod(number, COLUMNS)
-                cells = SceneGeo(utm_footprint(r, c), "EPSG:32611", "grid.tif").cells()
-                cells["window"] = f"{c * 256},{r * 256},256,256"
-            writer.writerow([*row[:3], *(cells[k] for k in GEO_COLUMNS), *row[3:]])
-    return target
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql", "postgresql-without-postgis"])
@@ -683,3 +649,46 @@ def test_place_filters_on_the_arrays_follow_the_reference_on_random_footprints()
         assert table.allowed_ids(where).tolist() == expected, (trial, where)
         sizes.append(len(expected))
     assert sum(0 < n < count for n in sizes) >= 30, sizes
+
+
+def test_grn_search_takes_a_box_a_polygon_and_a_distance(
+    served: Served, ucm_root: Path, geo_labels: Path, tmp_path: Path
+) -> None:
+    """`grn search --bbox/--within/--near`, as typed, answers what the API answers."""
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, geo_labels)
+    env = {**os.environ, **server_env(served, url, tmp_path)}
+    grid = _grid(ucm_root, geo_labels)
+    query = next(iter(grid))
+    lon, lat = grid[query].centre
+    box = [lon - 0.002, lat - 0.002, lon + 0.002, lat + 0.002]
+    inside = {
+        i for i, g in grid.items()
+        if g.bounds[2] >= box[0] and g.bounds[0] <= box[2]
+        and g.bounds[3] >= box[1] and g.bounds[1] <= box[3]
+    } - {query}  # fmt: skip
+    polygon = tmp_path / "area.geojson"
+    polygon.write_text(json.dumps({
+        "type": "Polygon",
+        "coordinates": [[[box[0], box[1]], [box[2], box[1]], [box[2], box[3]],
+                         [box[0], box[3]], [box[0], box[1]]]],
+    }))  # fmt: skip
+
+    def search(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", "search", "--scene", str(query), "--k", "50",
+             "--json", *args],
+            cwd=REPO, capture_output=True, text=True, env=env,
+        )  # fmt: skip
+
+    boxed = search("--bbox", ",".join(map(str, box)))
+    assert boxed.returncode == 0, boxed.stderr
+    assert {int(h["id"]) for h in json.loads(boxed.stdout)["hits"]} == inside
+    centred = search("--within", str(polygon), "--near", f"{lon},{lat},150")
+    assert centred.returncode == 0, centred.stderr
+    found = {int(h["id"]) for h in json.loads(centred.stdout)["hits"]}
+    assert found and all(
+        _metres(grid[i].centre, (lon, lat)) <= 150 and grid[i].centre[0] <= box[2] for i in found
+    )
+    wrong = search("--bbox", f"{box[2]},{box[1]},{box[0]},{box[3]}")
+    assert wrong.returncode == 2 and "minimum above its maximum" in wrong.stderr

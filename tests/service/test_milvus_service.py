@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import utm_footprint
 from servers import REPO, LiveServer, Served, prepared_database, server_env
 
 from index.stores.milvus import reindex_milvus
@@ -42,16 +43,21 @@ def fill(served: Served, ucm_root: Path, labels: Path, uri: str, work: Path) -> 
 
 @pytest.fixture(scope="module")
 def servers(
-    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
+    served: Served,
+    ucm_root: Path,
+    ucm_subset: Path,
+    geo_labels: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LiveServer, LiveServer, str]]:
-    """A FAISS server and a Milvus server over the same model and scenes."""
+    """A FAISS server and a Milvus server over the same model and scenes (laid on a grid of
+    footprints, for the place filters)."""
     workdir = tmp_path_factory.mktemp("milvus-service")
     uri = str(workdir / "milvus.db")
     version = fill(served, ucm_root, ucm_subset, uri, workdir / "work")
     urls = {}
     for name in ("faiss", "milvus"):
         urls[name] = f"sqlite:///{workdir / f'{name}-catalog.sqlite'}"
-        prepared_database(urls[name], ucm_root, ucm_subset)
+        prepared_database(urls[name], ucm_root, geo_labels)
     milvus_env = server_env(
         served, urls["milvus"], workdir, GRN_VECTOR_STORE="milvus", GRN_MILVUS_URI=uri,
         GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root), GRN_STORE_DIR=str(workdir / "store"),
@@ -102,6 +108,11 @@ def test_milvus_answers_what_faiss_answers(
         {"k": 5, "labels_all": ["water"], "scene": "river"},
         {"k": 8, "exclude_ids": queries[1:]},
         {"k": 10, "include_query": True},
+    ]
+    middle = utm_footprint(4, 7).centroid  # place filters: an allow-list from the catalog
+    requests += [
+        {"k": 20, "bbox": [middle.x - 0.003, middle.y - 0.002, middle.x + 0.003, middle.y + 0.002]},
+        {"k": 20, "near": [middle.x, middle.y, 400.0], "labels_any": ["grass", "trees"]},
     ]
     compared = 0
     for query in queries:
