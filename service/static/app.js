@@ -450,7 +450,8 @@ async function loadArchive() {
 // archive has georeferenced scenes. Without a basemap (GRN_MAP_TILES) each result's
 // thumbnail is drawn on its footprint, so the map works with no network.
 
-const mapView = { info: null, map: null, hits: null, area: null, drawing: false, start: null };
+const mapView = { info: null, map: null, hits: null, area: null, drawing: false, start: null, cells: null };
+const DENSITY_K = 200; // "where else?" counts this many of the most similar scenes
 
 function loadScript(src) {
   return new Promise((resolve, reject) => {
@@ -486,6 +487,7 @@ async function setUpMap() {
   map.fitBounds([[south, west], [north, east]]);
   mapView.map = map;
   mapView.hits = L.layerGroup().addTo(map);
+  mapView.cells = L.layerGroup().addTo(map);
   map.on("mousedown", (event) => {
     if (!mapView.drawing) return;
     event.originalEvent.preventDefault(); // a drag draws; it selects nothing on the page
@@ -536,8 +538,10 @@ function setArea(area) {
 }
 
 function drawHits(hits) {
+  $("map-where").disabled = !(state.query && state.query.sceneId);
   if (!mapView.map) return;
   mapView.hits.clearLayers();
+  if ($("map-where").getAttribute("aria-pressed") === "true") showDensity(true); // the new query's
   const placed = hits.filter((hit) => hit.footprint);
   const offset = state.last ? state.last.offset : 0;
   let bounds = null;
@@ -559,6 +563,41 @@ function drawHits(hits) {
     bounds = bounds ? bounds.extend(shape.getBounds()) : L.latLngBounds(shape.getBounds().getSouthWest(), shape.getBounds().getNorthEast());
   });
   if (bounds) mapView.map.fitBounds(bounds.pad(0.15), { maxZoom: 19 });
+}
+
+// "Where else?": the query scene's most similar scenes counted per cell of the archive, the
+// cells shaded by their share of the hits (POST /search/density).
+function densityCell() {
+  const [west, south, east, north] = mapView.info.bounds;
+  const metres = Math.max((east - west) * 111320 * Math.cos(((south + north) / 2) * Math.PI / 180), (north - south) * 111320);
+  return Math.max(50, Math.round(metres / 12));
+}
+
+async function showDensity(on) {
+  $("map-where").setAttribute("aria-pressed", String(on));
+  mapView.cells.clearLayers();
+  $("map-density").hidden = !on;
+  if (!on || !state.query || !state.query.sceneId) return;
+  const cell = densityCell();
+  let body;
+  try {
+    body = await api("/search/density", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ scene_id: state.query.sceneId, k: DENSITY_K, cell_m: cell, ...(state.area ? { bbox: state.area } : {}) }),
+    });
+  } catch (err) {
+    showMessage(err.message);
+    return;
+  }
+  const most = Math.max(1, ...body.cells.map((c) => c.count));
+  for (const c of body.cells) {
+    const [w, s, e, n] = c.bounds;
+    L.rectangle([[s, w], [n, e]], {
+      color: "#a4262c", weight: 1, fillColor: "#a4262c", fillOpacity: 0.1 + 0.5 * (c.count / most), className: "density-cell",
+    }).bindTooltip(`${c.count} of the ${body.hits} most similar scenes · best score ${c.best_score.toFixed(3)}`).addTo(mapView.cells);
+  }
+  $("map-density").textContent = `Where else: the ${body.hits} scenes most like ${state.query.name}, ${body.placed} of them placed, in ${body.cells.length} cells of about ${cell} m; darker cells hold more.`;
 }
 
 function exportGeojson() {
@@ -665,6 +704,7 @@ function wire() {
     if (state.last) download("search.json", "application/json", JSON.stringify(state.last, null, 2));
   });
   $("map-draw").addEventListener("click", () => startDrawing(!mapView.drawing));
+  $("map-where").addEventListener("click", () => showDensity($("map-where").getAttribute("aria-pressed") !== "true"));
   $("map-clear").addEventListener("click", () => { setArea(null); changed(); });
   $("export-geojson").addEventListener("click", exportGeojson);
   window.addEventListener("popstate", readUrl);

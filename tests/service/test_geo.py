@@ -425,6 +425,20 @@ def test_the_map_shows_the_hits_filters_by_a_drawn_area_and_opens_a_scene(
     expect(page.locator("#viewer-hit-caption")).to_contain_text(first["image"])
     page.click("#viewer-close")
 
+    # "where else?": the query's 200 most similar scenes counted per cell, shaded on the map
+    page.click("#map-where")
+    expect(page.locator("#map-density")).to_contain_text("cells of about")
+    said = page.locator("#map-density").inner_text()
+    cell_m = float(said.split("cells of about ")[1].split(" m")[0])
+    cells = httpx.post(
+        f"{geo_page.url}/search/density", json={"scene_id": query, "k": 200, "cell_m": cell_m}
+    ).json()["cells"]
+    expect(page.locator("#map path.density-cell")).to_have_count(len(cells))
+    assert len(cells) > 1 and f"in {len(cells)} cells" in said
+    shot(page, "map-2-where-else")
+    page.click("#map-where")
+    expect(page.locator("#map path.density-cell")).to_have_count(0)
+
     # an area drawn across the middle of the map keeps the results inside it
     page.click("#map-draw")
     expect(page.locator("#map-draw")).to_have_attribute("aria-pressed", "true")
@@ -455,7 +469,7 @@ def test_the_map_shows_the_hits_filters_by_a_drawn_area_and_opens_a_scene(
     ids = page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.dataset.sceneId)")
     assert set(ids) <= inside
     expect(footprints).to_have_count(min(20, len(inside)))
-    shot(page, "map-2-area")
+    shot(page, "map-3-area")
 
     # the area lives in the URL: a reload keeps it; clearing it brings the others back
     page.reload()
