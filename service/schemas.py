@@ -386,6 +386,17 @@ class ScenePatch(Schema):
     """train, val or test."""
     metadata: dict[str, Any] | None = None
     """Replaces the scene's metadata; `null` removes it."""
+    footprint: dict[str, Any] | None = None
+    """Where it lies, a GeoJSON Polygon or Point in WGS84 (replacing the old footprint and
+    its raster, CRS and window); `null` removes it."""
+
+    @model_validator(mode="after")
+    def _footprint_is_valid(self) -> ScenePatch:
+        if self.footprint is not None:
+            from model.geo import geometry_from_geojson
+
+            geometry_from_geojson(self.footprint)
+        return self
 
 
 class Hit(Schema):

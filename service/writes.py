@@ -124,6 +124,8 @@ class SceneChanges:
     split: str | None = None
     meta: dict[str, Any] | None = None
     clear_meta: bool = False
+    geo: SceneGeo | None = None
+    clear_geo: bool = False
 
 
 def store_file(store: Path, data: bytes, checksum: str) -> tuple[Path, bool]:
@@ -310,6 +312,10 @@ class SceneWriter:
                 scene.meta = None
             elif changes.meta is not None:
                 scene.meta = json.dumps(changes.meta)
+            if changes.clear_geo or changes.geo is not None:
+                session.execute(delete(SceneFootprint).where(SceneFootprint.scene_id == scene_id_))
+            if changes.geo is not None:
+                session.add(SceneFootprint(**footprint_row(scene_id_, changes.geo)))
         return self.scenes([scene_id_])[scene_id_]
 
     def delete(self, scene_id_: int) -> None:

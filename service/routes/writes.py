@@ -183,7 +183,7 @@ async def patch_scene(
     request: Request, settings: SettingsDep, scene_id: SceneId, body: ScenePatch
 ) -> SceneOut:
     """Correct a scene's labels (all of them, from the archive's label set), scene folder,
-    split or metadata; searches and label filters see the change at once."""
+    split, metadata or footprint; searches and their filters see the change at once."""
     given = body.model_fields_set
     changes = SceneChanges(
         labels=body.labels,
@@ -191,6 +191,8 @@ async def patch_scene(
         split=body.split,
         meta=body.metadata,
         clear_meta="metadata" in given and body.metadata is None,
+        geo=SceneGeo(geometry_from_geojson(body.footprint)) if body.footprint else None,
+        clear_geo="footprint" in given and body.footprint is None,
     )
     scene = await in_thread(writer(request, settings).update, scene_id, changes)
     return scene_out(SceneUrls(request), scene)

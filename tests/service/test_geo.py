@@ -600,6 +600,30 @@ def test_scenes_added_through_the_api_keep_their_place(
             ).json()["hits"]
             assert [h["id"] for h in hits] == [scene_id_]
 
+        # a corrected place moves the scene at once; null takes it off the map
+        pinned_id = pinned.json()["scenes"][0]["id"]
+        moved = {"type": "Point", "coordinates": [-116.5, 33.0]}
+        patched = client.patch(f"/scenes/{pinned_id}", json={"footprint": moved}, headers=key)
+        assert patched.status_code == 200 and patched.json()["place"]["footprint"] == moved
+
+        def placed_in(lon: float, lat: float) -> list[str]:
+            box = [lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01]
+            found = client.post(
+                "/search",
+                json={"scene_id": pinned_id, "k": 10, "bbox": box, "include_query": True},
+            )
+            return [h["id"] for h in found.json()["hits"]]
+
+        assert placed_in(-117.2, 33.5) == [] and placed_in(-116.5, 33.0) == [pinned_id]
+        cleared = client.patch(f"/scenes/{pinned_id}", json={"footprint": None}, headers=key)
+        assert cleared.status_code == 200 and cleared.json()["place"] is None
+        assert placed_in(-116.5, 33.0) == []
+        invalid = client.patch(
+            f"/scenes/{pinned_id}", json={"footprint": {"type": "Point", "coordinates": [0, 95]}},
+            headers=key,
+        )  # fmt: skip
+        assert invalid.status_code == 422 and "latitude" in invalid.text
+
         total = client.get("/scenes", params={"limit": 1}).json()["total"]
         stored = sorted(p for p in (tmp_path / "store").rglob("*") if p.is_file())
         refused = client.post(
