@@ -229,7 +229,9 @@ class DensityCell(Schema):
     count: int
     """Hits in it."""
     mean_score: float
+    """The mean similarity of its hits to the query."""
     best_score: float
+    """Its best hit's similarity to the query."""
     best_id: SceneId
     """Its most similar scene."""
     bounds: list[float]
@@ -244,9 +246,13 @@ class DensityResponse(Schema):
     placed: int
     """Hits with a footprint (the others lie nowhere known and are not counted)."""
     by: str
+    """grid or source: what the areas are."""
     cell_m: float | None
+    """The grid's cell size, metres (None by source)."""
     query_id: SceneId | None
+    """The archive scene searched by, if any."""
     model_version: str
+    """The model that embedded the query and the archive."""
 
 
 class Understood(Schema):
@@ -307,6 +313,7 @@ class PlacesResponse(Schema):
     basemap: str | None
     """The map's XYZ tile URL template (GRN_MAP_TILES); None: the scenes' thumbnails only."""
     attribution: str | None
+    """The basemap's attribution (GRN_MAP_ATTRIBUTION)."""
     map_library: bool
     """Whether the map's library (Leaflet) is installed (`grn assets`)."""
 
