@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +14,7 @@ import pyproj
 import pytest
 import rasterio
 import shapely
+from commands import grn
 from geodata import EPSG, PIXEL_M, SCENE_PX, U16_OFFSET, U16_SCALE, Mosaic, make_mosaic, ucm_scenes
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
@@ -34,7 +33,6 @@ from model.rasters import (
     tile_rasters,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 TO_WGS84 = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
 
 
@@ -355,16 +353,6 @@ def test_tile_rasters_checks_its_own_options(rgb8: Mosaic, tmp_path: Path) -> No
     with pytest.raises(RasterError, match="share the stem"):
         tile_rasters([rgb8.path, rgb8.path], tmp_path / "out")
     assert not any(tmp_path.iterdir())
-
-
-def grn(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO / ".cache")},
-    )
 
 
 def test_grn_tile(square: Mosaic, tmp_path: Path) -> None:
