@@ -89,6 +89,9 @@ def fetch(asset_dir: Path, package: Package = LEAFLET, *, timeout: float = 60.0)
         ) from exc
     asset_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{package.folder}-", dir=asset_dir))
+    # mkdtemp makes the folder its owner's alone: the service may run as another user (the
+    # image installs as root and serves as grn), and StaticFiles answers 401 where it cannot read
+    staging.chmod(0o755)
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
             for member in archive.getmembers():

@@ -489,7 +489,7 @@ def test_places_says_where_the_archive_lies(geo_page: LiveServer) -> None:
     assert min_lon < max_lon and min_lat < max_lat
 
 
-def test_a_library_that_does_not_match_its_pinned_hash_is_not_installed(
+def test_the_map_library_installs_only_as_pinned_and_readable_by_every_user(
     map_library: Path, tmp_path: Path
 ) -> None:
     from dataclasses import replace
@@ -501,6 +501,10 @@ def test_a_library_that_does_not_match_its_pinned_hash_is_not_installed(
         fetch(tmp_path, tampered)
     assert not installed(tmp_path) and not (tmp_path / "leaflet").exists()
     assert installed(map_library)
+    # readable by every user: the image installs as root and serves as another user
+    fresh = fetch(tmp_path / "fresh")
+    for path in [fresh, *fresh.rglob("*")]:
+        assert path.stat().st_mode & 0o005 == (0o005 if path.is_dir() else 0o004), path
 
 
 def test_an_existing_database_upgrades_and_a_reimport_places_its_scenes(
