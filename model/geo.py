@@ -152,6 +152,15 @@ def geometry_from_geojson(value: Any) -> Polygon | Point:
     return geometry
 
 
+def polygon_from_geojson(value: Any) -> Polygon:
+    """A WGS84 Polygon from GeoJSON, checked as `geometry_from_geojson` checks it; any other
+    geometry is refused (`within` takes an area)."""
+    geometry = geometry_from_geojson(value)
+    if not isinstance(geometry, Polygon):
+        raise GeoError(f"expected a GeoJSON Polygon; found a {geometry.geom_type}")
+    return geometry
+
+
 def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]:
     """`min_lon,min_lat,max_lon,max_lat` (WGS84), checked."""
     parts = text.split(",") if isinstance(text, str) else list(text)

@@ -63,7 +63,7 @@ def percentile_stretch(
     return out
 
 
-def _to_rgb(
+def to_rgb(
     array: np.ndarray, options: ReadOptions, source: str, has_alpha: bool = False
 ) -> np.ndarray:
     """Bring an (H, W) or (H, W, C) array of any dtype to (H, W, 3) uint8. With `has_alpha`
@@ -107,7 +107,7 @@ def _read_tiff(data: bytes, options: ReadOptions, source: str) -> np.ndarray:
     if array.ndim == 3 and axes.endswith("YX"):
         array = np.moveaxis(array, 0, -1)
     rgb_with_alpha = photometric == 2 and extra > 0 and array.ndim == 3 and array.shape[2] == 4
-    return _to_rgb(array, options, source, has_alpha=rgb_with_alpha)
+    return to_rgb(array, options, source, has_alpha=rgb_with_alpha)
 
 
 def decode_image(
@@ -136,11 +136,11 @@ def decode_image(
         raise InvalidImageError(f"{source}: too many pixels ({exc})") from exc
     mode = oriented.mode
     if mode in ("RGB", "L", "RGBA", "LA"):
-        return _to_rgb(np.asarray(oriented), options, source, has_alpha=mode in ("RGBA", "LA"))
+        return to_rgb(np.asarray(oriented), options, source, has_alpha=mode in ("RGBA", "LA"))
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _to_rgb(np.asarray(oriented), options, source)
+        return to_rgb(np.asarray(oriented), options, source)
     if mode == "1":
-        return _to_rgb(np.asarray(oriented.convert("L")), options, source)
+        return to_rgb(np.asarray(oriented.convert("L")), options, source)
     # Palette, CMYK, YCbCr, LAB, ...: let Pillow do the colour conversion.
     return np.ascontiguousarray(np.asarray(oriented.convert("RGB")))
 

@@ -53,7 +53,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
 from model.geo import GEO_COLUMNS, SceneGeo
-from model.imageio import STRETCH_PERCENTILES, ReadOptions, _to_rgb
+from model.imageio import STRETCH_PERCENTILES, ReadOptions, to_rgb
 
 DEFAULT_TILE_PX = 256
 DEFAULT_OUT_SIZE = 256
@@ -317,7 +317,7 @@ def _read_tile(
     if valid is not None and array.dtype != np.uint8 and not valid.all():
         array = array.astype(np.float64)
         array[~valid] = np.nan  # left out of the stretch's percentiles
-    rgb = _to_rgb(array, options, str(plan.path))
+    rgb = to_rgb(array, options, str(plan.path))
     if valid is not None:
         rgb[~valid] = 0
         return TileImage(tile, rgb, 1.0 - float(valid.mean()))

@@ -252,7 +252,8 @@ class Catalog:
             f = replace(f, bbox=None, within=None, near=None)
         elif f.within is not None or f.near is not None:
             # the exact tests on the arrays; the box stays SQL's, through its index
-            placed = self.table().ids[self.table().placed(replace(f, bbox=None))]
+            table = self.table()
+            placed = table.ids[table.placed(replace(f, bbox=None))]
             if f.allow_ids is not None:
                 placed = np.intersect1d(placed, np.asarray(f.allow_ids, dtype=np.int64))
             f = replace(f, within=None, near=None, allow_ids=placed)

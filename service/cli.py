@@ -1146,7 +1146,7 @@ def search(
 
 def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
     """--bbox, --within and --near as POST /search's fields, checked."""
-    from model.geo import geometry_from_geojson, parse_bbox, parse_near
+    from model.geo import parse_bbox, parse_near, polygon_from_geojson
 
     places: dict[str, Any] = {}
     if bbox:
@@ -1155,10 +1155,8 @@ def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str,
         places["near"] = list(parse_near(near))
     if within:
         text = within if within.lstrip().startswith("{") else Path(within).read_text()
-        polygon = json.loads(text)
-        if geometry_from_geojson(polygon).geom_type != "Polygon":
-            raise ValueError("--within must be a GeoJSON Polygon")
-        places["within"] = polygon
+        places["within"] = json.loads(text)
+        polygon_from_geojson(places["within"])
     return places
 
 
@@ -1167,7 +1165,7 @@ def _local_search(
 ) -> dict[str, Any]:
     """POST /search's answer, computed here by `service.search.search_scenes`."""
     from index.filters import SceneFilter
-    from model.geo import geometry_from_geojson
+    from model.geo import polygon_from_geojson
     from model.imageio import read_image
     from model.inference import predict
     from service.catalog import Catalog
@@ -1198,7 +1196,7 @@ def _local_search(
             labels_all=request.get("labels_all", ()), labels_any=request.get("labels_any", ()),
             labels_none=request.get("labels_none", ()), folder=request.get("scene"),
             bbox=tuple(request["bbox"]) if "bbox" in request else None,
-            within=geometry_from_geojson(request["within"]) if "within" in request else None,
+            within=polygon_from_geojson(request["within"]) if "within" in request else None,
             near=tuple(request["near"]) if "near" in request else None,
         )  # fmt: skip
         query = SearchQuery(

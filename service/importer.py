@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from tqdm import tqdm
 
 from model.archive import Archive, ArchiveEntry, BrokenFile, load_archive, scene_id
@@ -88,12 +88,13 @@ def _check(entry: ArchiveEntry) -> _Checked:
     return checked
 
 
-def _existing_ids(session: Session, ids: Sequence[int]) -> set[int]:
+def _existing_ids(
+    session: Session, ids: Sequence[int], column: InstrumentedAttribute[int] = Scene.id
+) -> set[int]:
+    """Which of `ids` the id column holds (scenes by default)."""
     found: set[int] = set()
     for start in range(0, len(ids), 1000):  # stay under every driver's bind-parameter limit
-        found.update(
-            session.scalars(select(Scene.id).where(Scene.id.in_(ids[start : start + 1000])))
-        )
+        found.update(session.scalars(select(column).where(column.in_(ids[start : start + 1000]))))
     return found
 
 
@@ -184,14 +185,7 @@ def _place_present(engine: Engine, archive: Archive, present: set[int]) -> int:
     if not wanted:
         return 0
     with Session(engine) as session:
-        placed: set[int] = set()
-        for start in range(0, len(wanted), 1000):
-            chunk = wanted[start : start + 1000]
-            placed.update(
-                session.scalars(
-                    select(SceneFootprint.scene_id).where(SceneFootprint.scene_id.in_(chunk))
-                )
-            )
+        placed = _existing_ids(session, wanted, SceneFootprint.scene_id)
     rows = [footprint_row(i, given[i]) for i in wanted if i not in placed]
     for start in range(0, len(rows), CHUNK):
         with Session(engine) as session, session.begin():

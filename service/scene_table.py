@@ -49,6 +49,15 @@ class SceneRow:
     """Whether it has a footprint (SQL's `scene_footprints` holds it)."""
 
 
+def _positions(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Each id's row in `sorted_ids`, -1 for an id it does not hold."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(sorted_ids):
+        return np.full(len(ids), -1, dtype=np.int64)
+    rows = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[rows] == ids, rows, -1)
+
+
 def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     names = sorted(set(values))
     code = {name: number for number, name in enumerate(names)}
@@ -259,10 +268,8 @@ class SceneTable:
         places = np.full((len(ids), 6), np.nan)
         if placed:
             values = np.asarray([p[1:] for p in placed], dtype=np.float64)
-            placed_ids = np.fromiter((p[0] for p in placed), dtype=np.int64, count=len(placed))
-            rows_of = np.searchsorted(ids, placed_ids)
-            held = (rows_of < len(ids)) & (ids[np.minimum(rows_of, len(ids) - 1)] == placed_ids)
-            places[rows_of[held]] = values[held]
+            rows_of = _positions(ids, [p[0] for p in placed])
+            places[rows_of[rows_of >= 0]] = values[rows_of >= 0]
         return cls(
             generation, ids, names, folders, folder_names, splits, split_names, matrix,
             label_names, set_codes, label_set_names, written, places,
@@ -308,11 +315,7 @@ class SceneTable:
 
     def positions(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Each id's row, -1 for an id the catalog does not hold."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(self.ids):
-            return np.full(len(ids), -1, dtype=np.int64)
-        rows = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
-        return np.where(self.ids[rows] == ids, rows, -1)
+        return _positions(self.ids, ids)
 
     def rows(self, ids: Sequence[int] | np.ndarray) -> dict[int, SceneRow]:
         """The scenes held among `ids`, by id (ids the catalog does not hold are absent)."""

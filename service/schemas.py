@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -193,14 +194,14 @@ class SearchRequest(Schema):
 
     @model_validator(mode="after")
     def _places_are_valid(self) -> SearchRequest:
-        from model.geo import geometry_from_geojson, parse_bbox, parse_near
+        from model.geo import parse_bbox, parse_near, polygon_from_geojson
 
         if self.bbox is not None:
             parse_bbox(self.bbox)
         if self.near is not None:
             parse_near(self.near)
-        if self.within is not None and geometry_from_geojson(self.within).geom_type != "Polygon":
-            raise ValueError("within must be a GeoJSON Polygon")
+        if self.within is not None:
+            polygon_from_geojson(self.within)
         return self
 
     @model_validator(mode="after")
@@ -334,6 +335,17 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Split = Literal["train", "val", "test"]
 
 
+def _checked_footprint(value: dict[str, Any]) -> dict[str, Any]:
+    from model.geo import geometry_from_geojson
+
+    geometry_from_geojson(value)  # a GeoError (a ValueError) is the 422's message
+    return value
+
+
+Footprint = Annotated[dict[str, Any], AfterValidator(_checked_footprint)]
+"""A scene's footprint as given: a GeoJSON Polygon or Point in WGS84, checked."""
+
+
 class NewSceneFields(Schema):
     """What may be said of an image added with `POST /scenes`."""
 
@@ -350,17 +362,9 @@ class NewSceneFields(Schema):
     """Labels from the archive's label set (`GET /labels`)."""
     metadata: dict[str, Any] | None = None
     """Free metadata, kept as given (a JSON object)."""
-    footprint: dict[str, Any] | None = None
+    footprint: Footprint | None = None
     """Where it lies: a GeoJSON Polygon or Point in WGS84. A GeoTIFF with a CRS keeps its
     own georeferencing without it."""
-
-    @model_validator(mode="after")
-    def _footprint_is_valid(self) -> NewSceneFields:
-        if self.footprint is not None:
-            from model.geo import geometry_from_geojson
-
-            geometry_from_geojson(self.footprint)
-        return self
 
 
 class AddedScene(SceneOut):
@@ -393,17 +397,9 @@ class ScenePatch(Schema):
     """train, val or test."""
     metadata: dict[str, Any] | None = None
     """Replaces the scene's metadata; `null` removes it."""
-    footprint: dict[str, Any] | None = None
+    footprint: Footprint | None = None
     """Where it lies, a GeoJSON Polygon or Point in WGS84 (replacing the old footprint and
     its raster, CRS and window); `null` removes it."""
-
-    @model_validator(mode="after")
-    def _footprint_is_valid(self) -> ScenePatch:
-        if self.footprint is not None:
-            from model.geo import geometry_from_geojson
-
-            geometry_from_geojson(self.footprint)
-        return self
 
 
 class Hit(Schema):

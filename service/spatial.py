@@ -1,6 +1,6 @@
 """Footprints in SQL: the rows `grn import` writes for georeferenced scenes, and the box query
 that uses the database's spatial index (an R*Tree on SQLite, a GiST box on PostgreSQL;
-migration 0005). Searches filter by place on the catalog's arrays (`SceneTable.spatial_mask`)
+migration 0005). Searches filter by place on the catalog's arrays (`SceneTable.placed`)
 and listings in SQL, with the same meaning (`index.filters.SceneFilter`)."""
 
 from __future__ import annotations
@@ -110,8 +110,7 @@ def postgis_where(schema: str, f: SceneFilter) -> list[ColumnElement[bool]]:
     the polygon; the centre lies within the great-circle radius, on a sphere), each led by an
     index test on `geom`."""
     gis = getattr(func, schema)
-    table = SceneFootprint.__table__
-    geom = table.c.geom if "geom" in table.c else literal_column("scene_footprints.geom")
+    geom: ColumnElement[Any] = literal_column("scene_footprints.geom")  # 0006's; not modelled
     centre = gis.ST_SetSRID(gis.ST_MakePoint(SceneFootprint.lon, SceneFootprint.lat), 4326)
     overlaps = f'OPERATOR("{schema}".&&)'  # the schema may be off the search path
     tests: list[ColumnElement[bool]] = []

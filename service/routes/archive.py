@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from index.filters import SceneFilter
-from model.geo import GeoError, geometry_from_geojson, parse_bbox, parse_near
+from model.geo import GeoError, parse_bbox, parse_near, polygon_from_geojson
 from service.assets import installed
 from service.db import Scene, SceneFootprint
 from service.deps import (
@@ -75,7 +75,7 @@ def place_filter(bbox: str | None, within: str | None, near: str | None) -> dict
     try:
         return {
             "bbox": parse_bbox(bbox) if bbox else None,
-            "within": geometry_from_geojson(json.loads(within)) if within else None,
+            "within": polygon_from_geojson(json.loads(within)) if within else None,
             "near": parse_near(near) if near else None,
         }
     except (GeoError, json.JSONDecodeError) as exc:

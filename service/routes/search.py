@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from shapely.geometry import box, mapping
 
 from index.filters import SceneFilter
-from model.geo import geometry_from_geojson
+from model.geo import polygon_from_geojson
 from model.imageio import decode_image
 from service.catalog import Catalog
 from service.deps import (
@@ -303,10 +303,11 @@ async def density(
     snapshot = runtime.current()
     wanted = dataclasses.replace(search_query(params), offset=0, limit=params.k)
     with request.app.state.searches.admit():
-        page = await in_thread(
-            lambda: search_scenes(snapshot, catalog, wanted, scene_id=params.scene_id)
-        )
+        # one table for the hits and their places
         table = await in_thread(catalog.table, snapshot.model_version)
+        page = await in_thread(
+            lambda: search_scenes(snapshot, catalog, wanted, scene_id=params.scene_id, table=table)
+        )
         ids = [hit.scene.id for hit in page.hits if hit.scene.placed]
         sources = await in_thread(catalog.sources, ids) if params.by == "source" else None
     cells = hit_density(table, page.hits, by=params.by, cell_m=params.cell_m, sources=sources)
@@ -431,7 +432,7 @@ def search_query(params: SearchRequest) -> SearchQuery:
             folder=params.scene,
             exclude_ids=params.exclude_ids,
             bbox=tuple(params.bbox) if params.bbox else None,  # type: ignore[arg-type]
-            within=geometry_from_geojson(params.within) if params.within else None,
+            within=polygon_from_geojson(params.within) if params.within else None,
             near=tuple(params.near) if params.near else None,  # type: ignore[arg-type]
         ),
         min_score=params.min_score,
