@@ -1,10 +1,19 @@
 """Train head-mode variants and report val and test figures, from cached features.
 
     python bench/head_sweep.py '{"out": "a1", "hidden_dim": 512}' '{"out": "a2", ...}'
+    python bench/head_sweep.py --ensemble a1,a2,a3 b1,b2
 
-Each argument is a JSON object of TrainConfig fields (plus `out`, a folder under runs/).
-The test split is scored with the trained head on the cached backbone features, the same
-numbers `grn evaluate` gives without pushing every image through the network again.
+Each argument is a JSON object of head mode's settings to change (TrainConfig fields, the
+rest are `grn train --mode head`'s defaults), plus `out`, a folder under runs/. The test split
+is scored with the trained head on the cached backbone features, the same numbers
+`grn evaluate` gives without pushing every image through the network again.
+
+Four scorings are printed per model (k-NN sample-F1, mAP, classifier sample-F1 @0.5):
+`q1a1` is what is served (one view of each scene, as `grn evaluate` scores it); `a8` averages
+the archive scenes' embeddings over the 8 symmetry views head mode trains on, `q8` the
+queries' (the embeddings are averaged and normalised again, the probabilities averaged).
+With `--ensemble`, each argument names trained runs whose embeddings are concatenated
+(each weighted 1/sqrt(n), so a cosine is the mean of theirs) and probabilities averaged.
 """
 
 from __future__ import annotations
@@ -12,71 +21,119 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
+import numpy as np
 import torch
 
 from model.card import load_model
 from model.evaluate import Embedded, evaluation_metrics
 from model.features import FeatureCache, FeatureKey, extract_features
-from model.train import TrainConfig, Trainer
+from model.train import Trainer, config_for_mode
 
 ARCHIVE = "../shared/datasets/ucm-multilabel"
 CACHE = ".cache/features"
+Scored = tuple[np.ndarray, np.ndarray]  # (embeddings, probabilities)
+
+
+def test_features(trainer: Trainer) -> tuple[np.ndarray, list[int]]:
+    """(8, n, features) for the test split, from the cache when there."""
+    c = trainer.config
+    key = FeatureKey(
+        c.backbone, trainer.weights_id, c.input_size, trainer.spec.mean, trainer.spec.std
+    )
+    return extract_features(
+        trainer.net.backbone,
+        key,
+        trainer.archive,
+        trainer.archive.indices("test"),
+        views=8,
+        cache=FeatureCache(CACHE),
+        device=torch.device("cpu"),
+        batch_size=8,
+        progress=False,
+    )
+
+
+def view_mean(head: torch.nn.Module, views: list[torch.Tensor]) -> Scored:
+    with torch.no_grad():
+        outs = [head(v) for v in views]
+    embedding = torch.stack([o.embedding for o in outs]).mean(0)
+    probabilities = torch.stack([torch.sigmoid(o.logits) for o in outs]).mean(0)
+    return torch.nn.functional.normalize(embedding, dim=1).numpy(), probabilities.numpy()
+
+
+def scorings(run: str, test: np.ndarray, archive_inputs: torch.Tensor) -> dict[str, Scored]:
+    """A trained run's query (q1, q8) and archive (a1, a8) embeddings."""
+    net, _ = load_model(f"runs/{run}", engine="torch")
+    net.eval()
+    queries = [torch.as_tensor(view) for view in test]
+    archive = [archive_inputs[v] for v in range(archive_inputs.shape[0])]
+    return {
+        "q1": view_mean(net.head, queries[:1]),
+        "q8": view_mean(net.head, queries),
+        "a1": view_mean(net.head, archive[:1]),
+        "a8": view_mean(net.head, archive),
+    }
+
+
+def joined(parts: list[Scored]) -> Scored:
+    embeddings = np.concatenate([p[0] for p in parts], axis=1) / np.sqrt(len(parts))
+    return embeddings.astype(np.float32), np.mean([p[1] for p in parts], axis=0)
+
+
+def report(trainer: Trainer, runs: list[str], kept: list[int], test: np.ndarray) -> str:
+    archive = trainer.archive
+    each = [scorings(run, test, trainer.train.inputs) for run in runs]
+    _, card = load_model(f"runs/{runs[0]}", engine="torch")
+    lines = []
+    for q in ("q1", "q8"):
+        for a in ("a1", "a8"):
+            query, base = joined([s[q] for s in each]), joined([s[a] for s in each])
+            m = evaluation_metrics(
+                Embedded(kept, query[0], query[1], 1.0),
+                archive.label_matrix(kept),
+                Embedded(trainer.train.positions, base[0], base[1], 1.0),
+                archive.label_matrix(trainer.train.positions),
+                card.thresholds,
+            )
+            lines.append(
+                f"  {q}{a}: k-NN F1 {m['knn_sample_f1']:.4f} mAP {m['map']:.4f} "
+                f"cls F1 {m['classifier_sample_f1']:.4f}"
+            )
+    return "\n".join(lines)
+
+
+def trainer_for(name: str, settings: dict[str, Any]) -> Trainer:
+    config = config_for_mode(
+        "head", ARCHIVE, f"runs/{name}", cache_dir=CACHE, progress=False, **settings
+    )
+    return Trainer(config)
 
 
 def main() -> None:
-    for argument in sys.argv[1:]:
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--ensemble"]:
+        trainer = trainer_for("head-sweep-ensemble", {})  # the splits and the features only
+        test, kept = test_features(trainer)
+        for group in arguments[1:]:
+            print(group, flush=True)
+            print(report(trainer, group.split(","), kept, test), flush=True)
+        return
+    for argument in arguments:
         settings = json.loads(argument)
         name = settings.pop("out")
         start = time.time()
-        config = TrainConfig(
-            archive=ARCHIVE, out=f"runs/{name}", cache_dir=CACHE, progress=False, **settings
-        )
-        trainer = Trainer(config)
+        trainer = trainer_for(name, settings)
         result = trainer.fit(resume=False)
         seconds = time.time() - start
-        c = trainer.config
-        key = FeatureKey(
-            c.backbone, trainer.weights_id, c.input_size, trainer.spec.mean, trainer.spec.std
-        )
-        archive = trainer.archive
-        features, kept = extract_features(
-            trainer.net.backbone,
-            key,
-            archive,
-            archive.indices("test"),
-            views=1,
-            cache=FeatureCache(CACHE),
-            device=torch.device("cpu"),
-            batch_size=8,
-            progress=False,
-        )
-        net, card = load_model(f"runs/{name}")
-        with torch.no_grad():
-            query_out = net.head(torch.from_numpy(features[0]))
-            base_out = net.head(trainer.train.inputs[0])
-        query = Embedded(
-            kept, query_out.embedding.numpy(), torch.sigmoid(query_out.logits).numpy(), 1.0
-        )
-        base = Embedded(
-            trainer.train.positions,
-            base_out.embedding.numpy(),
-            torch.sigmoid(base_out.logits).numpy(),
-            1.0,
-        )
-        m = evaluation_metrics(
-            query,
-            archive.label_matrix(kept),
-            base,
-            archive.label_matrix(trainer.train.positions),
-            card.thresholds,
-        )
+        test, kept = test_features(trainer)
         print(
             f"{name} {settings} {seconds:.0f}s best epoch {result.best_epoch} "
-            f"val k-NN F1 {result.best_val['val_knn_sample_f1']:.4f} | test k-NN F1 "
-            f"{m['knn_sample_f1']:.4f} mAP {m['map']:.4f} cls F1 {m['classifier_sample_f1']:.4f}",
+            f"val k-NN F1 {result.best_val['val_knn_sample_f1']:.4f}",
             flush=True,
         )
+        print(report(trainer, [name], kept, test), flush=True)
 
 
 if __name__ == "__main__":

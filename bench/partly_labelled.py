@@ -7,8 +7,9 @@ For each share of labelled train scenes (drawn with `--seed`, the same draw for 
 val stays labelled, as training needs it), three head-mode models on EfficientNet-Lite0 with
 the recipe's defaults otherwise:
 - `no distillation`: the labelled scenes only, `--distill 0`;
-- `distill, labelled only`: `--distill 0.1`, the unlabelled scenes left out;
-- `distill + unlabelled`: `--distill 0.1` with the unlabelled train scenes in every batch's
+- `distill, labelled only`: head mode's distillation (`grn train`'s default weight and
+  temperature), the unlabelled scenes left out;
+- `distill + unlabelled`: the same with the unlabelled train scenes in every batch's
   distillation term (grn train's default).
 Scored like `grn evaluate` (queries = test split, archive = the whole train split; the hidden
 labels are used for scoring only), with the frozen backbone on the same queries: P@10, mAP,
@@ -125,7 +126,7 @@ def main() -> None:
                 csv_path,
                 folder / "labelled-only",
                 args.seed,
-                0.1,
+                None,
                 use_unlabelled=False,
             ),
             "distill + unlabelled": trained(
@@ -133,7 +134,7 @@ def main() -> None:
                 csv_path,
                 folder / "with-unlabelled",
                 args.seed,
-                0.1,
+                None,
                 use_unlabelled=True,
             ),
         }
@@ -160,11 +161,11 @@ def unlabelled_folders(
     )  # fmt: skip
     models = {
         "distill, labelled only": trained(
-            args.archive, csv_path, folder / "labelled-only", args.seed, 0.1,
+            args.archive, csv_path, folder / "labelled-only", args.seed, None,
             use_unlabelled=False,
         ),
         "distill + unlabelled": trained(
-            args.archive, csv_path, folder / "with-unlabelled", args.seed, 0.1,
+            args.archive, csv_path, folder / "with-unlabelled", args.seed, None,
             use_unlabelled=True,
         ),
     }  # fmt: skip

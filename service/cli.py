@@ -143,11 +143,12 @@ def train(
         typer.Option(
             help="Weight of keeping the frozen backbone's neighbourhoods, so the embedding "
             "holds up on content the labels do not describe (0: off). Default: 0 (full), "
-            "0.1 (head)."
+            "0.2 (head)."
         ),
     ] = None,
     distill_temperature: Annotated[
-        float | None, typer.Option(help="The backbone's side of --distill. Default: 0.05.")
+        float | None,
+        typer.Option(help="The backbone's side of --distill. Default: 0.05 (full), 0.1 (head)."),
     ] = None,
     use_unlabelled: Annotated[
         bool,
