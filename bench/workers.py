@@ -25,6 +25,8 @@ import resource
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,14 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[str, float]:
+def bare_baselines(
+    env: dict[str, str], image: str, repeats: int = 300
+) -> tuple[dict[str, float], Callable[[], float]]:
     """Median ms, in this process, of what the two routes wrap: the checked CPU engine on one
     prepared image (the network alone), and a search by scene id (its stored vector, FAISS
-    k = 10 on the served version, the hits' rows from the catalog's arrays)."""
+    k = 10 on the served version, the hits' rows from the catalog's arrays); and a probe that
+    measures the network's median again (taken right before and after each `/classify` cell
+    at c = 1, so that the ratio compares with the machine's speed of that moment)."""
     import numpy as np
 
     from index.stores import open_store
@@ -136,7 +142,8 @@ def bare_baselines(env: dict[str, str], image: str, repeats: int = 300) -> dict[
         hits = served.search(served.vectors([scene]), 10)
         catalog.table().rows(hits.ids[0])
 
-    return {"network_ms": network, "search_ms": warm_median_ms(search_by_id)}
+    probe = partial(warm_median_ms, lambda: net.engine.run(batch))
+    return {"network_ms": network, "search_ms": warm_median_ms(search_by_id)}, probe
 
 
 def main() -> None:
@@ -156,7 +163,7 @@ def main() -> None:
     }
     ucm = REPO.parent / "shared/datasets/ucm-multilabel/images"
     image = str(next(ucm.rglob("*.jpg"), None) or next(ucm.rglob("*.*")))
-    bare = bare_baselines(env, image)
+    bare, network_probe = bare_baselines(env, image)
     print(f"in this process, medians: the network on one image {bare['network_ms']:.2f} ms; "
           f"search by id (FAISS k = 10 + catalog rows) {bare['search_ms']:.2f} ms")  # fmt: skip
     print(f"{'case':>18} {'workers':>7} {'conns':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
@@ -178,10 +185,16 @@ def main() -> None:
             }
             for case, (script, extra) in cases.items():
                 cells = {}
+                probes: list[float] = []
                 for connections in args.connections:
+                    probed = case == "classify" and connections == 1
+                    if probed:
+                        probes.append(network_probe())
                     cell = cells[connections] = wrk(
                         url, script, connections, args.seconds, extra, server.pid
                     )
+                    if probed:
+                        probes.append(network_probe())
                     print(f"{case:>18} {workers:>7} {connections:>5} {cell['per_s']:>8.1f} "
                           f"{cell['p50']:>8.1f} {cell['p99']:>8.1f} {cell['non_2xx']:>7} "
                           f"{pss_mb(server.pid):>7.0f} {cell['cpu_ms']:>10.2f} "
@@ -189,9 +202,10 @@ def main() -> None:
                           flush=True)  # fmt: skip
                 if 1 in cells:
                     if case == "classify":
-                        ratio = cells[1]["p50"] / bare["network_ms"]
+                        ratio = cells[1]["p50"] / (sum(probes) / 2)
                         c1.append(f"{workers} worker(s): classify {cells[1]['p50']:.1f} ms = "
-                                  f"{ratio:.2f}x the network")  # fmt: skip
+                                  f"{ratio:.2f}x the network ({probes[0]:.2f} ms before the "
+                                  f"cell, {probes[1]:.2f} ms after)")  # fmt: skip
                     else:
                         c1.append(f"{workers} worker(s): search {cells[1]['p50']:.1f} ms = bare "
                                   f"+ {cells[1]['p50'] - bare['search_ms']:.2f} ms")  # fmt: skip

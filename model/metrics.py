@@ -45,6 +45,17 @@ def retrieval_metrics(
     ks: Sequence[int] = RANK_KS,
 ) -> dict[str, float | dict[str, float]]:
     order = _rankings(query_embeddings.astype(np.float32), archive_embeddings.astype(np.float32))
+    return ranking_metrics(order, query_labels, archive_labels, ks)
+
+
+def ranking_metrics(
+    order: np.ndarray,
+    query_labels: np.ndarray,
+    archive_labels: np.ndarray,
+    ks: Sequence[int] = RANK_KS,
+) -> dict[str, float | dict[str, float]]:
+    """`retrieval_metrics`' figures for a given ranking: (queries, archive) archive indices,
+    most similar first (a search that re-ranks, or any other order)."""
     shared = query_labels.astype(np.float32) @ archive_labels.astype(np.float32).T
     ranked_shared = np.take_along_axis(shared, order, axis=1)
     ranked_rel = (ranked_shared > 0).astype(np.float64)

@@ -9,6 +9,7 @@ from sklearn import metrics as skm
 from model.metrics import (
     classification_metrics,
     knn_label_scores,
+    ranking_metrics,
     retrieval_metrics,
     tune_thresholds,
 )
@@ -21,6 +22,18 @@ def _case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     archive = np.array([[0.8, 0.6], [1.0, 0.0], [0.0, 1.0]])  # a, b, c
     archive_labels = np.array([[1, 0, 0], [0, 1, 0], [1, 1, 0]])
     return query, query_labels, archive, archive_labels
+
+
+def test_ranking_metrics_score_a_given_order() -> None:
+    _, query_labels, _, archive_labels = _case()
+    # a re-ranking that puts a and c (both relevant) before b
+    m = ranking_metrics(np.array([[0, 2, 1]]), query_labels, archive_labels, ks=(1, 2, 3))
+    assert m["map"] == pytest.approx(1.0)
+    assert m["p_at_k"] == pytest.approx({"1": 1.0, "2": 1.0, "3": 2 / 3})
+    # the similarity order itself gives retrieval_metrics' figures
+    assert ranking_metrics(np.array([[1, 0, 2]]), query_labels, archive_labels, ks=(1, 2, 3)) == (
+        retrieval_metrics(*_case(), ks=(1, 2, 3))
+    )
 
 
 def test_retrieval_metrics_by_hand() -> None:
