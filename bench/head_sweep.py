@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.card import load_model
+from model.card import load_model, read_card
 from model.evaluate import Embedded, evaluation_metrics
-from model.features import FeatureCache, FeatureKey, extract_features
+from model.features import FeatureCache, extract_features
 from model.train import Trainer, config_for_mode
 
 ARCHIVE = "../shared/datasets/ucm-multilabel"
@@ -38,13 +38,9 @@ Scored = tuple[np.ndarray, np.ndarray]  # (embeddings, probabilities)
 
 def test_features(trainer: Trainer) -> tuple[np.ndarray, list[int]]:
     """(8, n, features) for the test split, from the cache when there."""
-    c = trainer.config
-    key = FeatureKey(
-        c.backbone, trainer.weights_id, c.input_size, trainer.spec.mean, trainer.spec.std
-    )
     return extract_features(
         trainer.net.backbone,
-        key,
+        trainer.feature_key,
         trainer.archive,
         trainer.archive.indices("test"),
         views=8,
@@ -85,7 +81,7 @@ def joined(parts: list[Scored]) -> Scored:
 def report(trainer: Trainer, runs: list[str], kept: list[int], test: np.ndarray) -> str:
     archive = trainer.archive
     each = [scorings(run, test, trainer.train.inputs) for run in runs]
-    _, card = load_model(f"runs/{runs[0]}", engine="torch")
+    card = read_card(f"runs/{runs[0]}")
     lines = []
     for q in ("q1", "q8"):
         for a in ("a1", "a8"):

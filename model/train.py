@@ -386,6 +386,12 @@ class Trainer:
         self.best_val: dict[str, Any] = {}
 
     # -- data ---------------------------------------------------------------------------
+    @property
+    def feature_key(self) -> FeatureKey:
+        """What the cached backbone features of this run's backbone and input are keyed by."""
+        c = self.config
+        return FeatureKey(c.backbone, self.weights_id, c.input_size, self.spec.mean, self.spec.std)
+
     def _load_split(self, split: str, unlabelled: bool = False) -> SplitData:
         """The labelled scenes of a split, or with `unlabelled` its unlabelled ones (their
         labels all 0, never read)."""
@@ -396,9 +402,7 @@ class Trainer:
             positions = [i for i in self.archive.indices(split) if i not in labelled]
         start = time.perf_counter()
         if c.mode == "head":
-            key = FeatureKey(
-                c.backbone, self.weights_id, c.input_size, self.spec.mean, self.spec.std
-            )
+            key = self.feature_key
             cache = FeatureCache(c.cache_dir or default_cache_dir())
             views = c.feature_views if split == "train" else 1
             features, kept = extract_features(
