@@ -22,7 +22,10 @@ Candidates: the GRN embedding (`grn`); the backbone's pooled features, L2-normal
 archive's own features (no labels); and blends `grn+backbone a` (and one with PCA) whose
 cosine is a x the GRN cosine + (1 - a) x the backbone's; and `grn top 100, by a`: the GRN
 embedding's ranking with its first 100 re-ordered by that blend (a search that re-ranks the
-index's 100 nearest with the backbone's features kept beside the index).
+index's 100 nearest with the backbone's features kept beside the index); and `served (auto)`:
+what the service answers by default (GRN_BACKBONE_RERANK=auto, model/rerank.py), re-ranked
+for a query whose 10 nearest archive scenes are mostly content the model did not train on
+(the share of queries re-ranked is printed beside it).
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model import rerank  # noqa: E402
 from model.archive import Archive, load_archive  # noqa: E402
 from model.backbones import backbone_spec, create_backbone  # noqa: E402
-from model.card import load_model  # noqa: E402
+from model.card import load_model, read_card  # noqa: E402
+from model.evaluate import seen_content  # noqa: E402
 from model.features import (  # noqa: E402
     FeatureCache,
     FeatureKey,
@@ -51,6 +56,7 @@ from model.features import (  # noqa: E402
     extract_features,
 )
 from model.metrics import ranking_metrics, retrieval_metrics  # noqa: E402
+from model.rerank import reranked  # noqa: E402
 from model.train import config_for_mode, fit  # noqa: E402
 
 BLENDS = (0.3, 0.4, 0.5, 0.7)
@@ -154,17 +160,6 @@ def candidates(
     return out
 
 
-def reranked(grn: np.ndarray, backbone: np.ndarray, top: int, a: float) -> np.ndarray:
-    """Rankings (queries, archive) by the GRN cosine, with the first `top` re-ordered by
-    a x the GRN cosine + (1 - a) x the backbone's: what a search does that takes the index's
-    `top` nearest and re-ranks them with the backbone's features stored beside it."""
-    order = np.argsort(-grn, axis=1, kind="stable")
-    head = order[:, :top]
-    blend = a * np.take_along_axis(grn, head, 1) + (1 - a) * np.take_along_axis(backbone, head, 1)
-    order[:, :top] = np.take_along_axis(head, np.argsort(-blend, axis=1, kind="stable"), 1)
-    return order
-
-
 def figures(m: dict[str, Any]) -> dict[str, float]:
     return {"p@10": m["p_at_k"]["10"], "map": m["map"], "ndcg@10": m["ndcg_at_k"]["10"]}
 
@@ -174,7 +169,10 @@ def scored(
     labels: np.ndarray,
     queries: np.ndarray,
     archive_rows: np.ndarray,
+    seen: np.ndarray,
 ) -> dict[str, dict[str, float]]:
+    """Every candidate's figures; `seen`: which archive rows are content the model trained
+    on, as the index version records it (for the served `auto` row)."""
     out = {}
     for name, e in embeddings.items():
         m = retrieval_metrics(e[queries], labels[queries], e[archive_rows], labels[archive_rows])
@@ -182,9 +180,17 @@ def scored(
     grn, backbone = (embeddings[k] for k in ("grn", "backbone"))
     cosines = [e[queries] @ e[archive_rows].T for e in (grn, backbone)]
     for top, a in RERANKS:
-        order = reranked(*cosines, top, a)
+        order = reranked(*cosines, top, a)  # a search with GRN_BACKBONE_RERANK=on
         m = ranking_metrics(order, labels[queries], labels[archive_rows])
         out[f"grn top {top}, by {a}"] = figures(m)
+    # served with GRN_BACKBONE_RERANK=auto: a query (an image: it is not in the archive) is
+    # re-ranked when most of its nearest scenes by the GRN embedding are unseen content
+    plain = np.argsort(-cosines[0], axis=1, kind="stable")
+    nearest_seen = seen[plain[:, : rerank.NEAREST]]
+    unseen = np.asarray([rerank.applies("auto", row) for row in nearest_seen])
+    order = np.where(unseen[:, None], reranked(*cosines, rerank.POOL, rerank.WEIGHT), plain)
+    m = ranking_metrics(order, labels[queries], labels[archive_rows])
+    out["served (auto)"] = {**figures(m), "reranked_share": float(unseen.mean())}
     return out
 
 
@@ -269,12 +275,16 @@ def main() -> None:
     for protocol, (model, queries, relevance) in protocols.items():
         grn = head_embeddings(models[model], features)
         embeddings = candidates(grn, features, archive_rows, args.dim)
-        table = scored(embeddings, relevance, queries, archive_rows)
+        seen = seen_content(read_card(models[model]), archive, archive_rows.tolist())
+        table = scored(embeddings, relevance, queries, archive_rows, seen)
         results[protocol] = {"queries": len(queries), "figures": table}
         print(f"\n{protocol}: {len(queries)} queries, archive {len(archive_rows)}")
         print(f"{'embedding':>20} {'P@10':>7} {'mAP':>7} {'NDCG@10':>8}")
         for name, row in table.items():
-            print(f"{name:>20} {row['p@10']:>7.4f} {row['map']:>7.4f} {row['ndcg@10']:>8.4f}")
+            share = f" (re-ranked {row['reranked_share']:.0%})" if "reranked_share" in row else ""
+            print(
+                f"{name:>20} {row['p@10']:>7.4f} {row['map']:>7.4f} {row['ndcg@10']:>8.4f}{share}"
+            )
     out.mkdir(parents=True, exist_ok=True)
     (out / "unseen.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -1,9 +1,11 @@
 """The embedding job: an archive streamed through a model into resumable shards.
 
-Shards live under `WORK/<model version>/<scene list digest>-<shard size>/`, so embeddings of
-two model versions (or two scene lists) can never mix. Each shard (`shard-00000.npz`: ids,
-embeddings, probabilities) is written to a temporary name and renamed when complete; a job
-that is killed resumes at the first missing shard and never recomputes a finished one.
+Shards live under `WORK/<model version>/<scene list digest>-<shard size>[-d]/`, so embeddings
+of two model versions (or two scene lists) can never mix; `-d`: the shards also hold the
+scenes' backbone descriptors (`model.rerank`). Each shard (`shard-00000.npz`: ids,
+embeddings, probabilities[, descriptors]) is written to a temporary name and renamed when
+complete; a job that is killed resumes at the first missing shard and never recomputes a
+finished one.
 `job.json` records what the shards were made from.
 """
 
@@ -16,16 +18,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile
+from model.backbones import backbone_spec
 from model.card import ModelCard
 from model.evaluate import embed_scenes
 from model.faults import kill_point
 from model.network import GRNNet
+from model.rerank import DTYPE as DESCRIPTOR_DTYPE
 
 DEFAULT_SHARD_SIZE = 1024
 
@@ -46,6 +51,8 @@ class EmbeddingResult:
     """Scenes embedded by this call (the rest came from finished shards)."""
     seconds: float
     broken: list[BrokenFile]
+    descriptors: np.ndarray | None = None
+    """(n, F) float16 unit backbone descriptors, when the job kept them."""
 
     @property
     def images_per_s(self) -> float:
@@ -59,11 +66,10 @@ def scene_list_digest(ids: Sequence[int], names: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def _save_shard(
-    path: Path, ids: np.ndarray, embeddings: np.ndarray, probabilities: np.ndarray
-) -> None:
+def _save_shard(path: Path, ids: np.ndarray, **rows: np.ndarray) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, ids=ids, embeddings=embeddings, probabilities=probabilities)
+    arrays: dict[str, Any] = {"ids": ids, **rows}
+    np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
@@ -82,6 +88,7 @@ def run_embedding_job(
     progress: bool = True,
     ray_workers: int | None = None,
     model_path: str | Path | None = None,
+    descriptors: bool = False,
 ) -> EmbeddingResult:
     """Embed the scenes at `positions` (scene ids `ids`) into shards, resuming finished ones:
     in this process, or with `ray_workers` as a Ray Data pipeline of that many embedding
@@ -89,7 +96,8 @@ def run_embedding_job(
     cluster at RAY_ADDRESS).
 
     Broken files are skipped when `skip_broken` (their ids are left out of the result);
-    otherwise the first one stops the job, keeping the shards finished so far.
+    otherwise the first one stops the job, keeping the shards finished so far. With
+    `descriptors`, the scenes' backbone descriptors are kept too.
     """
     if len(positions) != len(ids):
         raise ValueError("positions and ids must have the same length")
@@ -105,7 +113,7 @@ def run_embedding_job(
 
         return ray_embedding_job(
             model_path, card, archive, positions, ids, Path(work_dir), workers=ray_workers,
-            device="cuda" if device.type == "cuda" else "cpu",
+            device="cuda" if device.type == "cuda" else "cpu", descriptors=descriptors,
         )  # fmt: skip
     names = [archive.scenes[i].name for i in positions]
     scenes = scene_list_digest(ids, names)
@@ -116,7 +124,10 @@ def run_embedding_job(
         "count": len(ids),
         "scenes": scenes,
     }
-    folder = Path(work_dir) / card.version / f"{scenes[:16]}-{shard_size}"
+    if descriptors:
+        job["descriptors"] = True
+    suffix = "-d" if descriptors else ""
+    folder = Path(work_dir) / card.version / f"{scenes[:16]}-{shard_size}{suffix}"
     folder.mkdir(parents=True, exist_ok=True)
     job_file = folder / "job.json"
     if job_file.is_file():
@@ -132,7 +143,7 @@ def run_embedding_job(
         os.replace(tmp, job_file)
 
     broken: list[BrokenFile] = []
-    id_parts, emb_parts, prob_parts = [], [], []
+    id_parts, emb_parts, prob_parts, desc_parts = [], [], [], []
     computed = 0
     start = time.perf_counter()
     shards = range(0, len(ids), shard_size)
@@ -152,16 +163,23 @@ def run_embedding_job(
                 skip_broken=skip_broken,
                 broken=broken,
                 progress=False,
+                descriptors=descriptors,
             )
             keep = {p: k for k, p in enumerate(shard_positions)}
             kept_ids = shard_ids[[keep[p] for p in embedded.positions]]
-            _save_shard(path, kept_ids, embedded.embeddings, embedded.probabilities)
+            extra = {"descriptors": embedded.descriptors} if descriptors else {}
+            _save_shard(
+                path, kept_ids, embeddings=embedded.embeddings,
+                probabilities=embedded.probabilities, **extra,  # type: ignore[arg-type]
+            )  # fmt: skip
             kill_point(f"embed-shard:{number}")
             computed += len(embedded.positions)
         with np.load(path) as shard:
             id_parts.append(shard["ids"])
             emb_parts.append(shard["embeddings"])
             prob_parts.append(shard["probabilities"])
+            if descriptors:
+                desc_parts.append(shard["descriptors"])
         bar.update(len(shard_ids))
     bar.close()
     seconds = time.perf_counter() - start
@@ -176,4 +194,9 @@ def run_embedding_job(
         computed=computed,
         seconds=seconds,
         broken=broken,
+        descriptors=(np.concatenate([_no_descriptors(card), *desc_parts]) if descriptors else None),
     )
+
+
+def _no_descriptors(card: ModelCard) -> np.ndarray:
+    return np.zeros((0, backbone_spec(card.backbone).num_features), DESCRIPTOR_DTYPE)

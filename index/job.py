@@ -38,8 +38,12 @@ from index.vectors import (
     stored_ids,
 )
 from model.archive import Archive, as_archive, scene_id
+from model.backbones import backbone_spec
 from model.card import load_model
+from model.evaluate import seen_content
 from model.inference import configure_cpu_threads, resolve_device
+from model.rerank import DTYPE as DESCRIPTOR_DTYPE
+from model.rerank import keeps_descriptors
 
 RECALL_QUERIES = 1000
 
@@ -146,10 +150,13 @@ def reindex(
     parent = None
     parent_full: FullVectors | None = None
     parent_probabilities: FullVectors | None = None
+    parent_descriptors: FullVectors | None = None
+    seen_flags = seen_content(card, archive, positions)
+    seen_ids = ids[seen_flags]
     if incremental:
         loaded = store.load(expected_model=card.version)
         index, parent, parent_full = loaded.index, loaded.manifest, loaded.full_vectors
-        parent_probabilities = loaded.probabilities
+        parent_probabilities, parent_descriptors = loaded.probabilities, loaded.descriptors
         present = stored_ids(index)
         new = ~np.isin(ids, present)
         gone = present[~np.isin(present, ids)]
@@ -159,7 +166,7 @@ def reindex(
     embedded = run_embedding_job(
         net, card, archive, positions, ids.tolist(), work, device=torch_device,
         shard_size=settings.shard_size, skip_broken=skip_broken, progress=progress,
-        ray_workers=ray_workers, model_path=model_path,
+        ray_workers=ray_workers, model_path=model_path, descriptors=keeps_descriptors(card),
     )  # fmt: skip
     build_start = time.perf_counter()
     if parent is not None:
@@ -188,6 +195,16 @@ def reindex(
         probabilities = _updated_rows(
             parent_probabilities, gone if parent else None, embedded.ids, embedded.probabilities
         )
+    descriptors = None
+    if keeps_descriptors(card) and (parent is None or parent_descriptors is not None):
+        new_descriptors = embedded.descriptors
+        if new_descriptors is None and not len(embedded.ids):
+            new_descriptors = np.zeros((0, backbone_spec(card.backbone).num_features))
+        if new_descriptors is not None:  # else embedded on Ray into shards that lack them
+            descriptors = _updated_rows(
+                parent_descriptors, gone if parent else None, embedded.ids, new_descriptors,
+                dtype=DESCRIPTOR_DTYPE,
+            )  # fmt: skip
     recall = _recall_of(index, full, parent, embedded, search_settings, settings)
     stats = {
         "recall_at_10": recall,
@@ -199,6 +216,7 @@ def reindex(
         "broken_files": [b.__dict__ for b in embedded.broken],
         "nprobe": settings.nprobe,
         "ef_search": settings.ef_search,
+        "seen_share": float(seen_flags.mean()) if len(seen_flags) else None,
     }
     manifest = store.write_version(
         index,
@@ -208,6 +226,8 @@ def reindex(
         stats=stats,
         full_vectors=full,
         probabilities=probabilities,
+        descriptors=descriptors,
+        seen=seen_ids[np.isin(seen_ids, stored_ids(index))],
     )
     store.activate(manifest.version)
     pruned = store.prune(settings.keep)
@@ -225,16 +245,21 @@ def reindex(
 
 
 def _updated_rows(
-    parent: FullVectors | None, gone: np.ndarray | None, ids: np.ndarray, rows: np.ndarray
+    parent: FullVectors | None,
+    gone: np.ndarray | None,
+    ids: np.ndarray,
+    rows: np.ndarray,
+    dtype: Any = np.float32,
 ) -> FullVectors:
-    """Rows per scene of the new version (full vectors or probabilities): the parent's,
-    less the removed, plus the new scenes' `rows`."""
+    """Rows per scene of the new version (full vectors, probabilities or descriptors): the
+    parent's, less the removed, plus the new scenes' `rows`."""
     if parent is None:
-        return FullVectors.from_unsorted(ids, rows)
+        return FullVectors.from_unsorted(ids, rows, dtype)
     keep = ~np.isin(parent.ids, gone) if gone is not None and len(gone) else slice(None)
     return FullVectors.from_unsorted(
         np.concatenate([parent.ids[keep], ids]),
-        np.concatenate([np.asarray(parent.vectors[keep]), rows]),
+        np.concatenate([np.asarray(parent.vectors[keep], dtype=dtype), rows.astype(dtype)]),
+        dtype,
     )
 
 

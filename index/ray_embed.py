@@ -24,6 +24,7 @@ from model.archive import Archive, load_archive, scene_id
 from model.card import ModelCard, load_model, read_card
 from model.imageio import read_image
 from model.inference import predict
+from model.rerank import DTYPE as DESCRIPTOR_DTYPE
 
 
 @dataclass
@@ -70,6 +71,7 @@ class _Embedder:
             "id": np.asarray(batch["id"], dtype=np.int64),
             "embedding": list(out.embeddings),
             "probabilities": list(out.probabilities),
+            "descriptors": list(out.descriptors.astype(DESCRIPTOR_DTYPE)),
         }
 
 
@@ -141,10 +143,13 @@ def ray_embedding_job(
     workers: int = 1,
     device: str = "cpu",
     batch_size: int = 8,
+    descriptors: bool = False,
 ) -> EmbeddingResult:
     """The indexing job's embedding step on Ray: the scenes at `positions` (with `ids`) into
     Parquet shards under `WORK/<model version>/ray-<scene list digest>/` (resumable; two
-    models or scene lists never share a folder), returned in the order given."""
+    models or scene lists never share a folder), returned in the order given; with
+    `descriptors`, the scenes' backbone descriptors too (None when shards from before they
+    were written lack them)."""
     digest = scene_list_digest(ids, [archive.scenes[p].name for p in positions])
     folder = work / card.version / f"ray-{digest[:16]}"
     items = [(int(i), str(archive.scenes[p].path)) for p, i in zip(positions, ids, strict=True)]
@@ -152,6 +157,7 @@ def ray_embedding_job(
         model_path, items, folder, workers=workers, batch_size=batch_size, device=device
     )
     wanted = np.asarray(ids, dtype=np.int64)
+    described: np.ndarray | None = None
     if len(wanted):
         found, embeddings, probabilities = read_embeddings(folder)
         rows = np.clip(np.searchsorted(found, wanted), 0, len(found) - 1)
@@ -162,6 +168,9 @@ def ray_embedding_job(
                 f"(scene id {int(missing[0])} first); run the job again to resume"
             )
         embeddings, probabilities = embeddings[rows], probabilities[rows]
+        if descriptors:
+            found_descriptors = read_descriptors(folder)
+            described = None if found_descriptors is None else found_descriptors[rows]
     else:
         embeddings = np.zeros((0, card.embedding_dim), dtype=np.float32)
         probabilities = np.zeros((0, len(card.label_names)), dtype=np.float32)
@@ -173,6 +182,7 @@ def ray_embedding_job(
         computed=report.embedded,
         seconds=report.seconds,
         broken=[],
+        descriptors=described,
     )
 
 
@@ -190,3 +200,16 @@ def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     ).astype(np.float32)
     order = np.argsort(ids)
     return ids[order], embeddings[order], probabilities[order]
+
+
+def read_descriptors(out: str | Path) -> np.ndarray | None:
+    """The backbone descriptors of a folder of shards, sorted by id like `read_embeddings`;
+    None when a shard lacks them (written before they were)."""
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(path) for path in sorted(Path(out).glob("*.parquet"))]
+    if any("descriptors" not in t.column_names for t in tables):
+        return None
+    ids = np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)
+    rows = np.concatenate([np.stack(t.column("descriptors").to_pylist()) for t in tables])
+    return np.asarray(rows[np.argsort(ids)], dtype=DESCRIPTOR_DTYPE)

@@ -4,6 +4,7 @@ machine)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,3 +84,13 @@ def recall_at_k(
             )
         hits.append(min(k, hit))
     return float(np.mean(hits) / k) if hits else 1.0
+
+
+def in_sorted(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Which of `ids` are in `sorted_ids` (sorted ascending), by binary search: a boolean
+    array (np.isin would sort both, every call)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    rows = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.asarray(sorted_ids[rows] == ids)

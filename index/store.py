@@ -7,6 +7,11 @@
         ids.npy               the ids it holds, sorted
         probabilities.npy     the classifier's label probabilities of each scene, rows in
                               the order of ids.npy (ranks label queries)
+        descriptors.npy       float16, the backbone's descriptors of each scene, rows in the
+                              order of ids.npy (re-rank searches, model/rerank.py); only
+                              for a model trained in head mode
+        seen.npy              the sorted ids of the scenes whose content the model trained
+                              on (`model.evaluate.seen_content`)
         manifest.json         written last: model version, dim, metric, factory, count,
                               index checksum, creation time, recall of the build
 
@@ -40,6 +45,8 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.npy"
 VECTORS_FILE = "vectors.npy"
 PROBABILITIES_FILE = "probabilities.npy"
+DESCRIPTORS_FILE = "descriptors.npy"
+SEEN_FILE = "seen.npy"
 CURRENT = "current"
 MANIFEST_FORMAT = 1
 
@@ -69,6 +76,10 @@ class Manifest:
     format: int = MANIFEST_FORMAT
     probabilities_checksum: str | None = None
     """Of probabilities.npy (None: a version built before they were kept)."""
+    descriptors_checksum: str | None = None
+    """Of descriptors.npy (None: not kept)."""
+    seen_checksum: str | None = None
+    """Of seen.npy (None: a version built before it was recorded)."""
 
 
 def _sha256(path: Path) -> str:
@@ -106,7 +117,7 @@ def _save_rows(path: Path, rows: FullVectors | None, ids: np.ndarray, what: str)
     if not np.array_equal(rows.ids, ids):
         raise ValueError(f"the {what} must hold exactly the index's ids")
     with path.open("wb") as handle:
-        np.save(handle, np.asarray(rows.vectors, dtype=np.float32))
+        np.save(handle, np.asarray(rows.vectors, dtype=rows.dtype))
     return _sha256(path)
 
 
@@ -138,6 +149,10 @@ class LoadedIndex:
     """Memory-mapped full vectors of a compressed index, for exact re-ranking."""
     probabilities: FullVectors | None = None
     """The classifier's label probabilities of the scenes (read on demand), when kept."""
+    descriptors: FullVectors | None = None
+    """The backbone's descriptors of the scenes (read on demand), when kept."""
+    seen: np.ndarray | None = None
+    """The sorted ids of the scenes whose content the model trained on, when recorded."""
 
 
 class IndexStore:
@@ -178,10 +193,12 @@ class IndexStore:
         stats: dict[str, Any] | None = None,
         full_vectors: FullVectors | None = None,
         probabilities: FullVectors | None = None,
+        descriptors: FullVectors | None = None,
+        seen: np.ndarray | None = None,
     ) -> Manifest:
         """Write an index as a new version (not yet in service; see `activate`), with the
         full vectors beside it when given (sorted by id, for re-ranking) and the scenes'
-        label probabilities when given."""
+        label probabilities, backbone descriptors and seen scenes' ids when given."""
         # names sort in creation order: UTC time to the nanosecond, then a random tag
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
@@ -204,6 +221,14 @@ class IndexStore:
         probabilities_checksum = _save_rows(
             folder / PROBABILITIES_FILE, probabilities, ids, "probabilities"
         )
+        descriptors_checksum = _save_rows(
+            folder / DESCRIPTORS_FILE, descriptors, ids, "descriptors"
+        )
+        seen_checksum = None
+        if seen is not None:
+            with (folder / SEEN_FILE).open("wb") as handle:
+                np.save(handle, np.sort(np.asarray(seen, dtype=np.int64)))
+            seen_checksum = _sha256(folder / SEEN_FILE)
         manifest = Manifest(
             version=version,
             model_version=model_version,
@@ -217,6 +242,8 @@ class IndexStore:
             vectors_checksum=vectors_checksum,
             stats=stats or {},
             probabilities_checksum=probabilities_checksum,
+            descriptors_checksum=descriptors_checksum,
+            seen_checksum=seen_checksum,
         )
         write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
         kill_point("manifest-written")
@@ -256,7 +283,17 @@ class IndexStore:
             raise IndexNotReadyError(f"index version {version} is damaged (checksum mismatch)")
         full_vectors = _load_rows(folder, VECTORS_FILE, manifest.vectors_checksum)
         probabilities = _load_rows(folder, PROBABILITIES_FILE, manifest.probabilities_checksum)
-        return LoadedIndex(_read_index(path, mapped), manifest, path, full_vectors, probabilities)
+        descriptors = _load_rows(folder, DESCRIPTORS_FILE, manifest.descriptors_checksum)
+        seen = None
+        if manifest.seen_checksum is not None:
+            seen_path = folder / SEEN_FILE
+            if not seen_path.is_file() or _sha256(seen_path) != manifest.seen_checksum:
+                raise IndexNotReadyError(f"index version {version}: {SEEN_FILE} is damaged")
+            seen = np.load(seen_path)
+        return LoadedIndex(
+            _read_index(path, mapped), manifest, path, full_vectors, probabilities, descriptors,
+            seen,
+        )  # fmt: skip
 
     def prune(self, keep: int, stale_after: float = 3600.0) -> list[str]:
         """Delete all but the newest `keep` complete versions (never the current one), and

@@ -134,7 +134,7 @@ class SearchSettings:
 
 
 class VectorFile:
-    """The rows of a float32 `.npy` matrix, read on demand with `pread`.
+    """The rows of a float32 (or float16) `.npy` matrix, read on demand with `pread`.
 
     A memory map would do the same reads, but every page a query touches (and the pages
     the kernel reads ahead around it) then counts as the process's resident memory: at 10M
@@ -154,10 +154,10 @@ class VectorFile:
             )
             shape, fortran_order, dtype = read_header(handle)
             self._offset = handle.tell()
-        if len(shape) != 2 or fortran_order or dtype != np.dtype(np.float32):
-            raise ValueError(f"{self.path}: not a C-ordered float32 matrix")
+        if len(shape) != 2 or fortran_order or dtype not in (np.float32, np.float16):
+            raise ValueError(f"{self.path}: not a C-ordered float32 or float16 matrix")
         self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
-        self.dtype = np.dtype(np.float32)
+        self.dtype = np.dtype(dtype)
         self._row_bytes = self.shape[1] * self.dtype.itemsize
         self._fd = os.open(self.path, os.O_RDONLY)
         weakref.finalize(self, os.close, self._fd)
@@ -229,9 +229,15 @@ class FullVectors:
     vectors: np.ndarray | VectorFile
 
     @classmethod
-    def from_unsorted(cls, ids: np.ndarray, vectors: np.ndarray) -> FullVectors:
+    def from_unsorted(
+        cls, ids: np.ndarray, vectors: np.ndarray, dtype: Any = np.float32
+    ) -> FullVectors:
         order = np.argsort(ids, kind="stable")
-        return cls(np.asarray(ids)[order], np.asarray(vectors, dtype=np.float32)[order])
+        return cls(np.asarray(ids)[order], np.asarray(vectors, dtype=dtype)[order])
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.vectors.dtype)
 
     def rows(self, wanted: np.ndarray) -> np.ndarray:
         rows = np.searchsorted(self.ids, wanted)

@@ -167,9 +167,13 @@ def save_model(
 
 def add_graph(path: str | Path) -> ModelCard:
     """Export and store the graph of a model file saved without one (training saves each
-    best epoch without it, then adds it to the final file). A file with a graph is left."""
+    best epoch without it, then adds it to the final file), or of one whose graph came from
+    an earlier release. A file with a current graph is left."""
+    from model.engine import GRN_OUTPUTS, graph_outputs
+
     path = resolve_model_path(path)
-    if has_graph(path):
+    graph = stored_graph(path)
+    if graph is not None and graph_outputs(graph) == GRN_OUTPUTS:
         return read_card(path)
     net, card = load_model(path, "cpu", engine="torch")
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -180,6 +184,14 @@ def add_graph(path: str | Path) -> ModelCard:
 def has_graph(path: str | Path) -> bool:
     with safe_open(str(resolve_model_path(path)), framework="numpy") as handle:
         return GRAPH_KEY in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
+
+
+def stored_graph(path: str | Path) -> bytes | None:
+    """The ONNX graph a model file carries, or None."""
+    with safe_open(str(resolve_model_path(path)), framework="numpy") as handle:
+        if GRAPH_KEY not in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+            return None
+        return bytes(handle.get_tensor(GRAPH_KEY).tobytes())
 
 
 def read_card(path: str | Path) -> ModelCard:
@@ -247,12 +259,27 @@ def _check_graph_record(
 def _cpu_engine(
     path: Path, net: GRNNet, card: ModelCard, graph: bytes | None, engine: str | None
 ) -> Any:
-    from model.engine import EngineMismatchError, build_cpu_engine, engine_name
+    from model.engine import (
+        GRN_OUTPUTS,
+        EngineMismatchError,
+        build_cpu_engine,
+        engine_name,
+        graph_outputs,
+    )
 
     if engine_name(engine) == "torch":
         return None
     if graph is None:
         log.warning("%s carries no ONNX graph; exporting one in memory", path)
+    elif graph_outputs(graph) != GRN_OUTPUTS:
+        # written before the graph gave the backbone's descriptors: the weights are the same
+        log.warning(
+            "%s carries an ONNX graph from an earlier release (outputs %s); exporting the "
+            "current one in memory (a few seconds at each load)",
+            path,
+            ", ".join(graph_outputs(graph)),
+        )
+        graph = None
     try:
         return build_cpu_engine(
             net,

@@ -7,10 +7,11 @@ measured fastest on this project's 2-core CPU with outputs within `TOLERANCE` of
 
 The graph an engine runs is the network exported to ONNX with its preprocessing inside: a
 uint8 (B, 3, S, S) batch in, scaled and normalised with the card's mean and std, and out
-come the unit embeddings and the label probabilities (the sigmoid of the logits), or for a
-bare backbone its pooled features. A model file carries the graph of its network beside the
-weights (model/card.py); an engine is only used after its outputs on a fixed probe batch
-matched torch's to within `TOLERANCE`.
+come the unit embeddings, the label probabilities (the sigmoid of the logits) and the
+backbone's pooled features on the unit sphere (the descriptors a search re-ranks with,
+`model.rerank`), or for a bare backbone its pooled features. A model file carries the graph
+of its network beside the weights (model/card.py); an engine is only used after its outputs
+on a fixed probe batch matched torch's to within `TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger("grn.engine")
@@ -71,8 +73,8 @@ def cpu_threads() -> int:
 
 class Preprocessed(nn.Module):
     """uint8 (B, 3, S, S) -> [0, 1] -> normalised -> `module`; a GRN network's outputs become
-    (embedding, probabilities), a backbone's stay (features,). The ops are those of
-    `model.inference.normalize`, so torch and the graph see the same inputs."""
+    (embedding, probabilities, descriptors), a backbone's stay (features,). The ops are those
+    of `model.inference.normalize`, so torch and the graph see the same inputs."""
 
     def __init__(self, module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
@@ -87,13 +89,24 @@ class Preprocessed(nn.Module):
         out = self.module(x.contiguous(memory_format=torch.channels_last))
         if isinstance(out, torch.Tensor):
             return (out,)
-        return out.embedding, torch.sigmoid(out.logits)
+        assert out.features is not None
+        return out.embedding, torch.sigmoid(out.logits), F.normalize(out.features.float(), dim=1)
+
+
+GRN_OUTPUTS = ["embedding", "probabilities", "descriptors"]
 
 
 def output_names(module: nn.Module) -> list[str]:
     from model.network import GRNNet
 
-    return ["embedding", "probabilities"] if isinstance(module, GRNNet) else ["features"]
+    return list(GRN_OUTPUTS) if isinstance(module, GRNNet) else ["features"]
+
+
+def graph_outputs(graph: bytes) -> list[str]:
+    """The names of an exported graph's outputs."""
+    import onnx
+
+    return [output.name for output in onnx.load_from_string(graph).graph.output]
 
 
 def export_onnx(
@@ -136,7 +149,8 @@ class Engine(Protocol):
     name: str
 
     def run(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
-        """uint8 (B, 3, S, S) -> float32 outputs (embedding, probabilities) or (features,)."""
+        """uint8 (B, 3, S, S) -> float32 outputs (embedding, probabilities, descriptors) or
+        (features,)."""
         ...
 
 

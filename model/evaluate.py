@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model import rerank
 from model.archive import Archive, BrokenFile, iter_images, load_archive
 from model.backbones import MissingWeightsError, backbone_spec, create_backbone
 from model.card import ModelCard, load_model
@@ -43,11 +44,14 @@ from model.metrics import (
     KNN_K,
     RANK_KS,
     classification_metrics,
+    knn_from_similarities,
     knn_label_scores,
+    ranking_metrics,
     retrieval_metrics,
     sample_f1,
 )
 from model.network import GRNNet
+from model.rerank import DTYPE as DESCRIPTOR_DTYPE
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Embedded:
     seconds: float
     engine: str = "torch"
     """What ran the network: torch, or the CPU engine (model/engine.py)."""
+    descriptors: np.ndarray | None = None
+    """(n, F) float16 unit backbone descriptors (`model.rerank`), when asked for."""
 
     @property
     def images_per_s(self) -> float:
@@ -76,12 +82,15 @@ def embed_scenes(
     skip_broken: bool = False,
     broken: list[BrokenFile] | None = None,
     progress: bool = True,
+    descriptors: bool = False,
 ) -> Embedded:
-    """Unit embeddings and label probabilities of archive scenes, in order."""
+    """Unit embeddings and label probabilities of archive scenes, in order; with
+    `descriptors`, their backbone descriptors too."""
     net = net.to(device).eval().to(memory_format=torch.channels_last)
     kept: list[int] = []
     embeddings = [np.zeros((0, card.embedding_dim), np.float32)]
     probabilities = [np.zeros((0, len(card.label_names)), np.float32)]
+    described: list[np.ndarray] = []
     start = time.perf_counter()
     bar = tqdm(total=len(positions), desc="embed", unit="img", disable=not progress)
     stream = prepared_batches(
@@ -100,6 +109,8 @@ def embed_scenes(
         kept.extend(keys)
         embeddings.append(out.embeddings)
         probabilities.append(out.probabilities)
+        if descriptors:
+            described.append(out.descriptors.astype(DESCRIPTOR_DTYPE))
         bar.update(len(keys))
     bar.close()
     seconds = time.perf_counter() - start
@@ -109,6 +120,16 @@ def embed_scenes(
         np.concatenate(probabilities),
         seconds,
         engine=describe(net) if device.type == "cpu" else "torch",
+        descriptors=(
+            np.concatenate(
+                [
+                    np.zeros((0, backbone_spec(card.backbone).num_features), DESCRIPTOR_DTYPE),
+                    *described,
+                ]
+            )
+            if descriptors
+            else None
+        ),
     )
 
 
@@ -179,6 +200,27 @@ def retrieval_figures(
     }
 
 
+def reranked_figures(
+    query: np.ndarray,
+    query_labels: np.ndarray,
+    base: np.ndarray,
+    base_labels: np.ndarray,
+    descriptors: tuple[np.ndarray, np.ndarray],
+) -> dict[str, float]:
+    """`retrieval_figures` of a search that re-ranks the GRN embedding's nearest with the
+    backbone's descriptors (query rows, base rows) as the service does (`model.rerank`)."""
+    grn = query @ base.T
+    similar = descriptors[0] @ descriptors[1].T
+    found = ranking_metrics(rerank.reranked(grn, similar), query_labels, base_labels, (10,))
+    knn = knn_from_similarities(rerank.blended_similarities(grn, similar), base_labels)
+    return {
+        "p_at_10": found["p_at_k"]["10"],  # type: ignore[index]
+        "map": float(found["map"]),  # type: ignore[arg-type]
+        "ndcg_at_10": found["ndcg_at_k"]["10"],  # type: ignore[index]
+        "knn_sample_f1": sample_f1(knn >= 0.5, query_labels),
+    }
+
+
 def content_figures(
     seen: np.ndarray,
     query: np.ndarray,
@@ -186,9 +228,12 @@ def content_figures(
     base: np.ndarray,
     base_labels: np.ndarray,
     backbone: tuple[np.ndarray, np.ndarray] | None,
+    descriptors: bool = False,
 ) -> dict[str, Any]:
     """For seen and unseen queries: their count and the figures of the model's embedding
-    and, when given, of the frozen backbone's features (query rows, base rows)."""
+    and, when given, of the frozen backbone's features (query rows, base rows); with
+    `descriptors` (those features are the model's own descriptors), of the model's
+    embedding re-ranked with them too."""
     out: dict[str, Any] = {}
     for name, rows in (("seen", np.flatnonzero(seen)), ("unseen", np.flatnonzero(~seen))):
         group: dict[str, Any] = {"queries": len(rows)}
@@ -198,6 +243,11 @@ def content_figures(
                 group["backbone"] = retrieval_figures(
                     backbone[0][rows], query_labels[rows], backbone[1], base_labels
                 )
+                if descriptors:
+                    group["reranked"] = reranked_figures(
+                        query[rows], query_labels[rows], base, base_labels,
+                        (backbone[0][rows], backbone[1]),
+                    )  # fmt: skip
         out[name] = group
     return out
 
@@ -268,7 +318,10 @@ def markdown_table(metrics: dict[str, Any], card: ModelCard) -> str:
         "",
         "Seen: test scenes of folders the model trained on, in the archive it trained on. "
         "Unseen: the others (folders left out of training, or another archive). The frozen "
-        "backbone's pooled features are scored on the same queries.",
+        "backbone's pooled features are scored on the same queries. `reranked`: the model's "
+        f"{rerank.POOL} nearest re-ordered by {rerank.WEIGHT} x its cosine + "
+        f"{1 - rerank.WEIGHT:.1f} x the backbone's, as a search does where GRN_BACKBONE_RERANK "
+        "says so (by default on unseen content, model/rerank.py).",
         "",
         "| content | queries | embedding | P@10 | mAP | NDCG@10 | k-NN sample-F1 |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -276,7 +329,7 @@ def markdown_table(metrics: dict[str, Any], card: ModelCard) -> str:
     for name, group in metrics["content"].items():
         if not group["queries"]:
             lines.append(f"| {name} | 0 | | | | | |")
-        for who in ("model", "backbone"):
+        for who in ("model", "reranked", "backbone"):
             if who in group:
                 f = group[who]
                 lines.append(
@@ -390,7 +443,8 @@ def evaluate(
         - len(train) - len(test),
         labels_match_model=matching,
         content=content_figures(
-            seen, query.embeddings, query_labels, base.embeddings, base_labels, features
+            seen, query.embeddings, query_labels, base.embeddings, base_labels, features,
+            descriptors=rerank.keeps_descriptors(card),
         ),
         backbone_unavailable=unavailable,
         device=str(torch_device),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from model.engine import attached_engine, engine_name
@@ -155,6 +156,8 @@ class Prediction:
     """(B, D) float32, unit norm."""
     probabilities: np.ndarray
     """(B, labels) float32: the sigmoid of the classifier's logits."""
+    descriptors: np.ndarray
+    """(B, F) float32, unit norm: the backbone's pooled features (`model.rerank`)."""
 
 
 def predict(
@@ -165,17 +168,20 @@ def predict(
 ) -> Prediction:
     """The forward pass of a trained network: decoded (H, W, 3) uint8 images (or a batch
     from `prepare_batch`) -> resized to the card's input size, normalised with its mean and
-    std -> network -> unit embeddings and label probabilities, as numpy arrays."""
+    std -> network -> unit embeddings, label probabilities and unit backbone descriptors,
+    as numpy arrays."""
     batch = images if isinstance(images, torch.Tensor) else prepare_batch(images, card.input_size)
     engine = attached_engine(net, card.version, device)
     if engine is not None:
-        embeddings, probabilities = engine.run(batch)
-        return Prediction(embeddings, probabilities)
+        embeddings, probabilities, descriptors = engine.run(batch)
+        return Prediction(embeddings, probabilities, descriptors)
     with torch.inference_mode():
         out = net(normalize(batch.to(device, non_blocking=True), card.mean, card.std))
+        assert out.features is not None
         return Prediction(
             out.embedding.float().cpu().numpy(),
             torch.sigmoid(out.logits).float().cpu().numpy(),
+            F.normalize(out.features.float(), dim=1).cpu().numpy(),
         )
 
 

@@ -100,6 +100,19 @@ def knn_label_scores(
     if exclude_self:
         np.fill_diagonal(sims, -np.inf)
     k = min(k, sims.shape[1] - (1 if exclude_self else 0))
+    return knn_from_similarities(sims, archive_labels, k, temperature)
+
+
+def knn_from_similarities(
+    sims: np.ndarray,
+    archive_labels: np.ndarray,
+    k: int = KNN_K,
+    temperature: float = KNN_TEMPERATURE,
+) -> np.ndarray:
+    """`knn_label_scores` from a (queries, archive) similarity matrix (a re-ranking's
+    blended scores, say; -inf: never a neighbour)."""
+    sims = np.asarray(sims, dtype=np.float64)
+    k = min(k, sims.shape[1])
     top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     top_sims = np.take_along_axis(sims, top, axis=1)
     weights = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / temperature)

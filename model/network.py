@@ -24,6 +24,8 @@ class GRNOutput:
     """(B, D) L2-normalised embedding."""
     logits: torch.Tensor
     """(B, labels) classifier logits."""
+    features: torch.Tensor | None = None
+    """(B, F) the backbone's pooled features the heads ran on (set by `GRNNet`)."""
 
 
 class GRNHead(nn.Module):
@@ -68,7 +70,10 @@ class GRNNet(nn.Module):
         Not a weight: state dicts and training never see it."""
 
     def forward(self, images: torch.Tensor) -> GRNOutput:
-        return self.head(self.backbone(images))
+        features = self.backbone(images)
+        out = self.head(features)
+        out.features = features
+        return out
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward(images).embedding

@@ -1171,10 +1171,11 @@ def _local_search(
     from model.inference import predict
     from service.catalog import Catalog
     from service.runtime import Runtime
-    from service.search import SearchQuery, search_scenes
+    from service.search import Rerank, SearchQuery, search_scenes
     from service.settings import get_settings
 
-    runtime = Runtime(get_settings())
+    settings = get_settings()
+    runtime = Runtime(settings)
     understood = None
     try:
         if not runtime.refresh():
@@ -1205,13 +1206,14 @@ def _local_search(
             include_query=request["include_query"], more_like=request.get("more_like", ()),
             less_like=request.get("less_like", ()),
         )  # fmt: skip
-        vector = None
+        vector = descriptor = None
         if image is not None:
-            pixels = read_image(image)
-            vector = predict(snapshot.net, snapshot.card, [pixels], snapshot.device).embeddings[0]
+            out = predict(snapshot.net, snapshot.card, [read_image(image)], snapshot.device)
+            vector, descriptor = out.embeddings[0], out.descriptors[0]
         page = search_scenes(
-            snapshot, Catalog(_engine(database_url)), query, vector=vector, scene_id=scene
-        )
+            snapshot, Catalog(_engine(database_url)), query, vector=vector, scene_id=scene,
+            descriptor=descriptor, rerank=Rerank.of(settings),
+        )  # fmt: skip
     finally:
         runtime.store.close()
     hits = [
@@ -1226,6 +1228,7 @@ def _local_search(
         "model_version": page.model_version,
         "index_version": page.index_version,
         "understood": understood,
+        "reranked": page.reranked,
     }
 
 

@@ -17,18 +17,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from index.filters import SceneFilter
-from index.results import MAX_FETCH, MAX_K, SearchResult, check_k
+from index.results import MAX_FETCH, MAX_K, SearchResult, check_k, in_sorted
 from index.stores import ServedIndex, UnknownSceneError
 from service.scene_table import SceneTable, WrittenVectors
 
 ID_FILTERS = frozenset({"exclude_ids", "allow_ids"})
-
-
-def _held(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    if not len(sorted_ids):
-        return np.zeros(len(ids), dtype=bool)
-    rows = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
-    return np.asarray(sorted_ids[rows] == ids)
 
 
 class LiveIndex:
@@ -45,7 +38,7 @@ class LiveIndex:
         written: WrittenVectors = table.written
         # the written scenes the version does not hold, and still in SQL (a row's embedding
         # goes with it, so all are)
-        extra = ~_held(base_ids, written.ids) if len(written.ids) else np.zeros(0, bool)
+        extra = ~in_sorted(base_ids, written.ids) if len(written.ids) else np.zeros(0, bool)
         self.added_ids = written.ids[extra]
         self.added_vectors = written.vectors[extra] if len(self.added_ids) else None
         self.added_probabilities = (
@@ -53,7 +46,7 @@ class LiveIndex:
             if written.probabilities is not None and len(self.added_ids)
             else None
         )
-        still = _held(table.ids, base_ids)
+        still = in_sorted(table.ids, base_ids)
         self.removed = base_ids[~still]
         """Ids the version holds that SQL no longer does (sorted)."""
         self._kept = base_ids[still] if len(self.removed) else base_ids
@@ -89,13 +82,13 @@ class LiveIndex:
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
-        in_base = self.base.contains(ids) & ~_held(self.removed, ids)
-        return in_base | _held(self.added_ids, ids)
+        in_base = self.base.contains(ids) & ~in_sorted(self.removed, ids)
+        return in_base | in_sorted(self.added_ids, ids)
 
     def _split(self, ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(ids, dtype=np.int64)
-        added = _held(self.added_ids, ids)
-        gone = ids[~added & _held(self.removed, ids)]
+        added = in_sorted(self.added_ids, ids)
+        gone = ids[~added & in_sorted(self.removed, ids)]
         if len(gone):
             raise UnknownSceneError(f"scene {int(gone[0])} has been removed")
         return ids, added
@@ -125,6 +118,25 @@ class LiveIndex:
         if (~added).any():
             theirs = self.base.probabilities(ids[~added])
             if theirs is None or theirs.shape[1] != mine.shape[1]:
+                return None
+            out[~added] = theirs
+        return out
+
+    def descriptors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The version's descriptors; None when a scene was added since (SQL keeps no
+        descriptors: the next reindex folds it in)."""
+        ids, added = self._split(ids)
+        return None if added.any() else self.base.descriptors(ids)
+
+    def seen(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The version's record; a scene added since is content the model never saw."""
+        ids, added = self._split(ids)
+        if not added.any():
+            return self.base.seen(ids)
+        out = np.zeros(len(ids), dtype=bool)
+        if (~added).any():
+            theirs = self.base.seen(ids[~added])
+            if theirs is None:
                 return None
             out[~added] = theirs
         return out
@@ -171,7 +183,7 @@ class LiveIndex:
         if where.allow_ids is not None:
             allowed = np.asarray(where.allow_ids, dtype=np.int64)
             return SceneFilter(
-                allow_ids=allowed[~_held(self.removed, allowed)], exclude_ids=where.exclude_ids
+                allow_ids=allowed[~in_sorted(self.removed, allowed)], exclude_ids=where.exclude_ids
             )
         if len(self.removed) + len(where.exclude_ids) + MAX_K <= MAX_FETCH:
             return where.excluding(*self.removed.tolist())

@@ -89,6 +89,8 @@ class Inference:
     """(D,) unit vector."""
     probabilities: np.ndarray
     """(labels,) sigmoid of the classifier logits."""
+    descriptor: np.ndarray | None = None
+    """(F,) unit backbone descriptor, for re-ranking a search (`model.rerank`)."""
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -344,4 +346,7 @@ class Batcher:
 def _run_model(batch: Sequence[_Job]) -> list[Inference]:
     snapshot = batch[0].snapshot
     out = predict(snapshot.net, snapshot.card, [job.image for job in batch], snapshot.device)
-    return [Inference(e, p) for e, p in zip(out.embeddings, out.probabilities, strict=True)]
+    return [
+        Inference(e, p, d)
+        for e, p, d in zip(out.embeddings, out.probabilities, out.descriptors, strict=True)
+    ]

@@ -448,6 +448,9 @@ class SearchResponse(Schema):
     note: str | None = None
     """With `classify`, when `labels` are absent: the archive does not carry the model's
     labels."""
+    reranked: bool = False
+    """The index's nearest scenes were re-ranked with the backbone's descriptors
+    (GRN_BACKBONE_RERANK): the scores are then the blended scores."""
 
 
 class ScenePage(Schema):

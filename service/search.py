@@ -11,6 +11,12 @@ that uses any other condition is resolved into an id allow-list first (in the ca
 arrays, `service.scene_table`), so a filtered search returns k hits whenever k scenes match.
 Hits take their name, folder and labels from the same arrays. Searching by an archive scene
 leaves the scene itself out unless `include_query`.
+
+Re-ranking (`Rerank`, GRN_BACKBONE_RERANK): a search by an image, a scene or scenes to be like
+takes the index's `pool` nearest and orders them by the blend of the GRN cosine and the
+backbone descriptors' cosine (`model.rerank`), where the index version keeps descriptors and
+the mode says so (`auto`: content the model did not train on). The hits' scores are then the
+blended scores, and `min_score` applies to them.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ import numpy as np
 from index.filters import SceneFilter
 from index.results import MAX_K
 from index.stores import ServedIndex
+from model import rerank as descriptor_rerank
 from service.catalog import Catalog
 from service.runtime import Snapshot
 from service.scene_table import SceneRow, SceneTable
+from service.settings import Settings
 
 log = logging.getLogger("grn.search")
 
@@ -68,6 +76,26 @@ class SearchPage:
     offset: int
     limit: int
     next_offset: int | None
+    reranked: bool = False
+    """The hits were re-ranked with the backbone's descriptors (`Rerank`)."""
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """How searches re-rank with the backbone's descriptors (`model.rerank`)."""
+
+    mode: str = "auto"
+    """auto (content the model did not train on), on, or off."""
+    weight: float = descriptor_rerank.WEIGHT
+    """The GRN cosine's share of the blended score."""
+    pool: int = descriptor_rerank.POOL
+    """The index's nearest scenes that are re-ranked (at least k)."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rerank:
+        return cls(
+            settings.backbone_rerank, settings.backbone_rerank_weight, settings.backbone_rerank_pool
+        )
 
 
 def search_scenes(
@@ -78,11 +106,15 @@ def search_scenes(
     vector: np.ndarray | None = None,
     scene_id: int | None = None,
     table: SceneTable | None = None,
+    descriptor: np.ndarray | None = None,
+    rerank: Rerank | None = None,
 ) -> SearchPage:
     """The page `query` asks for of the archive scenes most similar to `vector` (a unit
-    embedding of the snapshot's model) or to the archive scene `scene_id`, best first,
-    moved towards `query.more_like` and away from `query.less_like` when given. Filters and
-    hits' metadata come from `table` (the catalog's current arrays when not given)."""
+    embedding of the snapshot's model, with the image's backbone `descriptor`) or to the
+    archive scene `scene_id`, best first, moved towards `query.more_like` and away from
+    `query.less_like` when given, re-ranked as `rerank` says (not at all when not given).
+    Filters and hits' metadata come from `table` (the catalog's current arrays when not
+    given)."""
     if vector is not None and scene_id is not None:
         raise ValueError("search by a vector or by a scene id, not both")
     if table is None or table.written.model_version != snapshot.model_version:
@@ -100,20 +132,32 @@ def search_scenes(
                 None, snapshot.model_version, snapshot.index_version, [], 0, query.offset,
                 query.limit or query.k, None,
             )  # fmt: skip
+    reranking = not by_labels and rerank is not None and rerank.mode != "off"
+    query_seen = None
     if scene_id is not None:
         vector = index.vectors([scene_id])[0]
+        if reranking:
+            found = index.descriptors([scene_id])
+            descriptor = None if found is None else found[0]
+            query_seen = index.seen([scene_id])
         if not query.include_query:
             where = where.excluding(scene_id)
     if query.more_like or query.less_like:
-        vector = feedback_vector(
-            vector, index.vectors(list(query.more_like)), index.vectors(list(query.less_like))
-        )
+        liked, disliked = list(query.more_like), list(query.less_like)
+        if reranking and (descriptor is not None or vector is None):
+            descriptor = feedback_descriptor(index, descriptor, liked, disliked)
+        vector = feedback_vector(vector, index.vectors(liked), index.vectors(disliked))
         where = where.excluding(*query.more_like, *query.less_like)  # judged already
     assert vector is not None
     if by_labels:
         ranked = rank_by_labels(snapshot, index, table, vector, query.k, where, query.min_score)
     else:
-        ranked = rank(index, table, vector, query.k, where, query.min_score)
+        blend = rerank if reranking and descriptor is not None else None
+        if blend is not None and query_seen is not None:  # decided by the scene: no pool
+            blend = blend if descriptor_rerank.applies(blend.mode, query_seen) else None
+        ranked, reranking = ranked_search(
+            index, table, vector, query.k, where, query.min_score, descriptor, blend, query_seen
+        )
     limit = query.limit or query.k
     page = ranked[query.offset : query.offset + limit]
     end = query.offset + len(page)
@@ -126,6 +170,7 @@ def search_scenes(
         offset=query.offset,
         limit=limit,
         next_offset=end if end < len(ranked) else None,
+        reranked=reranking,
     )
 
 
@@ -224,6 +269,17 @@ def feedback_vector(query: np.ndarray | None, more: np.ndarray, less: np.ndarray
     return np.asarray(moved / norm, dtype=np.float32)
 
 
+def feedback_descriptor(
+    index: ServedIndex, query: np.ndarray | None, liked: list[int], disliked: list[int]
+) -> np.ndarray | None:
+    """Relevance feedback on the descriptors, as `feedback_vector` on the embeddings; None
+    when a judged scene has no descriptor."""
+    more, less = index.descriptors(liked), index.descriptors(disliked)
+    if more is None or less is None:
+        return None
+    return feedback_vector(query, more, less)
+
+
 def rank(
     index: ServedIndex,
     table: SceneTable,
@@ -231,22 +287,57 @@ def rank(
     k: int,
     where: SceneFilter,
     min_score: float | None = None,
+    descriptor: np.ndarray | None = None,
+    rerank: Rerank | None = None,
 ) -> list[RankedScene]:
     """The top k scenes for a query vector, filters applied, the catalog's metadata joined
-    (filter and metadata from one table: one generation check per search)."""
+    (filter and metadata from one table: one generation check per search); with `rerank`,
+    the index's `rerank.pool` nearest re-ranked with the query's `descriptor`."""
+    return ranked_search(index, table, vector, k, where, min_score, descriptor, rerank)[0]
+
+
+def ranked_search(
+    index: ServedIndex,
+    table: SceneTable,
+    vector: np.ndarray,
+    k: int,
+    where: SceneFilter,
+    min_score: float | None = None,
+    descriptor: np.ndarray | None = None,
+    rerank: Rerank | None = None,
+    query_seen: np.ndarray | None = None,
+) -> tuple[list[RankedScene], bool]:
+    """`rank`, and whether the hits were re-ranked: as `rerank.mode` says of the query
+    (`model.rerank.applies`; `query_seen`: whether the query scene is seen content, else
+    its nearest scenes tell), and not when a candidate has no descriptor (a scene added
+    since the version was built)."""
     if where.conditions() - index.native_filters:
         # the catalog resolves the filter (and refuses unknown labels)
         where = SceneFilter(allow_ids=table.allowed_ids(where))
     elif where.label_names:
         table.check_labels(where.label_names)  # the same 400 as an allow-list would give
-    result = index.search(vector[None], k, where)
+    fetch = k if rerank is None else min(MAX_K, max(k, rerank.pool))
+    result = index.search(vector[None], fetch, where)
+    found = result.ids[0] >= 0
+    ids, scores = result.ids[0][found].astype(np.int64), result.scores[0][found]
+    reranked = False
+    if rerank is not None and descriptor is not None and len(ids):
+        seen = (
+            query_seen if query_seen is not None else index.seen(ids[: descriptor_rerank.NEAREST])
+        )
+        wanted = descriptor_rerank.applies(rerank.mode, seen)
+        described = index.descriptors(ids) if wanted else None
+        if described is not None:
+            scores = descriptor_rerank.blended(scores, descriptor, described, rerank.weight)
+            order = np.argsort(-scores, kind="stable")
+            ids, scores, reranked = ids[order], scores[order], True
     ranked = [
         (int(i), float(s))
-        for i, s in zip(result.ids[0], result.scores[0], strict=True)
-        if i >= 0 and (min_score is None or s >= min_score)
+        for i, s in zip(ids[:k], scores[:k], strict=True)
+        if min_score is None or s >= min_score
     ]
     scenes = table.rows([i for i, _ in ranked])
     missing = [i for i, _ in ranked if i not in scenes]
     if missing:
         log.warning("index %s holds %d ids unknown to SQL", index.version, len(missing))
-    return [RankedScene(scenes[i], s) for i, s in ranked if i in scenes]
+    return [RankedScene(scenes[i], s) for i, s in ranked if i in scenes], reranked

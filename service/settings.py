@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     nprobe: int = Field(default=64, ge=1)
     ef_search: int = Field(default=128, ge=1)
     rerank_factor: int = Field(default=10, ge=1)
+    backbone_rerank: Literal["auto", "on", "off"] = "auto"
+    """Re-rank a search's nearest scenes with the backbone's descriptors (model/rerank.py):
+    `auto` where the index version's scenes are mostly content the model did not train on
+    (another archive, folders left out of training), `on` always, `off` never. Needs a
+    version that keeps descriptors (built by `grn reindex` with a head-mode model)."""
+    backbone_rerank_weight: float = Field(default=0.3, ge=0, le=1)
+    """The GRN cosine's share of the re-ranking score; the rest is the descriptors'."""
+    backbone_rerank_pool: int = Field(default=100, ge=1, le=1000)
+    """The index's nearest scenes a search re-ranks (at least k)."""
 
     thumbnail_size: int = Field(default=128, ge=16, le=1024)
     cache_max_age: int = Field(default=86_400, ge=0)

@@ -101,6 +101,16 @@ class ServedIndex(Protocol):
         (built before they were kept)."""
         ...
 
+    def descriptors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """The backbone descriptors of held scenes, (len(ids), F) float32 unit rows in the
+        order given (`model.rerank`); None when the version did not keep them."""
+        ...
+
+    def seen(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        """Which of these held scenes show content the version's model trained on (a
+        boolean array; None: not recorded); `model.rerank` decides from it."""
+        ...
+
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
         """Top-k per query (k from 1 to MAX_K) among the scenes that pass `where`, which
         uses only `native_filters`."""

@@ -23,7 +23,14 @@ import numpy as np
 
 from index.filters import SceneFilter, SceneMeta
 from index.gpu import can_use_gpu, configure_copy, gpu_count, to_gpus
-from index.results import MAX_FETCH, IndexSearchError, SearchResult, check_k, exact_search
+from index.results import (
+    MAX_FETCH,
+    IndexSearchError,
+    SearchResult,
+    check_k,
+    exact_search,
+    in_sorted,
+)
 from index.store import IDS_FILE, IndexStore, LoadedIndex
 from index.stores.base import ReindexAction, ReindexOptions, StoreVersion, UnknownSceneError
 from index.vectors import SearchSettings, configure, find_ivf, make_index, search
@@ -112,11 +119,7 @@ class Searcher:
         return int(self.index.ntotal)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        if not len(self.ids):
-            return np.zeros(len(ids), dtype=bool)
-        rows = np.clip(np.searchsorted(self.ids, ids), 0, len(self.ids) - 1)
-        return np.asarray(self.ids[rows] == ids)
+        return in_sorted(self.ids, ids)
 
     def held_ids(self) -> np.ndarray:
         return self.ids
@@ -134,6 +137,18 @@ class Searcher:
             return None
         ids = self._check_held(ids)
         return np.asarray(kept.vectors[kept.rows(ids)], dtype=np.float32)
+
+    def descriptors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        kept = self.loaded.descriptors
+        if kept is None:
+            return None
+        ids = self._check_held(ids)
+        return np.asarray(kept.vectors[kept.rows(ids)], dtype=np.float32)
+
+    def seen(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        if self.loaded.seen is None:
+            return None
+        return in_sorted(self.loaded.seen, ids)
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The stored (exact, for a compressed index) vectors of scenes, in the order given."""

@@ -370,6 +370,12 @@ class MilvusSearcher:
         with milvus_answering(self.location):
             return self.collection.probabilities(ids)
 
+    def descriptors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        return None  # a collection keeps no descriptors: its searches are not re-ranked
+
+    def seen(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
+        return None
+
     def contains(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         with milvus_answering(self.location):

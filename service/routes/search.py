@@ -49,7 +49,7 @@ from service.schemas import (
     classifier_applies,
     no_classifier_note,
 )
-from service.search import RankedScene, SearchPage, SearchQuery, search_scenes
+from service.search import RankedScene, Rerank, SearchPage, SearchQuery, search_scenes
 from service.spatial import hit_density
 from service.text import phrase_reader, with_reading
 from service.thumbnails import jpeg
@@ -186,7 +186,7 @@ async def search(
     start = time.perf_counter()
     snapshot = runtime.current()
     content_type = request.headers.get("content-type", "")
-    vector, scene_id, probabilities = None, None, None
+    vector, scene_id, probabilities, descriptor = None, None, None, None
     model_requests = request.app.state.model_requests
     if content_type.startswith("multipart/form-data"):
         with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before parsing
@@ -197,6 +197,7 @@ async def search(
             image = (await decode_all(files, settings))[0]
             inference = (await batcher.infer(snapshot, [image]))[0]
         vector, probabilities = inference.embedding, inference.probabilities
+        descriptor = inference.descriptor
     elif content_type.startswith("application/json") or not content_type:
         body = await request.body()
         params = _validated(lambda: SearchRequest.model_validate_json(body))
@@ -232,7 +233,14 @@ async def search(
             request.app.state.search_budget,
             catalog,
             lambda table: search_scenes(
-                snapshot, catalog, wanted, vector=vector, scene_id=scene_id, table=table
+                snapshot,
+                catalog,
+                wanted,
+                vector=vector,
+                scene_id=scene_id,
+                table=table,
+                descriptor=descriptor,
+                rerank=Rerank.of(settings),
             ),
         )
     labels, predicted, note = None, None, None
@@ -292,7 +300,11 @@ async def searched(
     },
 )
 async def density(
-    request: Request, runtime: RuntimeDep, catalog: CatalogDep, params: DensityRequest
+    request: Request,
+    runtime: RuntimeDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    params: DensityRequest,
 ) -> Any:
     """Where else a pattern occurs: the top `k` scenes most similar to an archive scene (or
     to scenes to be like, or labels), filters as for `/search`, counted per grid cell of
@@ -306,7 +318,14 @@ async def density(
         # one table for the hits and their places
         table = await in_thread(catalog.table, snapshot.model_version)
         page = await in_thread(
-            lambda: search_scenes(snapshot, catalog, wanted, scene_id=params.scene_id, table=table)
+            lambda: search_scenes(
+                snapshot,
+                catalog,
+                wanted,
+                scene_id=params.scene_id,
+                table=table,
+                rerank=Rerank.of(settings),
+            )
         )
         ids = [hit.scene.id for hit in page.hits if hit.scene.placed]
         sources = await in_thread(catalog.sources, ids) if params.by == "source" else None

@@ -29,7 +29,7 @@ from model.card import (
 )
 from model.engine import TOLERANCE, OrtEngine, attached_engine, engine_name, export_onnx
 from model.features import FeatureKey, extract_features
-from model.inference import predict, prepare_batch
+from model.inference import normalize, predict, prepare_batch
 from service.cli import app
 
 
@@ -92,8 +92,15 @@ def test_served_network_on_onnxruntime_matches_torch_on_ucm_scenes(
     ours, theirs = predict(on_ort, card, batch, cpu), predict(on_torch, card, batch, cpu)
     assert np.abs(ours.embeddings - theirs.embeddings).max() <= TOLERANCE
     assert np.abs(ours.probabilities - theirs.probabilities).max() <= TOLERANCE
+    assert np.abs(ours.descriptors - theirs.descriptors).max() <= TOLERANCE
     assert not np.array_equal(ours.embeddings, theirs.embeddings)  # really another engine
     np.testing.assert_allclose(np.linalg.norm(ours.embeddings, axis=1), 1, atol=1e-5)
+    # the descriptors are the ImageNet backbone's pooled features, on the unit sphere
+    with torch.inference_mode():
+        features = on_torch.backbone(normalize(batch, card.mean, card.std))
+    expected = torch.nn.functional.normalize(features, dim=1).numpy()
+    assert ours.descriptors.shape == (12, 1280)
+    assert np.abs(ours.descriptors - expected).max() <= TOLERANCE
 
 
 def test_auto_is_onnxruntime_and_bad_names_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,6 +162,50 @@ def test_a_file_without_a_graph_still_loads_and_can_get_one(
     assert has_graph(old)
     again, _ = load_model(old)
     assert again.engine is not None
+
+
+def test_a_graph_from_an_earlier_release_is_replaced(
+    tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model file whose graph gives embeddings and probabilities only (before descriptors)
+    loads with the current graph exported in memory, and `add_graph` stores that graph."""
+    import hashlib
+    import io
+
+    from model.engine import GRN_OUTPUTS, Preprocessed, graph_outputs
+
+    class Earlier(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            embedding, probabilities, _ = self.inner(images)
+            return embedding, probabilities
+
+    net, card = load_model(tiny_model, engine="torch")
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            Earlier(Preprocessed(net, card.mean, card.std)).eval(),
+            (torch.zeros(2, 3, 64, 64, dtype=torch.uint8),), buffer, dynamo=False,
+            input_names=["images"], output_names=["embedding", "probabilities"],
+            dynamic_axes={n: {0: "batch"} for n in ("images", "embedding", "probabilities")},
+        )  # fmt: skip
+    graph = buffer.getvalue()
+    assert graph_outputs(graph) == ["embedding", "probabilities"]
+    tensors, metadata = _tensors(tiny_model)
+    metadata[GRAPH_DIGEST_KEY] = hashlib.sha256(graph).hexdigest()
+    blob = torch.frombuffer(bytearray(graph), dtype=torch.uint8)
+    old = tmp_path / "old.safetensors"
+    save_file({**tensors, GRAPH_KEY: blob}, str(old), metadata=metadata)
+    loaded, _ = load_model(old)
+    assert "from an earlier release" in caplog.text
+    out = predict(loaded, card, torch.zeros(2, 3, 64, 64, dtype=torch.uint8), torch.device("cpu"))
+    assert out.descriptors.shape == (2, card.num_features)
+    add_graph(old)
+    stored = _tensors(old)[0][GRAPH_KEY].numpy().tobytes()
+    assert graph_outputs(stored) == GRN_OUTPUTS
 
 
 def test_the_engine_is_skipped_on_cuda_and_with_torch(

@@ -71,13 +71,14 @@ def test_left_out_folders_are_unseen_content_scored_against_the_backbone(
     assert content["unseen"]["queries"] == unseen
     assert metrics["labels_match_model"] and "classifier_sample_f1" in metrics
     for group in content.values():
-        for who in ("model", "backbone"):
+        for who in ("model", "reranked", "backbone"):
             assert set(group[who]) == {"p_at_10", "map", "ndcg_at_10", "knn_sample_f1"}
             assert all(0.0 <= v <= 1.0 for v in group[who].values())
     # the two embeddings are scored separately: they do not rank the archive the same way
     assert content["seen"]["model"] != content["seen"]["backbone"]
     report = (tmp_path / "report.md").read_text()
     assert f"| unseen | {unseen} | backbone |" in report
+    assert f"| unseen | {unseen} | reranked |" in report  # as a search re-ranks it
     assert f"| seen | {len(test) - unseen} | model |" in report
 
 

@@ -10,34 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from head_model import random_heads_model
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from model.card import ModelCard, ModelFileError, build_network, load_model, read_card, save_model
+from model.card import ModelFileError, load_model, read_card
 from model.heads import BACKBONE_DIGEST_KEY, pack_heads, unpack_heads
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HEADS = REPO / "model/defaults/ucm-head.heads.safetensors"
 
 
-def _head_model(path: Path, mode: str = "head") -> ModelCard:
-    """EfficientNet-Lite0 with its installed ImageNet weights and seeded random heads."""
-    card = ModelCard(
-        backbone="efficientnet_lite0", weights="", input_size=64, mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5), num_features=1280, embedding_dim=16, hidden_dim=32,
-        label_names=["a", "b", "c"], thresholds=[0.5, 0.4, 0.6], loss="sndl_bce",
-        training={"mode": mode},
-    )  # fmt: skip
-    net = build_network(card, pretrained=True).eval()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for tensor in net.head.parameters():
-            tensor.copy_(torch.randn_like(tensor) * 0.1)
-    return save_model(path, net, card)
-
-
 def test_heads_rebuild_the_same_model(tmp_path: Path) -> None:
-    card = _head_model(tmp_path / "run/model.safetensors")
+    card = random_heads_model(tmp_path / "run/model.safetensors")
     packed = pack_heads(tmp_path / "run", tmp_path / "heads.safetensors")
     assert packed.version == card.version
     size = (tmp_path / "heads.safetensors").stat().st_size
@@ -59,7 +44,7 @@ def test_heads_rebuild_the_same_model(tmp_path: Path) -> None:
 
 
 def test_heads_for_other_backbone_weights_or_a_full_model_are_refused(tmp_path: Path) -> None:
-    _head_model(tmp_path / "run/model.safetensors")
+    random_heads_model(tmp_path / "run/model.safetensors")
     pack_heads(tmp_path / "run", tmp_path / "heads.safetensors")
     with safe_open(str(tmp_path / "heads.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
@@ -76,7 +61,7 @@ def test_heads_for_other_backbone_weights_or_a_full_model_are_refused(tmp_path: 
         unpack_heads(tmp_path / "altered.safetensors", tmp_path / "x/model.safetensors")
     assert not (tmp_path / "x/model.safetensors").exists()
     # a full-mode model changed its backbone: its heads alone are not the model
-    _head_model(tmp_path / "full/model.safetensors", mode="full")
+    random_heads_model(tmp_path / "full/model.safetensors", mode="full")
     with pytest.raises(ModelFileError, match="only a head-mode model"):
         pack_heads(tmp_path / "full", tmp_path / "full-heads.safetensors")
 

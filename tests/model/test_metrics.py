@@ -115,3 +115,28 @@ def test_a_label_moves_off_the_shared_threshold_only_for_a_clear_gain() -> None:
     assert classification_metrics(probabilities, truth, thresholds)["sample_f1"] == 1.0
     shared = tune_thresholds(probabilities, truth, min_gain=1.0)
     assert shared[0] == shared[1]
+
+
+def test_a_re_ranking_reorders_only_its_pool() -> None:
+    from model.metrics import knn_from_similarities, knn_label_scores
+    from model.rerank import blended_similarities, reranked
+
+    rng = np.random.default_rng(3)
+    grn, descriptors = rng.normal(size=(5, 40)), rng.normal(size=(5, 40))
+    plain = np.argsort(-grn, axis=1, kind="stable")
+    np.testing.assert_array_equal(reranked(grn, descriptors, pool=10, weight=1.0), plain)
+    by_descriptors = np.argsort(-descriptors, axis=1, kind="stable")
+    np.testing.assert_array_equal(reranked(grn, descriptors, 40, 0.0), by_descriptors)
+    order = reranked(grn, descriptors, pool=10, weight=0.3)
+    np.testing.assert_array_equal(order[:, 10:], plain[:, 10:])  # beyond the pool: GRN order
+    for row in range(5):
+        assert set(order[row, :10]) == set(plain[row, :10])
+        blend = 0.3 * grn[row] + 0.7 * descriptors[row]
+        assert np.all(np.diff(blend[order[row, :10]]) <= 0)
+    sims = blended_similarities(grn, descriptors, pool=10, weight=0.3)
+    assert np.isinf(sims).sum() == 5 * 30
+    # the k-NN vote over similarities is the embeddings' vote when they are the cosines
+    queries, archive = rng.normal(size=(4, 8)), rng.normal(size=(30, 8))
+    labels = rng.integers(0, 2, size=(30, 3))
+    voted = knn_from_similarities(queries @ archive.T, labels)
+    np.testing.assert_allclose(voted, knn_label_scores(queries, archive, labels))

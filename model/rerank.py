@@ -1,0 +1,99 @@
+"""Re-ranking a search's nearest scenes with the frozen backbone's descriptors.
+
+The GRN embedding learns one archive's labels. On content it never saw, the frozen ImageNet
+backbone it was trained from ranks as well or better (docs/results.md, "Good results on any
+archive"), and a full blend of the two would need the backbone's 1280-d features in the
+index. Re-ranking keeps the 128-d index: a search takes the index's `POOL` nearest scenes by
+the GRN embedding and orders them by
+
+    WEIGHT x GRN cosine + (1 - WEIGHT) x descriptor cosine
+
+where a scene's descriptor is its backbone's pooled features on the unit sphere, an output of
+the served graph (model/engine.py) kept beside each index version (float16). Measured on
+UCM with folders and labels held out (`bench/unseen.py`, three draws): at WEIGHT 0.3 the
+search is at or above the frozen backbone on P@10 and mAP in all six held-out sets (the GRN
+embedding alone: four), and keeps the GRN embedding's mAP within 0.003 on seen content; it
+costs seen content NDCG@10 (0.790 against 0.821). Hence `auto`: a query of content the
+model did not train on is re-ranked, one of the content it trained on is not. Each index
+version records which of its scenes are seen content (`model.evaluate.seen_content`: the
+folders the model trained on, in the archive it trained on with its labels); a search by a
+scene goes by that scene, a search by an image by its `NEAREST` nearest scenes.
+
+Only a model trained in head mode has descriptors worth keeping: its backbone is the frozen
+ImageNet one. A fine-tuned backbone's features were not measured this way and are not kept.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+POOL = 100
+"""The index's nearest scenes a search re-ranks (at least k)."""
+WEIGHT = 0.3
+"""The GRN cosine's share of the re-ranking score."""
+MODES = ("auto", "on", "off")
+SEEN_SHARE = 0.5
+"""`auto` re-ranks a query whose share of seen content is below this (`applies`)."""
+NEAREST = 10
+"""An image is unseen content when most of its this many nearest scenes are."""
+DTYPE = np.float16
+"""How descriptors are kept beside an index: 2.5 KB a scene for a 1280-d backbone."""
+
+
+def keeps_descriptors(card: Any) -> bool:
+    """Whether the model's descriptors are the frozen ImageNet backbone's (head mode)."""
+    return card.training.get("mode") == "head"
+
+
+def applies(mode: str, seen: np.ndarray | None) -> bool:
+    """Whether a search re-ranks (where the index keeps descriptors): `on` always, `off`
+    never, `auto` when the query is content the model did not train on. `seen`: whether the
+    query scene itself (searching by a scene), or else its `NEAREST` nearest scenes by the
+    GRN embedding (an image), are seen content; None where the index version did not record
+    it (then `auto` does not re-rank)."""
+    if mode not in MODES:
+        raise ValueError(f"re-ranking must be one of {MODES}, not {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    return seen is not None and len(seen) > 0 and float(np.mean(seen)) < SEEN_SHARE
+
+
+def blended(
+    grn_scores: np.ndarray, query: np.ndarray, descriptors: np.ndarray, weight: float = WEIGHT
+) -> np.ndarray:
+    """The re-ranking score of candidates: their GRN cosines (n,), the query's descriptor
+    (F,), the candidates' descriptors (n, F)."""
+    similarity = np.asarray(descriptors, dtype=np.float32) @ np.asarray(query, dtype=np.float32)
+    return weight * np.asarray(grn_scores, dtype=np.float32) + (1 - weight) * similarity
+
+
+def reranked(
+    grn: np.ndarray, descriptors: np.ndarray, pool: int = POOL, weight: float = WEIGHT
+) -> np.ndarray:
+    """Rankings (queries, archive), most similar first, of a search that re-ranks: `grn`
+    and `descriptors` are the (queries, archive) cosines of the two; each query's first
+    `pool` by `grn` re-ordered by the blended score, the rest left in GRN order. What
+    `grn evaluate` and `bench/unseen.py` score."""
+    order = np.argsort(-grn, axis=1, kind="stable")
+    head = order[:, :pool]
+    blend = weight * np.take_along_axis(grn, head, 1) + (1 - weight) * np.take_along_axis(
+        descriptors, head, 1
+    )
+    order[:, :pool] = np.take_along_axis(head, np.argsort(-blend, axis=1, kind="stable"), 1)
+    return order
+
+
+def blended_similarities(
+    grn: np.ndarray, descriptors: np.ndarray, pool: int = POOL, weight: float = WEIGHT
+) -> np.ndarray:
+    """(queries, archive) blended scores of each query's first `pool` by `grn`, -inf for the
+    rest: the similarities a k-NN vote over a re-ranking search (k <= pool) sees."""
+    head = np.argsort(-grn, axis=1, kind="stable")[:, :pool]
+    out = np.full(grn.shape, -np.inf)
+    blend = weight * np.take_along_axis(grn, head, 1) + (1 - weight) * np.take_along_axis(
+        descriptors, head, 1
+    )
+    np.put_along_axis(out, head, blend, 1)
+    return out

@@ -1,0 +1,232 @@
+"""Re-ranking with the backbone's descriptors (model/rerank.py): a head-mode model's index
+version keeps each scene's descriptor, the frozen ImageNet backbone's pooled features; a
+search of content the model did not train on takes the index's nearest and re-orders them by
+the blended score, through the real server as through `service.search`; `off` and a model
+with a fine-tuned backbone leave the GRN order alone."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from head_model import random_heads_model
+from servers import LiveServer, Served, prepared_database, server_env
+
+from index.job import ReindexSettings, reindex
+from index.store import IndexStore
+from index.stores.faiss import Searcher
+from model import rerank
+from model.archive import load_archive, scene_id
+from model.card import load_model
+from model.imageio import read_image
+from model.inference import normalize, predict, prepare_batch
+from service.catalog import Catalog
+from service.db import make_engine
+from service.search import Rerank, SearchQuery, search_scenes
+
+
+@pytest.fixture(scope="module")
+def head_served(
+    ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Served, str, Path]:
+    """A head-mode model (UCM's label names, trained on no folder of this archive), its
+    index over the 126-scene subset, and SQL holding those scenes."""
+    base = tmp_path_factory.mktemp("rerank")
+    names = load_archive(ucm_root, ucm_subset).label_names
+    random_heads_model(base / "run/model.safetensors", label_names=names)
+    reindex(
+        base / "run", ucm_root, base / "index", labels_csv=ucm_subset,
+        settings=ReindexSettings(factory="Flat"), device="cpu", progress=False,
+    )  # fmt: skip
+    url = f"sqlite:///{base / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    return Served(base / "run/model.safetensors", base / "index"), url, base
+
+
+def backbone_descriptors(model: Path, images: list[np.ndarray]) -> np.ndarray:
+    """The frozen backbone's pooled features, on the unit sphere, computed in torch."""
+    net, card = load_model(model, engine="torch")
+    batch = normalize(prepare_batch(images, card.input_size), card.mean, card.std)
+    with torch.inference_mode():
+        features = net.backbone(batch)
+    return torch.nn.functional.normalize(features, dim=1).numpy()
+
+
+def test_the_version_keeps_the_backbones_descriptors(
+    head_served: tuple[Served, str, Path], ucm_root: Path, ucm_subset: Path
+) -> None:
+    served, _, _ = head_served
+    loaded = IndexStore(served.index_root).load()
+    assert loaded.descriptors is not None
+    assert loaded.descriptors.dtype == rerank.DTYPE
+    assert loaded.manifest.stats["seen_share"] == 0.0  # the model trained on none of it
+    assert loaded.seen is not None and len(loaded.seen) == 0
+    archive = load_archive(ucm_root, ucm_subset)
+    scenes = archive.scenes[:6]
+    expected = backbone_descriptors(served.model, [read_image(s.path) for s in scenes])
+    got = Searcher(loaded).descriptors([scene_id(s.name) for s in scenes])
+    assert got is not None and got.shape == (6, 1280)
+    np.testing.assert_allclose(got, expected, atol=2e-3)  # float16 on disk
+
+
+def test_a_fine_tuned_backbone_keeps_no_descriptors(served: Served) -> None:
+    loaded = IndexStore(served.index_root).load()
+    assert loaded.descriptors is None
+    assert Searcher(loaded).descriptors([int(Searcher(loaded).ids[0])]) is None
+
+
+def test_an_incremental_reindex_keeps_the_parents_descriptors(
+    head_served: tuple[Served, str, Path], ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    served, _, _ = head_served
+    archive = load_archive(ucm_root, ucm_subset)
+    names = [s.name for s in archive.scenes]
+    common = dict(labels_csv=ucm_subset, settings=ReindexSettings(factory="Flat"), device="cpu",
+                  progress=False)  # fmt: skip
+    reindex(served.model, ucm_root, tmp_path, names=names[:40], **common)  # type: ignore[arg-type]
+    first = IndexStore(tmp_path).load()
+    reindex(served.model, ucm_root, tmp_path, incremental=True, **common)  # type: ignore[arg-type]
+    grown = IndexStore(tmp_path).load()
+    assert grown.manifest.parent == first.manifest.version
+    assert first.descriptors is not None and grown.descriptors is not None
+    assert len(grown.descriptors.ids) == len(names)
+    whole = Searcher(IndexStore(served.index_root).load())
+    ids = [scene_id(n) for n in names]
+    np.testing.assert_array_equal(Searcher(grown).descriptors(ids), whole.descriptors(ids))
+
+
+def expected_order(
+    index: Searcher, query: int, k: int, pool: int, weight: float
+) -> tuple[list[int], list[float]]:
+    """The re-ranked hits worked out by hand: the GRN cosines of every other scene, the
+    `pool` nearest blended with the descriptors' cosines."""
+    ids = index.ids[index.ids != query]
+    grn = index.vectors(ids) @ index.vectors([query])[0]
+    nearest = np.argsort(-grn, kind="stable")[:pool]
+    descriptors = index.descriptors(ids[nearest])
+    query_descriptor = index.descriptors([query])
+    assert descriptors is not None and query_descriptor is not None
+    blend = weight * grn[nearest] + (1 - weight) * descriptors @ query_descriptor[0]
+    order = np.argsort(-blend, kind="stable")[:k]
+    return [int(i) for i in ids[nearest][order]], [float(s) for s in blend[order]]
+
+
+def test_a_search_by_scene_is_re_ranked(head_served: tuple[Served, str, Path]) -> None:
+    from service.runtime import Runtime
+    from service.settings import Settings
+
+    served, url, base = head_served
+    settings = Settings(database_url=url, model_path=served.model, index_root=served.index_root,
+                        thumbnail_dir=base / "thumbnails", device="cpu")  # fmt: skip
+    runtime = Runtime(settings)
+    assert runtime.refresh(), runtime.problem
+    snapshot = runtime.current()
+    catalog = Catalog(make_engine(url))
+    index = Searcher(IndexStore(served.index_root).load())
+    query = int(index.ids[7])
+
+    def hits(mode: str, **query_fields: Any) -> tuple[list[int], list[float], bool]:
+        page = search_scenes(
+            snapshot, catalog, SearchQuery(**query_fields), scene_id=query,
+            rerank=Rerank(mode, weight=0.3, pool=40),
+        )  # fmt: skip
+        return [h.scene.id for h in page.hits], [h.score for h in page.hits], page.reranked
+
+    ids, scores, reranked = hits("auto", k=10)  # unseen content: auto re-ranks
+    want_ids, want_scores = expected_order(index, query, 10, 40, 0.3)
+    assert reranked and ids == want_ids
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    plain, _, reranked = hits("off", k=10)
+    assert not reranked and plain != ids
+    assert plain == expected_order(index, query, 10, 40, 1.0)[0]  # the GRN order
+    # paging and min_score work on the blended scores
+    assert hits("on", k=10, offset=5, limit=5)[0] == want_ids[5:]
+    cut = want_scores[3]
+    above = [i for i, s in zip(ids, scores, strict=True) if s >= cut]
+    assert hits("on", k=10, min_score=cut)[0] == above
+    runtime.store.close()
+
+
+def test_an_upload_is_re_ranked_through_the_server(
+    head_served: tuple[Served, str, Path], ucm_root: Path, ucm_subset: Path
+) -> None:
+    """What a user sees: POST /search with an image answers `reranked` and the hits in the
+    order of the blended score, worked out here from the image's own descriptor."""
+    served, url, base = head_served
+    archive = load_archive(ucm_root, ucm_subset)
+    path = archive.scenes[3].path
+    net, card = load_model(served.model)
+    out = predict(net, card, [read_image(path)], torch.device("cpu"))
+    index = Searcher(IndexStore(served.index_root).load())
+    grn = index.vectors(index.ids) @ out.embeddings[0]
+    nearest = np.argsort(-grn, kind="stable")[: rerank.POOL]
+    described = index.descriptors(index.ids[nearest])
+    assert described is not None
+    blend = rerank.blended(grn[nearest], out.descriptors[0], described)
+    want = [str(i) for i in index.ids[nearest][np.argsort(-blend, kind="stable")][:10]]
+    env = server_env(served, url, base)
+    with LiveServer(env, base / "server.log") as server:
+        body = upload(server, path)
+        assert body["reranked"] is True
+        assert [hit["id"] for hit in body["hits"]] == want
+        assert abs(body["hits"][0]["score"] - float(np.sort(blend)[-1])) < 1e-4
+    with LiveServer({**env, "GRN_BACKBONE_RERANK": "off"}, base / "off.log") as server:
+        body = upload(server, path)
+        assert body["reranked"] is False
+        order = [str(i) for i in index.ids[np.argsort(-grn, kind="stable")][:10]]
+        assert [hit["id"] for hit in body["hits"]] == order
+
+
+def upload(server: LiveServer, path: Path) -> dict[str, Any]:
+    response = httpx.post(
+        f"{server.url}/search", files={"file": (path.name, io.BytesIO(path.read_bytes()))},
+        data={"k": "10"}, timeout=60,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def test_auto_re_ranks_unseen_content_only() -> None:
+    yes, no = np.ones(10, bool), np.zeros(10, bool)
+    assert rerank.applies("auto", no) and rerank.applies("auto", np.arange(10) < 4)
+    assert not rerank.applies("auto", np.arange(10) < 5) and not rerank.applies("auto", yes)
+    assert not rerank.applies("auto", None)  # a version from before seen scenes were recorded
+    assert rerank.applies("on", yes) and not rerank.applies("off", no)
+    with pytest.raises(ValueError, match="re-ranking must be one of"):
+        rerank.applies("sometimes", no)
+
+
+def test_seen_content_is_not_re_ranked_by_default(head_served: tuple[Served, str, Path]) -> None:
+    """The same index with every scene recorded as content the model trained on: `auto`
+    leaves a search by a scene, and by a vector whose nearest scenes are seen, in GRN
+    order; `on` still re-ranks them."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from model.card import read_card
+
+    served, url, _ = head_served
+    loaded = IndexStore(served.index_root).load()
+    everything = Searcher(dataclasses.replace(loaded, seen=np.load(loaded.path.parent / "ids.npy")))
+    snapshot: Any = SimpleNamespace(
+        card=read_card(served.model),
+        searcher=everything,
+        model_version=loaded.manifest.model_version,
+        index_version=loaded.manifest.version,
+    )
+    catalog = Catalog(make_engine(url))
+    query = int(everything.ids[7])
+    descriptor = everything.descriptors([query])
+    assert descriptor is not None
+    for mode, expected in (("auto", False), ("on", True)):
+        for by in (
+            {"scene_id": query},
+            {"vector": everything.vectors([query])[0], "descriptor": descriptor[0]},
+        ):
+            page = search_scenes(snapshot, catalog, SearchQuery(k=10), rerank=Rerank(mode), **by)
+            assert page.reranked is expected, (mode, by.keys())
