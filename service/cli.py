@@ -732,6 +732,7 @@ def serve(
     import uvicorn
 
     from service.settings import get_settings
+    from service.workers import check_free, reuse_port_supported, supervise
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
@@ -740,16 +741,22 @@ def serve(
         # each worker runs its own network: split the cores, not N teams on every core
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))
+    options: dict[str, Any] = {
+        "log_level": "info",
+        "access_log": False,  # the app logs one line per request, with its request id
+        "timeout_keep_alive": int(settings.keep_alive_seconds),
+    }
+    if workers > 1 and reuse_port_supported():
+        # a socket per worker, connections spread by the kernel (service/workers.py)
+        try:
+            check_free(host, port)
+        except OSError as exc:
+            _fail(OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+        typer.echo(f"serving on http://{host}:{port} (API docs at http://{host}:{port}/docs)")
+        raise typer.Exit(supervise(host, port, workers, options))
     typer.echo(f"serving on http://{host}:{port} (API docs at http://{host}:{port}/docs)")
     uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        access_log=False,  # the app logs one line per request, with its request id
-        timeout_keep_alive=int(settings.keep_alive_seconds),
+        "service.app:create_app", factory=True, host=host, port=port, workers=workers, **options
     )
 
 

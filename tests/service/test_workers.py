@@ -1,0 +1,92 @@
+"""`grn serve --workers 2` as an operator runs it (service/workers.py): each process listens on
+the port with its own socket, the kernel spreads connections over both, a second service on
+the same port is refused, a worker that dies is replaced, and SIGTERM stops every process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from servers import REPO, LiveServer, Served, prepared_database, server_env
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def tcp_sockets(port: int) -> dict[str, str]:
+    """inode -> state ('0A' listening, '01' established) of the sockets on local `port`."""
+    found = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            found[fields[9]] = fields[3]
+    return found
+
+
+def per_worker(server: LiveServer, state: str) -> dict[int, int]:
+    """Sockets of `state` on the server's port held by each of its workers."""
+    sockets = tcp_sockets(server.port)
+    workers = [p for p in children(server.process.pid) if socket_inodes(p) & set(sockets)]
+    return {p: sum(sockets[i] == state for i in socket_inodes(p) & set(sockets)) for p in workers}
+
+
+def test_two_workers_share_the_port_and_the_connections(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    env = server_env(served, url, tmp_path, GRN_WORKERS="2")
+    with LiveServer(env, tmp_path / "server.log") as server:
+        listening = per_worker(server, "0A")
+        assert len(listening) == 2 and set(listening.values()) == {1}, listening
+        clients = [httpx.Client(base_url=server.url, timeout=30) for _ in range(32)]
+        try:
+            for client in clients:  # 32 keep-alive connections, each answered
+                assert client.get("/healthz").status_code == 200
+            spread = per_worker(server, "01")
+        finally:
+            for client in clients:
+                client.close()
+        assert sum(spread.values()) == 32 and min(spread.values()) >= 4, spread
+
+        second = subprocess.run(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(server.port),
+             "--workers", "2"],
+            cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 2
+        assert "Address already in use" in second.stderr
+
+        victim = next(iter(listening))
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = per_worker(server, "0A")
+            if len(now) == 2 and victim not in now:
+                break
+            time.sleep(0.5)
+        assert len(now) == 2 and victim not in now, now
+        assert httpx.get(f"{server.url}/readyz", timeout=30).status_code == 200
+        everyone = children(server.process.pid)
+    assert server.process.returncode == 0  # stopped by SIGTERM, cleanly
+    time.sleep(1)
+    assert not [p for p in everyone if Path(f"/proc/{p}").exists()], "orphaned processes"
