@@ -219,6 +219,17 @@ class VectorFile:
         return whole if dtype is None else whole.astype(dtype)
 
 
+def widened(rows: np.ndarray) -> np.ndarray:
+    """float16 rows as float32. numpy converts value by value, and descriptors' many tiny
+    (subnormal) values take its slow path: 0.55 ms for 100 x 1280 against 0.01 ms in
+    torch's vectorised conversion."""
+    if rows.dtype != np.float16:
+        return np.asarray(rows, dtype=np.float32)
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(rows)).float().numpy()
+
+
 @dataclass(frozen=True)
 class FullVectors:
     """Rows kept per scene id, sorted by id (a `VectorFile` when loaded from an index

@@ -136,10 +136,14 @@ def search_scenes(
     query_seen = None
     if scene_id is not None:
         vector = index.vectors([scene_id])[0]
-        if reranking:
-            found = index.descriptors([scene_id])
-            descriptor = None if found is None else found[0]
+        if reranking and rerank is not None:  # the scene decides; descriptor read if needed
             query_seen = index.seen([scene_id])
+            found = (
+                index.descriptors([scene_id])
+                if descriptor_rerank.applies(rerank.mode, query_seen)
+                else None
+            )
+            descriptor = None if found is None else found[0]
         if not query.include_query:
             where = where.excluding(scene_id)
     if query.more_like or query.less_like:

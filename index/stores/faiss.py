@@ -33,7 +33,7 @@ from index.results import (
 )
 from index.store import IDS_FILE, IndexStore, LoadedIndex
 from index.stores.base import ReindexAction, ReindexOptions, StoreVersion, UnknownSceneError
-from index.vectors import SearchSettings, configure, find_ivf, make_index, search
+from index.vectors import SearchSettings, configure, find_ivf, make_index, search, widened
 
 if TYPE_CHECKING:
     from model.archive import Archive
@@ -143,7 +143,7 @@ class Searcher:
         if kept is None:
             return None
         ids = self._check_held(ids)
-        return np.asarray(kept.vectors[kept.rows(ids)], dtype=np.float32)
+        return widened(np.asarray(kept.vectors[kept.rows(ids)]))
 
     def seen(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
         if self.loaded.seen is None:

@@ -217,3 +217,17 @@ def test_the_fitted_generator_is_harder_for_ivf_than_the_old_mixture() -> None:
 
     old = clustered_unit_vectors(4200, 128, centres=42, spread=0.039, seed=3)
     assert recall_at_nprobe_1(a) < recall_at_nprobe_1(old) - 0.02  # 0.93 against 0.96
+
+
+def test_float16_rows_widen_exactly() -> None:
+    """Descriptors are kept as float16, many of their values subnormal; widening them (in
+    torch, much faster than numpy there) gives numpy's values exactly."""
+    from index.vectors import widened
+
+    rng = np.random.default_rng(0)
+    rows = (rng.normal(size=(100, 1280)) * 1e-3).astype(np.float16)
+    rows[0, :5] = [6e-8, -6e-8, 0.0, 65504.0, np.inf]  # subnormal, zero, largest, inf
+    out = widened(rows)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, rows.astype(np.float32))
+    assert widened(np.ones((2, 3), np.float32)).dtype == np.float32
