@@ -158,9 +158,10 @@ def same_labels(card: ModelCard, archive: Archive) -> bool:
 def seen_content(card: ModelCard, archive: Archive, positions: Sequence[int]) -> np.ndarray:
     """Which scenes show content the model was trained on: True for scenes of the folders
     it trained on, when the archive is the one it trained on (the same folder, or the same
-    training scenes) with the same labels; False for everything else."""
+    training scenes) with the same labels, in any order (the catalog lists them sorted);
+    False for everything else."""
     training = card.training
-    if not same_labels(card, archive):
+    if set(card.label_names) != set(archive.label_names):  # columns may come in another order
         return np.zeros(len(positions), dtype=bool)
     source = training.get("archive")
     same = source is not None and Path(source).resolve() == archive.root.resolve()

@@ -113,3 +113,28 @@ def test_unlabelled_scenes_are_left_out_and_counted(
     assert "backbone" not in metrics["content"]["seen"]
     assert "not asked for" in metrics["backbone_unavailable"]
     assert np.isfinite(metrics["map"])
+
+
+def test_seen_content_does_not_depend_on_the_order_of_the_label_columns(
+    held_out_model: tuple[Path, Path], ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """The catalog lists an archive's labels sorted; an index built from it must still know
+    the folders the model trained on (re-ranking decides by it, model/rerank.py)."""
+    from model.card import read_card
+    from model.evaluate import seen_content
+
+    card = read_card(held_out_model[0])
+    with ucm_subset.open(newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    order = [0, 1, 2, *reversed(range(3, len(header)))]
+    shuffled = tmp_path / "reversed.csv"
+    with shuffled.open("w", newline="") as handle:
+        csv.writer(handle).writerows([[row[i] for i in order] for row in [header, *rows]])
+    plain, reordered = load_archive(ucm_root, ucm_subset), load_archive(ucm_root, shuffled)
+    assert plain.label_names != reordered.label_names
+    positions = list(range(len(plain)))
+    seen = seen_content(card, plain, positions)
+    assert seen.any() and not seen.all()  # the held-out folders are unseen
+    np.testing.assert_array_equal(seen_content(card, reordered, positions), seen)
+    expected = [plain.scenes[i].folder not in HELD_OUT for i in positions]
+    np.testing.assert_array_equal(seen, expected)
