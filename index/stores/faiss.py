@@ -228,11 +228,14 @@ class FaissVersions:
         if version is None:
             return None
         manifest = self.versions.manifest(version)  # IndexNotReadyError when damaged
+        share = manifest.stats.get("seen_share")
+        content = "" if share is None else f", {share:.0%} seen content"
+        descriptors = "; descriptors kept" if manifest.descriptors_checksum else ""
         return StoreVersion(
             version,
             manifest.model_version,
             f"{version} ({manifest.factory}, {manifest.count} scenes, "
-            f"model {manifest.model_version})",
+            f"model {manifest.model_version}{content}{descriptors})",
         )
 
     def describe_empty(self) -> str:

@@ -19,7 +19,7 @@ from servers import LiveServer, Served, prepared_database, server_env
 
 from index.job import ReindexSettings, reindex
 from index.store import IndexStore
-from index.stores.faiss import Searcher
+from index.stores.faiss import FaissVersions, Searcher
 from model import rerank
 from model.archive import load_archive, scene_id
 from model.card import load_model
@@ -66,6 +66,8 @@ def test_the_version_keeps_the_backbones_descriptors(
     assert loaded.descriptors.dtype == rerank.DTYPE
     assert loaded.manifest.stats["seen_share"] == 0.0  # the model trained on none of it
     assert loaded.seen is not None and len(loaded.seen) == 0
+    current = FaissVersions(served.index_root).current()  # what `grn status` prints
+    assert current is not None and "0% seen content; descriptors kept" in current.description
     archive = load_archive(ucm_root, ucm_subset)
     scenes = archive.scenes[:6]
     expected = backbone_descriptors(served.model, [read_image(s.path) for s in scenes])
