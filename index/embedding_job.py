@@ -25,12 +25,11 @@ import torch
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile
-from model.backbones import backbone_spec
 from model.card import ModelCard
 from model.evaluate import embed_scenes
 from model.faults import kill_point
 from model.network import GRNNet
-from model.rerank import DTYPE as DESCRIPTOR_DTYPE
+from model.rerank import no_descriptors
 
 DEFAULT_SHARD_SIZE = 1024
 
@@ -194,9 +193,5 @@ def run_embedding_job(
         computed=computed,
         seconds=seconds,
         broken=broken,
-        descriptors=(np.concatenate([_no_descriptors(card), *desc_parts]) if descriptors else None),
+        descriptors=(np.concatenate([no_descriptors(card), *desc_parts]) if descriptors else None),
     )
-
-
-def _no_descriptors(card: ModelCard) -> np.ndarray:
-    return np.zeros((0, backbone_spec(card.backbone).num_features), DESCRIPTOR_DTYPE)

@@ -38,7 +38,6 @@ from index.vectors import (
     stored_ids,
 )
 from model.archive import Archive, as_archive, scene_id
-from model.backbones import backbone_spec
 from model.card import load_model
 from model.evaluate import seen_content
 from model.inference import configure_cpu_threads, resolve_device
@@ -152,7 +151,7 @@ def reindex(
     parent_probabilities: FullVectors | None = None
     parent_descriptors: FullVectors | None = None
     seen_flags = seen_content(card, archive, positions)
-    seen_ids = ids[seen_flags]
+    seen_ids = ids[seen_flags]  # of the archive's scenes: the version keeps those it holds
     if incremental:
         loaded = store.load(expected_model=card.version)
         index, parent, parent_full = loaded.index, loaded.manifest, loaded.full_vectors
@@ -196,15 +195,12 @@ def reindex(
             parent_probabilities, gone if parent else None, embedded.ids, embedded.probabilities
         )
     descriptors = None
-    if keeps_descriptors(card) and (parent is None or parent_descriptors is not None):
-        new_descriptors = embedded.descriptors
-        if new_descriptors is None and not len(embedded.ids):
-            new_descriptors = np.zeros((0, backbone_spec(card.backbone).num_features))
-        if new_descriptors is not None:  # else embedded on Ray into shards that lack them
-            descriptors = _updated_rows(
-                parent_descriptors, gone if parent else None, embedded.ids, new_descriptors,
-                dtype=DESCRIPTOR_DTYPE,
-            )  # fmt: skip
+    # None: a model that keeps none, or Ray shards written before descriptors were
+    if embedded.descriptors is not None and (parent is None or parent_descriptors is not None):
+        descriptors = _updated_rows(
+            parent_descriptors, gone if parent else None, embedded.ids, embedded.descriptors,
+            dtype=DESCRIPTOR_DTYPE,
+        )  # fmt: skip
     recall = _recall_of(index, full, parent, embedded, search_settings, settings)
     stats = {
         "recall_at_10": recall,
@@ -227,7 +223,7 @@ def reindex(
         full_vectors=full,
         probabilities=probabilities,
         descriptors=descriptors,
-        seen=seen_ids[np.isin(seen_ids, stored_ids(index))],
+        seen=seen_ids,
     )
     store.activate(manifest.version)
     pruned = store.prune(settings.keep)

@@ -25,6 +25,7 @@ from model.card import ModelCard, load_model, read_card
 from model.imageio import read_image
 from model.inference import predict
 from model.rerank import DTYPE as DESCRIPTOR_DTYPE
+from model.rerank import no_descriptors
 
 
 @dataclass
@@ -157,9 +158,10 @@ def ray_embedding_job(
         model_path, items, folder, workers=workers, batch_size=batch_size, device=device
     )
     wanted = np.asarray(ids, dtype=np.int64)
-    described: np.ndarray | None = None
+    described: np.ndarray | None = no_descriptors(card) if descriptors else None
     if len(wanted):
-        found, embeddings, probabilities = read_embeddings(folder)
+        tables = _tables(folder)
+        found, embeddings, probabilities = _embeddings_of(tables)
         rows = np.clip(np.searchsorted(found, wanted), 0, len(found) - 1)
         missing = wanted[found[rows] != wanted]
         if len(missing):
@@ -169,7 +171,7 @@ def ray_embedding_job(
             )
         embeddings, probabilities = embeddings[rows], probabilities[rows]
         if descriptors:
-            found_descriptors = read_descriptors(folder)
+            found_descriptors = _descriptors_of(tables)
             described = None if found_descriptors is None else found_descriptors[rows]
     else:
         embeddings = np.zeros((0, card.embedding_dim), dtype=np.float32)
@@ -186,11 +188,18 @@ def ray_embedding_job(
     )
 
 
-def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, embeddings, probabilities) from a folder of shards, sorted by id."""
+def _tables(out: str | Path) -> list[Any]:
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(path) for path in sorted(Path(out).glob("*.parquet"))]
+    return [pq.read_table(path) for path in sorted(Path(out).glob("*.parquet"))]
+
+
+def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, embeddings, probabilities) from a folder of shards, sorted by id."""
+    return _embeddings_of(_tables(out))
+
+
+def _embeddings_of(tables: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ids = np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)
     embeddings = np.concatenate(
         [np.stack(t.column("embedding").to_pylist()) for t in tables]
@@ -202,12 +211,9 @@ def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return ids[order], embeddings[order], probabilities[order]
 
 
-def read_descriptors(out: str | Path) -> np.ndarray | None:
-    """The backbone descriptors of a folder of shards, sorted by id like `read_embeddings`;
-    None when a shard lacks them (written before they were)."""
-    import pyarrow.parquet as pq
-
-    tables = [pq.read_table(path) for path in sorted(Path(out).glob("*.parquet"))]
+def _descriptors_of(tables: list[Any]) -> np.ndarray | None:
+    """The shards' backbone descriptors, sorted by id like `read_embeddings`; None when a
+    shard lacks them (written before they were)."""
     if any("descriptors" not in t.column_names for t in tables):
         return None
     ids = np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)

@@ -36,6 +36,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.results import in_sorted
 from index.stores.base import IndexModelMismatchError, IndexNotReadyError
 from index.vectors import FullVectors, VectorFile, stored_ids
 from model.faults import kill_point
@@ -121,13 +122,19 @@ def _save_rows(path: Path, rows: FullVectors | None, ids: np.ndarray, what: str)
     return _sha256(path)
 
 
+def _checked(folder: Path, name: str, checksum: str) -> Path:
+    """A file beside an index, checked against the manifest's checksum."""
+    path = folder / name
+    if not path.is_file() or _sha256(path) != checksum:
+        raise IndexNotReadyError(f"index version {folder.name}: {name} is damaged")
+    return path
+
+
 def _load_rows(folder: Path, name: str, checksum: str | None) -> FullVectors | None:
     """Rows kept per scene beside an index (read on demand), checked against the manifest."""
     if checksum is None:
         return None
-    path = folder / name
-    if not path.is_file() or _sha256(path) != checksum:
-        raise IndexNotReadyError(f"index version {folder.name}: {name} is damaged")
+    path = _checked(folder, name, checksum)
     return FullVectors(np.load(folder / IDS_FILE), VectorFile(path))
 
 
@@ -198,7 +205,8 @@ class IndexStore:
     ) -> Manifest:
         """Write an index as a new version (not yet in service; see `activate`), with the
         full vectors beside it when given (sorted by id, for re-ranking) and the scenes'
-        label probabilities, backbone descriptors and seen scenes' ids when given."""
+        label probabilities, backbone descriptors and seen scenes' ids when given (`seen`
+        may name scenes the index does not hold: they are left out)."""
         # names sort in creation order: UTC time to the nanosecond, then a random tag
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
@@ -225,9 +233,10 @@ class IndexStore:
             folder / DESCRIPTORS_FILE, descriptors, ids, "descriptors"
         )
         seen_checksum = None
-        if seen is not None:
+        if seen is not None:  # those of the given scenes the index holds
+            seen = np.asarray(seen, dtype=np.int64)
             with (folder / SEEN_FILE).open("wb") as handle:
-                np.save(handle, np.sort(np.asarray(seen, dtype=np.int64)))
+                np.save(handle, np.sort(seen[in_sorted(ids, seen)]))
             seen_checksum = _sha256(folder / SEEN_FILE)
         manifest = Manifest(
             version=version,
@@ -286,10 +295,7 @@ class IndexStore:
         descriptors = _load_rows(folder, DESCRIPTORS_FILE, manifest.descriptors_checksum)
         seen = None
         if manifest.seen_checksum is not None:
-            seen_path = folder / SEEN_FILE
-            if not seen_path.is_file() or _sha256(seen_path) != manifest.seen_checksum:
-                raise IndexNotReadyError(f"index version {version}: {SEEN_FILE} is damaged")
-            seen = np.load(seen_path)
+            seen = np.load(_checked(folder, SEEN_FILE, manifest.seen_checksum))
         return LoadedIndex(
             _read_index(path, mapped), manifest, path, full_vectors, probabilities, descriptors,
             seen,

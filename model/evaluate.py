@@ -121,14 +121,7 @@ def embed_scenes(
         seconds,
         engine=describe(net) if device.type == "cpu" else "torch",
         descriptors=(
-            np.concatenate(
-                [
-                    np.zeros((0, backbone_spec(card.backbone).num_features), DESCRIPTOR_DTYPE),
-                    *described,
-                ]
-            )
-            if descriptors
-            else None
+            np.concatenate([rerank.no_descriptors(card), *described]) if descriptors else None
         ),
     )
 

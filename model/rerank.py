@@ -42,6 +42,13 @@ DTYPE = np.float16
 """How descriptors are kept beside an index: 2.5 KB a scene for a 1280-d backbone."""
 
 
+def no_descriptors(card: Any) -> np.ndarray:
+    """No scenes' descriptors: a (0, F) array of the model's backbone width."""
+    from model.backbones import backbone_spec
+
+    return np.zeros((0, backbone_spec(card.backbone).num_features), DTYPE)
+
+
 def keeps_descriptors(card: Any) -> bool:
     """Whether the model's descriptors are the frozen ImageNet backbone's (head mode)."""
     return card.training.get("mode") == "head"

@@ -291,13 +291,10 @@ def rank(
     k: int,
     where: SceneFilter,
     min_score: float | None = None,
-    descriptor: np.ndarray | None = None,
-    rerank: Rerank | None = None,
 ) -> list[RankedScene]:
     """The top k scenes for a query vector, filters applied, the catalog's metadata joined
-    (filter and metadata from one table: one generation check per search); with `rerank`,
-    the index's `rerank.pool` nearest re-ranked with the query's `descriptor`."""
-    return ranked_search(index, table, vector, k, where, min_score, descriptor, rerank)[0]
+    (filter and metadata from one table: one generation check per search)."""
+    return ranked_search(index, table, vector, k, where, min_score)[0]
 
 
 def ranked_search(
@@ -311,7 +308,8 @@ def ranked_search(
     rerank: Rerank | None = None,
     query_seen: np.ndarray | None = None,
 ) -> tuple[list[RankedScene], bool]:
-    """`rank`, and whether the hits were re-ranked: as `rerank.mode` says of the query
+    """`rank`, with `rerank` the index's `rerank.pool` nearest re-ranked with the query's
+    `descriptor`, and whether the hits were re-ranked: as `rerank.mode` says of the query
     (`model.rerank.applies`; `query_seen`: whether the query scene is seen content, else
     its nearest scenes tell), and not when a candidate has no descriptor (a scene added
     since the version was built)."""
