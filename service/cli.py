@@ -1306,6 +1306,12 @@ def _print_hits(body: dict[str, Any], output: str) -> None:
         if understood["not_understood"]:
             read.append(f"not understood: {', '.join(understood['not_understood'])}")
         typer.echo("; ".join(read), err=True)
+    if body.get("reranked") and output != "json":
+        typer.echo(
+            "re-ranked by the backbone's descriptors: the query looks like content the model "
+            "did not train on",
+            err=True,
+        )
     if output == "json":
         typer.echo(json.dumps(body, indent=2))
         return

@@ -7,6 +7,9 @@ with a fine-tuned backbone leave the GRN order alone."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +185,26 @@ def test_an_upload_is_re_ranked_through_the_server(
         assert body["reranked"] is False
         order = [str(i) for i in index.ids[np.argsort(-grn, kind="stable")][:10]]
         assert [hit["id"] for hit in body["hits"]] == order
+
+
+def test_the_cli_says_when_it_re_ranked(head_served: tuple[Served, str, Path]) -> None:
+    """`grn search --scene` as typed: the table says on stderr that the hits were re-ranked
+    (this archive is unseen content for the random heads), and says nothing when re-ranking
+    is off; stdout keeps only the hits."""
+    served, url, base = head_served
+    query = str(int(Searcher(IndexStore(served.index_root).load()).ids[7]))
+    env = {**os.environ, **server_env(served, url, base)}
+    said = []
+    for mode in ("auto", "off"):
+        done = subprocess.run(
+            [sys.executable, "-m", "service.cli", "search", "--scene", query, "--k", "5"],
+            cwd=Path(__file__).parents[2], env={**env, "GRN_BACKBONE_RERANK": mode},
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == 5 and "re-ranked" not in done.stdout
+        said.append("re-ranked by the backbone's descriptors" in done.stderr)
+    assert said == [True, False]
 
 
 def upload(server: LiveServer, path: Path) -> dict[str, Any]:
