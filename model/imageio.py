@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -110,6 +111,58 @@ def _read_tiff(data: bytes, options: ReadOptions, source: str) -> np.ndarray:
     return to_rgb(array, options, source, has_alpha=rgb_with_alpha)
 
 
+def _has_exif(data: bytes) -> bool:
+    """Whether a JPEG carries an EXIF segment (which may rotate it), read from the marker
+    segments before its image data. Unreadable markers count as EXIF: the caller then takes
+    the general path, which says what is wrong."""
+    at = 2
+    while at + 4 <= len(data):
+        if data[at] != 0xFF:
+            return True
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan, end of image: no more metadata
+            return False
+        length = int.from_bytes(data[at + 2 : at + 4], "big")
+        if marker == 0xE1 and data[at + 4 : at + 10] == b"Exif\x00\x00":
+            return True
+        at += 2 + length
+    return True
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG from its header, or None when it is not one libjpeg-turbo
+    can read (the general path then decides)."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    return int(width), int(height)
+
+
+def decode_plain_jpeg(data: bytes) -> np.ndarray | None:
+    """The fast path for the common case, a colour JPEG without EXIF: libjpeg-turbo straight
+    into an RGB array (the same library and settings as Pillow's wheels, so the same pixels;
+    a third of the time). None for everything else: greyscale, CMYK, EXIF (orientation),
+    damaged or truncated data (strict decoding raises on any warning), left to Pillow."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    try:
+        height, width, colourspace, _ = simplejpeg.decode_jpeg_header(data)
+        limit = Image.MAX_IMAGE_PIXELS  # Pillow's guard against decompression bombs
+        if limit is not None and height * width > limit:
+            return None
+        if colourspace not in ("YCbCr", "RGB") or _has_exif(data):
+            return None
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError:
+        return None
+
+
 def decode_image(
     data: bytes, source: str = "image", options: ReadOptions | None = None
 ) -> np.ndarray:
@@ -119,6 +172,15 @@ def decode_image(
         raise InvalidImageError(f"{source}: the file is empty")
     if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return _read_tiff(data, options, source)
+    if options.bands == (0, 1, 2):
+        fast = decode_plain_jpeg(data)
+        if fast is not None:
+            return fast
+    return decode_with_pillow(data, source, options)
+
+
+def decode_with_pillow(data: bytes, source: str, options: ReadOptions) -> np.ndarray:
+    """Every format Pillow reads, EXIF orientation applied (the general path)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()

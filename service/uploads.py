@@ -14,7 +14,7 @@ from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model.imageio import InvalidImageError, decode_image
+from model.imageio import InvalidImageError, decode_image, jpeg_size
 from service.errors import BadRequestError, error_body
 from service.settings import Settings
 
@@ -141,6 +141,9 @@ def declared_pixels(data: bytes) -> int | None:
                 return int(page.imagewidth) * int(page.imagelength)  # type: ignore[union-attr]
         except Exception:  # tifffile raises many types for broken files
             return None
+    size = jpeg_size(data)
+    if size is not None:
+        return size[0] * size[1]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

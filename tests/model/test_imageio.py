@@ -12,6 +12,7 @@ from model.imageio import (
     InvalidImageError,
     ReadOptions,
     decode_image,
+    decode_plain_jpeg,
     percentile_stretch,
     read_image,
 )
@@ -157,3 +158,48 @@ def test_ucm_tiff_samples_match_their_jpegs(ucm_root: Path) -> None:
         jpeg = read_image(ucm_root / "images" / scene / f"{tif.stem}.jpg")
         assert original.shape == jpeg.shape and original.dtype == np.uint8
         assert np.abs(original.astype(int) - jpeg).mean() < 4, tif.name
+
+
+def _jpeg(image: Image.Image, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+def test_the_jpeg_fast_path_gives_pillows_pixels(ucm_root: Path) -> None:
+    """Colour JPEGs without EXIF skip Pillow (`decode_plain_jpeg`); what comes out is the array
+    Pillow gives, pixel for pixel, for real scenes and for 4:2:0 and progressive files."""
+    paths = sorted((ucm_root / "images").glob("*/*00.jpg"))
+    assert len(paths) >= 10
+    rng = np.random.default_rng(3)
+    made = Image.fromarray(rng.integers(0, 255, (37, 53, 3), dtype=np.uint8))
+    payloads = [p.read_bytes() for p in paths]
+    payloads += [_jpeg(made, quality=80), _jpeg(made, quality=90, progressive=True)]
+    for data in payloads:
+        assert decode_plain_jpeg(data) is not None
+        want = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        np.testing.assert_array_equal(decode_image(data), want)
+
+
+def test_jpegs_the_fast_path_leaves_to_pillow(ucm_root: Path) -> None:
+    """Greyscale, CMYK, EXIF, truncated, and over Pillow's pixel guard: Pillow decides."""
+    rng = np.random.default_rng(4)
+    colour = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    grey = _jpeg(Image.fromarray(colour[..., 0]), quality=95)
+    cmyk = _jpeg(Image.fromarray(colour).convert("CMYK"), quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 1
+    tagged = _jpeg(Image.fromarray(colour), exif=exif)
+    for data in (grey, cmyk, tagged):
+        assert decode_plain_jpeg(data) is None
+        assert decode_image(data).shape == (16, 16, 3)
+    scene = (ucm_root / "images" / "beach" / "beach00.jpg").read_bytes()
+    assert decode_plain_jpeg(scene[: len(scene) // 2]) is None
+    with pytest.raises(InvalidImageError, match="truncated"):
+        decode_image(scene[: len(scene) // 2])
+    guard = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 100
+        assert decode_plain_jpeg(scene) is None
+    finally:
+        Image.MAX_IMAGE_PIXELS = guard
