@@ -21,10 +21,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from model.card import load_model, read_card
 from model.evaluate import Embedded, evaluation_metrics
@@ -98,6 +100,43 @@ def report(trainer: Trainer, runs: list[str], kept: list[int], test: np.ndarray)
                 f"cls F1 {m['classifier_sample_f1']:.4f}"
             )
     return "\n".join(lines)
+
+
+def one_view_report(
+    trainer: Trainer,
+    run: str,
+    module: torch.nn.Module,
+    prepare: Callable[[torch.Tensor], torch.Tensor] = lambda features: features,
+) -> str:
+    """For sweeps whose trained module stands in for the heads (bench/pooling_sweep.py,
+    bench/tail_tune.py): loads the run's best weights of `module` (saved as the network's
+    `head`) and scores the test split with one view, as `grn evaluate` scores a served
+    model. `prepare` maps the cached test features as the run mapped its training ones."""
+    state = load_file(f"runs/{run}/model.safetensors")
+    module.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+    module.eval()
+    archive = trainer.archive
+    test, kept = extract_features(
+        trainer.net.backbone, trainer.feature_key, archive, archive.indices("test"),
+        views=1, cache=FeatureCache(CACHE), device=torch.device("cpu"), batch_size=8,
+        progress=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        query = module(prepare(torch.as_tensor(test[0])))
+        base = module(trainer.train.inputs[0])
+    m = evaluation_metrics(
+        Embedded(kept, query.embedding.numpy(), torch.sigmoid(query.logits).numpy(), 1.0),
+        archive.label_matrix(kept),
+        Embedded(
+            trainer.train.positions, base.embedding.numpy(), torch.sigmoid(base.logits).numpy(), 1.0
+        ),
+        archive.label_matrix(trainer.train.positions),
+        read_card(f"runs/{run}").thresholds,
+    )
+    return (
+        f"test k-NN F1 {m['knn_sample_f1']:.4f} mAP {m['map']:.4f} "
+        f"cls F1 {m['classifier_sample_f1']:.4f} NDCG@10 {m['ndcg_at_k']['10']:.4f}"
+    )
 
 
 def trainer_for(name: str, settings: dict[str, Any]) -> Trainer:
