@@ -1,0 +1,77 @@
+"""Ranking by the embedding joined with the classifier's label probabilities: what it gives.
+
+    python bench/label_blend.py --model runs/ucm-head [--blend 0 0.1 0.2 0.3 0.5]
+
+Every scene of the archive's train (the archive searched), val and test splits goes through
+the served network once (`embed_scenes`, the engine `grn evaluate` uses). A scene's vector
+for ranking is then its unit embedding e and its label probabilities p scaled to unit length,
+joined as [sqrt(1 - b) e, sqrt(b) p / |p|]: the inner product of two such vectors is
+(1 - b) x the embeddings' cosine + b x the probability vectors' cosine, so a FAISS index over
+them ranks by that blend. b = 0 is what is served. For each b the val and the test split are
+scored against the train split as `grn evaluate` scores them (k-NN sample-F1, full-ranking
+mAP, NDCG@10, P@10); b should be chosen on val.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from model.archive import load_archive
+from model.card import load_model
+from model.evaluate import Embedded, embed_scenes, evaluation_metrics
+
+
+def blended(scenes: Embedded, blend: float) -> Embedded:
+    p = scenes.probabilities / np.maximum(
+        np.linalg.norm(scenes.probabilities, axis=1, keepdims=True), 1e-12
+    )
+    vectors = np.concatenate([np.sqrt(1 - blend) * scenes.embeddings, np.sqrt(blend) * p], 1)
+    return Embedded(scenes.positions, vectors.astype(np.float32), scenes.probabilities, 0.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="runs/ucm-head")
+    parser.add_argument("--archive", default="../shared/datasets/ucm-multilabel")
+    parser.add_argument("--blend", type=float, nargs="+", default=[0, 0.1, 0.2, 0.3, 0.5])
+    args = parser.parse_args()
+    archive = load_archive(args.archive)
+    net, card = load_model(args.model)
+    splits = {
+        split: embed_scenes(
+            net,
+            card,
+            archive,
+            archive.indices(split, labelled_only=True),
+            device=torch.device("cpu"),
+            progress=False,
+        )
+        for split in ("train", "val", "test")
+    }
+    base = splits["train"]
+    base_labels = archive.label_matrix(base.positions)
+    print(f"model {card.version}, archive {args.archive}")
+    print("| b | split | k-NN sample-F1 | mAP | NDCG@10 | P@10 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for blend in args.blend:
+        for split in ("val", "test"):
+            query = splits[split]
+            m = evaluation_metrics(
+                blended(query, blend),
+                archive.label_matrix(query.positions),
+                blended(base, blend),
+                base_labels,
+                None,
+            )
+            print(
+                f"| {blend:g} | {split} | {m['knn_sample_f1']:.4f} | {m['map']:.4f} | "
+                f"{m['ndcg_at_k']['10']:.4f} | {m['p_at_k']['10']:.4f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
