@@ -23,11 +23,9 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from head_sweep import one_view_report
+from head_sweep import one_view_report, register_lite0_variant
 from torch import nn
 
-import model.train as train_module
-from model.backbones import BACKBONES, BackboneSpec, _efficientnet_lite_loader
 from model.network import GRNHead
 from model.train import Trainer, config_for_mode
 
@@ -35,42 +33,21 @@ ARCHIVE = "../shared/datasets/ucm-multilabel"
 PARTS = {"gap": 1280, "gmp": 1280, "gem": 1280, "b6": 320, "b5": 192, "b4": 112, "b3": 80}
 
 
-class Superset(nn.Module):
-    """Lite0 returning every part of PARTS, concatenated in that order."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import timm
-
-        self.net = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.net
-        x = m.bn1(m.conv_stem(x))
-        stages = []
-        for block in m.blocks:
-            x = block(x)
-            stages.append(x)
-        head = m.bn2(m.conv_head(x))
-        gem = head.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1.0 / 3)
-        pooled = [head.mean((2, 3)), head.amax((2, 3)), gem]
-        pooled += [s.mean((2, 3)) for s in stages[-1:-5:-1]]
-        return torch.cat(pooled, dim=1)
+def superset(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Every part of PARTS from Lite0 (timm's `net`), concatenated in that order."""
+    x = net.bn1(net.conv_stem(x))
+    stages = []
+    for block in net.blocks:
+        x = block(x)
+        stages.append(x)
+    head = net.bn2(net.conv_head(x))
+    gem = head.clamp(min=1e-6).pow(3).mean((2, 3)).pow(1.0 / 3)
+    pooled = [head.mean((2, 3)), head.amax((2, 3)), gem]
+    pooled += [s.mean((2, 3)) for s in stages[-1:-5:-1]]
+    return torch.cat(pooled, dim=1)
 
 
-def _load_superset(module: nn.Module) -> str:
-    return _efficientnet_lite_loader(0)(module.net)
-
-
-BACKBONES["lite0_superset"] = BackboneSpec(
-    "lite0_superset",
-    sum(PARTS.values()),
-    (0.5, 0.5, 0.5),
-    (0.5, 0.5, 0.5),
-    Superset,
-    _load_superset,
-)
-train_module.add_graph = lambda path: None  # the sliced heads do not fit the superset graph
+register_lite0_variant("lite0_superset", sum(PARTS.values()), superset)
 
 
 def columns(part: str) -> slice:

@@ -19,11 +19,10 @@ import sys
 import time
 
 import torch
-from head_sweep import one_view_report
+from head_sweep import one_view_report, register_lite0_variant
 from torch import nn
 
-import model.train as train_module
-from model.backbones import BACKBONES, BackboneSpec, _efficientnet_lite_loader
+from model.backbones import _efficientnet_lite_loader
 from model.network import GRNHead, GRNOutput
 from model.train import Trainer, config_for_mode
 
@@ -39,32 +38,15 @@ def lite0() -> nn.Module:
     return net
 
 
-class Stem(nn.Module):
-    """Lite0 up to the end of its sixth stage, flattened: the frozen part."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        import timm
-
-        self.net = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.net
-        x = m.bn1(m.conv_stem(x))
-        for block in m.blocks[:-1]:
-            x = block(x)
-        return x.flatten(1)
+def stem(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Lite0 (timm's `net`) up to the end of its sixth stage, flattened: the frozen part."""
+    x = net.bn1(net.conv_stem(x))
+    for block in net.blocks[:-1]:
+        x = block(x)
+    return x.flatten(1)
 
 
-BACKBONES["lite0_stage6"] = BackboneSpec(
-    "lite0_stage6",
-    MAP[0] * MAP[1] * MAP[2],
-    (0.5, 0.5, 0.5),
-    (0.5, 0.5, 0.5),
-    Stem,
-    lambda module: _efficientnet_lite_loader(0)(module.net),
-)
-train_module.add_graph = lambda path: None  # the tail is not the registered head
+register_lite0_variant("lite0_stage6", MAP[0] * MAP[1] * MAP[2], stem)
 
 
 class Tail(nn.Module):
