@@ -25,7 +25,9 @@ embedding's ranking with its first 100 re-ordered by that blend (a search that r
 index's 100 nearest with the backbone's features kept beside the index); and `served (auto)`:
 what the service answers by default (GRN_BACKBONE_RERANK=auto, model/rerank.py), re-ranked
 for a query whose 10 nearest archive scenes are mostly content the model did not train on
-(the share of queries re-ranked is printed beside it).
+(the share of queries re-ranked is printed beside it); and `grn+labels b`: the GRN embedding
+joined with the model's label probabilities (bench/label_blend.py), cosine (1 - b) x the GRN
+one + b x the probability vectors'.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from model.train import config_for_mode, fit  # noqa: E402
 BLENDS = (0.3, 0.4, 0.5, 0.7)
 RERANKS = ((100, 0.3), (100, 0.5))
 """(top, a): the GRN embedding's `top` nearest, re-ordered by the blend's cosine."""
+LABEL_BLENDS = (0.1, 0.3)
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -139,17 +142,24 @@ def backbone_features(archive: Archive, positions: list[int]) -> np.ndarray:
     return features[0]
 
 
-def head_embeddings(model: Path, features: np.ndarray) -> np.ndarray:
+def head_outputs(model: Path, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit embeddings and label probabilities of the model's heads."""
     net, _ = load_model(model, "cpu", engine="torch")
     with torch.inference_mode():
-        return net.head(torch.from_numpy(features)).embedding.numpy()
+        out = net.head(torch.from_numpy(features))
+        return out.embedding.numpy(), torch.sigmoid(out.logits).numpy()
 
 
 def candidates(
-    grn: np.ndarray, features: np.ndarray, archive_rows: np.ndarray, dim: int
+    grn: np.ndarray,
+    probabilities: np.ndarray,
+    features: np.ndarray,
+    archive_rows: np.ndarray,
+    dim: int,
 ) -> dict[str, np.ndarray]:
     """Every candidate embedding of all scenes (rows as `features`); PCA is fit on the
-    archive rows only (no labels)."""
+    archive rows only (no labels). `grn+labels b` joins the model's label probabilities
+    (bench/label_blend.py): cosine (1 - b) x the GRN one + b x the probabilities'."""
     backbone = unit(features)
     pca = projected(features, *projector(features[archive_rows], dim, power=0))
     white = projected(features, *projector(features[archive_rows], dim, power=1))
@@ -157,6 +167,8 @@ def candidates(
     for a in BLENDS:
         out[f"grn+backbone {a}"] = np.hstack([np.sqrt(a) * grn, np.sqrt(1 - a) * backbone])
     out[f"grn+PCA {dim} 0.3"] = np.hstack([np.sqrt(0.3) * grn, np.sqrt(0.7) * pca])
+    for b in LABEL_BLENDS:
+        out[f"grn+labels {b}"] = np.hstack([np.sqrt(1 - b) * grn, np.sqrt(b) * unit(probabilities)])
     return out
 
 
@@ -273,8 +285,8 @@ def main() -> None:
         "pca_dim": args.dim,
     }
     for protocol, (model, queries, relevance) in protocols.items():
-        grn = head_embeddings(models[model], features)
-        embeddings = candidates(grn, features, archive_rows, args.dim)
+        grn, probabilities = head_outputs(models[model], features)
+        embeddings = candidates(grn, probabilities, features, archive_rows, args.dim)
         seen = seen_content(read_card(models[model]), archive, archive_rows.tolist())
         table = scored(embeddings, relevance, queries, archive_rows, seen)
         results[protocol] = {"queries": len(queries), "figures": table}
