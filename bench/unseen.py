@@ -27,7 +27,8 @@ what the service answers by default (GRN_BACKBONE_RERANK=auto, model/rerank.py),
 for a query whose 10 nearest archive scenes are mostly content the model did not train on
 (the share of queries re-ranked is printed beside it); and `grn+labels b`: the GRN embedding
 joined with the model's label probabilities (bench/label_blend.py), cosine (1 - b) x the GRN
-one + b x the probability vectors'.
+one + b x the probability vectors'; `auto, grn+labels b`: the served `auto` with the index
+ranking by that blend.
 """
 
 from __future__ import annotations
@@ -195,15 +196,33 @@ def scored(
         order = reranked(*cosines, top, a)  # a search with GRN_BACKBONE_RERANK=on
         m = ranking_metrics(order, labels[queries], labels[archive_rows])
         out[f"grn top {top}, by {a}"] = figures(m)
-    # served with GRN_BACKBONE_RERANK=auto: a query (an image: it is not in the archive) is
-    # re-ranked when most of its nearest scenes by the GRN embedding are unseen content
-    plain = np.argsort(-cosines[0], axis=1, kind="stable")
+    out["served (auto)"] = served_auto(cosines[0], cosines[1], labels, queries, archive_rows, seen)
+    for b in LABEL_BLENDS:
+        e = embeddings[f"grn+labels {b}"]
+        joined = e[queries] @ e[archive_rows].T
+        out[f"auto, grn+labels {b}"] = served_auto(
+            joined, cosines[1], labels, queries, archive_rows, seen
+        )
+    return out
+
+
+def served_auto(
+    grn: np.ndarray,
+    backbone: np.ndarray,
+    labels: np.ndarray,
+    queries: np.ndarray,
+    archive_rows: np.ndarray,
+    seen: np.ndarray,
+) -> dict[str, float]:
+    """Served with GRN_BACKBONE_RERANK=auto: a query (an image: it is not in the archive) is
+    re-ranked when most of its nearest scenes by `grn` (the (queries, archive) cosines the
+    index ranks by) are unseen content."""
+    plain = np.argsort(-grn, axis=1, kind="stable")
     nearest_seen = seen[plain[:, : rerank.NEAREST]]
     unseen = np.asarray([rerank.applies("auto", row) for row in nearest_seen])
-    order = np.where(unseen[:, None], reranked(*cosines, rerank.POOL, rerank.WEIGHT), plain)
+    order = np.where(unseen[:, None], reranked(grn, backbone, rerank.POOL, rerank.WEIGHT), plain)
     m = ranking_metrics(order, labels[queries], labels[archive_rows])
-    out["served (auto)"] = {**figures(m), "reranked_share": float(unseen.mean())}
-    return out
+    return {**figures(m), "reranked_share": float(unseen.mean())}
 
 
 def main() -> None:
