@@ -118,7 +118,7 @@ def run_embedding_job(
     scenes = scene_list_digest(ids, names)
     job = {
         "model_version": card.version,
-        "embedding_dim": card.embedding_dim,
+        "embedding_dim": card.vector_dim,
         "shard_size": shard_size,
         "count": len(ids),
         "scenes": scenes,
@@ -182,7 +182,7 @@ def run_embedding_job(
         bar.update(len(shard_ids))
     bar.close()
     seconds = time.perf_counter() - start
-    dim, labels = card.embedding_dim, len(card.label_names)
+    dim, labels = card.vector_dim, len(card.label_names)
     return EmbeddingResult(
         ids=np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64),
         embeddings=np.concatenate(emb_parts) if emb_parts else np.zeros((0, dim), np.float32),

@@ -177,7 +177,7 @@ def reindex(
     else:
         count = len(embedded.ids)
         factory = (
-            auto_factory(count, card.embedding_dim, int(settings.memory_budget_gb * 2**30))
+            auto_factory(count, card.vector_dim, int(settings.memory_budget_gb * 2**30))
             if settings.factory == "auto"
             else settings.factory
         )

@@ -174,7 +174,7 @@ def ray_embedding_job(
             found_descriptors = _descriptors_of(tables)
             described = None if found_descriptors is None else found_descriptors[rows]
     else:
-        embeddings = np.zeros((0, card.embedding_dim), dtype=np.float32)
+        embeddings = np.zeros((0, card.vector_dim), dtype=np.float32)
         probabilities = np.zeros((0, len(card.label_names)), dtype=np.float32)
     return EmbeddingResult(
         ids=wanted,

@@ -60,11 +60,21 @@ class ModelCard:
     label_names: list[str]
     thresholds: list[float]
     loss: str
+    label_blend: float = 0.0
+    """b: what the index ranks by joins the unit embedding and the label probabilities (scaled
+    to unit length) as [sqrt(1 - b) e, sqrt(b) p], so that a similarity is (1 - b) x the
+    embeddings' cosine + b x the probabilities' (`model.inference.ranking_vectors`); 0: the
+    embedding alone."""
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     version: str = ""
     created: str = ""
     format: int = CARD_FORMAT
+
+    @property
+    def vector_dim(self) -> int:
+        """Width of the vectors the index holds and searches with."""
+        return self.embedding_dim + (len(self.label_names) if self.label_blend > 0 else 0)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -105,6 +115,15 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def model_version(state: dict[str, torch.Tensor], label_blend: float = 0.0) -> str:
+    """A model's version id: its weights' digest, and the label blend when there is one (the
+    index's vectors change with it, so an index built for one blend is stale for another)."""
+    digest = weights_digest(state)
+    if label_blend > 0:
+        digest = hashlib.sha256(f"{digest} label_blend {label_blend!r}".encode()).hexdigest()
+    return "grn-" + digest[:16]
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -158,7 +177,7 @@ def save_model(
     """Write weights, card and (with `with_graph`) the checked ONNX graph atomically; the
     card's version is the weights' digest."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    card.version = "grn-" + weights_digest(state)[:16]
+    card.version = model_version(state, card.label_blend)
     card.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     graph = export_graph(net, card) if with_graph else None
     _write(Path(path), state, card, graph)

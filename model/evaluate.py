@@ -88,7 +88,7 @@ def embed_scenes(
     `descriptors`, their backbone descriptors too."""
     net = net.to(device).eval().to(memory_format=torch.channels_last)
     kept: list[int] = []
-    embeddings = [np.zeros((0, card.embedding_dim), np.float32)]
+    embeddings = [np.zeros((0, card.vector_dim), np.float32)]
     probabilities = [np.zeros((0, len(card.label_names)), np.float32)]
     described: list[np.ndarray] = []
     start = time.perf_counter()
@@ -275,12 +275,14 @@ def evaluation_metrics(
 
 
 def markdown_table(metrics: dict[str, Any], card: ModelCard) -> str:
+    blend = card.label_blend
+    joined = f" joined with the label probabilities (blend {blend:g})" if blend > 0 else ""
     lines = [
         f"# Evaluation of {card.version}",
         "",
-        f"backbone `{card.backbone}`, loss `{card.loss}`, embedding {card.embedding_dim}-d; "
-        f"archive = labelled train scenes ({metrics['archive_size']}), queries = labelled "
-        f"test scenes ({metrics['query_count']}); unlabelled scenes left out: "
+        f"backbone `{card.backbone}`, loss `{card.loss}`, embedding {card.embedding_dim}-d"
+        f"{joined}; archive = labelled train scenes ({metrics['archive_size']}), "
+        f"queries = labelled test scenes ({metrics['query_count']}); unlabelled scenes left out: "
         f"{metrics['unlabelled_left_out']}.",
         "",
         "| metric | value |",

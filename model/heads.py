@@ -29,6 +29,7 @@ from model.card import (
     build_network,
     export_graph,
     load_model,
+    model_version,
     weights_digest,
 )
 
@@ -81,7 +82,7 @@ def unpack_heads(heads: str | Path, out: str | Path) -> ModelCard:
     if missing or set(tensors) - set(state):
         raise ModelFileError(f"{heads}: its tensors do not fit a {card.backbone} head")
     state.update(tensors)
-    if "grn-" + weights_digest(state)[:16] != card.version:
+    if model_version(state, card.label_blend) != card.version:
         raise ModelFileError(f"{heads}: the weights rebuilt do not give version {card.version}")
     net.load_state_dict(state, strict=True)
     net.eval()

@@ -153,7 +153,8 @@ class BatchOutput:
 @dataclass
 class Prediction:
     embeddings: np.ndarray
-    """(B, D) float32, unit norm."""
+    """(B, D) float32, unit norm: the vectors the index ranks by (`ranking_vectors`; the
+    embedding itself unless the card has a label blend)."""
     probabilities: np.ndarray
     """(B, labels) float32: the sigmoid of the classifier's logits."""
     descriptors: np.ndarray
@@ -174,15 +175,31 @@ def predict(
     engine = attached_engine(net, card.version, device)
     if engine is not None:
         embeddings, probabilities, descriptors = engine.run(batch)
-        return Prediction(embeddings, probabilities, descriptors)
-    with torch.inference_mode():
-        out = net(normalize(batch.to(device, non_blocking=True), card.mean, card.std))
-        assert out.features is not None
-        return Prediction(
-            out.embedding.float().cpu().numpy(),
-            torch.sigmoid(out.logits).float().cpu().numpy(),
-            F.normalize(out.features.float(), dim=1).cpu().numpy(),
-        )
+    else:
+        with torch.inference_mode():
+            out = net(normalize(batch.to(device, non_blocking=True), card.mean, card.std))
+            assert out.features is not None
+            embeddings = out.embedding.float().cpu().numpy()
+            probabilities = torch.sigmoid(out.logits).float().cpu().numpy()
+            descriptors = F.normalize(out.features.float(), dim=1).cpu().numpy()
+    vectors = ranking_vectors(embeddings, probabilities, card.label_blend)
+    return Prediction(vectors, probabilities, descriptors)
+
+
+def ranking_vectors(
+    embeddings: np.ndarray, probabilities: np.ndarray, label_blend: float
+) -> np.ndarray:
+    """Unit embeddings joined with the label probabilities scaled to unit length, as
+    [sqrt(1 - b) e, sqrt(b) p]: unit vectors whose inner product is (1 - b) x the embeddings'
+    cosine + b x the probabilities' (docs/results.md: the full-ranking mAP counts scenes that
+    share any label, which the probabilities rank and the embedding does not). b = 0: the
+    embeddings as they are."""
+    if label_blend <= 0:
+        return embeddings
+    norms = np.linalg.norm(probabilities, axis=1, keepdims=True)
+    unit = probabilities / np.maximum(norms, 1e-12)
+    joined = np.hstack([np.sqrt(1 - label_blend) * embeddings, np.sqrt(label_blend) * unit])
+    return joined.astype(np.float32)
 
 
 def prepared_batches(

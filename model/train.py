@@ -89,6 +89,8 @@ class TrainConfig:
     pretrained: bool = True
     loss: str = "sndl_bce"
     embedding_dim: int = 128
+    label_blend: float = 0.0
+    """The card's: the index ranks by the embedding joined with the label probabilities."""
     hidden_dim: int = 0
     dropout: float = 0.0
     epochs: int = 130
@@ -138,6 +140,8 @@ class TrainConfig:
             raise ValueError("optimizer must be sgd or adamw")
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be >= 1 and batch size >= 2")
+        if not 0 <= self.label_blend < 1:
+            raise ValueError("label blend must be at least 0 and below 1")
         backbone_spec(self.backbone)
         GRNCriterion(self.loss, distill_weight=self.distill_weight,
                      distill_temperature=self.distill_temperature)  # fmt: skip
@@ -696,6 +700,7 @@ class Trainer:
             label_names=list(self.archive.label_names),
             thresholds=[float(t) for t in thresholds],
             loss=c.loss,
+            label_blend=c.label_blend,
             training={
                 **{k: v for k, v in asdict(c).items() if k not in ("progress",)},
                 # what the model saw, so `grn evaluate` can tell seen from unseen content

@@ -158,6 +158,13 @@ def train(
         ),
     ] = True,
     embedding_dim: Annotated[int | None, typer.Option(help="Default: 128.")] = None,
+    label_blend: Annotated[
+        float | None,
+        typer.Option(
+            help="Share of the label probabilities' cosine in what the index ranks by "
+            "(0 to 1, 0: the embedding alone; docs/results.md). Default: 0."
+        ),
+    ] = None,
     hidden_dim: Annotated[
         int | None,
         typer.Option(
@@ -228,6 +235,7 @@ def train(
             distill_temperature=distill_temperature,
             use_unlabelled=use_unlabelled,
             embedding_dim=embedding_dim,
+            label_blend=label_blend,
             hidden_dim=hidden_dim,
             dropout=dropout,
             input_size=input_size,

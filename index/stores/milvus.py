@@ -480,7 +480,7 @@ def reindex_milvus(
         in_place = incremental and live is not None
         if live is not None and not replace:
             current = MilvusCollection(
-                uri, collection, card.embedding_dim, card.version, client=client
+                uri, collection, card.vector_dim, card.version, client=client
             )
             held = current.count()
             if held and not incremental:
@@ -489,7 +489,7 @@ def reindex_milvus(
                     "--incremental to update it or --replace to rebuild it"
                 )
         target = live if in_place and live is not None else version_name(collection)
-        store = MilvusCollection(uri, target, card.embedding_dim, card.version, client=client)
+        store = MilvusCollection(uri, target, card.vector_dim, card.version, client=client)
         chosen = archive.indices() if names is None else [archive.index_of(n) for n in names]
         ids = np.asarray([scene_id(archive.scenes[i].name) for i in chosen], dtype=np.int64)
         present = store.ids()
