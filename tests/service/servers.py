@@ -155,6 +155,28 @@ def prepared_database(database_url: str, ucm_root: Path, labels: Path) -> None:
     engine.dispose()
 
 
+def head_model_served(
+    base: Path, ucm_root: Path, labels: Path, **model: Any
+) -> tuple[Served, str, Path]:
+    """A head-mode model with random heads and the archive's label names
+    (`head_model.random_heads_model`, keyword arguments passed on), its Flat index over the
+    archive, and SQLite holding the same scenes."""
+    from head_model import random_heads_model
+
+    from index.job import ReindexSettings, reindex
+    from model.archive import load_archive
+
+    names = load_archive(ucm_root, labels).label_names
+    random_heads_model(base / "run/model.safetensors", label_names=names, **model)
+    reindex(
+        base / "run", ucm_root, base / "index", labels_csv=labels,
+        settings=ReindexSettings(factory="Flat"), device="cpu", progress=False,
+    )  # fmt: skip
+    url = f"sqlite:///{base / 'grn.db'}"
+    prepared_database(url, ucm_root, labels)
+    return Served(base / "run/model.safetensors", base / "index"), url, base
+
+
 def copy_served(served: Served, target: Path) -> Served:
     shutil.copytree(served.model.parent, target / "run")
     shutil.copytree(served.index_root, target / "index")

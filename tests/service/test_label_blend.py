@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 from head_model import random_heads_model
-from servers import LiveServer, Served, prepared_database, server_env
+from servers import LiveServer, Served, head_model_served, server_env
 
-from index.job import ReindexSettings, reindex
 from index.store import IndexStore
 from index.stores.faiss import Searcher
 from model.archive import load_archive, scene_id
@@ -55,15 +54,7 @@ def blended_served(
     ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Served, str, Path]:
     base = tmp_path_factory.mktemp("blend")
-    names = load_archive(ucm_root, ucm_subset).label_names
-    random_heads_model(base / "run/model.safetensors", label_names=names, label_blend=BLEND)
-    reindex(
-        base / "run", ucm_root, base / "index", labels_csv=ucm_subset,
-        settings=ReindexSettings(factory="Flat"), device="cpu", progress=False,
-    )  # fmt: skip
-    url = f"sqlite:///{base / 'grn.db'}"
-    prepared_database(url, ucm_root, ucm_subset)
-    return Served(base / "run/model.safetensors", base / "index"), url, base
+    return head_model_served(base, ucm_root, ucm_subset, label_blend=BLEND)
 
 
 def test_the_index_ranks_by_the_blend_through_the_server(

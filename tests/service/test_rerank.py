@@ -17,8 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from head_model import random_heads_model
-from servers import LiveServer, Served, prepared_database, server_env
+from servers import LiveServer, Served, head_model_served, server_env
 
 from index.job import ReindexSettings, reindex
 from index.store import IndexStore
@@ -39,16 +38,7 @@ def head_served(
 ) -> tuple[Served, str, Path]:
     """A head-mode model (UCM's label names, trained on no folder of this archive), its
     index over the 126-scene subset, and SQL holding those scenes."""
-    base = tmp_path_factory.mktemp("rerank")
-    names = load_archive(ucm_root, ucm_subset).label_names
-    random_heads_model(base / "run/model.safetensors", label_names=names)
-    reindex(
-        base / "run", ucm_root, base / "index", labels_csv=ucm_subset,
-        settings=ReindexSettings(factory="Flat"), device="cpu", progress=False,
-    )  # fmt: skip
-    url = f"sqlite:///{base / 'grn.db'}"
-    prepared_database(url, ucm_root, ucm_subset)
-    return Served(base / "run/model.safetensors", base / "index"), url, base
+    return head_model_served(tmp_path_factory.mktemp("rerank"), ucm_root, ucm_subset)
 
 
 def backbone_descriptors(model: Path, images: list[np.ndarray]) -> np.ndarray:
