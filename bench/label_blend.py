@@ -24,6 +24,7 @@ from model import rerank
 from model.archive import load_archive
 from model.card import load_model
 from model.evaluate import Embedded, embed_scenes, evaluation_metrics
+from model.inference import ranking_vectors
 from model.metrics import knn_from_similarities, ranking_metrics, sample_f1
 
 
@@ -32,9 +33,8 @@ def unit(rows: np.ndarray) -> np.ndarray:
 
 
 def blended(scenes: Embedded, blend: float) -> Embedded:
-    p = unit(scenes.probabilities)
-    vectors = np.concatenate([np.sqrt(1 - blend) * scenes.embeddings, np.sqrt(blend) * p], 1)
-    return Embedded(scenes.positions, vectors.astype(np.float32), scenes.probabilities, 0.0)
+    vectors = ranking_vectors(scenes.embeddings, scenes.probabilities, blend)
+    return Embedded(scenes.positions, vectors, scenes.probabilities, 0.0)
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ from model.features import (  # noqa: E402
     default_cache_dir,
     extract_features,
 )
+from model.inference import ranking_vectors  # noqa: E402
 from model.metrics import ranking_metrics, retrieval_metrics  # noqa: E402
 from model.rerank import reranked  # noqa: E402
 from model.train import config_for_mode, fit  # noqa: E402
@@ -169,7 +170,7 @@ def candidates(
         out[f"grn+backbone {a}"] = np.hstack([np.sqrt(a) * grn, np.sqrt(1 - a) * backbone])
     out[f"grn+PCA {dim} 0.3"] = np.hstack([np.sqrt(0.3) * grn, np.sqrt(0.7) * pca])
     for b in LABEL_BLENDS:
-        out[f"grn+labels {b}"] = np.hstack([np.sqrt(1 - b) * grn, np.sqrt(b) * unit(probabilities)])
+        out[f"grn+labels {b}"] = ranking_vectors(grn, probabilities, b)
     return out
 
 

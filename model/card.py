@@ -175,7 +175,7 @@ def save_model(
     path: str | Path, net: GRNNet, card: ModelCard, *, with_graph: bool = True
 ) -> ModelCard:
     """Write weights, card and (with `with_graph`) the checked ONNX graph atomically; the
-    card's version is the weights' digest."""
+    card's version is the weights' digest, with its label blend (`model_version`)."""
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     card.version = model_version(state, card.label_blend)
     card.created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
