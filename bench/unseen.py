@@ -23,12 +23,13 @@ archive's own features (no labels); and blends `grn+backbone a` (and one with PC
 cosine is a x the GRN cosine + (1 - a) x the backbone's; and `grn top 100, by a`: the GRN
 embedding's ranking with its first 100 re-ordered by that blend (a search that re-ranks the
 index's 100 nearest with the backbone's features kept beside the index); and `served (auto)`:
-what the service answers by default (GRN_BACKBONE_RERANK=auto, model/rerank.py), re-ranked
-for a query whose 10 nearest archive scenes are mostly content the model did not train on
-(the share of queries re-ranked is printed beside it); and `grn+labels b`: the GRN embedding
+what the service answers for a model without a label blend (GRN_BACKBONE_RERANK=auto,
+model/rerank.py), re-ranked for a query whose 10 nearest archive scenes are mostly content
+the model did not train on (the share of queries re-ranked is printed beside it); and
+`grn+labels b`: the GRN embedding
 joined with the model's label probabilities (bench/label_blend.py), cosine (1 - b) x the GRN
 one + b x the probability vectors'; `auto, grn+labels b`: the served `auto` with the index
-ranking by that blend.
+ranking by that blend (`auto, grn+labels 0.1` is what head mode's models serve by default).
 """
 
 from __future__ import annotations

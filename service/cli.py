@@ -162,7 +162,8 @@ def train(
         float | None,
         typer.Option(
             help="Share of the label probabilities' cosine in what the index ranks by "
-            "(0 to 1, 0: the embedding alone; docs/results.md). Default: 0."
+            "(0 to below 1, 0: the embedding alone; docs/results.md). "
+            "Default: 0 (full), 0.1 (head)."
         ),
     ] = None,
     hidden_dim: Annotated[

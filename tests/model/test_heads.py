@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from model.card import ModelFileError, load_model, read_card
 from model.heads import BACKBONE_DIGEST_KEY, pack_heads, unpack_heads
+from model.train import MODE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HEADS = REPO / "model/defaults/ucm-head.heads.safetensors"
@@ -78,6 +79,9 @@ def test_the_shipped_default_model_rebuilds_here(tmp_path: Path) -> None:
     card = read_card(tmp_path / "run")
     assert card.version in done.stdout and card.training["mode"] == "head"
     assert len(card.label_names) == 17
+    # make run serves what `make train` would train: the same ranking (the label blend)
+    assert card.label_blend == MODE_DEFAULTS["head"]["label_blend"] > 0
+    assert card.vector_dim == card.embedding_dim + 17
     missing = subprocess.run(
         [sys.executable, "-m", "service.cli", "model", "unpack", str(tmp_path / "none"),
          "--out", str(tmp_path / "run2")],
