@@ -4,7 +4,7 @@ then measure retrieval on them for the served embedding, the frozen backbone and
     python bench/unseen.py --archive ../shared/datasets/ucm-multilabel [--folders 5]
         [--labels 3] [--seed 0] [--model runs/ucm-head/model.safetensors]
 
-Three models, all head mode on EfficientNet-Lite0 with the recipe's defaults:
+Three models, all head mode on EfficientNet-Lite0 (or `--backbone`) with the recipe's defaults:
 - `--model`: trained on everything (make run's default): the "seen content" figures, the
   usual protocol (queries = test split, archive = train split);
 - trained without `--folders` scene folders (their rows left out of labels.csv): queries =
@@ -133,10 +133,10 @@ def trained(
     return result.model_path
 
 
-def backbone_features(archive: Archive, positions: list[int]) -> np.ndarray:
-    spec = backbone_spec("efficientnet_lite0")
-    backbone, weights = create_backbone("efficientnet_lite0", pretrained=True)
-    key = FeatureKey("efficientnet_lite0", weights, 256, spec.mean, spec.std)
+def backbone_features(archive: Archive, positions: list[int], name: str) -> np.ndarray:
+    spec = backbone_spec(name)
+    backbone, weights = create_backbone(name, pretrained=True)
+    key = FeatureKey(name, weights, 256, spec.mean, spec.std)
     features, kept = extract_features(
         backbone, key, archive, positions, views=1, cache=FeatureCache(default_cache_dir()),
         device=torch.device("cpu"), batch_size=32, progress=False,
@@ -245,6 +245,11 @@ def main() -> None:
         "for seen content",
     )  # fmt: skip
     parser.add_argument("--distill-temperature", type=float, default=None)
+    parser.add_argument(
+        "--backbone", default="efficientnet_lite0",
+        help="the held-out models' backbone (grn train --backbone), also the frozen one scored; "
+        "--model should have the same",
+    )  # fmt: skip
     args = parser.parse_args()
 
     archive = load_archive(args.archive)
@@ -258,7 +263,7 @@ def main() -> None:
     print(f"held-out folders: {sorted(held_folders)}; held-out labels: {sorted(held_labels)}")
 
     positions = list(range(len(archive)))
-    features = backbone_features(archive, positions)
+    features = backbone_features(archive, positions, args.backbone)
     split = np.asarray([s.split for s in archive.scenes])
     folder = np.asarray([s.folder for s in archive.scenes])
     archive_rows = np.flatnonzero(split == "train")
@@ -268,7 +273,11 @@ def main() -> None:
 
     source = args.archive / "labels.csv"
     out, custom = args.out, args.distill is not None or args.distill_temperature is not None
-    recipe = {"distill": args.distill, "distill_temperature": args.distill_temperature}
+    recipe = {
+        "distill": args.distill,
+        "distill_temperature": args.distill_temperature,
+        "backbone": args.backbone,
+    }
     if custom:
         out = args.out / f"distill-{args.distill}-{args.distill_temperature}"
     models = {

@@ -11,13 +11,16 @@ Weights never come from a network hub at run time:
   named by `GRN_WEIGHTS_DIR` or from the torch hub cache (`$TORCH_HOME/hub/checkpoints`), the
   place torchvision itself downloads them to.
 - `tiny` is a small random network for fast tests.
+
+Names joined by '+' (`efficientnet_lite0+efficientnet_lite2`) run those backbones side by side
+on the same input and join their features; each keeps its own weights and feature cache.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,13 +226,65 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
-def backbone_spec(name: str) -> BackboneSpec:
+JOIN = "+"
+
+
+class JoinedBackbone(nn.Module):
+    """Registered backbones side by side on the same input, their pooled features joined in
+    the order named (`efficientnet_lite0+efficientnet_lite2`: 1280 + 1280 features)."""
+
+    def __init__(self, names: Sequence[str], parts: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.names = tuple(names)
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.parts], dim=1)
+
+
+def _joined_spec(name: str) -> BackboneSpec:
+    names = name.split(JOIN)
+    if len(set(names)) != len(names):
+        raise ValueError(f"backbone {name!r} names a backbone twice")
+    specs = [_registered_spec(part) for part in names]
+    first = specs[0]
+    for spec in specs[1:]:
+        if (spec.mean, spec.std) != (first.mean, first.std):
+            raise ValueError(
+                f"backbones {first.name} and {spec.name} expect different input "
+                f"normalisations; only backbones that share one can be joined"
+            )
+
+    def build() -> nn.Module:
+        return JoinedBackbone(names, [spec.build() for spec in specs])
+
+    def load(module: nn.Module) -> str:
+        assert isinstance(module, JoinedBackbone)
+        return JOIN.join(
+            spec.load_pretrained(part) for spec, part in zip(specs, module.parts, strict=True)
+        )
+
+    return BackboneSpec(
+        name, sum(spec.num_features for spec in specs), first.mean, first.std, build, load
+    )
+
+
+def _registered_spec(name: str) -> BackboneSpec:
     try:
         return BACKBONES[name]
     except KeyError:
         raise ValueError(
-            f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}"
+            f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}, "
+            f"or several joined by '{JOIN}'"
         ) from None
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """A registered backbone, or registered ones joined by '+' (their features side by side,
+    each part loading its own weights)."""
+    if JOIN in name:
+        return _joined_spec(name)
+    return _registered_spec(name)
 
 
 def create_backbone(name: str, pretrained: bool = True) -> tuple[nn.Module, str]:

@@ -29,6 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images
+from model.backbones import JOIN, JoinedBackbone
 from model.engine import build_cpu_engine
 from model.inference import decode_workers, run_batched, run_engine
 
@@ -99,6 +100,17 @@ class FeatureCache:
         os.replace(tmp, path)
 
 
+def part_keys(backbone: JoinedBackbone, key: FeatureKey) -> list[FeatureKey]:
+    """The cache keys of a joined backbone's parts: their names and weights' ids."""
+    weights = key.weights.split(JOIN)
+    if len(weights) != len(backbone.names):  # "random": no pretrained weights
+        weights = [key.weights] * len(backbone.names)
+    return [
+        FeatureKey(name, weight, key.input_size, key.mean, key.std)
+        for name, weight in zip(backbone.names, weights, strict=True)
+    ]
+
+
 def extract_features(
     backbone: nn.Module,
     key: FeatureKey,
@@ -114,7 +126,24 @@ def extract_features(
     progress: bool = True,
 ) -> tuple[np.ndarray, list[int]]:
     """Features of each scene under the first `views` views: (views, n, features) float32,
-    plus the archive positions that were read (broken files are left out when skipped)."""
+    plus the archive positions that were read (broken files are left out when skipped).
+    A joined backbone's parts are extracted one after the other, each under its own key, so
+    that they share cache entries with runs of that backbone alone."""
+    if isinstance(backbone, JoinedBackbone):
+        parts: list[tuple[np.ndarray, list[int]]] = []
+        kept = list(indices)
+        for part, part_key in zip(backbone.parts, part_keys(backbone, key), strict=True):
+            extracted = extract_features(
+                part, part_key, archive, kept, views=views, cache=cache, device=device,
+                batch_size=batch_size, skip_broken=skip_broken, broken=broken, progress=progress,
+            )  # fmt: skip
+            parts.append(extracted)
+            kept = parts[-1][1]  # the next part reads only what this one could
+        selected = []
+        for features, read in parts:
+            row = {position: r for r, position in enumerate(read)}
+            selected.append(features[:, [row[i] for i in kept]])
+        return np.concatenate(selected, axis=2), kept
     backbone = backbone.to(device).eval().to(memory_format=torch.channels_last)
     digests = {i: file_digest(archive.scenes[i].path) for i in indices}
     results: dict[tuple[int, int], np.ndarray] = {}

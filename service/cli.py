@@ -118,7 +118,11 @@ def train(
         str, typer.Option(help="head: frozen backbone (CPU-friendly); full: fine-tune.")
     ] = "head",
     backbone: Annotated[
-        str, typer.Option(help=f"One of: {', '.join(BACKBONE_NAMES)}.")
+        str,
+        typer.Option(
+            help=f"One of: {', '.join(BACKBONE_NAMES)}; or several joined by '+' "
+            "(efficientnet_lite0+efficientnet_lite2: both side by side, their features joined)."
+        ),
     ] = "efficientnet_lite0",
     pretrained: Annotated[bool, typer.Option(help="Start from ImageNet weights.")] = True,
     loss: Annotated[str, typer.Option(help=f"One of: {', '.join(LOSS_NAMES)}.")] = "sndl_bce",

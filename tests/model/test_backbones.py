@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchvision
 
-from model.backbones import BACKBONES, MissingWeightsError, create_backbone
+from model.backbones import BACKBONES, MissingWeightsError, backbone_spec, create_backbone
 from model.imageio import read_image
 from model.inference import normalize, to_uint8_tensor
 
@@ -136,3 +136,37 @@ def test_the_command_line_offers_the_registered_names() -> None:
     from model.losses import LOSSES
 
     assert tuple(BACKBONES) == BACKBONE_NAMES and tuple(LOSSES) == LOSS_NAMES
+
+
+def test_joined_backbones_run_side_by_side() -> None:
+    joined, weights = create_backbone("tiny+efficientnet_lite0", pretrained=False)
+    assert weights == "random"
+    assert backbone_spec("tiny+efficientnet_lite0").num_features == 64 + 1280
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = joined.eval()(images)
+        parts = [part(images) for part in joined.parts]
+    assert out.shape == (2, 64 + 1280)
+    assert torch.equal(out, torch.cat(parts, dim=1))
+
+
+def test_joined_backbones_load_each_parts_weights() -> None:
+    joined, weights = create_backbone("efficientnet_lite0+efficientnet_lite2")
+    alone = [create_backbone(name) for name in ("efficientnet_lite0", "efficientnet_lite2")]
+    assert weights == "+".join(weights_id for _, weights_id in alone)
+    for part, (module, _) in zip(joined.parts, alone, strict=True):
+        theirs = module.state_dict()
+        assert all(torch.equal(tensor, theirs[key]) for key, tensor in part.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("efficientnet_lite0+resnet18", "different input normalisations"),
+        ("tiny+tiny", "names a backbone twice"),
+        ("tiny+vgg16", r"unknown backbone 'vgg16'.*joined by '\+'"),
+    ],
+)
+def test_joining_refuses_what_cannot_share_an_input(name: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_backbone(name, pretrained=False)

@@ -123,6 +123,32 @@ def test_head_mode_on_imagenet_features_beats_chance(
     ]
 
 
+def test_head_mode_trains_on_a_joined_backbone_and_serves_it(
+    ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """Two backbones side by side: the head sees both features, the saved model carries
+    both, and the CPU engine exported at the end of training gives torch's outputs."""
+    from model.imageio import read_image
+    from model.inference import predict
+
+    config = config_for_mode(
+        "head", str(ucm_root), str(tmp_path / "run"), labels_csv=str(ucm_subset),
+        backbone="tiny+efficientnet_lite0", pretrained=False, input_size=64, epochs=2,
+        batch_size=32, feature_views=1, cache_dir=str(tmp_path / "cache"), progress=False,
+    )  # fmt: skip
+    result = fit(config)
+    net, card = load_model(result.model_path)
+    assert card.backbone == "tiny+efficientnet_lite0"
+    assert net.head.hidden[1].in_features == 64 + 1280
+    assert net.engine is not None and net.engine.name == "onnxruntime"
+    archive = load_archive(ucm_root, ucm_subset)
+    images = [read_image(archive.scenes[i].path) for i in archive.indices("test")[:3]]
+    on_engine = predict(net, card, images, torch.device("cpu"))
+    torch_net, _ = load_model(result.model_path, engine="torch")
+    on_torch = predict(torch_net, card, images, torch.device("cpu"))
+    assert np.abs(on_engine.embeddings - on_torch.embeddings).max() <= 1e-4
+
+
 def _neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
     """Mean share of each row's k nearest neighbours (cosine, self excluded) that `a` and
     `b` have in common."""

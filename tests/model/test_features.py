@@ -1,0 +1,50 @@
+"""The frozen-backbone feature cache with a joined backbone, on real UCM scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.archive import load_archive
+from model.backbones import backbone_spec, create_backbone
+from model.features import FeatureCache, FeatureKey, extract_features, part_keys
+
+JOINED = "tiny+efficientnet_lite0"
+
+
+def test_a_joined_backbone_reads_and_fills_its_parts_caches(
+    ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    archive = load_archive(ucm_root, ucm_subset)
+    positions = archive.indices("test")[:4]
+    torch.manual_seed(0)
+    joined, weights = create_backbone(JOINED, pretrained=False)
+    spec = backbone_spec(JOINED)
+    key = FeatureKey(JOINED, weights, 64, spec.mean, spec.std)
+    cache = FeatureCache(tmp_path)
+
+    def extract(module: nn.Module, key: FeatureKey, cache: FeatureCache | None) -> np.ndarray:
+        features, kept = extract_features(
+            module, key, archive, positions, views=2, cache=cache,
+            device=torch.device("cpu"), batch_size=4, progress=False,
+        )  # fmt: skip
+        assert kept == positions
+        return features
+
+    features = extract(joined, key, cache)
+    assert features.shape == (2, 4, 64 + 1280)
+    keys = part_keys(joined, key)
+    assert [k.backbone for k in keys] == ["tiny", "efficientnet_lite0"]
+    alone = [extract(part, k, None) for part, k in zip(joined.parts, keys, strict=True)]
+    np.testing.assert_allclose(features, np.concatenate(alone, axis=2), atol=1e-4)
+    # stored under each part's own key, where a run of that backbone alone looks
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        k.folder(view) for k in keys for view in (0, 1)
+    )
+    # and read back from there: a changed network is not run again
+    with torch.no_grad():
+        joined.parts[1].conv_stem.weight.zero_()
+    np.testing.assert_array_equal(extract(joined, key, cache), features)
