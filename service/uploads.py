@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import warnings
+from functools import partial
 
 import numpy as np
 from fastapi import Request
@@ -16,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.imageio import InvalidImageError, decode_image, jpeg_size
 from service.errors import BadRequestError, error_body
+from service.runtime import Batcher, Inference, Snapshot
 from service.settings import Settings
 
 
@@ -115,17 +117,27 @@ async def read_uploads(
 
 async def decode_all(files: list[tuple[str, bytes]], settings: Settings) -> list[np.ndarray]:
     """Uploaded files -> (H, W, 3) uint8 images, decoded side by side in worker threads."""
-
-    def decode(item: tuple[str, bytes]) -> np.ndarray:
-        name, data = item
-        return decode_upload(
-            data,
-            name,
-            max_bytes=settings.max_upload_bytes,
-            max_pixels=settings.max_image_pixels,
-        )
-
+    decode = partial(_decode_file, settings=settings)
     return list(await asyncio.gather(*(asyncio.to_thread(decode, f) for f in files)))
+
+
+async def infer_uploads(
+    files: list[tuple[str, bytes]], settings: Settings, batcher: Batcher, snapshot: Snapshot
+) -> list[Inference]:
+    """Uploaded files decoded and through the network, in the files' order. A lone upload on
+    an idle model is decoded on the model's thread (`Batcher.infer_when_idle`)."""
+    if len(files) == 1:
+        lone = await batcher.infer_when_idle(snapshot, partial(_decode_file, files[0], settings))
+        if lone is not None:
+            return [lone]
+    return await batcher.infer(snapshot, await decode_all(files, settings))
+
+
+def _decode_file(item: tuple[str, bytes], settings: Settings) -> np.ndarray:
+    name, data = item
+    return decode_upload(
+        data, name, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+    )
 
 
 def declared_pixels(data: bytes) -> int | None:
@@ -182,5 +194,6 @@ __all__ = [
     "UploadTooLargeError",
     "decode_all",
     "decode_upload",
+    "infer_uploads",
     "read_uploads",
 ]

@@ -53,7 +53,7 @@ from service.search import RankedScene, Rerank, SearchPage, SearchQuery, search_
 from service.spatial import hit_density
 from service.text import phrase_reader, with_reading
 from service.thumbnails import jpeg
-from service.uploads import decode_all, read_uploads
+from service.uploads import decode_all, infer_uploads, read_uploads
 
 router = APIRouter(dependencies=READER)
 
@@ -126,9 +126,11 @@ async def classify(
     # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
     with request.app.state.model_requests.admit():
         files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
-        images = await decode_all(files, settings)  # a broken upload is a 400 either way
-        applies = await classifier_for(catalog, snapshot.card)
-        outputs = await batcher.infer(snapshot, images) if applies else None
+        outputs = None
+        if await classifier_for(catalog, snapshot.card):
+            outputs = await infer_uploads(files, settings, batcher, snapshot)
+        else:
+            await decode_all(files, settings)  # a broken upload is a 400 either way
     if outputs is None:
         results = [ImageClassification(filename=name, labels=[], predicted=[]) for name, _ in files]
     else:
@@ -142,7 +144,7 @@ async def classify(
         results=results,
         model_version=snapshot.model_version,
         elapsed_ms=elapsed_ms(start),
-        note=None if applies else no_classifier_note(snapshot.card),
+        note=None if outputs is not None else no_classifier_note(snapshot.card),
     )
 
 
@@ -194,8 +196,7 @@ async def search(
             form = search_form(fields)
             form.pop("include_query", None)
             params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
-            image = (await decode_all(files, settings))[0]
-            inference = (await batcher.infer(snapshot, [image]))[0]
+            (inference,) = await infer_uploads(files, settings, batcher, snapshot)
         vector, probabilities = inference.embedding, inference.probabilities
         descriptor = inference.descriptor
     elif content_type.startswith("application/json") or not content_type:

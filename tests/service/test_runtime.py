@@ -7,10 +7,11 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
+import pytest
 from servers import Served
 
 from model.archive import load_archive, scene_id
-from model.imageio import read_image
+from model.imageio import InvalidImageError, read_image
 from service.runtime import Batcher, Inference, Runtime
 from service.settings import Settings
 
@@ -96,3 +97,41 @@ def test_the_service_runs_the_checked_engine(
     assert (
         np.abs(np.stack([a.probabilities for a in answers]) - expected.probabilities).max() <= 1e-4
     )
+
+
+def test_a_lone_image_on_an_idle_model_runs_with_its_decoding(
+    served: Served, ucm_root: Path, ucm_subset: Path
+) -> None:
+    """`infer_when_idle` decodes on the model thread and gives what the queue gives; it
+    declines while the model is busy, and a decoding error reaches the caller and leaves the
+    batcher working."""
+    runtime = Runtime(Settings(model_path=served.model, index_root=served.index_root, device="cpu"))
+    assert runtime.refresh()
+    scenes = load_archive(ucm_root, ucm_subset).scenes[:3]
+    images = [read_image(s.path) for s in scenes]
+
+    def broken() -> np.ndarray:
+        raise InvalidImageError("x.jpg: cannot decode it")
+
+    async def run() -> None:
+        batcher = Batcher(enabled=True, max_batch_size=8, wait_ms=50)
+        batcher.start()
+        try:
+            snapshot = runtime.current()
+            lone = await batcher.infer_when_idle(snapshot, lambda: images[0])
+            (queued,) = await batcher.infer(snapshot, images[:1])
+            assert lone is not None and batcher.batch_sizes == [1, 1]
+            np.testing.assert_allclose(lone.embedding, queued.embedding, atol=1e-6)
+            np.testing.assert_allclose(lone.probabilities, queued.probabilities, atol=1e-6)
+            # while one runs, a second lone image is declined (it would wait behind it)
+            first = asyncio.ensure_future(batcher.infer_when_idle(snapshot, lambda: images[1]))
+            await asyncio.sleep(0)
+            assert await batcher.infer_when_idle(snapshot, lambda: images[2]) is None
+            assert await first is not None
+            with pytest.raises(InvalidImageError, match="cannot decode"):
+                await batcher.infer_when_idle(snapshot, broken)
+            assert await batcher.infer_when_idle(snapshot, lambda: images[2]) is not None
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
