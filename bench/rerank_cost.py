@@ -6,8 +6,9 @@
 In this process, over make run's database, model and index version (which keeps
 descriptors): `service.search.search_scenes`, k = 10, by scene id and by a vector with its
 descriptor (as an upload is searched, without the network), for GRN_BACKBONE_RERANK off
-(the baseline), auto (UCM is all seen content: decided, not re-ranked) and on (the 100
-nearest re-ranked). Prints the best of `--repeats` mean times per search.
+(the baseline), auto (UCM is all seen content: decided, not re-ranked) and on (the index's
+`--pools` nearest re-ranked; the default pool model.rerank.POOL first). Prints the best of
+`--repeats` mean times per search.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model.rerank import POOL  # noqa: E402
 from service.catalog import Catalog  # noqa: E402
 from service.db import make_engine  # noqa: E402
 from service.runtime import Runtime  # noqa: E402
@@ -32,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pools", type=int, nargs="+", default=[POOL, 100])
     args = parser.parse_args()
     settings = Settings(device="cpu", index_poll_seconds=0)
     runtime = Runtime(settings)
@@ -46,7 +49,8 @@ def main() -> None:
         raise SystemExit("the index version keeps no descriptors: rebuild it with grn reindex")
     print(f"index {snapshot.index_version}: {searcher.count} scenes; {len(ids)} queries, k = 10")
     baseline: dict[str, float] = {}
-    for mode in ("off", "auto", "on"):
+    cases = [("off", POOL), ("auto", POOL), *(("on", pool) for pool in args.pools)]
+    for mode, pool in cases:
         for by in ("scene", "vector"):
             best, reranked = float("inf"), False
             for _ in range(args.repeats):
@@ -58,12 +62,17 @@ def main() -> None:
                         else {"vector": vectors[n], "descriptor": descriptors[n]}
                     )
                     page = search_scenes(
-                        snapshot, catalog, SearchQuery(k=10), rerank=Rerank(mode), **query
+                        snapshot,
+                        catalog,
+                        SearchQuery(k=10),
+                        rerank=Rerank(mode, pool=pool),
+                        **query,
                     )
                     reranked = page.reranked
                 best = min(best, (time.perf_counter() - start) / len(ids) * 1000)
             baseline.setdefault(by, best)
-            print(f"by {by:6s} {mode:4s} {best:.3f} ms/search ({best / baseline[by]:.2f}x off) "
+            shown = f"{mode} {pool}" if mode == "on" else mode
+            print(f"by {by:6s} {shown:7s} {best:.3f} ms/search ({best / baseline[by]:.2f}x off) "
                   f"reranked={reranked}")  # fmt: skip
     runtime.store.close()
 

@@ -2,7 +2,7 @@
 then measure retrieval on them for the served embedding, the frozen backbone and their blends.
 
     python bench/unseen.py --archive ../shared/datasets/ucm-multilabel [--folders 5]
-        [--labels 3] [--seed 0] [--model runs/ucm-head/model.safetensors]
+        [--labels 3] [--seed 0] [--model runs/ucm-head/model.safetensors] [--pools 100 300]
 
 Three models, all head mode on EfficientNet-Lite0 (or `--backbone`) with the recipe's defaults:
 - `--model`: trained on everything (make run's default): the "seen content" figures, the
@@ -29,7 +29,8 @@ the model did not train on (the share of queries re-ranked is printed beside it)
 `grn+labels b`: the GRN embedding
 joined with the model's label probabilities (bench/label_blend.py), cosine (1 - b) x the GRN
 one + b x the probability vectors'; `auto, grn+labels b`: the served `auto` with the index
-ranking by that blend (`auto, grn+labels 0.1` is what head mode's models serve by default).
+ranking by that blend (`auto, grn+labels 0.1` is what head mode's models serve by default,
+with model.rerank.POOL nearest re-ranked; `--pools` adds rows with other numbers).
 """
 
 from __future__ import annotations
@@ -185,9 +186,11 @@ def scored(
     queries: np.ndarray,
     archive_rows: np.ndarray,
     seen: np.ndarray,
+    pools: tuple[int, ...] = (),
 ) -> dict[str, dict[str, float]]:
     """Every candidate's figures; `seen`: which archive rows are content the model trained
-    on, as the index version records it (for the served `auto` row)."""
+    on, as the index version records it (for the served `auto` row); `pools`: other numbers
+    of nearest scenes re-ranked, for what head mode serves (`auto, grn+labels 0.1, pool N`)."""
     out = {}
     for name, e in embeddings.items():
         m = retrieval_metrics(e[queries], labels[queries], e[archive_rows], labels[archive_rows])
@@ -205,6 +208,10 @@ def scored(
         out[f"auto, grn+labels {b}"] = served_auto(
             joined, cosines[1], labels, queries, archive_rows, seen
         )
+        for pool in pools if b == LABEL_BLENDS[0] else ():
+            out[f"auto, grn+labels {b}, pool {pool}"] = served_auto(
+                joined, cosines[1], labels, queries, archive_rows, seen, pool
+            )
     return out
 
 
@@ -215,14 +222,15 @@ def served_auto(
     queries: np.ndarray,
     archive_rows: np.ndarray,
     seen: np.ndarray,
+    pool: int = rerank.POOL,
 ) -> dict[str, float]:
     """Served with GRN_BACKBONE_RERANK=auto: a query (an image: it is not in the archive) is
     re-ranked when most of its nearest scenes by `grn` (the (queries, archive) cosines the
-    index ranks by) are unseen content."""
+    index ranks by) are unseen content; its `pool` nearest are re-ranked."""
     plain = np.argsort(-grn, axis=1, kind="stable")
     nearest_seen = seen[plain[:, : rerank.NEAREST]]
     unseen = np.asarray([rerank.applies("auto", row) for row in nearest_seen])
-    order = np.where(unseen[:, None], reranked(grn, backbone, rerank.POOL, rerank.WEIGHT), plain)
+    order = np.where(unseen[:, None], reranked(grn, backbone, pool, rerank.WEIGHT), plain)
     m = ranking_metrics(order, labels[queries], labels[archive_rows])
     return {**figures(m), "reranked_share": float(unseen.mean())}
 
@@ -249,6 +257,11 @@ def main() -> None:
         "--backbone", default="efficientnet_lite0",
         help="the held-out models' backbone (grn train --backbone), also the frozen one scored; "
         "--model should have the same",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pools", type=int, nargs="*", default=[],
+        help="also score what is served with these numbers of nearest scenes re-ranked "
+        f"(default {rerank.POOL})",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -318,7 +331,7 @@ def main() -> None:
         grn, probabilities = head_outputs(models[model], features)
         embeddings = candidates(grn, probabilities, features, archive_rows, args.dim)
         seen = seen_content(read_card(models[model]), archive, archive_rows.tolist())
-        table = scored(embeddings, relevance, queries, archive_rows, seen)
+        table = scored(embeddings, relevance, queries, archive_rows, seen, tuple(args.pools))
         results[protocol] = {"queries": len(queries), "figures": table}
         print(f"\n{protocol}: {len(queries)} queries, archive {len(archive_rows)}")
         print(f"{'embedding':>20} {'P@10':>7} {'mAP':>7} {'NDCG@10':>8}")

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-POOL = 100
-"""The index's nearest scenes a search re-ranks (at least k)."""
+POOL = 200
+"""The index's nearest scenes a search re-ranks (at least k). 100 left one relevant hit of
+1000 out of a held-out draw's top 10s (docs/results.md, "How many of the nearest")."""
 WEIGHT = 0.3
 """The GRN cosine's share of the re-ranking score."""
 MODES = ("auto", "on", "off")

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.stores import check_store_name
+from model.rerank import POOL, WEIGHT
 
 
 class Settings(BaseSettings):
@@ -105,9 +106,9 @@ class Settings(BaseSettings):
     `auto` where the index version's scenes are mostly content the model did not train on
     (another archive, folders left out of training), `on` always, `off` never. Needs a
     version that keeps descriptors (built by `grn reindex` with a head-mode model)."""
-    backbone_rerank_weight: float = Field(default=0.3, ge=0, le=1)
+    backbone_rerank_weight: float = Field(default=WEIGHT, ge=0, le=1)
     """The GRN cosine's share of the re-ranking score; the rest is the descriptors'."""
-    backbone_rerank_pool: int = Field(default=100, ge=1, le=1000)
+    backbone_rerank_pool: int = Field(default=POOL, ge=1, le=1000)
     """The index's nearest scenes a search re-ranks (at least k)."""
 
     thumbnail_size: int = Field(default=128, ge=16, le=1024)
