@@ -267,8 +267,9 @@ class Batcher:
         # and with a second team on 2 cores the network ran at 22 instead of 9.5 ms per image.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grn-model")
         self._concurrent = False
-        self._busy = False
-        """A batch or a lone image is on the model thread."""
+        self._handed = 0
+        """Batches and lone images handed to the model thread and not yet back: a count, as a
+        batch may be handed while a lone image still runs (the thread takes them in turn)."""
         self.batch_sizes: list[int] = []
         """Sizes of the last batches run (bounded), for metrics and tests."""
         # No torch.set_num_threads here: torch already uses every core, and the call starts
@@ -316,7 +317,7 @@ class Batcher:
         delays a batch."""
         if self._wakeup is None:
             raise ServiceNotReadyError("the model batcher is not running")
-        if self._busy or self._queue:
+        if self._handed or self._queue:
             return None
 
         def run() -> tuple[Inference, float]:
@@ -325,12 +326,12 @@ class Batcher:
             return _run_model(snapshot, [image])[0], time.perf_counter() - started
 
         # the model thread runs one thing at a time: work queued meanwhile waits for this
-        self._busy = True
+        self._handed += 1
         try:
             loop = asyncio.get_running_loop()
             result, seconds = await loop.run_in_executor(self._executor, run)
         finally:
-            self._busy = False
+            self._handed -= 1
         self._record(1, seconds)
         return result
 
@@ -365,7 +366,7 @@ class Batcher:
             ):
                 batch.append(self._queue.popleft())
             started = time.perf_counter()
-            self._busy = True
+            self._handed += 1
             try:
                 images = [job.image for job in batch]
                 results = await loop.run_in_executor(
@@ -377,7 +378,7 @@ class Batcher:
                         job.future.set_exception(exc)
                 continue
             finally:
-                self._busy = False
+                self._handed -= 1
             self._concurrent = len(batch) > 1 or bool(self._queue)
             self._record(len(batch), time.perf_counter() - started)
             for job, result in zip(batch, results, strict=True):

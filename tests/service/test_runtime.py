@@ -4,7 +4,9 @@ an archive image is the vector its index holds."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from servers import Served
 
 from model.archive import load_archive, scene_id
 from model.imageio import InvalidImageError, read_image
+from service import runtime as runtime_module
 from service.runtime import Batcher, Inference, Runtime
 from service.settings import Settings
 
@@ -132,6 +135,51 @@ def test_a_lone_image_on_an_idle_model_runs_with_its_decoding(
                 await batcher.infer_when_idle(snapshot, broken)
             assert await batcher.infer_when_idle(snapshot, lambda: images[2]) is not None
         finally:
+            await batcher.stop()
+
+    asyncio.run(run())
+
+
+def test_a_lone_image_is_declined_while_a_batch_handed_after_it_runs(
+    served: Served, ucm_root: Path, ucm_subset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch handed to the model thread while a lone image runs keeps the model busy after
+    the lone image is back: the next lone image is declined until the batch is done."""
+    runtime = Runtime(Settings(model_path=served.model, index_root=served.index_root, device="cpu"))
+    assert runtime.refresh()
+    images = [read_image(s.path) for s in load_archive(ucm_root, ucm_subset).scenes[:3]]
+    lone_gate, batch_gate = threading.Event(), threading.Event()
+    real_run_model = runtime_module._run_model
+
+    def gated_run_model(snapshot: Any, batch: Any) -> list[Inference]:
+        if len(batch) > 1:
+            assert batch_gate.wait(30)
+        return real_run_model(snapshot, batch)
+
+    monkeypatch.setattr(runtime_module, "_run_model", gated_run_model)
+
+    def gated_image() -> np.ndarray:
+        assert lone_gate.wait(30)
+        return images[0]
+
+    async def run() -> None:
+        batcher = Batcher(enabled=True, max_batch_size=8, wait_ms=50)
+        batcher.start()
+        try:
+            snapshot = runtime.current()
+            lone = asyncio.ensure_future(batcher.infer_when_idle(snapshot, gated_image))
+            await asyncio.sleep(0.05)
+            batch = asyncio.ensure_future(batcher.infer(snapshot, images[1:]))
+            await asyncio.sleep(0.05)  # the batcher hands the batch over, behind the lone image
+            lone_gate.set()
+            assert await lone is not None
+            assert await batcher.infer_when_idle(snapshot, lambda: images[0]) is None
+            batch_gate.set()
+            assert len(await batch) == 2
+            assert await batcher.infer_when_idle(snapshot, lambda: images[0]) is not None
+        finally:
+            lone_gate.set()
+            batch_gate.set()
             await batcher.stop()
 
     asyncio.run(run())
