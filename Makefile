@@ -51,8 +51,11 @@ train: install
 evaluate: install
 	$(GRN) evaluate --model $(RUN) --archive $(UCM) --out $(RUN)/eval
 
+# ruff, then the import contracts of pyproject.toml: model <- index <- service, the service's
+# layers (cli, api > jobs > usecases > storage, runtime) and no import cycles
 lint: install
 	$(VENV)/bin/ruff check model index service migrations tests bench
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy

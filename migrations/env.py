@@ -1,4 +1,4 @@
-"""Alembic's entry point: runs the revisions on the connection `service.migrate` hands over
+"""Alembic's entry point: runs the revisions on the connection `service.storage.migrate` hands over
 (or on `sqlalchemy.url` when Alembic's own command line is used)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from service.db import Base, make_engine
-from service.migrate import include_object
+from service.storage.db import Base, make_engine
+from service.storage.migrate import include_object
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,35 +1,15 @@
-"""One JSON error body for every error, and the map from domain exceptions to HTTP statuses.
-
-{"status": 404, "error": "scene_not_found", "message": "...", "details": [...]}
-"""
+"""Domain errors that several layers raise: plain exceptions, no HTTP. The API maps them
+(and the errors that live beside the code raising them) to statuses in one table,
+`service.api.errors`; the CLI prints their message on one line."""
 
 from __future__ import annotations
-
-import logging
-from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, OperationalError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from index.results import IndexSearchError
-from index.stores import (
-    IndexModelMismatchError,
-    IndexNotReadyError,
-    StoreBusyError,
-    UnknownSceneError,
-    VectorStoreUnavailableError,
-)
-from model.imageio import InvalidImageError
-from service.text import TextNotUnderstoodError, TextSearchUnavailableError
-
-log = logging.getLogger("grn.errors")
 
 
 class SceneNotFoundError(LookupError):
     """No scene with this id in the store."""
+
+    def __str__(self) -> str:  # a KeyError-like repr would quote the message
+        return str(self.args[0]) if self.args else "no such scene"
 
 
 class BadRequestError(ValueError):
@@ -38,140 +18,3 @@ class BadRequestError(ValueError):
     def __init__(self, message: str, code: str = "bad_request") -> None:
         super().__init__(message)
         self.code = code
-
-
-def error_table() -> list[tuple[type[BaseException], int, str]]:
-    """Domain exceptions -> (HTTP status, error code), the first match wins. (Imported here:
-    the modules that raise them answer with this module's error body.)"""
-    from service.queue import JobConflictError, NoSuchJobError
-    from service.runtime import OverloadedError, ServiceNotReadyError
-    from service.uploads import UploadTooLargeError
-    from service.writes import ArchiveStoreError, DuplicateScenesError, SceneConflictError
-
-    return [
-        (UploadTooLargeError, 413, "too_large"),
-        (InvalidImageError, 400, "invalid_image"),
-        (SceneNotFoundError, 404, "scene_not_found"),
-        (NoSuchJobError, 404, "job_not_found"),
-        (JobConflictError, 409, "job_running"),
-        (SceneConflictError, 409, "scene_conflict"),
-        (DuplicateScenesError, 409, "duplicate"),
-        (UnknownSceneError, 404, "scene_not_indexed"),
-        (IndexSearchError, 400, "bad_search"),
-        (OverloadedError, 503, "overloaded"),
-        (ArchiveStoreError, 503, "archive_store_unavailable"),
-        (ServiceNotReadyError, 503, "not_ready"),
-        (TextSearchUnavailableError, 503, "text_search_unavailable"),
-        (IndexNotReadyError, 503, "index_not_ready"),
-        (IndexModelMismatchError, 503, "index_model_mismatch"),
-        (VectorStoreUnavailableError, 503, "vector_store_unavailable"),
-        (OperationalError, 503, "database_unavailable"),
-        (DBAPIError, 503, "database_unavailable"),
-    ]
-
-
-ERROR_DESCRIPTIONS = {
-    400: "Bad input: an unreadable image, an unknown label, an impossible search",
-    401: "An API key is needed (admin endpoints; reads too with GRN_READ_ACCESS=key)",
-    403: "The API key is not valid",
-    404: "No such scene (or job), or the scene is not in the index",
-    409: "A job of this kind is still running, a scene has that name, or the image is one",
-    413: "The request or an image in it is over the size or pixel limit",
-    422: "Invalid parameters: `details` lists each field",
-    503: "Model, index, vector store or database not ready, or the service is full "
-    "(`overloaded`, with a Retry-After header)",
-}
-
-
-def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the errors an endpoint can return, each with the one error
-    body."""
-    from service.schemas import ErrorBody
-
-    return {
-        status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
-        for status in statuses
-    }
-
-
-def error_body(status: int, error: str, message: str, details: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"status": status, "error": error, "message": message}
-    if details is not None:
-        body["details"] = details
-    return body
-
-
-def error_response(
-    status: int, error: str, message: str, details: Any = None, headers: Any = None
-) -> JSONResponse:
-    return JSONResponse(error_body(status, error, message, details), status, headers=headers)
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
-    if isinstance(exc, DBAPIError):
-        return "the database is not answering; try again shortly"
-    return str(exc)
-
-
-def install(app: FastAPI) -> None:
-    errors = error_table()
-
-    async def domain(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, DBAPIError):
-            metrics = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.database_errors.inc()
-        if isinstance(exc, BadRequestError | StoreBusyError | TextNotUnderstoodError):
-            return error_response(400, exc.code, str(exc))
-        retry_after = getattr(exc, "retry_after", None)
-        if retry_after is not None:  # OverloadedError: refused at once, not queued
-            metrics = getattr(request.app.state, "metrics", None)
-            if metrics is not None:
-                metrics.rejected.labels(getattr(exc, "kind", "")).inc()
-            headers = {"Retry-After": str(retry_after)}
-            return error_response(503, "overloaded", str(exc), headers=headers)
-        for kind, status, code in errors:
-            if isinstance(exc, kind):
-                if status >= 500:
-                    log.warning("%s: %s", code, exc)
-                details = getattr(exc, "details", None)
-                return error_response(status, code, _message(exc), details)
-        log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "an unexpected error occurred")
-
-    async def validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
-        return error_response(422, "invalid_request", f"{where}: {first['msg']}", details)
-
-    async def http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {
-            401: "unauthorized",
-            403: "forbidden",
-            404: "not_found",
-            405: "method_not_allowed",
-            413: "too_large",
-        }.get(exc.status_code, "http_error")
-        return error_response(
-            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
-
-    app.add_exception_handler(RequestValidationError, validation)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, http)  # type: ignore[arg-type]
-    # each kind on its own: a handler for Exception alone would run in Starlette's outermost
-    # middleware, which logs the exception as a crash
-    kinds: list[type[BaseException]] = [
-        BadRequestError,
-        StoreBusyError,
-        TextNotUnderstoodError,
-        *(k for k, _, _ in errors),
-        Exception,
-    ]
-    for kind in kinds:
-        app.add_exception_handler(kind, domain)  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ from index.stores import (
 from model.card import ModelCard, ModelFileError, load_model, read_card, resolve_model_path
 from model.engine import cpu_threads, describe
 from model.inference import predict, resolve_device
-from model.inference import tune_allocator as tune_allocator  # service.app applies it
+from model.inference import tune_allocator as tune_allocator  # service.api.app applies it
 from model.network import GRNNet
 from service.settings import Settings
 

@@ -130,7 +130,7 @@ class ReindexOptions:
     names: Sequence[str] | None = None
     """Only these image stems of the archive (the rest count as gone)."""
     build: Any = None
-    """Store-specific build settings (`index.job.ReindexSettings` for FAISS)."""
+    """Store-specific build settings (`index.stores.faiss_build.ReindexSettings` for FAISS)."""
     device: str = "auto"
     skip_broken: bool = False
     progress: bool = True

@@ -1,10 +1,11 @@
 """FAISS as the vector store (the embedded default): index versions in a folder on disk.
 
-The versions live under `index_root` (`index.store.IndexStore`: `versions/<version>/`, a
-`current` pointer switched atomically); `index.job.reindex` builds them. A served version
-(`Searcher`) answers id allow-lists and exclusions itself; label, folder and split filters
-reach it as an allow-list computed in SQL. With faiss-gpu and GPUs, unfiltered searches run
-on a copy of the index on all GPUs (`index.gpu`).
+The versions live under `index_root` (`index.stores.faiss_versions.IndexStore`:
+`versions/<version>/`, a `current` pointer switched atomically);
+`index.stores.faiss_build.reindex` builds them. A served version (`Searcher`) answers id
+allow-lists and exclusions itself; label, folder and split filters reach it as an
+allow-list computed in SQL. With faiss-gpu and GPUs, unfiltered searches run on a copy of
+the index on all GPUs (`index.gpu`).
 
 `FaissCollection` is the same search over an in-memory index with its filter metadata beside
 it: the reference the Milvus store is checked against, and the benchmark's baseline.
@@ -31,8 +32,8 @@ from index.results import (
     exact_search,
     in_sorted,
 )
-from index.store import IDS_FILE, IndexStore, LoadedIndex
 from index.stores.base import ReindexAction, ReindexOptions, StoreVersion, UnknownSceneError
+from index.stores.faiss_versions import IDS_FILE, IndexStore, LoadedIndex
 from index.vectors import SearchSettings, configure, find_ivf, make_index, search, widened
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class FaissVersions:
     ) -> Any:
         """A new version (or, `incremental`, the current one updated) in service; every
         full build is a new version, so `replace` changes nothing here."""
-        from index.job import reindex
+        from index.stores.faiss_build import reindex
 
         return reindex(
             model_path,

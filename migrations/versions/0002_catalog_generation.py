@@ -1,6 +1,6 @@
 """Catalog generation and change log: every change to scenes, labels or scene labels raises
 a counter and records which scenes it touched (database triggers), so a process holding the
-scene metadata in arrays (`service.scene_table`) reloads only those scenes.
+scene metadata in arrays (`service.storage.scene_table`) reloads only those scenes.
 
 `catalog_state.generation` rises with each changing statement (PostgreSQL) or row (SQLite);
 writers take its row lock until they commit, so generations become visible in order.

@@ -4,7 +4,7 @@ metadata per scene.
 `scene_vectors` holds the embedding (and label probabilities) of a scene the service embedded
 when it was added (`POST /scenes`), under the model that made it. It is written in the same
 transaction as the scene's row and goes with it (ON DELETE CASCADE), so the service searches
-the scenes its index version does not hold yet from these rows (`service.live_index`), on
+the scenes its index version does not hold yet from these rows (`service.storage.live_index`), on
 every process, as soon as the transaction commits. A row's scene insert raises the catalog
 generation (migration 0002), which is how the other processes learn of it.
 

@@ -1,5 +1,5 @@
 """Durable admin jobs: imports and reindexes as rows that `grn worker` processes claim, run
-and report on (`service/queue.py`).
+and report on (`service/jobs/queue.py`).
 
 Revision ID: 0004_jobs
 Revises: 0003_scene_writes

@@ -3,7 +3,7 @@ from the GeoJSON by a trigger, with a GiST index, so listings test polygons and 
 SQL. Never required: on SQLite, or on a PostgreSQL without the `postgis` extension available
 (or without the right to create it), this revision changes nothing and the service keeps
 using the R*Tree / box index of migration 0005 with the exact tests on its arrays
-(`service.spatial`). Installing PostGIS later: `grn db downgrade 0005_scene_footprints`
+(`service.storage.spatial`). Installing PostGIS later: `grn db downgrade 0005_scene_footprints`
 then `grn db upgrade` adds the column.
 
 Revision ID: 0006_postgis_footprints

@@ -12,8 +12,8 @@ import pytest
 
 from index.filters import SceneFilter
 from index.gpu import cpu_shards, gpu_count, to_gpus
-from index.store import IndexStore
 from index.stores.faiss import Searcher
+from index.stores.faiss_versions import IndexStore
 from index.synthetic import clustered_unit_vectors
 from index.vectors import SearchSettings, build_index, exact_search, recall_at_k, search
 

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from index.job import ReindexSettings, reindex
-from index.store import PROBABILITIES_FILE, IndexModelMismatchError, IndexStore
 from index.stores.base import IndexNotReadyError
+from index.stores.faiss_build import ReindexSettings, reindex
+from index.stores.faiss_versions import PROBABILITIES_FILE, IndexModelMismatchError, IndexStore
 from index.vectors import search, stored_ids
 from model.archive import load_archive, scene_id
 from model.card import load_model

@@ -51,9 +51,9 @@ def test_ray_pipeline_matches_the_plain_path(
 def test_reindex_on_ray_builds_the_index_of_the_plain_job(
     tiny_config: Callable[..., object], ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
-    from index.job import ReindexSettings, reindex
-    from index.store import IndexStore
     from index.stores.faiss import Searcher
+    from index.stores.faiss_build import ReindexSettings, reindex
+    from index.stores.faiss_versions import IndexStore
 
     model = fit(tiny_config(tmp_path / "run"), resume=False).model_path  # type: ignore[attr-defined]
     common = ["--model", str(model), "--archive", str(ucm_root), "--labels", str(ucm_subset),

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.store import IndexModelMismatchError, IndexNotReadyError, IndexStore
+from index.stores.faiss_versions import IndexModelMismatchError, IndexNotReadyError, IndexStore
 from index.synthetic import clustered_unit_vectors
 from index.vectors import FullVectors, VectorFile, build_index, search
 
@@ -118,7 +118,7 @@ def test_a_compressed_index_keeps_its_full_vectors(tmp_path: Path) -> None:
 MAPPED_PROBE = """
 import sys
 import numpy as np
-from index.store import IndexStore
+from index.stores.faiss_versions import IndexStore
 from index.vectors import search
 store = IndexStore(sys.argv[1])
 loaded = store.load(mapped=sys.argv[2] == "mapped")

@@ -13,9 +13,9 @@ from pydantic import SecretStr
 
 from index.filters import SceneFilter, SceneMeta
 from index.results import IndexSearchError
-from index.store import IndexStore
 from index.stores import STORES, StoreBusyError, UnknownStoreError, open_store
 from index.stores.faiss import FaissVersions, Searcher
+from index.stores.faiss_versions import IndexStore
 from index.synthetic import clustered_unit_vectors
 from index.vectors import build_index
 

@@ -28,7 +28,7 @@ from servers import (
 )
 from shapely.geometry import Polygon
 
-from index.job import ReindexSettings, reindex
+from index.stores.faiss_build import ReindexSettings, reindex
 from model.geo import GEO_COLUMNS, SceneGeo
 
 

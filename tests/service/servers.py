@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from model.train import fit
-from service.db import make_engine
-from service.importer import import_archive
-from service.migrate import upgrade
+from service.storage.db import make_engine
+from service.storage.migrate import upgrade
+from service.usecases.importer import import_archive
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -163,7 +163,7 @@ def head_model_served(
     archive, and SQLite holding the same scenes."""
     from head_model import random_heads_model
 
-    from index.job import ReindexSettings, reindex
+    from index.stores.faiss_build import ReindexSettings, reindex
     from model.archive import load_archive
 
     names = load_archive(ucm_root, labels).label_names

@@ -19,9 +19,15 @@ from sqlalchemy.orm import Session
 
 from model.archive import load_archive, scene_id
 from model.card import read_card
-from service.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
-from service.importer import CHUNK, import_archive
-from service.migrate import current_revision, downgrade, head_revision, include_object, upgrade
+from service.storage.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
+from service.storage.migrate import (
+    current_revision,
+    downgrade,
+    head_revision,
+    include_object,
+    upgrade,
+)
+from service.usecases.importer import CHUNK, import_archive
 
 TABLES = {"archives", "labels", "scenes", "scene_labels", "model_versions", "index_builds"}
 
@@ -209,7 +215,7 @@ def _search(*args: str, database_url: str, served: Served, index_root: Path) -> 
 def test_an_archive_without_label_columns_imports_and_is_searchable(
     database_url: str, served: Served, ucm_root: Path, ucm_unlabelled: Path, tmp_path: Path
 ) -> None:
-    from index.job import ReindexSettings, reindex
+    from index.stores.faiss_build import ReindexSettings, reindex
 
     engine = make_engine(database_url)
     upgrade(engine)
@@ -253,7 +259,7 @@ def test_a_partly_labelled_archive_imports_the_labels_it_has(
     database_url: str, served: Served, ucm_root: Path, ucm_partly_labelled: Path
 ) -> None:
     from index.filters import SceneFilter
-    from service.scene_table import SceneTable
+    from service.storage.scene_table import SceneTable
 
     engine = make_engine(database_url)
     upgrade(engine)

@@ -28,7 +28,7 @@ from servers import (
     server_env,
 )
 
-from index.store import IndexStore
+from index.stores.faiss_versions import IndexStore
 from model.archive import load_archive, scene_id
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)

@@ -34,9 +34,9 @@ from sqlalchemy.orm import Session
 from index.filters import SceneFilter, SceneMeta
 from model.archive import load_archive, scene_id
 from model.geo import SceneGeo
-from service.db import SceneFootprint, make_engine
-from service.scene_table import SceneTable
-from service.spatial import ids_in_box, postgis_schema
+from service.storage.db import SceneFootprint, make_engine
+from service.storage.scene_table import SceneTable
+from service.storage.spatial import ids_in_box, postgis_schema
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql", "postgresql-without-postgis"])
@@ -359,7 +359,7 @@ def test_rasters_cut_imported_and_searched_find_their_own_tile_first(
 @pytest.fixture(scope="module")
 def map_library() -> Path:
     """Leaflet from the npm registry where the server looks for it (`grn assets`)."""
-    from service.assets import AssetError, fetch
+    from service.api.assets import AssetError, fetch
     from service.settings import Settings
 
     folder = Settings().asset_dir
@@ -494,7 +494,7 @@ def test_the_map_library_installs_only_as_pinned_and_readable_by_every_user(
 ) -> None:
     from dataclasses import replace
 
-    from service.assets import LEAFLET, AssetError, fetch, installed
+    from service.api.assets import LEAFLET, AssetError, fetch, installed
 
     tampered = replace(LEAFLET, integrity="sha512-" + "A" * 86 + "==")
     with pytest.raises(AssetError, match="does not match its pinned integrity"):
@@ -514,8 +514,8 @@ def test_an_existing_database_upgrades_and_a_reimport_places_its_scenes(
     upgrade` adds the tables, and importing the archive again with its footprints places the
     scenes it holds without adding or changing a scene; on PostgreSQL with PostGIS, a
     database at 0005 with footprints gains the filled `geom` column."""
-    from service.importer import import_archive
-    from service.migrate import downgrade, upgrade
+    from service.storage.migrate import downgrade, upgrade
+    from service.usecases.importer import import_archive
 
     engine = make_engine(database_url)
     upgrade(engine)

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 from servers import LiveServer, Served, copy_served, prepared_database, server_env, train_tiny
 
-from index.job import ReindexSettings, reindex
-from index.store import IndexStore
+from index.stores.faiss_build import ReindexSettings, reindex
+from index.stores.faiss_versions import IndexStore
 from model.archive import load_archive, scene_id
 
 

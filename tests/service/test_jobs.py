@@ -18,9 +18,9 @@ import pytest
 from servers import REPO, LiveServer, Served, copy_served, prepared_database, server_env
 from sqlalchemy import text
 
-from index.store import IndexStore
-from service.db import make_engine
-from service.queue import Job, JobQueue
+from index.stores.faiss_versions import IndexStore
+from service.jobs.queue import Job, JobQueue
+from service.storage.db import make_engine
 
 KEY = "admin-key-0123456789abcdef"
 

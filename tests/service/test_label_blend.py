@@ -16,8 +16,8 @@ import torch
 from head_model import random_heads_model
 from servers import LiveServer, Served, head_model_served, server_env
 
-from index.store import IndexStore
 from index.stores.faiss import Searcher
+from index.stores.faiss_versions import IndexStore
 from model.archive import load_archive, scene_id
 from model.card import load_model, read_card
 from model.imageio import read_image

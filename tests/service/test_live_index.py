@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from index.filters import SceneFilter
-from index.store import IndexStore
 from index.stores.faiss import FaissVersions
+from index.stores.faiss_versions import IndexStore
 from index.vectors import build_index
-from service.live_index import LiveIndex
-from service.scene_table import SceneTable, WrittenVectors
+from service.storage.live_index import LiveIndex
+from service.storage.scene_table import SceneTable, WrittenVectors
 
 DIM = 16
 

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from servers import LiveServer, Served, copy_served, prepared_database, server_env
 
 from model.archive import load_archive
-from service.app import create_app
-from service.security import InsecureSettingsError
+from service.api.app import create_app
+from service.api.security import InsecureSettingsError
 from service.settings import Settings
 
 KEY = "a-test-key-of-some-length"

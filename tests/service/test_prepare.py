@@ -1,4 +1,4 @@
-"""`grn up` (service/prepare.py): prepare and serve with no other command, and one clear line
+"""`grn up` (service/api/prepare.py): prepare and serve with no other command, and one clear line
 for each bad input, on the real PostgreSQL and on SQLite."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from servers import REPO, free_port, postgres_schema
 from starlette.testclient import TestClient
 
 from model.archive import load_archive
-from service.prepare import (
+from service.api.prepare import (
     InputError,
     Options,
     Preparation,

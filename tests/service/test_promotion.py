@@ -16,7 +16,7 @@ import httpx
 from servers import REPO, LiveServer, Served, copy_served, prepared_database, server_env
 from sqlalchemy import text
 
-from service.db import make_engine
+from service.storage.db import make_engine
 
 KEY = "admin-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from servers import REPO, Served, copy_served, prepared_database, train_tiny
 
-from index.store import IndexStore
+from index.stores.faiss_versions import IndexStore
 from model.archive import scene_id
 from model.card import read_card
 

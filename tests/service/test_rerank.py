@@ -1,7 +1,7 @@
 """Re-ranking with the backbone's descriptors (model/rerank.py): a head-mode model's index
 version keeps each scene's descriptor, the frozen ImageNet backbone's pooled features; a
 search of content the model did not train on takes the index's nearest and re-orders them by
-the blended score, through the real server as through `service.search`; `off` and a model
+the blended score, through the real server as through `service.usecases.search`; `off` and a model
 with a fine-tuned backbone leave the GRN order alone."""
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ import pytest
 import torch
 from servers import LiveServer, Served, head_model_served, server_env
 
-from index.job import ReindexSettings, reindex
-from index.store import IndexStore
 from index.stores.faiss import FaissVersions, Searcher
+from index.stores.faiss_build import ReindexSettings, reindex
+from index.stores.faiss_versions import IndexStore
 from model import rerank
 from model.archive import load_archive, scene_id
 from model.card import load_model
 from model.imageio import read_image
 from model.inference import normalize, predict, prepare_batch
-from service.catalog import Catalog
-from service.db import make_engine
-from service.search import Rerank, SearchQuery, search_scenes
+from service.storage.catalog import Catalog
+from service.storage.db import make_engine
+from service.usecases.search import Rerank, SearchQuery, search_scenes
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The catalog's arrays (`service.scene_table`) on SQLite and PostgreSQL: every filter keeps
+"""The catalog's arrays (`service.storage.scene_table`) on SQLite and PostgreSQL: every filter keeps
 exactly the scenes SQL keeps, hits carry what SQL holds, and a write by another connection
 (a label corrected, a scene removed, a scene added) shows in the next search."""
 
@@ -13,12 +13,12 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter
-from service.catalog import Catalog, SchemaNotCurrentError, _filtered
-from service.db import CatalogChange, Label, Scene, SceneLabel, make_engine
 from service.errors import BadRequestError
-from service.importer import import_archive
-from service.migrate import downgrade, upgrade
-from service.scene_table import SceneTable
+from service.storage.catalog import Catalog, SchemaNotCurrentError, _filtered
+from service.storage.db import CatalogChange, Label, Scene, SceneLabel, make_engine
+from service.storage.migrate import downgrade, upgrade
+from service.storage.scene_table import SceneTable
+from service.usecases.importer import import_archive
 
 
 def sql_ids(catalog: Catalog, where: SceneFilter) -> list[int]:
@@ -153,13 +153,13 @@ def test_short_searches_run_on_the_loop_with_current_arrays(
 ) -> None:
     """A search runs on the event loop only while searches have been short, the database is
     local (SQLite) and the arrays are current; otherwise, and always on PostgreSQL, in a
-    thread that refreshes the arrays (`service.routes.search.searched`)."""
+    thread that refreshes the arrays (`service.api.routes.search.searched`)."""
     import asyncio
     import threading
     import time
 
-    from service.deps import LoopBudget
-    from service.routes.search import searched
+    from service.api.deps import LoopBudget
+    from service.api.routes.search import searched
 
     engine = make_engine(database_url)
     upgrade(engine)

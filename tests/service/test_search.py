@@ -1,6 +1,6 @@
 """Search over the whole UCM archive (2100 real scenes): every k the API allows works, by
 scene id and by upload, with and without filters, through a real server; `grn search` and
-the HTTP route answer the same, as both call `service.search.search_scenes`."""
+the HTTP route answer the same, as both call `service.usecases.search.search_scenes`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from servers import REPO, LiveServer, Served, prepared_database, server_env
 
 from index.filters import SceneFilter
-from index.job import ReindexSettings, reindex
+from index.stores.faiss_build import ReindexSettings, reindex
 from model.archive import Archive, load_archive, scene_id
 
 SCENES = 2100
@@ -231,8 +231,8 @@ def test_relevance_feedback_moves_the_query(
     exact search over the index's own vectors), leaves the judged scenes out, and the CLI
     and an upload take the same feedback."""
     from index.results import exact_search
-    from index.store import IndexStore
     from index.stores.faiss import Searcher
+    from index.stores.faiss_versions import IndexStore
 
     server, env = whole
     served = Searcher(IndexStore(env["GRN_INDEX_ROOT"]).load())
@@ -281,10 +281,10 @@ def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Arch
     match by the classifier's probability that they meet the conditions and by their
     closeness to the labels' region (the mean vector of the scenes that carry the labels),
     checked against exact search over the index's own vectors and probabilities."""
-    from index.store import IndexStore
     from index.stores.faiss import Searcher
+    from index.stores.faiss_versions import IndexStore
     from model.card import read_card
-    from service.search import LABEL_WEIGHT
+    from service.usecases.search import LABEL_WEIGHT
 
     server, env = whole
     served = Searcher(IndexStore(env["GRN_INDEX_ROOT"]).load())
@@ -342,12 +342,12 @@ def test_a_version_without_probabilities_ranks_labels_by_the_region(
     import dataclasses
     from types import SimpleNamespace
 
-    from index.store import IndexStore
     from index.stores.faiss import Searcher
+    from index.stores.faiss_versions import IndexStore
     from model.card import read_card
-    from service.catalog import Catalog
-    from service.db import make_engine
-    from service.search import label_region, rank, rank_by_labels
+    from service.storage.catalog import Catalog
+    from service.storage.db import make_engine
+    from service.usecases.search import label_region, rank, rank_by_labels
 
     _, env = whole
     loaded = IndexStore(env["GRN_INDEX_ROOT"]).load()

@@ -1,0 +1,128 @@
+"""What the routes share: the heavy objects the lifespan keeps on `app.state`, reached
+through `Annotated[..., Depends(...)]` aliases (tests may swap them with
+`dependency_overrides`), the access levels, and running blocking work off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, Request
+from fastapi import Path as PathParam
+
+from service.api.schemas import MAX_SCENE_ID
+from service.api.security import require_admin, require_reader, require_writer
+from service.runtime import Batcher, Runtime
+from service.settings import Settings
+from service.storage.catalog import Catalog
+
+T = TypeVar("T")
+
+
+def _state(name: str) -> Callable[[Request], Any]:
+    """A dependency that gives `app.state.<name>`. Async on purpose: FastAPI runs a plain
+    `def` dependency in a worker thread, and under load those hops (five per request) took a
+    fifth of the event loop's time (py-spy, docs/service.md "Load shedding")."""
+
+    async def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    get.__name__ = f"get_{name}"
+    return get
+
+
+get_catalog = _state("catalog")
+get_runtime = _state("runtime")
+get_batcher = _state("batcher")
+get_app_settings = _state("settings")
+
+CatalogDep = Annotated[Catalog, Depends(get_catalog)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SceneId = Annotated[int, PathParam(ge=0, le=MAX_SCENE_ID, description="A scene id.")]
+
+READER = [Depends(require_reader)]
+"""Open, or behind the API key when GRN_READ_ACCESS is `key`."""
+ADMIN = [Depends(require_admin)]
+"""Behind the API key."""
+WRITER = [Depends(require_writer)]
+"""Behind the API key or the write key."""
+
+
+async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking work (SQL, decoding, index searches) in a worker thread."""
+    return await asyncio.to_thread(function, *args)
+
+
+class LoopBudget:
+    """Whether a kind of short work runs on the event loop or in a worker thread. Handing work
+    to a thread and back costs 0.2-0.5 ms on this project's 2-core machine (two wake-ups),
+    as much as a search by id of a 2100-scene archive; work whose recent duration (an
+    exponential average, thread or loop) stays under `budget_ms` runs on the loop, all other
+    work, and all work until one run has been timed, in a thread."""
+
+    def __init__(self, budget_ms: float = 2.0, weight: float = 0.2) -> None:
+        self.budget = budget_ms / 1000
+        self.weight = weight
+        self.typical = math.inf
+        """Recent seconds per run (inf until the first run)."""
+
+    @property
+    def fits(self) -> bool:
+        return self.typical < self.budget
+
+    def record(self, seconds: float) -> None:
+        typical = self.typical  # a thread and the loop may both record: either value is fine
+        self.typical = (
+            seconds if math.isinf(typical) else typical + self.weight * (seconds - typical)
+        )
+
+    def timed(self, function: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            return function()
+        finally:
+            self.record(time.perf_counter() - start)
+
+
+def elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+class SceneUrls:
+    """The URLs of scenes' images and thumbnails for one request. The two routes' paths are
+    resolved once per app (`url_for` walks the routes, about 0.7 ms of a search's 5 ms at
+    c = 1 in a py-spy profile) and joined with the request's base URL, as `url_for` does."""
+
+    def __init__(self, request: Request) -> None:
+        paths = getattr(request.app.state, "scene_url_paths", None)
+        if paths is None:
+            paths = request.app.state.scene_url_paths = tuple(
+                self._split(str(request.app.url_path_for(route, scene_id=0)))
+                for route in ("scene_image", "scene_thumbnail")
+            )
+        base = str(request.base_url).rstrip("/")
+        (image, image_end), (thumbnail, thumbnail_end) = paths
+        self._image = (base + image, image_end)
+        self._thumbnail = (base + thumbnail, thumbnail_end)
+
+    @staticmethod
+    def _split(path: str) -> tuple[str, str]:
+        before, after = path.rsplit("/0/", 1)
+        return f"{before}/", f"/{after}"
+
+    def __call__(self, scene_id: int) -> tuple[str, str]:
+        """(image URL, thumbnail URL) of a scene."""
+        return (
+            f"{self._image[0]}{scene_id}{self._image[1]}",
+            f"{self._thumbnail[0]}{scene_id}{self._thumbnail[1]}",
+        )
+
+
+def split_commas(values: list[str]) -> list[str]:
+    """List parameters may repeat or separate values by commas."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]

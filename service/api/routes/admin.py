@@ -1,0 +1,146 @@
+"""Admin endpoints (behind the API key): reload, import and reindex jobs, job status and
+cancelling.
+
+Import and reindex are durable jobs (`service.jobs.queue`): rows in SQL that a worker runs as a
+child `grn` process with the service's settings (the service's embedded worker, or `grn
+worker` processes), so a crash of a job never takes the service down, a restart loses no job
+and every API process sees every job; a finished reindex is taken up at once by the process
+whose worker ran it, and by the others at their next poll."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi import Path as Path_
+
+from service.api.deps import ADMIN, RuntimeDep, SettingsDep, in_thread
+from service.api.errors import documented
+from service.api.lifespan import refresh_served
+from service.api.schemas import JobOut, ReloadResponse
+from service.errors import BadRequestError
+from service.jobs.queue import JobQueue
+from service.settings import Settings
+
+router = APIRouter(
+    prefix="/admin", tags=["admin"], dependencies=ADMIN, responses=documented(401, 403)
+)
+JOB_ERRORS = documented(400, 409, 422)
+
+
+def job_queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.job_queue
+    return queue
+
+
+@router.post("/reload", response_model=ReloadResponse)
+async def reload(runtime: RuntimeDep, request: Request) -> ReloadResponse:
+    """Load the newest model and index now (the service also polls for them)."""
+    swapped = await refresh_served(request.app)
+    snapshot = runtime.snapshot
+    return ReloadResponse(
+        swapped=swapped,
+        model_version=snapshot.model_version if snapshot else None,
+        index_version=snapshot.index_version if snapshot else None,
+        problem=runtime.problem,
+    )
+
+
+@router.post("/reindex", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+async def admin_reindex(
+    request: Request,
+    settings: SettingsDep,
+    runtime: RuntimeDep,
+    incremental: Annotated[
+        bool, Body(embed=True, description="Add new scenes and drop gone ones only.")
+    ] = False,
+) -> JobOut:
+    """Queue `grn reindex --catalog`: the scenes SQL holds (every import's, and those added
+    through the API, as corrected), embedded by the served model into the configured vector
+    store; the new index is taken up when it completes."""
+    runtime.store.check_writable()
+    args = [
+        "reindex",
+        "--model",
+        str(settings.model_path),
+        "--catalog",
+        "--index-root",
+        str(settings.index_root),
+        "--incremental" if incremental else "--replace",
+    ]
+    job = await in_thread(job_queue(request).submit, "reindex", args)
+    return JobOut.of(job)
+
+
+@router.post("/import", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+async def admin_import(
+    request: Request,
+    settings: SettingsDep,
+    archive: Annotated[
+        str | None,
+        Body(embed=True, description="The archive folder (default GRN_ARCHIVE_DIR)."),
+    ] = None,
+) -> JobOut:
+    """Queue `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
+    folder = archive_folder(settings, archive)
+    job = await in_thread(job_queue(request).submit, "import", ["import", str(folder)])
+    return JobOut.of(job)
+
+
+@router.post("/train", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+async def admin_train(
+    request: Request,
+    force: Annotated[
+        bool, Body(embed=True, description="Promote the new model whatever the gate says.")
+    ] = False,
+    epochs: Annotated[
+        int | None, Body(embed=True, ge=1, le=1000, description="Default: the mode's.")
+    ] = None,
+) -> JobOut:
+    """Queue `grn retrain`: train on the scenes and labels SQL holds now (corrections
+    included), then promote the model (with an index of its own) only when it is not worse
+    than the served one on the val split, or when `force`. A refused model ends the job as
+    `failed`, its output saying which figure was lower."""
+    args = ["retrain", *(["--force"] if force else []), "--quiet"]
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
+    return JobOut.of(await in_thread(job_queue(request).submit, "train", args))
+
+
+@router.post("/rollback", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
+async def admin_rollback(request: Request) -> JobOut:
+    """Queue `grn rollback`: the model served before the current one goes back into service
+    with its index."""
+    return JobOut.of(await in_thread(job_queue(request).submit, "rollback", ["rollback"]))
+
+
+@router.get("/jobs", response_model=list[JobOut])
+async def admin_jobs(
+    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[JobOut]:
+    """Admin jobs, newest first, whichever process queued or ran them."""
+    return [JobOut.of(job) for job in await in_thread(job_queue(request).recent, limit)]
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=documented(404, 422))
+async def admin_job(request: Request, job_id: Annotated[int, Path_(ge=1)]) -> JobOut:
+    """One admin job: status, progress, attempts, return code and the last lines of its
+    output."""
+    return JobOut.of(await in_thread(job_queue(request).get, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=documented(404, 422))
+async def admin_cancel(request: Request, job_id: Annotated[int, Path_(ge=1)]) -> JobOut:
+    """Cancel a queued job at once, or ask a running one to stop (its worker terminates the
+    command within a second or two; `status` then says `cancelled`)."""
+    return JobOut.of(await in_thread(job_queue(request).cancel, job_id))
+
+
+def archive_folder(settings: Settings, given: str | None) -> Path:
+    folder = Path(given) if given else settings.archive_dir
+    if folder is None:
+        raise BadRequestError("no archive given and GRN_ARCHIVE_DIR is not set", "no_archive")
+    if not (folder / "labels.csv").is_file():
+        raise BadRequestError(f"{folder} is not an archive: it has no labels.csv", "no_archive")
+    return folder

@@ -1,0 +1,114 @@
+"""The web page, liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.api.bodies import error_response
+from service.api.deps import READER, CatalogDep, RuntimeDep, in_thread
+from service.api.errors import documented
+from service.api.schemas import Health, Readiness
+from service.storage.migrate import current_revision, head_revision
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))
+"""Swagger UI and ReDoc, installed with the project (the fastapi-offline package)."""
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    """The web page."""
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/admin", include_in_schema=False)
+async def admin_page() -> FileResponse:
+    """The admin page: add, correct and remove scenes, run and follow jobs (its API calls
+    need the key; the page asks for it)."""
+    return FileResponse(STATIC / "admin.html", headers={"Cache-Control": "no-cache"})
+
+
+SWAGGER_ASSETS: dict[str, Any] = {
+    "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
+    "swagger_css_url": "/docs-assets/swagger-ui.css",
+    "swagger_favicon_url": "/docs-assets/favicon.png",
+}
+REDOC_ASSETS: dict[str, Any] = {"redoc_js_url": "/docs-assets/redoc.standalone.js"}
+
+
+@router.get("/docs", include_in_schema=False)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    """The interactive API documentation, from assets served by the app (no CDN)."""
+    title = f"{request.app.title}: API"
+    return get_swagger_ui_html(openapi_url=request.app.openapi_url, title=title, **SWAGGER_ASSETS)
+
+
+@router.get("/redoc", include_in_schema=False)
+async def redoc(request: Request) -> HTMLResponse:
+    """The API reference, from assets served by the app (no CDN, no web fonts)."""
+    title = f"{request.app.title}: API reference"
+    return get_redoc_html(
+        openapi_url=request.app.openapi_url, title=title, with_google_fonts=False, **REDOC_ASSETS
+    )
+
+
+@router.get(
+    "/metrics",
+    dependencies=READER,
+    responses={200: {"content": {"text/plain": {}}}, **documented(401, 403)},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses=documented(503))
+async def readyz(runtime: RuntimeDep, catalog: CatalogDep) -> Any:
+    """Model, index and database ready (503 with the reasons otherwise)."""
+    reasons = []
+    snapshot = runtime.snapshot
+    if snapshot is None:
+        reasons.append(f"model and index: {runtime.problem}")
+
+    def database() -> tuple[str | None, int]:
+        revision = current_revision(catalog.engine)
+        return revision, catalog.scene_count() if revision else 0
+
+    revision, scenes = None, 0
+    try:
+        revision, scenes = await in_thread(database)
+    except Exception as exc:
+        reasons.append(f"database: not answering ({type(exc).__name__})")
+    else:
+        head = head_revision()
+        if revision != head:
+            reasons.append(
+                f"database: schema at {revision or 'nothing'}, needs {head}; run `grn db upgrade`"
+            )
+    if reasons or snapshot is None:
+        return error_response(503, "not_ready", "; ".join(reasons), reasons)
+    return Readiness(
+        status="ready",
+        model_version=snapshot.model_version,
+        index_version=snapshot.index_version,
+        index_count=snapshot.searcher.count,
+        schema_revision=revision or "",
+        scenes=scenes,
+        warning=runtime.problem,
+    )

@@ -1,0 +1,5 @@
+"""`python -m service.cli`: the `grn` command line."""
+
+from service.cli import app
+
+app()

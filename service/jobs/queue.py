@@ -1,0 +1,434 @@
+"""Durable admin jobs: imports and reindexes are rows in SQL (`jobs`, migration 0004) that
+workers claim, run and report on, so a job outlives the process that asked for it, is seen
+by every API process, runs once however many workers there are, and can be cancelled.
+
+Why our own queue on the service's database rather than a library: the queue must live in
+the store the service already has, PostgreSQL or the single-node SQLite default, with no
+broker to deploy. The well-kept libraries each miss one: procrastinate and PgQueuer are
+PostgreSQL only, RQ, Dramatiq, Celery and SAQ want Redis or RabbitMQ, and Huey's SQL storage
+brings peewee beside SQLAlchemy and keeps no progress or output. The job row here is also the
+record the API shows (status, progress, the last lines of output), so the queue is the few
+statements below.
+
+- Claim: one statement takes the oldest queued job and marks it running with the worker's
+  name (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent workers take different jobs;
+  SQLite: the database's single writer makes the conditional UPDATE atomic). A job is claimed
+  by one worker only; `attempts` counts the claims.
+- Lease: a running job's worker writes a heartbeat every second (with its output and
+  progress). A job whose heartbeat is older than the lease (its worker was killed, or its
+  machine lost) is given back to the queue, or failed with the reason when it has used its
+  attempts; its next run starts the command again, which is safe because every job command
+  is idempotent (an import skips what it has, a reindex builds a new version and switches to
+  it only when complete).
+- Cancel: a queued job is cancelled at once; a running one is asked to stop, and its worker
+  terminates the command at the next heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, select, text, update
+from sqlalchemy.orm import Session
+
+from service.storage.db import JobRow, utcnow
+
+OUTPUT_LINES = 40
+KINDS = ("import", "reindex", "train", "rollback")
+LEASE_SECONDS = 30.0
+"""A running job whose worker has not written a heartbeat for this long is taken back."""
+HEARTBEAT_SECONDS = 1.0
+PROGRESS = re.compile(rb"(\d{1,3})%\|")
+"""A tqdm bar's percentage."""
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+log = logging.getLogger("grn.jobs")
+
+
+class JobConflictError(RuntimeError):
+    """A job of the same kind is queued or running."""
+
+
+class NoSuchJobError(LookupError):
+    """No job with this id."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job row as the API shows it."""
+
+    id: int
+    kind: str
+    args: list[str]
+    status: str
+    attempts: int
+    worker: str | None
+    returncode: int | None
+    progress: float | None
+    output: list[str]
+    cancel_requested: bool
+    created: float
+    started: float | None
+    finished: float | None
+
+    @classmethod
+    def of(cls, row: JobRow) -> Job:
+        def stamp(value: datetime | None) -> float | None:
+            if value is None:
+                return None
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+        return cls(
+            id=row.id,
+            kind=row.kind,
+            args=json.loads(row.args),
+            status=row.status,
+            attempts=row.attempts,
+            worker=row.worker,
+            returncode=row.returncode,
+            progress=row.progress,
+            output=json.loads(row.output),
+            cancel_requested=row.cancel_requested,
+            created=stamp(row.created_at) or 0.0,
+            started=stamp(row.started_at),
+            finished=stamp(row.finished_at),
+        )
+
+    @property
+    def command(self) -> str:
+        return " ".join(["grn", *self.args])
+
+
+class JobQueue:
+    """The jobs table (see the module docstring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def submit(
+        self, kind: str, args: Sequence[str], *, max_attempts: int = 2, exclusive: bool = True
+    ) -> Job:
+        """Queue a job; with `exclusive`, refused while one of its kind is queued or
+        running."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown job kind {kind!r}; the kinds are {', '.join(KINDS)}")
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            if exclusive:
+                busy = session.scalars(
+                    select(JobRow)
+                    .where(JobRow.kind == kind, JobRow.status.in_(("queued", "running")))
+                    .with_for_update()
+                ).first()
+                if busy is not None:
+                    raise JobConflictError(f"{kind} job {busy.id} is still {busy.status}")
+            row = JobRow(
+                kind=kind,
+                args=json.dumps(list(args)),
+                status="queued",
+                attempts=0,
+                max_attempts=max_attempts,
+                output="[]",
+                cancel_requested=False,
+            )
+            session.add(row)
+        return Job.of(row)
+
+    def get(self, job_id: int) -> Job:
+        with Session(self.engine) as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NoSuchJobError(f"no job {job_id}")
+            return Job.of(row)
+
+    def recent(self, limit: int = 100) -> list[Job]:
+        """The newest jobs first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(JobRow).order_by(JobRow.id.desc()).limit(limit))
+            return [Job.of(row) for row in rows]
+
+    def claim(self, worker: str) -> Job | None:
+        """The oldest queued job, now running on `worker`; None when none waits."""
+        now = utcnow()
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                oldest = (
+                    select(JobRow.id)
+                    .where(JobRow.status == "queued")
+                    .order_by(JobRow.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                    .scalar_subquery()
+                )
+            else:
+                oldest = (
+                    select(JobRow.id)
+                    .where(JobRow.status == "queued")
+                    .order_by(JobRow.id)
+                    .limit(1)
+                    .scalar_subquery()
+                )
+            claimed = connection.execute(
+                update(JobRow)
+                .where(JobRow.id == oldest, JobRow.status == "queued")
+                .values(
+                    status="running",
+                    worker=worker,
+                    attempts=JobRow.attempts + 1,
+                    started_at=now,
+                    heartbeat_at=now,
+                    progress=None,
+                    returncode=None,
+                )
+                .returning(JobRow.id)
+            ).scalar()
+        return None if claimed is None else self.get(int(claimed))
+
+    def heartbeat(
+        self, job_id: int, worker: str, output: Sequence[str], progress: float | None
+    ) -> bool | None:
+        """Record the job's output and progress; returns whether it is asked to stop (None
+        when it is no longer this worker's: taken back after a lost lease)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != "running" or row.worker != worker:
+                return None
+            row.heartbeat_at = utcnow()
+            row.output = json.dumps(list(output)[-OUTPUT_LINES:])
+            row.progress = progress
+            return row.cancel_requested
+
+    def finish(
+        self, job_id: int, worker: str, status: str, returncode: int | None, output: Sequence[str]
+    ) -> bool:
+        """Record how the job ended (only while it is still this worker's)."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != "running" or row.worker != worker:
+                return False
+            row.status = status
+            row.returncode = returncode
+            row.finished_at = utcnow()
+            row.output = json.dumps(list(output)[-OUTPUT_LINES:])
+            if status == "succeeded":
+                row.progress = 1.0
+            return True
+
+    def release(self, job_id: int, worker: str, output: Sequence[str]) -> bool:
+        """Give a job this worker stopped (it is shutting down) back to the queue, its claim
+        not counted."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.status != "running" or row.worker != worker:
+                return False
+            row.status = "queued"
+            row.attempts = max(0, row.attempts - 1)
+            row.output = json.dumps(
+                [*output, f"worker {worker} stopped: queued again"][-OUTPUT_LINES:]
+            )
+            return True
+
+    def cancel(self, job_id: int) -> Job:
+        """Cancel a queued job, or ask a running one to stop."""
+        with Session(self.engine) as session, session.begin():
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise NoSuchJobError(f"no job {job_id}")
+            if row.status == "queued":
+                row.status = "cancelled"
+                row.finished_at = utcnow()
+            elif row.status == "running":
+                row.cancel_requested = True
+        return self.get(job_id)
+
+    def reap(self, lease_seconds: float = LEASE_SECONDS) -> list[int]:
+        """Take back running jobs whose heartbeat is older than the lease: queued again, or
+        failed when they have used their attempts. Returns their ids."""
+        horizon = utcnow() - timedelta(seconds=lease_seconds)
+        taken: list[int] = []
+        with Session(self.engine) as session, session.begin():
+            query = select(JobRow).where(JobRow.status == "running", JobRow.heartbeat_at < horizon)
+            if self.engine.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            for row in session.scalars(query):
+                lost = (
+                    f"worker {row.worker} stopped answering "
+                    f"(no heartbeat for {lease_seconds:.0f} s)"
+                )
+                output = [*json.loads(row.output), lost]
+                if row.cancel_requested:
+                    row.status = "cancelled"
+                elif row.attempts < row.max_attempts:
+                    row.status = "queued"
+                    output.append(
+                        f"queued again (attempt {row.attempts + 1} of {row.max_attempts})"
+                    )
+                else:
+                    row.status = "failed"
+                if row.status != "queued":
+                    row.finished_at = utcnow()
+                row.output = json.dumps(output[-OUTPUT_LINES:])
+                taken.append(row.id)
+        return taken
+
+    def ping(self) -> None:
+        """Raise when the jobs table is missing (`grn db upgrade` not run)."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1 FROM jobs WHERE 1 = 0"))
+
+
+def worker_name(tag: str = "") -> str:
+    return f"{socket.gethostname()}:{os.getpid()}" + (f":{tag}" if tag else "")
+
+
+class Worker:
+    """Claims jobs and runs each as a child `grn` process with the given environment."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        env: dict[str, str],
+        *,
+        name: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        poll_seconds: float = 1.0,
+        on_success: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.queue = queue
+        self.env = env
+        self.name = name or worker_name()
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.on_success = on_success
+        self.stopping = threading.Event()
+
+    def run_forever(self) -> None:
+        log.info("worker %s waiting for jobs", self.name)
+        while not self.stopping.is_set():
+            try:
+                if not self.run_one():
+                    self.stopping.wait(self.poll_seconds)
+            except Exception:  # the database may be down for a while: keep trying
+                log.exception("worker %s: a round failed", self.name)
+                self.stopping.wait(max(self.poll_seconds, 2.0))
+
+    def run_one(self) -> bool:
+        """Take back lost jobs, then run one queued job; returns whether one ran."""
+        for job_id in self.queue.reap(self.lease_seconds):
+            log.warning("job %d lost its worker: taken back", job_id)
+        job = self.queue.claim(self.name)
+        if job is None:
+            return False
+        log.info("job %d (%s) started: %s", job.id, job.kind, job.command)
+        status, returncode, output = self._run(job)
+        if status == "released":
+            self.queue.release(job.id, self.name, output)
+            log.info("job %d given back to the queue: this worker is stopping", job.id)
+            return True
+        if self.queue.finish(job.id, self.name, status, returncode, output):
+            log.info("job %d %s (exit %s)", job.id, status, returncode)
+            if status == "succeeded" and self.on_success is not None:
+                self.on_success(job)
+        return True
+
+    def _run(self, job: Job) -> tuple[str, int | None, list[str]]:
+        # an earlier attempt's lines stay first (why it ran again)
+        output: deque[str] = deque(job.output, maxlen=OUTPUT_LINES)
+        progress: list[float | None] = [None]
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service.cli", *job.args],
+                cwd=REPO_ROOT,
+                env={**os.environ, **self.env},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            return "failed", None, [f"could not start: {exc}"]
+        reader = threading.Thread(
+            target=_read_output, args=(process, output, progress), daemon=True
+        )
+        reader.start()
+        stop_asked_at: float | None = None
+        released = False
+        while process.poll() is None:
+            reader.join(HEARTBEAT_SECONDS)
+            stop = self.queue.heartbeat(job.id, self.name, list(output), progress[0])
+            if stop is None and stop_asked_at is None:  # taken back: another worker has it
+                output.append("taken back from this worker: stopping")
+                stop_asked_at = _terminate(process)
+            elif stop and stop_asked_at is None:
+                output.append("cancelled: stopping")
+                stop_asked_at = _terminate(process)
+            elif self.stopping.is_set() and stop_asked_at is None:
+                released = True
+                stop_asked_at = _terminate(process)
+            elif stop_asked_at is not None and time.monotonic() - stop_asked_at > 10:
+                _kill(process)
+        reader.join(5)
+        returncode = process.returncode
+        if released:
+            return "released", returncode, list(output)
+        if stop_asked_at is not None:
+            return "cancelled", returncode, list(output)
+        return ("succeeded" if returncode == 0 else "failed"), returncode, list(output)
+
+
+def _read_output(
+    process: subprocess.Popen[bytes], output: deque[str], progress: list[float | None]
+) -> None:
+    """Lines of the child's output (a progress bar's redraws split on carriage returns),
+    its bar's last percentage as progress."""
+    assert process.stdout is not None
+    pending = b""
+    while chunk := process.stdout.read1(65536):  # type: ignore[attr-defined]
+        pending += chunk
+        *parts, pending = re.split(rb"[\r\n]", pending)
+        for part in parts:
+            found = PROGRESS.findall(part)
+            if found:
+                progress[0] = min(int(found[-1]), 100) / 100
+                continue  # a bar's redraw: progress, not a line to keep
+            line = part.decode(errors="replace").rstrip()
+            if line:
+                output.append(line)
+    if pending.strip():
+        output.append(pending.decode(errors="replace").rstrip())
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the worker dies (Linux), so a killed worker leaves no
+    command running that a retry would race with."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> float:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    return time.monotonic()
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)

@@ -1,0 +1,349 @@
+"""Scene metadata queries. Searches read the metadata from arrays (`Catalog.table`, a
+`SceneTable` reloaded when the catalog's generation moves): filters a vector store cannot
+evaluate become an id allow-list there, and hits get their name, folder and labels there.
+Pages of scenes, label and folder counts and single scenes come from SQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Connection, Engine, Select, delete, exists, func, select
+from sqlalchemy.orm import Session
+
+from index.filters import PLACES, SceneFilter
+from index.stores import ServedIndex
+from service.errors import BadRequestError, SceneNotFoundError
+from service.storage.db import (
+    CatalogChange,
+    IndexBuild,
+    Label,
+    ModelVersion,
+    Scene,
+    SceneFootprint,
+    SceneLabel,
+)
+from service.storage.live_index import LiveIndex
+from service.storage.scene_table import SceneRow, SceneTable, generation_of
+from service.storage.scene_table import (
+    SchemaNotCurrentError as SchemaNotCurrentError,  # re-exported
+)
+from service.storage.spatial import footprints, in_box, postgis_schema, postgis_where, sources_of
+
+CHANGE_LOG = 1_000_000
+"""Generations of the change log kept (`Catalog._prune`)."""
+
+
+def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
+    if not names:
+        return []
+    rows = session.execute(select(Label.name, Label.id).where(Label.name.in_(set(names))))
+    found = {name: label_id for name, label_id in rows}
+    unknown = sorted(set(names) - set(found))
+    if unknown:
+        known = session.scalars(select(Label.name).order_by(Label.name)).all()
+        raise BadRequestError(
+            f"unknown label(s) {', '.join(unknown)}; the labels are: {', '.join(known)}",
+            code="unknown_label",
+        )
+    return [found[n] for n in names]
+
+
+def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[Any]:
+    for label_id in _label_ids(session, f.labels_all):
+        query = query.where(
+            exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id == label_id)
+        )
+    if f.labels_none:
+        none_ids = _label_ids(session, f.labels_none)
+        query = query.where(
+            ~exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(none_ids))
+        )
+    if f.labels_any:
+        any_ids = _label_ids(session, f.labels_any)
+        query = query.where(
+            exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(any_ids))
+        )
+    if f.folder:
+        query = query.where(Scene.folder == f.folder)
+    if f.split:
+        query = query.where(Scene.split == f.split)
+    if f.exclude_ids:
+        query = query.where(Scene.id.not_in([int(i) for i in f.exclude_ids]))
+    if f.allow_ids is not None:
+        query = query.where(Scene.id.in_([int(i) for i in f.allow_ids]))
+    if f.bbox is not None:  # through the spatial index (migration 0005)
+        bind = session.get_bind()
+        query = query.where(in_box(bind.dialect.name, f.bbox))
+    return query
+
+
+class Catalog:
+    def __init__(self, engine: Engine, *, postgis: bool = True) -> None:
+        self.engine = engine
+        self._postgis: str | bool | None = postgis
+        """Whether listings may use PostGIS (True: when the database has it; then the
+        schema of its functions, or None where it has not)."""
+        self._table: SceneTable | None = None
+        self._loading = threading.Lock()
+        self._pruned = 0
+        self.vector_model: str | None = None
+        """The model whose written embeddings (`scene_vectors`) the arrays hold: the served
+        one (`table(model_version)` sets it)."""
+        self._live: tuple[tuple[int, int, str | None], LiveIndex] | None = None
+
+    def generation(self) -> int:
+        """The catalog's change counter (raised by triggers on every write)."""
+        with self.engine.connect() as connection:
+            return generation_of(connection)
+
+    @property
+    def local(self) -> bool:
+        """SQLite: reading the generation is a read of a local file that, in WAL mode, never
+        waits for a writer (cheap enough for the event loop)."""
+        return self.engine.dialect.name == "sqlite"
+
+    def fresh_table(self) -> SceneTable | None:
+        """The arrays if they are as of the current generation, else None (without loading
+        them: the caller refreshes them off the event loop)."""
+        return self._as_of(self.generation())
+
+    def _as_of(self, generation: int) -> SceneTable | None:
+        table = self._table
+        if table is None or table.written.model_version != self.vector_model:
+            return None
+        return table if table.generation == generation else None
+
+    def table(self, model_version: str | None = None) -> SceneTable:
+        """The scene metadata in arrays, as of the catalog's current generation, with the
+        written embeddings of `model_version` (default: the model last asked for): read whole
+        the first time or for another model, then patched with the scenes changed since (one
+        thread refreshes, others wait for it)."""
+        if model_version is not None:
+            self.vector_model = model_version
+        generation = self.generation()
+        current = self._as_of(generation)
+        if current is not None:
+            return current
+        with self._loading:
+            table = self._table
+            if (
+                table is None
+                or table.generation < generation
+                or table.written.model_version != self.vector_model
+            ):
+                with self.engine.connect() as connection:
+                    table = self._refreshed(connection, table)
+                self._table = table
+            return table
+
+    def live(self, base: ServedIndex, table: SceneTable) -> LiveIndex:
+        """The index version `base` as of the table's generation (`service.storage.live_index`),
+        made once per pair."""
+        key = (id(base), table.generation, table.written.model_version)
+        cached = self._live
+        if cached is not None and cached[0] == key and cached[1].base is base:
+            return cached[1]
+        live = LiveIndex(base, table)
+        self._live = (key, live)
+        return live
+
+    def _refreshed(self, connection: Connection, table: SceneTable | None) -> SceneTable:
+        # the generation first: every change up to it has committed (writers hold its row)
+        generation = generation_of(connection)
+        model = self.vector_model
+        if table is None or table.written.model_version != model:
+            return SceneTable.read(connection, generation=generation, model_version=model)
+        oldest = connection.scalar(select(func.min(CatalogChange.generation)))
+        changes = connection.execute(
+            select(CatalogChange.scene_id).distinct()
+            .where(CatalogChange.generation > table.generation)
+            .where(CatalogChange.generation <= generation)
+        ).scalars().all()  # fmt: skip
+        if oldest is None or oldest > table.generation + 1 or None in changes:
+            # the log no longer reaches back to this table, or labels changed
+            return SceneTable.read(connection, generation=generation, model_version=model)
+        if len(changes) > max(1000, len(table) // 4):  # cheaper whole
+            return SceneTable.read(connection, generation=generation, model_version=model)
+        patched = table.patched(connection, np.asarray(changes, dtype=np.int64), generation)
+        self._prune(patched.generation)
+        return patched
+
+    def _prune(self, generation: int) -> None:
+        """Forget changes more than CHANGE_LOG generations old (a process that far behind
+        reads the table whole), at most once every CHANGE_LOG // 10 generations."""
+        horizon = generation - CHANGE_LOG
+        if horizon <= self._pruned + CHANGE_LOG // 10:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(delete(CatalogChange).where(CatalogChange.generation <= horizon))
+        self._pruned = horizon
+
+    def label_names(self) -> list[str] | None:
+        """The archive's labels as of the arrays last read, or None before the first read
+        (then `table().label_names`, off the event loop). Labels change only with an
+        import, which the next search's refresh brings in."""
+        table = self._table
+        return None if table is None else table.label_names
+
+    def check_labels(self, names: Sequence[str]) -> None:
+        """Raise the 400 of an unknown label name."""
+        self.table().check_labels(names)
+
+    def allowed_ids(self, f: SceneFilter) -> np.ndarray:
+        """The sorted ids of the scenes that pass the filter (400 for an unknown label)."""
+        return self.table().allowed_ids(f)
+
+    def rows(self, ids: Sequence[int] | np.ndarray) -> dict[int, SceneRow]:
+        """Search hits' metadata by id; ids the catalog does not hold are absent."""
+        return self.table().rows(ids)
+
+    def scenes(self, ids: Sequence[int]) -> dict[int, Scene]:
+        """Scenes (with labels and archive loaded) by id; ids not in the store are absent."""
+        if not ids:
+            return {}
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.scalars(select(Scene).where(Scene.id.in_(list(ids)))).all()
+            return {row.id: row for row in rows}
+
+    def postgis(self) -> str | None:
+        """The schema of PostGIS's functions where listings use it (`spatial.postgis_schema`;
+        looked up once), else None."""
+        if self._postgis is True:
+            with self.engine.connect() as connection:
+                self._postgis = postgis_schema(connection)
+        return self._postgis or None
+
+    def footprints(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The stored footprints of these scenes, by id (scenes without one are absent)."""
+        with self.engine.connect() as connection:
+            return footprints(connection, ids)
+
+    def sources(self, ids: Sequence[int]) -> dict[int, str | None]:
+        """Each scene's source raster (scenes without a footprint are absent)."""
+        with self.engine.connect() as connection:
+            return sources_of(connection, ids)
+
+    def scene(self, scene_id: int) -> Scene:
+        found = self.scenes([scene_id]).get(scene_id)
+        if found is None:
+            raise SceneNotFoundError(f"no scene with id {scene_id}")
+        return found
+
+    def page(
+        self,
+        f: SceneFilter,
+        offset: int,
+        limit: int,
+        *,
+        name: str | None = None,
+        order: str = "id",
+    ) -> tuple[list[Scene], int]:
+        """A page of the scenes that pass `f` (and whose image name contains `name`), by id
+        or by name, with the total."""
+
+        gis = self.postgis()
+        places: list[Any] = []
+        if gis is not None and f.conditions() & PLACES:
+            # PostGIS tests every place condition in SQL, through its index on `geom`
+            places = postgis_where(gis, f)
+            f = replace(f, bbox=None, within=None, near=None)
+        elif f.within is not None or f.near is not None:
+            # the exact tests on the arrays; the box stays SQL's, through its index
+            table = self.table()
+            placed = table.ids[table.placed(replace(f, bbox=None))]
+            if f.allow_ids is not None:
+                placed = np.intersect1d(placed, np.asarray(f.allow_ids, dtype=np.int64))
+            f = replace(f, within=None, near=None, allow_ids=placed)
+
+        def query(what: Select[Any]) -> Select[Any]:
+            chosen = _filtered(session, what, f)
+            if places:
+                located = select(SceneFootprint.scene_id).where(*places)
+                chosen = chosen.where(Scene.id.in_(located))
+            if name:
+                chosen = chosen.where(Scene.name.contains(name, autoescape=True))
+            return chosen
+
+        with Session(self.engine, expire_on_commit=False) as session:
+            total = session.scalar(
+                select(func.count()).select_from(query(select(Scene.id)).subquery())
+            )
+            ordering = Scene.name if order == "name" else Scene.id
+            rows = session.scalars(
+                query(select(Scene)).order_by(ordering).offset(offset).limit(limit)
+            ).all()
+            return list(rows), total or 0
+
+    def folder_counts(self) -> list[tuple[str, int]]:
+        """Scene folders and how many scenes each holds, by name."""
+        with Session(self.engine) as session:
+            counts = (
+                select(Scene.folder, func.count()).group_by(Scene.folder).order_by(Scene.folder)
+            )
+            return [(folder, int(count)) for folder, count in session.execute(counts).tuples()]
+
+    def label_counts(self) -> list[tuple[str, int]]:
+        with Session(self.engine) as session:
+            query = (
+                select(Label.name, func.count(SceneLabel.scene_id))
+                .outerjoin(SceneLabel, SceneLabel.label_id == Label.id)
+                .group_by(Label.id, Label.name)
+                .order_by(Label.name)
+            )
+            return [(name, int(count)) for name, count in session.execute(query).tuples()]
+
+    def scene_count(self) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(Scene)) or 0
+
+    def all_ids(self) -> list[int]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(Scene.id)))
+
+    def image_path(self, scene: Scene) -> Path:
+        """The scene's file, refused if its stored path leads outside its archive."""
+        root = Path(scene.archive.root).resolve()
+        path = (root / scene.path).resolve()
+        if not path.is_relative_to(root):
+            raise SceneNotFoundError(f"scene {scene.id}: its file lies outside its archive")
+        if not path.is_file():
+            raise SceneNotFoundError(f"scene {scene.id}: its image file {path.name} is missing")
+        return path
+
+    def register(
+        self,
+        model_version: str,
+        backbone: str,
+        model_path: str,
+        card_json: str,
+        index_version: str,
+        factory: str,
+        count: int,
+        index_root: str,
+        created: str,
+    ) -> None:
+        """Record a model and index version in use (once each)."""
+        with Session(self.engine) as session, session.begin():
+            if session.get(ModelVersion, model_version) is None:
+                session.add(
+                    ModelVersion(
+                        version=model_version, backbone=backbone, path=model_path, card=card_json
+                    )
+                )
+                session.flush()
+            if session.get(IndexBuild, index_version) is None:
+                session.add(
+                    IndexBuild(
+                        version=index_version,
+                        model_version=model_version,
+                        factory=factory,
+                        count=count,
+                        root=index_root,
+                        created=created,
+                    )
+                )

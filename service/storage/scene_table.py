@@ -1,0 +1,437 @@
+"""The scene metadata searches need, held in arrays: what a hit shows (name, folder, labels)
+and what filters test (labels, folder, split, place), for every scene, sorted by id.
+
+SQL stays the source of truth. The table belongs to one catalog generation: database
+triggers raise the counter in `catalog_state` with every change to scenes, labels or scene
+labels, and log which scenes each change touched in `catalog_changes` (migration 0002).
+`Catalog.table` reads the table whole once, then, when the counter has moved, re-reads only
+the scenes changed since (`SceneTable.patched`), or everything when labels themselves
+changed, the log no longer reaches back far enough, or most scenes changed. A search reads
+its hits' metadata and evaluates its filters with numpy (binary search by id, a boolean
+column per label) instead of loading an ORM object per hit or resolving the filter in SQL.
+
+Memory: about 8 bytes (id) + the name as a Python string (about 70 bytes for 20
+characters) + 4 (folder) + 4 (split) + 4 (label set) + one byte per label per scene; a
+million scenes with 17 labels take about 110 MB, and 48 more bytes per scene for the
+footprints' bounds and centres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import shapely
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from index.filters import PLACES, SceneFilter
+from model.geo import haversine_m, near_bounds
+from service.errors import BadRequestError
+from service.storage.db import CatalogState, Label, Scene, SceneFootprint, SceneLabel, SceneVector
+
+CHUNK = 5000
+"""Scene ids per `IN (...)` when re-reading changed scenes."""
+
+
+@dataclass(frozen=True)
+class SceneRow:
+    """One scene as a search hit shows it."""
+
+    id: int
+    name: str
+    folder: str
+    labels: tuple[str, ...]
+    placed: bool = False
+    """Whether it has a footprint (SQL's `scene_footprints` holds it)."""
+
+
+def _positions(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Each id's row in `sorted_ids`, -1 for an id it does not hold."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(sorted_ids):
+        return np.full(len(ids), -1, dtype=np.int64)
+    rows = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[rows] == ids, rows, -1)
+
+
+def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    names = sorted(set(values))
+    code = {name: number for number, name in enumerate(names)}
+    return np.fromiter((code[v] for v in values), dtype=np.int32, count=len(values)), names
+
+
+def _merged_codes(
+    first: np.ndarray, first_names: list[Any], second: np.ndarray, second_names: list[Any]
+) -> tuple[np.ndarray, list[Any]]:
+    """Two coded columns as one, over the union of their names."""
+    names = sorted(set(first_names) | set(second_names))
+    code = {name: number for number, name in enumerate(names)}
+    remap = [
+        np.asarray([code[n] for n in part], dtype=np.int32) for part in (first_names, second_names)
+    ]
+    return np.concatenate([remap[0][first], remap[1][second]]).astype(np.int32), names
+
+
+class SchemaNotCurrentError(RuntimeError):
+    """The database lacks a table this version needs: `grn db upgrade` has not run."""
+
+
+GENERATION_SQL = f"SELECT generation FROM {CatalogState.__tablename__} WHERE id = 1"
+"""Read on every search: as driver SQL it skips building and compiling a statement."""
+
+
+def generation_of(connection: Connection) -> int:
+    """The catalog's change counter (raised by triggers on every write)."""
+    try:
+        generation = connection.exec_driver_sql(GENERATION_SQL).scalar()
+    except (OperationalError, ProgrammingError) as exc:
+        if "catalog_state" not in str(exc):
+            raise
+        raise SchemaNotCurrentError(
+            "the database schema is older than this version: run `grn db upgrade`"
+        ) from exc
+    if generation is None:
+        raise SchemaNotCurrentError("catalog_state has no row: run `grn db upgrade`")
+    return int(generation)
+
+
+@dataclass(frozen=True)
+class WrittenVectors:
+    """The embeddings SQL keeps for scenes added through the API (`scene_vectors`), under
+    one model: the scenes an index version may not hold yet (`service.storage.live_index`)."""
+
+    model_version: str | None
+    ids: np.ndarray
+    """(m,) int64, sorted."""
+    vectors: np.ndarray
+    """(m, dim) float32 unit vectors."""
+    probabilities: np.ndarray | None
+    """(m, labels) float32 (NaN where a row kept none); None when no row kept any."""
+
+    @classmethod
+    def empty(cls, model_version: str | None) -> WrittenVectors:
+        return cls(model_version, np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None)
+
+    @classmethod
+    def read(
+        cls, connection: Connection, model_version: str | None, only: np.ndarray | None = None
+    ) -> WrittenVectors:
+        """The rows of `model_version` (of the scenes in `only`, when given)."""
+        if model_version is None:
+            return cls.empty(None)
+        query = select(
+            SceneVector.scene_id, SceneVector.embedding, SceneVector.probabilities
+        ).where(SceneVector.model_version == model_version)
+        if only is None:
+            rows = list(connection.execute(query).all())
+        else:
+            rows = []
+            wanted = [int(i) for i in only]
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                rows += connection.execute(query.where(SceneVector.scene_id.in_(chunk))).all()
+        if not rows:
+            return cls.empty(model_version)
+        rows.sort(key=lambda row: row[0])
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
+        widths = {len(row[2]) // 4 for row in rows if row[2] is not None}
+        probabilities = None
+        if len(widths) == 1:
+            width = widths.pop()
+            probabilities = np.full((len(rows), width), np.nan, dtype=np.float32)
+            for i, row in enumerate(rows):
+                if row[2] is not None:
+                    probabilities[i] = np.frombuffer(row[2], dtype=np.float32)
+        return cls(model_version, ids, vectors, probabilities)
+
+    def patched(self, fresh: WrittenVectors, changed: np.ndarray) -> WrittenVectors:
+        """These rows with those of the scenes in `changed` replaced by `fresh`'s."""
+        keep = ~np.isin(self.ids, changed)
+        if keep.all() and not len(fresh.ids):
+            return self
+        kept = WrittenVectors(
+            self.model_version,
+            self.ids[keep],
+            self.vectors[keep],
+            None if self.probabilities is None else self.probabilities[keep],
+        )
+        parts = [part for part in (kept, fresh) if len(part.ids)]
+        if not parts:
+            return WrittenVectors.empty(self.model_version)
+        ids = np.concatenate([part.ids for part in parts])
+        order = np.argsort(ids, kind="stable")
+        probabilities = None
+        if all(part.probabilities is not None for part in parts) and (
+            len({part.probabilities.shape[1] for part in parts if part.probabilities is not None})
+            == 1
+        ):
+            probabilities = np.concatenate(
+                [part.probabilities for part in parts if part.probabilities is not None]
+            )[order]
+        return WrittenVectors(
+            self.model_version,
+            ids[order],
+            np.concatenate([part.vectors for part in parts])[order],
+            probabilities,
+        )
+
+
+@dataclass(frozen=True)
+class SceneTable:
+    generation: int
+    ids: np.ndarray
+    """(n,) int64, sorted."""
+    names: np.ndarray
+    """(n,) object: each scene's image stem."""
+    folders: np.ndarray
+    """(n,) int32 codes into `folder_names`."""
+    folder_names: list[str]
+    splits: np.ndarray
+    """(n,) int32 codes into `split_names`."""
+    split_names: list[str]
+    labels: np.ndarray
+    """(n, labels) bool: whether scene i carries label j of `label_names`."""
+    label_names: list[str]
+    """Every label of the catalog, by name."""
+    label_sets: np.ndarray
+    """(n,) int32 codes into `label_set_names`: each scene's labels at once, for hits."""
+    label_set_names: list[tuple[str, ...]]
+    written: WrittenVectors = field(default_factory=lambda: WrittenVectors.empty(None))
+    """The embeddings SQL keeps for scenes added through the API, under the served model."""
+    places: np.ndarray = field(default_factory=lambda: np.full((0, 6), np.nan))
+    """(n, 6) float64: each footprint's min_lon, min_lat, max_lon, max_lat, lon, lat (its
+    centre); NaN for a scene without one."""
+
+    @classmethod
+    def read(
+        cls,
+        connection: Connection,
+        only: np.ndarray | None = None,
+        generation: int | None = None,
+        model_version: str | None = None,
+    ) -> SceneTable:
+        """The table as the connection sees it: every scene, or the scenes of `only` that
+        exist, labelled with `generation` or the one read first (so a change made while
+        reading is never missed: it moves the counter past the table's), with the written
+        embeddings of `model_version`."""
+        if generation is None:
+            generation = generation_of(connection)
+        written = WrittenVectors.read(connection, model_version, only)
+        labels = connection.execute(select(Label.id, Label.name).order_by(Label.name)).all()
+        scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split)
+        pair_query = select(SceneLabel.scene_id, SceneLabel.label_id)
+        f = SceneFootprint
+        place_query = select(f.scene_id, f.min_lon, f.min_lat, f.max_lon, f.max_lat, f.lon, f.lat)
+        if only is None:
+            rows = connection.execute(scene_query).all()
+            pairs = connection.execute(pair_query).all()
+            placed = connection.execute(place_query).all()
+        else:
+            rows, pairs, placed = [], [], []
+            wanted = [int(i) for i in only]
+            for start in range(0, len(wanted), CHUNK):
+                chunk = wanted[start : start + CHUNK]
+                rows += connection.execute(scene_query.where(Scene.id.in_(chunk))).all()
+                pairs += connection.execute(pair_query.where(SceneLabel.scene_id.in_(chunk))).all()
+                placed += connection.execute(place_query.where(f.scene_id.in_(chunk))).all()
+        # (numpy asked to convert SQLAlchemy rows probes each for array attributes: slow)
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        rows = [rows[i] for i in order]
+        names = np.empty(len(rows), dtype=object)
+        names[:] = [row[1] for row in rows]
+        folders, folder_names = _codes([row[2] for row in rows])
+        splits, split_names = _codes([row[3] for row in rows])
+        matrix = np.zeros((len(ids), len(labels)), dtype=bool)
+        if pairs:
+            scene_ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
+            label_ids = np.fromiter((p[1] for p in pairs), dtype=np.int64, count=len(pairs))
+            known = np.asarray([label_id for label_id, _ in labels], dtype=np.int64)
+            by_id = np.argsort(known)
+            columns = by_id[np.searchsorted(known[by_id], label_ids)]
+            matrix[np.searchsorted(ids, scene_ids), columns] = True
+        label_names = [name for _, name in labels]
+        # each distinct row of the matrix once (a few hundred in UCM), not once per scene
+        packed = np.packbits(matrix, axis=1) if label_names else np.zeros((len(ids), 1), np.uint8)
+        combos, label_sets = np.unique(packed, axis=0, return_inverse=True)
+        label_set_names = [
+            tuple(label_names[j] for j in np.flatnonzero(np.unpackbits(combo)[: len(label_names)]))
+            for combo in combos
+        ]
+        set_codes = np.asarray(label_sets, dtype=np.int32).reshape(-1)
+        places = np.full((len(ids), 6), np.nan)
+        if placed:
+            values = np.asarray([p[1:] for p in placed], dtype=np.float64)
+            rows_of = _positions(ids, [p[0] for p in placed])
+            places[rows_of[rows_of >= 0]] = values[rows_of >= 0]
+        return cls(
+            generation, ids, names, folders, folder_names, splits, split_names, matrix,
+            label_names, set_codes, label_set_names, written, places,
+        )  # fmt: skip
+
+    def patched(self, connection: Connection, changed: np.ndarray, generation: int) -> SceneTable:
+        """This table with the scenes of `changed` re-read (added, updated or gone), as of
+        `generation`; read whole when the labels themselves changed."""
+        model = self.written.model_version
+        fresh = SceneTable.read(connection, np.unique(changed), generation, model)
+        if fresh.label_names != self.label_names:
+            return SceneTable.read(connection, generation=generation, model_version=model)
+        keep = ~np.isin(self.ids, changed)
+        ids = np.concatenate([self.ids[keep], fresh.ids])
+        order = np.argsort(ids, kind="stable")
+        folders, folder_names = _merged_codes(
+            self.folders[keep], self.folder_names, fresh.folders, fresh.folder_names
+        )
+        splits, split_names = _merged_codes(
+            self.splits[keep], self.split_names, fresh.splits, fresh.split_names
+        )
+        label_sets, label_set_names = _merged_codes(
+            self.label_sets[keep], self.label_set_names, fresh.label_sets, fresh.label_set_names
+        )
+        return SceneTable(
+            generation=fresh.generation,
+            ids=ids[order],
+            names=np.concatenate([self.names[keep], fresh.names])[order],
+            folders=folders[order],
+            folder_names=folder_names,
+            splits=splits[order],
+            split_names=split_names,
+            labels=np.concatenate([self.labels[keep], fresh.labels])[order],
+            label_names=self.label_names,
+            label_sets=label_sets[order],
+            label_set_names=label_set_names,
+            written=self.written.patched(fresh.written, changed),
+            places=np.concatenate([self.places[keep], fresh.places])[order],
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Each id's row, -1 for an id the catalog does not hold."""
+        return _positions(self.ids, ids)
+
+    def rows(self, ids: Sequence[int] | np.ndarray) -> dict[int, SceneRow]:
+        """The scenes held among `ids`, by id (ids the catalog does not hold are absent)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        rows = self.positions(ids)
+        held = rows >= 0
+        kept, rows = ids[held].tolist(), rows[held]
+        names, folders = self.names[rows].tolist(), self.folders[rows].tolist()
+        placed = (~np.isnan(self.places[rows, 0])).tolist()
+        sets, folder_names, set_names = (
+            self.label_sets[rows].tolist(),
+            self.folder_names,
+            self.label_set_names,
+        )
+        return {
+            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place)
+            for scene_id, name, folder, labels, place in zip(
+                kept, names, folders, sets, placed, strict=True
+            )
+        }
+
+    def _columns(self, names: Sequence[str]) -> list[int]:
+        column = {name: number for number, name in enumerate(self.label_names)}
+        unknown = sorted(set(names) - set(column))
+        if unknown:
+            raise BadRequestError(
+                f"unknown label(s) {', '.join(unknown)}; the labels are: "
+                f"{', '.join(self.label_names)}",
+                code="unknown_label",
+            )
+        return [column[name] for name in names]
+
+    def check_labels(self, names: Sequence[str]) -> None:
+        """Raise the 400 of an unknown label name."""
+        self._columns(names)
+
+    def mask(self, where: SceneFilter) -> np.ndarray:
+        """Which scenes pass the filter (the semantics of `SceneFilter.passes`)."""
+        keep = np.ones(len(self.ids), dtype=bool)
+        for j in self._columns(where.labels_all):
+            keep &= self.labels[:, j]
+        if where.labels_any:
+            keep &= self.labels[:, self._columns(where.labels_any)].any(axis=1)
+        if where.labels_none:
+            keep &= ~self.labels[:, self._columns(where.labels_none)].any(axis=1)
+        for value, codes, names in (
+            (where.folder, self.folders, self.folder_names),
+            (where.split, self.splits, self.split_names),
+        ):
+            if value is not None:
+                keep &= codes == (names.index(value) if value in names else -1)
+        if len(where.exclude_ids):
+            rows = self.positions(where.exclude_ids)
+            keep[rows[rows >= 0]] = False
+        if where.allow_ids is not None:
+            allowed = np.zeros(len(self.ids), dtype=bool)
+            rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
+            allowed[rows[rows >= 0]] = True
+            keep &= allowed
+        if where.conditions() & PLACES:
+            keep &= self.placed(where, keep)
+        return keep
+
+    @cached_property
+    def _by_west(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The rows that have a footprint ordered by their western edge, those edges, and
+        the widest footprint's span of longitude: a place query reads the slice of rows whose
+        western edge can reach its box, not every row (built once per table)."""
+        p = self.places
+        rows = np.flatnonzero(~np.isnan(p[:, 0]))
+        order = rows[np.argsort(p[rows, 0], kind="stable")]
+        width = float((p[rows, 2] - p[rows, 0]).max()) if len(rows) else 0.0
+        return order, np.ascontiguousarray(p[order, 0]), width
+
+    def placed(self, where: SceneFilter, among: np.ndarray | None = None) -> np.ndarray:
+        """Which scenes lie where the filter's place conditions say (`SceneFilter`), tested
+        only among the rows `among` marks (all by default). The conditions' boxes narrow the
+        rows first (a slice of the rows by western edge, then four columns); the polygon and
+        the distance are tested on the rows still in."""
+        boxes = [where.bbox] if where.bbox is not None else []
+        if where.within is not None:
+            boxes.append(where.within.bounds)  # the centre lies in the polygon's box
+        if where.near is not None:
+            boxes.append(near_bounds(*where.near))  # ... and in the circle's
+        keep = np.zeros(len(self.ids), dtype=bool)
+        if not boxes:
+            return (
+                ~np.isnan(self.places[:, 0])
+                if among is None
+                else among & ~np.isnan(self.places[:, 0])
+            )
+        west_limit, east_limit = max(b[0] for b in boxes), min(b[2] for b in boxes)
+        order, west, width = self._by_west
+        start = int(np.searchsorted(west, west_limit - width, side="left"))
+        stop = int(np.searchsorted(west, east_limit, side="right"))
+        rows = order[start:stop]
+        if among is not None:
+            rows = rows[among[rows]]
+        q = self.places[rows]
+        ok = np.ones(len(rows), dtype=bool)
+        if where.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = where.bbox
+            ok &= (q[:, 2] >= min_lon) & (q[:, 0] <= max_lon)
+            ok &= (q[:, 3] >= min_lat) & (q[:, 1] <= max_lat)
+        for b in boxes[1 if where.bbox is not None else 0 :]:
+            ok &= (q[:, 4] >= b[0]) & (q[:, 4] <= b[2]) & (q[:, 5] >= b[1]) & (q[:, 5] <= b[3])
+        if where.within is not None:
+            inside = np.flatnonzero(ok)
+            ok[inside] = shapely.intersects_xy(where.within, q[inside, 4], q[inside, 5])
+        if where.near is not None:
+            lon, lat, radius = where.near
+            inside = np.flatnonzero(ok)
+            ok[inside] = haversine_m(q[inside, 4], q[inside, 5], lon, lat) <= radius
+        keep[rows[ok]] = True
+        return keep
+
+    def allowed_ids(self, where: SceneFilter) -> np.ndarray:
+        """The sorted ids of the scenes that pass the filter."""
+        return self.ids[self.mask(where)]

@@ -1,0 +1,345 @@
+"""Search as a use case: a query vector or an archive scene in, ranked scenes with their
+metadata out. The HTTP route, `grn search` and the tests call `search_scenes`.
+
+A query by labels alone ("airplane and pavement, not buildings") searches from the centre of
+the labels' region of the embedding space and re-ranks the scenes found there by the
+classifier's probability that each meets the label conditions (`LABEL_WEIGHT`), where the
+index version keeps the probabilities; equal probabilities go by closeness to the region.
+
+Filters: the store evaluates the conditions it can (`ServedIndex.native_filters`); a filter
+that uses any other condition is resolved into an id allow-list first (in the catalog's
+arrays, `service.storage.scene_table`), so a filtered search returns k hits whenever k scenes match.
+Hits take their name, folder and labels from the same arrays. Searching by an archive scene
+leaves the scene itself out unless `include_query`.
+
+Re-ranking (`Rerank`, GRN_BACKBONE_RERANK): a search by an image, a scene or scenes to be like
+takes the index's `pool` nearest and orders them by the blend of the GRN cosine and the
+backbone descriptors' cosine (`model.rerank`), where the index version keeps descriptors and
+the mode says so (`auto`: content the model did not train on). The hits' scores are then the
+blended scores, and `min_score` applies to them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from index.filters import SceneFilter
+from index.results import MAX_K
+from index.stores import ServedIndex
+from model import rerank as descriptor_rerank
+from service.runtime import Snapshot
+from service.settings import Settings
+from service.storage.catalog import Catalog
+from service.storage.scene_table import SceneRow, SceneTable
+
+log = logging.getLogger("grn.search")
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    k: int = 10
+    where: SceneFilter = field(default_factory=SceneFilter)
+    min_score: float | None = None
+    """Hits scoring lower are dropped."""
+    include_query: bool = False
+    """Searching by an archive scene: keep the scene itself among the hits."""
+    offset: int = 0
+    limit: int | None = None
+    """Hits per page (None: all k)."""
+    more_like: Sequence[int] = ()
+    """Relevance feedback: archive scenes the results should be like."""
+    less_like: Sequence[int] = ()
+    """Relevance feedback: archive scenes the results should not be like."""
+
+
+@dataclass(frozen=True)
+class RankedScene:
+    scene: SceneRow
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """One page of the ranked hits, with what was searched: the query's scene (if any), and
+    the model and index version that answered."""
+
+    query_id: int | None
+    model_version: str
+    index_version: str
+    hits: list[RankedScene]
+    total: int
+    """Hits over all pages (at most k)."""
+    offset: int
+    limit: int
+    next_offset: int | None
+    reranked: bool = False
+    """The hits were re-ranked with the backbone's descriptors (`Rerank`)."""
+
+
+@dataclass(frozen=True)
+class Rerank:
+    """How searches re-rank with the backbone's descriptors (`model.rerank`)."""
+
+    mode: str = "auto"
+    """auto (content the model did not train on), on, or off."""
+    weight: float = descriptor_rerank.WEIGHT
+    """The GRN cosine's share of the blended score."""
+    pool: int = descriptor_rerank.POOL
+    """The index's nearest scenes that are re-ranked (at least k)."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Rerank:
+        return cls(
+            settings.backbone_rerank, settings.backbone_rerank_weight, settings.backbone_rerank_pool
+        )
+
+
+def search_scenes(
+    snapshot: Snapshot,
+    catalog: Catalog,
+    query: SearchQuery,
+    *,
+    vector: np.ndarray | None = None,
+    scene_id: int | None = None,
+    table: SceneTable | None = None,
+    descriptor: np.ndarray | None = None,
+    rerank: Rerank | None = None,
+) -> SearchPage:
+    """The page `query` asks for of the archive scenes most similar to `vector` (a unit
+    embedding of the snapshot's model, with the image's backbone `descriptor`) or to the
+    archive scene `scene_id`, best first, moved towards `query.more_like` and away from
+    `query.less_like` when given, re-ranked as `rerank` says (not at all when not given).
+    Filters and hits' metadata come from `table` (the catalog's current arrays when not
+    given)."""
+    if vector is not None and scene_id is not None:
+        raise ValueError("search by a vector or by a scene id, not both")
+    if table is None or table.written.model_version != snapshot.model_version:
+        table = catalog.table(snapshot.model_version)
+    # the version in service, less the scenes removed and plus those added since
+    index = catalog.live(snapshot.searcher, table)
+    where = query.where
+    by_labels = vector is None and scene_id is None and not query.more_like
+    if by_labels:
+        if not where.labels_all:
+            raise ValueError("search by a vector, a scene id, scenes to be like or labels")
+        vector = label_region(index, table, where.labels_all)
+        if vector is None:  # no indexed scene carries them all
+            return SearchPage(
+                None, snapshot.model_version, snapshot.index_version, [], 0, query.offset,
+                query.limit or query.k, None,
+            )  # fmt: skip
+    reranking = not by_labels and rerank is not None and rerank.mode != "off"
+    query_seen = None
+    if scene_id is not None:
+        vector = index.vectors([scene_id])[0]
+        if reranking and rerank is not None:  # the scene decides; descriptor read if needed
+            query_seen = index.seen([scene_id])
+            found = (
+                index.descriptors([scene_id])
+                if descriptor_rerank.applies(rerank.mode, query_seen)
+                else None
+            )
+            descriptor = None if found is None else found[0]
+        if not query.include_query:
+            where = where.excluding(scene_id)
+    if query.more_like or query.less_like:
+        liked, disliked = list(query.more_like), list(query.less_like)
+        if reranking and (descriptor is not None or vector is None):
+            descriptor = feedback_descriptor(index, descriptor, liked, disliked)
+        vector = feedback_vector(vector, index.vectors(liked), index.vectors(disliked))
+        where = where.excluding(*query.more_like, *query.less_like)  # judged already
+    assert vector is not None
+    if by_labels:
+        ranked = rank_by_labels(snapshot, index, table, vector, query.k, where, query.min_score)
+    else:
+        blend = rerank if reranking and descriptor is not None else None
+        if blend is not None and query_seen is not None:  # decided by the scene: no pool
+            blend = blend if descriptor_rerank.applies(blend.mode, query_seen) else None
+        ranked, reranking = ranked_search(
+            index, table, vector, query.k, where, query.min_score, descriptor, blend, query_seen
+        )
+    limit = query.limit or query.k
+    page = ranked[query.offset : query.offset + limit]
+    end = query.offset + len(page)
+    return SearchPage(
+        query_id=scene_id,
+        model_version=snapshot.model_version,
+        index_version=snapshot.index_version,
+        hits=page,
+        total=len(ranked),
+        offset=query.offset,
+        limit=limit,
+        next_offset=end if end < len(ranked) else None,
+        reranked=reranking,
+    )
+
+
+LABEL_SAMPLE = 1000
+"""At most this many scenes of a label set make its region's centre."""
+
+
+def label_region(index: ServedIndex, table: SceneTable, labels: Sequence[str]) -> np.ndarray | None:
+    """The centre of the labels' region of the embedding space: the mean vector of the
+    indexed scenes that carry all of them (an even sample of at most LABEL_SAMPLE, by id),
+    on the unit sphere; None when no indexed scene carries them all."""
+    ids = table.allowed_ids(SceneFilter(labels_all=labels))
+    ids = ids[index.contains(ids)] if len(ids) else ids
+    if not len(ids):
+        return None
+    if len(ids) > LABEL_SAMPLE:
+        ids = ids[np.linspace(0, len(ids) - 1, LABEL_SAMPLE).astype(int)]
+    centre = index.vectors(ids).mean(axis=0)
+    return np.asarray(centre / max(float(np.linalg.norm(centre)), 1e-12), dtype=np.float32)
+
+
+LABEL_POOL = 200
+"""A query by labels re-ranks at least this many of the region's nearest scenes."""
+LABEL_WEIGHT = 1.0
+"""A query by labels scores a scene by LABEL_WEIGHT times the classifier's probability that
+it meets the label conditions plus the rest times its similarity to the labels' region
+(cosine mapped to 0..1); equal scores go by similarity. 1.0 ranked best of 0, 0.25, 0.5,
+0.75, 0.9 and 1.0 on UCM's test split (docs/results.md, "Query by labels")."""
+
+
+def rank_by_labels(
+    snapshot: Snapshot,
+    index: ServedIndex,
+    table: SceneTable,
+    region: np.ndarray,
+    k: int,
+    where: SceneFilter,
+    min_score: float | None = None,
+) -> list[RankedScene]:
+    """The top k scenes of a query by labels: the region's nearest scenes (at least
+    LABEL_POOL of them) re-ranked by the classifier's probabilities when the index keeps
+    them (`LABEL_WEIGHT`); by the region alone otherwise."""
+    pool = rank(index, table, region, min(MAX_K, max(k, LABEL_POOL)), where)
+    ids = [hit.scene.id for hit in pool]
+    match = label_match(snapshot, index, ids, where) if pool else None
+    if match is None:
+        ranked = pool[:k]
+    else:
+        similarity = (np.asarray([hit.score for hit in pool]) + 1) / 2
+        scores = LABEL_WEIGHT * match + (1 - LABEL_WEIGHT) * similarity
+        order = np.lexsort((-similarity, -scores))[:k]
+        ranked = [RankedScene(pool[i].scene, float(scores[i])) for i in order]
+    return [hit for hit in ranked if min_score is None or hit.score >= min_score]
+
+
+def label_match(
+    snapshot: Snapshot, index: ServedIndex, ids: Sequence[int], where: SceneFilter
+) -> np.ndarray | None:
+    """The classifier's probability that each scene meets the label conditions of `where`,
+    labels taken as independent; None when the index keeps no probabilities or the model
+    does not know one of the labels."""
+    column = {name: number for number, name in enumerate(snapshot.card.label_names)}
+    if any(name not in column for name in where.label_names):
+        return None
+    probabilities = index.probabilities(ids)
+    if probabilities is None or probabilities.shape[1] != len(column):
+        return None
+    match = np.ones(len(ids))
+    for name in where.labels_all:
+        match *= probabilities[:, column[name]]
+    for name in where.labels_none:
+        match *= 1 - probabilities[:, column[name]]
+    if where.labels_any:
+        absent = 1 - probabilities[:, [column[name] for name in where.labels_any]]
+        match *= 1 - absent.prod(axis=1)
+    return match
+
+
+ROCCHIO = (1.0, 0.75, 0.25)
+"""Rocchio's weights of the query, the liked scenes and the disliked ones."""
+
+
+def feedback_vector(query: np.ndarray | None, more: np.ndarray, less: np.ndarray) -> np.ndarray:
+    """Relevance feedback as Rocchio's: the query plus the mean of the scenes to be like,
+    minus a quarter of the mean of those not to be like, back on the unit sphere."""
+    alpha, beta, gamma = ROCCHIO
+    dim = more.shape[1] if len(more) else less.shape[1]
+    moved = alpha * query if query is not None else np.zeros(dim, np.float32)
+    if len(more):
+        moved = moved + beta * more.mean(axis=0)
+    if len(less):
+        moved = moved - gamma * less.mean(axis=0)
+    norm = float(np.linalg.norm(moved))
+    if norm == 0:
+        raise ValueError("the feedback cancels the query out: like or dislike other scenes")
+    return np.asarray(moved / norm, dtype=np.float32)
+
+
+def feedback_descriptor(
+    index: ServedIndex, query: np.ndarray | None, liked: list[int], disliked: list[int]
+) -> np.ndarray | None:
+    """Relevance feedback on the descriptors, as `feedback_vector` on the embeddings; None
+    when a judged scene has no descriptor."""
+    more, less = index.descriptors(liked), index.descriptors(disliked)
+    if more is None or less is None:
+        return None
+    return feedback_vector(query, more, less)
+
+
+def rank(
+    index: ServedIndex,
+    table: SceneTable,
+    vector: np.ndarray,
+    k: int,
+    where: SceneFilter,
+    min_score: float | None = None,
+) -> list[RankedScene]:
+    """The top k scenes for a query vector, filters applied, the catalog's metadata joined
+    (filter and metadata from one table: one generation check per search)."""
+    return ranked_search(index, table, vector, k, where, min_score)[0]
+
+
+def ranked_search(
+    index: ServedIndex,
+    table: SceneTable,
+    vector: np.ndarray,
+    k: int,
+    where: SceneFilter,
+    min_score: float | None = None,
+    descriptor: np.ndarray | None = None,
+    rerank: Rerank | None = None,
+    query_seen: np.ndarray | None = None,
+) -> tuple[list[RankedScene], bool]:
+    """`rank`, with `rerank` the index's `rerank.pool` nearest re-ranked with the query's
+    `descriptor`, and whether the hits were re-ranked: as `rerank.mode` says of the query
+    (`model.rerank.applies`; `query_seen`: whether the query scene is seen content, else
+    its nearest scenes tell), and not when a candidate has no descriptor (a scene added
+    since the version was built)."""
+    if where.conditions() - index.native_filters:
+        # the catalog resolves the filter (and refuses unknown labels)
+        where = SceneFilter(allow_ids=table.allowed_ids(where))
+    elif where.label_names:
+        table.check_labels(where.label_names)  # the same 400 as an allow-list would give
+    fetch = k if rerank is None else min(MAX_K, max(k, rerank.pool))
+    result = index.search(vector[None], fetch, where)
+    found = result.ids[0] >= 0
+    ids, scores = result.ids[0][found].astype(np.int64), result.scores[0][found]
+    reranked = False
+    if rerank is not None and descriptor is not None and len(ids):
+        seen = (
+            query_seen if query_seen is not None else index.seen(ids[: descriptor_rerank.NEAREST])
+        )
+        wanted = descriptor_rerank.applies(rerank.mode, seen)
+        described = index.descriptors(ids) if wanted else None
+        if described is not None:
+            scores = descriptor_rerank.blended(scores, descriptor, described, rerank.weight)
+            order = np.argsort(-scores, kind="stable")
+            ids, scores, reranked = ids[order], scores[order], True
+    ranked = [
+        (int(i), float(s))
+        for i, s in zip(ids[:k], scores[:k], strict=True)
+        if min_score is None or s >= min_score
+    ]
+    scenes = table.rows([i for i, _ in ranked])
+    missing = [i for i, _ in ranked if i not in scenes]
+    if missing:
+        log.warning("index %s holds %d ids unknown to SQL", index.version, len(missing))
+    return [RankedScene(scenes[i], s) for i, s in ranked if i in scenes], reranked
