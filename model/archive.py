@@ -135,8 +135,8 @@ def _find_images(root: Path) -> dict[str, Path]:
 
 
 def as_archive(source: str | Path | Archive, labels_csv: str | Path | None = None) -> Archive:
-    """An archive given as itself (the scenes SQL holds, `service.catalog_archive`) or as a
-    folder with its labels file."""
+    """An archive given as itself (the scenes SQL holds, `service.storage.catalog_archive`)
+    or as a folder with its labels file."""
     return source if isinstance(source, Archive) else load_archive(source, labels_csv)
 
 
