@@ -16,7 +16,8 @@ from fastapi import FastAPI
 
 from service.api.deps import LoopBudget
 from service.api.observability import Metrics
-from service.jobs.queue import JobQueue, Worker, worker_name
+from service.jobs.queue import JobQueue
+from service.jobs.worker import Worker, worker_name
 from service.runtime import Admission, Batcher, Runtime, model_request_bound
 from service.settings import Settings
 from service.storage.catalog import Catalog

@@ -919,7 +919,8 @@ def worker(
     on one of them. Stops on SIGTERM or Ctrl-C after the job in progress is stopped."""
     import signal as signals
 
-    from service.jobs.queue import JobQueue, Worker
+    from service.jobs.queue import JobQueue
+    from service.jobs.worker import Worker
     from service.settings import get_settings
 
     settings = get_settings()

@@ -26,36 +26,21 @@ statements below.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import Engine, select, text, update
 from sqlalchemy.orm import Session
 
+from service.jobs.specs import JobSpec, LegacyJobError, spec_from_json, spec_to_json
 from service.storage.db import JobRow, utcnow
 
 OUTPUT_LINES = 40
-KINDS = ("import", "reindex", "train", "rollback")
 LEASE_SECONDS = 30.0
 """A running job whose worker has not written a heartbeat for this long is taken back."""
-HEARTBEAT_SECONDS = 1.0
-PROGRESS = re.compile(rb"(\d{1,3})%\|")
-"""A tqdm bar's percentage."""
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger("grn.jobs")
 
@@ -74,7 +59,10 @@ class Job:
 
     id: int
     kind: str
-    args: list[str]
+    spec: JobSpec | None
+    """What it runs; None for a row an earlier version queued as a command line."""
+    command: str
+    """The `grn` command line it runs."""
     status: str
     attempts: int
     worker: str | None
@@ -93,10 +81,17 @@ class Job:
                 return None
             return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
+        spec: JobSpec | None
+        try:
+            spec = spec_from_json(row.args)
+            command = " ".join(["grn", *spec.argv()])
+        except LegacyJobError:
+            spec, command = None, " ".join(["grn", *json.loads(row.args)])
         return cls(
             id=row.id,
             kind=row.kind,
-            args=json.loads(row.args),
+            spec=spec,
+            command=command,
             status=row.status,
             attempts=row.attempts,
             worker=row.worker,
@@ -109,10 +104,6 @@ class Job:
             finished=stamp(row.finished_at),
         )
 
-    @property
-    def command(self) -> str:
-        return " ".join(["grn", *self.args])
-
 
 class JobQueue:
     """The jobs table (see the module docstring)."""
@@ -120,13 +111,10 @@ class JobQueue:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def submit(
-        self, kind: str, args: Sequence[str], *, max_attempts: int = 2, exclusive: bool = True
-    ) -> Job:
+    def submit(self, spec: JobSpec, *, max_attempts: int = 2, exclusive: bool = True) -> Job:
         """Queue a job; with `exclusive`, refused while one of its kind is queued or
         running."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown job kind {kind!r}; the kinds are {', '.join(KINDS)}")
+        kind = spec.kind
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             if exclusive:
                 busy = session.scalars(
@@ -138,7 +126,7 @@ class JobQueue:
                     raise JobConflictError(f"{kind} job {busy.id} is still {busy.status}")
             row = JobRow(
                 kind=kind,
-                args=json.dumps(list(args)),
+                args=spec_to_json(spec),
                 status="queued",
                 attempts=0,
                 max_attempts=max_attempts,
@@ -289,146 +277,3 @@ class JobQueue:
         """Raise when the jobs table is missing (`grn db upgrade` not run)."""
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1 FROM jobs WHERE 1 = 0"))
-
-
-def worker_name(tag: str = "") -> str:
-    return f"{socket.gethostname()}:{os.getpid()}" + (f":{tag}" if tag else "")
-
-
-class Worker:
-    """Claims jobs and runs each as a child `grn` process with the given environment."""
-
-    def __init__(
-        self,
-        queue: JobQueue,
-        env: dict[str, str],
-        *,
-        name: str | None = None,
-        lease_seconds: float = LEASE_SECONDS,
-        poll_seconds: float = 1.0,
-        on_success: Callable[[Job], None] | None = None,
-    ) -> None:
-        self.queue = queue
-        self.env = env
-        self.name = name or worker_name()
-        self.lease_seconds = lease_seconds
-        self.poll_seconds = poll_seconds
-        self.on_success = on_success
-        self.stopping = threading.Event()
-
-    def run_forever(self) -> None:
-        log.info("worker %s waiting for jobs", self.name)
-        while not self.stopping.is_set():
-            try:
-                if not self.run_one():
-                    self.stopping.wait(self.poll_seconds)
-            except Exception:  # the database may be down for a while: keep trying
-                log.exception("worker %s: a round failed", self.name)
-                self.stopping.wait(max(self.poll_seconds, 2.0))
-
-    def run_one(self) -> bool:
-        """Take back lost jobs, then run one queued job; returns whether one ran."""
-        for job_id in self.queue.reap(self.lease_seconds):
-            log.warning("job %d lost its worker: taken back", job_id)
-        job = self.queue.claim(self.name)
-        if job is None:
-            return False
-        log.info("job %d (%s) started: %s", job.id, job.kind, job.command)
-        status, returncode, output = self._run(job)
-        if status == "released":
-            self.queue.release(job.id, self.name, output)
-            log.info("job %d given back to the queue: this worker is stopping", job.id)
-            return True
-        if self.queue.finish(job.id, self.name, status, returncode, output):
-            log.info("job %d %s (exit %s)", job.id, status, returncode)
-            if status == "succeeded" and self.on_success is not None:
-                self.on_success(job)
-        return True
-
-    def _run(self, job: Job) -> tuple[str, int | None, list[str]]:
-        # an earlier attempt's lines stay first (why it ran again)
-        output: deque[str] = deque(job.output, maxlen=OUTPUT_LINES)
-        progress: list[float | None] = [None]
-        try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", *job.args],
-                cwd=REPO_ROOT,
-                env={**os.environ, **self.env},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        except OSError as exc:
-            return "failed", None, [f"could not start: {exc}"]
-        reader = threading.Thread(
-            target=_read_output, args=(process, output, progress), daemon=True
-        )
-        reader.start()
-        stop_asked_at: float | None = None
-        released = False
-        while process.poll() is None:
-            reader.join(HEARTBEAT_SECONDS)
-            stop = self.queue.heartbeat(job.id, self.name, list(output), progress[0])
-            if stop is None and stop_asked_at is None:  # taken back: another worker has it
-                output.append("taken back from this worker: stopping")
-                stop_asked_at = _terminate(process)
-            elif stop and stop_asked_at is None:
-                output.append("cancelled: stopping")
-                stop_asked_at = _terminate(process)
-            elif self.stopping.is_set() and stop_asked_at is None:
-                released = True
-                stop_asked_at = _terminate(process)
-            elif stop_asked_at is not None and time.monotonic() - stop_asked_at > 10:
-                _kill(process)
-        reader.join(5)
-        returncode = process.returncode
-        if released:
-            return "released", returncode, list(output)
-        if stop_asked_at is not None:
-            return "cancelled", returncode, list(output)
-        return ("succeeded" if returncode == 0 else "failed"), returncode, list(output)
-
-
-def _read_output(
-    process: subprocess.Popen[bytes], output: deque[str], progress: list[float | None]
-) -> None:
-    """Lines of the child's output (a progress bar's redraws split on carriage returns),
-    its bar's last percentage as progress."""
-    assert process.stdout is not None
-    pending = b""
-    while chunk := process.stdout.read1(65536):  # type: ignore[attr-defined]
-        pending += chunk
-        *parts, pending = re.split(rb"[\r\n]", pending)
-        for part in parts:
-            found = PROGRESS.findall(part)
-            if found:
-                progress[0] = min(int(found[-1]), 100) / 100
-                continue  # a bar's redraw: progress, not a line to keep
-            line = part.decode(errors="replace").rstrip()
-            if line:
-                output.append(line)
-    if pending.strip():
-        output.append(pending.decode(errors="replace").rstrip())
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the worker dies (Linux), so a killed worker leaves no
-    command running that a retry would race with."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> float:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    return time.monotonic()
-
-
-def _kill(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)

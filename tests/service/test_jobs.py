@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from index.stores.faiss_versions import IndexStore
 from service.jobs.queue import Job, JobQueue
+from service.jobs.specs import ImportJob, ReindexJob, TrainJob
 from service.storage.db import make_engine
 
 KEY = "admin-key-0123456789abcdef"
@@ -70,8 +71,8 @@ def test_every_job_runs_once_with_two_api_processes_and_two_workers(
     setup: tuple[dict[str, str], JobQueue], ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
     env, queue = setup
-    import_args = ["import", str(ucm_root), "--labels", str(ucm_subset)]
-    jobs = [queue.submit("import", import_args, exclusive=False) for _ in range(6)]
+    spec = ImportJob(archive=ucm_root, labels=ucm_subset)
+    jobs = [queue.submit(spec, exclusive=False) for _ in range(6)]
     workers = [start_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
     try:
         api = LiveServer({**env, "GRN_WORKERS": "2"}, tmp_path / "server.log")
@@ -101,12 +102,12 @@ def test_a_killed_workers_job_runs_again_and_ends_truthfully(
     env, queue = setup
     store = IndexStore(env["GRN_INDEX_ROOT"])
     before = store.current_version()
-    args = {
-        "reindex": ["reindex", "--model", env["GRN_MODEL_PATH"], "--catalog", "--replace"],
-        "import": ["import", str(ucm_root)],
-        "train": ["retrain", "--epochs", "3", "--quiet", "--out", str(tmp_path / "retrain")],
+    spec = {
+        "reindex": ReindexJob(model=Path(env["GRN_MODEL_PATH"])),
+        "import": ImportJob(archive=ucm_root),
+        "train": TrainJob(epochs=3, out=tmp_path / "retrain"),
     }[kind]
-    job = queue.submit(kind, args)
+    job = queue.submit(spec)
     first = start_worker(env, tmp_path / "first.log", "--lease-seconds", "3")
     running = wait_until(queue, job.id, ("running", "succeeded", "failed"), timeout=60)
     assert running.status == "running"
@@ -166,6 +167,6 @@ def test_cancel_stops_a_running_job_and_leaves_the_index(
         assert done.status == "cancelled", done.output
         assert store.current_version() == before
         # a queued job is cancelled at once; an unknown one is a 404
-        later = queue.submit("import", ["import", env["GRN_ARCHIVE_DIR"]])
+        later = queue.submit(ImportJob(archive=Path(env["GRN_ARCHIVE_DIR"])))
         assert queue.cancel(later.id).status in ("cancelled", "running")
         assert client.post("/admin/jobs/99999/cancel", headers=auth).status_code == 404

@@ -1,5 +1,6 @@
-"""`grn up` (service/api/prepare.py): prepare and serve with no other command, and one clear line
-for each bad input, on the real PostgreSQL and on SQLite."""
+"""`grn up` (service/usecases/bringup.py, service/api/prepare.py): prepare and serve with no
+other command, and one clear line for each bad input, on the real PostgreSQL and on
+SQLite."""
 
 from __future__ import annotations
 
@@ -18,17 +19,17 @@ from servers import REPO, free_port, postgres_schema
 from starlette.testclient import TestClient
 
 from model.archive import load_archive
-from service.api.prepare import (
+from service.api.prepare import RefusingApp
+from service.settings import Settings
+from service.usecases.bringup import (
     InputError,
     Options,
     Preparation,
-    RefusingApp,
     StepResult,
     check_archive,
     prepare,
     prepare_until_done,
 )
-from service.settings import Settings
 
 KEY = "prepare-test-key-0123456789"
 TINY_TRAINING = "--backbone tiny --no-pretrained --epochs 1 --input-size 32 --batch-size 32"

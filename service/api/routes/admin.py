@@ -1,11 +1,12 @@
 """Admin endpoints (behind the API key): reload, import and reindex jobs, job status and
 cancelling.
 
-Import and reindex are durable jobs (`service.jobs.queue`): rows in SQL that a worker runs as a
-child `grn` process with the service's settings (the service's embedded worker, or `grn
-worker` processes), so a crash of a job never takes the service down, a restart loses no job
-and every API process sees every job; a finished reindex is taken up at once by the process
-whose worker ran it, and by the others at their next poll."""
+Import, reindex, retrain and rollback are durable jobs (`service.jobs.queue`): typed specs
+(`service.jobs.specs`) kept as rows in SQL, that a worker (the service's embedded one, or
+`grn worker` processes) runs as a child `grn` process with the service's settings, so a
+crash of a job never takes the service down, a restart loses no job and every API process
+sees every job; a finished reindex is taken up at once by the process whose worker ran it,
+and by the others at their next poll."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from service.api.lifespan import refresh_served
 from service.api.schemas import JobOut, ReloadResponse
 from service.errors import BadRequestError
 from service.jobs.queue import JobQueue
+from service.jobs.specs import ImportJob, ReindexJob, RollbackJob, TrainJob
 from service.settings import Settings
 
 router = APIRouter(
@@ -60,17 +62,10 @@ async def admin_reindex(
     through the API, as corrected), embedded by the served model into the configured vector
     store; the new index is taken up when it completes."""
     runtime.store.check_writable()
-    args = [
-        "reindex",
-        "--model",
-        str(settings.model_path),
-        "--catalog",
-        "--index-root",
-        str(settings.index_root),
-        "--incremental" if incremental else "--replace",
-    ]
-    job = await in_thread(job_queue(request).submit, "reindex", args)
-    return JobOut.of(job)
+    spec = ReindexJob(
+        model=settings.model_path, index_root=settings.index_root, incremental=incremental
+    )
+    return JobOut.of(await in_thread(job_queue(request).submit, spec))
 
 
 @router.post("/import", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
@@ -84,8 +79,7 @@ async def admin_import(
 ) -> JobOut:
     """Queue `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
     folder = archive_folder(settings, archive)
-    job = await in_thread(job_queue(request).submit, "import", ["import", str(folder)])
-    return JobOut.of(job)
+    return JobOut.of(await in_thread(job_queue(request).submit, ImportJob(archive=folder)))
 
 
 @router.post("/train", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
@@ -102,17 +96,15 @@ async def admin_train(
     included), then promote the model (with an index of its own) only when it is not worse
     than the served one on the val split, or when `force`. A refused model ends the job as
     `failed`, its output saying which figure was lower."""
-    args = ["retrain", *(["--force"] if force else []), "--quiet"]
-    if epochs is not None:
-        args += ["--epochs", str(epochs)]
-    return JobOut.of(await in_thread(job_queue(request).submit, "train", args))
+    spec = TrainJob(force=force, epochs=epochs)
+    return JobOut.of(await in_thread(job_queue(request).submit, spec))
 
 
 @router.post("/rollback", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
 async def admin_rollback(request: Request) -> JobOut:
     """Queue `grn rollback`: the model served before the current one goes back into service
     with its index."""
-    return JobOut.of(await in_thread(job_queue(request).submit, "rollback", ["rollback"]))
+    return JobOut.of(await in_thread(job_queue(request).submit, RollbackJob()))
 
 
 @router.get("/jobs", response_model=list[JobOut])
