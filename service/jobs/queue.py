@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from service.jobs.specs import JobSpec, LegacyJobError, spec_from_json, spec_to_json
 from service.storage.db import JobRow, utcnow
+from service.storage.dialects import skip_locked
 
 OUTPUT_LINES = 40
 LEASE_SECONDS = 30.0
@@ -153,23 +154,10 @@ class JobQueue:
         """The oldest queued job, now running on `worker`; None when none waits."""
         now = utcnow()
         with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                oldest = (
-                    select(JobRow.id)
-                    .where(JobRow.status == "queued")
-                    .order_by(JobRow.id)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                    .scalar_subquery()
-                )
-            else:
-                oldest = (
-                    select(JobRow.id)
-                    .where(JobRow.status == "queued")
-                    .order_by(JobRow.id)
-                    .limit(1)
-                    .scalar_subquery()
-                )
+            oldest = skip_locked(
+                select(JobRow.id).where(JobRow.status == "queued").order_by(JobRow.id).limit(1),
+                connection.dialect.name,
+            ).scalar_subquery()
             claimed = connection.execute(
                 update(JobRow)
                 .where(JobRow.id == oldest, JobRow.status == "queued")
@@ -249,9 +237,10 @@ class JobQueue:
         horizon = utcnow() - timedelta(seconds=lease_seconds)
         taken: list[int] = []
         with Session(self.engine) as session, session.begin():
-            query = select(JobRow).where(JobRow.status == "running", JobRow.heartbeat_at < horizon)
-            if self.engine.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
+            query = skip_locked(
+                select(JobRow).where(JobRow.status == "running", JobRow.heartbeat_at < horizon),
+                self.engine.dialect.name,
+            )
             for row in session.scalars(query):
                 lost = (
                     f"worker {row.worker} stopped answering "

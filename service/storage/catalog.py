@@ -27,12 +27,13 @@ from service.storage.db import (
     SceneFootprint,
     SceneLabel,
 )
+from service.storage.dialects import is_embedded, postgis_schema
 from service.storage.live_index import LiveIndex
 from service.storage.scene_table import SceneRow, SceneTable, generation_of
 from service.storage.scene_table import (
     SchemaNotCurrentError as SchemaNotCurrentError,  # re-exported
 )
-from service.storage.spatial import footprints, in_box, postgis_schema, postgis_where, sources_of
+from service.storage.spatial import footprints, in_box, postgis_where, sources_of
 
 CHANGE_LOG = 1_000_000
 """Generations of the change log kept (`Catalog._prune`)."""
@@ -105,7 +106,7 @@ class Catalog:
     def local(self) -> bool:
         """SQLite: reading the generation is a read of a local file that, in WAL mode, never
         waits for a writer (cheap enough for the event loop)."""
-        return self.engine.dialect.name == "sqlite"
+        return is_embedded(self.engine)
 
     def fresh_table(self) -> SceneTable | None:
         """The arrays if they are as of the current generation, else None (without loading

@@ -1,7 +1,8 @@
 """Footprints in SQL: the rows `grn import` writes for georeferenced scenes, and the box query
-that uses the database's spatial index (an R*Tree on SQLite, a GiST box on PostgreSQL;
-migration 0005). Searches filter by place on the catalog's arrays (`SceneTable.placed`)
-and listings in SQL, with the same meaning (`index.filters.SceneFilter`)."""
+that uses the database's spatial index (`service.storage.dialects.ids_in_box`: an R*Tree on
+SQLite, a GiST box on PostgreSQL; migration 0005). Searches filter by place on the catalog's
+arrays (`SceneTable.placed`) and listings in SQL, with the same meaning
+(`index.filters.SceneFilter`)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from shapely.geometry import mapping
-from sqlalchemy import ColumnElement, Connection, Select, func, literal_column, select, text
+from sqlalchemy import ColumnElement, Connection, func, literal_column, select
 
 from index.filters import SceneFilter
 from model.geo import SceneGeo, near_bounds
 from service.storage.db import Scene, SceneFootprint
-
-RTREE_STEP = 2 * 2.0**-16
-"""Two float32 steps at the largest coordinates (|v| in [128, 256) degrees): the most an
-R*Tree bound may lie outside the true one, twice over."""
+from service.storage.dialects import ids_in_box
 
 
 def footprint_row(scene_id: int, geo: SceneGeo) -> dict[str, Any]:
@@ -40,59 +38,9 @@ def footprint_row(scene_id: int, geo: SceneGeo) -> dict[str, Any]:
     }
 
 
-def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:
-    """The ids of the scenes whose footprint's bounds meet the box (min_lon, min_lat, max_lon,
-    max_lat), through the spatial index."""
-    min_lon, min_lat, max_lon, max_lat = (float(v) for v in bounds)
-    if dialect == "sqlite":
-        # The R*Tree keeps 32-bit bounds rounded outwards, so it may answer footprints that
-        # miss the box by up to a float32 step (under 1.6e-5 degrees, about 2 m). Entries
-        # that meet the box shrunk by two steps certainly meet it; only those in the thin
-        # band between are checked on the stored 64-bit bounds.
-        boxes = text(
-            "SELECT id FROM scene_footprint_boxes WHERE max_lon >= :in_min_lon AND "
-            "min_lon <= :in_max_lon AND max_lat >= :in_min_lat AND min_lat <= :in_max_lat "
-            "UNION ALL SELECT b.id FROM scene_footprint_boxes AS b JOIN scene_footprints AS f "
-            "ON f.scene_id = b.id WHERE b.max_lon >= :min_lon AND b.min_lon <= :max_lon "
-            "AND b.max_lat >= :min_lat AND b.min_lat <= :max_lat AND NOT (b.max_lon >= "
-            ":in_min_lon AND b.min_lon <= :in_max_lon AND b.max_lat >= :in_min_lat AND "
-            "b.min_lat <= :in_max_lat) AND f.max_lon >= :min_lon AND f.min_lon <= :max_lon "
-            "AND f.max_lat >= :min_lat AND f.min_lat <= :max_lat"
-        ).bindparams(
-            min_lon=min_lon, min_lat=min_lat, max_lon=max_lon, max_lat=max_lat,
-            in_min_lon=min_lon + RTREE_STEP, in_min_lat=min_lat + RTREE_STEP,
-            in_max_lon=max_lon - RTREE_STEP, in_max_lat=max_lat - RTREE_STEP,
-        )  # fmt: skip
-        return select(literal_column("id")).select_from(
-            boxes.columns(literal_column("id")).subquery()
-        )
-    footprint_box = func.box(
-        func.point(SceneFootprint.min_lon, SceneFootprint.min_lat),
-        func.point(SceneFootprint.max_lon, SceneFootprint.max_lat),
-    )
-    query_box = func.box(func.point(min_lon, min_lat), func.point(max_lon, max_lat))
-    return select(SceneFootprint.scene_id).where(footprint_box.op("&&")(query_box))
-
-
 def in_box(dialect: str, bounds: Sequence[float]) -> ColumnElement[bool]:
     """A WHERE clause on scenes: the footprint meets the box."""
     return Scene.id.in_(ids_in_box(dialect, bounds))
-
-
-def postgis_schema(connection: Connection) -> str | None:
-    """The schema of PostGIS's functions when the footprints carry its `geom` column
-    (migration 0006), else None: SQLite, or PostgreSQL without PostGIS."""
-    if connection.dialect.name != "postgresql":
-        return None
-    found = connection.execute(
-        text(
-            "SELECT e.extnamespace::regnamespace::text FROM pg_extension e, "
-            "information_schema.columns c WHERE e.extname = 'postgis' AND "
-            "c.table_schema = current_schema() AND c.table_name = 'scene_footprints' AND "
-            "c.column_name = 'geom'"
-        )
-    ).scalar()
-    return str(found) if found else None
 
 
 def postgis_where(schema: str, f: SceneFilter) -> list[ColumnElement[bool]]:

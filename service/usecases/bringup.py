@@ -180,6 +180,7 @@ def prepare(
     InputError or PreparationError when a step cannot go on."""
     from index.stores import is_current, open_store
     from service.storage.db import make_engine as default_make_engine
+    from service.storage.dialects import ensure_database_folder
     from service.storage.migrate import current_revision, upgrade
     from service.usecases.importer import import_archive
 
@@ -192,9 +193,7 @@ def prepare(
     root = check_archive(settings, options)
 
     engine = (make_engine or default_make_engine)(settings.database_url)
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)  # the embedded default
+    ensure_database_folder(engine)  # the embedded default
     try:
         step("waiting for the database")
         wait_for_database(engine, options.database_wait_seconds)

@@ -35,8 +35,8 @@ from index.filters import SceneFilter, SceneMeta
 from model.archive import load_archive, scene_id
 from model.geo import SceneGeo
 from service.storage.db import SceneFootprint, make_engine
+from service.storage.dialects import ids_in_box, postgis_schema
 from service.storage.scene_table import SceneTable
-from service.storage.spatial import ids_in_box, postgis_schema
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql", "postgresql-without-postgis"])
