@@ -203,6 +203,12 @@ class VectorStore(Protocol):
         store while this one holds it."""
         ...
 
+    def reuse(self, model_version: str, ids: np.ndarray) -> bool:
+        """Put back in service a kept version that `model_version` built over exactly the
+        sorted `ids`, and say whether there was one (a promotion or rollback then needs no
+        new build)."""
+        ...
+
     def init_worker_thread(self) -> None:
         """Set up a thread that will search (the service's I/O threads)."""
         ...

@@ -610,6 +610,10 @@ class MilvusVersions:
                 "milvus_lite_busy",
             )
 
+    def reuse(self, model_version: str, ids: np.ndarray) -> bool:
+        """Collections are not kept per model: a promotion builds a new one."""
+        return False
+
     def init_worker_thread(self) -> None:
         """Nothing to set: the searching happens in Milvus."""
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from index.stores import ReindexOptions, VectorStore
-from index.stores.faiss_versions import IndexStore, write_durably
-from model.archive import Archive
+from index.stores.faiss_versions import write_durably
+from model.archive import Archive, scene_id
 from model.card import read_card, resolve_model_path
 
 GATED_RETRIEVAL = ("knn_sample_f1", "map")
@@ -188,21 +188,11 @@ def _index_for(
     model_file: Path, version: str, store: VectorStore, archive: Archive, *, device: str,
     progress: bool,
 ) -> None:  # fmt: skip
-    """Put an index built by this model in service: the newest kept FAISS version of it
-    when it holds exactly SQL's scenes, else a new build."""
-    root = getattr(store, "root", None)
-    if root is not None:
-        from model.archive import scene_id
-
-        versions = IndexStore(root)
-        wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
-        for candidate in reversed(versions.complete_versions()):
-            manifest = versions.manifest(candidate)
-            if manifest.model_version == version and np.array_equal(
-                versions.ids(candidate), wanted
-            ):
-                versions.activate(candidate)
-                return
+    """Put an index built by this model in service: a version the store kept of it when it
+    holds exactly SQL's scenes (`VectorStore.reuse`), else a new build."""
+    wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
+    if store.reuse(version, wanted):
+        return
     store.reindex(
         model_file, archive, ReindexOptions(replace=True, device=device, progress=progress)
     )
