@@ -1,11 +1,11 @@
 """Georeferenced rasters and place filters, each against its baseline in one run.
 
-    .venv/bin/python bench/geo_bench.py --out docs/results/geo-bench.json
-    .venv/bin/python bench/geo_bench.py --tiling --grid 8 8 --rounds 2      # part 1 only, small
-    .venv/bin/python bench/geo_bench.py --search --scenes 200000 --repeats 100  # part 2 only
+    .venv/bin/python -m bench.geo_bench --out docs/results/geo-bench.json
+    .venv/bin/python -m bench.geo_bench --tiling --grid 8 8 --rounds 2      # part 1 only, small
+    .venv/bin/python -m bench.geo_bench --search --scenes 200000 --repeats 100  # part 2 only
 
 1. `--tiling`: a mosaic of `--grid` rows x cols real UCM scenes (256 x 256 each: 16 x 16 is a
-   4096 x 4096 px, 8-bit RGB, tiled and deflated GeoTIFF in UTM, `tests/geodata.py`) is cut
+   4096 x 4096 px, 8-bit RGB, tiled and deflated GeoTIFF in UTM, `bench/mosaic.py`) is cut
    by `model.rasters.tile_rasters` (what `grn tile` calls) and the tiles embedded by
    `model.evaluate.embed_archive` (what `grn embed` calls); the baseline is `embed_archive`
    over the same scenes as their original UCM files (JPEG), copied into an archive folder.
@@ -41,8 +41,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,28 +49,15 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # tests/geodata.py builds the mosaics
-
-from geodata import PIXEL_M, SCENE_PX, make_mosaic, ucm_scenes  # noqa: E402
-
-from index.filters import SceneFilter  # noqa: E402
+from bench._common import MODEL, UCM, checked_grn, invocation, percentiles
+from bench.mosaic import PIXEL_M, SCENE_PX, square_scenes, write_mosaic
+from index.filters import SceneFilter
 
 FOOTPRINT_M = SCENE_PX * PIXEL_M
 """76.8 m: a 256-pixel tile at UCM's 0.3 m."""
 REGION_CENTRE = (-117.0, 34.0)
 DIM = 128
 K = 10
-
-
-def percentiles(times_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(times_ms)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered), 3),
-        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
-    }
 
 
 def load_average() -> list[float]:
@@ -92,23 +77,6 @@ def files_archive(scenes: list[Path], folder: Path) -> Path:
             shutil.copy(path, folder / "images" / path.name)
             writer.writerow([path.stem, path.parent.name, "train"])
     return folder
-
-
-def cli(*arguments: str, env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Seconds a `grn` command took as a child process, and its last line of output."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *arguments],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"grn {' '.join(arguments)}: {done.stderr.strip()}")
-    lines = done.stdout.strip().splitlines()
-    return seconds, lines[-1] if lines else ""
 
 
 def png_bytes(rgb: np.ndarray, zlevel: int) -> bytes:
@@ -159,8 +127,8 @@ def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     rows, cols = args.grid
     count = rows * cols
-    scenes = ucm_scenes(args.ucm, count, seed=0)
-    mosaic = make_mosaic(work / "mosaic.tif", scenes, grid=(rows, cols), kind="rgb8")
+    scenes = square_scenes(args.ucm, count, seed=0)
+    mosaic = write_mosaic(work / "mosaic.tif", scenes, grid=(rows, cols))
     files = files_archive(scenes, work / "ucm-files")
     model = str(args.model)
 
@@ -211,15 +179,17 @@ def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for case in order:
             if case == "tiles":
                 tiles = work / f"cli-tiles-{round_no}"
-                seconds, outputs["grn tile"] = cli("tile", str(mosaic.path), "--out", str(tiles))
+                seconds, outputs["grn tile"] = checked_grn(
+                    "tile", str(mosaic.path), "--out", str(tiles)
+                )
                 commands["grn_tile_s"].append(seconds)
-                seconds, outputs["grn embed (tiles)"] = cli(
+                seconds, outputs["grn embed (tiles)"] = checked_grn(
                     "embed", "--model", model, "--archive", str(tiles),
                     "--out", str(work / f"cli-tiles-{round_no}.npz"), "--quiet",
                 )  # fmt: skip
                 commands["grn_embed_tiles_s"].append(seconds)
             else:
-                seconds, outputs["grn embed (files)"] = cli(
+                seconds, outputs["grn embed (files)"] = checked_grn(
                     "embed", "--model", model, "--archive", str(files),
                     "--out", str(work / f"cli-files-{round_no}.npz"), "--quiet",
                 )  # fmt: skip
@@ -230,12 +200,12 @@ def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "GRN_DATABASE_URL": f"sqlite:///{work / f'{case}-{round_no}.db'}",
                 "GRN_INDEX_ROOT": str(work / f"index-{case}-{round_no}"),
             }
-            cli("db", "upgrade", env=settings)
-            seconds, outputs[f"grn import ({case})"] = cli(
+            checked_grn("db", "upgrade", env=settings)
+            seconds, outputs[f"grn import ({case})"] = checked_grn(
                 "import", str(archive), "--quiet", env=settings
             )
             commands[f"grn_import_{case}_s"].append(seconds)
-            seconds, outputs[f"grn reindex ({case})"] = cli(
+            seconds, outputs[f"grn reindex ({case})"] = checked_grn(
                 "reindex", "--model", model, "--archive", str(archive), "--quiet", env=settings
             )
             commands[f"grn_reindex_{case}_s"].append(seconds)
@@ -530,7 +500,7 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     interleaved(cases, 20)  # warm: the mapped lists into the page cache
     times = interleaved(cases, args.repeats)
-    arrays = {name: percentiles(values) for name, values in times.items()}
+    arrays = {name: percentiles(values, 3, (90,)) for name, values in times.items()}
 
     url = f"sqlite:///{work / 'footprints.db'}"
     fill_s = fill_footprints(url, ids, places)
@@ -587,7 +557,7 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "why": "the R*Tree keeps 32-bit floats, rounded outward: footprints that miss the box by "
         "less than the rounding are returned too",
     }
-    sql = {name: percentiles(values) for name, values in sql_times.items()}
+    sql = {name: percentiles(values, 3, (90,)) for name, values in sql_times.items()}
 
     return {
         "scenes": count,
@@ -652,8 +622,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiling", action="store_true", help="part 1 only (with --search: both)")
     parser.add_argument("--search", action="store_true", help="part 2 only (with --tiling: both)")
-    parser.add_argument("--ucm", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel")
-    parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head/model.safetensors")
+    parser.add_argument("--ucm", type=Path, default=UCM)
+    parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--grid", type=int, nargs=2, default=(16, 16), metavar=("ROWS", "COLS"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-cli", action="store_true", help="skip the whole-command timings")
@@ -674,7 +644,7 @@ def main() -> None:
     run = {
         "machine_cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
-        "command": " ".join([".venv/bin/python", "bench/geo_bench.py", *sys.argv[1:]]),
+        "command": invocation(),
     }
     with tempfile.TemporaryDirectory(prefix="grn-geo-bench-") as folder:
         work = Path(folder)

@@ -1,7 +1,7 @@
 """How well a query by labels ranks the archive, by how much weight the classifier's
 probabilities get against the labels' region of the embedding space, in one run.
 
-    python bench/label_query.py            # the service's settings (make run's by default)
+    python -m bench.label_query            # the service's settings (make run's by default)
 
 Queries: every label set that a test scene of the archive carries, asked as `labels_all`,
 among the test split's scenes (the classifier was trained on the rest, so its

@@ -1,6 +1,6 @@
 """Resident memory of a service process searching an IVF-PQ index with re-ranking.
 
-    python bench/pq_memory.py --n 10000000 --root /tmp/grn-pq-index [--reuse]
+    python -m bench.pq_memory --n 10000000 --root /tmp/grn-pq-index [--reuse]
 
 Builds IVF-PQ over n synthetic vectors (the mixture of bench/index_bench.py), stores it as an
 index version with its full vectors (index/store.py), then, in a fresh process, loads that
@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from bench._common import child_env
 from index.store import IndexStore
 from index.synthetic import clustered_unit_vectors
 from index.vectors import (
@@ -114,7 +115,8 @@ def main() -> None:
             subprocess.run(
                 [
                     sys.executable,
-                    __file__,
+                    "-m",
+                    "bench.pq_memory",
                     "--serve",
                     "--root",
                     args.root,
@@ -127,6 +129,7 @@ def main() -> None:
                     "--reader",
                     reader,
                 ],
+                env=child_env(),
                 check=True,
             )
 

@@ -1,7 +1,7 @@
 """What re-ranking with the backbone's descriptors costs a search (model/rerank.py).
 
     make serve-prepare
-    python bench/rerank_cost.py [--queries 200] [--repeats 3]
+    python -m bench.rerank_cost [--queries 200] [--repeats 3]
 
 In this process, over make run's database, model and index version (which keeps
 descriptors): `service.search.search_scenes`, k = 10, by scene id and by a vector with its
@@ -14,20 +14,15 @@ descriptor (as an upload is searched, without the network), for GRN_BACKBONE_RER
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from model.rerank import POOL  # noqa: E402
-from service.catalog import Catalog  # noqa: E402
-from service.db import make_engine  # noqa: E402
-from service.runtime import Runtime  # noqa: E402
-from service.search import Rerank, SearchQuery, search_scenes  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from model.rerank import POOL
+from service.catalog import Catalog
+from service.db import make_engine
+from service.runtime import Runtime
+from service.search import Rerank, SearchQuery, search_scenes
+from service.settings import Settings
 
 
 def main() -> None:
