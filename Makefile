@@ -64,7 +64,7 @@ test: lint typecheck
 	$(PY) -m pytest
 
 bench: install
-	$(PY) bench/throughput.py --archive $(UCM)
+	$(PY) -m bench.throughput --archive $(UCM)
 
 # The Docker engine and compose v2 (installed and started when missing), the base images
 # (made from Debian packages when missing) and the CPU image grn:cpu (docs/deploy.md). Root or

@@ -2,7 +2,7 @@
 default) on real UCM images at batch 1 and 16, the models interleaved round after round so
 that a load that comes and goes hits all alike; the first model is the baseline.
 
-    python bench/backbone_speed.py runs/ucm-head runs/efficientnet_lite1-head \
+    python -m bench.backbone_speed runs/ucm-head runs/efficientnet_lite1-head \
         runs/efficientnet_lite2-head [--rounds 5] [--seconds 2]
 """
 
@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from model.archive import load_archive  # noqa: E402
-from model.card import load_model  # noqa: E402
-from model.imageio import read_image  # noqa: E402
-from model.inference import prepare_batch  # noqa: E402
+from bench._common import UCM
+from model.archive import load_archive
+from model.card import load_model
+from model.imageio import read_image
+from model.inference import prepare_batch
 
 BATCHES = (1, 16)
 
@@ -37,9 +34,7 @@ def rate(run: object, batch: object, size: int, seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", type=Path, nargs="+")
-    parser.add_argument(
-        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()

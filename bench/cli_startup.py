@@ -1,7 +1,7 @@
 """How long the `grn` command line takes to answer, against a baseline tree, in one run.
 
     git worktree add /tmp/grn-baseline <commit>
-    python bench/cli_startup.py --baseline /tmp/grn-baseline --repeat 5
+    python -m bench.cli_startup --baseline /tmp/grn-baseline --repeat 5
 
 Each command runs as `python -m service.cli ...` in each tree (same interpreter and packages,
 alternating trees), and the median wall time of `--repeat` runs is printed: `--help`, a usage
@@ -13,31 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._common import DATABASE, INDEX_ROOT, MODEL, REPO, grn
+
 COMMANDS = {
     "--help": ["--help"],
     "usage error": ["import"],
     "one-line error": ["search"],
     "status": ["status"],
 }
-
-
-def timed(tree: Path, args: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        cwd=tree,
-        env={**os.environ, **env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-    )
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -47,9 +33,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Write the figures as JSON.")
     args = parser.parse_args()
     env = {
-        "GRN_MODEL_PATH": str(REPO / "runs/ucm-head/model.safetensors"),
-        "GRN_DATABASE_URL": f"sqlite:///{REPO / 'data/grn.db'}",
-        "GRN_INDEX_ROOT": str(REPO / "data/index"),
+        "GRN_MODEL_PATH": str(MODEL),
+        "GRN_DATABASE_URL": f"sqlite:///{DATABASE}",
+        "GRN_INDEX_ROOT": str(INDEX_ROOT),
     }
     trees = {"baseline": args.baseline.resolve(), "this tree": REPO}
     rows = []
@@ -57,7 +43,7 @@ def main() -> None:
         times: dict[str, list[float]] = {tree: [] for tree in trees}
         for _ in range(args.repeat):
             for tree, path in trees.items():  # alternating, so both see the same load
-                times[tree].append(timed(path, command, env))
+                times[tree].append(grn(*command, env=env, tree=path)[0])
         medians = {tree: statistics.median(values) for tree, values in times.items()}
         rows.append({"command": name, **medians})
         print(

@@ -1,10 +1,11 @@
 """Summarise training runs (train_summary.json, metrics.jsonl, eval/metrics.json) as JSON.
 
-python bench/collect_runs.py RUN_DIR [RUN_DIR ...] > summary.json
+python -m bench.collect_runs RUN_DIR [RUN_DIR ...] > summary.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -32,9 +33,15 @@ def summarise(run: Path) -> dict[str, object]:
     return result
 
 
-if __name__ == "__main__":
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", type=Path, nargs="*", help="run folders (others are skipped)")
     runs = [
-        summarise(Path(arg)) for arg in sys.argv[1:] if (Path(arg) / "train_summary.json").is_file()
+        summarise(run) for run in parser.parse_args().runs if (run / "train_summary.json").is_file()
     ]
     json.dump(runs, sys.stdout, indent=2)
     print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """Head mode with random resized crops as extra cached views beside the 8 symmetries.
 
-    python bench/crop_views.py EXTRA [BACKBONE] [MIN_SCALE]
-    python bench/crop_views.py 16 efficientnet_lite0 0.4
+    python -m bench.crop_views EXTRA [BACKBONE] [MIN_SCALE]
+    python -m bench.crop_views 16 efficientnet_lite0 0.4
 
 Views 8 to 8 + EXTRA - 1 are crops of MIN_SCALE to 1 of the scene's area (aspect 3/4 to 4/3),
 drawn from the view number and the image's pixels (the same crop every time, so the feature
@@ -14,20 +14,14 @@ Head mode trains with its defaults on all 8 + EXTRA views; the test split is sco
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-import head_sweep  # noqa: E402
-
-import model.features as features_module  # noqa: E402
-import model.train as train_module  # noqa: E402
+import model.features as features_module
+import model.train as train_module
+from bench import head_sweep
 
 symmetry_view = features_module.apply_view
 
@@ -52,9 +46,12 @@ def crop_views(min_scale: float) -> None:
 
 
 def main() -> None:
-    extra = int(sys.argv[1])
-    backbone = sys.argv[2] if len(sys.argv) > 2 else "efficientnet_lite0"
-    min_scale = float(sys.argv[3]) if len(sys.argv) > 3 else 0.4
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("extra", type=int, help="crop views beside the 8 symmetries")
+    parser.add_argument("backbone", nargs="?", default="efficientnet_lite0")
+    parser.add_argument("min_scale", type=float, nargs="?", default=0.4)
+    args = parser.parse_args()
+    extra, backbone, min_scale = args.extra, args.backbone, args.min_scale
     crop_views(min_scale)
     train_module.VIEW_COUNTS = (1, 2, 4, 8, 8 + extra)
     name = f"crops{extra}-{min_scale}-{backbone}"

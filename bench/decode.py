@@ -1,6 +1,6 @@
 """What decoding an image costs: libjpeg-turbo straight to an array against Pillow.
 
-    python bench/decode.py [--archive ../shared/datasets/ucm-multilabel] [--rounds 7]
+    python -m bench.decode [--archive ../shared/datasets/ucm-multilabel] [--rounds 7]
 
 The archive's JPEGs (its test split) are read into memory, then decoded in rounds, the
 two paths interleaved within each round, on one thread: Pillow's general path
@@ -23,7 +23,7 @@ from PIL import Image
 
 from model.archive import load_archive
 from model.imageio import ReadOptions, decode_image, decode_with_pillow
-from service.uploads import decode_upload
+from service.api.uploads import decode_upload
 
 
 def pillow_upload(data: bytes) -> object:

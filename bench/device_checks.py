@@ -9,7 +9,7 @@ torch but no FAISS and no Ray):
    on them) through `model.evaluate.embed_scenes`, the path of `grn embed` and the indexing
    job; and the network alone on batches already on the GPU (issue 7's cost model).
 
-    python bench/device_checks.py --archive .device/ucm --out "$OUT/device-checks.json"
+    python -m bench.device_checks --archive .device/ucm --out "$OUT/device-checks.json"
 
 Runs anywhere (`--device cpu --n 20000 --limit 64` for a quick check of the script itself).
 """

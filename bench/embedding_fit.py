@@ -1,7 +1,7 @@
 """The index benchmark's synthetic vectors against real GRN embeddings: how IVF's recall
 behaves on each, and a generator fit to the real curve.
 
-    .venv/bin/python bench/embedding_fit.py --model runs/ucm-head \
+    .venv/bin/python -m bench.embedding_fit --model runs/ucm-head \
         --archive ../shared/datasets/ucm-multilabel [--views 4] [--cache runs/fit/real.npz]
 
 1. Real vectors: every UCM scene embedded by the model, in `--views` dihedral views (the
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,8 @@ import faiss
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from index.synthetic import clustered_unit_vectors, subspace_unit_vectors  # noqa: E402
+from bench._common import REPO, UCM
+from index.synthetic import clustered_unit_vectors, subspace_unit_vectors
 
 NPROBES = (1, 2, 4, 8, 16)
 QUERIES = 200
@@ -118,9 +115,7 @@ def row(name: str, c: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head")
-    parser.add_argument(
-        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--views", type=int, default=4, choices=[1, 2, 3, 4])
     parser.add_argument("--cache", type=Path, default=REPO / "runs/fit/real.npz")
     parser.add_argument("--fit-size", type=int, default=2100, help="vectors the fit uses")

@@ -1,6 +1,6 @@
 """Which engine runs the served network fastest on this CPU, and what `grn embed` makes of it.
 
-    .venv/bin/python bench/engines.py --model runs/ucm-head \
+    .venv/bin/python -m bench.engines --model runs/ucm-head \
         --archive ../shared/datasets/ucm-multilabel
 
 1. The bare network (uint8 batch in, embeddings and probabilities out, preprocessing inside)
@@ -34,13 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from model.archive import iter_images, load_archive  # noqa: E402
-from model.card import GRAPH_KEY, export_graph, load_model  # noqa: E402
-from model.engine import Engine, OpenVinoEngine, OrtEngine, TorchEngine  # noqa: E402
-from model.inference import prepare_batch, tune_allocator  # noqa: E402
+from bench._common import REPO, UCM, child_env, grn
+from model.archive import iter_images, load_archive
+from model.card import GRAPH_KEY, export_graph, load_model
+from model.engine import Engine, OpenVinoEngine, OrtEngine, TorchEngine
+from model.inference import prepare_batch, tune_allocator
 
 BATCHES = (1, 4, 16)
 
@@ -106,10 +104,10 @@ def bare_network(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.rounds):
         for alloc in (False, True):
             done = subprocess.run(
-                [sys.executable, __file__, "--bare-round", "--model", str(args.model),
-                 "--archive", str(args.archive), "--seconds", str(args.seconds)]
+                [sys.executable, "-m", "bench.engines", "--bare-round", "--model",
+                 str(args.model), "--archive", str(args.archive), "--seconds", str(args.seconds)]
                 + (["--alloc"] if alloc else []),
-                capture_output=True, text=True, check=True,
+                env=child_env(), capture_output=True, text=True, check=True,
             )  # fmt: skip
             result = json.loads(done.stdout)
             model = result["model"]
@@ -130,18 +128,13 @@ def bare_network(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def embed_run(args: argparse.Namespace, env_extra: dict[str, str], out: Path) -> dict[str, Any]:
-    env = {**os.environ, **env_extra}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    done = subprocess.run(
-        [str(REPO / ".venv/bin/grn"), "embed", "--model", str(args.model), "--archive",
-         str(args.archive), "--out", str(out), "--split", args.split, "--device", "cpu",
-         "--quiet"],
-        env=env, capture_output=True, text=True, check=False,
+    wall, done = grn(
+        "embed", "--model", str(args.model), "--archive", str(args.archive), "--out", str(out),
+        "--split", args.split, "--device", "cpu", "--quiet", env=env_extra,
     )  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"grn embed with {env_extra} failed: {done.stderr.strip()}")
-    wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     line = done.stdout.strip().splitlines()[-1]
@@ -227,9 +220,7 @@ def report(bare: dict[str, Any], e2e: dict[str, list[dict[str, Any]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head")
-    parser.add_argument(
-        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per engine, batch and round")
     parser.add_argument("--split", default="test", help="what grn embed embeds (test: 420)")

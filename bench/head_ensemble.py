@@ -1,6 +1,6 @@
 """Several trained heads on cached features, scored as one embedding, on the UCM test split.
 
-    GRN_CACHE_DIR=.cache python bench/head_ensemble.py runs/a runs/b runs/a,runs/b,runs/c
+    GRN_CACHE_DIR=.cache python -m bench.head_ensemble runs/a runs/b runs/a,runs/b,runs/c
 
 Each argument is a run, or runs joined by commas: their unit embeddings side by side, each
 scaled by 1/sqrt(n) (a cosine is then the mean of theirs), their probabilities averaged. The
@@ -11,11 +11,11 @@ blend 0 and 0.1.
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import numpy as np
-from join_sweep import ARCHIVE, Scored, figures, head_outputs
 
+from bench.join_sweep import ARCHIVE, Scored, figures, head_outputs
 from model.archive import load_archive
 from model.inference import ranking_vectors
 
@@ -27,7 +27,9 @@ def ensemble(parts: list[Scored]) -> Scored:
 
 
 def main() -> None:
-    groups = [argument.split(",") for argument in sys.argv[1:]]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("groups", nargs="+", help="a run, or runs joined by commas")
+    groups = [argument.split(",") for argument in parser.parse_args().groups]
     archive = load_archive(ARCHIVE)
     train = archive.indices("train", labelled_only=True)
     test = archive.indices("test", labelled_only=True)

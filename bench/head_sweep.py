@@ -1,7 +1,7 @@
 """Train head-mode variants and report val and test figures, from cached features.
 
-    python bench/head_sweep.py '{"out": "a1", "hidden_dim": 512}' '{"out": "a2", ...}'
-    python bench/head_sweep.py --ensemble a1,a2,a3 b1,b2
+    python -m bench.head_sweep '{"out": "a1", "hidden_dim": 512}' '{"out": "a2", ...}'
+    python -m bench.head_sweep --ensemble a1,a2,a3 b1,b2
 
 Each argument is a JSON object of head mode's settings to change (TrainConfig fields, the
 rest are `grn train --mode head`'s defaults), plus `out`, a folder under runs/. The test split
@@ -18,8 +18,8 @@ With `--ensemble`, each argument names trained runs whose embeddings are concate
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -178,11 +178,17 @@ def trainer_for(name: str, settings: dict[str, Any]) -> Trainer:
 
 
 def main() -> None:
-    arguments = sys.argv[1:]
-    if arguments[:1] == ["--ensemble"]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ensemble", action="store_true", help="score groups of trained runs")
+    parser.add_argument(
+        "arguments", nargs="+", help="JSON settings with `out`; with --ensemble: RUN[,RUN...]"
+    )
+    args = parser.parse_args()
+    arguments = args.arguments
+    if args.ensemble:
         trainer = trainer_for("head-sweep-ensemble", {})  # the splits and the features only
         test, kept = test_features(trainer)
-        for group in arguments[1:]:
+        for group in arguments:
             print(group, flush=True)
             print(report(trainer, group.split(","), kept, test), flush=True)
         return

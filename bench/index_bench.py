@@ -1,6 +1,6 @@
 """Index benchmark: build time, memory, latency and recall@10 by archive size and index type.
 
-    python bench/index_bench.py --sizes 10000 100000 1000000 --out docs/results/index-bench.json
+    python -m bench.index_bench --sizes 10000 100000 1000000 --out docs/results/index-bench.json
 
 Vectors: 128-d unit vectors from the subspace mixture of index/synthetic.py with the
 parameters bench/embedding_fit.py fit to real GRN embeddings of UCM (rank 8, one centre per

@@ -14,7 +14,7 @@ re-encoded as JPEG, so each is a new file. Needs `make serve-prepare` (data/grn.
 model in runs/ucm-head, data/index); works on copies of the database and an archive store
 in a temporary folder.
 
-    .venv/bin/python bench/ingest.py --out docs/results/ingest-bench.json
+    .venv/bin/python -m bench.ingest --out docs/results/ingest-bench.json
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ import io
 import json
 import os
 import shutil
-import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,7 +34,9 @@ from typing import Any
 import httpx
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._common import DATABASE, INDEX_ROOT, MODEL, UCM, checked_grn, percentiles
+from bench.server import serve
+
 KEY = "bench-key-0123456789abcdef"
 TRANSFORMS = [
     None,
@@ -70,42 +69,6 @@ def variants(ucm: Path, count: int, skip: int = 0) -> list[tuple[str, bytes]]:
     return out
 
 
-def serve(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        cwd=REPO,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit("the server did not become ready")
-
-
-def percentiles(times: list[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {
-        "n": len(ordered),
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
-        "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))], 2),
-    }
-
-
 class Searcher(threading.Thread):
     """Searches by id back to back until stopped, timing each."""
 
@@ -129,10 +92,10 @@ class Searcher(threading.Thread):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ucm", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel")
-    parser.add_argument("--database", type=Path, default=REPO / "data/grn.db")
-    parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head/model.safetensors")
-    parser.add_argument("--index-root", type=Path, default=REPO / "data/index")
+    parser.add_argument("--ucm", type=Path, default=UCM)
+    parser.add_argument("--database", type=Path, default=DATABASE)
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--index-root", type=Path, default=INDEX_ROOT)
     parser.add_argument("--one-by-one", type=int, default=1000)
     parser.add_argument("--bulk", type=int, default=480)
     parser.add_argument("--per-request", type=int, default=16)
@@ -154,9 +117,9 @@ def main() -> None:
     }
     singles = variants(args.ucm, args.one_by_one)
     bulk = variants(args.ucm, args.bulk, skip=args.one_by_one)
-    process, url = serve(env)
     result: dict[str, Any] = {"machine_cores": os.cpu_count()}
-    try:
+    with serve(env) as server:
+        url = server.url
         with httpx.Client(base_url=url, timeout=60) as client:
             page = client.get("/scenes", params={"limit": 500}).json()
             ids = [s["id"] for s in page["scenes"]]
@@ -225,9 +188,6 @@ def main() -> None:
                 "images_per_s": round(len(bulk) / bulk_s, 2),
             }
             result["scenes_after"] = client.get("/scenes", params={"limit": 1}).json()["total"]
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
     # grn embed over the same bulk images, as an archive folder
     archive = work / "archive"
@@ -238,20 +198,15 @@ def main() -> None:
         for name, data in bulk:
             (archive / "images" / f"{name}.jpg").write_bytes(data)
             writer.writerow([name, "bench", "test"])
-    started = time.perf_counter()
-    embed = subprocess.run(
-        [sys.executable, "-m", "service.cli", "embed", "--model", str(args.model),
-         "--archive", str(archive), "--out", str(work / "embed.npz"), "--quiet"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ},
+    embed_s, last_line = checked_grn(
+        "embed", "--model", str(args.model), "--archive", str(archive),
+        "--out", str(work / "embed.npz"), "--quiet",
     )  # fmt: skip
-    embed_s = time.perf_counter() - started
-    if embed.returncode != 0:
-        raise SystemExit(embed.stderr)
     result["grn_embed"] = {
         "images": len(bulk),
         "seconds_whole_command": round(embed_s, 1),
         "images_per_s_whole_command": round(len(bulk) / embed_s, 2),
-        "output": embed.stdout.strip().splitlines()[-1:],
+        "output": [last_line] if last_line else [],
     }
     result["bulk_over_grn_embed"] = round(
         result["bulk"]["images_per_s"] / result["grn_embed"]["images_per_s_whole_command"], 2

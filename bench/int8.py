@@ -1,6 +1,6 @@
 """int8 quantisation of the served network: its speed, and what it does to the UCM figures.
 
-    .venv/bin/python bench/int8.py --model runs/ucm-head \
+    .venv/bin/python -m bench.int8 --model runs/ucm-head \
         --archive ../shared/datasets/ucm-multilabel
 
 The network's stored ONNX graph (model/engine.py: uint8 in, preprocessing inside) runs on ONNX
@@ -30,17 +30,13 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from engines import rate, stored_graph  # noqa: E402
-
-from model.archive import iter_images, load_archive  # noqa: E402
-from model.card import export_graph, load_model  # noqa: E402
-from model.engine import OrtEngine  # noqa: E402
-from model.evaluate import Embedded, evaluation_metrics  # noqa: E402
-from model.inference import batched, prepare_batch  # noqa: E402
+from bench._common import REPO, UCM
+from bench.engines import rate, stored_graph
+from model.archive import iter_images, load_archive
+from model.card import export_graph, load_model
+from model.engine import OrtEngine
+from model.evaluate import Embedded, evaluation_metrics
+from model.inference import batched, prepare_batch
 
 
 def quantised(graph: bytes, calibration: np.ndarray, work: Path) -> dict[str, bytes]:
@@ -93,9 +89,7 @@ def top10(query: np.ndarray, base: np.ndarray) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head")
-    parser.add_argument(
-        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--calibration", type=int, default=256, help="training scenes")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per variant, batch, round")

@@ -1,6 +1,6 @@
 """Score trained head-mode runs on the UCM test split, alone and joined, from cached features.
 
-    GRN_CACHE_DIR=.cache python bench/join_sweep.py runs/l0 runs/l2 [runs/l02 ...]
+    GRN_CACHE_DIR=.cache python -m bench.join_sweep runs/l0 runs/l2 [runs/l02 ...]
 
 Each run's head is applied to its backbone's cached pooled features (one view, as
 `grn evaluate` scores a served model; missing features are computed and cached). Printed per
@@ -12,7 +12,7 @@ probabilities averaged, for several w, with blend 0 and 0.1.
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import numpy as np
 import torch
@@ -57,7 +57,9 @@ def figures(query: np.ndarray, base: np.ndarray, qy: np.ndarray, by: np.ndarray)
 
 
 def main() -> None:
-    runs = sys.argv[1:]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="trained head-mode runs (folders)")
+    runs = parser.parse_args().runs
     archive = load_archive(ARCHIVE)
     train = archive.indices("train", labelled_only=True)
     test = archive.indices("test", labelled_only=True)

@@ -1,6 +1,6 @@
 """Ranking by the embedding joined with the classifier's label probabilities: what it gives.
 
-    python bench/label_blend.py --model runs/ucm-head [--blend 0 0.1 0.2 0.3 0.5]
+    python -m bench.label_blend --model runs/ucm-head [--blend 0 0.1 0.2 0.3 0.5]
 
 Every scene of the archive's train (the archive searched), val and test splits goes through
 the served network once (`embed_scenes`, the engine `grn evaluate` uses). A scene's vector

@@ -1,7 +1,7 @@
 """How well a query by labels ranks the archive, by how much weight the classifier's
 probabilities get against the labels' region of the embedding space, in one run.
 
-    python bench/label_query.py            # the service's settings (make run's by default)
+    python -m bench.label_query            # the service's settings (make run's by default)
 
 Queries: every label set that a test scene of the archive carries, asked as `labels_all`,
 among the test split's scenes (the classifier was trained on the rest, so its
@@ -15,7 +15,7 @@ probabilities of those are no evidence). Two settings:
   the scenes. Printed: precision@10, the share of the top 10 that carry every label.
 
 Weight 0 is the region alone (what a query by labels did before the probabilities were
-kept); `service.search.LABEL_WEIGHT` is the weight the service uses.
+kept); `service.usecases.search.LABEL_WEIGHT` is the weight the service uses.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from collections.abc import Set
 import numpy as np
 
 from index.filters import SceneFilter
-from service.catalog import Catalog
-from service.db import make_engine
 from service.runtime import Runtime
-from service.search import LABEL_POOL, LABEL_WEIGHT, label_match, label_region, rank
 from service.settings import get_settings
+from service.storage.catalog import Catalog
+from service.storage.db import make_engine
+from service.usecases.search import LABEL_POOL, LABEL_WEIGHT, label_match, label_region, rank
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
 K = 10

@@ -1,7 +1,7 @@
 """Load test: 32 concurrent clients for 60 s against a real server over the 2100-scene UCM
 archive, mixing /classify, /search by image, /search by scene id and /scenes.
 
-    python bench/load_test.py --out docs/results/load-test.json
+    python -m bench.load_test --out docs/results/load-test.json
 
 (after `make serve-prepare`). Each client picks its next request at random from the mix
 (weights `--mix`), back to back. Reported: every failure (any answer but 200, any transport
@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,23 +27,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import (
-    REQUEST_TIMEOUT_S,
-    ROOT,
-    fetch_scene_ids,
-    load_images,
-    server,
-)
+from bench._common import UCM, invocation
+from bench.server import load_client, scene_ids, serve
+from bench.service_bench import load_images, server_env
 
 KINDS = ("classify", "search_image", "search_id", "scenes")
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS line")
 
 
 async def run_load(
@@ -58,10 +45,7 @@ async def run_load(
 ) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {kind: [] for kind in KINDS}
     failures: dict[str, dict[str, int]] = {kind: {} for kind in KINDS}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S
-    ) as client:
+    async with load_client(base_url, clients) as client:
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
 
@@ -118,9 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--archive", type=Path, default=ROOT.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--warmup", type=float, default=15.0)
@@ -143,18 +125,18 @@ def main() -> None:
     args = parser.parse_args()
 
     images = load_images(args.archive, args.images)
-    with server(args, batching=True) as (base_url, pid, ready):
-        scene_ids = fetch_scene_ids(base_url)
+    with serve(server_env(args, batching=True), port=args.port) as server:
+        base_url, ids = server.url, scene_ids(server.url)
         print(f"warm-up: {args.clients} clients for {args.warmup:.0f} s", flush=True)
         warm = asyncio.run(
-            run_load(base_url, images, scene_ids, args.clients, args.warmup, args.mix, seed=1)
+            run_load(base_url, images, ids, args.clients, args.warmup, args.mix, seed=1)
         )
-        rss_warm = rss_kib(pid)
+        rss_warm = server.rss_kib()
         print(f"run: {args.clients} clients for {args.seconds:.0f} s", flush=True)
         run = asyncio.run(
-            run_load(base_url, images, scene_ids, args.clients, args.seconds, args.mix, seed=2)
+            run_load(base_url, images, ids, args.clients, args.seconds, args.mix, seed=2)
         )
-        rss_after = rss_kib(pid)
+        rss_after = server.rss_kib()
         with httpx.Client(base_url=base_url) as client:
             still_ready = client.get("/readyz").status_code == 200
     growth = rss_after / rss_warm - 1
@@ -162,10 +144,10 @@ def main() -> None:
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "command": " ".join(["python", "bench/load_test.py", *sys.argv[1:]]),
+        "command": invocation(),
         "clients": args.clients,
         "mix": dict(zip(KINDS, args.mix, strict=True)),
-        "server": ready,
+        "server": server.ready,
         "warmup": warm,
         "run": run,
         "rss_mib_after_warmup": round(rss_warm / 1024, 1),

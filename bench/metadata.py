@@ -1,9 +1,9 @@
 """Search metadata from SQL through the ORM (the baseline: what hits and filters used before)
-against the catalog's arrays (`service.scene_table`), in one run.
+against the catalog's arrays (`service.storage.scene_table`), in one run.
 
-    python bench/metadata.py                          # make run's database (data/grn.db)
-    python bench/metadata.py --synthetic 200000       # a temporary SQLite catalog that size
-    python bench/metadata.py --database-url postgresql://127.0.0.1/test --synthetic 200000
+    python -m bench.metadata                          # make run's database (data/grn.db)
+    python -m bench.metadata --synthetic 200000       # a temporary SQLite catalog that size
+    python -m bench.metadata --database-url postgresql://127.0.0.1/test --synthetic 200000
 
 For k = 10, 100 and 1000 random scene ids: the ORM's `Catalog.scenes` (scenes with labels
 loaded) against `Catalog.rows`; for label and folder filters: the SQL allow-list against the
@@ -26,11 +26,12 @@ import numpy as np
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
+from bench._common import median_ms
 from index.filters import SceneFilter
-from service.catalog import Catalog, _filtered
-from service.db import ArchiveImport, Label, Scene, SceneLabel, make_engine
-from service.migrate import upgrade
-from service.scene_table import SceneTable
+from service.storage.catalog import Catalog, _filtered
+from service.storage.db import ArchiveImport, Label, Scene, SceneLabel, make_engine
+from service.storage.migrate import upgrade
+from service.storage.scene_table import SceneTable
 
 LABELS = [
     "airplane", "bare-soil", "buildings", "cars", "chaparral", "court", "dock", "field", "grass",
@@ -81,15 +82,6 @@ def synthetic(url: str, count: int, seed: int = 0) -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("ANALYZE"))
     engine.dispose()
-
-
-def median_ms(run: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """`/classify` past saturation, with load shedding and without it, in one run.
 
     make serve-prepare
-    python bench/overload.py                      # wrk (when installed) and the Python client
-    python bench/overload.py --clients wrk --ignore-retry-after
+    python -m bench.overload                      # wrk (when installed) and the Python client
+    python -m bench.overload --clients wrk --ignore-retry-after
 
 For each GRN_MAX_MODEL_REQUESTS setting (`--bounds`; 0: no bound) a real server (`python -m
 service.cli serve`, one worker, batching on) is started over make run's database, model and
@@ -25,7 +25,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,18 +32,10 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from search_latency import serve  # noqa: E402
+from bench._common import REPO, UCM, made_run_env
+from bench.server import serve
 
 WRK_SCRIPT = REPO / "bench/wrk/classify.lua"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def summary(answers: list[tuple[str, float]], seconds: float) -> dict[str, Any]:
@@ -122,25 +113,20 @@ def main() -> None:
     args = parser.parse_args()
     if "wrk" in args.clients and not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    ucm = REPO.parent / "shared/datasets/ucm-multilabel/images"
+    ucm = UCM / "images"
     image = next(ucm.rglob("*.jpg"), None) or next(ucm.rglob("*.*"))
     payload = image.read_bytes()
     honour = not args.ignore_retry_after
-    env = {
-        "GRN_DATABASE_URL": f"sqlite:///{REPO / 'data/grn.db'}",
-        "GRN_MODEL_PATH": str(REPO / "runs/ucm-head/model.safetensors"),
-        "GRN_INDEX_ROOT": str(REPO / "data/index"),
-        "GRN_INDEX_POLL_SECONDS": "0",
-    }
+    env = made_run_env()
     print(f"Retry-After honoured: {honour}; {args.seconds:.0f} s per cell")
     print(f"{'client':>7} {'bound':>6} {'conns':>6} {'200/s':>7} {'503/s':>7} {'other/s':>8} "
           f"{'p50 ms':>8} {'p99 ms':>8} {'RSS MB before/after':>20}")  # fmt: skip
     for bound in args.bounds:
-        server, url = serve(REPO, {**env, "GRN_MAX_MODEL_REQUESTS": bound})
-        try:
+        with serve({**env, "GRN_MAX_MODEL_REQUESTS": bound}) as server:
+            url = server.url
             for client in args.clients:
                 for connections in args.connections:
-                    before = rss_mb(server.pid)
+                    before = server.rss_kib() / 1024
                     if client == "wrk":
                         cell = wrk_load(url, image, connections, args.seconds, args.warmup, honour)
                     else:
@@ -149,7 +135,7 @@ def main() -> None:
                                 url, payload, connections, args.seconds, args.warmup, honour
                             )
                         )
-                    after = rss_mb(server.pid)
+                    after = server.rss_kib() / 1024
                     ok = cell["per_s"].get("200", 0.0)
                     shed = cell["per_s"].get("503", 0.0)
                     other = sum(v for k, v in cell["per_s"].items() if k not in ("200", "503"))
@@ -157,9 +143,6 @@ def main() -> None:
                     print(f"{client:>7} {bound:>6} {connections:>6} {ok:>7.1f} {shed:>7.1f} "
                           f"{other:>8.1f} {cell['p50']:>8.0f} {cell['p99']:>8.0f} {rss:>20}",
                           flush=True)  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

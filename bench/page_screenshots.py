@@ -2,7 +2,7 @@
 service (docs/screenshots/ holds the ones taken from `make run`).
 
     make run &                      # the UCM archive and the head-mode model
-    python bench/page_screenshots.py --url http://127.0.0.1:8000 --out docs/screenshots
+    python -m bench.page_screenshots --url http://127.0.0.1:8000 --out docs/screenshots
 
 Needs Debian's chromium and Playwright (the dev extra). States: the empty page, an upload
 with its labels and neighbours, the viewer comparing the query with a result, a search by an
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-UCM = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ucm-multilabel"
+from bench._common import UCM
 
 
 def save(page, out: Path, name: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
 """Partly labelled archives: does training gain from the scenes that carry no labels?
 
-    python bench/partly_labelled.py --archive ../shared/datasets/ucm-multilabel
+    python -m bench.partly_labelled --archive ../shared/datasets/ucm-multilabel
         [--labelled 0.1 0.3] [--seed 0]
 
 For each share of labelled train scenes (drawn with `--seed`, the same draw for every model;
@@ -26,18 +26,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.unseen import backbone_features, head_embeddings, trained, unit  # noqa: E402
-from model.archive import Archive, load_archive  # noqa: E402
-from model.evaluate import retrieval_figures  # noqa: E402
+from bench._common import REPO, UCM
+from bench.unseen import backbone_features, head_outputs, trained, unit
+from model.archive import Archive, load_archive
+from model.evaluate import retrieval_figures
 
 
 def labels_csv_hiding(
@@ -77,7 +74,7 @@ def figures_of(
         )
     }
     for name, model in models.items():
-        e = head_embeddings(model, features)
+        e, _ = head_outputs(model, features)
         figures[name] = retrieval_figures(e[queries], labels[queries], e[train], labels[train])
     for name, row in figures.items():
         print(
@@ -90,9 +87,7 @@ def figures_of(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--out", type=Path, default=REPO / "runs/partly-labelled")
     parser.add_argument("--labelled", type=float, nargs="+", default=[0.1, 0.3])
     parser.add_argument("--seed", type=int, default=0)
@@ -102,7 +97,7 @@ def main() -> None:
     archive = load_archive(args.archive)
     labels = archive.label_matrix()
     positions = list(range(len(archive)))
-    features = backbone_features(archive, positions)
+    features = backbone_features(archive, positions, "efficientnet_lite0")
     train = np.asarray(archive.indices("train"))
     test = np.asarray(archive.indices("test"))
     rng = np.random.default_rng(args.seed)

@@ -1,6 +1,6 @@
 """Which pooled backbone features the heads should train on: a sweep from cached features.
 
-    python bench/pooling_sweep.py gap gap+b6 gap+gem ...
+    python -m bench.pooling_sweep gap gap+b6 gap+gem ...
 
 EfficientNet-Lite0 is run once over the 8 symmetry views of every scene, keeping a superset
 of pooled features (below); each argument names the parts a variant concatenates, each part
@@ -17,15 +17,15 @@ Parts: `gap`, `gmp`, `gem` (average, max and generalised-mean p=3 pooling of the
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from head_sweep import one_view_report, register_lite0_variant
 from torch import nn
 
+from bench.head_sweep import one_view_report, register_lite0_variant
 from model.network import GRNHead
 from model.train import Trainer, config_for_mode
 
@@ -105,7 +105,9 @@ def run(variant: str, settings: dict) -> str:
 def main() -> None:
     import json
 
-    for argument in sys.argv[1:]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", help="PARTS or PARTS={JSON settings}")
+    for argument in parser.parse_args().variants:
         variant, _, extra = argument.partition("=")
         settings = json.loads(extra) if extra else {}
         print(run(variant, settings), flush=True)

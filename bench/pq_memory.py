@@ -1,15 +1,15 @@
 """Resident memory of a service process searching an IVF-PQ index with re-ranking.
 
-    python bench/pq_memory.py --n 10000000 --root /tmp/grn-pq-index [--reuse]
+    python -m bench.pq_memory --n 10000000 --root /tmp/grn-pq-index [--reuse]
 
 Builds IVF-PQ over n synthetic vectors (the mixture of bench/index_bench.py), stores it as an
-index version with its full vectors (index/store.py), then, in a fresh process, loads that
-version as the service does and answers 1000 queries with re-ranking, printing recall@10
-against exact search and the process's memory from /proc/self/status: anonymous memory
-(the index and the process) apart from file-backed pages of the memory-mapped full vectors,
-which the kernel can drop and re-read. Each setting runs twice, reading the full vectors as the
-service does (`pread`, index/vectors.py's VectorFile) and, as the baseline, through a memory
-map. `--reuse` skips the build when ROOT already holds one.
+index version with its full vectors (index/stores/faiss_versions.py), then, in a fresh process,
+loads that version as the service does and answers 1000 queries with re-ranking, printing
+recall@10 against exact search and the process's memory from /proc/self/status: anonymous
+memory (the index and the process) apart from file-backed pages of the memory-mapped full
+vectors, which the kernel can drop and re-read. Each setting runs twice, reading the full
+vectors as the service does (`pread`, index/vectors.py's VectorFile) and, as the baseline,
+through a memory map. `--reuse` skips the build when ROOT already holds one.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import time
 
 import numpy as np
 
-from index.store import IndexStore
+from bench._common import child_env
+from index.stores.faiss_versions import IndexStore
 from index.synthetic import clustered_unit_vectors
 from index.vectors import (
     FullVectors,
@@ -114,7 +115,8 @@ def main() -> None:
             subprocess.run(
                 [
                     sys.executable,
-                    __file__,
+                    "-m",
+                    "bench.pq_memory",
                     "--serve",
                     "--root",
                     args.root,
@@ -127,6 +129,7 @@ def main() -> None:
                     "--reader",
                     reader,
                 ],
+                env=child_env(),
                 check=True,
             )
 

@@ -1,6 +1,6 @@
 """Ray Data embedding throughput with 1 and 2 workers, against the plain path in the same run.
 
-    python bench/ray_embed_bench.py --out docs/results/ray-embed.json
+    python -m bench.ray_embed_bench --out docs/results/ray-embed.json
 
 Embeds the whole UCM archive (2100 scenes) with the `make run` model: first by the plain path
 (`model.evaluate.embed_scenes`: one process, decoding in a thread ahead of the network), then
@@ -24,24 +24,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench._common import MODEL, REPO, UCM
 from index.ray_embed import ray_embed, read_embeddings
 from model.archive import load_archive, scene_id
 from model.card import load_model
 from model.evaluate import embed_scenes
 from model.imageio import decode_image
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--archive", type=Path, default=ROOT.parent / "shared/datasets/ucm-multilabel"
-    )
-    parser.add_argument("--model", type=Path, default=ROOT / "runs/ucm-head/model.safetensors")
+    parser.add_argument("--archive", type=Path, default=UCM)
+    parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/ray-embed.json")
+    parser.add_argument("--out", type=Path, default=REPO / "docs/results/ray-embed.json")
     args = parser.parse_args()
     import ray
 

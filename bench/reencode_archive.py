@@ -1,7 +1,7 @@
 """Re-encode an archive's images as JPEG of a given quality into a new archive folder.
 
 Used to carry the UCM archive to a GPU machine within a 64 MiB transfer:
-    python bench/reencode_archive.py ../shared/datasets/ucm-multilabel .device/ucm --quality 85
+    python -m bench.reencode_archive ../shared/datasets/ucm-multilabel .device/ucm --quality 85
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """What re-ranking with the backbone's descriptors costs a search (model/rerank.py).
 
     make serve-prepare
-    python bench/rerank_cost.py [--queries 200] [--repeats 3]
+    python -m bench.rerank_cost [--queries 200] [--repeats 3]
 
 In this process, over make run's database, model and index version (which keeps
-descriptors): `service.search.search_scenes`, k = 10, by scene id and by a vector with its
+descriptors): `service.usecases.search.search_scenes`, k = 10, by scene id and by a vector with its
 descriptor (as an upload is searched, without the network), for GRN_BACKBONE_RERANK off
 (the baseline), auto (UCM is all seen content: decided, not re-ranked) and on (the index's
 `--pools` nearest re-ranked; the default pool model.rerank.POOL first). Prints the best of
@@ -14,20 +14,15 @@ descriptor (as an upload is searched, without the network), for GRN_BACKBONE_RER
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from model.rerank import POOL  # noqa: E402
-from service.catalog import Catalog  # noqa: E402
-from service.db import make_engine  # noqa: E402
-from service.runtime import Runtime  # noqa: E402
-from service.search import Rerank, SearchQuery, search_scenes  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from model.rerank import POOL
+from service.runtime import Runtime
+from service.settings import Settings
+from service.storage.catalog import Catalog
+from service.storage.db import make_engine
+from service.usecases.search import Rerank, SearchQuery, search_scenes
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 run: k = 10, k = 1000, and k = 10 with a label filter, one request at a time.
 
     git worktree add /tmp/grn-baseline <commit>
-    python bench/search_latency.py --baseline /tmp/grn-baseline \
+    python -m bench.search_latency --baseline /tmp/grn-baseline \
         [--baseline-revision 0001_initial_schema]     # if the baseline's schema is older
 
 Both trees serve the same database (copies of `--database-url`'s SQLite file), model and
@@ -16,11 +16,8 @@ p50 and p90 in ms per tree and case, and the baseline's p50 over ours.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +25,9 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+from bench._common import INDEX_ROOT, MODEL, REPO
+from bench.server import scene_ids, serve
+
 CASES: dict[str, dict[str, Any]] = {
     "k = 10": {"k": 10},
     "k = 1000": {"k": 1000},
@@ -36,39 +35,9 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve(tree: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-        cwd=tree,
-        env={**os.environ, **env, "PYTHONPATH": str(tree)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"the server of {tree} did not become ready")
-
-
 def measure(url: str, requests: int) -> dict[str, list[float]]:
     with httpx.Client(base_url=url, timeout=30) as client:
-        ids = [s["id"] for s in client.get("/scenes", params={"limit": 200}).json()["scenes"]]
+        ids = scene_ids(url, limit=200)
         for n in range(50):
             client.post("/search", json={"scene_id": ids[n % len(ids)], "k": 10})
         times: dict[str, list[float]] = {}
@@ -87,8 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, required=True, help="a checkout to compare")
     parser.add_argument("--database-url", default="sqlite:///data/grn.db")
-    parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head/model.safetensors")
-    parser.add_argument("--index-root", type=Path, default=REPO / "data/index")
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--index-root", type=Path, default=INDEX_ROOT)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument(
         "--baseline-revision", help="migrate the baseline's copy of the database down to this"
@@ -100,8 +69,8 @@ def main() -> None:
             databases[name] = Path(work) / f"{name}.db"
             shutil.copy(args.database_url.removeprefix("sqlite:///"), databases[name])
         if args.baseline_revision:
-            from service.db import make_engine
-            from service.migrate import downgrade
+            from service.storage.db import make_engine
+            from service.storage.migrate import downgrade
 
             engine = make_engine(f"sqlite:///{databases['baseline']}")
             downgrade(engine, args.baseline_revision)
@@ -116,13 +85,9 @@ def main() -> None:
         for _ in range(2):
             for name, tree in (("baseline", args.baseline.resolve()), ("ours", REPO)):
                 database = f"sqlite:///{databases[name]}"
-                process, url = serve(tree, {**env, "GRN_DATABASE_URL": database})
-                try:
-                    for case, times in measure(url, args.requests).items():
+                with serve({**env, "GRN_DATABASE_URL": database}, tree=tree) as server:
+                    for case, times in measure(server.url, args.requests).items():
                         results[name].setdefault(case, []).extend(times)
-                finally:
-                    process.terminate()
-                    process.wait(timeout=30)
     print(f"{'case':<32} {'baseline p50':>12} {'p90':>7} {'ours p50':>9} {'p90':>7} {'x':>6}")
     for case in CASES:
         base, ours = results["baseline"][case], results["ours"][case]

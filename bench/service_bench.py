@@ -1,7 +1,7 @@
 """HTTP benchmark of the real service: /classify and /search, batching on and off, with the
 bare model as the baseline in the same run.
 
-    python bench/service_bench.py --out docs/results/service-bench.json
+    python -m bench.service_bench --out docs/results/service-bench.json
 
 (after `make serve-prepare`, which writes the database, the model and the index this reads.)
 
@@ -39,37 +39,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import itertools
 import json
 import os
 import platform
 import resource
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import httpx
 import numpy as np
 import torch
 
+from bench._common import REPO, UCM, invocation
+from bench.server import load_client, scene_ids, serve
 from model.card import ModelCard, load_model
 from model.imageio import decode_image
 from model.inference import normalize, to_uint8_tensor
 from model.network import GRNNet
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("classify", "search_id", "search_image")
-READY_TIMEOUT_S = 180.0
-REQUEST_TIMEOUT_S = 120.0
 
 Send = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
 
@@ -205,16 +199,9 @@ def model_baseline(
 # --- the server --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def server_env(args: argparse.Namespace, batching: bool) -> dict[str, str]:
+    """The settings of the measured server (`--database-url`, `--model`, ... and batching)."""
     return {
-        **os.environ,
         "GRN_DATABASE_URL": args.database_url,
         "GRN_MODEL_PATH": str(args.model),
         "GRN_INDEX_ROOT": str(args.index_root),
@@ -226,72 +213,6 @@ def server_env(args: argparse.Namespace, batching: bool) -> dict[str, str]:
         # throughput past the default load-shedding bound (16 on 2 cores) is measured, not shed
         "GRN_MAX_MODEL_REQUESTS": "0",
     }
-
-
-def show_log(log: TextIO) -> None:
-    log.flush()
-    log.seek(0)
-    print("---- server output ----", file=sys.stderr)
-    print(log.read()[-20_000:], file=sys.stderr)
-    print("-----------------------", file=sys.stderr)
-
-
-def wait_ready(process: subprocess.Popen[bytes], base_url: str, log: TextIO) -> dict[str, Any]:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    with httpx.Client(base_url=base_url, timeout=5.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                show_log(log)
-                raise SystemExit(f"the server exited with code {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                response = client.get("/readyz")
-                if response.status_code == 200:
-                    ready: dict[str, Any] = response.json()
-                    return ready
-            time.sleep(0.5)
-    show_log(log)
-    raise SystemExit(f"the server was not ready within {READY_TIMEOUT_S:.0f} s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@contextlib.contextmanager
-def server(args: argparse.Namespace, batching: bool) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """A running server; yields its base URL, process id and /readyz answer."""
-    port = args.port or free_port()
-    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-    with tempfile.TemporaryFile("w+", prefix="grn-serve-") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=server_env(args, batching),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop it in `finally`
-        )
-        try:
-            start = time.perf_counter()
-            ready = wait_ready(process, f"http://127.0.0.1:{port}", log)
-            print(
-                f"server (batching {'on' if batching else 'off'}) ready on port {port} in "
-                f"{time.perf_counter() - start:.1f} s",
-                flush=True,
-            )
-            yield f"http://127.0.0.1:{port}", process.pid, ready
-            if process.poll() is not None:
-                show_log(log)
-                raise SystemExit(f"the server died during the run (code {process.returncode})")
-        finally:
-            stop(process)
 
 
 # --- the load ----------------------------------------------------------------------------
@@ -338,10 +259,7 @@ async def load(base_url: str, send: Send, concurrency: int, warmup: float, secon
     """Workers send back to back; what completes inside [warm-up end, + seconds] counts."""
     tally = Tally()
     counter = itertools.count()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S
-    ) as client:
+    async with load_client(base_url, concurrency) as client:
         loop = asyncio.get_running_loop()
         begin = loop.time() + warmup
         end = begin + seconds
@@ -442,25 +360,18 @@ def measure(
     return cell
 
 
-def fetch_scene_ids(base_url: str) -> list[int]:
-    with httpx.Client(base_url=base_url, timeout=30.0) as client:
-        response = client.get("/scenes", params={"limit": 1000})
-        response.raise_for_status()
-        ids = [int(scene["id"]) for scene in response.json()["scenes"]]
-    if not ids:
-        raise SystemExit("GET /scenes returned no scenes; run `make serve-prepare`")
-    return ids
-
-
 def run_server(args: argparse.Namespace, batching: bool, images: list[Image]) -> dict[str, Any]:
     cells = []
-    with server(args, batching) as (base_url, pid, ready):
-        scene_ids = fetch_scene_ids(base_url)
+    print(f"server with batching {'on' if batching else 'off'}:", flush=True)
+    with serve(server_env(args, batching), port=args.port) as server:
+        ids = scene_ids(server.url)
         for scenario in args.scenarios:
-            send = make_sender(scenario, images, scene_ids)
+            send = make_sender(scenario, images, ids)
             for concurrency in args.concurrency:
-                cells.append(measure(base_url, pid, scenario, send, concurrency, batching, args))
-    return {"batching": batching, "ready": ready, "cells": cells}
+                cells.append(
+                    measure(server.url, server.pid, scenario, send, concurrency, batching, args)
+                )
+    return {"batching": batching, "ready": server.ready, "cells": cells}
 
 
 # --- report ------------------------------------------------------------------------------
@@ -538,9 +449,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--archive", type=Path, default=ROOT.parent / "shared/datasets/ucm-multilabel"
-    )
+    parser.add_argument("--archive", type=Path, default=UCM)
     parser.add_argument("--images", type=int, default=64, help="UCM JPEGs cycled through")
     parser.add_argument("--seconds", type=float, default=20.0, help="timed window per cell")
     parser.add_argument("--warmup", type=float, default=3.0, help="uncounted, before each cell")
@@ -560,7 +469,7 @@ def main() -> None:
         default=True,
         help="measure the model alone again after the servers, to see drift",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/service-bench.json")
+    parser.add_argument("--out", type=Path, default=REPO / "docs/results/service-bench.json")
     args = parser.parse_args()
 
     images = load_images(args.archive, args.images)
@@ -569,12 +478,12 @@ def main() -> None:
         f"{len(images)} UCM images",
         flush=True,
     )
-    model = model_baseline(ROOT / args.model, images, args.model_batches, args.model_reps)
+    model = model_baseline(REPO / args.model, images, args.model_batches, args.model_reps)
     servers = [run_server(args, batching, images) for batching in (True, False)]
     recheck: list[ModelRow] = []
     if args.model_recheck:
         print("model alone again, after the servers (a check on drift):", flush=True)
-        recheck = model_baseline(ROOT / args.model, images, args.model_batches, args.model_reps)
+        recheck = model_baseline(REPO / args.model, images, args.model_batches, args.model_reps)
     cells = [cell for run in servers for cell in run["cells"]]
     figures = derived(cells, model)
     print()
@@ -593,7 +502,7 @@ def main() -> None:
             "torch": torch.__version__,
         },
         "settings": {key: str(v) if isinstance(v, Path) else v for key, v in vars(args).items()},
-        "command": " ".join(sys.argv),
+        "command": invocation(),
         "model_alone": [asdict(row) for row in model],
         "model_alone_after_servers": [asdict(row) for row in recheck],
         "servers": [{"batching": run["batching"], "ready": run["ready"]} for run in servers],

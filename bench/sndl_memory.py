@@ -1,7 +1,7 @@
 """Peak memory of one SNDL loss step (forward and backward) against a large memory bank,
 computed whole and in chunks of bank rows.
 
-    python bench/sndl_memory.py --bank 1000000 --batch 256
+    python -m bench.sndl_memory --bank 1000000 --batch 256
 
 Each variant runs in a fresh process: a synthetic bank of N unit vectors (128-d, 17 random
 labels), a batch of 256 embeddings from a tiny linear "backbone" so the gradient flows into
@@ -22,6 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from bench._common import child_env
 from model.losses import sndl_loss
 
 
@@ -74,7 +75,8 @@ def main() -> None:
         out = subprocess.run(
             [
                 sys.executable,
-                __file__,
+                "-m",
+                "bench.sndl_memory",
                 "--bank",
                 str(args.bank),
                 "--batch",
@@ -82,6 +84,7 @@ def main() -> None:
                 "--one",
                 str(chunk),
             ],
+            env=child_env(),
             capture_output=True,
             text=True,
             check=True,

@@ -1,6 +1,6 @@
 """Would training the backbone's last stage on the CPU reach what the frozen backbone cannot?
 
-    python bench/tail_tune.py '{"tail_lr": 0.01}' '{"tail_lr": 0.01, "distill_weight": 0}' ...
+    python -m bench.tail_tune '{"tail_lr": 0.01}' '{"tail_lr": 0.01, "distill_weight": 0}' ...
 
 Head mode trains only the heads on frozen EfficientNet-Lite0 features. Here the frozen part
 stops one stage earlier: the cached features are the 192 x 8 x 8 maps that Lite0's sixth
@@ -14,14 +14,14 @@ Scored on the test split with one view, as `grn evaluate` scores a served model.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 
 import torch
-from head_sweep import one_view_report, register_lite0_variant
 from torch import nn
 
+from bench.head_sweep import one_view_report, register_lite0_variant
 from model.backbones import _efficientnet_lite_loader
 from model.network import GRNHead, GRNOutput
 from model.train import Trainer, config_for_mode
@@ -101,7 +101,14 @@ def run(settings: dict) -> str:
     )
 
 
-if __name__ == "__main__":
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("settings", nargs="+", help="JSON objects of settings, one run each")
+    settings = parser.parse_args().settings
     torch.set_num_threads(2)
-    for argument in sys.argv[1:]:
+    for argument in settings:
         print(run(json.loads(argument)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

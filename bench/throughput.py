@@ -1,6 +1,6 @@
 """CPU throughput of feature extraction and training, with the baseline in the same run.
 
-    python bench/throughput.py --archive ../shared/datasets/ucm-multilabel
+    python -m bench.throughput --archive ../shared/datasets/ucm-multilabel
 
 Feature extraction is measured end to end (JPEG decoding, resizing and the network) over the
 same scenes in two settings:

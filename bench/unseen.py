@@ -1,7 +1,7 @@
 """Content the model never saw: train with scene folders (and, separately, labels) held out,
 then measure retrieval on them for the served embedding, the frozen backbone and their blends.
 
-    python bench/unseen.py --archive ../shared/datasets/ucm-multilabel [--folders 5]
+    python -m bench.unseen --archive ../shared/datasets/ucm-multilabel [--folders 5]
         [--labels 3] [--seed 0] [--model runs/ucm-head/model.safetensors] [--pools 100 300]
 
 Three models, all head mode on EfficientNet-Lite0 (or `--backbone`) with the recipe's defaults:
@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,24 +45,22 @@ from typing import Any
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from model import rerank  # noqa: E402
-from model.archive import Archive, load_archive  # noqa: E402
-from model.backbones import backbone_spec, create_backbone  # noqa: E402
-from model.card import load_model, read_card  # noqa: E402
-from model.evaluate import seen_content  # noqa: E402
-from model.features import (  # noqa: E402
+from bench._common import MODEL, REPO, UCM
+from model import rerank
+from model.archive import Archive, load_archive
+from model.backbones import backbone_spec, create_backbone
+from model.card import load_model, read_card
+from model.evaluate import seen_content
+from model.features import (
     FeatureCache,
     FeatureKey,
     default_cache_dir,
     extract_features,
 )
-from model.inference import ranking_vectors  # noqa: E402
-from model.metrics import ranking_metrics, retrieval_metrics  # noqa: E402
-from model.rerank import reranked  # noqa: E402
-from model.train import config_for_mode, fit  # noqa: E402
+from model.inference import ranking_vectors
+from model.metrics import ranking_metrics, retrieval_metrics
+from model.rerank import reranked
+from model.train import config_for_mode, fit
 
 BLENDS = (0.3, 0.4, 0.5, 0.7)
 RERANKS = ((100, 0.3), (100, 0.5))
@@ -237,10 +234,8 @@ def served_auto(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--archive", type=Path, default=REPO.parent / "shared/datasets/ucm-multilabel"
-    )
-    parser.add_argument("--model", type=Path, default=REPO / "runs/ucm-head/model.safetensors")
+    parser.add_argument("--archive", type=Path, default=UCM)
+    parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--out", type=Path, default=REPO / "runs/unseen")
     parser.add_argument("--folders", type=int, default=5)
     parser.add_argument("--labels", type=int, default=3)

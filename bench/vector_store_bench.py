@@ -2,7 +2,7 @@
 `index/stores/faiss.py`) and MilvusCollection on Milvus Lite (embedded in the process),
 measured in the same run on the same data.
 
-    python bench/vector_store_bench.py --sizes 2100 100000 --out docs/results/vector-stores.json
+    python -m bench.vector_store_bench --sizes 2100 100000 --out docs/results/vector-stores.json
 
 Data: 128-d clustered unit vectors (index/synthetic.py, the spread of docs/index.md), each
 with 17 labels drawn with UCM's label frequencies' order of magnitude (each label present
@@ -29,7 +29,7 @@ from index.filters import SceneFilter, SceneMeta
 from index.results import exact_search, recall_at_k
 from index.stores.faiss import FaissCollection
 from index.stores.milvus import MilvusCollection
-from index.synthetic import clustered_unit_vectors
+from index.synthetic import clustered_unit_vectors, random_scene_metas
 
 DIM = 128
 LABELS = [f"label{i}" for i in range(17)]
@@ -39,13 +39,7 @@ def make_data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray, list[SceneM
     rng = np.random.default_rng(n)
     data = clustered_unit_vectors(n + queries, DIM, max(21, n // 100), 0.039, seed=n)
     ids = rng.choice(2**62, size=n, replace=False).astype(np.int64)
-    metas = [
-        SceneMeta(
-            labels=tuple(name for name in LABELS if rng.random() < 0.2),
-            folder=f"folder{int(rng.integers(21))}",
-        )
-        for _ in range(n)
-    ]
+    metas = random_scene_metas(n, LABELS, rng, label_share=0.2, folders=21)
     return ids, data[:n], metas, data[n:]
 
 

@@ -1,7 +1,7 @@
 """Throughput as concurrency rises, with one and with two server processes, measured by wrk.
 
     make serve-prepare && apt-get install wrk
-    python bench/workers.py [--workers 1 2] [--connections 1 32] [--seconds 15]
+    python -m bench.workers [--workers 1 2] [--connections 1 32] [--seconds 15]
 
 For each worker count a real server (`python -m service.cli serve --workers N` over make
 run's database, model and index; index polling off; no load-shedding bound, so that capacity
@@ -24,7 +24,6 @@ import re
 import resource
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -32,10 +31,8 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from metadata import median_ms  # noqa: E402
-from search_latency import serve  # noqa: E402
+from bench._common import REPO, UCM, made_run_env, median_ms
+from bench.server import scene_ids, serve
 
 WRK = REPO / "bench/wrk"
 
@@ -118,9 +115,9 @@ def bare_baselines(
     from model.card import load_model
     from model.imageio import read_image
     from model.inference import prepare_batch
-    from service.catalog import Catalog
-    from service.db import make_engine
     from service.settings import Settings
+    from service.storage.catalog import Catalog
+    from service.storage.db import make_engine
 
     def warm_median_ms(call: Any) -> float:
         call()
@@ -154,14 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    env = {
-        "GRN_DATABASE_URL": f"sqlite:///{REPO / 'data/grn.db'}",
-        "GRN_MODEL_PATH": str(REPO / "runs/ucm-head/model.safetensors"),
-        "GRN_INDEX_ROOT": str(REPO / "data/index"),
-        "GRN_INDEX_POLL_SECONDS": "0",
-        "GRN_MAX_MODEL_REQUESTS": "0",
-    }
-    ucm = REPO.parent / "shared/datasets/ucm-multilabel/images"
+    env = {**made_run_env(), "GRN_MAX_MODEL_REQUESTS": "0"}
+    ucm = UCM / "images"
     image = str(next(ucm.rglob("*.jpg"), None) or next(ucm.rglob("*.*")))
     bare, network_probe = bare_baselines(env, image)
     print(f"in this process, medians: the network on one image {bare['network_ms']:.2f} ms; "
@@ -172,13 +163,12 @@ def main() -> None:
     c1: list[str] = []
     cores = len(os.sched_getaffinity(0))
     for workers in args.workers:
-        server, url = serve(REPO, {**env, "GRN_WORKERS": str(workers)})
-        try:
+        with serve({**env, "GRN_WORKERS": str(workers)}) as server:
+            url = server.url
             with httpx.Client(base_url=url) as client:
-                scenes = client.get("/scenes", params={"limit": 500}).json()["scenes"]
                 for _ in range(4 * workers):  # every worker has answered once
                     client.get("/readyz").raise_for_status()
-            ids = ",".join(str(s["id"]) for s in scenes)
+            ids = ",".join(str(i) for i in scene_ids(url, limit=500))
             cases = {
                 "search by id k=10": ("search.lua", {"GRN_SCENE_IDS": ids}),
                 "classify": ("classify.lua", {"GRN_IMAGE": image, "GRN_LATENCIES": ""}),
@@ -212,9 +202,6 @@ def main() -> None:
                 low, high = min(cells), max(cells)
                 ratios.append(f"{case}, {workers} worker(s): c = {high} / c = {low}: "
                               f"{cells[high]['per_s'] / cells[low]['per_s']:.2f}x")  # fmt: skip
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     print("\n".join(ratios))
     print("c = 1 p50 against the bare work, per worker count: " + "; ".join(c1))
 

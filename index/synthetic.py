@@ -8,9 +8,13 @@ worse on them than on real embeddings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from index.filters import SceneMeta
 
 
 def clustered_unit_vectors(
@@ -76,3 +80,24 @@ def subspace_unit_vectors(
         return inside @ basis.T + common + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
 
     return _unit_rows(count, dim, chunk, draw)
+
+
+def random_scene_metas(
+    count: int,
+    labels: Sequence[str],
+    rng: np.random.Generator,
+    *,
+    label_share: float = 0.2,
+    folders: int = 21,
+) -> list[SceneMeta]:
+    """`count` scenes' filterable metadata, drawn from `rng` scene by scene: each of `labels`
+    present with probability `label_share`, then one of `folders` folders (`folder0`, ...)."""
+    from index.filters import SceneMeta  # shapely: only where metadata is wanted
+
+    return [
+        SceneMeta(
+            labels=tuple(name for name in labels if rng.random() < label_share),
+            folder=f"folder{int(rng.integers(folders))}",
+        )
+        for _ in range(count)
+    ]
