@@ -28,6 +28,7 @@ import head_sweep  # noqa: E402
 
 import model.features as features_module  # noqa: E402
 import model.train as train_module  # noqa: E402
+import model.train_config as config_module  # noqa: E402
 
 symmetry_view = features_module.apply_view
 
@@ -56,9 +57,9 @@ def main() -> None:
     backbone = sys.argv[2] if len(sys.argv) > 2 else "efficientnet_lite0"
     min_scale = float(sys.argv[3]) if len(sys.argv) > 3 else 0.4
     crop_views(min_scale)
-    train_module.VIEW_COUNTS = (1, 2, 4, 8, 8 + extra)
+    config_module.VIEW_COUNTS = (1, 2, 4, 8, 8 + extra)
     name = f"crops{extra}-{min_scale}-{backbone}"
-    config = train_module.config_for_mode(
+    config = config_module.config_for_mode(
         "head", head_sweep.ARCHIVE, f"runs/{name}", cache_dir=f".cache/crops{min_scale}",
         progress=False, feature_views=8 + extra, backbone=backbone,
     )  # fmt: skip

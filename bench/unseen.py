@@ -63,7 +63,8 @@ from model.features import (  # noqa: E402
 from model.inference import ranking_vectors  # noqa: E402
 from model.metrics import ranking_metrics, retrieval_metrics  # noqa: E402
 from model.rerank import reranked  # noqa: E402
-from model.train import config_for_mode, fit  # noqa: E402
+from model.train import fit  # noqa: E402
+from model.train_config import config_for_mode  # noqa: E402
 
 BLENDS = (0.3, 0.4, 0.5, 0.7)
 RERANKS = ((100, 0.3), (100, 0.5))

@@ -267,6 +267,14 @@ class LossParts:
     bce: torch.Tensor | None
     distill: torch.Tensor | None = None
 
+    def scaled(self, size: int) -> list[float]:
+        """total, sndl, bce and distill (0 for a part not computed), each times `size`: a
+        batch's share of an epoch's sums."""
+        return [
+            float(part.detach()) * size if part is not None else 0.0
+            for part in (self.total, self.sndl, self.bce, self.distill)
+        ]
+
 
 class GRNCriterion:
     """The training loss chosen by name: `sndl`, `sndl_bce` or `bce`, plus `distill_weight`

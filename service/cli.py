@@ -215,7 +215,8 @@ def train(
     Under `torchrun --nproc_per_node N` it trains on N processes (DDP; NCCL on GPUs, gloo on
     CPUs), each with the whole memory bank. Only the labelled scenes of the train and val
     splits are used; an archive with none stops with what it needs."""
-    from model.train import config_for_mode, fit
+    from model.train import fit
+    from model.train_config import config_for_mode
 
     _show_log("grn.train")  # how many scenes are labelled and how many are left out
     archive = _training_archive(archive, catalog, labels, database_url, out)
