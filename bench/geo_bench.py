@@ -7,7 +7,7 @@
 1. `--tiling`: a mosaic of `--grid` rows x cols real UCM scenes (256 x 256 each: 16 x 16 is a
    4096 x 4096 px, 8-bit RGB, tiled and deflated GeoTIFF in UTM, `tests/geodata.py`) is cut
    by `model.rasters.tile_rasters` (what `grn tile` calls) and the tiles embedded by
-   `model.evaluate.embed_archive` (what `grn embed` calls); the baseline is `embed_archive`
+   `model.embedding.embed_archive` (what `grn embed` calls); the baseline is `embed_archive`
    over the same scenes as their original UCM files (JPEG), copied into an archive folder.
    The tiles hold the same pixels as the files, so the embeddings must agree (checked). Both
    run in this process with the served model, its engine and `configure_cpu_threads`' thread
@@ -154,7 +154,7 @@ def tile_breakdown(raster: Path) -> dict[str, Any]:
 def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
-    from model.evaluate import embed_archive
+    from model.embedding import embed_archive
     from model.rasters import tile_rasters
 
     rows, cols = args.grid

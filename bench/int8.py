@@ -38,8 +38,9 @@ from engines import rate, stored_graph  # noqa: E402
 
 from model.archive import iter_images, load_archive  # noqa: E402
 from model.card import export_graph, load_model  # noqa: E402
+from model.embedding import Embedded  # noqa: E402
 from model.engine import OrtEngine  # noqa: E402
-from model.evaluate import Embedded, evaluation_metrics  # noqa: E402
+from model.evaluate import evaluation_metrics  # noqa: E402
 from model.inference import batched, prepare_batch  # noqa: E402
 
 

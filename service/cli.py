@@ -378,7 +378,7 @@ def embed(
             f"({shards.images_per_s:.1f} images/s)"
         )
         return
-    from model.evaluate import embed_archive
+    from model.embedding import embed_archive
 
     try:
         embedded, broken = embed_archive(

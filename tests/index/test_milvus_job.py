@@ -15,7 +15,7 @@ from index.filters import SceneFilter
 from index.stores.milvus import MilvusCollection
 from model.archive import load_archive, scene_id
 from model.card import load_model, read_card
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("pymilvus")
