@@ -709,7 +709,7 @@ def tile(
     """Cut georeferenced rasters into scenes: an archive folder of PNG tiles whose labels.csv
     holds each tile's footprint (WGS84), ready for `grn import`. Partial edge tiles and
     tiles mostly no-data are left out; nothing is written when a raster fails."""
-    from model.rasters import tile_rasters
+    from model.tile_archive import tile_rasters
 
     try:
         chosen = None if bands is None else [int(b) for b in _split_commas([bands])]
