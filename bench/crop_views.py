@@ -21,6 +21,7 @@ import numpy as np
 
 import model.features as features_module
 import model.train as train_module
+import model.train_config as config_module
 from bench import head_sweep
 
 symmetry_view = features_module.apply_view
@@ -53,9 +54,9 @@ def main() -> None:
     args = parser.parse_args()
     extra, backbone, min_scale = args.extra, args.backbone, args.min_scale
     crop_views(min_scale)
-    train_module.VIEW_COUNTS = (1, 2, 4, 8, 8 + extra)
+    config_module.VIEW_COUNTS = (1, 2, 4, 8, 8 + extra)
     name = f"crops{extra}-{min_scale}-{backbone}"
-    config = train_module.config_for_mode(
+    config = config_module.config_for_mode(
         "head", head_sweep.ARCHIVE, f"runs/{name}", cache_dir=f".cache/crops{min_scale}",
         progress=False, feature_views=8 + extra, backbone=backbone,
     )  # fmt: skip

@@ -6,7 +6,7 @@ torch but no FAISS and no Ray):
    queries and batches of 64, measured in the same run (issue 3).
 2. What one GPU embeds per second: the archive decoded and embedded by the production
    network (EfficientNet-Lite0 and the GRN heads, random weights: the speed does not depend
-   on them) through `model.evaluate.embed_scenes`, the path of `grn embed` and the indexing
+   on them) through `model.embedding.embed_scenes`, the path of `grn embed` and the indexing
    job; and the network alone on batches already on the GPU (issue 7's cost model).
 
     python -m bench.device_checks --archive .device/ucm --out "$OUT/device-checks.json"
@@ -35,7 +35,7 @@ from index.torch_exact import TorchExactIndex
 from model.archive import load_archive
 from model.backbones import backbone_spec, create_backbone
 from model.card import ModelCard
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 from model.inference import normalize
 from model.network import GRNHead, GRNNet
 

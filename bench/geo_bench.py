@@ -6,8 +6,8 @@
 
 1. `--tiling`: a mosaic of `--grid` rows x cols real UCM scenes (256 x 256 each: 16 x 16 is a
    4096 x 4096 px, 8-bit RGB, tiled and deflated GeoTIFF in UTM, `bench/mosaic.py`) is cut
-   by `model.rasters.tile_rasters` (what `grn tile` calls) and the tiles embedded by
-   `model.evaluate.embed_archive` (what `grn embed` calls); the baseline is `embed_archive`
+   by `model.tile_archive.tile_rasters` (what `grn tile` calls) and the tiles embedded by
+   `model.embedding.embed_archive` (what `grn embed` calls); the baseline is `embed_archive`
    over the same scenes as their original UCM files (JPEG), copied into an archive folder.
    The tiles hold the same pixels as the files, so the embeddings must agree (checked). Both
    run in this process with the served model, its engine and `configure_cpu_threads`' thread
@@ -80,7 +80,7 @@ def files_archive(scenes: list[Path], folder: Path) -> Path:
 
 
 def png_bytes(rgb: np.ndarray, zlevel: int) -> bytes:
-    """`model.rasters.encode_png` with GDAL's PNG ZLEVEL given (its default is 6)."""
+    """`model.tile_archive.encode_png` with GDAL's PNG ZLEVEL given (its default is 6)."""
     import rasterio
     from rasterio.io import MemoryFile
 
@@ -96,7 +96,8 @@ def png_bytes(rgb: np.ndarray, zlevel: int) -> bytes:
 def tile_breakdown(raster: Path) -> dict[str, Any]:
     """Where `tile_rasters`' time goes, step by step, once: the plan, reading the windows,
     encoding the PNGs (and, for comparison, encoding them at zlib level 1)."""
-    from model.rasters import encode_png, plan_tiles, read_tiles
+    from model.tile_archive import encode_png
+    from model.tiling import plan_tiles, read_tiles
 
     steps: dict[str, float] = {}
     started = time.perf_counter()
@@ -122,8 +123,8 @@ def tile_breakdown(raster: Path) -> dict[str, Any]:
 def tiling(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
-    from model.evaluate import embed_archive
-    from model.rasters import tile_rasters
+    from model.embedding import embed_archive
+    from model.tile_archive import tile_rasters
 
     rows, cols = args.grid
     count = rows * cols

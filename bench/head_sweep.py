@@ -32,9 +32,11 @@ from torch import nn
 import model.train as train_module
 from model.backbones import BACKBONES, BackboneSpec, _efficientnet_lite_loader
 from model.card import load_model, read_card
-from model.evaluate import Embedded, evaluation_metrics
+from model.embedding import Embedded
+from model.evaluate import evaluation_metrics
 from model.features import FeatureCache, extract_features
-from model.train import Trainer, config_for_mode
+from model.train import Trainer
+from model.train_config import config_for_mode
 
 ARCHIVE = "../shared/datasets/ucm-multilabel"
 CACHE = ".cache/features"

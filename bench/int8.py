@@ -34,8 +34,9 @@ from bench._common import REPO, UCM
 from bench.engines import rate, stored_graph
 from model.archive import iter_images, load_archive
 from model.card import export_graph, load_model
+from model.embedding import Embedded
 from model.engine import OrtEngine
-from model.evaluate import Embedded, evaluation_metrics
+from model.evaluate import evaluation_metrics
 from model.inference import batched, prepare_batch
 
 

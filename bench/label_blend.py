@@ -23,7 +23,8 @@ import torch
 from model import rerank
 from model.archive import load_archive
 from model.card import load_model
-from model.evaluate import Embedded, embed_scenes, evaluation_metrics
+from model.embedding import Embedded, embed_scenes
+from model.evaluate import evaluation_metrics
 from model.inference import ranking_vectors
 from model.metrics import knn_from_similarities, ranking_metrics, sample_f1
 

@@ -27,7 +27,8 @@ from torch import nn
 
 from bench.head_sweep import one_view_report, register_lite0_variant
 from model.network import GRNHead
-from model.train import Trainer, config_for_mode
+from model.train import Trainer
+from model.train_config import config_for_mode
 
 ARCHIVE = "../shared/datasets/ucm-multilabel"
 PARTS = {"gap": 1280, "gmp": 1280, "gem": 1280, "b6": 320, "b5": 192, "b4": 112, "b3": 80}

@@ -3,7 +3,7 @@
     python -m bench.ray_embed_bench --out docs/results/ray-embed.json
 
 Embeds the whole UCM archive (2100 scenes) with the `make run` model: first by the plain path
-(`model.evaluate.embed_scenes`: one process, decoding in a thread ahead of the network), then
+(`model.embedding.embed_scenes`: one process, decoding in a thread ahead of the network), then
 with `index.ray_embed.ray_embed` on a local Ray instance with 1 and then 2 embedding actors,
 each into a fresh folder. Ray's start-up is outside the timed part (a warm-up pipeline runs
 first). Prints images/s for each, and checks that the Ray embeddings equal the plain ones;
@@ -28,7 +28,7 @@ from bench._common import MODEL, REPO, UCM
 from index.ray_embed import ray_embed, read_embeddings
 from model.archive import load_archive, scene_id
 from model.card import load_model
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 from model.imageio import decode_image
 
 

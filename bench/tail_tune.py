@@ -24,7 +24,8 @@ from torch import nn
 from bench.head_sweep import one_view_report, register_lite0_variant
 from model.backbones import _efficientnet_lite_loader
 from model.network import GRNHead, GRNOutput
-from model.train import Trainer, config_for_mode
+from model.train import Trainer
+from model.train_config import config_for_mode
 
 ARCHIVE = "../shared/datasets/ucm-multilabel"
 MAP = (192, 8, 8)

@@ -60,7 +60,8 @@ from model.features import (
 from model.inference import ranking_vectors
 from model.metrics import ranking_metrics, retrieval_metrics
 from model.rerank import reranked
-from model.train import config_for_mode, fit
+from model.train import fit
+from model.train_config import config_for_mode
 
 BLENDS = (0.3, 0.4, 0.5, 0.7)
 RERANKS = ((100, 0.3), (100, 0.5))

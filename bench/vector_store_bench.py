@@ -28,7 +28,7 @@ import numpy as np
 from index.filters import SceneFilter, SceneMeta
 from index.results import exact_search, recall_at_k
 from index.stores.faiss import FaissCollection
-from index.stores.milvus import MilvusCollection
+from index.stores.milvus_collection import MilvusCollection
 from index.synthetic import clustered_unit_vectors, random_scene_metas
 
 DIM = 128

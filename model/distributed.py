@@ -84,6 +84,16 @@ class RowGather:
         return all_gather_rows(tensor, self.info)
 
 
+def wrap_module(module: torch.nn.Module, info: DistInfo, device: torch.device) -> torch.nn.Module:
+    """The module as one process trains it: under torchrun wrapped in DDP (gradients
+    averaged over the ranks), else itself."""
+    if not info.enabled:
+        return module
+    return torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)

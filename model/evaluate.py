@@ -1,45 +1,32 @@
-"""Embedding an archive with a trained model, and the evaluation report of the UCM protocol.
+"""The evaluation report of the UCM protocol (`grn evaluate`).
 
-`embed_scenes` is the one place images go through a trained network in batch; `grn embed`,
-`grn evaluate` and the indexing job all call it. On a CPU the network runs through the engine
-`load_model` attached (model/engine.py), decoding overlapped in a background thread.
-
-`grn evaluate` scores the labelled test scenes against the labelled train split, and splits
-the queries by content: scenes of folders the model trained on ("seen") and the others
-("unseen": folders left out of training, or a whole archive it never saw, with its own label
-set). For both it scores the frozen ImageNet backbone on the same queries, so the report
-says whether training helped or hurt on content like the user's.
+It scores the labelled test scenes against the labelled train split, and splits the queries
+by content: scenes of folders the model trained on ("seen") and the others ("unseen": folders
+left out of training, or a whole archive it never saw, with its own label set). For both it
+scores the frozen ImageNet backbone on the same queries, so the report says whether training
+helped or hurt on content like the user's. The report itself is `model.eval_report`'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from model import rerank
-from model.archive import Archive, BrokenFile, iter_images, load_archive
+from model.archive import Archive, BrokenFile, load_archive
 from model.backbones import MissingWeightsError, backbone_spec, create_backbone
 from model.card import ModelCard, load_model
+from model.embedding import Embedded, embed_scenes
 from model.engine import describe
+from model.eval_report import markdown_table, plot_examples
 from model.features import FeatureCache, FeatureKey, default_cache_dir, extract_features
-from model.imageio import read_image
-from model.inference import (
-    configure_cpu_threads,
-    decode_workers,
-    default_batch_size,
-    predict,
-    prepared_batches,
-    resolve_device,
-)
+from model.inference import configure_cpu_threads, default_batch_size, resolve_device
 from model.metrics import (
     KNN_K,
     RANK_KS,
@@ -51,97 +38,6 @@ from model.metrics import (
     sample_f1,
 )
 from model.network import GRNNet
-from model.rerank import DTYPE as DESCRIPTOR_DTYPE
-
-
-@dataclass
-class Embedded:
-    positions: list[int]
-    """Archive positions that were embedded (broken files left out when skipped)."""
-    embeddings: np.ndarray
-    probabilities: np.ndarray
-    seconds: float
-    engine: str = "torch"
-    """What ran the network: torch, or the CPU engine (model/engine.py)."""
-    descriptors: np.ndarray | None = None
-    """(n, F) float16 unit backbone descriptors (`model.rerank`), when asked for."""
-
-    @property
-    def images_per_s(self) -> float:
-        return len(self.positions) / self.seconds if self.seconds > 0 else 0.0
-
-
-def embed_scenes(
-    net: GRNNet,
-    card: ModelCard,
-    archive: Archive,
-    positions: Sequence[int],
-    *,
-    device: torch.device,
-    batch_size: int | None = None,
-    skip_broken: bool = False,
-    broken: list[BrokenFile] | None = None,
-    progress: bool = True,
-    descriptors: bool = False,
-) -> Embedded:
-    """Unit embeddings and label probabilities of archive scenes, in order; with
-    `descriptors`, their backbone descriptors too."""
-    net = net.to(device).eval().to(memory_format=torch.channels_last)
-    kept: list[int] = []
-    embeddings = [np.zeros((0, card.vector_dim), np.float32)]
-    probabilities = [np.zeros((0, len(card.label_names)), np.float32)]
-    described: list[np.ndarray] = []
-    start = time.perf_counter()
-    bar = tqdm(total=len(positions), desc="embed", unit="img", disable=not progress)
-    stream = prepared_batches(
-        iter_images(
-            archive,
-            positions,
-            skip_broken=skip_broken,
-            broken=broken,
-            workers=decode_workers(device),
-        ),
-        input_size=card.input_size,
-        batch_size=batch_size or default_batch_size(device),
-    )
-    for keys, batch in stream:
-        out = predict(net, card, batch, device)
-        kept.extend(keys)
-        embeddings.append(out.embeddings)
-        probabilities.append(out.probabilities)
-        if descriptors:
-            described.append(out.descriptors.astype(DESCRIPTOR_DTYPE))
-        bar.update(len(keys))
-    bar.close()
-    seconds = time.perf_counter() - start
-    return Embedded(
-        kept,
-        np.concatenate(embeddings),
-        np.concatenate(probabilities),
-        seconds,
-        engine=describe(net) if device.type == "cpu" else "torch",
-        descriptors=(
-            np.concatenate([rerank.no_descriptors(card), *described]) if descriptors else None
-        ),
-    )
-
-
-def save_embeddings(
-    path: str | Path, archive: Archive, embedded: Embedded, card: ModelCard
-) -> None:
-    """An .npz anyone can read: names, embeddings (n x d, unit norm), probabilities."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(
-        tmp,
-        names=np.asarray([archive.scenes[i].name for i in embedded.positions]),
-        embeddings=embedded.embeddings,
-        probabilities=embedded.probabilities,
-        label_names=np.asarray(card.label_names),
-        model_version=np.asarray(card.version),
-    )
-    os.replace(tmp, path)
 
 
 def same_labels(card: ModelCard, archive: Archive) -> bool:
@@ -180,18 +76,26 @@ def frozen_backbone(card: ModelCard, net: GRNNet) -> tuple[Any, str]:
     return create_backbone(card.backbone, pretrained=True)
 
 
-def retrieval_figures(
-    queries: np.ndarray, query_labels: np.ndarray, base: np.ndarray, base_labels: np.ndarray
+def _figures(
+    found: dict[str, float | dict[str, float]], knn: np.ndarray, query_labels: np.ndarray
 ) -> dict[str, float]:
-    """P@10, mAP, NDCG@10 and k-NN sample-F1 of unit vectors."""
-    found = retrieval_metrics(queries, query_labels, base, base_labels, (10,))
-    knn = knn_label_scores(queries, base, base_labels, k=KNN_K)
+    """P@10, mAP and NDCG@10 of a ranking's metrics (`ranking_metrics`) and the k-NN
+    sample-F1 of its label scores."""
     return {
         "p_at_10": found["p_at_k"]["10"],  # type: ignore[index]
         "map": float(found["map"]),  # type: ignore[arg-type]
         "ndcg_at_10": found["ndcg_at_k"]["10"],  # type: ignore[index]
         "knn_sample_f1": sample_f1(knn >= 0.5, query_labels),
     }
+
+
+def retrieval_figures(
+    queries: np.ndarray, query_labels: np.ndarray, base: np.ndarray, base_labels: np.ndarray
+) -> dict[str, float]:
+    """P@10, mAP, NDCG@10 and k-NN sample-F1 of unit vectors."""
+    found = retrieval_metrics(queries, query_labels, base, base_labels, (10,))
+    knn = knn_label_scores(queries, base, base_labels, k=KNN_K)
+    return _figures(found, knn, query_labels)
 
 
 def reranked_figures(
@@ -207,12 +111,7 @@ def reranked_figures(
     similar = descriptors[0] @ descriptors[1].T
     found = ranking_metrics(rerank.reranked(grn, similar), query_labels, base_labels, (10,))
     knn = knn_from_similarities(rerank.blended_similarities(grn, similar), base_labels)
-    return {
-        "p_at_10": found["p_at_k"]["10"],  # type: ignore[index]
-        "map": float(found["map"]),  # type: ignore[arg-type]
-        "ndcg_at_10": found["ndcg_at_k"]["10"],  # type: ignore[index]
-        "knn_sample_f1": sample_f1(knn >= 0.5, query_labels),
-    }
+    return _figures(found, knn, query_labels)
 
 
 def content_figures(
@@ -272,105 +171,6 @@ def evaluation_metrics(
         classifier_tuned={k: v for k, v in tuned.items()},
     )
     return metrics
-
-
-def markdown_table(metrics: dict[str, Any], card: ModelCard) -> str:
-    blend = card.label_blend
-    joined = f" joined with the label probabilities (blend {blend:g})" if blend > 0 else ""
-    lines = [
-        f"# Evaluation of {card.version}",
-        "",
-        f"backbone `{card.backbone}`, loss `{card.loss}`, embedding {card.embedding_dim}-d"
-        f"{joined}; archive = labelled train scenes ({metrics['archive_size']}), "
-        f"queries = labelled test scenes ({metrics['query_count']}); unlabelled scenes left out: "
-        f"{metrics['unlabelled_left_out']}.",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        f"| mAP (full ranking) | {metrics['map']:.4f} |",
-        f"| k-NN sample-F1 (k = {KNN_K}) | {metrics['knn_sample_f1']:.4f} |",
-    ]
-    if "classifier_tuned" in metrics:
-        tuned = metrics["classifier_tuned"]
-        lines += [
-            f"| classifier sample-F1 @0.5 | {metrics['classifier_sample_f1']:.4f} |",
-            f"| classifier micro-F1 @0.5 | {metrics['classifier_micro_f1']:.4f} |",
-            f"| classifier macro-F1 @0.5 | {metrics['classifier_macro_f1']:.4f} |",
-            f"| Hamming loss @0.5 | {metrics['hamming_loss']:.4f} |",
-            f"| classifier sample-F1, tuned thresholds | {tuned['sample_f1']:.4f} |",
-        ]
-    else:
-        lines += ["", "The archive's labels are not the model's: no classifier figures."]
-    lines += ["", "| k | P@k | mAP@k | NDCG@k | ACG@k |", "| --- | --- | --- | --- | --- |"]
-    for k in RANK_KS:
-        key = str(k)
-        lines.append(
-            f"| {k} | {metrics['p_at_k'][key]:.4f} | {metrics['map_at_k'][key]:.4f} | "
-            f"{metrics['ndcg_at_k'][key]:.4f} | {metrics['acg_at_k'][key]:.4f} |"
-        )
-    lines += [
-        "",
-        "## Seen and unseen content, against the frozen backbone",
-        "",
-        "Seen: test scenes of folders the model trained on, in the archive it trained on. "
-        "Unseen: the others (folders left out of training, or another archive). The frozen "
-        "backbone's pooled features are scored on the same queries. `reranked`: the model's "
-        f"{rerank.POOL} nearest re-ordered by {rerank.WEIGHT} x its cosine + "
-        f"{1 - rerank.WEIGHT:.1f} x the backbone's, as a search does where GRN_BACKBONE_RERANK "
-        "says so (by default on unseen content, model/rerank.py).",
-        "",
-        "| content | queries | embedding | P@10 | mAP | NDCG@10 | k-NN sample-F1 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, group in metrics["content"].items():
-        if not group["queries"]:
-            lines.append(f"| {name} | 0 | | | | | |")
-        for who in ("model", "reranked", "backbone"):
-            if who in group:
-                f = group[who]
-                lines.append(
-                    f"| {name} | {group['queries']} | {who} | {f['p_at_10']:.4f} | "
-                    f"{f['map']:.4f} | {f['ndcg_at_10']:.4f} | {f['knn_sample_f1']:.4f} |"
-                )
-    if metrics.get("backbone_unavailable"):
-        lines += ["", f"No backbone figures: {metrics['backbone_unavailable']}."]
-    return "\n".join(lines) + "\n"
-
-
-def plot_examples(
-    path: Path, archive: Archive, query: Embedded, base: Embedded, count: int = 4, top: int = 5
-) -> None:
-    """A grid: each row a query and its top results, with their labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rng = np.random.default_rng(0)
-    picks = rng.choice(len(query.positions), size=min(count, len(query.positions)), replace=False)
-    fig, axes = plt.subplots(
-        len(picks), top + 1, figsize=(2.2 * (top + 1), 2.6 * len(picks)), squeeze=False
-    )
-    names = archive.label_names
-
-    def show(ax: Any, position: int, title: str) -> None:
-        scene = archive.scenes[position]
-        ax.imshow(read_image(scene.path))
-        labels = ", ".join(n for n, v in zip(names, scene.labels, strict=True) if v)
-        ax.set_title(f"{title}\n{scene.name}", fontsize=7)
-        ax.set_xlabel(labels, fontsize=6, wrap=True)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    for row, q in enumerate(picks):
-        sims = base.embeddings @ query.embeddings[q]
-        order = np.argsort(-sims, kind="stable")[:top]
-        show(axes[row, 0], query.positions[q], "query")
-        for col, b in enumerate(order, start=1):
-            show(axes[row, col], base.positions[b], f"#{col}  {sims[b]:.3f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def evaluate(
@@ -483,36 +283,3 @@ def backbone_features(
     row = {p: r for r, p in enumerate(kept)}
     unit = features[0] / np.maximum(np.linalg.norm(features[0], axis=1, keepdims=True), 1e-12)
     return unit[[row[p] for p in query]], unit[[row[p] for p in base]]
-
-
-def embed_archive(
-    model_path: str | Path,
-    archive_dir: str | Path,
-    out_file: str | Path,
-    *,
-    split: str = "all",
-    labels_csv: str | Path | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    skip_broken: bool = False,
-    progress: bool = True,
-) -> tuple[Embedded, list[BrokenFile]]:
-    """`grn embed`: embeddings and probabilities of one split into an .npz file."""
-    torch_device = resolve_device(device)
-    configure_cpu_threads(torch_network=torch_device.type == "cuda" or None)
-    net, card = load_model(model_path, torch_device)
-    archive = load_archive(archive_dir, labels_csv)
-    broken: list[BrokenFile] = []
-    embedded = embed_scenes(
-        net,
-        card,
-        archive,
-        archive.indices(split),
-        device=torch_device,
-        batch_size=batch_size,
-        skip_broken=skip_broken,
-        broken=broken,
-        progress=progress,
-    )
-    save_embeddings(out_file, archive, embedded, card)
-    return embedded, broken

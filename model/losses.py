@@ -23,7 +23,7 @@ embeddings' cosines / T_s (self excluded), keeps the backbone's neighbourhoods i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,24 +89,35 @@ def sndl_loss(
     return -log_score.mean()
 
 
-def _chunk_terms(
-    embeddings: torch.Tensor,
-    indices: torch.Tensor,
-    labels: torch.Tensor,
-    bank: torch.Tensor,
-    bank_labels: torch.Tensor,
-    temperature: float,
-    start: int,
-    stop: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits (self masked), log weights and the bank rows of columns start..stop."""
-    rows = bank[start:stop]
-    logits = embeddings @ rows.T / temperature
-    columns = torch.arange(start, stop, device=embeddings.device)
-    self_mask = indices[:, None] == columns[None, :]
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    weights = agreement_weights(labels, bank_labels[start:stop]).masked_fill(self_mask, 0.0)
-    return logits, _log_weights(weights), rows
+@dataclass(frozen=True)
+class _BankScores:
+    """What scoring a batch against the memory bank needs besides the batch's embeddings:
+    their rows in the bank, their labels, the bank and its labels, the temperature."""
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+    bank: torch.Tensor
+    bank_labels: torch.Tensor
+    temperature: float
+
+    def columns(
+        self, embeddings: torch.Tensor, start: int, stop: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (self masked), log weights and the bank rows of columns start..stop."""
+        rows = self.bank[start:stop]
+        logits = embeddings @ rows.T / self.temperature
+        columns = torch.arange(start, stop, device=embeddings.device)
+        self_mask = self.indices[:, None] == columns[None, :]
+        logits = logits.masked_fill(self_mask, float("-inf"))
+        weights = agreement_weights(self.labels, self.bank_labels[start:stop])
+        return logits, _log_weights(weights.masked_fill(self_mask, 0.0)), rows
+
+    def chunks(
+        self, embeddings: torch.Tensor, chunk_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """`columns` of the whole bank, `chunk_size` bank rows at a time."""
+        for start in range(0, self.bank.shape[0], chunk_size):
+            yield self.columns(embeddings, start, min(start + chunk_size, self.bank.shape[0]))
 
 
 class _ChunkedSNDL(torch.autograd.Function):
@@ -122,25 +133,17 @@ class _ChunkedSNDL(torch.autograd.Function):
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         embeddings: torch.Tensor,
-        indices: torch.Tensor,
-        labels: torch.Tensor,
-        bank: torch.Tensor,
-        bank_labels: torch.Tensor,
-        temperature: float,
+        scored: _BankScores,
         chunk_size: int,
     ) -> torch.Tensor:
         batch = embeddings.shape[0]
         lse_all = embeddings.new_full((batch,), float("-inf"))
         lse_weighted = embeddings.new_full((batch,), float("-inf"))
-        for start in range(0, bank.shape[0], chunk_size):
-            stop = min(start + chunk_size, bank.shape[0])
-            logits, log_w, _ = _chunk_terms(
-                embeddings, indices, labels, bank, bank_labels, temperature, start, stop
-            )
+        for logits, log_w, _ in scored.chunks(embeddings, chunk_size):
             lse_all = torch.logaddexp(lse_all, torch.logsumexp(logits, dim=1))
             lse_weighted = torch.logaddexp(lse_weighted, torch.logsumexp(logits + log_w, dim=1))
-        ctx.save_for_backward(embeddings, indices, labels, bank, bank_labels, lse_all, lse_weighted)
-        ctx.temperature = temperature  # type: ignore[attr-defined]
+        ctx.save_for_backward(embeddings, lse_all, lse_weighted)
+        ctx.scored = scored  # type: ignore[attr-defined]
         ctx.chunk_size = chunk_size  # type: ignore[attr-defined]
         return (lse_all - lse_weighted).mean()
 
@@ -148,20 +151,16 @@ class _ChunkedSNDL(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad_output: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        embeddings, indices, labels, bank, bank_labels, lse_all, lse_weighted = ctx.saved_tensors  # type: ignore[attr-defined]
-        temperature: float = ctx.temperature  # type: ignore[attr-defined]
+        embeddings, lse_all, lse_weighted = ctx.saved_tensors  # type: ignore[attr-defined]
+        scored: _BankScores = ctx.scored  # type: ignore[attr-defined]
         chunk_size: int = ctx.chunk_size  # type: ignore[attr-defined]
         grad = torch.zeros_like(embeddings)
-        for start in range(0, bank.shape[0], chunk_size):
-            stop = min(start + chunk_size, bank.shape[0])
-            logits, log_w, rows = _chunk_terms(
-                embeddings, indices, labels, bank, bank_labels, temperature, start, stop
-            )
+        for logits, log_w, rows in scored.chunks(embeddings, chunk_size):
             p = torch.exp(logits - lse_all[:, None])
             q = torch.exp(logits + log_w - lse_weighted[:, None])
             grad += (p - q) @ rows
-        grad *= grad_output / (temperature * embeddings.shape[0])
-        return grad, None, None, None, None, None, None
+        grad *= grad_output / (scored.temperature * embeddings.shape[0])
+        return grad, None, None
 
 
 def chunked_sndl_loss(
@@ -175,15 +174,11 @@ def chunked_sndl_loss(
 ) -> torch.Tensor:
     """`sndl_loss` computed `chunk_size` bank rows at a time (the same value and gradient,
     within floating-point rounding)."""
-    loss: torch.Tensor = _ChunkedSNDL.apply(
-        embeddings,
-        indices,
-        labels.to(embeddings.dtype),
-        bank.detach().to(embeddings.dtype),
-        bank_labels.to(embeddings.dtype),
-        temperature,
-        chunk_size,
+    dtype = embeddings.dtype
+    scored = _BankScores(
+        indices, labels.to(dtype), bank.detach().to(dtype), bank_labels.to(dtype), temperature
     )
+    loss: torch.Tensor = _ChunkedSNDL.apply(embeddings, scored, chunk_size)
     return loss
 
 
@@ -271,6 +266,14 @@ class LossParts:
     sndl: torch.Tensor | None
     bce: torch.Tensor | None
     distill: torch.Tensor | None = None
+
+    def scaled(self, size: int) -> list[float]:
+        """total, sndl, bce and distill (0 for a part not computed), each times `size`: a
+        batch's share of an epoch's sums."""
+        return [
+            float(part.detach()) * size if part is not None else 0.0
+            for part in (self.total, self.sndl, self.bce, self.distill)
+        ]
 
 
 class GRNCriterion:

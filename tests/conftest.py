@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from model.train import TrainConfig, config_for_mode
+from model.train_config import TrainConfig, config_for_mode
 
 REPO = Path(__file__).resolve().parents[1]
 UCM = Path(

@@ -215,7 +215,8 @@ def train(
     Under `torchrun --nproc_per_node N` it trains on N processes (DDP; NCCL on GPUs, gloo on
     CPUs), each with the whole memory bank. Only the labelled scenes of the train and val
     splits are used; an archive with none stops with what it needs."""
-    from model.train import config_for_mode, fit
+    from model.train import fit
+    from model.train_config import config_for_mode
 
     _show_log("grn.train")  # how many scenes are labelled and how many are left out
     archive = _training_archive(archive, catalog, labels, database_url, out)
@@ -377,7 +378,7 @@ def embed(
             f"({shards.images_per_s:.1f} images/s)"
         )
         return
-    from model.evaluate import embed_archive
+    from model.embedding import embed_archive
 
     try:
         embedded, broken = embed_archive(
@@ -708,7 +709,7 @@ def tile(
     """Cut georeferenced rasters into scenes: an archive folder of PNG tiles whose labels.csv
     holds each tile's footprint (WGS84), ready for `grn import`. Partial edge tiles and
     tiles mostly no-data are left out; nothing is written when a raster fails."""
-    from model.rasters import tile_rasters
+    from model.tile_archive import tile_rasters
 
     try:
         chosen = None if bands is None else [int(b) for b in _split_commas([bands])]

@@ -72,7 +72,8 @@ def val_figures(model_path: Path, archive: Archive, *, device: str = "auto") -> 
     weighted by queries), and the classifier's sample-F1 at its thresholds when the model
     knows the archive's labels."""
     from model.card import load_model
-    from model.evaluate import embed_scenes, retrieval_figures, same_labels
+    from model.embedding import embed_scenes
+    from model.evaluate import retrieval_figures, same_labels
     from model.inference import resolve_device
     from model.metrics import sample_f1
 

@@ -12,7 +12,8 @@ import pytest
 from index.filters import SceneFilter, SceneMeta
 from index.gpu import cpu_shards, gpu_count, to_gpus
 from index.stores.faiss import FaissCollection
-from index.stores.milvus import MilvusCollection, milvus_expression
+from index.stores.milvus_collection import MilvusCollection
+from index.stores.milvus_filters import milvus_expression
 from index.synthetic import clustered_unit_vectors
 from index.vectors import exact_search
 

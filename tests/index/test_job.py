@@ -19,7 +19,7 @@ from index.stores.faiss_versions import PROBABILITIES_FILE, IndexModelMismatchEr
 from index.vectors import search, stored_ids
 from model.archive import load_archive, scene_id
 from model.card import load_model
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 from model.faults import FAULT_ENV
 from model.train import fit
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from index.filters import SceneFilter
-from index.stores.milvus import MilvusCollection
+from index.stores.milvus_collection import MilvusCollection
 from model.archive import load_archive, scene_id
 from model.card import load_model, read_card
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 
 REPO = Path(__file__).resolve().parents[2]
 pytest.importorskip("pymilvus")
@@ -40,7 +40,7 @@ def aliased(uri: str) -> tuple[str, list[str]]:
     from milvus_lite.server_manager import server_manager_instance
     from pymilvus import MilvusClient
 
-    from index.stores.milvus import resolve_collection, versions_of
+    from index.stores.milvus_client import resolve_collection, versions_of
 
     client = MilvusClient(uri=uri)
     try:

@@ -13,7 +13,7 @@ import torch
 
 from model.archive import load_archive, scene_id
 from model.card import load_model
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 from model.train import fit
 
 ray = pytest.importorskip("ray")

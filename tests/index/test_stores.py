@@ -130,7 +130,9 @@ def test_a_short_allow_list_on_an_inverted_file_is_searched_exactly(
 
 def test_milvus_versions(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:
     pytest.importorskip("pymilvus")
-    from index.stores.milvus import MilvusCollection, MilvusVersions, switch_alias
+    from index.stores.milvus import MilvusVersions
+    from index.stores.milvus_client import switch_alias
+    from index.stores.milvus_collection import MilvusCollection
 
     ids, vectors = data
     uri = str(tmp_path / "milvus.db")

@@ -11,7 +11,8 @@ import pytest
 
 from model.archive import load_archive
 from model.evaluate import evaluate
-from model.train import config_for_mode, fit
+from model.train import fit
+from model.train_config import config_for_mode
 
 HELD_OUT = ("airplane", "beach", "forest")
 

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from model.card import ModelFileError, load_model, read_card
 from model.heads import BACKBONE_DIGEST_KEY, pack_heads, unpack_heads
-from model.train import MODE_DEFAULTS
+from model.train_config import MODE_DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_HEADS = REPO / "model/defaults/ucm-head.heads.safetensors"

@@ -22,16 +22,9 @@ from rasterio.transform import Affine
 
 from model.archive import load_archive
 from model.imageio import read_image
-from model.rasters import (
-    LABELS_HEADER,
-    RasterError,
-    TileImage,
-    encode_png,
-    footprint_of_file,
-    plan_tiles,
-    read_tiles,
-    tile_rasters,
-)
+from model.rasters import RasterError, footprint_of_file
+from model.tile_archive import LABELS_HEADER, encode_png, tile_rasters
+from model.tiling import TileImage, plan_tiles, read_tiles
 
 TO_WGS84 = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
 

@@ -23,14 +23,9 @@ from model.card import load_model
 from model.faults import FAULT_ENV
 from model.features import file_digest
 from model.metrics import knn_label_scores, sample_f1
-from model.train import (
-    MODE_DEFAULTS,
-    MissingLabelsError,
-    TrainConfig,
-    Trainer,
-    config_for_mode,
-    fit,
-)
+from model.train import Trainer, fit
+from model.train_config import MODE_DEFAULTS, TrainConfig, config_for_mode
+from model.train_data import MissingLabelsError
 
 REPO = Path(__file__).resolve().parents[2]
 

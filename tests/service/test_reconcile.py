@@ -126,7 +126,7 @@ def test_reconcile_a_milvus_collection(
     rebuilt = grn("reconcile", "--repair", "--quiet", *milvus, env=env)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "holds 110 scenes (added 110, removed 0)" in rebuilt.stdout
-    from index.stores.milvus import MilvusCollection
+    from index.stores.milvus_collection import MilvusCollection
 
     store = MilvusCollection(uri, "scenes", 128, read_card(mine.model).version)
     assert set(store.ids().tolist()) == sql_ids
