@@ -28,10 +28,11 @@ from service.storage.db import (
     SceneLabel,
 )
 from service.storage.live_index import LiveIndex
-from service.storage.scene_table import SceneRow, SceneTable, generation_of
-from service.storage.scene_table import (
+from service.storage.scene_reading import (
     SchemaNotCurrentError as SchemaNotCurrentError,  # re-exported
 )
+from service.storage.scene_reading import generation_of
+from service.storage.scene_table import SceneRow, SceneTable
 from service.storage.spatial import footprints, in_box, postgis_schema, postgis_where, sources_of
 
 CHANGE_LOG = 1_000_000

@@ -24,7 +24,7 @@ from service.api.deps import (
     split_commas,
 )
 from service.api.errors import documented
-from service.api.schemas import (
+from service.api.schemas.archive import (
     FoldersResponse,
     LabelCount,
     LabelsResponse,
