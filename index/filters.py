@@ -7,15 +7,21 @@ are not in
 `bbox` keeps the scenes whose footprint's bounds meet the box, `within` those whose
 footprint's centre lies in the polygon (on its edge counts), `near` those whose centre lies
 within the radius (great-circle metres); a scene without a footprint passes no place
-condition. `passes` is the reference meaning that SQL and every vector store follow.
+condition. `passes` is the reference meaning that every translation follows.
 
-Each store says which conditions it evaluates itself (`ServedIndex.native_filters`); the
-service turns a filter that uses any other condition into an allow-list of ids in SQL.
+It is parsed once, at the edge (the API's `service.api.schemas.filters.FilterFields`), and
+translated by one function per backend: the catalog's arrays (`SceneTable.mask`), SQL
+(`service.storage.filter_sql.scene_where`), FAISS (ids only, `Searcher.search`) and Milvus
+(`milvus_expression`). Each store says which conditions it evaluates itself
+(`ServedIndex.native_filters`); the service turns a filter that uses any other condition into
+an allow-list of ids from the arrays, and SQL without PostGIS does the same for `within` and
+`near`. Adding a condition is its field here, its line in `passes`, its translators and its
+test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,12 +43,15 @@ CONDITIONS = (
     "near",
 )
 PLACES = frozenset({"bbox", "within", "near"})
+SET_WHEN_GIVEN = frozenset({"allow_ids", "within"})
+"""Conditions set by any value but None (an empty allow-list allows nothing); the others by
+a value that is not empty."""
 
 
 def _sets(name: str, value: object) -> bool:
     if value is None:
         return False
-    return name in ("allow_ids", "within") or len(value) > 0  # type: ignore[arg-type]
+    return name in SET_WHEN_GIVEN or len(value) > 0  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,31 @@ class SceneFilter:
 
     def excluding(self, *ids: int) -> SceneFilter:
         return replace(self, exclude_ids=[*self.exclude_ids, *ids])
+
+    def only(self, names: Iterable[str]) -> SceneFilter:
+        """The conditions named, the others unset."""
+        return SceneFilter(**{name: getattr(self, name) for name in names})
+
+    def without(self, names: Iterable[str]) -> SceneFilter:
+        """The conditions named unset, the others as they are."""
+        empty = SceneFilter()
+        unset: dict[str, Any] = {name: getattr(empty, name) for name in set(names)}
+        return replace(self, **unset)
+
+    def allowing(self, ids: Sequence[int] | np.ndarray) -> SceneFilter:
+        """Also only the scenes of `ids` (an allow-list that meets the one it has)."""
+        allowed = np.asarray(ids, dtype=np.int64)
+        if self.allow_ids is not None:
+            allowed = np.intersect1d(allowed, np.asarray(self.allow_ids, dtype=np.int64))
+        return replace(self, allow_ids=allowed)
+
+    def resolved(
+        self, native: frozenset[str], allowed_ids: Callable[[SceneFilter], np.ndarray]
+    ) -> SceneFilter:
+        """This filter with the conditions outside `native` replaced by the allow-list
+        `allowed_ids` gives for them (a backend that evaluates only `native`)."""
+        rest = self.conditions() - native
+        return self.without(rest).allowing(allowed_ids(self.only(rest))) if rest else self
 
     def passes(self, scene_id: int, meta: SceneMeta, split: str | None = None) -> bool:
         """The reference semantics every store must follow."""

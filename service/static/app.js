@@ -99,6 +99,21 @@ function matchMode() {
   return document.querySelector("input[name=match]:checked").value;
 }
 
+// The filter a search and the archive listing share, in the API's field names (both parse
+// them alike): ticked labels, scene folder, the area drawn.
+function filterFields() {
+  const fields = {};
+  const labels = chosenLabels();
+  if (labels.length) fields[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
+  if ($("folder").value) fields.scene = $("folder").value;
+  if (state.area) fields.bbox = state.area;
+  return fields;
+}
+
+function filtering() {
+  return Object.keys(filterFields()).length > 0;
+}
+
 function renderLabels(labels) {
   const list = $("labels");
   list.replaceChildren();
@@ -206,14 +221,11 @@ function searchParams() {
     k: Number($("k").value),
     limit: Number($("limit").value),
     offset: state.offset,
+    ...filterFields(),
   };
-  const labels = chosenLabels();
-  if (labels.length) params[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
-  if ($("folder").value) params.scene = $("folder").value;
   if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
   if (state.more.length) params.more_like = state.more.map((s) => s.id);
   if (state.less.length) params.less_like = state.less.map((s) => s.id);
-  if (state.area) params.bbox = state.area;
   return params;
 }
 
@@ -229,7 +241,7 @@ function byLabels() {
 
 async function search({ classify = false, fromUrl = false } = {}) {
   if (!state.query && !byLabels()) {
-    if (chosenLabels().length || $("folder").value) loadArchive();
+    if (filtering()) loadArchive();
     return;
   }
   const seq = ++state.latest;
@@ -304,7 +316,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
 function changed() {
   state.offset = 0;
   if (state.query || byLabels()) search();
-  else if (!$("archive-panel").hidden || chosenLabels().length || $("folder").value || state.area) loadArchive();
+  else if (!$("archive-panel").hidden || filtering()) loadArchive();
   if (!state.query && !byLabels()) writeUrl(false);
 }
 
@@ -427,11 +439,9 @@ function openViewer(scene, score) {
 async function loadArchive() {
   const params = new URLSearchParams({ offset: String(state.archiveOffset), limit: "24", order: "name" });
   if ($("archive-name").value.trim()) params.set("q", $("archive-name").value.trim());
-  const folder = $("archive-folder").value || $("folder").value;
-  if (folder) params.set("scene", folder);
-  const labels = chosenLabels();
-  for (const label of labels) params.append(matchMode() === "any" ? "labels_any" : "labels_all", label);
-  if (state.area) params.set("bbox", state.area.join(","));
+  const fields = filterFields();
+  if ($("archive-folder").value) fields.scene = $("archive-folder").value;
+  for (const [key, value] of Object.entries(fields)) params.set(key, [value].flat().join(","));
   try {
     const body = await api(`/scenes?${params}`);
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter
 from service.errors import BadRequestError
-from service.storage.catalog import Catalog, SchemaNotCurrentError, _filtered
+from service.storage.catalog import Catalog, SchemaNotCurrentError
 from service.storage.db import CatalogChange, Label, Scene, SceneLabel, make_engine
+from service.storage.filter_sql import scene_where
 from service.storage.migrate import downgrade, upgrade
 from service.storage.scene_table import SceneTable
 from service.usecases.importer import import_archive
@@ -23,7 +24,7 @@ from service.usecases.importer import import_archive
 
 def sql_ids(catalog: Catalog, where: SceneFilter) -> list[int]:
     with Session(catalog.engine) as session:
-        return sorted(session.scalars(_filtered(session, select(Scene.id), where)))
+        return sorted(session.scalars(select(Scene.id).where(*scene_where(session, where))))
 
 
 def test_filters_and_hits_match_sql(database_url: str, ucm_root: Path, ucm_subset: Path) -> None:

@@ -16,8 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from index.filters import SceneFilter
-from model.geo import polygon_from_geojson
 from model.imageio import decode_image
 from service.api.deps import (
     READER,
@@ -29,7 +27,6 @@ from service.api.deps import (
     SettingsDep,
     elapsed_ms,
     in_thread,
-    split_commas,
 )
 from service.api.errors import documented
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
@@ -49,21 +46,11 @@ from service.errors import BadRequestError
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneTable
 from service.usecases.density import hit_density
-from service.usecases.search import RankedScene, Rerank, SearchPage, SearchQuery, search_scenes
+from service.usecases.search import RankedScene, Rerank, SearchPage, search_scenes
 from service.usecases.text import phrase_reader, with_reading
 
 router = APIRouter(dependencies=READER)
 
-FORM_LISTS = (
-    "labels_all",
-    "labels_any",
-    "labels_none",
-    "exclude_ids",
-    "more_like",
-    "less_like",
-    "bbox",
-    "near",
-)
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -115,9 +102,8 @@ async def search(
     if content_type.startswith("multipart/form-data"):
         with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before parsing
             files, fields = await read_uploads(request, max_files=1)
-            form = search_form(fields)
-            form.pop("include_query", None)
-            params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
+            fields.pop("include_query", None)
+            params = _validated(lambda: SearchRequest.from_text(fields, by_image=True))
             (inference,) = await infer_uploads(files, settings, batcher, snapshot)
         vector, probabilities = inference.embedding, inference.probabilities
         descriptor = inference.descriptor
@@ -150,7 +136,7 @@ async def search(
             other_query=scene_id is not None or vector is not None or bool(params.more_like),
         )  # fmt: skip
         params = params.model_copy(update={"labels_all": labels_all, "labels_none": labels_none})
-    wanted = search_query(params)
+    wanted = params.to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await searched(
             request.app.state.search_budget,
@@ -236,7 +222,7 @@ async def density(
     if params.format == "csv":
         raise BadRequestError("density answers json or geojson, not csv", "unsupported_format")
     snapshot = runtime.current()
-    wanted = dataclasses.replace(search_query(params), offset=0, limit=params.k)
+    wanted = dataclasses.replace(params.to_query(), offset=0, limit=params.k)
     with request.app.state.searches.admit():
         # one table for the hits and their places
         table = await in_thread(catalog.table, snapshot.model_version)
@@ -280,47 +266,6 @@ async def placed_hits(catalog: Catalog, page: SearchPage) -> dict[int, dict[str,
 def _scene_pixels(catalog: Catalog, scene_id: int) -> np.ndarray:
     path = catalog.image_path(catalog.scene(scene_id))
     return decode_image(path.read_bytes(), path.name)
-
-
-def search_query(params: SearchRequest) -> SearchQuery:
-    """The API's search parameters as the use case's query."""
-    return SearchQuery(
-        k=params.k,
-        where=SceneFilter(
-            labels_all=params.labels_all,
-            labels_any=params.labels_any,
-            labels_none=params.labels_none,
-            folder=params.scene,
-            exclude_ids=params.exclude_ids,
-            bbox=tuple(params.bbox) if params.bbox else None,  # type: ignore[arg-type]
-            within=polygon_from_geojson(params.within) if params.within else None,
-            near=tuple(params.near) if params.near else None,  # type: ignore[arg-type]
-        ),
-        min_score=params.min_score,
-        include_query=params.include_query,
-        offset=params.offset,
-        limit=params.limit,
-        more_like=params.more_like,
-        less_like=params.less_like,
-    )
-
-
-def search_form(fields: dict[str, list[str]]) -> dict[str, Any]:
-    """Form fields -> SearchRequest fields: lists may repeat a field or separate by commas."""
-    out: dict[str, Any] = {}
-    for key, values in fields.items():
-        if key in FORM_LISTS:
-            out[key] = split_commas(values)
-        elif key == "within" and len(values) == 1 and values[0]:
-            try:
-                out[key] = json.loads(values[0])
-            except json.JSONDecodeError as exc:
-                raise BadRequestError(f"the form field 'within' is not GeoJSON: {exc}") from exc
-        elif len(values) > 1:
-            raise BadRequestError(f"the form field {key!r} is given {len(values)} times")
-        elif values[0] != "":
-            out[key] = values[0]
-    return out
 
 
 def _validated(parse: Any) -> SearchRequest:

@@ -3,11 +3,12 @@ labels and folders with their counts, and what the map needs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from service.api.schemas.common import SceneId, Schema
+from service.api.schemas.filters import FilterFields
 
 
 class ScenePlace(Schema):
@@ -103,3 +104,18 @@ class LabelsResponse(Schema):
 class FoldersResponse(Schema):
     folders: list[LabelCount]
     """Every scene folder, by name."""
+
+
+class SceneListing(FilterFields):
+    """`GET /scenes`'s query parameters: the filter fields a search takes (`FilterFields`,
+    lists repeated or separated by commas), part of the name, the order and the page."""
+
+    q: str | None = Field(default=None, max_length=200)
+    """Part of the image name."""
+    order: Literal["id", "name"] = "id"
+    """id or name."""
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)
+    """The first scene of the page (0-based); SQL's OFFSET is a 64-bit integer, so larger
+    is a 422."""
+    limit: int = Field(default=50, ge=1, le=1000)
+    """Scenes per page."""

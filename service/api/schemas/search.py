@@ -3,17 +3,21 @@ the listing, `service.api.schemas.filters`) and the ranked hits."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 
 from service.api.schemas.classify import LabelScore
 from service.api.schemas.common import SceneId, SceneIdIn, Schema
+from service.api.schemas.filters import FilterFields, TextList
+from service.usecases.search import SearchQuery
 
 
-class SearchRequest(Schema):
+class SearchRequest(FilterFields):
     """Search by an archive scene (JSON body); an upload takes the same fields as form
-    fields, with `file` instead of `scene_id`."""
+    fields, with `file` instead of `scene_id`. The filter fields are the listing's
+    (`FilterFields`)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -33,16 +37,6 @@ class SearchRequest(Schema):
     then nearest the labels' region of the embedding space."""
     k: int = Field(default=10, ge=1, le=1000)
     """How many of the most similar scenes to rank, 1 to 1000."""
-    labels_all: list[str] = Field(default_factory=list, max_length=1000)
-    """Every one of these labels must be present."""
-    labels_any: list[str] = Field(default_factory=list, max_length=1000)
-    """At least one of these labels must be present."""
-    labels_none: list[str] = Field(default_factory=list, max_length=1000)
-    """None of these labels may be present."""
-    scene: str | None = Field(default=None, max_length=200)
-    """Only scenes of this scene folder."""
-    exclude_ids: list[SceneIdIn] = Field(default_factory=list, max_length=1000)
-    """Scenes never to return (up to 1000)."""
     include_query: bool = False
     """Searching by scene id: also return the query scene itself (default: left out)."""
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
@@ -56,19 +50,10 @@ class SearchRequest(Schema):
     `geojson`: as a GeoJSON FeatureCollection of the hits that have a footprint (for QGIS and
     the like), each Feature's properties carrying rank, id, image, scene, score, labels and
     links."""
-    bbox: list[float] | None = Field(default=None, min_length=4, max_length=4)
-    """Only scenes whose footprint's bounds meet this box: [min_lon, min_lat, max_lon,
-    max_lat], WGS84 degrees (a form field: the four numbers separated by commas)."""
-    within: dict[str, Any] | None = None
-    """Only scenes whose footprint's centre lies in this GeoJSON Polygon (WGS84; a form
-    field: the GeoJSON as text)."""
-    near: list[float] | None = Field(default=None, min_length=3, max_length=3)
-    """Only scenes whose footprint's centre lies within radius_m metres of a point: [lon,
-    lat, radius_m]."""
-    more_like: list[SceneIdIn] = Field(default_factory=list, max_length=100)
+    more_like: Annotated[list[SceneIdIn], TextList] = Field(default_factory=list, max_length=100)
     """Relevance feedback: scenes the results should be like (Rocchio: the query plus 0.75
     times their mean); they are left out of the results."""
-    less_like: list[SceneIdIn] = Field(default_factory=list, max_length=100)
+    less_like: Annotated[list[SceneIdIn], TextList] = Field(default_factory=list, max_length=100)
     """Relevance feedback: scenes the results should not be like (minus 0.25 times their
     mean); they are left out of the results."""
     classify: bool = False
@@ -80,24 +65,38 @@ class SearchRequest(Schema):
     `understood` says what was read and what was not."""
 
     @model_validator(mode="after")
-    def _places_are_valid(self) -> SearchRequest:
-        from model.geo import parse_bbox, parse_near, polygon_from_geojson
-
-        if self.bbox is not None:
-            parse_bbox(self.bbox)
-        if self.near is not None:
-            parse_near(self.near)
-        if self.within is not None:
-            polygon_from_geojson(self.within)
-        return self
-
-    @model_validator(mode="after")
-    def _has_a_query(self) -> SearchRequest:
-        if self.scene_id is None and not (self.more_like or self.labels_all or self.text):
+    def _has_a_query(self, info: ValidationInfo) -> SearchRequest:
+        by_image = bool(info.context and info.context.get("by_image"))
+        if by_image or self.scene_id is not None:
+            return self
+        if not (self.more_like or self.labels_all or self.text):
             raise ValueError(
                 "give a scene_id, scenes to be like in more_like, labels in labels_all or text"
             )
         return self
+
+    def to_query(self) -> SearchQuery:
+        """The request as the use case's query (`search_scenes`); `text` is read onto the
+        labels before (`service.usecases.text.with_reading`)."""
+        return SearchQuery(
+            k=self.k,
+            where=self.to_filter(),
+            min_score=self.min_score,
+            include_query=self.include_query,
+            offset=self.offset,
+            limit=self.limit,
+            more_like=self.more_like,
+            less_like=self.less_like,
+        )
+
+
+def query_from_fields(fields: Mapping[str, Any], *, by_image: bool = False) -> SearchQuery:
+    """A search given by POST /search's field names (as JSON gives them, or as text: lists
+    separated by commas, `within` as GeoJSON text, times as ISO 8601 text) as the use case's
+    query, checked as the API checks it: pydantic's ValidationError (a ValueError) names each
+    wrong field. `by_image`: the query is an image given beside the fields (no scene_id
+    needed). For `grn search`; `text` must have been read onto the labels already."""
+    return SearchRequest.model_validate(fields, context={"by_image": by_image}).to_query()
 
 
 class DensityRequest(SearchRequest):
