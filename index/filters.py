@@ -3,11 +3,12 @@
 A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
 `labels_any`, none of `labels_none`, come from the scene folder `folder`, belong to `split`,
 are not in
-`exclude_ids`, when `allow_ids` is given are in it, and when a place is given lie there:
-`bbox` keeps the scenes whose footprint's bounds meet the box, `within` those whose
-footprint's centre lies in the polygon (on its edge counts), `near` those whose centre lies
-within the radius (great-circle metres); a scene without a footprint passes no place
-condition. `passes` is the reference meaning that every translation follows.
+`exclude_ids`, when `allow_ids` is given are in it, entered the archive at or after
+`added_after` and before `added_before`, and when a place is given lie there: `bbox` keeps
+the scenes whose footprint's bounds meet the box, `within` those whose footprint's centre
+lies in the polygon (on its edge counts), `near` those whose centre lies within the radius
+(great-circle metres); a scene without a footprint passes no place condition. `passes` is
+the reference meaning that every translation follows.
 
 It is parsed once, at the edge (the API's `service.api.schemas.filters.FilterFields`), and
 translated by one function per backend: the catalog's arrays (`SceneTable.mask`), SQL
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -41,9 +43,11 @@ CONDITIONS = (
     "bbox",
     "within",
     "near",
+    "added_after",
+    "added_before",
 )
 PLACES = frozenset({"bbox", "within", "near"})
-SET_WHEN_GIVEN = frozenset({"allow_ids", "within"})
+SET_WHEN_GIVEN = frozenset({"allow_ids", "within", "added_after", "added_before"})
 """Conditions set by any value but None (an empty allow-list allows nothing); the others by
 a value that is not empty."""
 
@@ -52,6 +56,13 @@ def _sets(name: str, value: object) -> bool:
     if value is None:
         return False
     return name in SET_WHEN_GIVEN or len(value) > 0  # type: ignore[arg-type]
+
+
+def utc(moment: datetime) -> datetime:
+    """An instant in UTC; a time without a zone is read as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,9 @@ class SceneMeta:
     """The footprint's (min_lon, min_lat, max_lon, max_lat), WGS84; None: not georeferenced."""
     centre: tuple[float, float] | None = None
     """The footprint's centroid (lon, lat)."""
+    added: datetime | None = None
+    """When the scene entered the archive (no store keeps it: the service filters by it
+    with an allow-list)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,16 @@ class SceneFilter:
     """A shapely Polygon in WGS84 (`model.geo.geometry_from_geojson`)."""
     near: tuple[float, float, float] | None = None
     """(lon, lat, radius in metres)."""
+    added_after: datetime | None = None
+    """Scenes that entered the archive at this instant or later (kept in UTC)."""
+    added_before: datetime | None = None
+    """Scenes that entered the archive before this instant (kept in UTC)."""
+
+    def __post_init__(self) -> None:
+        for name in ("added_after", "added_before"):
+            moment = getattr(self, name)
+            if moment is not None:
+                object.__setattr__(self, name, utc(moment))
 
     def conditions(self) -> frozenset[str]:
         """The names of the conditions this filter sets (an empty allow-list is one: it
@@ -136,7 +160,18 @@ class SceneFilter:
             and (self.split is None or split == self.split)
             and scene_id not in set(self.exclude_ids)
             and (self.allow_ids is None or scene_id in set(self.allow_ids))
+            and self._added(meta.added)
             and self._placed(meta)
+        )
+
+    def _added(self, added: datetime | None) -> bool:
+        if self.added_after is None and self.added_before is None:
+            return True
+        if added is None:
+            return False
+        added = utc(added)
+        return (self.added_after is None or added >= self.added_after) and (
+            self.added_before is None or added < self.added_before
         )
 
     def _placed(self, meta: SceneMeta) -> bool:

@@ -100,13 +100,15 @@ function matchMode() {
 }
 
 // The filter a search and the archive listing share, in the API's field names (both parse
-// them alike): ticked labels, scene folder, the area drawn.
+// them alike): ticked labels, scene folder, the area drawn, the days added.
 function filterFields() {
   const fields = {};
   const labels = chosenLabels();
   if (labels.length) fields[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
   if ($("folder").value) fields.scene = $("folder").value;
   if (state.area) fields.bbox = state.area;
+  if ($("added-after").value) fields.added_after = $("added-after").value;
+  if ($("added-before").value) fields.added_before = $("added-before").value;
   return fields;
 }
 
@@ -160,6 +162,8 @@ function writeUrl(replace) {
   if (matchMode() === "any") params.set("match", "any");
   if ($("folder").value) params.set("folder", $("folder").value);
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  if ($("added-after").value) params.set("added_after", $("added-after").value);
+  if ($("added-before").value) params.set("added_before", $("added-before").value);
   if (state.more.length) params.set("more", state.more.map((s) => s.id).join(","));
   if (state.less.length) params.set("less", state.less.map((s) => s.id).join(","));
   if (state.area) params.set("area", state.area.map((v) => v.toFixed(6)).join(","));
@@ -187,6 +191,8 @@ async function readUrl() {
   document.querySelector(`input[name=match][value=${params.get("match") === "any" ? "any" : "all"}]`).checked = true;
   $("folder").value = params.get("folder") || "";
   $("min-score").value = params.get("min_score") || "";
+  $("added-after").value = params.get("added_after") || "";
+  $("added-before").value = params.get("added_before") || "";
   const area = (params.get("area") || "").split(",").map(Number);
   setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
@@ -682,7 +688,7 @@ function wire() {
     event.preventDefault();
     if ($("text").value.trim()) useText($("text").value.trim());
   });
-  for (const id of ["k", "limit", "folder", "min-score"]) $(id).addEventListener("change", changed);
+  for (const id of ["k", "limit", "folder", "min-score", "added-after", "added-before"]) $(id).addEventListener("change", changed);
   for (const radio of document.querySelectorAll("input[name=match]")) radio.addEventListener("change", changed);
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - Number($("limit").value)); search(); });

@@ -73,6 +73,12 @@ def scene_where(
         clauses.append(Scene.id.not_in([int(i) for i in f.exclude_ids]))
     if f.allow_ids is not None:
         clauses.append(Scene.id.in_([int(i) for i in f.allow_ids]))
+    # SceneFilter keeps them in UTC: SQLite compares the stored UTC text (a zone given to
+    # it is dropped, not converted), PostgreSQL its timestamptz
+    if f.added_after is not None:
+        clauses.append(Scene.created_at >= f.added_after)
+    if f.added_before is not None:
+        clauses.append(Scene.created_at < f.added_before)
     if postgis and f.conditions() & PLACES:  # every place test through its index on `geom`
         located = select(SceneFootprint.scene_id).where(*postgis_where(postgis, f))
         clauses.append(Scene.id.in_(located))

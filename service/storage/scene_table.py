@@ -1,5 +1,6 @@
 """The scene metadata searches need, held in arrays: what a hit shows (name, folder, labels)
-and what filters test (labels, folder, split, place), for every scene, sorted by id.
+and what filters test (labels, folder, split, place, time added), for every scene, sorted
+by id.
 
 SQL stays the source of truth. The table belongs to one catalog generation: database
 triggers raise the counter in `catalog_state` with every change to scenes, labels or scene
@@ -12,22 +13,23 @@ its hits' metadata and evaluates its filters with numpy (binary search by id, a 
 column per label) instead of loading an ORM object per hit or resolving the filter in SQL.
 
 Memory: about 8 bytes (id) + the name as a Python string (about 70 bytes for 20
-characters) + 4 (folder) + 4 (split) + 4 (label set) + one byte per label per scene; a
-million scenes with 17 labels take about 110 MB, and 48 more bytes per scene for the
-footprints' bounds and centres.
+characters) + 4 (folder) + 4 (split) + 4 (label set) + 8 (time added) + one byte per label
+per scene; a million scenes with 17 labels take about 120 MB, and 48 more bytes per scene
+for the footprints' bounds and centres.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 import numpy as np
 import shapely
 from sqlalchemy import Connection, select
 
-from index.filters import PLACES, SceneFilter
+from index.filters import PLACES, SceneFilter, utc
 from model.geo import haversine_m, near_bounds
 from service.errors import BadRequestError
 from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
@@ -50,6 +52,18 @@ class SceneRow:
     labels: tuple[str, ...]
     placed: bool = False
     """Whether it has a footprint (SQL's `scene_footprints` holds it)."""
+    added: datetime | None = None
+    """When it entered the archive (UTC)."""
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(moment: datetime) -> int:
+    """An instant as microseconds since the Unix epoch (a time without a zone read as UTC,
+    as SQLite gives the stored UTC times back)."""
+    return (utc(moment) - EPOCH) // MICROSECOND
 
 
 def _positions(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -86,6 +100,9 @@ class SceneTable:
     places: np.ndarray = field(default_factory=lambda: np.full((0, 6), np.nan))
     """(n, 6) float64: each footprint's min_lon, min_lat, max_lon, max_lat, lon, lat (its
     centre); NaN for a scene without one."""
+    added: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """(n,) int64: when each scene entered the archive (`scenes.created_at`), microseconds
+    since the Unix epoch."""
 
     @classmethod
     def read(
@@ -103,7 +120,7 @@ class SceneTable:
             generation = generation_of(connection)
         written = WrittenVectors.read(connection, model_version, only)
         labels = connection.execute(select(Label.id, Label.name).order_by(Label.name)).all()
-        scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split)
+        scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split, Scene.created_at)
         pair_query = select(SceneLabel.scene_id, SceneLabel.label_id)
         f = SceneFootprint
         place_query = select(f.scene_id, f.min_lon, f.min_lat, f.max_lon, f.max_lat, f.lon, f.lat)
@@ -128,6 +145,7 @@ class SceneTable:
         names[:] = [row[1] for row in rows]
         folders, folder_names = coded([row[2] for row in rows])
         splits, split_names = coded([row[3] for row in rows])
+        added = np.fromiter((epoch_us(row[4]) for row in rows), dtype=np.int64, count=len(rows))
         matrix = np.zeros((len(ids), len(labels)), dtype=bool)
         if pairs:
             scene_ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
@@ -152,7 +170,7 @@ class SceneTable:
             places[rows_of[rows_of >= 0]] = values[rows_of >= 0]
         return cls(
             generation, ids, names, folders, folder_names, splits, split_names, matrix,
-            label_names, set_codes, label_set_names, written, places,
+            label_names, set_codes, label_set_names, written, places, added,
         )  # fmt: skip
 
     def patched(self, connection: Connection, changed: np.ndarray, generation: int) -> SceneTable:
@@ -188,6 +206,7 @@ class SceneTable:
             label_set_names=label_set_names,
             written=self.written.patched(fresh.written, changed),
             places=np.concatenate([self.places[keep], fresh.places])[order],
+            added=np.concatenate([self.added[keep], fresh.added])[order],
         )
 
     def __len__(self) -> int:
@@ -210,10 +229,15 @@ class SceneTable:
             self.folder_names,
             self.label_set_names,
         )
+        added: list[datetime | None] = (
+            [EPOCH + MICROSECOND * us for us in self.added[rows].tolist()]
+            if len(self.added) == len(self.ids)
+            else [None] * len(kept)  # a table made without the times
+        )
         return {
-            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place)
-            for scene_id, name, folder, labels, place in zip(
-                kept, names, folders, sets, placed, strict=True
+            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place, time)
+            for scene_id, name, folder, labels, place, time in zip(
+                kept, names, folders, sets, placed, added, strict=True
             )
         }
 
@@ -255,6 +279,10 @@ class SceneTable:
             rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
             allowed[rows[rows >= 0]] = True
             keep &= allowed
+        if where.added_after is not None:
+            keep &= self.added >= epoch_us(where.added_after)
+        if where.added_before is not None:
+            keep &= self.added < epoch_us(where.added_before)
         if where.conditions() & PLACES:
             keep &= self.placed(where, keep)
         return keep

@@ -4,19 +4,21 @@ query parameters) share, parsed here once into the one filter type (`FilterField
 
 JSON gives lists as lists and `within` as an object. Text (a form field, a query parameter, a
 command-line option) gives a list as values separated by commas or repeated, `within` as
-GeoJSON text. A wrong value is a 422 that names its field.
+GeoJSON text; times are ISO 8601 text either way. A wrong value is a 422 that names its
+field.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from types import UnionType
 from typing import Annotated, Any, Self, Union, get_args, get_origin
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 
-from index.filters import SceneFilter
+from index.filters import SceneFilter, utc
 from service.api.schemas.common import SceneIdIn, Schema, Split
 from service.errors import BadRequestError
 
@@ -51,6 +53,41 @@ def blank_is_none(value: Any) -> Any:
     return None if value == "" else value
 
 
+INSTANT_EXAMPLES = ["2026-12-04", "2026-12-04T10:30:00Z", "2026-12-04T11:30:00+01:00"]
+
+
+def instant(value: Any) -> datetime:
+    """An ISO 8601 date or date and time as an instant in UTC: a date is its first moment,
+    a time without a zone is UTC."""
+    if isinstance(value, datetime):
+        return utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if isinstance(value, str):
+        try:
+            return utc(datetime.fromisoformat(value.strip()))
+        except ValueError:
+            pass
+    raise ValueError(
+        f"{value!r} is not an ISO 8601 date or date and time; write it as "
+        + ", ".join(INSTANT_EXAMPLES)
+    )
+
+
+Instant = Annotated[
+    datetime,
+    BeforeValidator(instant),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "An ISO 8601 date (its first moment) or date and time (UTC unless "
+            "it names a zone).",
+            "examples": INSTANT_EXAMPLES,
+        }
+    ),
+]
+"""An instant given as ISO 8601 text (or a datetime), kept in UTC."""
+
 TextList = BeforeValidator(listed)
 
 
@@ -80,6 +117,12 @@ class FilterFields(Schema):
     near: Annotated[list[float] | None, TextList] = Field(default=None, min_length=3, max_length=3)
     """Only scenes whose footprint's centre lies within radius_m metres of a point: [lon,
     lat, radius_m] (as text: separated by commas)."""
+    added_after: Instant | None = None
+    """Only scenes that entered the archive at this time or later: an ISO 8601 date (from
+    its start) or date and time, UTC unless it names a zone."""
+    added_before: Instant | None = None
+    """Only scenes that entered the archive before this time (a date: before its start),
+    UTC unless it names a zone."""
 
     @field_validator("bbox")
     @classmethod
@@ -104,6 +147,17 @@ class FilterFields(Schema):
             polygon_from_geojson(value)  # a GeoError (a ValueError) is the 422's message
         return value
 
+    @field_validator("added_before")
+    @classmethod
+    def _after_before(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        after = info.data.get("added_after")
+        if value is not None and after is not None and value <= after:
+            raise ValueError(
+                f"added_before ({value.isoformat()}) is not later than added_after "
+                f"({after.isoformat()}): no scene can pass both"
+            )
+        return value
+
     def to_filter(self) -> SceneFilter:
         """These conditions as the one filter type every backend translates."""
         from model.geo import polygon_from_geojson
@@ -118,6 +172,8 @@ class FilterFields(Schema):
             bbox=tuple(self.bbox) if self.bbox else None,  # type: ignore[arg-type]
             within=polygon_from_geojson(self.within) if self.within else None,
             near=tuple(self.near) if self.near else None,  # type: ignore[arg-type]
+            added_after=self.added_after,
+            added_before=self.added_before,
         )
 
     @classmethod
