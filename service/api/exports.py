@@ -28,6 +28,7 @@ def hits_geojson(hits: list[Hit], offset: int, model_version: str) -> dict[str, 
                 "labels": ";".join(hit.labels),
                 "image_url": hit.image_url,
                 "thumbnail_url": hit.thumbnail_url,
+                "added": _iso(hit),
             },
         }
         for number, hit in enumerate(hits, start=1)
@@ -42,16 +43,21 @@ def hits_geojson(hits: list[Hit], offset: int, model_version: str) -> dict[str, 
 
 
 def hits_csv(hits: list[Hit], offset: int) -> str:
-    """Hits as CSV: one row each, labels joined by `;`."""
+    """Hits as CSV: one row each, labels joined by `;`, the time added in ISO 8601."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "id", "image", "scene", "score", "labels", "image_url"])
+    writer.writerow(["rank", "id", "image", "scene", "score", "labels", "image_url", "added"])
     for rank, hit in enumerate(hits, start=offset + 1):
         writer.writerow(
             [rank, hit.id, hit.image, hit.scene, f"{hit.score:.6f}", ";".join(hit.labels),
-             hit.image_url]
+             hit.image_url, _iso(hit)]
         )  # fmt: skip
     return out.getvalue()
+
+
+def _iso(hit: Hit) -> str:
+    """The time added as the JSON answer writes it (ISO 8601, UTC as Z)."""
+    return "" if hit.added is None else hit.added.isoformat().replace("+00:00", "Z")
 
 
 def cells_geojson(answer: DensityResponse) -> dict[str, Any]:

@@ -628,6 +628,7 @@ function exportGeojson() {
       scene: hit.scene, score: hit.score, labels: hit.labels.join(";"),
       image_url: new URL(hit.image_url, location.href).href,
       thumbnail_url: new URL(hit.thumbnail_url, location.href).href,
+      added: hit.added,
     },
   }));
   download("search.geojson", "application/geo+json", JSON.stringify({ type: "FeatureCollection", features }, null, 2));
@@ -658,10 +659,10 @@ function exportCsv() {
   const body = state.last;
   if (!body) return;
   const quote = (v) => /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v);
-  const rows = [["rank", "id", "image", "scene", "score", "labels", "image_url"]];
+  const rows = [["rank", "id", "image", "scene", "score", "labels", "image_url", "added"]];
   body.hits.forEach((hit, i) => rows.push([
     body.offset + i + 1, hit.id, hit.image, hit.scene, hit.score.toFixed(6), hit.labels.join(";"),
-    new URL(hit.image_url, location.href).href,
+    new URL(hit.image_url, location.href).href, hit.added || "",
   ]));
   download("search.csv", "text/csv", rows.map((r) => r.map(quote).join(",")).join("\n") + "\n");
 }

@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from index.filters import utc
 from service.api.assets import installed
 from service.api.deps import (
     READER,
@@ -53,6 +54,7 @@ def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
         thumbnail_url=thumbnail_url,
         metadata=None if meta is None else json.loads(meta),
         place=place_out(getattr(scene, "footprint", None)),
+        added=utc(scene.created_at),
     )
 
 
@@ -73,7 +75,7 @@ async def scenes(
     request: Request, catalog: CatalogDep, listing: Annotated[SceneListing, Query()]
 ) -> ScenePage:
     """The archive's scenes, filtered as a search filters them (labels, scene folder, split,
-    ids, place) and by part of the image name, ordered by id or name, paged."""
+    ids, place, time added) and by part of the image name, ordered by id or name, paged."""
     where = listing.to_filter()
     offset, limit = listing.offset, listing.limit
     rows, total = await in_thread(

@@ -288,4 +288,5 @@ def hit_out(urls: SceneUrls, hit: RankedScene, footprint: dict[str, Any] | None 
         image_url=image_url,
         thumbnail_url=thumbnail_url,
         footprint=footprint,
+        added=scene.added,
     )

@@ -3,6 +3,7 @@ labels and folders with their counts, and what the map needs."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -59,6 +60,8 @@ class SceneOut(Schema):
     """Free metadata given when the scene was added or corrected through the API."""
     place: ScenePlace | None = None
     """Where it lies on the Earth (None: not georeferenced)."""
+    added: datetime | None = None
+    """When it entered the archive (UTC)."""
 
 
 class PlacesResponse(Schema):

@@ -4,6 +4,7 @@ the listing, `service.api.schemas.filters`) and the ranked hits."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, model_validator
@@ -46,10 +47,10 @@ class SearchRequest(FilterFields):
     limit: int | None = Field(default=None, ge=1, le=1000)
     """Hits per page (default: all k)."""
     format: Literal["json", "csv", "geojson"] = "json"
-    """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url);
-    `geojson`: as a GeoJSON FeatureCollection of the hits that have a footprint (for QGIS and
-    the like), each Feature's properties carrying rank, id, image, scene, score, labels and
-    links."""
+    """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url,
+    added); `geojson`: as a GeoJSON FeatureCollection of the hits that have a footprint (for
+    QGIS and the like), each Feature's properties carrying rank, id, image, scene, score,
+    labels, links and added."""
     more_like: Annotated[list[SceneIdIn], TextList] = Field(default_factory=list, max_length=100)
     """Relevance feedback: scenes the results should be like (Rocchio: the query plus 0.75
     times their mean); they are left out of the results."""
@@ -167,6 +168,8 @@ class Hit(Schema):
     """A small JPEG of it."""
     footprint: dict[str, Any] | None = None
     """Where it lies: a GeoJSON Polygon or Point in WGS84 (None: not georeferenced)."""
+    added: datetime | None = None
+    """When it entered the archive (UTC)."""
 
 
 class SearchResponse(Schema):
