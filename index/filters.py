@@ -2,13 +2,13 @@
 
 A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
 `labels_any`, none of `labels_none`, come from the scene folder `folder`, belong to `split`,
-are not in
-`exclude_ids`, when `allow_ids` is given are in it, entered the archive at or after
-`added_after` and before `added_before`, and when a place is given lie there: `bbox` keeps
-the scenes whose footprint's bounds meet the box, `within` those whose footprint's centre
-lies in the polygon (on its edge counts), `near` those whose centre lies within the radius
-(great-circle metres); a scene without a footprint passes no place condition. `passes` is
-the reference meaning that every translation follows.
+are not in `exclude_ids`, when `allow_ids` is given are in it, entered the archive at or
+after `added_after` and before `added_before`, and when a place is given lie there: `bbox`
+keeps the scenes whose footprint's bounds meet the box, `within` those whose footprint's
+centre lies in the polygon (on its edge counts), `near` those whose centre lies within the
+radius (great-circle metres); a scene without a footprint passes no place condition, nor a
+scene of unknown time a time condition. `passes` is the reference meaning that every
+translation follows.
 
 It is parsed once, at the edge (the API's `service.api.schemas.filters.FilterFields`), and
 translated by one function per backend: the catalog's arrays (`SceneTable.mask`), SQL
