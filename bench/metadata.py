@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 
 from bench._common import median_ms
 from index.filters import SceneFilter
-from service.storage.catalog import Catalog, _filtered
+from service.storage.catalog import Catalog
 from service.storage.db import ArchiveImport, Label, Scene, SceneLabel, make_engine
+from service.storage.filter_sql import scene_where
 from service.storage.migrate import upgrade
 from service.storage.scene_table import SceneTable
 
@@ -136,7 +137,7 @@ def report(url: str, repeat: int) -> None:
 
     def sql(where: SceneFilter) -> list[int]:
         with Session(catalog.engine) as session:
-            return list(session.scalars(_filtered(session, select(Scene.id), where)))
+            return list(session.scalars(select(Scene.id).where(*scene_where(session, where))))
 
     for where in (
         SceneFilter(labels_all=["airplane", "pavement"], labels_none=["buildings"]),

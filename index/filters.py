@@ -2,21 +2,29 @@
 
 A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
 `labels_any`, none of `labels_none`, come from the scene folder `folder`, belong to `split`,
-are not in
-`exclude_ids`, when `allow_ids` is given are in it, and when a place is given lie there:
-`bbox` keeps the scenes whose footprint's bounds meet the box, `within` those whose
-footprint's centre lies in the polygon (on its edge counts), `near` those whose centre lies
-within the radius (great-circle metres); a scene without a footprint passes no place
-condition. `passes` is the reference meaning that SQL and every vector store follow.
+are not in `exclude_ids`, when `allow_ids` is given are in it, entered the archive at or
+after `added_after` and before `added_before`, and when a place is given lie there: `bbox`
+keeps the scenes whose footprint's bounds meet the box, `within` those whose footprint's
+centre lies in the polygon (on its edge counts), `near` those whose centre lies within the
+radius (great-circle metres); a scene without a footprint passes no place condition, nor a
+scene of unknown time a time condition. `passes` is the reference meaning that every
+translation follows.
 
-Each store says which conditions it evaluates itself (`ServedIndex.native_filters`); the
-service turns a filter that uses any other condition into an allow-list of ids in SQL.
+It is parsed once, at the edge (the API's `service.api.schemas.filters.FilterFields`), and
+translated by one function per backend: the catalog's arrays (`SceneTable.mask`), SQL
+(`service.storage.filter_sql.scene_where`), FAISS (ids only, `Searcher.search`) and Milvus
+(`milvus_expression`). Each store says which conditions it evaluates itself
+(`ServedIndex.native_filters`); the service turns a filter that uses any other condition into
+an allow-list of ids from the arrays, and SQL without PostGIS does the same for `within` and
+`near`. Adding a condition is its field here, its line in `passes`, its translators and its
+test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -35,14 +43,26 @@ CONDITIONS = (
     "bbox",
     "within",
     "near",
+    "added_after",
+    "added_before",
 )
 PLACES = frozenset({"bbox", "within", "near"})
+SET_WHEN_GIVEN = frozenset({"allow_ids", "within", "added_after", "added_before"})
+"""Conditions set by any value but None (an empty allow-list allows nothing); the others by
+a value that is not empty."""
 
 
 def _sets(name: str, value: object) -> bool:
     if value is None:
         return False
-    return name in ("allow_ids", "within") or len(value) > 0  # type: ignore[arg-type]
+    return name in SET_WHEN_GIVEN or len(value) > 0  # type: ignore[arg-type]
+
+
+def utc(moment: datetime) -> datetime:
+    """An instant in UTC; a time without a zone is read as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,9 @@ class SceneMeta:
     """The footprint's (min_lon, min_lat, max_lon, max_lat), WGS84; None: not georeferenced."""
     centre: tuple[float, float] | None = None
     """The footprint's centroid (lon, lat)."""
+    added: datetime | None = None
+    """When the scene entered the archive (no store keeps it: the service filters by it
+    with an allow-list)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,16 @@ class SceneFilter:
     """A shapely Polygon in WGS84 (`model.geo.geometry_from_geojson`)."""
     near: tuple[float, float, float] | None = None
     """(lon, lat, radius in metres)."""
+    added_after: datetime | None = None
+    """Scenes that entered the archive at this instant or later (kept in UTC)."""
+    added_before: datetime | None = None
+    """Scenes that entered the archive before this instant (kept in UTC)."""
+
+    def __post_init__(self) -> None:
+        for name in ("added_after", "added_before"):
+            moment = getattr(self, name)
+            if moment is not None:
+                object.__setattr__(self, name, utc(moment))
 
     def conditions(self) -> frozenset[str]:
         """The names of the conditions this filter sets (an empty allow-list is one: it
@@ -91,6 +124,31 @@ class SceneFilter:
     def excluding(self, *ids: int) -> SceneFilter:
         return replace(self, exclude_ids=[*self.exclude_ids, *ids])
 
+    def only(self, names: Iterable[str]) -> SceneFilter:
+        """The conditions named, the others unset."""
+        return SceneFilter(**{name: getattr(self, name) for name in names})
+
+    def without(self, names: Iterable[str]) -> SceneFilter:
+        """The conditions named unset, the others as they are."""
+        empty = SceneFilter()
+        unset: dict[str, Any] = {name: getattr(empty, name) for name in set(names)}
+        return replace(self, **unset)
+
+    def allowing(self, ids: Sequence[int] | np.ndarray) -> SceneFilter:
+        """Also only the scenes of `ids` (an allow-list that meets the one it has)."""
+        allowed = np.asarray(ids, dtype=np.int64)
+        if self.allow_ids is not None:
+            allowed = np.intersect1d(allowed, np.asarray(self.allow_ids, dtype=np.int64))
+        return replace(self, allow_ids=allowed)
+
+    def resolved(
+        self, native: frozenset[str], allowed_ids: Callable[[SceneFilter], np.ndarray]
+    ) -> SceneFilter:
+        """This filter with the conditions outside `native` replaced by the allow-list
+        `allowed_ids` gives for them (a backend that evaluates only `native`)."""
+        rest = self.conditions() - native
+        return self.without(rest).allowing(allowed_ids(self.only(rest))) if rest else self
+
     def passes(self, scene_id: int, meta: SceneMeta, split: str | None = None) -> bool:
         """The reference semantics every store must follow."""
         labels = set(meta.labels)
@@ -102,7 +160,18 @@ class SceneFilter:
             and (self.split is None or split == self.split)
             and scene_id not in set(self.exclude_ids)
             and (self.allow_ids is None or scene_id in set(self.allow_ids))
+            and self._added(meta.added)
             and self._placed(meta)
+        )
+
+    def _added(self, added: datetime | None) -> bool:
+        if self.added_after is None and self.added_before is None:
+            return True
+        if added is None:
+            return False
+        added = utc(added)
+        return (self.added_after is None or added >= self.added_after) and (
+            self.added_before is None or added < self.added_before
         )
 
     def _placed(self, meta: SceneMeta) -> bool:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
 
-from service.api.schemas import MAX_SCENE_ID
+from service.api.schemas.common import MAX_SCENE_ID
 from service.api.security import require_admin, require_reader, require_writer
 from service.runtime import Batcher, Runtime
 from service.settings import Settings

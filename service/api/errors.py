@@ -22,7 +22,7 @@ from index.stores import (
 )
 from model.imageio import InvalidImageError
 from service.api.bodies import error_response
-from service.api.schemas import ErrorBody
+from service.api.schemas.common import ErrorBody
 from service.api.uploads import UploadTooLargeError
 from service.errors import BadRequestError, SceneNotFoundError
 from service.jobs.queue import JobConflictError, NoSuchJobError

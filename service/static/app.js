@@ -99,6 +99,23 @@ function matchMode() {
   return document.querySelector("input[name=match]:checked").value;
 }
 
+// The filter a search and the archive listing share, in the API's field names (both parse
+// them alike): ticked labels, scene folder, the area drawn, the days added.
+function filterFields() {
+  const fields = {};
+  const labels = chosenLabels();
+  if (labels.length) fields[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
+  if ($("folder").value) fields.scene = $("folder").value;
+  if (state.area) fields.bbox = state.area;
+  if ($("added-after").value) fields.added_after = $("added-after").value;
+  if ($("added-before").value) fields.added_before = $("added-before").value;
+  return fields;
+}
+
+function filtering() {
+  return Object.keys(filterFields()).length > 0;
+}
+
 function renderLabels(labels) {
   const list = $("labels");
   list.replaceChildren();
@@ -145,6 +162,8 @@ function writeUrl(replace) {
   if (matchMode() === "any") params.set("match", "any");
   if ($("folder").value) params.set("folder", $("folder").value);
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  if ($("added-after").value) params.set("added_after", $("added-after").value);
+  if ($("added-before").value) params.set("added_before", $("added-before").value);
   if (state.more.length) params.set("more", state.more.map((s) => s.id).join(","));
   if (state.less.length) params.set("less", state.less.map((s) => s.id).join(","));
   if (state.area) params.set("area", state.area.map((v) => v.toFixed(6)).join(","));
@@ -172,6 +191,8 @@ async function readUrl() {
   document.querySelector(`input[name=match][value=${params.get("match") === "any" ? "any" : "all"}]`).checked = true;
   $("folder").value = params.get("folder") || "";
   $("min-score").value = params.get("min_score") || "";
+  $("added-after").value = params.get("added_after") || "";
+  $("added-before").value = params.get("added_before") || "";
   const area = (params.get("area") || "").split(",").map(Number);
   setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
@@ -206,14 +227,11 @@ function searchParams() {
     k: Number($("k").value),
     limit: Number($("limit").value),
     offset: state.offset,
+    ...filterFields(),
   };
-  const labels = chosenLabels();
-  if (labels.length) params[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
-  if ($("folder").value) params.scene = $("folder").value;
   if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
   if (state.more.length) params.more_like = state.more.map((s) => s.id);
   if (state.less.length) params.less_like = state.less.map((s) => s.id);
-  if (state.area) params.bbox = state.area;
   return params;
 }
 
@@ -229,7 +247,7 @@ function byLabels() {
 
 async function search({ classify = false, fromUrl = false } = {}) {
   if (!state.query && !byLabels()) {
-    if (chosenLabels().length || $("folder").value) loadArchive();
+    if (filtering()) loadArchive();
     return;
   }
   const seq = ++state.latest;
@@ -304,7 +322,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
 function changed() {
   state.offset = 0;
   if (state.query || byLabels()) search();
-  else if (!$("archive-panel").hidden || chosenLabels().length || $("folder").value || state.area) loadArchive();
+  else if (!$("archive-panel").hidden || filtering()) loadArchive();
   if (!state.query && !byLabels()) writeUrl(false);
 }
 
@@ -427,11 +445,9 @@ function openViewer(scene, score) {
 async function loadArchive() {
   const params = new URLSearchParams({ offset: String(state.archiveOffset), limit: "24", order: "name" });
   if ($("archive-name").value.trim()) params.set("q", $("archive-name").value.trim());
-  const folder = $("archive-folder").value || $("folder").value;
-  if (folder) params.set("scene", folder);
-  const labels = chosenLabels();
-  for (const label of labels) params.append(matchMode() === "any" ? "labels_any" : "labels_all", label);
-  if (state.area) params.set("bbox", state.area.join(","));
+  const fields = filterFields();
+  if ($("archive-folder").value) fields.scene = $("archive-folder").value;
+  for (const [key, value] of Object.entries(fields)) params.set(key, [value].flat().join(","));
   try {
     const body = await api(`/scenes?${params}`);
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
@@ -612,6 +628,7 @@ function exportGeojson() {
       scene: hit.scene, score: hit.score, labels: hit.labels.join(";"),
       image_url: new URL(hit.image_url, location.href).href,
       thumbnail_url: new URL(hit.thumbnail_url, location.href).href,
+      added: hit.added,
     },
   }));
   download("search.geojson", "application/geo+json", JSON.stringify({ type: "FeatureCollection", features }, null, 2));
@@ -642,10 +659,10 @@ function exportCsv() {
   const body = state.last;
   if (!body) return;
   const quote = (v) => /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v);
-  const rows = [["rank", "id", "image", "scene", "score", "labels", "image_url"]];
+  const rows = [["rank", "id", "image", "scene", "score", "labels", "image_url", "added"]];
   body.hits.forEach((hit, i) => rows.push([
     body.offset + i + 1, hit.id, hit.image, hit.scene, hit.score.toFixed(6), hit.labels.join(";"),
-    new URL(hit.image_url, location.href).href,
+    new URL(hit.image_url, location.href).href, hit.added || "",
   ]));
   download("search.csv", "text/csv", rows.map((r) => r.map(quote).join(",")).join("\n") + "\n");
 }
@@ -672,7 +689,7 @@ function wire() {
     event.preventDefault();
     if ($("text").value.trim()) useText($("text").value.trim());
   });
-  for (const id of ["k", "limit", "folder", "min-score"]) $(id).addEventListener("change", changed);
+  for (const id of ["k", "limit", "folder", "min-score", "added-after", "added-before"]) $(id).addEventListener("change", changed);
   for (const radio of document.querySelectorAll("input[name=match]")) radio.addEventListener("change", changed);
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - Number($("limit").value)); search(); });

@@ -7,80 +7,29 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, Select, delete, exists, func, select
+from sqlalchemy import Connection, Engine, delete, func, select
 from sqlalchemy.orm import Session
 
-from index.filters import PLACES, SceneFilter
+from index.filters import SceneFilter
 from index.stores import ServedIndex
-from service.errors import BadRequestError, SceneNotFoundError
-from service.storage.db import (
-    CatalogChange,
-    IndexBuild,
-    Label,
-    ModelVersion,
-    Scene,
-    SceneFootprint,
-    SceneLabel,
-)
+from service.errors import SceneNotFoundError
+from service.storage.db import CatalogChange, IndexBuild, Label, ModelVersion, Scene, SceneLabel
 from service.storage.dialects import is_embedded, postgis_schema
+from service.storage.filter_sql import scene_where, sql_filters
 from service.storage.live_index import LiveIndex
-from service.storage.scene_table import SceneRow, SceneTable, generation_of
-from service.storage.scene_table import (
+from service.storage.scene_reading import (
     SchemaNotCurrentError as SchemaNotCurrentError,  # re-exported
 )
-from service.storage.spatial import footprints, in_box, postgis_where, sources_of
+from service.storage.scene_reading import generation_of
+from service.storage.scene_table import SceneRow, SceneTable
+from service.storage.spatial import footprints, sources_of
 
 CHANGE_LOG = 1_000_000
 """Generations of the change log kept (`Catalog._prune`)."""
-
-
-def _label_ids(session: Session, names: Sequence[str]) -> list[int]:
-    if not names:
-        return []
-    rows = session.execute(select(Label.name, Label.id).where(Label.name.in_(set(names))))
-    found = {name: label_id for name, label_id in rows}
-    unknown = sorted(set(names) - set(found))
-    if unknown:
-        known = session.scalars(select(Label.name).order_by(Label.name)).all()
-        raise BadRequestError(
-            f"unknown label(s) {', '.join(unknown)}; the labels are: {', '.join(known)}",
-            code="unknown_label",
-        )
-    return [found[n] for n in names]
-
-
-def _filtered(session: Session, query: Select[Any], f: SceneFilter) -> Select[Any]:
-    for label_id in _label_ids(session, f.labels_all):
-        query = query.where(
-            exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id == label_id)
-        )
-    if f.labels_none:
-        none_ids = _label_ids(session, f.labels_none)
-        query = query.where(
-            ~exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(none_ids))
-        )
-    if f.labels_any:
-        any_ids = _label_ids(session, f.labels_any)
-        query = query.where(
-            exists().where(SceneLabel.scene_id == Scene.id, SceneLabel.label_id.in_(any_ids))
-        )
-    if f.folder:
-        query = query.where(Scene.folder == f.folder)
-    if f.split:
-        query = query.where(Scene.split == f.split)
-    if f.exclude_ids:
-        query = query.where(Scene.id.not_in([int(i) for i in f.exclude_ids]))
-    if f.allow_ids is not None:
-        query = query.where(Scene.id.in_([int(i) for i in f.allow_ids]))
-    if f.bbox is not None:  # through the spatial index (migration 0005)
-        bind = session.get_bind()
-        query = query.where(in_box(bind.dialect.name, f.bbox))
-    return query
 
 
 class Catalog:
@@ -245,38 +194,18 @@ class Catalog:
         order: str = "id",
     ) -> tuple[list[Scene], int]:
         """A page of the scenes that pass `f` (and whose image name contains `name`), by id
-        or by name, with the total."""
-
+        or by name, with the total: in SQL (`filter_sql.scene_where`), but for the conditions
+        SQL does not test here, which the arrays resolve into an allow-list."""
         gis = self.postgis()
-        places: list[Any] = []
-        if gis is not None and f.conditions() & PLACES:
-            # PostGIS tests every place condition in SQL, through its index on `geom`
-            places = postgis_where(gis, f)
-            f = replace(f, bbox=None, within=None, near=None)
-        elif f.within is not None or f.near is not None:
-            # the exact tests on the arrays; the box stays SQL's, through its index
-            table = self.table()
-            placed = table.ids[table.placed(replace(f, bbox=None))]
-            if f.allow_ids is not None:
-                placed = np.intersect1d(placed, np.asarray(f.allow_ids, dtype=np.int64))
-            f = replace(f, within=None, near=None, allow_ids=placed)
-
-        def query(what: Select[Any]) -> Select[Any]:
-            chosen = _filtered(session, what, f)
-            if places:
-                located = select(SceneFootprint.scene_id).where(*places)
-                chosen = chosen.where(Scene.id.in_(located))
-            if name:
-                chosen = chosen.where(Scene.name.contains(name, autoescape=True))
-            return chosen
-
+        f = f.resolved(sql_filters(gis), lambda rest: self.table().allowed_ids(rest))
         with Session(self.engine, expire_on_commit=False) as session:
-            total = session.scalar(
-                select(func.count()).select_from(query(select(Scene.id)).subquery())
-            )
+            where = scene_where(session, f, gis)
+            if name:
+                where.append(Scene.name.contains(name, autoescape=True))
+            total = session.scalar(select(func.count()).select_from(Scene).where(*where))
             ordering = Scene.name if order == "name" else Scene.id
             rows = session.scalars(
-                query(select(Scene)).order_by(ordering).offset(offset).limit(limit)
+                select(Scene).where(*where).order_by(ordering).offset(offset).limit(limit)
             ).all()
             return list(rows), total or 0
 

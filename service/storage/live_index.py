@@ -19,7 +19,8 @@ import numpy as np
 from index.filters import SceneFilter
 from index.results import MAX_FETCH, MAX_K, SearchResult, check_k, in_sorted
 from index.stores import ServedIndex, UnknownSceneError
-from service.storage.scene_table import SceneTable, WrittenVectors
+from service.storage.scene_reading import WrittenVectors
+from service.storage.scene_table import SceneTable
 
 ID_FILTERS = frozenset({"exclude_ids", "allow_ids"})
 

@@ -1,40 +1,45 @@
 """The scene metadata searches need, held in arrays: what a hit shows (name, folder, labels)
-and what filters test (labels, folder, split, place), for every scene, sorted by id.
+and what filters test (labels, folder, split, place, time added), for every scene, sorted
+by id.
 
 SQL stays the source of truth. The table belongs to one catalog generation: database
 triggers raise the counter in `catalog_state` with every change to scenes, labels or scene
 labels, and log which scenes each change touched in `catalog_changes` (migration 0002).
 `Catalog.table` reads the table whole once, then, when the counter has moved, re-reads only
 the scenes changed since (`SceneTable.patched`), or everything when labels themselves
-changed, the log no longer reaches back far enough, or most scenes changed. A search reads
+changed, the log no longer reaches back far enough, or most scenes changed (the counter, the
+written embeddings and the coded columns: `service.storage.scene_reading`). A search reads
 its hits' metadata and evaluates its filters with numpy (binary search by id, a boolean
 column per label) instead of loading an ORM object per hit or resolving the filter in SQL.
 
 Memory: about 8 bytes (id) + the name as a Python string (about 70 bytes for 20
-characters) + 4 (folder) + 4 (split) + 4 (label set) + one byte per label per scene; a
-million scenes with 17 labels take about 110 MB, and 48 more bytes per scene for the
-footprints' bounds and centres.
+characters) + 4 (folder) + 4 (split) + 4 (label set) + 8 (time added) + one byte per label
+per scene; a million scenes with 17 labels take about 120 MB, and 48 more bytes per scene
+for the footprints' bounds and centres.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import shapely
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from index.filters import PLACES, SceneFilter
+from index.filters import PLACES, SceneFilter, utc
 from model.geo import haversine_m, near_bounds
 from service.errors import BadRequestError
-from service.storage.db import CatalogState, Label, Scene, SceneFootprint, SceneLabel, SceneVector
-
-CHUNK = 5000
-"""Scene ids per `IN (...)` when re-reading changed scenes."""
+from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
+from service.storage.scene_reading import (
+    CHUNK,
+    WrittenVectors,
+    coded,
+    generation_of,
+    merged_coded,
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,18 @@ class SceneRow:
     labels: tuple[str, ...]
     placed: bool = False
     """Whether it has a footprint (SQL's `scene_footprints` holds it)."""
+    added: datetime | None = None
+    """When it entered the archive (UTC)."""
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(moment: datetime) -> int:
+    """An instant as microseconds since the Unix epoch (a time without a zone read as UTC,
+    as SQLite gives the stored UTC times back)."""
+    return (utc(moment) - EPOCH) // MICROSECOND
 
 
 def _positions(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -56,129 +73,6 @@ def _positions(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.nd
         return np.full(len(ids), -1, dtype=np.int64)
     rows = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
     return np.where(sorted_ids[rows] == ids, rows, -1)
-
-
-def _codes(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
-    names = sorted(set(values))
-    code = {name: number for number, name in enumerate(names)}
-    return np.fromiter((code[v] for v in values), dtype=np.int32, count=len(values)), names
-
-
-def _merged_codes(
-    first: np.ndarray, first_names: list[Any], second: np.ndarray, second_names: list[Any]
-) -> tuple[np.ndarray, list[Any]]:
-    """Two coded columns as one, over the union of their names."""
-    names = sorted(set(first_names) | set(second_names))
-    code = {name: number for number, name in enumerate(names)}
-    remap = [
-        np.asarray([code[n] for n in part], dtype=np.int32) for part in (first_names, second_names)
-    ]
-    return np.concatenate([remap[0][first], remap[1][second]]).astype(np.int32), names
-
-
-class SchemaNotCurrentError(RuntimeError):
-    """The database lacks a table this version needs: `grn db upgrade` has not run."""
-
-
-GENERATION_SQL = f"SELECT generation FROM {CatalogState.__tablename__} WHERE id = 1"
-"""Read on every search: as driver SQL it skips building and compiling a statement."""
-
-
-def generation_of(connection: Connection) -> int:
-    """The catalog's change counter (raised by triggers on every write)."""
-    try:
-        generation = connection.exec_driver_sql(GENERATION_SQL).scalar()
-    except (OperationalError, ProgrammingError) as exc:
-        if "catalog_state" not in str(exc):
-            raise
-        raise SchemaNotCurrentError(
-            "the database schema is older than this version: run `grn db upgrade`"
-        ) from exc
-    if generation is None:
-        raise SchemaNotCurrentError("catalog_state has no row: run `grn db upgrade`")
-    return int(generation)
-
-
-@dataclass(frozen=True)
-class WrittenVectors:
-    """The embeddings SQL keeps for scenes added through the API (`scene_vectors`), under
-    one model: the scenes an index version may not hold yet (`service.storage.live_index`)."""
-
-    model_version: str | None
-    ids: np.ndarray
-    """(m,) int64, sorted."""
-    vectors: np.ndarray
-    """(m, dim) float32 unit vectors."""
-    probabilities: np.ndarray | None
-    """(m, labels) float32 (NaN where a row kept none); None when no row kept any."""
-
-    @classmethod
-    def empty(cls, model_version: str | None) -> WrittenVectors:
-        return cls(model_version, np.zeros(0, np.int64), np.zeros((0, 0), np.float32), None)
-
-    @classmethod
-    def read(
-        cls, connection: Connection, model_version: str | None, only: np.ndarray | None = None
-    ) -> WrittenVectors:
-        """The rows of `model_version` (of the scenes in `only`, when given)."""
-        if model_version is None:
-            return cls.empty(None)
-        query = select(
-            SceneVector.scene_id, SceneVector.embedding, SceneVector.probabilities
-        ).where(SceneVector.model_version == model_version)
-        if only is None:
-            rows = list(connection.execute(query).all())
-        else:
-            rows = []
-            wanted = [int(i) for i in only]
-            for start in range(0, len(wanted), CHUNK):
-                chunk = wanted[start : start + CHUNK]
-                rows += connection.execute(query.where(SceneVector.scene_id.in_(chunk))).all()
-        if not rows:
-            return cls.empty(model_version)
-        rows.sort(key=lambda row: row[0])
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        vectors = np.stack([np.frombuffer(row[1], dtype=np.float32) for row in rows])
-        widths = {len(row[2]) // 4 for row in rows if row[2] is not None}
-        probabilities = None
-        if len(widths) == 1:
-            width = widths.pop()
-            probabilities = np.full((len(rows), width), np.nan, dtype=np.float32)
-            for i, row in enumerate(rows):
-                if row[2] is not None:
-                    probabilities[i] = np.frombuffer(row[2], dtype=np.float32)
-        return cls(model_version, ids, vectors, probabilities)
-
-    def patched(self, fresh: WrittenVectors, changed: np.ndarray) -> WrittenVectors:
-        """These rows with those of the scenes in `changed` replaced by `fresh`'s."""
-        keep = ~np.isin(self.ids, changed)
-        if keep.all() and not len(fresh.ids):
-            return self
-        kept = WrittenVectors(
-            self.model_version,
-            self.ids[keep],
-            self.vectors[keep],
-            None if self.probabilities is None else self.probabilities[keep],
-        )
-        parts = [part for part in (kept, fresh) if len(part.ids)]
-        if not parts:
-            return WrittenVectors.empty(self.model_version)
-        ids = np.concatenate([part.ids for part in parts])
-        order = np.argsort(ids, kind="stable")
-        probabilities = None
-        if all(part.probabilities is not None for part in parts) and (
-            len({part.probabilities.shape[1] for part in parts if part.probabilities is not None})
-            == 1
-        ):
-            probabilities = np.concatenate(
-                [part.probabilities for part in parts if part.probabilities is not None]
-            )[order]
-        return WrittenVectors(
-            self.model_version,
-            ids[order],
-            np.concatenate([part.vectors for part in parts])[order],
-            probabilities,
-        )
 
 
 @dataclass(frozen=True)
@@ -206,6 +100,9 @@ class SceneTable:
     places: np.ndarray = field(default_factory=lambda: np.full((0, 6), np.nan))
     """(n, 6) float64: each footprint's min_lon, min_lat, max_lon, max_lat, lon, lat (its
     centre); NaN for a scene without one."""
+    added: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """(n,) int64: when each scene entered the archive (`scenes.created_at`), microseconds
+    since the Unix epoch."""
 
     @classmethod
     def read(
@@ -223,7 +120,7 @@ class SceneTable:
             generation = generation_of(connection)
         written = WrittenVectors.read(connection, model_version, only)
         labels = connection.execute(select(Label.id, Label.name).order_by(Label.name)).all()
-        scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split)
+        scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split, Scene.created_at)
         pair_query = select(SceneLabel.scene_id, SceneLabel.label_id)
         f = SceneFootprint
         place_query = select(f.scene_id, f.min_lon, f.min_lat, f.max_lon, f.max_lat, f.lon, f.lat)
@@ -246,8 +143,9 @@ class SceneTable:
         rows = [rows[i] for i in order]
         names = np.empty(len(rows), dtype=object)
         names[:] = [row[1] for row in rows]
-        folders, folder_names = _codes([row[2] for row in rows])
-        splits, split_names = _codes([row[3] for row in rows])
+        folders, folder_names = coded([row[2] for row in rows])
+        splits, split_names = coded([row[3] for row in rows])
+        added = np.fromiter((epoch_us(row[4]) for row in rows), dtype=np.int64, count=len(rows))
         matrix = np.zeros((len(ids), len(labels)), dtype=bool)
         if pairs:
             scene_ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
@@ -272,7 +170,7 @@ class SceneTable:
             places[rows_of[rows_of >= 0]] = values[rows_of >= 0]
         return cls(
             generation, ids, names, folders, folder_names, splits, split_names, matrix,
-            label_names, set_codes, label_set_names, written, places,
+            label_names, set_codes, label_set_names, written, places, added,
         )  # fmt: skip
 
     def patched(self, connection: Connection, changed: np.ndarray, generation: int) -> SceneTable:
@@ -285,13 +183,13 @@ class SceneTable:
         keep = ~np.isin(self.ids, changed)
         ids = np.concatenate([self.ids[keep], fresh.ids])
         order = np.argsort(ids, kind="stable")
-        folders, folder_names = _merged_codes(
+        folders, folder_names = merged_coded(
             self.folders[keep], self.folder_names, fresh.folders, fresh.folder_names
         )
-        splits, split_names = _merged_codes(
+        splits, split_names = merged_coded(
             self.splits[keep], self.split_names, fresh.splits, fresh.split_names
         )
-        label_sets, label_set_names = _merged_codes(
+        label_sets, label_set_names = merged_coded(
             self.label_sets[keep], self.label_set_names, fresh.label_sets, fresh.label_set_names
         )
         return SceneTable(
@@ -308,6 +206,7 @@ class SceneTable:
             label_set_names=label_set_names,
             written=self.written.patched(fresh.written, changed),
             places=np.concatenate([self.places[keep], fresh.places])[order],
+            added=np.concatenate([self.added[keep], fresh.added])[order],
         )
 
     def __len__(self) -> int:
@@ -330,10 +229,15 @@ class SceneTable:
             self.folder_names,
             self.label_set_names,
         )
+        added: list[datetime | None] = (
+            [EPOCH + MICROSECOND * us for us in self.added[rows].tolist()]
+            if len(self.added) == len(self.ids)
+            else [None] * len(kept)  # a table made without the times
+        )
         return {
-            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place)
-            for scene_id, name, folder, labels, place in zip(
-                kept, names, folders, sets, placed, strict=True
+            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place, time)
+            for scene_id, name, folder, labels, place, time in zip(
+                kept, names, folders, sets, placed, added, strict=True
             )
         }
 
@@ -375,6 +279,10 @@ class SceneTable:
             rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
             allowed[rows[rows >= 0]] = True
             keep &= allowed
+        if where.added_after is not None:
+            keep &= self.added >= epoch_us(where.added_after)
+        if where.added_before is not None:
+            keep &= self.added < epoch_us(where.added_before)
         if where.conditions() & PLACES:
             keep &= self.placed(where, keep)
         return keep

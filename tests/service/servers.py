@@ -9,17 +9,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text, update
 
 from model.train import fit
-from service.storage.db import make_engine
+from service.storage.db import Scene, make_engine
 from service.storage.migrate import upgrade
 from service.usecases.importer import import_archive
 
@@ -153,6 +154,33 @@ def prepared_database(database_url: str, ucm_root: Path, labels: Path) -> None:
     upgrade(engine)
     import_archive(engine, ucm_root, labels, progress=False)
     engine.dispose()
+
+
+OLD = datetime(2020, 1, 1, 12, tzinfo=UTC)
+"""When the first third of a dated archive entered it (`date_scenes`)."""
+MIDDLE = datetime(2024, 6, 15, 8, 30, tzinfo=UTC)
+"""When the second third did; the rest entered it when imported (now)."""
+
+
+def dated_groups(ids: Iterable[int]) -> tuple[set[int], set[int], set[int]]:
+    """An archive grown over years: of the scenes sorted by id (a hash of the name, so the
+    groups mix folders and labels), every third entered it at OLD, the next at MIDDLE, and
+    the rest when imported."""
+    ordered = sorted(ids)
+    return set(ordered[0::3]), set(ordered[1::3]), set(ordered[2::3])
+
+
+def date_scenes(database_url: str) -> tuple[set[int], set[int], set[int]]:
+    """Give an imported archive's scenes the times `dated_groups` says, in SQL (the
+    catalog's triggers tell every server); the groups."""
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        old, middle, rest = dated_groups(connection.scalars(select(Scene.id)))
+        for group, moment in ((old, OLD), (middle, MIDDLE)):
+            chosen = update(Scene).where(Scene.id.in_(sorted(group)))
+            connection.execute(chosen.values(created_at=moment))
+    engine.dispose()
+    return old, middle, rest
 
 
 def head_model_served(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -333,8 +334,11 @@ def test_search_answers_labels_and_csv_in_the_same_request(live: LiveServer, sub
         table = client.post("/search", json={"scene_id": str(qid), "k": 4, "format": "csv"})
         assert table.headers["content-type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(table.text)))
-        assert rows[0] == ["rank", "id", "image", "scene", "score", "labels", "image_url"]
+        assert rows[0] == ["rank", "id", "image", "scene", "score", "labels", "image_url", "added"]
         assert [row[1] for row in rows[1:]] == [h["id"] for h in plain["hits"]]
+        assert [row[7] for row in rows[1:]] == [h["added"] for h in plain["hits"]]
+        # imported by the fixture: today
+        assert datetime.now(UTC) - datetime.fromisoformat(rows[1][7]) < timedelta(days=1)
         assert [row[0] for row in rows[1:]] == ["1", "2", "3", "4"]
         assert rows[1][5] == ";".join(plain["hits"][0]["labels"])
 
@@ -482,7 +486,7 @@ def test_an_archive_without_the_models_labels_gets_no_classifier_answers(
 def test_the_classifier_answers_only_for_archives_that_carry_its_labels() -> None:
     from types import SimpleNamespace
 
-    from service.api.schemas import classifier_applies
+    from service.api.schemas.classify import classifier_applies
 
     card = SimpleNamespace(label_names=["water", "trees"])
     assert classifier_applies(card, ["trees", "water"])  # type: ignore[arg-type]

@@ -13,7 +13,8 @@ from index.stores.faiss import FaissVersions
 from index.stores.faiss_versions import IndexStore
 from index.vectors import build_index
 from service.storage.live_index import LiveIndex
-from service.storage.scene_table import SceneTable, WrittenVectors
+from service.storage.scene_reading import WrittenVectors
+from service.storage.scene_table import SceneTable
 
 DIM = 16
 

@@ -14,7 +14,17 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import utm_footprint
-from servers import REPO, LiveServer, Served, prepared_database, server_env
+from servers import (
+    MIDDLE,
+    OLD,
+    REPO,
+    LiveServer,
+    Served,
+    date_scenes,
+    dated_groups,
+    prepared_database,
+    server_env,
+)
 
 from index.stores.milvus import reindex_milvus
 from model.archive import load_archive, scene_id
@@ -50,7 +60,8 @@ def servers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LiveServer, LiveServer, str]]:
     """A FAISS server and a Milvus server over the same model and scenes (laid on a grid of
-    footprints, for the place filters)."""
+    footprints, for the place filters; entered the archive at three times, for the time
+    filters)."""
     workdir = tmp_path_factory.mktemp("milvus-service")
     uri = str(workdir / "milvus.db")
     version = fill(served, ucm_root, ucm_subset, uri, workdir / "work")
@@ -58,6 +69,7 @@ def servers(
     for name in ("faiss", "milvus"):
         urls[name] = f"sqlite:///{workdir / f'{name}-catalog.sqlite'}"
         prepared_database(urls[name], ucm_root, geo_labels)
+        date_scenes(urls[name])
     milvus_env = server_env(
         served, urls["milvus"], workdir, GRN_VECTOR_STORE="milvus", GRN_MILVUS_URI=uri,
         GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root), GRN_STORE_DIR=str(workdir / "store"),
@@ -137,6 +149,36 @@ def test_milvus_answers_what_faiss_answers(
         answers.append([(int(h["id"]), h["score"]) for h in response.json()["hits"]])
     assert len(answers[0]) == 5
     assert_same_ranking(answers[1], answers[0])
+
+
+def test_milvus_filters_by_time_added_as_faiss_does(
+    servers: tuple[LiveServer, LiveServer, str], ucm_root: Path, ucm_subset: Path
+) -> None:
+    """No store keeps the time a scene was added: both get the window as an allow-list from
+    the catalog's arrays, and answer the same hits, of the window's scenes only."""
+    faiss, milvus, _ = servers
+    subset = load_archive(ucm_root, ucm_subset)
+    old, middle, rest = dated_groups(scene_id(s.name) for s in subset.scenes)
+    windows: list[tuple[dict[str, Any], set[int]]] = [
+        ({"added_before": OLD.isoformat()}, set()),
+        ({"added_before": "2021-01-01"}, old),
+        ({"added_after": MIDDLE.isoformat(), "added_before": "2025-01-01"}, middle),
+        ({"added_after": "2024-06-15T10:30:00.000001+02:00"}, rest),
+        ({"added_after": "2024-06-15", "labels_any": ["grass", "trees"]}, middle | rest),
+    ]
+    compared = 0
+    for query in (scene_id(subset.scenes[i].name) for i in (0, 60)):
+        for window, scenes in windows:
+            for k in (5, 1000):
+                request = {"scene_id": str(query), "k": k, "include_query": True, **window}
+                expected = hits(faiss, **request)
+                got = hits(milvus, **request)
+                assert_same_ranking(got, expected)
+                assert {i for i, _ in got} <= scenes
+                if k == 1000 and "labels_any" not in window:
+                    assert {i for i, _ in got} == scenes  # every scene of the window
+                compared += len(got)
+    assert compared > 200
 
 
 def test_milvus_errors_are_the_services_errors(servers: tuple[LiveServer, LiveServer, str]) -> None:

@@ -5,17 +5,20 @@ exactly the scenes SQL keeps, hits carry what SQL holds, and a write by another 
 from __future__ import annotations
 
 import itertools
+from datetime import timedelta, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import MIDDLE, OLD, date_scenes
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from index.filters import SceneFilter
+from index.filters import SceneFilter, SceneMeta, utc
 from service.errors import BadRequestError
-from service.storage.catalog import Catalog, SchemaNotCurrentError, _filtered
+from service.storage.catalog import Catalog, SchemaNotCurrentError
 from service.storage.db import CatalogChange, Label, Scene, SceneLabel, make_engine
+from service.storage.filter_sql import scene_where
 from service.storage.migrate import downgrade, upgrade
 from service.storage.scene_table import SceneTable
 from service.usecases.importer import import_archive
@@ -23,7 +26,7 @@ from service.usecases.importer import import_archive
 
 def sql_ids(catalog: Catalog, where: SceneFilter) -> list[int]:
     with Session(catalog.engine) as session:
-        return sorted(session.scalars(_filtered(session, select(Scene.id), where)))
+        return sorted(session.scalars(select(Scene.id).where(*scene_where(session, where))))
 
 
 def test_filters_and_hits_match_sql(database_url: str, ucm_root: Path, ucm_subset: Path) -> None:
@@ -59,6 +62,47 @@ def test_filters_and_hits_match_sql(database_url: str, ucm_root: Path, ucm_subse
         assert catalog.allowed_ids(where).tolist() == sql_ids(catalog, where), where
     with pytest.raises(BadRequestError, match=r"unknown label.*volcano"):
         catalog.allowed_ids(SceneFilter(labels_all=["volcano"]))
+    engine.dispose()
+
+
+def test_time_added_on_the_arrays_matches_sql(
+    database_url: str, ucm_root: Path, ucm_subset: Path
+) -> None:
+    """Every window of times, its edges and zones included, keeps the same scenes in the
+    arrays (searches), in SQL (listings) and by the reference meaning (`passes`); a time
+    another connection changes shows in the next search."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    import_archive(engine, ucm_root, ucm_subset, progress=False)
+    old, middle, rest = date_scenes(database_url)
+    catalog = Catalog(engine)
+    with engine.connect() as connection:
+        added = {i: utc(t) for i, t in connection.execute(select(Scene.id, Scene.created_at))}
+    assert {added[i] for i in old} == {OLD} and {added[i] for i in middle} == {MIDDLE}
+    step = timedelta(microseconds=1)
+    edges = [
+        None, OLD, MIDDLE - step, MIDDLE, MIDDLE + step, max(added.values()),
+        MIDDLE.astimezone(timezone(timedelta(hours=-7))),  # the same instant, elsewhere
+        MIDDLE.replace(tzinfo=None) + step,  # no zone: UTC
+    ]  # fmt: skip
+    for after, before in itertools.product(edges, repeat=2):
+        where = SceneFilter(added_after=after, added_before=before)
+        expected = sorted(i for i, t in added.items() if where.passes(i, SceneMeta(added=t)))
+        assert catalog.allowed_ids(where).tolist() == expected, where
+        assert sql_ids(catalog, where) == expected, where
+    assert catalog.allowed_ids(SceneFilter(added_before=MIDDLE)).tolist() == sorted(old)
+    assert sql_ids(catalog, SceneFilter(added_after=MIDDLE + step)) == sorted(rest)
+    # with the other conditions, in a listing's page
+    where = SceneFilter(added_after=MIDDLE, labels_any=["water", "trees"], split="train")
+    rows, total = catalog.page(where, 0, 1000)
+    assert [row.id for row in rows] == catalog.allowed_ids(where).tolist() and total == len(rows)
+    assert 0 < total < len(middle | rest)
+
+    target = min(rest)
+    with Session(make_engine(database_url)) as session, session.begin():  # another writer
+        session.execute(update(Scene).where(Scene.id == target).values(created_at=OLD))
+    assert target in catalog.allowed_ids(SceneFilter(added_before=MIDDLE))
+    assert catalog.rows([target])[target].added == OLD
     engine.dispose()
 
 

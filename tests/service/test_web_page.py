@@ -16,7 +16,16 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from servers import CHROMIUM, LiveServer, Served, prepared_database, server_env, shot
+from servers import (
+    CHROMIUM,
+    LiveServer,
+    Served,
+    date_scenes,
+    dated_groups,
+    prepared_database,
+    server_env,
+    shot,
+)
 
 from model.archive import Archive, load_archive, scene_id
 
@@ -35,6 +44,7 @@ def page_server(
     workdir = tmp_path_factory.mktemp("web")
     url = f"sqlite:///{workdir / 'grn.db'}"
     prepared_database(url, ucm_root, ucm_subset)
+    date_scenes(url)  # entered the archive at three times, for the date filters
     with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
         yield server
 
@@ -389,6 +399,65 @@ def test_more_and_less_like_a_result(
     assert grid_ids(other) == api_neighbours(page_server, query)
     other.close()
     page.close()
+
+
+def test_dates_added_narrow_the_results_and_travel_in_the_url(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    old, middle, rest = dated_groups(scene_id(s.name) for s in subset.scenes)
+    query = str(scene_id(subset.scenes[8].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=20")
+    expect(page.locator("#results .card")).to_have_count(20)
+    page.wait_for_function(IDLE)
+    unfiltered = grid_ids(page)
+    assert {int(i) for i in unfiltered} - old  # newer scenes among the neighbours
+
+    # only the scenes added before 2021: the grid shows the oldest third's nearest
+    page.fill("#added-before", "2021-01-01")
+    page.locator("#added-before").dispatch_event("change")
+    page.wait_for_function(IDLE)
+    shown = grid_ids(page)
+    assert len(shown) == 20 and {int(i) for i in shown} <= old and shown != unfiltered
+    api = httpx.post(
+        f"{page_server.url}/search",
+        json={"scene_id": query, "k": 20, "limit": 20, "added_before": "2021-01-01"},
+    ).json()
+    assert shown == [hit["id"] for hit in api["hits"]]
+    assert "added_before=2021-01-01" in page.url
+    shot(page, "desktop-9-added-before")
+
+    # the shared URL brings the date and the same results back
+    other = browser.new_page(viewport=DESKTOP)
+    other.goto(page.url)
+    expect(other.locator("#added-before")).to_have_value("2021-01-01")
+    expect(other.locator("#results .card")).to_have_count(20)
+    other.wait_for_function(IDLE)
+    assert grid_ids(other) == shown
+    other.close()
+
+    # from a day on instead: none of those old scenes, only later ones
+    page.fill("#added-before", "")
+    page.locator("#added-before").dispatch_event("change")
+    page.fill("#added-after", "2024-06-15")
+    page.locator("#added-after").dispatch_event("change")
+    page.wait_for_function(IDLE)
+    later = grid_ids(page)
+    assert len(later) == 20 and {int(i) for i in later} <= middle | rest
+    assert "added_after=2024-06-15" in page.url and "added_before" not in page.url
+    page.close()
+
+    # without a query, a date lists the archive's scenes of that time
+    browse = browser.new_page(viewport=DESKTOP)
+    browse.goto(page_server.url)
+    expect(browse.locator("#filters input")).to_have_count(17)
+    browse.fill("#added-before", "2021-01-01")
+    browse.locator("#added-before").dispatch_event("change")
+    expect(browse.locator("#archive-info")).to_have_text(f"1–24 of {len(old)}")
+    assert {int(i) for i in grid_ids(browse, "#archive")} <= old
+    browse.close()
 
 
 def test_ticking_labels_without_a_query_ranks_their_typical_scenes(

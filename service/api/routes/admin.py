@@ -19,7 +19,7 @@ from fastapi import Path as Path_
 from service.api.deps import ADMIN, RuntimeDep, SettingsDep, in_thread
 from service.api.errors import documented
 from service.api.lifespan import refresh_served
-from service.api.schemas import JobOut, ReloadResponse
+from service.api.schemas.admin import JobOut, ReloadResponse
 from service.errors import BadRequestError
 from service.jobs.queue import JobQueue
 from service.jobs.specs import ImportJob, ReindexJob, RollbackJob, TrainJob

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 
-from index.filters import SceneFilter
-from model.geo import GeoError, parse_bbox, parse_near, polygon_from_geojson
+from index.filters import utc
 from service.api.assets import installed
 from service.api.deps import (
     READER,
@@ -21,19 +20,18 @@ from service.api.deps import (
     SceneUrls,
     SettingsDep,
     in_thread,
-    split_commas,
 )
 from service.api.errors import documented
-from service.api.schemas import (
+from service.api.schemas.archive import (
     FoldersResponse,
     LabelCount,
     LabelsResponse,
     PlacesResponse,
+    SceneListing,
     SceneOut,
     ScenePage,
     ScenePlace,
 )
-from service.errors import BadRequestError
 from service.storage.db import Scene, SceneFootprint
 from service.usecases.thumbnails import cache_headers, not_modified, rendering, thumbnail
 
@@ -56,6 +54,7 @@ def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
         thumbnail_url=thumbnail_url,
         metadata=None if meta is None else json.loads(meta),
         place=place_out(getattr(scene, "footprint", None)),
+        added=utc(scene.created_at),
     )
 
 
@@ -71,53 +70,17 @@ def place_out(footprint: SceneFootprint | None) -> ScenePlace | None:
     )
 
 
-def place_filter(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
-    """Query parameters -> `SceneFilter`'s place conditions (a 400 naming what is wrong)."""
-    try:
-        return {
-            "bbox": parse_bbox(bbox) if bbox else None,
-            "within": polygon_from_geojson(json.loads(within)) if within else None,
-            "near": parse_near(near) if near else None,
-        }
-    except (GeoError, json.JSONDecodeError) as exc:
-        raise BadRequestError(str(exc), code="bad_place") from exc
-
-
 @router.get("/scenes", response_model=ScenePage, responses=documented(400, 422))
 async def scenes(
-    request: Request,
-    catalog: CatalogDep,
-    labels_all: Annotated[list[str], Query(description="Labels that must all be present.")] = [],  # noqa: B006
-    labels_any: Annotated[list[str], Query(description="Labels of which one is present.")] = [],  # noqa: B006
-    labels_none: Annotated[list[str], Query(description="Labels that must be absent.")] = [],  # noqa: B006
-    scene: Annotated[str | None, Query(max_length=200)] = None,
-    split: Annotated[str | None, Query(pattern="^(train|val|test)$")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Part of the image name.")] = None,
-    order: Annotated[str, Query(pattern="^(id|name)$", description="id or name.")] = "id",
-    # SQL's OFFSET is a 64-bit integer: past it the database errs, so refuse with a 422
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    bbox: Annotated[
-        str | None, Query(description="min_lon,min_lat,max_lon,max_lat: footprints meeting it.")
-    ] = None,
-    within: Annotated[
-        str | None, Query(description="A GeoJSON Polygon: footprints centred inside it.")
-    ] = None,
-    near: Annotated[
-        str | None, Query(description="lon,lat,radius_m: footprints centred within it.")
-    ] = None,
+    request: Request, catalog: CatalogDep, listing: Annotated[SceneListing, Query()]
 ) -> ScenePage:
-    """The archive's scenes, filtered by labels, scene folder, split and part of the image
-    name, ordered by id or name, paged."""
-    where = SceneFilter(
-        labels_all=split_commas(labels_all or []),
-        labels_any=split_commas(labels_any or []),
-        labels_none=split_commas(labels_none or []),
-        folder=scene,
-        split=split,
-        **place_filter(bbox, within, near),
+    """The archive's scenes, filtered as a search filters them (labels, scene folder, split,
+    ids, place, time added) and by part of the image name, ordered by id or name, paged."""
+    where = listing.to_filter()
+    offset, limit = listing.offset, listing.limit
+    rows, total = await in_thread(
+        lambda: catalog.page(where, offset, limit, name=listing.q, order=listing.order)
     )
-    rows, total = await in_thread(lambda: catalog.page(where, offset, limit, name=q, order=order))
     end = offset + len(rows)
     urls = SceneUrls(request)
     return ScenePage(

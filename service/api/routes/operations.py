@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from service.api.bodies import error_response
 from service.api.deps import READER, CatalogDep, RuntimeDep, in_thread
 from service.api.errors import documented
-from service.api.schemas import Health, Readiness
+from service.api.schemas.admin import Health, Readiness
 from service.storage.migrate import current_revision, head_revision
 
 STATIC = Path(__file__).resolve().parents[2] / "static"

@@ -1,25 +1,21 @@
-"""Classify and search: the model's labels for uploaded images, and the archive scenes most
-similar to an upload or to an archive scene (`service.usecases.search.search_scenes`)."""
+"""Search: the archive scenes most similar to an upload or to an archive scene
+(`service.usecases.search.search_scenes`), as JSON or as files (`service.api.exports`), and
+where else a pattern occurs (`/search/density`)."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from shapely.geometry import box, mapping
 
-from index.filters import SceneFilter
-from model.geo import polygon_from_geojson
 from model.imageio import decode_image
 from service.api.deps import (
     READER,
@@ -31,43 +27,30 @@ from service.api.deps import (
     SettingsDep,
     elapsed_ms,
     in_thread,
-    split_commas,
 )
 from service.api.errors import documented
-from service.api.schemas import (
-    ClassifyResponse,
+from service.api.exports import cells_geojson, hits_csv, hits_geojson
+from service.api.routes.classify import classifier_for
+from service.api.schemas.classify import ImageClassification, no_classifier_note
+from service.api.schemas.search import (
     DensityCell,
     DensityRequest,
     DensityResponse,
     Hit,
-    ImageClassification,
     SearchRequest,
     SearchResponse,
     Understood,
-    classifier_applies,
-    no_classifier_note,
 )
-from service.api.uploads import decode_all, infer_uploads, read_uploads
+from service.api.uploads import infer_uploads, read_uploads
 from service.errors import BadRequestError
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneTable
 from service.usecases.density import hit_density
-from service.usecases.search import RankedScene, Rerank, SearchPage, SearchQuery, search_scenes
+from service.usecases.search import RankedScene, Rerank, SearchPage, search_scenes
 from service.usecases.text import phrase_reader, with_reading
-from service.usecases.thumbnails import jpeg
 
 router = APIRouter(dependencies=READER)
 
-FORM_LISTS = (
-    "labels_all",
-    "labels_any",
-    "labels_none",
-    "exclude_ids",
-    "more_like",
-    "less_like",
-    "bbox",
-    "near",
-)
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -81,81 +64,6 @@ UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
         },
     },
 }
-UPLOAD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {"file": {"type": "string", "format": "binary"}},
-}
-CLASSIFY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {
-        "file": {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": "One or more images (repeat the field).",
-        }
-    },
-}
-
-
-@router.post(
-    "/classify",
-    response_model=ClassifyResponse,
-    tags=["model"],
-    responses=documented(400, 401, 403, 413, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": CLASSIFY_SCHEMA}},
-        }
-    },
-)
-async def classify(
-    request: Request,
-    runtime: RuntimeDep,
-    batcher: BatcherDep,
-    catalog: CatalogDep,
-    settings: SettingsDep,
-) -> ClassifyResponse:
-    """Labels of one or more uploaded images: every label's probability, and the labels
-    at or above their thresholds. When the served archive does not carry the model's labels
-    (an archive without labels, or with its own), the labels are empty and `note` says
-    why."""
-    start = time.perf_counter()
-    snapshot = runtime.current()
-    # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
-    with request.app.state.model_requests.admit():
-        files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
-        outputs = None
-        if await classifier_for(catalog, snapshot.card):
-            outputs = await infer_uploads(files, settings, batcher, snapshot)
-        else:
-            await decode_all(files, settings)  # a broken upload is a 400 either way
-    if outputs is None:
-        results = [ImageClassification(filename=name, labels=[], predicted=[]) for name, _ in files]
-    else:
-        results = [
-            ImageClassification.of(name, snapshot.card, out.probabilities)
-            for (name, _), out in zip(files, outputs, strict=True)
-        ]
-    return ClassifyResponse(
-        labels=results[0].labels,
-        predicted=results[0].predicted,
-        results=results,
-        model_version=snapshot.model_version,
-        elapsed_ms=elapsed_ms(start),
-        note=None if outputs is not None else no_classifier_note(snapshot.card),
-    )
-
-
-async def classifier_for(catalog: Catalog, card: Any) -> bool:
-    """Whether the model's classifier answers for the served archive (`classifier_applies`);
-    the arrays are read in a thread the first time only."""
-    names = catalog.label_names()
-    if names is None:
-        names = (await in_thread(catalog.table)).label_names
-    return classifier_applies(card, names)
 
 
 @router.post(
@@ -194,9 +102,8 @@ async def search(
     if content_type.startswith("multipart/form-data"):
         with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before parsing
             files, fields = await read_uploads(request, max_files=1)
-            form = search_form(fields)
-            form.pop("include_query", None)
-            params = _validated(lambda: SearchRequest.model_validate({**form, "scene_id": 0}))
+            fields.pop("include_query", None)
+            params = _validated(lambda: SearchRequest.from_text(fields, by_image=True))
             (inference,) = await infer_uploads(files, settings, batcher, snapshot)
         vector, probabilities = inference.embedding, inference.probabilities
         descriptor = inference.descriptor
@@ -229,7 +136,7 @@ async def search(
             other_query=scene_id is not None or vector is not None or bool(params.more_like),
         )  # fmt: skip
         params = params.model_copy(update={"labels_all": labels_all, "labels_none": labels_none})
-    wanted = search_query(params)
+    wanted = params.to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await searched(
             request.app.state.search_budget,
@@ -315,7 +222,7 @@ async def density(
     if params.format == "csv":
         raise BadRequestError("density answers json or geojson, not csv", "unsupported_format")
     snapshot = runtime.current()
-    wanted = dataclasses.replace(search_query(params), offset=0, limit=params.k)
+    wanted = dataclasses.replace(params.to_query(), offset=0, limit=params.k)
     with request.app.state.searches.admit():
         # one table for the hits and their places
         table = await in_thread(catalog.table, snapshot.model_version)
@@ -343,23 +250,7 @@ async def density(
     )
     if params.format != "geojson":
         return answer
-    features = [
-        {
-            "type": "Feature",
-            "id": cell.key,
-            "geometry": mapping(box(*cell.bounds)),
-            "properties": cell.model_dump(mode="json", exclude={"bounds"}),
-        }
-        for cell in answer.cells
-    ]
-    return JSONResponse(
-        {
-            "type": "FeatureCollection",
-            "features": features,
-            **answer.model_dump(mode="json", exclude={"cells"}),
-        },
-        media_type="application/geo+json",
-    )
+    return JSONResponse(cells_geojson(answer), media_type="application/geo+json")
 
 
 async def placed_hits(catalog: Catalog, page: SearchPage) -> dict[int, dict[str, Any]]:
@@ -372,115 +263,9 @@ async def placed_hits(catalog: Catalog, page: SearchPage) -> dict[int, dict[str,
     return {scene_id: json.loads(row["geometry"]) for scene_id, row in rows.items()}
 
 
-def hits_geojson(hits: list[Hit], offset: int, model_version: str) -> dict[str, Any]:
-    """The hits that have a footprint as a GeoJSON FeatureCollection, best first."""
-    features = [
-        {
-            "type": "Feature",
-            "id": str(hit.id),
-            "geometry": hit.footprint,
-            "properties": {
-                "rank": offset + number,
-                "id": str(hit.id),
-                "image": hit.image,
-                "scene": hit.scene,
-                "score": hit.score,
-                "labels": ";".join(hit.labels),
-                "image_url": hit.image_url,
-                "thumbnail_url": hit.thumbnail_url,
-            },
-        }
-        for number, hit in enumerate(hits, start=1)
-        if hit.footprint is not None
-    ]
-    return {
-        "type": "FeatureCollection",
-        "features": features,
-        "model_version": model_version,
-        "unplaced": sum(hit.footprint is None for hit in hits),
-    }
-
-
-def hits_csv(hits: list[Hit], offset: int) -> str:
-    """Hits as CSV: one row each, labels joined by `;`."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["rank", "id", "image", "scene", "score", "labels", "image_url"])
-    for rank, hit in enumerate(hits, start=offset + 1):
-        writer.writerow(
-            [rank, hit.id, hit.image, hit.scene, f"{hit.score:.6f}", ";".join(hit.labels),
-             hit.image_url]
-        )  # fmt: skip
-    return out.getvalue()
-
-
 def _scene_pixels(catalog: Catalog, scene_id: int) -> np.ndarray:
     path = catalog.image_path(catalog.scene(scene_id))
     return decode_image(path.read_bytes(), path.name)
-
-
-@router.post(
-    "/preview",
-    tags=["model"],
-    responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 401, 403, 413, 422)},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}},
-        }
-    },
-)
-async def preview(
-    request: Request,
-    settings: SettingsDep,
-    size: Annotated[int | None, Query(ge=16, le=8192)] = None,
-) -> Response:
-    """An uploaded image as a browser can show it: a JPEG of any format the service reads
-    (a TIFF, 16-bit or multi-band file, stretched as for the model), longest side `size`."""
-    files, _ = await read_uploads(request, max_files=1)
-    image = (await decode_all(files, settings))[0]
-    return Response(await in_thread(jpeg, image, size), media_type="image/jpeg")
-
-
-def search_query(params: SearchRequest) -> SearchQuery:
-    """The API's search parameters as the use case's query."""
-    return SearchQuery(
-        k=params.k,
-        where=SceneFilter(
-            labels_all=params.labels_all,
-            labels_any=params.labels_any,
-            labels_none=params.labels_none,
-            folder=params.scene,
-            exclude_ids=params.exclude_ids,
-            bbox=tuple(params.bbox) if params.bbox else None,  # type: ignore[arg-type]
-            within=polygon_from_geojson(params.within) if params.within else None,
-            near=tuple(params.near) if params.near else None,  # type: ignore[arg-type]
-        ),
-        min_score=params.min_score,
-        include_query=params.include_query,
-        offset=params.offset,
-        limit=params.limit,
-        more_like=params.more_like,
-        less_like=params.less_like,
-    )
-
-
-def search_form(fields: dict[str, list[str]]) -> dict[str, Any]:
-    """Form fields -> SearchRequest fields: lists may repeat a field or separate by commas."""
-    out: dict[str, Any] = {}
-    for key, values in fields.items():
-        if key in FORM_LISTS:
-            out[key] = split_commas(values)
-        elif key == "within" and len(values) == 1 and values[0]:
-            try:
-                out[key] = json.loads(values[0])
-            except json.JSONDecodeError as exc:
-                raise BadRequestError(f"the form field 'within' is not GeoJSON: {exc}") from exc
-        elif len(values) > 1:
-            raise BadRequestError(f"the form field {key!r} is given {len(values)} times")
-        elif values[0] != "":
-            out[key] = values[0]
-    return out
 
 
 def _validated(parse: Any) -> SearchRequest:
@@ -503,4 +288,5 @@ def hit_out(urls: SceneUrls, hit: RankedScene, footprint: dict[str, Any] | None 
         image_url=image_url,
         thumbnail_url=thumbnail_url,
         footprint=footprint,
+        added=scene.added,
     )

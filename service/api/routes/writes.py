@@ -25,7 +25,8 @@ from service.api.deps import (
 )
 from service.api.errors import documented
 from service.api.routes.archive import scene_out
-from service.api.schemas import AddedScene, NewSceneFields, SceneOut, ScenePatch, ScenesAdded
+from service.api.schemas.archive import SceneOut
+from service.api.schemas.writes import AddedScene, NewSceneFields, ScenePatch, ScenesAdded
 from service.api.uploads import decode_all, read_uploads
 from service.errors import BadRequestError
 from service.usecases.writes import DuplicateScenesError, NewScene, SceneChanges, SceneWriter

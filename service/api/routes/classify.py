@@ -1,0 +1,131 @@
+"""The model's own endpoints: the labels of uploaded images (`/classify`), and an upload as a
+browser can show it (`/preview`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from service.api.deps import (
+    READER,
+    BatcherDep,
+    CatalogDep,
+    RuntimeDep,
+    SettingsDep,
+    elapsed_ms,
+    in_thread,
+)
+from service.api.errors import documented
+from service.api.schemas.classify import (
+    ClassifyResponse,
+    ImageClassification,
+    classifier_applies,
+    no_classifier_note,
+)
+from service.api.uploads import decode_all, infer_uploads, read_uploads
+from service.storage.catalog import Catalog
+from service.usecases.thumbnails import jpeg
+
+router = APIRouter(dependencies=READER)
+
+UPLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary"}},
+}
+CLASSIFY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "array",
+            "items": {"type": "string", "format": "binary"},
+            "description": "One or more images (repeat the field).",
+        }
+    },
+}
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    tags=["model"],
+    responses=documented(400, 401, 403, 413, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": CLASSIFY_SCHEMA}},
+        }
+    },
+)
+async def classify(
+    request: Request,
+    runtime: RuntimeDep,
+    batcher: BatcherDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+) -> ClassifyResponse:
+    """Labels of one or more uploaded images: every label's probability, and the labels
+    at or above their thresholds. When the served archive does not carry the model's labels
+    (an archive without labels, or with its own), the labels are empty and `note` says
+    why."""
+    start = time.perf_counter()
+    snapshot = runtime.current()
+    # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
+    with request.app.state.model_requests.admit():
+        files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
+        outputs = None
+        if await classifier_for(catalog, snapshot.card):
+            outputs = await infer_uploads(files, settings, batcher, snapshot)
+        else:
+            await decode_all(files, settings)  # a broken upload is a 400 either way
+    if outputs is None:
+        results = [ImageClassification(filename=name, labels=[], predicted=[]) for name, _ in files]
+    else:
+        results = [
+            ImageClassification.of(name, snapshot.card, out.probabilities)
+            for (name, _), out in zip(files, outputs, strict=True)
+        ]
+    return ClassifyResponse(
+        labels=results[0].labels,
+        predicted=results[0].predicted,
+        results=results,
+        model_version=snapshot.model_version,
+        elapsed_ms=elapsed_ms(start),
+        note=None if outputs is not None else no_classifier_note(snapshot.card),
+    )
+
+
+async def classifier_for(catalog: Catalog, card: Any) -> bool:
+    """Whether the model's classifier answers for the served archive (`classifier_applies`);
+    the arrays are read in a thread the first time only."""
+    names = catalog.label_names()
+    if names is None:
+        names = (await in_thread(catalog.table)).label_names
+    return classifier_applies(card, names)
+
+
+@router.post(
+    "/preview",
+    tags=["model"],
+    responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 401, 403, 413, 422)},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}},
+        }
+    },
+)
+async def preview(
+    request: Request,
+    settings: SettingsDep,
+    size: Annotated[int | None, Query(ge=16, le=8192)] = None,
+) -> Response:
+    """An uploaded image as a browser can show it: a JPEG of any format the service reads
+    (a TIFF, 16-bit or multi-band file, stretched as for the model), longest side `size`."""
+    files, _ = await read_uploads(request, max_files=1)
+    image = (await decode_all(files, settings))[0]
+    return Response(await in_thread(jpeg, image, size), media_type="image/jpeg")

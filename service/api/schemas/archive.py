@@ -1,0 +1,124 @@
+"""The bodies of the archive's listing and scenes: a scene, its place, pages of scenes, the
+labels and folders with their counts, and what the map needs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from service.api.schemas.common import SceneId, Schema
+from service.api.schemas.filters import FilterFields
+
+
+class ScenePlace(Schema):
+    footprint: dict[str, Any]
+    """A GeoJSON Polygon or Point, WGS84."""
+    crs: str | None = None
+    """The source raster's coordinate reference system."""
+    source: str | None = None
+    """The raster the scene was cut from."""
+    window: list[int] | None = None
+    """Its pixel window there: col_off, row_off, width, height."""
+
+
+class SceneOut(Schema):
+    model_config = ConfigDict(
+        use_attribute_docstrings=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "6198235272819611846", "image": "harbor12", "scene": "harbor",
+                    "split": "train", "labels": ["dock", "ship", "water"], "width": 256,
+                    "height": 256,
+                    "image_url": "http://127.0.0.1:8000/scenes/6198235272819611846/image",
+                    "thumbnail_url": "http://127.0.0.1:8000/scenes/6198235272819611846/thumbnail",
+                }
+            ]
+        },
+    )  # fmt: skip
+
+    id: SceneId
+    image: str
+    """The image file's stem."""
+    scene: str
+    """Its scene folder (the `scene` column of labels.csv)."""
+    split: str
+    """train, val or test."""
+    labels: list[str]
+    """Its labels in the archive."""
+    width: int
+    """Pixels."""
+    height: int
+    """Pixels."""
+    image_url: str
+    """The original file."""
+    thumbnail_url: str
+    """A small JPEG (GRN_THUMBNAIL_SIZE); `/preview` gives any size."""
+    metadata: dict[str, Any] | None = None
+    """Free metadata given when the scene was added or corrected through the API."""
+    place: ScenePlace | None = None
+    """Where it lies on the Earth (None: not georeferenced)."""
+    added: datetime | None = None
+    """When it entered the archive (UTC)."""
+
+
+class PlacesResponse(Schema):
+    placed: int
+    """Scenes with a footprint."""
+    scenes: int
+    """Scenes in the archive."""
+    bounds: list[float] | None
+    """min_lon, min_lat, max_lon, max_lat around every footprint (None: none placed)."""
+    basemap: str | None
+    """The map's XYZ tile URL template (GRN_MAP_TILES); None: the scenes' thumbnails only."""
+    attribution: str | None
+    """The basemap's attribution (GRN_MAP_ATTRIBUTION)."""
+    map_library: bool
+    """Whether the map's library (Leaflet) is installed (`grn assets`)."""
+
+
+class ScenePage(Schema):
+    scenes: list[SceneOut]
+    """This page of the scenes that pass the filters."""
+    total: int
+    """Scenes that pass the filters, over all pages."""
+    offset: int
+    """The first scene of the page (0-based)."""
+    limit: int
+    """Scenes per page."""
+    next_offset: int | None
+    """Offset of the next page, None on the last."""
+
+
+class LabelCount(Schema):
+    name: str
+    """A label (or scene folder) name."""
+    count: int
+    """Archive scenes that carry it."""
+
+
+class LabelsResponse(Schema):
+    labels: list[LabelCount]
+    """Every label, by name."""
+
+
+class FoldersResponse(Schema):
+    folders: list[LabelCount]
+    """Every scene folder, by name."""
+
+
+class SceneListing(FilterFields):
+    """`GET /scenes`'s query parameters: the filter fields a search takes (`FilterFields`,
+    lists repeated or separated by commas), part of the name, the order and the page."""
+
+    q: str | None = Field(default=None, max_length=200)
+    """Part of the image name."""
+    order: Literal["id", "name"] = "id"
+    """id or name."""
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)
+    """The first scene of the page (0-based); SQL's OFFSET is a 64-bit integer, so larger
+    is a 422."""
+    limit: int = Field(default=50, ge=1, le=1000)
+    """Scenes per page."""
