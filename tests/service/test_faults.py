@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,9 @@ from servers import (
     REPO,
     LiveServer,
     Served,
-    copy_served,
+    Traffic,
     free_port,
+    polling_server_under_traffic,
     prepared_database,
     server_env,
 )
@@ -32,32 +32,6 @@ from index.store import IndexStore
 from model.archive import load_archive, scene_id
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-
-
-class Traffic:
-    """Requests sent back to back from a thread; every answer is kept."""
-
-    def __init__(self, url: str, query: int, image: bytes) -> None:
-        self.url, self.query, self.image = url, query, image
-        self.seen: list[tuple[str, int, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            while not self._stop.is_set():
-                r = client.post("/search", json={"scene_id": self.query, "k": 5})
-                self.seen.append(("search", r.status_code, r.json().get("index_version")))
-                r = client.post("/classify", files={"file": ("q.jpg", self.image)})
-                self.seen.append(("classify", r.status_code, None))
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def grn_reindex(mine: Served, ucm_root: Path, labels: Path, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
@@ -95,22 +69,8 @@ def grn_reindex(mine: Served, ucm_root: Path, labels: Path, **popen: object) -> 
 def faulty(
     served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> Iterator[tuple[LiveServer, Served, Traffic]]:
-    mine = copy_served(served, tmp_path)
-    url = f"sqlite:///{tmp_path / 'grn.db'}"
-    prepared_database(url, ucm_root, ucm_subset)
-    server = LiveServer(
-        server_env(mine, url, tmp_path, GRN_INDEX_POLL_SECONDS="0.2"), tmp_path / "server.log"
-    )
-    subset = load_archive(ucm_root, ucm_subset)
-    traffic = Traffic(
-        server.url, scene_id(subset.scenes[9].name), subset.scenes[4].path.read_bytes()
-    )
-    try:
-        server.wait_ready()
-        with traffic:
-            yield server, mine, traffic
-    finally:
-        server.stop()
+    with polling_server_under_traffic(served, ucm_root, ucm_subset, tmp_path) as running:
+        yield running
 
 
 def test_reindex_killed_at_random_points(
@@ -146,16 +106,14 @@ def test_reindex_killed_at_random_points(
     assert final.returncode == 0, err
     newest = store.current_version()
     assert newest != first
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if httpx.get(server.url + "/readyz").json().get("index_version") == newest:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
+    traffic.wait_for(
+        lambda answer: answer.kind == "search" and answer.index_version == newest,
+        f"from the newest index {newest}",
+    )
     # every request succeeded, each search from a complete index version
-    failed = [s for s in traffic.seen if s[1] != 200]
+    failed = [answer for answer in traffic.seen if answer.status != 200]
     assert not failed, (failed[:5], kills)
-    versions = {v for kind, _, v in traffic.seen if kind == "search"}
+    versions = {answer.index_version for answer in traffic.seen if answer.kind == "search"}
     assert first in versions and newest in versions
     for version in versions:
         assert version is not None and store.manifest(version).count == 126
@@ -182,7 +140,7 @@ def test_disk_full_while_writing_an_index(
     retry = grn_reindex(mine, ucm_root, ucm_subset)
     assert retry.wait(timeout=300) == 0
     assert store.current_version() != before
-    assert all(status == 200 for _, status, _ in traffic.seen)
+    assert all(answer.status == 200 for answer in traffic.seen)
 
 
 class PrivatePostgres:
