@@ -90,6 +90,17 @@ class postgres_schema:
         self.admin.dispose()
 
 
+@contextmanager
+def empty_database(kind: str, workdir: Path) -> Iterator[str]:
+    """The URL of an empty database of `kind`: a SQLite file in `workdir` (`sqlite`), or a
+    fresh schema of the real PostgreSQL (`postgresql`), dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'grn.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -245,6 +256,19 @@ def polling_server_under_traffic(
             yield server, mine, traffic
     finally:
         server.stop()
+
+
+@contextmanager
+def live_server(
+    database: str, served: Served, ucm_root: Path, labels: Path, workdir: Path, **env: str
+) -> Iterator[tuple[LiveServer, str]]:
+    """A ready server of `served` (`env` added to `server_env`) over the archive's scenes in
+    `labels`, imported into an empty database of kind `database`: the server and that
+    database's URL."""
+    with empty_database(database, workdir) as url:
+        prepared_database(url, ucm_root, labels)
+        with LiveServer(server_env(served, url, workdir, **env), workdir / "server.log") as server:
+            yield server, url
 
 
 def ended_job(client: httpx.Client, job_id: int, key: str, timeout: float = 600) -> dict[str, Any]:

@@ -34,55 +34,63 @@ from model.archive import load_archive, scene_id
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 
 
-def grn_reindex(mine: Served, ucm_root: Path, labels: Path, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "reindex",
-            "--model",
-            str(mine.model),
-            "--archive",
-            str(ucm_root),
-            "--labels",
-            str(labels),
-            "--index-root",
-            str(mine.index_root),
-            "--factory",
-            "Flat",
-            "--shard-size",
-            "32",
-            "--keep",
-            "20",  # keep every version, so the test can read the manifest of each one served
-            "--quiet",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,  # type: ignore[arg-type]
-    )
+class Faulty:
+    """A server that polls its index every 0.2 s, under traffic, over its own copy of the
+    model and index, which `grn reindex` rebuilds beside it (each run keeps every version,
+    so the test can read the manifest of each one served)."""
+
+    def __init__(
+        self, running: tuple[LiveServer, Served, Traffic], ucm_root: Path, labels: Path
+    ) -> None:
+        self.server, self.mine, self.traffic = running
+        self.store = IndexStore(self.mine.index_root)
+        self.ucm_root, self.labels = ucm_root, labels
+
+    def reindex(self, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
+        """`grn reindex` of the copy started in a subprocess (`popen`: more Popen arguments)."""
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "reindex",
+                "--model",
+                str(self.mine.model),
+                "--archive",
+                str(self.ucm_root),
+                "--labels",
+                str(self.labels),
+                "--index-root",
+                str(self.mine.index_root),
+                "--factory",
+                "Flat",
+                "--shard-size",
+                "32",
+                "--keep",
+                "20",
+                "--quiet",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **popen,  # type: ignore[arg-type]
+        )
 
 
 @pytest.fixture
-def faulty(
-    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
-) -> Iterator[tuple[LiveServer, Served, Traffic]]:
+def faulty(served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> Iterator[Faulty]:
     with polling_server_under_traffic(served, ucm_root, ucm_subset, tmp_path) as running:
-        yield running
+        yield Faulty(running, ucm_root, ucm_subset)
 
 
-def test_reindex_killed_at_random_points(
-    faulty: tuple[LiveServer, Served, Traffic], ucm_root: Path, ucm_subset: Path
-) -> None:
-    server, mine, traffic = faulty
-    store = IndexStore(mine.index_root)
+def test_reindex_killed_at_random_points(faulty: Faulty) -> None:
+    store = faulty.store
     first = store.current_version()
     rng = random.Random(7)
     kills = []
     for run in range(4):
-        job = grn_reindex(mine, ucm_root, ucm_subset)
+        job = faulty.reindex()
         delay = rng.uniform(1.0, 8.0)
         try:
             job.wait(timeout=delay)
@@ -91,56 +99,51 @@ def test_reindex_killed_at_random_points(
             job.wait()
         kills.append((run, round(delay, 2), job.returncode))
         time.sleep(0.5)
-        assert httpx.get(server.url + "/readyz").status_code == 200
+        assert httpx.get(faulty.server.url + "/readyz").status_code == 200
     # at named points too: after the index file, before and after the manifest
     for point in ("embed-shard:1", "index-written", "manifest-written"):
         # shards a killed run finished are reused: start from none so shard 1 is computed
-        shutil.rmtree(mine.index_root / "work", ignore_errors=True)
-        job = grn_reindex(
-            mine, ucm_root, ucm_subset, env={**os.environ, "GRN_FAULT_KILL_AT": point}
-        )
+        shutil.rmtree(faulty.mine.index_root / "work", ignore_errors=True)
+        job = faulty.reindex(env={**os.environ, "GRN_FAULT_KILL_AT": point})
         assert job.wait(timeout=120) == -signal.SIGKILL, point
         kills.append((point, None, job.returncode))
-    final = grn_reindex(mine, ucm_root, ucm_subset)
+    final = faulty.reindex()
     _, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     newest = store.current_version()
     assert newest != first
-    traffic.wait_for(
+    faulty.traffic.wait_for(
         lambda answer: answer.kind == "search" and answer.index_version == newest,
         f"from the newest index {newest}",
     )
     # every request succeeded, each search from a complete index version
-    failed = [answer for answer in traffic.seen if answer.status != 200]
+    failed = [answer for answer in faulty.traffic.seen if answer.status != 200]
     assert not failed, (failed[:5], kills)
-    versions = {answer.index_version for answer in traffic.seen if answer.kind == "search"}
+    versions = {answer.index_version for answer in faulty.traffic.seen if answer.kind == "search"}
     assert first in versions and newest in versions
     for version in versions:
         assert version is not None and store.manifest(version).count == 126
 
 
-def test_disk_full_while_writing_an_index(
-    faulty: tuple[LiveServer, Served, Traffic], ucm_root: Path, ucm_subset: Path
-) -> None:
-    server, mine, traffic = faulty
-    store = IndexStore(mine.index_root)
+def test_disk_full_while_writing_an_index(faulty: Faulty) -> None:
+    store = faulty.store
     before = store.current_version()
     limit = 40 * 1024  # bytes per file: the 18 kB shards fit, the 64 kB index does not
 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    job = grn_reindex(mine, ucm_root, ucm_subset, preexec_fn=small_disk)
+    job = faulty.reindex(preexec_fn=small_disk)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 2, err
     assert "could not be written" in err and "unchanged" in err and "Traceback" not in err
     assert store.current_version() == before
     store.load()  # the version in service still loads and verifies
-    assert httpx.get(server.url + "/readyz").json()["index_version"] == before
-    retry = grn_reindex(mine, ucm_root, ucm_subset)
+    assert httpx.get(faulty.server.url + "/readyz").json()["index_version"] == before
+    retry = faulty.reindex()
     assert retry.wait(timeout=300) == 0
     assert store.current_version() != before
-    assert all(answer.status == 200 for answer in traffic.seen)
+    assert all(answer.status == 200 for answer in faulty.traffic.seen)
 
 
 class PrivatePostgres:
