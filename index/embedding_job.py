@@ -11,12 +11,10 @@ finished one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from index.embedded import EmbeddingResult, scene_list_digest
 from model.archive import Archive, BrokenFile
 from model.card import ModelCard
-from model.evaluate import embed_scenes
+from model.embedding import embed_scenes
 from model.faults import kill_point
 from model.network import GRNNet
 from model.rerank import no_descriptors
@@ -36,33 +35,6 @@ DEFAULT_SHARD_SIZE = 1024
 
 class EmbeddingJobError(RuntimeError):
     """A shard folder does not belong to the job that asked for it."""
-
-
-@dataclass
-class EmbeddingResult:
-    ids: np.ndarray
-    """(n,) int64 scene ids, in the order of the scenes given."""
-    embeddings: np.ndarray
-    """(n, d) float32, unit norm."""
-    probabilities: np.ndarray
-    model_version: str
-    computed: int
-    """Scenes embedded by this call (the rest came from finished shards)."""
-    seconds: float
-    broken: list[BrokenFile]
-    descriptors: np.ndarray | None = None
-    """(n, F) float16 unit backbone descriptors, when the job kept them."""
-
-    @property
-    def images_per_s(self) -> float:
-        return self.computed / self.seconds if self.seconds > 0 else 0.0
-
-
-def scene_list_digest(ids: Sequence[int], names: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for scene_id, name in zip(ids, names, strict=True):
-        digest.update(f"{scene_id}\t{name}\n".encode())
-    return digest.hexdigest()
 
 
 def _save_shard(path: Path, ids: np.ndarray, **rows: np.ndarray) -> None:

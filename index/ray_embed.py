@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from index.embedding_job import EmbeddingResult, scene_list_digest
+from index.embedded import EmbeddingResult, scene_list_digest
 from model.archive import Archive, load_archive, scene_id
 from model.card import ModelCard, load_model, read_card
 from model.imageio import read_image

@@ -1,7 +1,5 @@
 """Initial schema: archives, labels, scenes and their labels, model versions, index builds.
 
-Revision ID: 0001_initial_schema
-Revises:
 Create Date: 2026-11-27
 """
 
@@ -10,12 +8,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import TIMESTAMP, scene_id_of
+
 revision = "0001_initial_schema"
 down_revision = None
-branch_labels = None
-depends_on = None
-
-TIMESTAMP = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -63,14 +59,8 @@ def upgrade() -> None:
     op.create_index(op.f("ix_scenes_archive_id"), "scenes", ["archive_id"])
     op.create_table(
         "scene_labels",
-        sa.Column("scene_id", sa.BigInteger(), nullable=False),
+        *scene_id_of("scene_labels"),
         sa.Column("label_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["scene_id"],
-            ["scenes.id"],
-            name=op.f("fk_scene_labels_scene_id_scenes"),
-            ondelete="CASCADE",
-        ),
         sa.ForeignKeyConstraint(
             ["label_id"],
             ["labels.id"],

@@ -8,8 +8,6 @@ the scenes its index version does not hold yet from these rows (`service.storage
 every process, as soon as the transaction commits. A row's scene insert raises the catalog
 generation (migration 0002), which is how the other processes learn of it.
 
-Revision ID: 0003_scene_writes
-Revises: 0002_catalog_generation
 Create Date: 2026-12-03
 """
 
@@ -18,25 +16,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import scene_id_of
+
 revision = "0003_scene_writes"
 down_revision = "0002_catalog_generation"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
     op.create_table(
         "scene_vectors",
-        sa.Column("scene_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        *scene_id_of("scene_vectors", autoincrement=False),
         sa.Column("model_version", sa.String(64), nullable=False),
         sa.Column("embedding", sa.LargeBinary(), nullable=False),
         sa.Column("probabilities", sa.LargeBinary(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["scene_id"],
-            ["scenes.id"],
-            name=op.f("fk_scene_vectors_scene_id_scenes"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("scene_id", name=op.f("pk_scene_vectors")),
     )
     op.create_index(op.f("ix_scene_vectors_model_version"), "scene_vectors", ["model_version"])

@@ -1,8 +1,6 @@
 """Durable admin jobs: imports and reindexes as rows that `grn worker` processes claim, run
 and report on (`service/jobs/queue.py`).
 
-Revision ID: 0004_jobs
-Revises: 0003_scene_writes
 Create Date: 2026-12-03
 """
 
@@ -11,12 +9,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.columns import TIMESTAMP
+
 revision = "0004_jobs"
 down_revision = "0003_scene_writes"
-branch_labels = None
-depends_on = None
-
-TIMESTAMP = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:

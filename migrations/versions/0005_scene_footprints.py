@@ -8,8 +8,6 @@ databases, with no extension needed: an R*Tree virtual table kept by triggers on
 footprint raises the catalog generation for its scene, as a scene's own change does
 (migration 0002), so every process's arrays follow.
 
-Revision ID: 0005_scene_footprints
-Revises: 0004_jobs
 Create Date: 2026-12-04
 """
 
@@ -18,20 +16,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.catalog_triggers import (
+    create_postgresql_triggers,
+    create_sqlite_triggers,
+    drop_triggers,
+)
+from migrations.columns import scene_id_of
+
 revision = "0005_scene_footprints"
 down_revision = "0004_jobs"
-branch_labels = None
-depends_on = None
 
-RAISE = "UPDATE catalog_state SET generation = generation + 1 WHERE id = 1"
-EVENTS = ("insert", "update", "delete")
 BOX = "box(point(min_lon, min_lat), point(max_lon, max_lat))"
 
 
 def upgrade() -> None:
     op.create_table(
         "scene_footprints",
-        sa.Column("scene_id", sa.BigInteger(), autoincrement=False, nullable=False),
+        *scene_id_of("scene_footprints", autoincrement=False),
         sa.Column("min_lon", sa.Float(53), nullable=False),
         sa.Column("min_lat", sa.Float(53), nullable=False),
         sa.Column("max_lon", sa.Float(53), nullable=False),
@@ -42,30 +43,12 @@ def upgrade() -> None:
         sa.Column("crs", sa.Text(), nullable=True),
         sa.Column("source", sa.String(1024), nullable=True),
         sa.Column("window", sa.String(64), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["scene_id"],
-            ["scenes.id"],
-            name=op.f("fk_scene_footprints_scene_id_scenes"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("scene_id", name=op.f("pk_scene_footprints")),
     )
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":
         op.execute(f"CREATE INDEX ix_scene_footprints_box ON scene_footprints USING gist (({BOX}))")
-        op.execute(
-            "CREATE FUNCTION grn_scene_footprints_changed() RETURNS trigger LANGUAGE plpgsql "
-            f"AS $$ DECLARE raised bigint; BEGIN {RAISE} RETURNING generation INTO raised; "
-            "INSERT INTO catalog_changes (generation, scene_id) "
-            "SELECT DISTINCT raised, scene_id FROM changed; RETURN NULL; END $$"
-        )
-        for event in EVENTS:
-            transition = "OLD" if event == "delete" else "NEW"
-            op.execute(
-                f"CREATE TRIGGER scene_footprints_{event}_changed AFTER {event.upper()} ON "
-                f"scene_footprints REFERENCING {transition} TABLE AS changed "
-                "FOR EACH STATEMENT EXECUTE FUNCTION grn_scene_footprints_changed()"
-            )
+        create_postgresql_triggers("scene_footprints", "scene_id")
     elif dialect == "sqlite":
         op.execute(
             "CREATE VIRTUAL TABLE scene_footprint_boxes USING rtree("
@@ -78,29 +61,15 @@ def upgrade() -> None:
             f"INSERT INTO scene_footprint_boxes VALUES ({box_row});",
             "delete": "DELETE FROM scene_footprint_boxes WHERE id = OLD.scene_id;",
         }
-        for event in EVENTS:
-            row = "OLD" if event == "delete" else "NEW"
-            op.execute(
-                f"CREATE TRIGGER scene_footprints_{event}_changed AFTER {event.upper()} ON "
-                f"scene_footprints BEGIN {box_sql[event]} {RAISE}; "
-                "INSERT INTO catalog_changes (generation, scene_id) "
-                f"SELECT generation, {row}.scene_id FROM catalog_state WHERE id = 1; END"
-            )
+        # the R*Tree follows each change first
+        create_sqlite_triggers("scene_footprints", "scene_id", first=box_sql)
     else:
         raise NotImplementedError(f"no footprint index for {dialect}: use SQLite or PostgreSQL")
 
 
 def downgrade() -> None:
-    dialect = op.get_bind().dialect.name
-    for event in EVENTS:
-        if dialect == "postgresql":
-            op.execute(
-                f"DROP TRIGGER IF EXISTS scene_footprints_{event}_changed ON scene_footprints"
-            )
-        else:
-            op.execute(f"DROP TRIGGER IF EXISTS scene_footprints_{event}_changed")
-    if dialect == "postgresql":
-        op.execute("DROP FUNCTION IF EXISTS grn_scene_footprints_changed()")
+    drop_triggers("scene_footprints")
+    if op.get_bind().dialect.name == "postgresql":
         op.execute("DROP INDEX IF EXISTS ix_scene_footprints_box")
     else:
         op.execute("DROP TABLE IF EXISTS scene_footprint_boxes")

@@ -6,8 +6,6 @@ using the R*Tree / box index of migration 0005 with the exact tests on its array
 (`service.storage.spatial`). Installing PostGIS later: `grn db downgrade 0005_scene_footprints`
 then `grn db upgrade` adds the column.
 
-Revision ID: 0006_postgis_footprints
-Revises: 0005_scene_footprints
 Create Date: 2026-12-04
 """
 
@@ -18,8 +16,6 @@ from alembic import op
 
 revision = "0006_postgis_footprints"
 down_revision = "0005_scene_footprints"
-branch_labels = None
-depends_on = None
 
 
 def _postgis_schema(bind: sa.Connection) -> str | None:

@@ -1,38 +1,11 @@
 // The admin page: add scenes (several at a time, with labels), correct and remove them, run
 // and follow the admin jobs. Plain JavaScript against the service's own API; the key the
 // person enters is sent as X-API-Key and kept in local storage (shared with the search page).
+// `$`, `api`, `element` and `dropZone` come from common.js, loaded first.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const PAGE = 20;
 const state = { files: [], labels: [], offset: 0, editing: null };
-
-function headers(extra = {}) {
-  const key = $("api-key").value.trim();
-  return key ? { ...extra, "X-API-Key": key } : extra;
-}
-
-async function api(path, options = {}) {
-  let response;
-  try {
-    response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
-  } catch (err) {
-    throw new Error("The service cannot be reached. Is it running?");
-  }
-  if (response.status === 204) return null;
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    throw new Error(body && body.message ? body.message : `HTTP ${response.status}`);
-  }
-  return body;
-}
-
-function element(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function say(id, text) {
   $(id).textContent = text || "";
@@ -225,18 +198,8 @@ async function loadJobs() {
 }
 
 function wire() {
-  const drop = $("drop");
   $("files").addEventListener("change", () => choose($("files").files));
-  drop.addEventListener("keyup", (event) => {
-    if (event.target === drop && (event.key === "Enter" || event.key === " ")) $("files").click();
-  });
-  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    choose(event.dataTransfer.files);
-  });
+  dropZone($("drop"), $("files"), choose);
   $("add-form").addEventListener("submit", addScenes);
   $("find").addEventListener("submit", (event) => { event.preventDefault(); state.offset = 0; loadScenes(); });
   $("find-name").addEventListener("input", () => { state.offset = 0; loadScenes(); });

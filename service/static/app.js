@@ -4,9 +4,9 @@
 // Scene ids are strings (63-bit integers do not survive JavaScript numbers). Each user
 // action sends one request; a response that is not the newest one asked for is dropped, so
 // the grid always shows the last query. The query, its filters and page live in the URL.
+// `$`, `headers`, `api`, `element` and `dropZone` come from common.js, loaded first.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const BROWSER_FORMATS = ["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"];
 const state = {
   query: null, // {file, previewUrl, labels} or {sceneId, name, previewUrl, labels}
@@ -19,36 +19,10 @@ const state = {
   area: null, // [west, south, east, north]: only scenes whose footprint meets it
 };
 
-function headers(extra = {}) {
-  const key = $("api-key").value.trim();
-  return key ? { ...extra, "X-API-Key": key } : extra;
-}
-
-async function api(path, options = {}) {
-  let response;
-  try {
-    response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
-  } catch (err) {
-    throw new Error("The service cannot be reached. Is it running?");
-  }
-  const body = await response.json().catch(() => null);
-  if (!response.ok) {
-    throw new Error(body && body.message ? body.message : `HTTP ${response.status}`);
-  }
-  return body;
-}
-
 function showMessage(text) {
   const box = $("message");
   box.textContent = text || "";
   box.hidden = !text;
-}
-
-function element(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  Object.assign(node, props);
-  for (const child of children) node.append(child);
-  return node;
 }
 
 async function checkReady() {
@@ -670,20 +644,11 @@ function exportCsv() {
 function wire() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
-  // the chooser opens on key release: Chromium ignored a click sent from keydown
+  // the chooser opens on key release (dropZone): Space must not scroll the page meanwhile
   drop.addEventListener("keydown", (event) => {
     if (event.target === drop && event.key === " ") event.preventDefault(); // no scrolling
   });
-  drop.addEventListener("keyup", (event) => {
-    if (event.target === drop && (event.key === "Enter" || event.key === " ")) $("file").click();
-  });
-  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    useFile(event.dataTransfer.files[0]);
-  });
+  dropZone(drop, $("file"), (files) => useFile(files[0]));
   $("browse").addEventListener("click", () => { state.archiveOffset = 0; loadArchive(); });
   $("text-search").addEventListener("submit", (event) => {
     event.preventDefault();

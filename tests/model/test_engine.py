@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from extraction import extract_two_views
 from safetensors import safe_open
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -28,7 +29,7 @@ from model.card import (
     save_model,
 )
 from model.engine import TOLERANCE, OrtEngine, attached_engine, engine_name, export_onnx
-from model.features import FeatureKey, extract_features
+from model.features import FeatureKey
 from model.inference import normalize, predict, prepare_batch
 from service.cli import app
 
@@ -274,17 +275,9 @@ def test_head_mode_features_run_the_engine_and_match_torch(
 
     monkeypatch.setattr(features_module, "run_engine", spy)
 
-    def extract() -> np.ndarray:
-        features, kept = extract_features(
-            backbone, key, archive, positions, views=2, cache=None,
-            device=torch.device("cpu"), batch_size=4, progress=False,
-        )  # fmt: skip
-        assert kept == positions
-        return features
-
-    on_engine = extract()
+    on_engine = extract_two_views(backbone, key, archive, positions)
     monkeypatch.setenv("GRN_ENGINE", "torch")
-    on_torch = extract()
+    on_torch = extract_two_views(backbone, key, archive, positions)
     assert used == ["onnxruntime"]
     assert on_engine.shape == (2, 6, spec.num_features)
     assert np.abs(on_engine - on_torch).max() <= TOLERANCE

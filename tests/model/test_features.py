@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from extraction import extract_two_views
 from torch import nn
 
 from model.archive import load_archive
 from model.backbones import backbone_spec, create_backbone
-from model.features import FeatureCache, FeatureKey, extract_features, part_keys
+from model.features import FeatureCache, FeatureKey, part_keys
 
 JOINED = "tiny+efficientnet_lite0"
 
@@ -27,12 +28,7 @@ def test_a_joined_backbone_reads_and_fills_its_parts_caches(
     cache = FeatureCache(tmp_path)
 
     def extract(module: nn.Module, key: FeatureKey, cache: FeatureCache | None) -> np.ndarray:
-        features, kept = extract_features(
-            module, key, archive, positions, views=2, cache=cache,
-            device=torch.device("cpu"), batch_size=4, progress=False,
-        )  # fmt: skip
-        assert kept == positions
-        return features
+        return extract_two_views(module, key, archive, positions, cache)
 
     features = extract(joined, key, cache)
     assert features.shape == (2, 4, 64 + 1280)

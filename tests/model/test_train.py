@@ -10,12 +10,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from commands import grn, tiny_training
 from safetensors.torch import load_file
 
 from model.archive import load_archive
@@ -232,68 +232,30 @@ def test_full_mode_distils_from_a_frozen_copy_of_the_starting_backbone(
     assert Trainer(tiny_config(tmp_path / "plain")).teacher is None  # full mode's default
 
 
-def _train_command(ucm_root: Path, labels: Path, out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "train",
-        "--archive",
-        str(ucm_root),
-        "--labels",
-        str(labels),
-        "--out",
-        str(out),
-        "--mode",
-        "full",
-        "--backbone",
-        "tiny",
-        "--no-pretrained",
-        "--epochs",
-        "4",
-        "--batch-size",
-        "32",
-        "--input-size",
-        "64",
-        "--lr",
-        "0.05",
-        "--lr-step",
-        "2",
-        "--dihedral",
-        "--quiet",
-    ]
+def _train(
+    ucm_root: Path, labels: Path, out: Path, fault: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`grn train` of the tiny network for 4 epochs with a stepped learning rate, on one
+    thread; `fault`: where it kills itself (`model.faults`)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    if fault is not None:
+        env[FAULT_ENV] = fault
+    schedule = ["--lr", "0.05", "--lr-step", "2", "--dihedral"]
+    return grn(*tiny_training(ucm_root, labels, out, 4, *schedule), env=env)
 
 
 def test_a_run_killed_mid_epoch_resumes_exactly(
     ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     steps_per_epoch = 3  # 84 train scenes, batches of 32
-    killed = subprocess.run(
-        _train_command(ucm_root, ucm_subset, tmp_path / "killed"),
-        cwd=REPO,
-        env={**env, FAULT_ENV: f"train-step:{2 * steps_per_epoch + 1}"},
-        capture_output=True,
-        text=True,
-    )
+    fault = f"train-step:{2 * steps_per_epoch + 1}"
+    killed = _train(ucm_root, ucm_subset, tmp_path / "killed", fault)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     state = torch.load(tmp_path / "killed" / "last_state.pt", weights_only=True)
     assert state["epoch"] == 1  # epochs 0 and 1 were saved; it died inside epoch 2
-    resumed = subprocess.run(
-        _train_command(ucm_root, ucm_subset, tmp_path / "killed"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    resumed = _train(ucm_root, ucm_subset, tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run(
-        _train_command(ucm_root, ucm_subset, tmp_path / "straight"),
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    straight = _train(ucm_root, ucm_subset, tmp_path / "straight")
     assert straight.returncode == 0, straight.stderr
 
     a = load_file(str(tmp_path / "killed" / "model.safetensors"))

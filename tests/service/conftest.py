@@ -21,9 +21,8 @@ from servers import (
     CHROMIUM,
     LiveServer,
     Served,
-    postgres_schema,
-    prepared_database,
-    server_env,
+    empty_database,
+    live_server,
     train_tiny,
 )
 from shapely.geometry import Polygon
@@ -56,10 +55,7 @@ def served(
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty database: a SQLite file, or a fresh schema of the real PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'grn.db'}"
-        return
-    with postgres_schema() as url:
+    with empty_database(request.param, tmp_path) as url:
         yield url
 
 
@@ -73,19 +69,8 @@ def live(
 ) -> Iterator[LiveServer]:
     """A server over the UCM subset, on each database."""
     workdir = tmp_path_factory.mktemp(f"live-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'grn.db'}"
-    else:
-        schema = postgres_schema()
-        url = schema.__enter__()
-    try:
-        prepared_database(url, ucm_root, ucm_subset)
-        with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
-            yield server
-    finally:
-        if schema is not None:
-            schema.__exit__()
+    with live_server(request.param, served, ucm_root, ucm_subset, workdir) as (server, _):
+        yield server
 
 
 @pytest.fixture(scope="module")

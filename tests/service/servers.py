@@ -7,18 +7,21 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import pytest
 from sqlalchemy import Engine, select, text, update
 
+from model.archive import load_archive, scene_id
 from model.train import fit
 from service.storage.db import Scene, make_engine
 from service.storage.migrate import upgrade
@@ -32,6 +35,21 @@ AXE_VERSION = "4.14.1"
 POSTGRES_URL = os.environ.get(
     "GRN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 30.0, every: float = 0.2) -> T:
+    """`check()`'s first truthy answer, asked every `every` seconds until `timeout`: for the
+    state of another process (a server, a worker), which no event in this one announces.
+    Fails saying that `what` never came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = check()
+        if answer:
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout} s (last answer: {answer!r})")
+        time.sleep(every)
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,17 @@ class postgres_schema:
         with self.admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
         self.admin.dispose()
+
+
+@contextmanager
+def empty_database(kind: str, workdir: Path) -> Iterator[str]:
+    """The URL of an empty database of `kind`: a SQLite file in `workdir` (`sqlite`), or a
+    fresh schema of the real PostgreSQL (`postgresql`), dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'grn.db'}"
+        return
+    with postgres_schema() as url:
+        yield url
 
 
 def free_port() -> int:
@@ -131,6 +160,126 @@ class LiveServer:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60)
+
+    def readiness_when(
+        self, holds: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """/readyz's answer once `holds` accepts it (a change the server's poll takes up)."""
+        with self.client() as client:
+
+            def check() -> dict[str, Any] | None:
+                ready: dict[str, Any] = client.get("/readyz").json()
+                return ready if holds(ready) else None
+
+            return eventually(check, what, timeout)
+
+
+class Answer(NamedTuple):
+    kind: str
+    """`search` or `classify`."""
+    status: int
+    model_version: str | None
+    index_version: str | None
+    """The index a search used (None for a classification)."""
+
+
+class Traffic:
+    """Searches and classifications sent back to back from `threads` threads; every answer
+    is kept in `seen`, and a test waits for the one it needs with `wait_for`."""
+
+    def __init__(self, url: str, query: int, image: bytes, threads: int = 1) -> None:
+        self.url, self.query, self.image = url, query, image
+        self.seen: list[Answer] = []
+        self._kept = threading.Condition()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _keep(self, answer: Answer) -> None:
+        with self._kept:
+            self.seen.append(answer)
+            self._kept.notify_all()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self._stop.is_set():
+                r = client.post("/search", json={"scene_id": self.query, "k": 5})
+                body = r.json()
+                versions = body.get("model_version"), body.get("index_version")
+                self._keep(Answer("search", r.status_code, *versions))
+                r = client.post("/classify", files={"file": ("q.jpg", self.image)})
+                self._keep(Answer("classify", r.status_code, r.json().get("model_version"), None))
+
+    def wait_for(self, wanted: Callable[[Answer], bool], what: str, timeout: float = 60) -> Answer:
+        """The first answer from now on that `wanted` accepts."""
+        deadline = time.monotonic() + timeout
+        with self._kept:
+            checked = len(self.seen)
+            while True:
+                found = next((a for a in self.seen[checked:] if wanted(a)), None)
+                if found is not None:
+                    return found
+                checked = len(self.seen)
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._kept.wait(left):
+                    raise AssertionError(f"no answer {what} in {timeout} s")
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+
+@contextmanager
+def polling_server_under_traffic(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path, threads: int = 1
+) -> Iterator[tuple[LiveServer, Served, Traffic]]:
+    """A server over a copy of `served` (SQLite holding the subset) that looks for a new
+    model or index every 0.2 s, under `Traffic` from `threads` threads: the server, its copy
+    of the model and index (for the test to replace) and the traffic."""
+    mine = copy_served(served, tmp_path)
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    server = LiveServer(
+        server_env(mine, url, tmp_path, GRN_INDEX_POLL_SECONDS="0.2"), tmp_path / "server.log"
+    )
+    subset = load_archive(ucm_root, ucm_subset)
+    traffic = Traffic(
+        server.url, scene_id(subset.scenes[9].name), subset.scenes[4].path.read_bytes(), threads
+    )
+    try:
+        server.wait_ready()
+        with traffic:
+            yield server, mine, traffic
+    finally:
+        server.stop()
+
+
+@contextmanager
+def live_server(
+    database: str, served: Served, ucm_root: Path, labels: Path, workdir: Path, **env: str
+) -> Iterator[tuple[LiveServer, str]]:
+    """A ready server of `served` (`env` added to `server_env`) over the archive's scenes in
+    `labels`, imported into an empty database of kind `database`: the server and that
+    database's URL."""
+    with empty_database(database, workdir) as url:
+        prepared_database(url, ucm_root, labels)
+        with LiveServer(server_env(served, url, workdir, **env), workdir / "server.log") as server:
+            yield server, url
+
+
+def ended_job(client: httpx.Client, job_id: int, key: str, timeout: float = 600) -> dict[str, Any]:
+    """The admin job `job_id` (GET /admin/jobs/ID with the API key) once it has ended."""
+
+    def ended() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/admin/jobs/{job_id}", headers={"X-API-Key": key}).json()
+        return None if job["status"] in ("queued", "running") else job
+
+    return eventually(ended, f"the end of job {job_id}", timeout, every=0.5)
 
 
 def server_env(served: Served, database_url: str, workdir: Path, **extra: str) -> dict[str, str]:

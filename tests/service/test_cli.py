@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from commands import grn
+from commands import grn, tiny_training
 
 from model.archive import load_archive
 
@@ -17,31 +17,17 @@ from model.archive import load_archive
 @pytest.fixture(scope="module")
 def trained(ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cli") / "run"
-    result = grn(
-        "train",
-        "--archive",
-        str(ucm_root),
-        "--labels",
-        str(ucm_subset),
-        "--out",
-        str(out),
-        "--mode",
-        "full",
-        "--backbone",
-        "tiny",
-        "--no-pretrained",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "32",
-        "--input-size",
-        "64",
-        "--quiet",
-    )
+    result = grn(*tiny_training(ucm_root, ucm_subset, out, epochs=3))
     assert result.returncode == 0, result.stderr
     assert "best epoch" in result.stdout
     assert "training on 84 labelled train scenes (0 unlabelled left out)" in result.stderr
     return out
+
+
+def model_and_archive(model: Path, archive: Path, labels: Path | None = None) -> list[str]:
+    """The arguments that name a command's model, archive and (when given) labels."""
+    named = ["--model", str(model), "--archive", str(archive)]
+    return named if labels is None else [*named, "--labels", str(labels)]
 
 
 def test_console_script_is_installed() -> None:
@@ -53,12 +39,7 @@ def test_evaluate_writes_the_report(trained: Path, ucm_root: Path, ucm_subset: P
     report = trained.parent / "eval"
     result = grn(
         "evaluate",
-        "--model",
-        str(trained),
-        "--archive",
-        str(ucm_root),
-        "--labels",
-        str(ucm_subset),
+        *model_and_archive(trained, ucm_root, ucm_subset),
         "--out",
         str(report),
         "--quiet",
@@ -92,12 +73,7 @@ def test_embed_writes_unit_vectors_and_probabilities(
     out = trained.parent / "test.npz"
     result = grn(
         "embed",
-        "--model",
-        str(trained),
-        "--archive",
-        str(ucm_root),
-        "--labels",
-        str(ucm_subset),
+        *model_and_archive(trained, ucm_root, ucm_subset),
         "--split",
         "test",
         "--out",
@@ -128,31 +104,13 @@ def test_broken_files_fail_clearly_or_are_skipped(
     rows = [f"{n},{n.rstrip('0123456789')},test," + ",".join(["0"] * 16 + ["1"]) for n in names]
     (archive / "labels.csv").write_text("\n".join([header, *rows]) + "\n")
 
-    failed = grn(
-        "embed",
-        "--model",
-        str(trained),
-        "--archive",
-        str(archive),
-        "--out",
-        str(tmp_path / "e.npz"),
-        "--quiet",
-    )
+    embed = ["embed", *model_and_archive(trained, archive), "--out", str(tmp_path / "e.npz")]
+    failed = grn(*embed, "--quiet")
     assert failed.returncode == 2
     assert "forest00.jpg" in failed.stderr and "--skip-broken" in failed.stderr
     assert not (tmp_path / "e.npz").exists()
 
-    skipped = grn(
-        "embed",
-        "--model",
-        str(trained),
-        "--archive",
-        str(archive),
-        "--out",
-        str(tmp_path / "e.npz"),
-        "--skip-broken",
-        "--quiet",
-    )
+    skipped = grn(*embed, "--skip-broken", "--quiet")
     assert skipped.returncode == 0, skipped.stderr
     assert np.load(tmp_path / "e.npz")["names"].tolist() == ["beach00", "harbor00"]
     report = json.loads((tmp_path / "e.broken.json").read_text())

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,9 @@ from servers import (
     REPO,
     LiveServer,
     Served,
-    copy_served,
+    Traffic,
     free_port,
+    polling_server_under_traffic,
     prepared_database,
     server_env,
 )
@@ -34,95 +34,63 @@ from model.archive import load_archive, scene_id
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
 
 
-class Traffic:
-    """Requests sent back to back from a thread; every answer is kept."""
+class Faulty:
+    """A server that polls its index every 0.2 s, under traffic, over its own copy of the
+    model and index, which `grn reindex` rebuilds beside it (each run keeps every version,
+    so the test can read the manifest of each one served)."""
 
-    def __init__(self, url: str, query: int, image: bytes) -> None:
-        self.url, self.query, self.image = url, query, image
-        self.seen: list[tuple[str, int, str | None]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
+    def __init__(
+        self, running: tuple[LiveServer, Served, Traffic], ucm_root: Path, labels: Path
+    ) -> None:
+        self.server, self.mine, self.traffic = running
+        self.store = IndexStore(self.mine.index_root)
+        self.ucm_root, self.labels = ucm_root, labels
 
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=60) as client:
-            while not self._stop.is_set():
-                r = client.post("/search", json={"scene_id": self.query, "k": 5})
-                self.seen.append(("search", r.status_code, r.json().get("index_version")))
-                r = client.post("/classify", files={"file": ("q.jpg", self.image)})
-                self.seen.append(("classify", r.status_code, None))
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def grn_reindex(mine: Served, ucm_root: Path, labels: Path, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "reindex",
-            "--model",
-            str(mine.model),
-            "--archive",
-            str(ucm_root),
-            "--labels",
-            str(labels),
-            "--index-root",
-            str(mine.index_root),
-            "--factory",
-            "Flat",
-            "--shard-size",
-            "32",
-            "--keep",
-            "20",  # keep every version, so the test can read the manifest of each one served
-            "--quiet",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **popen,  # type: ignore[arg-type]
-    )
+    def reindex(self, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
+        """`grn reindex` of the copy started in a subprocess (`popen`: more Popen arguments)."""
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "reindex",
+                "--model",
+                str(self.mine.model),
+                "--archive",
+                str(self.ucm_root),
+                "--labels",
+                str(self.labels),
+                "--index-root",
+                str(self.mine.index_root),
+                "--factory",
+                "Flat",
+                "--shard-size",
+                "32",
+                "--keep",
+                "20",
+                "--quiet",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **popen,  # type: ignore[arg-type]
+        )
 
 
 @pytest.fixture
-def faulty(
-    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
-) -> Iterator[tuple[LiveServer, Served, Traffic]]:
-    mine = copy_served(served, tmp_path)
-    url = f"sqlite:///{tmp_path / 'grn.db'}"
-    prepared_database(url, ucm_root, ucm_subset)
-    server = LiveServer(
-        server_env(mine, url, tmp_path, GRN_INDEX_POLL_SECONDS="0.2"), tmp_path / "server.log"
-    )
-    subset = load_archive(ucm_root, ucm_subset)
-    traffic = Traffic(
-        server.url, scene_id(subset.scenes[9].name), subset.scenes[4].path.read_bytes()
-    )
-    try:
-        server.wait_ready()
-        with traffic:
-            yield server, mine, traffic
-    finally:
-        server.stop()
+def faulty(served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> Iterator[Faulty]:
+    with polling_server_under_traffic(served, ucm_root, ucm_subset, tmp_path) as running:
+        yield Faulty(running, ucm_root, ucm_subset)
 
 
-def test_reindex_killed_at_random_points(
-    faulty: tuple[LiveServer, Served, Traffic], ucm_root: Path, ucm_subset: Path
-) -> None:
-    server, mine, traffic = faulty
-    store = IndexStore(mine.index_root)
+def test_reindex_killed_at_random_points(faulty: Faulty) -> None:
+    store = faulty.store
     first = store.current_version()
     rng = random.Random(7)
     kills = []
     for run in range(4):
-        job = grn_reindex(mine, ucm_root, ucm_subset)
+        job = faulty.reindex()
         delay = rng.uniform(1.0, 8.0)
         try:
             job.wait(timeout=delay)
@@ -131,58 +99,51 @@ def test_reindex_killed_at_random_points(
             job.wait()
         kills.append((run, round(delay, 2), job.returncode))
         time.sleep(0.5)
-        assert httpx.get(server.url + "/readyz").status_code == 200
+        assert httpx.get(faulty.server.url + "/readyz").status_code == 200
     # at named points too: after the index file, before and after the manifest
     for point in ("embed-shard:1", "index-written", "manifest-written"):
         # shards a killed run finished are reused: start from none so shard 1 is computed
-        shutil.rmtree(mine.index_root / "work", ignore_errors=True)
-        job = grn_reindex(
-            mine, ucm_root, ucm_subset, env={**os.environ, "GRN_FAULT_KILL_AT": point}
-        )
+        shutil.rmtree(faulty.mine.index_root / "work", ignore_errors=True)
+        job = faulty.reindex(env={**os.environ, "GRN_FAULT_KILL_AT": point})
         assert job.wait(timeout=120) == -signal.SIGKILL, point
         kills.append((point, None, job.returncode))
-    final = grn_reindex(mine, ucm_root, ucm_subset)
+    final = faulty.reindex()
     _, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     newest = store.current_version()
     assert newest != first
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if httpx.get(server.url + "/readyz").json().get("index_version") == newest:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
+    faulty.traffic.wait_for(
+        lambda answer: answer.kind == "search" and answer.index_version == newest,
+        f"from the newest index {newest}",
+    )
     # every request succeeded, each search from a complete index version
-    failed = [s for s in traffic.seen if s[1] != 200]
+    failed = [answer for answer in faulty.traffic.seen if answer.status != 200]
     assert not failed, (failed[:5], kills)
-    versions = {v for kind, _, v in traffic.seen if kind == "search"}
+    versions = {answer.index_version for answer in faulty.traffic.seen if answer.kind == "search"}
     assert first in versions and newest in versions
     for version in versions:
         assert version is not None and store.manifest(version).count == 126
 
 
-def test_disk_full_while_writing_an_index(
-    faulty: tuple[LiveServer, Served, Traffic], ucm_root: Path, ucm_subset: Path
-) -> None:
-    server, mine, traffic = faulty
-    store = IndexStore(mine.index_root)
+def test_disk_full_while_writing_an_index(faulty: Faulty) -> None:
+    store = faulty.store
     before = store.current_version()
     limit = 40 * 1024  # bytes per file: the 18 kB shards fit, the 64 kB index does not
 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    job = grn_reindex(mine, ucm_root, ucm_subset, preexec_fn=small_disk)
+    job = faulty.reindex(preexec_fn=small_disk)
     _, err = job.communicate(timeout=300)
     assert job.returncode == 2, err
     assert "could not be written" in err and "unchanged" in err and "Traceback" not in err
     assert store.current_version() == before
     store.load()  # the version in service still loads and verifies
-    assert httpx.get(server.url + "/readyz").json()["index_version"] == before
-    retry = grn_reindex(mine, ucm_root, ucm_subset)
+    assert httpx.get(faulty.server.url + "/readyz").json()["index_version"] == before
+    retry = faulty.reindex()
     assert retry.wait(timeout=300) == 0
     assert store.current_version() != before
-    assert all(status == 200 for _, status, _ in traffic.seen)
+    assert all(answer.status == 200 for answer in faulty.traffic.seen)
 
 
 class PrivatePostgres:

@@ -22,7 +22,7 @@ from servers import (
     REPO,
     LiveServer,
     Served,
-    postgres_schema,
+    live_server,
     prepared_database,
     server_env,
     shot,
@@ -51,33 +51,23 @@ def geo_live(
     SQLite, on PostgreSQL with PostGIS (where the machine has it) and on PostgreSQL told not
     to use it, so listings go both ways."""
     workdir = tmp_path_factory.mktemp(f"geo-{request.param}")
-    schema = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'grn.db'}"
-    else:
-        schema = postgres_schema()
-        url = schema.__enter__()
-    extra = {"GRN_POSTGIS": "false"} if request.param.endswith("without-postgis") else {}
-    try:
-        prepared_database(url, ucm_root, geo_labels)
-        env = server_env(served, url, workdir, **extra)
-        with LiveServer(env, workdir / "server.log") as server:
-            yield server, url
-    finally:
-        if schema is not None:
-            schema.__exit__()
+    database = request.param.removesuffix("-without-postgis")
+    extra = {"GRN_POSTGIS": "false"} if database != request.param else {}
+    with live_server(database, served, ucm_root, geo_labels, workdir, **extra) as running:
+        yield running
 
 
-def _grid(ucm_root: Path, geo_labels: Path) -> dict[int, SceneGeo]:
+@pytest.fixture
+def grid(ucm_root: Path, geo_labels: Path) -> dict[int, SceneGeo]:
+    """Scene id -> footprint of the georeferenced subset's scenes that have one."""
     archive = load_archive(ucm_root, geo_labels)
     return {scene_id(s.name): s.geo for s in archive.scenes if s.geo is not None}
 
 
 def test_footprints_import_and_the_table_follows_the_reference_filter(
-    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path
+    geo_live: tuple[LiveServer, str], grid: dict[int, SceneGeo]
 ) -> None:
     _, url = geo_live
-    grid = _grid(ucm_root, geo_labels)
     assert len(grid) == 120
     engine = make_engine(url)
     with Session(engine) as session:
@@ -138,10 +128,9 @@ def test_footprints_import_and_the_table_follows_the_reference_filter(
 
 
 def test_search_and_listing_keep_to_the_place_and_answer_geojson(
-    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path
+    geo_live: tuple[LiveServer, str], grid: dict[int, SceneGeo]
 ) -> None:
     server, _ = geo_live
-    grid = _grid(ucm_root, geo_labels)
     query = next(iter(grid))
     lon, lat = grid[query].centre
     bbox = [lon - 0.002, lat - 0.002, lon + 0.002, lat + 0.002]
@@ -234,10 +223,10 @@ def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
     ],
 )
 def test_bad_places_are_refused_by_name(
-    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path, body: dict, words: str
+    geo_live: tuple[LiveServer, str], grid: dict[int, SceneGeo], body: dict, words: str
 ) -> None:
     server, _ = geo_live
-    query = next(iter(_grid(ucm_root, geo_labels)))
+    query = next(iter(grid))
     with server.client() as client:
         answer = client.post("/search", json={"scene_id": str(query), **body})
         assert answer.status_code == 422, answer.text
@@ -250,10 +239,9 @@ def test_bad_places_are_refused_by_name(
 
 
 def test_where_else_counts_the_top_hits_per_cell_and_per_source(
-    geo_live: tuple[LiveServer, str], ucm_root: Path, geo_labels: Path
+    geo_live: tuple[LiveServer, str], grid: dict[int, SceneGeo]
 ) -> None:
     server, _ = geo_live
-    grid = _grid(ucm_root, geo_labels)
     query = next(iter(grid))
     with server.client() as client:
         hits = client.post("/search", json={"scene_id": str(query), "k": 60}).json()["hits"]
@@ -391,11 +379,10 @@ def geo_page(
 
 
 def test_the_map_shows_the_hits_filters_by_a_drawn_area_and_opens_a_scene(
-    geo_page: LiveServer, browser: Any, ucm_root: Path, geo_labels: Path, axe_script: str
+    geo_page: LiveServer, browser: Any, grid: dict[int, SceneGeo], axe_script: str
 ) -> None:
     from playwright.sync_api import expect
 
-    grid = _grid(ucm_root, geo_labels)
     query = str(next(iter(grid)))
     hits = httpx.post(f"{geo_page.url}/search", json={"scene_id": query, "k": 20}).json()["hits"]
     placed = [h for h in hits if int(h["id"]) in grid]
@@ -696,13 +683,12 @@ def test_place_filters_on_the_arrays_follow_the_reference_on_random_footprints()
 
 
 def test_grn_search_takes_a_box_a_polygon_and_a_distance(
-    served: Served, ucm_root: Path, geo_labels: Path, tmp_path: Path
+    served: Served, ucm_root: Path, geo_labels: Path, grid: dict[int, SceneGeo], tmp_path: Path
 ) -> None:
     """`grn search --bbox/--within/--near`, as typed, answers what the API answers."""
     url = f"sqlite:///{tmp_path / 'grn.db'}"
     prepared_database(url, ucm_root, geo_labels)
     env = {**os.environ, **server_env(served, url, tmp_path)}
-    grid = _grid(ucm_root, geo_labels)
     query = next(iter(grid))
     lon, lat = grid[query].centre
     box = [lon - 0.002, lat - 0.002, lon + 0.002, lat + 0.002]

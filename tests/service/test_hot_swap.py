@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-from servers import LiveServer, Served, copy_served, prepared_database, server_env, train_tiny
+from servers import Served, polling_server_under_traffic, train_tiny
 
 from index.stores.faiss_build import ReindexSettings, reindex
 from index.stores.faiss_versions import IndexStore
-from model.archive import load_archive, scene_id
 
 
 def test_retrain_and_reindex_swap_under_load(
@@ -25,43 +21,18 @@ def test_retrain_and_reindex_swap_under_load(
     ucm_subset: Path,
     tmp_path: Path,
 ) -> None:
-    mine = copy_served(served, tmp_path)
-    url = f"sqlite:///{tmp_path / 'grn.db'}"
-    prepared_database(url, ucm_root, ucm_subset)
-    server = LiveServer(
-        server_env(mine, url, tmp_path, GRN_INDEX_POLL_SECONDS="0.2"), tmp_path / "server.log"
-    )
-    archive = load_archive(ucm_root, ucm_subset)
-    image = archive.scenes[5].path.read_bytes()
-    query = scene_id(archive.scenes[7].name)
-    seen: list[tuple[int, str, str | None]] = []
-    stop = threading.Event()
-    threads: list[threading.Thread] = []
-
-    def traffic() -> None:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            while not stop.is_set():
-                r = client.post("/search", json={"scene_id": query, "k": 5})
-                body = r.json()
-                seen.append((r.status_code, body.get("model_version"), body.get("index_version")))
-                r = client.post("/classify", files={"file": ("q.jpg", image)})
-                seen.append((r.status_code, r.json().get("model_version"), None))
-
-    try:
-        server.wait_ready()
+    with polling_server_under_traffic(served, ucm_root, ucm_subset, tmp_path, 3) as running:
+        server, mine, traffic = running
         with server.client() as client:
             before = client.get("/readyz").json()
-        threads.extend(threading.Thread(target=traffic) for _ in range(3))
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)
+        traffic.wait_for(lambda answer: answer.kind == "search", "under way")
 
         # a retrain replaces the model file: its index does not exist yet, so the old pair stays
         retrained = train_tiny(tiny_config, tmp_path / "retrain", seed=1)
         os.replace(shutil.copy(retrained, mine.model.with_suffix(".new")), mine.model)
-        time.sleep(1.5)
-        with server.client() as client:
-            waiting = client.get("/readyz").json()
+        waiting = server.readiness_when(
+            lambda ready: ready["warning"] is not None, "a warning about the new model file"
+        )
         assert waiting["model_version"] == before["model_version"]
         assert "grn reindex" in (waiting["warning"] or "")
 
@@ -75,26 +46,20 @@ def test_retrain_and_reindex_swap_under_load(
             device="cpu",
             progress=False,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with server.client() as client:
-                after = client.get("/readyz").json()
-            if after["model_version"] != before["model_version"]:
-                break
-            time.sleep(0.2)
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
-        server.stop()
+        after = server.readiness_when(
+            lambda ready: ready["model_version"] != before["model_version"],
+            "the new model in service",
+        )
+        new_model = after["model_version"]
+        traffic.wait_for(lambda a: a.kind == "search" and a.model_version == new_model, "by it")
+    seen = traffic.seen
 
     assert after["model_version"] != before["model_version"]
     assert after["index_version"] != before["index_version"] and after["warning"] is None
-    assert seen and all(status == 200 for status, _, _ in seen), [s for s in seen if s[0] != 200]
-    models = {m for _, m, _ in seen}
+    assert seen and all(a.status == 200 for a in seen), [a for a in seen if a.status != 200]
+    models = {answer.model_version for answer in seen}
     assert models == {before["model_version"], after["model_version"]}
     store = IndexStore(mine.index_root)
-    for _, model, index in seen:
-        if index is not None:  # every search used an index built by its model
-            assert store.manifest(index).model_version == model
+    for answer in seen:
+        if answer.index_version is not None:  # every search used an index built by its model
+            assert store.manifest(answer.index_version).model_version == answer.model_version

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
-from servers import LiveServer, Served, copy_served, prepared_database, server_env
+from servers import (
+    LiveServer,
+    Served,
+    copy_served,
+    ended_job,
+    eventually,
+    prepared_database,
+    server_env,
+)
 
 from model.archive import load_archive
 from service.api.app import create_app
@@ -82,9 +89,14 @@ def test_request_ids_are_returned_and_logged_as_json(ops: tuple[LiveServer, Path
     assert (
         hostile.headers["x-request-id"] != "bad id" and len(hostile.headers["x-request-id"]) == 32
     )
-    time.sleep(0.5)
-    lines = [json.loads(x) for x in server.log_path.read_text().splitlines() if x.startswith("{")]
-    mine = [x for x in lines if x.get("request_id") == "trace-abc.123"]
+
+    def logged() -> list[dict[str, Any]]:
+        text = server.log_path.read_text()
+        whole = text[: text.rfind("\n") + 1].splitlines()  # not a line still being written
+        lines = [json.loads(x) for x in whole if x.startswith("{")]
+        return [x for x in lines if x.get("request_id") == "trace-abc.123"]
+
+    mine = eventually(logged, "the request's log line")
     assert len(mine) == 1
     assert mine[0]["route"] == "/labels" and mine[0]["status"] == 200
     assert mine[0]["duration_ms"] > 0 and mine[0]["logger"] == "grn.requests"
@@ -118,16 +130,6 @@ def test_cors_is_closed_except_for_configured_origins(ops: tuple[LiveServer, Pat
     assert "access-control-allow-origin" not in simple.headers
 
 
-def wait_job(client: httpx.Client, job_id: int, timeout: float = 240) -> dict:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/admin/jobs/{job_id}", headers={"X-API-Key": KEY}).json()
-        if job["status"] not in ("queued", "running"):
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still running after {timeout} s")
-
-
 def test_admin_import_and_reindex_jobs(ops: tuple[LiveServer, Path]) -> None:
     server, _ = ops
     auth = {"X-API-Key": KEY}
@@ -136,7 +138,7 @@ def test_admin_import_and_reindex_jobs(ops: tuple[LiveServer, Path]) -> None:
         assert before["scenes"] == 100 and before["index_count"] == 126
         imported = client.post("/admin/import", headers=auth, json={})
         assert imported.status_code == 202, imported.text
-        job = wait_job(client, imported.json()["id"])
+        job = ended_job(client, imported.json()["id"], KEY)
         assert (
             job["status"] == "succeeded" and "imported 0 scenes (100 already" in job["output"][-1]
         )
@@ -145,7 +147,7 @@ def test_admin_import_and_reindex_jobs(ops: tuple[LiveServer, Path]) -> None:
         assert started.status_code == 202
         again = client.post("/admin/reindex", headers=auth, json={})
         assert again.status_code == 409 and again.json()["error"] == "job_running"
-        job = wait_job(client, started.json()["id"])
+        job = ended_job(client, started.json()["id"], KEY)
         assert job["status"] == "succeeded", job["output"]
         assert job["attempts"] == 1 and job["progress"] == 1.0 and job["worker"]
         after = client.get("/readyz").json()

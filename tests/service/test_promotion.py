@@ -10,26 +10,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
-from servers import REPO, LiveServer, Served, copy_served, prepared_database, server_env
+from servers import (
+    REPO,
+    LiveServer,
+    Served,
+    copy_served,
+    ended_job,
+    prepared_database,
+    server_env,
+)
 from sqlalchemy import text
 
 from service.storage.db import make_engine
 
 KEY = "admin-key-0123456789abcdef"
 AUTH = {"X-API-Key": KEY}
-
-
-def wait_job(client: httpx.Client, job_id: int, timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/admin/jobs/{job_id}", headers=AUTH).json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still running after {timeout} s")
 
 
 def served_version(client: httpx.Client, expected_not: str | None = None) -> str:
@@ -60,7 +57,7 @@ def test_retrain_gate_force_and_rollback(
         # labels is better on val, so the gate promotes it, with an index of its own
         started = client.post("/admin/train", headers=AUTH, json={"epochs": 20})
         assert started.status_code == 202, started.text
-        job = wait_job(client, started.json()["id"])
+        job = ended_job(client, started.json()["id"], KEY)
         assert job["status"] == "succeeded", job["output"]
         assert any("passes" in line for line in job["output"]), job["output"]
         first = served_version(client, expected_not=original)
@@ -85,9 +82,8 @@ def test_retrain_gate_force_and_rollback(
                      f"FROM scenes WHERE split = 'train'")
             )  # fmt: skip
         engine.dispose()
-        refused = wait_job(
-            client, client.post("/admin/train", headers=AUTH, json={"epochs": 20}).json()["id"]
-        )
+        train = client.post("/admin/train", headers=AUTH, json={"epochs": 20})
+        refused = ended_job(client, train.json()["id"], KEY)
         assert refused["status"] == "failed" and refused["returncode"] == 3, refused["output"]
         assert any("not promoted: lower" in line for line in refused["output"]), refused
         assert client.get("/readyz").json()["model_version"] == first
@@ -110,7 +106,7 @@ def test_retrain_gate_force_and_rollback(
         assert listed.splitlines()[0].startswith(f"* {second}") and first in listed
 
         # rollback: the model before, with its index version put back
-        rolled = wait_job(client, client.post("/admin/rollback", headers=AUTH).json()["id"])
+        rolled = ended_job(client, client.post("/admin/rollback", headers=AUTH).json()["id"], KEY)
         assert rolled["status"] == "succeeded", rolled["output"]
         assert served_version(client, expected_not=second) == first
         ready = client.get("/readyz").json()

@@ -33,8 +33,14 @@ def held(root: Path) -> set[int]:
     return set(store.ids(str(store.current_version())).tolist())
 
 
-def drifted_sql(ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> tuple[str, set[int]]:
-    """SQL holding 100 of the subset's 126 scenes and 10 UCM scenes outside it."""
+@pytest.fixture
+def drifted(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> tuple[Served, str, set[int]]:
+    """A copy of `served` (an index of the subset's 126 scenes) and SQL that drifted from it,
+    holding 100 of those scenes and 10 UCM scenes outside the subset: the copy, the SQL URL
+    and the ids of the scenes in SQL."""
+    mine = copy_served(served, tmp_path)
     with ucm_subset.open(newline="") as handle:
         subset_rows = list(csv.reader(handle))
     with (ucm_root / "labels.csv").open(newline="") as handle:
@@ -51,18 +57,13 @@ def drifted_sql(ucm_root: Path, ucm_subset: Path, tmp_path: Path) -> tuple[str, 
         csv.writer(handle).writerows([subset_rows[0], *rows])
     url = f"sqlite:///{tmp_path / 'grn.db'}"
     prepared_database(url, archive, archive / "labels.csv")
-    return url, {scene_id(row[0]) for row in rows}
+    return mine, url, {scene_id(row[0]) for row in rows}
 
 
 def test_reconcile_finds_and_repairs_drift(
-    served: Served,
-    tiny_config: Callable[..., object],
-    ucm_root: Path,
-    ucm_subset: Path,
-    tmp_path: Path,
+    drifted: tuple[Served, str, set[int]], tiny_config: Callable[..., object], tmp_path: Path
 ) -> None:
-    mine = copy_served(served, tmp_path)  # an index of the 126 subset scenes
-    url, sql_ids = drifted_sql(ucm_root, ucm_subset, tmp_path)
+    mine, url, sql_ids = drifted
     env = {
         "GRN_DATABASE_URL": url,
         "GRN_MODEL_PATH": str(mine.model),
@@ -93,15 +94,14 @@ def test_reconcile_finds_and_repairs_drift(
 
 
 def test_reconcile_a_milvus_collection(
-    served: Served,
+    drifted: tuple[Served, str, set[int]],
     tiny_config: Callable[..., object],
     ucm_root: Path,
     ucm_subset: Path,
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("pymilvus")
-    mine = copy_served(served, tmp_path)
-    url, sql_ids = drifted_sql(ucm_root, ucm_subset, tmp_path)
+    mine, url, sql_ids = drifted
     env = {"GRN_DATABASE_URL": url, "GRN_MODEL_PATH": str(mine.model), "GRN_DEVICE": "cpu"}
     uri = str(tmp_path / "milvus.db")
     milvus = ["--milvus", uri, "--index-root", str(tmp_path / "work")]

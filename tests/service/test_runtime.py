@@ -19,6 +19,11 @@ from service.runtime import Batcher, Inference, Runtime
 from service.settings import Settings
 
 
+async def until(event: threading.Event) -> None:
+    """Wait, off the event loop, for `event` set by another thread (the model thread)."""
+    assert await asyncio.to_thread(event.wait, 30), "the event never came"
+
+
 def infer_all(
     runtime: Runtime, images: list[np.ndarray], batching: bool
 ) -> tuple[list[Inference], list[int]]:
@@ -116,6 +121,13 @@ def test_a_lone_image_on_an_idle_model_runs_with_its_decoding(
     def broken() -> np.ndarray:
         raise InvalidImageError("x.jpg: cannot decode it")
 
+    running, release = threading.Event(), threading.Event()
+
+    def held_image() -> np.ndarray:  # decoded on the model thread, until the test lets it go
+        running.set()
+        assert release.wait(30)
+        return images[1]
+
     async def run() -> None:
         batcher = Batcher(enabled=True, max_batch_size=8, wait_ms=50)
         batcher.start()
@@ -127,14 +139,16 @@ def test_a_lone_image_on_an_idle_model_runs_with_its_decoding(
             np.testing.assert_allclose(lone.embedding, queued.embedding, atol=1e-6)
             np.testing.assert_allclose(lone.probabilities, queued.probabilities, atol=1e-6)
             # while one runs, a second lone image is declined (it would wait behind it)
-            first = asyncio.ensure_future(batcher.infer_when_idle(snapshot, lambda: images[1]))
-            await asyncio.sleep(0)
+            first = asyncio.ensure_future(batcher.infer_when_idle(snapshot, held_image))
+            await until(running)
             assert await batcher.infer_when_idle(snapshot, lambda: images[2]) is None
+            release.set()
             assert await first is not None
             with pytest.raises(InvalidImageError, match="cannot decode"):
                 await batcher.infer_when_idle(snapshot, broken)
             assert await batcher.infer_when_idle(snapshot, lambda: images[2]) is not None
         finally:
+            release.set()
             await batcher.stop()
 
     asyncio.run(run())
@@ -148,7 +162,7 @@ def test_a_lone_image_is_declined_while_a_batch_handed_after_it_runs(
     runtime = Runtime(Settings(model_path=served.model, index_root=served.index_root, device="cpu"))
     assert runtime.refresh()
     images = [read_image(s.path) for s in load_archive(ucm_root, ucm_subset).scenes[:3]]
-    lone_gate, batch_gate = threading.Event(), threading.Event()
+    lone_running, lone_gate, batch_gate = threading.Event(), threading.Event(), threading.Event()
     real_run_model = runtime_module._run_model
 
     def gated_run_model(snapshot: Any, batch: Any) -> list[Inference]:
@@ -159,18 +173,31 @@ def test_a_lone_image_is_declined_while_a_batch_handed_after_it_runs(
     monkeypatch.setattr(runtime_module, "_run_model", gated_run_model)
 
     def gated_image() -> np.ndarray:
+        lone_running.set()
         assert lone_gate.wait(30)
         return images[0]
 
     async def run() -> None:
         batcher = Batcher(enabled=True, max_batch_size=8, wait_ms=50)
+        batch_handed = asyncio.Event()
+        hand_over = batcher._executor.submit
+
+        def submit(function: Any, *args: Any) -> Any:  # on the loop, as the batcher hands over
+            handed = hand_over(function, *args)
+            if function is gated_run_model:
+                batch_handed.set()
+            return handed
+
+        monkeypatch.setattr(batcher._executor, "submit", submit)
         batcher.start()
         try:
             snapshot = runtime.current()
             lone = asyncio.ensure_future(batcher.infer_when_idle(snapshot, gated_image))
-            await asyncio.sleep(0.05)
+            await until(lone_running)
             batch = asyncio.ensure_future(batcher.infer(snapshot, images[1:]))
-            await asyncio.sleep(0.05)  # the batcher hands the batch over, behind the lone image
+            # the batcher hands the batch over, behind the lone image
+            await asyncio.wait_for(batch_handed.wait(), 30)
+            assert not batch.done()
             lone_gate.set()
             assert await lone is not None
             assert await batcher.infer_when_idle(snapshot, lambda: images[0]) is None

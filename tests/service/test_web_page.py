@@ -6,7 +6,6 @@ holds the committed ones)."""
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,10 +214,19 @@ def test_the_last_query_wins(page_server: LiveServer, browser: Any, subset: Arch
         """() => {
           const original = window.fetch;
           window.searches = 0;
+          const held = new Promise((release) => { window.answerFirstSearch = release; });
           window.fetch = async (...args) => {
+            const first = String(args[0]).includes('/search') && ++window.searches === 1;
             const response = await original(...args);
-            if (String(args[0]).includes('/search') && ++window.searches === 1) {
-              await new Promise((done) => setTimeout(done, 1500));
+            if (first) {
+              await held;
+              const read = response.json.bind(response);
+              response.json = async () => {
+                const body = await read();
+                // a task runs after the page's own handling of the body (promise jobs)
+                setTimeout(() => { window.firstSearchHandled = true; });
+                return body;
+              };
             }
             return response;
           };
@@ -227,7 +235,8 @@ def test_the_last_query_wins(page_server: LiveServer, browser: Any, subset: Arch
     page.select_option("#k", "50")
     page.select_option("#limit", "50")  # while the k=50 (limit 20) search is still out
     expect(page.locator("#page-info")).to_have_text("1–50 of 50")
-    time.sleep(2.0)  # the slow answer has come back by now
+    page.evaluate("window.answerFirstSearch()")
+    page.wait_for_function("window.firstSearchHandled === true")
     expect(page.locator("#results .card")).to_have_count(50)
     expect(page.locator("#page-info")).to_have_text("1–50 of 50")
     assert page.evaluate("window.searches") == 2

@@ -1,0 +1,49 @@
+// What the search page (app.js) and the admin page (admin.js) share: finding and making
+// elements, calls to the service's own API with the key the person entered (sent as
+// X-API-Key), and the drop zone for image files. A plain script loaded before either page's,
+// so these are globals of both.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+function headers(extra = {}) {
+  const key = $("api-key").value.trim();
+  return key ? { ...extra, "X-API-Key": key } : extra;
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  } catch (err) {
+    throw new Error("The service cannot be reached. Is it running?");
+  }
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(body && body.message ? body.message : `HTTP ${response.status}`);
+  }
+  return body;
+}
+
+function element(tag, props = {}, children = []) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+// `drop` takes dropped files (handed to `take`) and, focused, opens the file chooser `input`
+// with Enter or Space: on key release, as Chromium ignored a click sent from keydown.
+function dropZone(drop, input, take) {
+  drop.addEventListener("keyup", (event) => {
+    if (event.target === drop && (event.key === "Enter" || event.key === " ")) input.click();
+  });
+  drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    take(event.dataTransfer.files);
+  });
+}
