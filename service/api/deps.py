@@ -126,3 +126,16 @@ class SceneUrls:
 def split_commas(values: list[str]) -> list[str]:
     """List parameters may repeat or separate values by commas."""
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def request_body(
+    *, multipart: dict[str, Any] | None = None, json: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A route's `openapi_extra` for a body it reads itself (a multipart upload, or JSON it
+    validates by hand): the required body's schema for each content type it takes."""
+    content = {}
+    if json is not None:
+        content["application/json"] = {"schema": json}
+    if multipart is not None:
+        content["multipart/form-data"] = {"schema": multipart}
+    return {"requestBody": {"required": True, "content": content}}

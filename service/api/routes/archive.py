@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
@@ -37,6 +37,16 @@ from service.usecases.thumbnails import cache_headers, not_modified, rendering, 
 
 router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
 SCENE_ERRORS = documented(404, 422)
+
+
+def image_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of a scene's image route: the image, 304 for a cached one, and
+    the scene errors."""
+    return {
+        200: {"content": {media_type: {}}},
+        304: {"description": "Not modified"},
+        **SCENE_ERRORS,
+    }
 
 
 def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
@@ -102,11 +112,7 @@ async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId)
     "/scenes/{scene_id}/image",
     name="scene_image",
     response_class=FileResponse,
-    responses={
-        200: {"content": {"image/*": {}}},
-        304: {"description": "Not modified"},
-        **SCENE_ERRORS,
-    },
+    responses=image_responses("image/*"),
 )
 async def scene_image(
     request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
@@ -123,11 +129,7 @@ async def scene_image(
 @router.get(
     "/scenes/{scene_id}/thumbnail",
     name="scene_thumbnail",
-    responses={
-        200: {"content": {"image/jpeg": {}}},
-        304: {"description": "Not modified"},
-        **SCENE_ERRORS,
-    },
+    responses=image_responses("image/jpeg"),
 )
 async def scene_thumbnail(
     request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
@@ -144,11 +146,7 @@ async def scene_thumbnail(
 @router.get(
     "/scenes/{scene_id}/preview",
     name="scene_preview",
-    responses={
-        200: {"content": {"image/jpeg": {}}},
-        304: {"description": "Not modified"},
-        **SCENE_ERRORS,
-    },
+    responses=image_responses("image/jpeg"),
 )
 async def scene_preview(
     request: Request,

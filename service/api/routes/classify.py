@@ -17,6 +17,7 @@ from service.api.deps import (
     SettingsDep,
     elapsed_ms,
     in_thread,
+    request_body,
 )
 from service.api.errors import documented
 from service.api.schemas.classify import (
@@ -54,12 +55,7 @@ CLASSIFY_SCHEMA: dict[str, Any] = {
     response_model=ClassifyResponse,
     tags=["model"],
     responses=documented(400, 401, 403, 413, 503),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": CLASSIFY_SCHEMA}},
-        }
-    },
+    openapi_extra=request_body(multipart=CLASSIFY_SCHEMA),
 )
 async def classify(
     request: Request,
@@ -112,12 +108,7 @@ async def classifier_for(catalog: Catalog, card: Any) -> bool:
     "/preview",
     tags=["model"],
     responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 401, 403, 413, 422)},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": UPLOAD_SCHEMA}},
-        }
-    },
+    openapi_extra=request_body(multipart=UPLOAD_SCHEMA),
 )
 async def preview(
     request: Request,

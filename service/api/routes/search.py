@@ -27,6 +27,7 @@ from service.api.deps import (
     SettingsDep,
     elapsed_ms,
     in_thread,
+    request_body,
 )
 from service.api.errors import documented
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
@@ -74,15 +75,7 @@ UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
         200: {"content": {"text/csv": {}}, "description": "The hits (CSV with format=csv)"},
         **documented(400, 401, 403, 404, 413, 422, 503),
     },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": SEARCH_SCHEMA},
-                "multipart/form-data": {"schema": UPLOAD_SEARCH_SCHEMA},
-            },
-        }
-    },
+    openapi_extra=request_body(json=SEARCH_SCHEMA, multipart=UPLOAD_SEARCH_SCHEMA),
 )
 async def search(
     request: Request,

@@ -21,6 +21,7 @@ from service.api.deps import (
     SettingsDep,
     elapsed_ms,
     in_thread,
+    request_body,
     split_commas,
 )
 from service.api.errors import documented
@@ -112,12 +113,7 @@ def _fields(files: int, form: dict[str, list[str]]) -> list[NewSceneFields]:
     status_code=201,
     response_model=ScenesAdded,
     responses=documented(400, 409, 413, 422),
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"multipart/form-data": {"schema": ADD_SCHEMA}},
-        }
-    },
+    openapi_extra=request_body(multipart=ADD_SCHEMA),
 )
 async def add_scenes(
     request: Request,
