@@ -14,7 +14,6 @@ scenes hold real black pixels).
 
 from __future__ import annotations
 
-import csv
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from rasterio.transform import Affine
 if __name__ == "__main__":  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.mosaic import square_scenes
 from model.imageio import read_image
 
 SCENE_PX = 256
@@ -70,26 +70,8 @@ class Mosaic:
 
 def ucm_scenes(root: Path = UCM, count: int = 9, seed: int = 0) -> list[Path]:
     """`count` UCM scene files of exactly 256 x 256 pixels from different scene folders,
-    chosen reproducibly."""
-    with (root / "labels.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    by_folder: dict[str, list[str]] = {}
-    for row in rows:
-        by_folder.setdefault(row["scene"], []).append(row["image"])
-    rng = np.random.default_rng(seed)
-    folders = sorted(by_folder)
-    rng.shuffle(folders)
-    chosen: list[Path] = []
-    while len(chosen) < count:
-        for folder in folders:
-            for stem in rng.permutation(sorted(by_folder[folder])):
-                path = root / "images" / folder / f"{stem}.jpg"
-                if path not in chosen and read_image(path).shape[:2] == (SCENE_PX, SCENE_PX):
-                    chosen.append(path)
-                    break
-            if len(chosen) == count:
-                break
-    return chosen
+    chosen reproducibly (as the geo benchmark's mosaic chooses them)."""
+    return square_scenes(root, count, seed)
 
 
 def make_mosaic(
