@@ -128,6 +128,18 @@ def split_commas(values: list[str]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def upload_schema(*, many: bool = False, **fields: Any) -> dict[str, Any]:
+    """The multipart form of an upload: a required `file` (repeated when `many`) and the
+    other form fields' schemas."""
+    binary = {"type": "string", "format": "binary"}
+    file = (
+        {"type": "array", "items": binary, "description": "One or more images (repeat the field)."}
+        if many
+        else binary
+    )
+    return {"type": "object", "required": ["file"], "properties": {"file": file, **fields}}
+
+
 def request_body(
     *, multipart: dict[str, Any] | None = None, json: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from service.api.deps import (
     elapsed_ms,
     in_thread,
     request_body,
+    upload_schema,
 )
 from service.api.errors import documented
 from service.api.schemas.classify import (
@@ -32,22 +33,8 @@ from service.usecases.thumbnails import jpeg
 
 router = APIRouter(dependencies=READER)
 
-UPLOAD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {"file": {"type": "string", "format": "binary"}},
-}
-CLASSIFY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {
-        "file": {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": "One or more images (repeat the field).",
-        }
-    },
-}
+UPLOAD_SCHEMA = upload_schema()
+CLASSIFY_SCHEMA = upload_schema(many=True)
 
 
 @router.post(

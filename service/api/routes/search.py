@@ -28,6 +28,7 @@ from service.api.deps import (
     elapsed_ms,
     in_thread,
     request_body,
+    upload_schema,
 )
 from service.api.errors import documented
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
@@ -53,18 +54,13 @@ from service.usecases.text import phrase_reader, with_reading
 router = APIRouter(dependencies=READER)
 
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-UPLOAD_SEARCH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {
-        "file": {"type": "string", "format": "binary"},
-        **{
-            key: value
-            for key, value in SEARCH_SCHEMA["properties"].items()
-            if key not in ("scene_id", "include_query")
-        },
-    },
-}
+UPLOAD_SEARCH_SCHEMA = upload_schema(
+    **{
+        key: value
+        for key, value in SEARCH_SCHEMA["properties"].items()
+        if key not in ("scene_id", "include_query")
+    }
+)
 
 
 @router.post(

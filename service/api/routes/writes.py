@@ -23,6 +23,7 @@ from service.api.deps import (
     in_thread,
     request_body,
     split_commas,
+    upload_schema,
 )
 from service.api.errors import documented
 from service.api.routes.archive import scene_out
@@ -34,32 +35,24 @@ from service.usecases.writes import DuplicateScenesError, NewScene, SceneChanges
 
 router = APIRouter(tags=["archive"], dependencies=WRITER, responses=documented(401, 403, 503))
 
-ADD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {
-        "file": {
-            "type": "array",
-            "items": {"type": "string", "format": "binary"},
-            "description": "One or more images (repeat the field).",
-        },
-        "scenes": {
-            "type": "string",
-            "description": "A JSON array with one object per file, in order (NewSceneFields); "
-            "or, for one file, the fields below.",
-        },
-        "name": {"type": "string"},
-        "scene": {"type": "string"},
-        "split": {"type": "string", "enum": ["train", "val", "test"]},
-        "labels": {"type": "string", "description": "Labels, comma-separated or repeated."},
-        "metadata": {"type": "string", "description": "A JSON object."},
-        "footprint": {
-            "type": "string",
-            "description": "Where it lies: a GeoJSON Polygon or Point in WGS84 (a GeoTIFF "
-            "keeps its own georeferencing without it).",
-        },
+ADD_SCHEMA = upload_schema(
+    many=True,
+    scenes={
+        "type": "string",
+        "description": "A JSON array with one object per file, in order (NewSceneFields); "
+        "or, for one file, the fields below.",
     },
-}
+    name={"type": "string"},
+    scene={"type": "string"},
+    split={"type": "string", "enum": ["train", "val", "test"]},
+    labels={"type": "string", "description": "Labels, comma-separated or repeated."},
+    metadata={"type": "string", "description": "A JSON object."},
+    footprint={
+        "type": "string",
+        "description": "Where it lies: a GeoJSON Polygon or Point in WGS84 (a GeoTIFF "
+        "keeps its own georeferencing without it).",
+    },
+)
 SINGLE_FIELDS = ("name", "scene", "split", "labels", "metadata", "footprint")
 
 
