@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from index.stores import ReindexOptions, VectorStore
-from index.stores.faiss_versions import IndexStore, write_durably
 from model.archive import Archive
 from model.card import read_card, resolve_model_path
 
@@ -151,6 +150,8 @@ def _mark_served(served: Path, version: str) -> None:
 
 
 def _copy_durably(source: Path, target: Path) -> None:
+    from index.stores.faiss_versions import write_durably  # FAISS: not for `grn models`
+
     write_durably(target, source.read_bytes())
 
 
@@ -192,6 +193,7 @@ def _index_for(
     when it holds exactly SQL's scenes, else a new build."""
     root = getattr(store, "root", None)
     if root is not None:
+        from index.stores.faiss_versions import IndexStore
         from model.archive import scene_id
 
         versions = IndexStore(root)
