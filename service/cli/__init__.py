@@ -3,7 +3,8 @@ and status. A package of thin command groups, one module per topic, over the use
 (`service.usecases`) and the library functions; settings not given as options come from the
 `GRN_` environment variables (service/settings.py).
 
-- `app`: the typer apps, the options several commands share, one-line errors, JSON output
+- `app`: the typer apps, the options several commands share, one-line errors and exit
+  codes (0 success, 1 failure, 2 usage), `--json` and table output
 - `data`: `grn db`, `import`, `tile`, `assets`
 - `training`: `train`, `evaluate`, `embed`, `grn model pack` / `unpack`
 - `index`: `reindex`, `reconcile`

@@ -1,17 +1,69 @@
 """The `grn` typer apps and what every command group shares: the options that several
-commands take, one-line errors (`error: ...`, exit 2) and JSON output. Nothing here imports
-torch, FAISS or the web stack: each command imports what it needs when it runs."""
+commands take, one-line errors with their exit codes, and output helpers (`--json`, tables).
+
+Exit codes: 0 success, 1 failure (the command understood, the work could not be done:
+printed as `error: ...` on one line), 2 usage (options or arguments that cannot be
+understood: typer's own, and combinations a command refuses), and a command's own where its
+help says so (`grn promote`: 3 when the gate refuses). Nothing here imports torch, FAISS or
+the web stack: each command imports what it needs when it runs."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
+
+# Click's exception classes, from Click itself or the copy newer typers carry (typer.*
+# re-exports only some of them)
+UsageError: type[Exception] = typer.BadParameter.__bases__[0]
+ClickException: type[Exception] = UsageError.__bases__[0]
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors as one line, `error: ...; see `grn CMD --help``, exit 2 (Click prints
+    the usage, a hint and the error on three lines)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except UsageError as exc:
+            if "\n" in str(exc.format_message()):  # type: ignore[attr-defined]
+                exc.show()  # type: ignore[attr-defined]  # the help, for a group without a command
+                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path if ctx is not None else "grn"
+            typer.secho(
+                f"error: {usage_message(exc)}; see `{command} --help`", fg=typer.colors.RED,
+                err=True,
+            )  # fmt: skip
+            sys.exit(2)
+        except ClickException as exc:
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        # without standalone mode, Click answers an Exit's code (typer.Exit) or None
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="GRN scene retrieval: import, train, index and serve remote-sensing archives.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -27,6 +79,25 @@ model_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+
+
+PARSE_ERRORS = {
+    "Input should be a valid integer": "not a whole number",
+    "Input should be a valid number": "not a number",
+}
+"""typer's (pydantic's) messages for a number that does not parse, in fewer words."""
+
+
+def usage_message(exc: Exception) -> str:
+    """Click's message on one line, an option named without quotes (`invalid value for
+    --k: not a whole number`)."""
+    param, text = getattr(exc, "param", None), getattr(exc, "message", "")
+    if isinstance(exc, typer.BadParameter) and param is not None and text:
+        name = param.opts[0] if param.param_type_name == "option" else param.name.upper()
+        for long, short in PARSE_ERRORS.items():
+            text = short if text.startswith(long) else text
+        return f"invalid value for {name}: {text}"
+    return str(exc.format_message()).rstrip(".")  # type: ignore[attr-defined]
 
 
 def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
@@ -52,14 +123,17 @@ def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
 
 
 def message(exc: BaseException) -> str:
-    return str(exc)
+    """An exception's message on one line, without a KeyError's quotes."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
 
 
 def fail(exc: BaseException | str) -> NoReturn:
-    """The command failed: `error: ...` on stderr, exit 2."""
+    """The command failed: `error: ...` on stderr, exit 1."""
     text = exc if isinstance(exc, str) else message(exc)
     typer.secho(f"error: {text}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=1)
 
 
 def usage_error(text: str) -> NoReturn:
@@ -84,8 +158,33 @@ def print_json(value: Any) -> None:
     typer.echo(json.dumps(value, indent=2))
 
 
+def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: str = "") -> None:
+    """Rows under a header row, columns padded to their widest cell; the columns named in
+    `right` (a space-separated list) aligned right (numbers), the last one left unpadded."""
+    cells = [[str(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+    aligned = set(right.split())
+    for row in cells:
+        padded = [
+            cell.rjust(width) if name in aligned else cell.ljust(width)
+            for name, cell, width in zip(header, row, widths, strict=True)
+        ]
+        typer.echo("  ".join([*padded[:-1], row[-1]]).rstrip())
+
+
 def split_commas(values: list[str] | None) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def scene_ids(option: str, values: Sequence[str] | None) -> list[int]:
+    """Scene ids given as text (whole numbers); anything else is a usage error."""
+    ids = []
+    for value in values or ():
+        try:
+            ids.append(int(value))
+        except ValueError:
+            usage_error(f"{option} takes a scene id, a whole number, not {value}")
+    return ids
 
 
 def engine(database_url: str | None) -> Any:
@@ -156,7 +255,8 @@ UrlOpt = Annotated[
 
 
 def output_format(output: str, as_json: bool) -> str:
-    """--format, or json with --json; a format other than table, json or csv is refused."""
+    """--format, or json with --json; a format other than table, json or csv is a usage
+    error."""
     output = "json" if as_json else output
     if output not in ("table", "json", "csv"):
         usage_error(f"--format must be table, json or csv, not {output}")

@@ -10,12 +10,14 @@ import typer
 
 from service.cli.app import (
     DatabaseOpt,
+    JsonOpt,
     LabelsOpt,
     QuietOpt,
     app,
     db_app,
     engine,
     fail,
+    print_json,
     split_commas,
     usage_error,
     user_errors,
@@ -52,13 +54,20 @@ def db_downgrade(
 
 
 @db_app.command("current")
-def db_current(database_url: DatabaseOpt = None) -> None:
-    """The revision the database is at, and the newest one."""
+def db_current(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
+    """The revision the database is at, and the newest one (exit 1 when the database does
+    not answer)."""
     from service.storage.migrate import current_revision, head_revision
 
-    typer.echo(
-        f"database at {current_revision(engine(database_url)) or 'base'}; newest {head_revision()}"
-    )
+    try:
+        revision = current_revision(engine(database_url))
+    except Exception as exc:  # the database is down, or the URL names none
+        fail(f"the database does not answer ({type(exc).__name__}: {exc})")
+    newest = head_revision()
+    if as_json:
+        print_json({"revision": revision, "newest": newest, "current": revision == newest})
+    else:
+        typer.echo(f"database at {revision or 'base'}; newest {newest}")
 
 
 def _ensure_sqlite_folder(connected: Any) -> None:

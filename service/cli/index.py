@@ -4,7 +4,7 @@ repair drift between SQL and the store (`grn reconcile`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +13,7 @@ from service.cli.app import (
     CollectionOpt,
     DatabaseOpt,
     DeviceOpt,
+    JsonOpt,
     LabelsOpt,
     MilvusOpt,
     ModelOpt,
@@ -21,6 +22,7 @@ from service.cli.app import (
     app,
     engine,
     fail,
+    print_json,
     store_settings,
     usage_error,
     user_errors,
@@ -119,6 +121,21 @@ def reindex(
             typer.echo(f"  {broken.path}: {broken.error}", err=True)
 
 
+def _drift(drift: Any) -> dict[str, Any]:
+    """A drift as JSON: versions, counts of scenes, and the lines `grn reconcile` prints."""
+    return {
+        "model_version": drift.model_version,
+        "index_version": drift.index_version,
+        "index_model_version": drift.index_model_version,
+        "stale_model": drift.stale_model,
+        "missing_from_index": len(drift.missing_from_index),
+        "unknown_to_sql": len(drift.unknown_to_sql),
+        "pending": len(drift.pending),
+        "clean": drift.clean,
+        "drift": drift.describe(),
+    }
+
+
 @app.command()
 def reconcile(
     repair_drift: Annotated[
@@ -131,6 +148,7 @@ def reconcile(
     collection: CollectionOpt = None,
     device: DeviceOpt = "auto",
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Find drift between SQL (the source of truth) and the vector store the service
     searches (GRN_VECTOR_STORE): scenes in one and not the other, an index of another
@@ -142,24 +160,34 @@ def reconcile(
     connected = engine(database_url)
     model_path = model or settings.model_path
     store = open_store(settings)
+    answer: dict[str, Any] = {}
     try:
         drift = find_drift(connected, model_path, store)
-        for line in drift.describe() or ["the index matches SQL"]:
-            typer.echo(line)
-        if drift.clean or not repair_drift:
-            raise typer.Exit(code=0 if drift.clean else 1)
-        report = repair(connected, model_path, store, drift, device=device, progress=not quiet)
-        if report is not None:
-            typer.echo(
-                f"repaired: {report.name} holds {report.count} scenes "
-                f"(added {report.added}, removed {report.removed})"
-            )
-        after = find_drift(connected, model_path, store)
+        answer = _drift(drift)
+        if not as_json:
+            for line in drift.describe() or ["the index matches SQL"]:
+                typer.echo(line)
+        after = drift
+        if repair_drift and not drift.clean:
+            report = repair(connected, model_path, store, drift, device=device, progress=not quiet)
+            if report is not None:
+                answer["repaired"] = {"version": report.name, "count": report.count,
+                                      "added": report.added, "removed": report.removed}  # fmt: skip
+                if not as_json:
+                    typer.echo(
+                        f"repaired: {report.name} holds {report.count} scenes "
+                        f"(added {report.added}, removed {report.removed})"
+                    )
+            after = find_drift(connected, model_path, store)
+            answer["after"] = _drift(after)
     except user_errors(ReconcileError) as exc:
         fail(exc)
     finally:
         store.close()
-    if not after.clean:
+    if as_json:
+        print_json(answer)
+    elif repair_drift and not after.clean:
         for line in after.describe():
             typer.echo(f"still: {line}", err=True)
+    if not after.clean:
         raise typer.Exit(code=1)

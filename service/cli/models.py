@@ -11,11 +11,14 @@ import typer
 from service.cli.app import (
     DatabaseOpt,
     DeviceOpt,
+    JsonOpt,
     ModelOpt,
     QuietOpt,
     app,
     engine,
     fail,
+    print_json,
+    print_table,
     show_log,
     user_errors,
 )
@@ -107,20 +110,28 @@ def rollback(database_url: DatabaseOpt = None, device: DeviceOpt = "auto") -> No
         fail(exc)
 
 
+FIGURES = ("knn_sample_f1", "map")
+
+
 @app.command()
-def models() -> None:
-    """The served model and those served before it (kept for `grn rollback`), newest
+def models(as_json: JsonOpt = False) -> None:
+    """The served model (*) and those served before it (kept for `grn rollback`), newest
     first, with the val figures the gate measured."""
     from service.settings import get_settings
     from service.usecases.lifecycle import served_model_file, served_models
 
     settings = get_settings()
     rows = served_models(settings)
+    if as_json:
+        print_json({"model_path": str(served_model_file(settings)), "models": rows})
+        return
     if not rows:
         typer.echo(f"no model at {served_model_file(settings)}")
         return
+    table = []
     for row in rows:
         figures = row.get("val_figures") or {}
-        shown = ", ".join(f"{k} {figures[k]:.4f}" for k in ("knn_sample_f1", "map") if k in figures)
-        mark = "*" if row["served"] else " "
-        typer.echo(f"{mark} {row['version']}  {shown or 'no figures'}  {row.get('served_at', '')}")
+        shown = [f"{figures[name]:.4f}" if name in figures else "-" for name in FIGURES]
+        table.append(["*" if row["served"] else "", row["version"], *shown,
+                      row.get("served_at", "")])  # fmt: skip
+    print_table(["served", "version", *FIGURES, "served_at"], table, right=" ".join(FIGURES))

@@ -22,6 +22,8 @@ from service.cli.app import (
     message,
     output_format,
     print_json,
+    print_table,
+    scene_ids,
     split_commas,
     usage_error,
     user_errors,
@@ -34,7 +36,8 @@ def search(
         Path | None, typer.Argument(help="An image file to search by (or --scene).")
     ] = None,
     scene: Annotated[
-        int | None, typer.Option("--scene", help="Search by this archive scene's id.")
+        str | None,
+        typer.Option("--scene", metavar="ID", help="Search by this archive scene's id."),
     ] = None,
     k: Annotated[int, typer.Option(help="Hits, 1 to 1000.")] = 10,
     labels_all: Annotated[
@@ -52,12 +55,16 @@ def search(
         bool, typer.Option("--include-query", help="With --scene: keep the scene itself.")
     ] = False,
     more_like: Annotated[
-        list[int] | None,
-        typer.Option("--more-like", help="Relevance feedback: a scene id to be like (repeat)."),
+        list[str] | None,
+        typer.Option(
+            "--more-like", metavar="ID", help="Relevance feedback: a scene id to be like (repeat)."
+        ),
     ] = None,
     less_like: Annotated[
-        list[int] | None,
-        typer.Option("--less-like", help="Relevance feedback: a scene id not to be like."),
+        list[str] | None,
+        typer.Option(
+            "--less-like", metavar="ID", help="Relevance feedback: a scene id not to be like."
+        ),
     ] = None,
     text: Annotated[
         str | None,
@@ -81,7 +88,10 @@ def search(
 ) -> None:
     """The archive scenes most similar to an image or an archive scene, or most typical of
     labels (--labels-all alone), as POST /search answers: from the model, vector store and
-    SQL of the GRN_ settings, or from a running service with --url."""
+    SQL of the GRN_ settings, or from a running service with --url. A table of rank, score,
+    id, image and labels under a header row; --format json or csv."""
+    query_id = scene_ids("--scene", [scene])[0] if scene is not None else None
+    liked, disliked = scene_ids("--more-like", more_like), scene_ids("--less-like", less_like)
     if image is not None and scene is not None:
         usage_error("give an image file or --scene ID, not both")
     if image is None and scene is None and not (more_like or labels_all or text):
@@ -99,16 +109,16 @@ def search(
     inputs = SearchInputs(
         k=k, include_query=include_query, labels_all=split_commas(labels_all),
         labels_any=split_commas(labels_any), labels_none=split_commas(labels_none),
-        folder=folder, text=text, min_score=min_score, more_like=more_like or (),
-        less_like=less_like or (), **places,
+        folder=folder, text=text, min_score=min_score, more_like=liked, less_like=disliked,
+        **places,
     )  # fmt: skip
     try:
         if url is not None:
             from service.cli.remote import remote_search
 
-            body = remote_search(url, image, scene, inputs)
+            body = remote_search(url, image, query_id, inputs)
         else:
-            body = _local_search(image, scene, inputs, database_url)
+            body = _local_search(image, query_id, inputs, database_url)
     except user_errors(
         LookupError, OSError, NothingToSearchError, TextSearchUnavailableError,
         SchemaNotCurrentError,
@@ -192,25 +202,28 @@ def _print_hits(body: dict[str, Any], output: str) -> None:
             writer.writerow([rank, hit["id"], hit["image"], hit["scene"], f"{hit['score']:.6f}",
                              ";".join(hit["labels"])])  # fmt: skip
         return
-    for rank, hit in enumerate(hits, start=1):
-        typer.echo(
-            f"{rank:>4}  {hit['score']:.4f}  {hit['id']:>19}  {hit['image']:<24} "
-            f"{','.join(hit['labels'])}"
-        )
     if not hits:
         typer.echo("no scene matches", err=True)
+        return
+    rows = [
+        [rank, f"{hit['score']:.4f}", hit["id"], hit["image"], ",".join(hit["labels"])]
+        for rank, hit in enumerate(hits, start=1)
+    ]
+    print_table(["rank", "score", "id", "image", "labels"], rows, right="rank score id")
 
 
 @app.command()
 def classify(
     images: Annotated[list[Path], typer.Argument(help="Image files.", metavar="IMAGE...")],
     output: FormatOpt = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
 ) -> None:
     """The labels of image files (what POST /classify answers): every label's probability
     and the labels at or above their thresholds, from the model of GRN_MODEL_PATH or from a
-    running service with --url."""
-    output = output_format(output, False)
+    running service with --url. A table of file and predicted labels under a header row;
+    --format json or csv."""
+    output = output_format(output, as_json)
     try:
         if url:
             from service.cli.remote import remote_classify
@@ -231,8 +244,8 @@ def classify(
             writer.writerow([result["filename"], ";".join(result["predicted"]),
                              *(f"{by_label[n]:.6f}" for n in names)])  # fmt: skip
     else:
-        for result in results:
-            typer.echo(f"{result['filename']}: {', '.join(result['predicted']) or '(none)'}")
+        rows = [[r["filename"], ", ".join(r["predicted"]) or "(none)"] for r in results]
+        print_table(["file", "predicted"], rows)
 
 
 def _local_classify(images: list[Path]) -> list[dict[str, Any]]:
