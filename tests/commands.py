@@ -11,11 +11,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def grn(*args: str) -> subprocess.CompletedProcess[str]:
+def grn(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`grn ARGS...`; `env`: variables (GRN_ settings) added to the bare environment."""
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO / ".cache")},
-    )
+        env={
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO / ".cache"),
+            **(env or {}),
+        },
+    )  # fmt: skip
