@@ -13,16 +13,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def grn(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """`grn ARGS`, in the bare environment unless `env` gives the whole of another one."""
-    if env is None:
-        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO / ".cache")}
+    """`grn ARGS...`; `env`: variables (GRN_ settings, or a whole environment) over the bare
+    one."""
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        env=env,
-    )
+        env={
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(REPO / ".cache"),
+            **(env or {}),
+        },
+    )  # fmt: skip
 
 
 def tiny_training(archive: Path, labels: Path, out: Path, epochs: int, *more: str) -> list[str]:

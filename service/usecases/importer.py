@@ -31,6 +31,7 @@ from model.faults import kill_point
 from model.geo import SceneGeo
 from model.imageio import InvalidImageError, decode_image
 from service.storage.db import ArchiveImport, Label, Scene, SceneFootprint, SceneLabel, utcnow
+from service.storage.scene_reading import SchemaNotCurrentError
 from service.storage.spatial import footprint_row
 
 CHUNK = 256
@@ -174,6 +175,21 @@ def import_archive(
     report.seconds = time.perf_counter() - start
     _finish(engine, archive_id, "complete", report)
     return report
+
+
+def import_to_current_schema(
+    engine: Engine, root: str | Path, labels_csv: str | Path | None = None, *,
+    progress: bool = True,
+) -> ImportReport:  # fmt: skip
+    """`import_archive`, into a database whose schema is current (`grn import`): raises
+    `SchemaNotCurrentError` before any work when it is not."""
+    from service.storage.migrate import current_revision, head_revision
+
+    if current_revision(engine) != head_revision():
+        raise SchemaNotCurrentError(
+            "the database schema is not current; run `grn db upgrade` first"
+        )
+    return import_archive(engine, root, labels_csv, progress=progress)
 
 
 def _place_present(engine: Engine, archive: Archive, present: set[int]) -> int:

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from index.stores import ReindexOptions, VectorStore
-from index.stores.faiss_versions import write_durably
 from model.archive import Archive, scene_id
 from model.card import read_card, resolve_model_path
 
@@ -152,6 +151,8 @@ def _mark_served(served: Path, version: str) -> None:
 
 
 def _copy_durably(source: Path, target: Path) -> None:
+    from index.stores.faiss_versions import write_durably  # FAISS: not for `grn models`
+
     write_durably(target, source.read_bytes())
 
 

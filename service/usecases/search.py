@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -31,12 +32,31 @@ from index.filters import SceneFilter
 from index.results import MAX_K
 from index.stores import ServedIndex
 from model import rerank as descriptor_rerank
-from service.runtime import Snapshot
+from model.card import ModelCard
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneRow, SceneTable
 
 log = logging.getLogger("grn.search")
+
+
+class Served(Protocol):
+    """What a search reads of the model and index in service: the model card and the index
+    version built by it. The runtime's `Snapshot` is one (it holds the network too, for the
+    requests that embed an image); `service.usecases.local_search.IndexOnly` is one without
+    the network, for searches that embed nothing."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    @property
+    def searcher(self) -> ServedIndex: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+    @property
+    def index_version(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +119,7 @@ class Rerank:
 
 
 def search_scenes(
-    snapshot: Snapshot,
+    snapshot: Served,
     catalog: Catalog,
     query: SearchQuery,
     *,
@@ -206,7 +226,7 @@ it meets the label conditions plus the rest times its similarity to the labels' 
 
 
 def rank_by_labels(
-    snapshot: Snapshot,
+    snapshot: Served,
     index: ServedIndex,
     table: SceneTable,
     region: np.ndarray,
@@ -231,7 +251,7 @@ def rank_by_labels(
 
 
 def label_match(
-    snapshot: Snapshot, index: ServedIndex, ids: Sequence[int], where: SceneFilter
+    snapshot: Served, index: ServedIndex, ids: Sequence[int], where: SceneFilter
 ) -> np.ndarray | None:
     """The classifier's probability that each scene meets the label conditions of `where`,
     labels taken as independent; None when the index keeps no probabilities or the model

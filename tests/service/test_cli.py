@@ -106,7 +106,7 @@ def test_broken_files_fail_clearly_or_are_skipped(
 
     embed = ["embed", *model_and_archive(trained, archive), "--out", str(tmp_path / "e.npz")]
     failed = grn(*embed, "--quiet")
-    assert failed.returncode == 2
+    assert failed.returncode == 1
     assert "forest00.jpg" in failed.stderr and "--skip-broken" in failed.stderr
     assert not (tmp_path / "e.npz").exists()
 
@@ -125,7 +125,7 @@ def test_train_on_an_archive_without_labels_says_what_it_needs(
         "train", "--archive", str(ucm_root), "--labels", str(ucm_unlabelled), "--out", str(out),
         "--backbone", "tiny", "--no-pretrained", "--quiet",
     )  # fmt: skip
-    assert result.returncode == 2
+    assert result.returncode == 1
     line = result.stderr.strip()
     assert line.startswith(f"error: {ucm_unlabelled} has no label columns: training needs")
     assert "labelled scenes in the train split and in the val split" in line
@@ -139,11 +139,11 @@ def test_train_on_an_archive_without_labels_says_what_it_needs(
 
 def test_user_errors_are_one_clear_line(tmp_path: Path) -> None:
     result = grn("train", "--archive", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.strip() == f"error: archive folder {tmp_path / 'missing'} does not exist"
     bad_model = grn("embed", "--model", str(tmp_path), "--archive", str(tmp_path), "--out", "x.npz")
-    assert bad_model.returncode == 2 and "no model file" in bad_model.stderr
+    assert bad_model.returncode == 1 and "no model file" in bad_model.stderr
     bad_backbone = grn(
         "train", "--archive", str(tmp_path), "--out", str(tmp_path / "o"), "--backbone", "vgg"
     )
-    assert bad_backbone.returncode == 2 and "unknown backbone 'vgg'" in bad_backbone.stderr
+    assert bad_backbone.returncode == 1 and "unknown backbone 'vgg'" in bad_backbone.stderr

@@ -156,7 +156,7 @@ def test_a_killed_import_leaves_whole_scenes_and_a_rerun_completes(
 
 def test_import_refuses_an_unmigrated_database(tmp_path: Path, ucm_root: Path) -> None:
     result = grn("import", str(ucm_root), "--database-url", f"sqlite:///{tmp_path / 'x.db'}")
-    assert result.returncode == 2 and "grn db upgrade" in result.stderr
+    assert result.returncode == 1 and "grn db upgrade" in result.stderr
 
 
 @pytest.mark.parametrize("bad", ["no-such-folder"])
@@ -164,7 +164,7 @@ def test_import_names_a_missing_archive(tmp_path: Path, bad: str) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     assert grn("db", "upgrade", "--database-url", url).returncode == 0
     result = grn("import", str(tmp_path / bad), "--database-url", url)
-    assert result.returncode == 2 and bad in result.stderr
+    assert result.returncode == 1 and bad in result.stderr
 
 
 def test_status_reports_versions_and_what_is_stale(

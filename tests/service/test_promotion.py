@@ -103,7 +103,9 @@ def test_retrain_gate_force_and_rollback(
             [sys.executable, "-m", "service.cli", "models"],
             cwd=REPO, capture_output=True, text=True, env={**os.environ, **env},
         ).stdout  # fmt: skip
-        assert listed.splitlines()[0].startswith(f"* {second}") and first in listed
+        header, newest, *_ = listed.splitlines()
+        assert header.split()[:2] == ["served", "version"]
+        assert newest.split()[:2] == ["*", second] and first in listed
 
         # rollback: the model before, with its index version put back
         rolled = ended_job(client, client.post("/admin/rollback", headers=AUTH).json()["id"], KEY)

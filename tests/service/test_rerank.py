@@ -192,7 +192,7 @@ def test_the_cli_says_when_it_re_ranked(head_served: tuple[Served, str, Path]) -
             capture_output=True, text=True,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert len(done.stdout.splitlines()) == 5 and "re-ranked" not in done.stdout
+        assert len(done.stdout.splitlines()) == 6 and "re-ranked" not in done.stdout  # + header
         said.append("re-ranked by the backbone's descriptors" in done.stderr)
     assert said == [True, False]
 

@@ -162,7 +162,8 @@ def test_the_cli_answers_what_the_api_answers(
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
     )  # fmt: skip
     assert by_file.returncode == 0, by_file.stderr
-    rows = [line.split() for line in by_file.stdout.splitlines()]
+    header, *rows = [line.split() for line in by_file.stdout.splitlines()]
+    assert header == ["rank", "score", "id", "image", "labels"]
     assert len(rows) == 3 and [row[0] for row in rows] == ["1", "2", "3"]
     # the scene itself (or an exact twin of it) comes first
     assert str(query) in [row[2] for row in rows if float(row[1]) >= float(rows[0][1]) - 1e-4]
@@ -170,7 +171,8 @@ def test_the_cli_answers_what_the_api_answers(
         [sys.executable, "-m", "service.cli", "search", "--scene", "12345"],
         cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True,
     )  # fmt: skip
-    assert unknown.returncode == 2 and "12345" in unknown.stderr
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip() == f"error: scene 12345 is not in index {got['index_version']}"
 
 
 def grn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -217,9 +219,10 @@ def test_the_cli_asks_a_running_service_or_answers_itself(
             atol=1e-4,
         )
     plain = grn("classify", *images, env=env)
-    assert plain.stdout.splitlines()[0].startswith(f"{Path(images[0]).name}: ")
+    assert plain.stdout.splitlines()[0].split() == ["file", "predicted"]
+    assert plain.stdout.splitlines()[1].startswith(f"{Path(images[0]).name}  ")
     down = grn("classify", images[0], "--url", "http://127.0.0.1:9", env=env)
-    assert down.returncode == 2 and "cannot be reached" in down.stderr
+    assert down.returncode == 1 and "cannot be reached" in down.stderr
     bad = grn("search", "--scene", query, "--format", "xml", env=env)
     assert bad.returncode == 2 and "table, json or csv" in bad.stderr
 
@@ -395,4 +398,5 @@ def test_text_is_read_onto_the_labels(
     cli = grn("search", "--text", "storage tanks, no trees", "--k", "50", env=env)
     assert cli.returncode == 0, cli.stderr
     assert "read as: tanks; not trees" in cli.stderr
-    assert [row.split()[2] for row in cli.stdout.splitlines()] == [h["id"] for h in body["hits"]]
+    rows = cli.stdout.splitlines()[1:]  # under the header row
+    assert [row.split()[2] for row in rows] == [h["id"] for h in body["hits"]]

@@ -1,0 +1,182 @@
+"""Data commands: the SQL schema (`grn db`), importing an archive, cutting rasters into an
+archive (`grn tile`) and the web page's browser libraries (`grn assets`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.app import (
+    DatabaseOpt,
+    JsonOpt,
+    LabelsOpt,
+    QuietOpt,
+    app,
+    db_app,
+    engine,
+    fail,
+    print_json,
+    split_commas,
+    usage_error,
+    user_errors,
+)
+
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Bring the schema up to the newest revision (or REVISION)."""
+    from service.storage.migrate import current_revision, upgrade
+
+    connected = engine(database_url)
+    _ensure_sqlite_folder(connected)
+    upgrade(connected, revision)
+    typer.echo(f"database at revision {current_revision(connected)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision; 'base' drops every table.")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Take the schema back to REVISION."""
+    from service.storage.migrate import current_revision, downgrade
+
+    connected = engine(database_url)
+    downgrade(connected, revision)
+    typer.echo(f"database at revision {current_revision(connected) or 'base'}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseOpt = None, as_json: JsonOpt = False) -> None:
+    """The revision the database is at, and the newest one (exit 1 when the database does
+    not answer)."""
+    from service.storage.migrate import current_revision, head_revision
+
+    try:
+        revision = current_revision(engine(database_url))
+    except Exception as exc:  # the database is down, or the URL names none
+        fail(f"the database does not answer ({type(exc).__name__}: {exc})")
+    newest = head_revision()
+    if as_json:
+        print_json({"revision": revision, "newest": newest, "current": revision == newest})
+    else:
+        typer.echo(f"database at {revision or 'base'}; newest {newest}")
+
+
+def _ensure_sqlite_folder(connected: Any) -> None:
+    database = connected.url.database
+    if connected.dialect.name == "sqlite" and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@app.command("import")
+def import_(
+    archive: Annotated[Path, typer.Argument(help="Archive folder.")],
+    labels: LabelsOpt = None,
+    database_url: DatabaseOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Import an archive's scenes and labels into SQL (again: adds only what is new)."""
+    from model.archive import ArchiveError
+    from service.storage.scene_reading import SchemaNotCurrentError
+    from service.usecases.importer import import_to_current_schema
+
+    try:
+        report = import_to_current_schema(engine(database_url), archive, labels, progress=not quiet)
+    except (ArchiveError, SchemaNotCurrentError) as exc:
+        fail(exc)
+    typer.echo(
+        f"imported {report.added} scenes ({report.skipped} already present, "
+        f"{len(report.broken)} unreadable) in {report.seconds:.1f} s; import #{report.archive_id}"
+    )
+    if report.placed:
+        typer.echo(f"  {report.placed} scenes already present gained their footprint")
+    for broken in report.broken:
+        typer.echo(f"  skipped {broken.path}: {broken.error}", err=True)
+
+
+@app.command()
+def assets(
+    asset_dir: Annotated[
+        Path | None, typer.Option(help="Where to install them (default GRN_ASSET_DIR).")
+    ] = None,
+) -> None:
+    """Install the web page's browser libraries (Leaflet, for the map) from the npm registry,
+    checked against their pinned hashes; nothing to do when they are there."""
+    from service.api.assets import PACKAGES, AssetError, fetch
+    from service.settings import get_settings
+
+    folder = asset_dir or get_settings().asset_dir
+    for package in PACKAGES:
+        try:
+            where = fetch(folder, package)
+        except AssetError as exc:
+            fail(exc)
+        typer.echo(f"{package.name} {package.version} in {where}")
+
+
+@app.command()
+def tile(
+    rasters: Annotated[
+        list[Path], typer.Argument(help="GeoTIFF files (with a CRS).", metavar="RASTER...")
+    ],
+    out: Annotated[Path, typer.Option(help="New archive folder: images/ and labels.csv.")],
+    tile_px: Annotated[
+        int | None, typer.Option(help="Tile side in source pixels (default 256).")
+    ] = None,
+    tile_m: Annotated[
+        float | None,
+        typer.Option(help="Tile side in metres on the ground instead, resampled to --out-size."),
+    ] = None,
+    out_size: Annotated[
+        int | None,
+        typer.Option(help="Tile image side in pixels (default: --tile-px, or 256 with --tile-m)."),
+    ] = None,
+    overlap: Annotated[
+        float, typer.Option(help="Fraction of a tile shared with the next, in [0, 1).")
+    ] = 0.0,
+    bands: Annotated[
+        str | None,
+        typer.Option(help="Bands read as R,G,B, from 1 (default 1,2,3; one band: grey)."),
+    ] = None,
+    max_nodata: Annotated[
+        float, typer.Option(help="Skip tiles with more than this fraction of no-data.")
+    ] = 0.5,
+    split: Annotated[str, typer.Option(help="The tiles' split: train, val or test.")] = "train",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Replace OUT when it already holds files.")
+    ] = False,
+) -> None:
+    """Cut georeferenced rasters into scenes: an archive folder of PNG tiles whose labels.csv
+    holds each tile's footprint (WGS84), ready for `grn import`. Partial edge tiles and
+    tiles mostly no-data are left out; nothing is written when a raster fails."""
+    from model.tile_archive import tile_rasters
+
+    try:
+        chosen = None if bands is None else [int(b) for b in split_commas([bands])]
+    except ValueError:
+        usage_error(f"--bands takes band numbers such as 1,2,3; found {bands}")
+    try:
+        report = tile_rasters(
+            rasters, out, tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size,
+            bands=chosen, max_nodata=max_nodata, split=split, replace=replace,
+        )  # fmt: skip
+    except user_errors(OSError) as exc:
+        fail(exc)
+    for raster in report.rasters:
+        typer.echo(
+            f"  {raster.path.name}: {raster.written} tiles ({raster.skipped_nodata} mostly "
+            f"no-data skipped)"
+        )
+    typer.echo(
+        f"wrote {report.written} tiles ({report.skipped_nodata} skipped for no-data) from "
+        f"{len(report.rasters)} rasters in {report.seconds:.1f} s "
+        f"({report.tiles_per_s:.1f} scenes/s) into {out}; next: grn import {out}"
+    )

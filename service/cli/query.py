@@ -1,0 +1,264 @@
+"""Query commands: `grn search` and `grn classify`, answered here from the settings' model,
+store and SQL (`service.usecases.local_search`), or by a running service with --url
+(`service.cli.remote`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from service.cli.app import (
+    DatabaseOpt,
+    FormatOpt,
+    UrlOpt,
+    app,
+    engine,
+    fail,
+    message,
+    output_format,
+    print_json,
+    print_table,
+    scene_ids,
+    split_commas,
+    usage_error,
+    user_errors,
+)
+
+
+@app.command()
+def search(
+    image: Annotated[
+        Path | None, typer.Argument(help="An image file to search by (or --scene).")
+    ] = None,
+    scene: Annotated[
+        str | None,
+        typer.Option("--scene", metavar="ID", help="Search by this archive scene's id."),
+    ] = None,
+    k: Annotated[int, typer.Option(help="Hits, 1 to 1000.")] = 10,
+    labels_all: Annotated[
+        list[str] | None, typer.Option("--labels-all", help="Labels that must all be present.")
+    ] = None,
+    labels_any: Annotated[
+        list[str] | None, typer.Option("--labels-any", help="Labels of which one is present.")
+    ] = None,
+    labels_none: Annotated[
+        list[str] | None, typer.Option("--labels-none", help="Labels that must be absent.")
+    ] = None,
+    folder: Annotated[str | None, typer.Option(help="Only scenes of this scene folder.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="Drop weaker hits.")] = None,
+    include_query: Annotated[
+        bool, typer.Option("--include-query", help="With --scene: keep the scene itself.")
+    ] = False,
+    more_like: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--more-like", metavar="ID", help="Relevance feedback: a scene id to be like (repeat)."
+        ),
+    ] = None,
+    less_like: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--less-like", metavar="ID", help="Relevance feedback: a scene id not to be like."
+        ),
+    ] = None,
+    text: Annotated[
+        str | None,
+        typer.Option(help='A phrase read onto the labels ("storage tanks, no trees").'),
+    ] = None,
+    output: FormatOpt = "table",
+    bbox: Annotated[
+        str | None,
+        typer.Option(help="Only scenes whose footprint meets MIN_LON,MIN_LAT,MAX_LON,MAX_LAT."),
+    ] = None,
+    within: Annotated[
+        str | None,
+        typer.Option(help="Only scenes centred in this GeoJSON Polygon (text, or a file)."),
+    ] = None,
+    near: Annotated[
+        str | None, typer.Option(help="Only scenes centred within LON,LAT,METRES.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    url: UrlOpt = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """The archive scenes most similar to an image or an archive scene, or most typical of
+    labels (--labels-all alone), as POST /search answers: from the model, vector store and
+    SQL of the GRN_ settings, or from a running service with --url. A table of rank, score,
+    id, image and labels under a header row; --format json or csv."""
+    query_id = scene_ids("--scene", [scene])[0] if scene is not None else None
+    liked, disliked = scene_ids("--more-like", more_like), scene_ids("--less-like", less_like)
+    if image is not None and scene is not None:
+        usage_error("give an image file or --scene ID, not both")
+    if image is None and scene is None and not (more_like or labels_all or text):
+        usage_error("give an image file, --scene ID, --more-like ID, --labels-all or --text")
+    output = output_format(output, as_json)
+    try:
+        places = _places(bbox, within, near)
+    except (ValueError, OSError) as exc:
+        usage_error(message(exc))
+    # imported once the command line is understood, so that a usage error answers at once
+    from service.storage.scene_reading import SchemaNotCurrentError
+    from service.usecases.local_search import NothingToSearchError, SearchInputs
+    from service.usecases.text import TextSearchUnavailableError
+
+    inputs = SearchInputs(
+        k=k, include_query=include_query, labels_all=split_commas(labels_all),
+        labels_any=split_commas(labels_any), labels_none=split_commas(labels_none),
+        folder=folder, text=text, min_score=min_score, more_like=liked, less_like=disliked,
+        **places,
+    )  # fmt: skip
+    try:
+        if url is not None:
+            from service.cli.remote import remote_search
+
+            body = remote_search(url, image, query_id, inputs)
+        else:
+            body = _local_search(image, query_id, inputs, database_url)
+    except user_errors(
+        LookupError, OSError, NothingToSearchError, TextSearchUnavailableError,
+        SchemaNotCurrentError,
+    ) as exc:  # fmt: skip
+        fail(exc)
+    _print_hits(body, output)
+
+
+def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
+    """--bbox, --within and --near, checked: SearchInputs' bbox, within and near."""
+    from model.geo import parse_bbox, parse_near, polygon_from_geojson
+
+    places: dict[str, Any] = {}
+    if bbox:
+        places["bbox"] = tuple(parse_bbox(bbox))
+    if near:
+        places["near"] = tuple(parse_near(near))
+    if within:
+        text = within if within.lstrip().startswith("{") else Path(within).read_text()
+        places["within"] = json.loads(text)
+        polygon_from_geojson(places["within"])
+    return places
+
+
+def _local_search(
+    image: Path | None, scene: int | None, inputs: Any, database_url: str | None
+) -> dict[str, Any]:
+    """POST /search's answer, computed here (`service.usecases.local_search.search_here`)."""
+    from service.settings import get_settings
+    from service.usecases.local_search import search_here
+
+    answer = search_here(get_settings(), engine(database_url), inputs, image=image,
+                         scene_id=scene)  # fmt: skip
+    page, read = answer.page, answer.understood
+    hits = [
+        {"id": str(hit.scene.id), "image": hit.scene.name, "scene": hit.scene.folder,
+         "score": round(hit.score, 6), "labels": list(hit.scene.labels)}
+        for hit in page.hits
+    ]  # fmt: skip
+    understood = None
+    if read is not None:
+        understood = {key: getattr(read, key)
+                      for key in ("labels_all", "labels_none", "not_understood")}  # fmt: skip
+    return {
+        "hits": hits,
+        "total": page.total,
+        "query_id": None if page.query_id is None else str(page.query_id),
+        "model_version": page.model_version,
+        "index_version": page.index_version,
+        "understood": understood,
+        "reranked": page.reranked,
+    }
+
+
+HIT_COLUMNS = ["rank", "id", "image", "scene", "score", "labels"]
+
+
+def _print_hits(body: dict[str, Any], output: str) -> None:
+    hits = body["hits"]
+    understood = body.get("understood")
+    if understood and output != "json":
+        read = [f"read as: {', '.join(understood['labels_all']) or '-'}"]
+        if understood["labels_none"]:
+            read.append(f"not {', '.join(understood['labels_none'])}")
+        if understood["not_understood"]:
+            read.append(f"not understood: {', '.join(understood['not_understood'])}")
+        typer.echo("; ".join(read), err=True)
+    if body.get("reranked") and output != "json":
+        typer.echo(
+            "re-ranked by the backbone's descriptors: the query looks like content the model "
+            "did not train on",
+            err=True,
+        )
+    if output == "json":
+        print_json(body)
+        return
+    if output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(HIT_COLUMNS)
+        for rank, hit in enumerate(hits, start=1):
+            writer.writerow([rank, hit["id"], hit["image"], hit["scene"], f"{hit['score']:.6f}",
+                             ";".join(hit["labels"])])  # fmt: skip
+        return
+    if not hits:
+        typer.echo("no scene matches", err=True)
+        return
+    rows = [
+        [rank, f"{hit['score']:.4f}", hit["id"], hit["image"], ",".join(hit["labels"])]
+        for rank, hit in enumerate(hits, start=1)
+    ]
+    print_table(["rank", "score", "id", "image", "labels"], rows, right="rank score id")
+
+
+@app.command()
+def classify(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", metavar="IMAGE...")],
+    output: FormatOpt = "table",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
+    url: UrlOpt = None,
+) -> None:
+    """The labels of image files (what POST /classify answers): every label's probability
+    and the labels at or above their thresholds, from the model of GRN_MODEL_PATH or from a
+    running service with --url. A table of file and predicted labels under a header row;
+    --format json or csv."""
+    output = output_format(output, as_json)
+    try:
+        if url:
+            from service.cli.remote import remote_classify
+
+            results = remote_classify(url, images)
+        else:
+            results = _local_classify(images)
+    except user_errors(OSError) as exc:
+        fail(exc)
+    if output == "json":
+        print_json(results)
+    elif output == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        names = [score["label"] for score in results[0]["labels"]] if results else []
+        writer.writerow(["file", "predicted", *names])
+        for result in results:
+            by_label = {s["label"]: s["probability"] for s in result["labels"]}
+            writer.writerow([result["filename"], ";".join(result["predicted"]),
+                             *(f"{by_label[n]:.6f}" for n in names)])  # fmt: skip
+    else:
+        rows = [[r["filename"], ", ".join(r["predicted"]) or "(none)"] for r in results]
+        print_table(["file", "predicted"], rows)
+
+
+def _local_classify(images: list[Path]) -> list[dict[str, Any]]:
+    from model.card import load_model
+    from model.imageio import read_image
+    from model.inference import predict, resolve_device
+    from service.api.schemas import ImageClassification
+    from service.settings import get_settings
+
+    device = resolve_device(get_settings().device)
+    net, card = load_model(get_settings().model_path, device)
+    out = predict(net, card, [read_image(path) for path in images], device)
+    return [
+        ImageClassification.of(path.name, card, probabilities).model_dump()
+        for path, probabilities in zip(images, out.probabilities, strict=True)
+    ]

@@ -1,0 +1,94 @@
+"""`grn search --url` and `grn classify --url`: the same questions asked of a running
+service over HTTP (sending GRN_API_KEY when set)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from service.usecases.local_search import SearchInputs
+
+
+def _client(url: str) -> Any:
+    import httpx
+
+    from service.settings import get_settings
+
+    key = get_settings().api_key.get_secret_value()
+    return httpx.Client(
+        base_url=url.rstrip("/"), timeout=120, headers={"X-API-Key": key} if key else {}
+    )
+
+
+def _answer(response: Any) -> dict[str, Any]:
+    """A service's JSON answer, or its error message as a one-line failure."""
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        body = {}
+    if response.status_code >= 400:
+        raise ValueError(
+            f"the service answered {response.status_code}: {body.get('message', response.text)}"
+        )
+    return body
+
+
+def search_fields(inputs: SearchInputs) -> dict[str, Any]:
+    """POST /search's fields for `inputs` (those set)."""
+    fields: dict[str, Any] = {"k": inputs.k, "include_query": inputs.include_query}
+    for key, value in (
+        ("labels_all", list(inputs.labels_all)), ("labels_any", list(inputs.labels_any)),
+        ("labels_none", list(inputs.labels_none)), ("scene", inputs.folder),
+        ("text", inputs.text), ("min_score", inputs.min_score),
+        ("more_like", list(inputs.more_like)), ("less_like", list(inputs.less_like)),
+        ("bbox", list(inputs.bbox or [])), ("within", inputs.within),
+        ("near", list(inputs.near or [])),
+    ):  # fmt: skip
+        if value:
+            fields[key] = value
+    return fields
+
+
+def remote_search(
+    url: str, image: Path | None, scene: int | None, inputs: SearchInputs
+) -> dict[str, Any]:
+    """POST /search's answer from the service at `url`."""
+    import httpx
+
+    request = search_fields(inputs)
+    try:
+        with _client(url) as client:
+            if image is not None:
+                form = {
+                    key: ",".join(map(str, value))
+                    if isinstance(value, list)
+                    else json.dumps(value)
+                    if isinstance(value, dict)
+                    else str(value)
+                    for key, value in request.items()
+                    if key != "include_query"
+                }
+                response = client.post(
+                    "/search", files={"file": (image.name, image.read_bytes())}, data=form
+                )
+            else:
+                query = {} if scene is None else {"scene_id": str(scene)}
+                response = client.post("/search", json={**query, **request})
+    except httpx.HTTPError as exc:
+        raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
+    return _answer(response)
+
+
+def remote_classify(url: str, images: list[Path]) -> list[dict[str, Any]]:
+    """POST /classify's results from the service at `url`."""
+    import httpx
+
+    try:
+        with _client(url) as client:
+            files = [("file", (path.name, path.read_bytes())) for path in images]
+            body = _answer(client.post("/classify", files=files))
+    except httpx.HTTPError as exc:
+        raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
+    results: list[dict[str, Any]] = body["results"]
+    return results

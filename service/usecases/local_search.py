@@ -1,0 +1,191 @@
+"""Search in this process, from the model, vector store and SQL of the settings: what
+`grn search` answers without --url, through the same `search_scenes` as POST /search.
+
+The network is loaded only when an image must be embedded. A search by scene ids, scenes to
+be like or labels reads the model card and the index version built by that model
+(`IndexOnly`), which takes a fraction of a second where loading the network takes seconds;
+a text query loads the sentence encoder (`service.usecases.text`), not the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from index.filters import SceneFilter
+from index.stores import (
+    IndexModelMismatchError,
+    IndexNotReadyError,
+    ServedIndex,
+    VectorStore,
+    VectorStoreUnavailableError,
+    open_store,
+)
+from model.card import ModelCard, ModelFileError, read_card, resolve_model_path
+from model.geo import polygon_from_geojson
+from service.settings import Settings
+from service.storage.catalog import Catalog
+from service.usecases.search import Rerank, SearchPage, SearchQuery, Served, search_scenes
+from service.usecases.text import Understood
+
+
+class NothingToSearchError(RuntimeError):
+    """No model, or no index built by it, to search with (says which, and what to run)."""
+
+
+@dataclass(frozen=True)
+class SearchInputs:
+    """What is searched for, as `grn search` takes it (and POST /search's fields)."""
+
+    k: int = 10
+    include_query: bool = False
+    labels_all: Sequence[str] = ()
+    labels_any: Sequence[str] = ()
+    labels_none: Sequence[str] = ()
+    folder: str | None = None
+    """Only scenes of this scene folder."""
+    text: str | None = None
+    """A phrase read onto the model's labels."""
+    min_score: float | None = None
+    more_like: Sequence[int] = ()
+    less_like: Sequence[int] = ()
+    bbox: tuple[float, float, float, float] | None = None
+    """MIN_LON, MIN_LAT, MAX_LON, MAX_LAT."""
+    within: dict[str, Any] | None = None
+    """A GeoJSON Polygon."""
+    near: tuple[float, float, float] | None = None
+    """LON, LAT, METRES."""
+
+
+@dataclass(frozen=True)
+class LocalAnswer:
+    page: SearchPage
+    understood: Understood | None = None
+    """How `text` was read onto the labels, when it was given."""
+
+
+@dataclass(frozen=True)
+class IndexOnly:
+    """The model card and the store's version in service built by that model, without the
+    network: a `Served` for searches that embed nothing."""
+
+    card: ModelCard
+    searcher: ServedIndex
+
+    @property
+    def model_version(self) -> str:
+        return self.card.version
+
+    @property
+    def index_version(self) -> str:
+        return self.searcher.version
+
+
+def open_index_only(settings: Settings, store: VectorStore) -> IndexOnly:
+    """The settings' model card and the store's version in service, which that model must
+    have built (as the service checks before it serves them)."""
+    model_file = resolve_model_path(settings.model_path)
+    card = read_card(model_file)
+    current = store.current()
+    if current is None:
+        raise IndexNotReadyError(f"{store.describe_empty()}; run `{store.command('full')}`")
+    if current.model_version != card.version:
+        raise IndexModelMismatchError(
+            f"the model file {model_file} holds {card.version}, but index {current.version} "
+            f"was built by {current.model_version}; run `{store.command('replace')}` to build "
+            "an index with this model"
+        )
+    return IndexOnly(card, store.open(current.version, card.version))
+
+
+def search_here(
+    settings: Settings,
+    engine: Engine,
+    inputs: SearchInputs,
+    *,
+    image: Path | None = None,
+    scene_id: int | None = None,
+) -> LocalAnswer:
+    """The archive scenes most similar to an image file, an archive scene, scenes to be like
+    or labels (a phrase read onto them), filtered as `inputs` says, from the model, store and
+    SQL of `settings`."""
+    if image is not None:
+        return _search_by_image(settings, engine, inputs, image)
+    store = open_store(settings)
+    try:
+        try:
+            served = open_index_only(settings, store)
+        except (
+            ModelFileError, IndexNotReadyError, IndexModelMismatchError,
+            VectorStoreUnavailableError, OSError,
+        ) as exc:  # fmt: skip
+            raise NothingToSearchError(f"nothing to search: {exc}") from exc
+        return _search(settings, served, engine, inputs, scene_id=scene_id)
+    finally:
+        store.close()
+
+
+def _search_by_image(
+    settings: Settings, engine: Engine, inputs: SearchInputs, image: Path
+) -> LocalAnswer:
+    """Embed the image with the network (loaded here: seconds), then search."""
+    from model.imageio import read_image
+    from model.inference import predict
+    from service.runtime import Runtime
+
+    runtime = Runtime(settings)
+    try:
+        if not runtime.refresh():
+            raise NothingToSearchError(f"nothing to search: {runtime.problem}")
+        snapshot = runtime.current()
+        out = predict(snapshot.net, snapshot.card, [read_image(image)], snapshot.device)
+        return _search(
+            settings, snapshot, engine, inputs, vector=out.embeddings[0],
+            descriptor=out.descriptors[0], by_image=True,
+        )  # fmt: skip
+    finally:
+        runtime.store.close()
+
+
+def _search(
+    settings: Settings,
+    served: Served,
+    engine: Engine,
+    inputs: SearchInputs,
+    *,
+    scene_id: int | None = None,
+    vector: Any = None,
+    descriptor: Any = None,
+    by_image: bool = False,
+) -> LocalAnswer:
+    labels_all, labels_none = list(inputs.labels_all), list(inputs.labels_none)
+    understood = None
+    if inputs.text:
+        from service.usecases.text import phrase_reader, with_reading
+
+        vocabulary = served.card.label_names
+        understood = phrase_reader().read(inputs.text, vocabulary)
+        labels_all, labels_none = with_reading(
+            labels_all, labels_none, understood, phrase=inputs.text, vocabulary=vocabulary,
+            other_query=by_image or scene_id is not None or bool(inputs.more_like),
+        )  # fmt: skip
+    where = SceneFilter(
+        labels_all=labels_all, labels_any=inputs.labels_any, labels_none=labels_none,
+        folder=inputs.folder, bbox=inputs.bbox,
+        within=polygon_from_geojson(inputs.within) if inputs.within is not None else None,
+        near=inputs.near,
+    )  # fmt: skip
+    query = SearchQuery(
+        k=inputs.k, where=where, min_score=inputs.min_score,
+        include_query=inputs.include_query, more_like=inputs.more_like,
+        less_like=inputs.less_like,
+    )  # fmt: skip
+    page = search_scenes(
+        served, Catalog(engine), query, vector=vector, scene_id=scene_id,
+        descriptor=descriptor, rerank=Rerank.of(settings),
+    )  # fmt: skip
+    return LocalAnswer(page, understood)

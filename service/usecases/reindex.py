@@ -1,0 +1,98 @@
+"""`grn reindex` as a use case: the scenes to index (an archive folder, or those SQL holds),
+the vector store of the settings, the build options, and the model; then the store builds a
+new version and puts it in service (`VectorStore.reindex`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from index.stores import ReindexOptions, ReindexReport, is_current, open_store
+from service.settings import Settings
+from service.storage.catalog_archive import catalog_archive
+
+
+class IndexWriteError(OSError):
+    """The new version could not be written (disk full, a size limit, permissions); the
+    version in service is unchanged."""
+
+
+@dataclass(frozen=True)
+class ReindexRequest:
+    model: Path
+    """The model file, or the training folder holding it."""
+    archive: Path | None = None
+    """An archive folder; None: the scenes SQL holds."""
+    labels: Path | None = None
+    """The archive's labels file (default ARCHIVE/labels.csv)."""
+    incremental: bool = False
+    replace: bool = False
+    if_stale: bool = False
+    """Do nothing when the version in service was built by this model over these scenes."""
+    factory: str = "auto"
+    memory_budget_gb: float = 8.0
+    keep: int = 3
+    nprobe: int = 64
+    shard_size: int = 1024
+    device: str = "auto"
+    skip_broken: bool = False
+    progress: bool = True
+    ray_workers: int | None = None
+    """Embed on Ray with this many actors (None: in this process)."""
+
+
+@dataclass(frozen=True)
+class ReindexOutcome:
+    location: str
+    """Where the store keeps its versions."""
+    report: ReindexReport | None
+    """None when nothing was built: `if_stale` and the version in service is current."""
+
+
+def reindex_scenes(
+    settings: Settings, request: ReindexRequest, engine: Engine | None = None
+) -> ReindexOutcome:
+    """Index `request.archive` (or, when None, the scenes SQL holds through `engine`) with
+    `request.model` into the vector store of `settings`. Raises `EmptyCatalogError` when SQL
+    holds no scenes and `IndexWriteError` when the new version cannot be written."""
+    from index.stores.faiss_build import ReindexSettings
+    from model.backbones import MissingWeightsError
+
+    source: Any = request.archive
+    if source is None:
+        if engine is None:
+            raise ValueError("give the scenes to index: an archive folder or the database")
+        source = catalog_archive(engine)
+    store = open_store(settings)
+    options = ReindexOptions(
+        labels_csv=request.labels,
+        incremental=request.incremental,
+        replace=request.replace,
+        build=ReindexSettings(
+            factory=request.factory,
+            memory_budget_gb=request.memory_budget_gb,
+            keep=request.keep,
+            nprobe=request.nprobe,
+            shard_size=request.shard_size,
+        ),
+        device=request.device,
+        skip_broken=request.skip_broken,
+        progress=request.progress,
+        ray_workers=request.ray_workers,
+    )
+    try:
+        if request.if_stale and is_current(store, request.model, source, labels_csv=request.labels):
+            return ReindexOutcome(store.location, None)
+        return ReindexOutcome(store.location, store.reindex(request.model, source, options))
+    except MissingWeightsError:  # says where to put them
+        raise
+    except OSError as exc:  # disk full, size limit, permissions: nothing was put in service
+        raise IndexWriteError(
+            f"the new index could not be written: {exc}; "
+            f"the index in service in {store.location} is unchanged"
+        ) from exc
+    finally:
+        store.close()
