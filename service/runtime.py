@@ -35,7 +35,7 @@ import torch
 from index.stores import (
     IndexModelMismatchError,
     IndexNotReadyError,
-    ServedIndex,
+    ModelIndex,
     VectorStoreUnavailableError,
     open_store,
 )
@@ -66,23 +66,15 @@ class ServiceNotReadyError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class Snapshot(ModelIndex):
+    """The model in service with the index version it built, and its network."""
+
     net: GRNNet
-    card: ModelCard
     model_file: Path
     model_stamp: tuple[int, int]
     """(mtime_ns, size) of the model file when it was read."""
-    searcher: ServedIndex
     device: torch.device
     loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def model_version(self) -> str:
-        return self.card.version
-
-    @property
-    def index_version(self) -> str:
-        return self.searcher.version
 
 
 @dataclass
@@ -179,7 +171,10 @@ class Runtime:
         else:
             searcher = self.store.open(index_version, card.version)
         device = next(net.parameters()).device
-        self.snapshot = Snapshot(net, card, model_file, stamp, searcher, device)
+        self.snapshot = Snapshot(
+            card=card, searcher=searcher, net=net, model_file=model_file, model_stamp=stamp,
+            device=device,
+        )  # fmt: skip
         log.info("serving model %s with index %s", card.version, searcher.version)
         return True
 

@@ -23,6 +23,7 @@ import numpy as np
 from index.stores.base import (
     IndexModelMismatchError,
     IndexNotReadyError,
+    ModelIndex,
     ReindexOptions,
     ReindexReport,
     ServedIndex,
@@ -90,6 +91,7 @@ __all__ = [
     "STORES",
     "IndexModelMismatchError",
     "IndexNotReadyError",
+    "ModelIndex",
     "ReindexOptions",
     "ReindexReport",
     "ServedIndex",

@@ -21,6 +21,7 @@ from index.results import SearchResult
 
 if TYPE_CHECKING:
     from model.archive import Archive
+    from model.card import ModelCard
 
 ReindexAction = Literal["full", "incremental", "replace"]
 
@@ -214,3 +215,22 @@ class VectorStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelIndex:
+    """A model (its card) and the index version it built, as searches read them: the
+    service's runtime holds one with the network too; a search that embeds nothing needs no
+    more than this."""
+
+    card: ModelCard
+    searcher: ServedIndex
+
+    @property
+    def model_version(self) -> str:
+        return self.card.version
+
+    @property
+    def index_version(self) -> str:
+        return self.searcher.version
+

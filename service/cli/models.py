@@ -3,8 +3,9 @@ and list the models served (`service.usecases.lifecycle`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,9 +24,27 @@ from service.cli.app import (
     user_errors,
 )
 
+if TYPE_CHECKING:
+    from service.usecases.lifecycle import Promotion
+
 ToleranceOpt = Annotated[
     float, typer.Option(help="How much lower a gated val figure may be and still pass.")
 ]
+
+
+def gated(promote: Callable[[], Promotion]) -> None:
+    """Run a promotion through the gate: its line and exit 0 when the model went into
+    service, exit 3 when the gate refused it, one line and exit 1 when it could not run."""
+    from service.storage.catalog_archive import EmptyCatalogError
+    from service.usecases.promotion import PromotionError
+
+    try:
+        promotion = promote()
+    except user_errors(PromotionError, EmptyCatalogError) as exc:
+        fail(exc)
+    if promotion.done is None:
+        raise typer.Exit(code=3)
+    typer.echo(promotion.done)
 
 
 @app.command()
@@ -42,20 +61,14 @@ def promote(
     than the served model on the val scenes of SQL (k-NN sample-F1, mAP, classifier F1), or
     with --force. Exit 0 when promoted, 3 when the gate refused it."""
     from service.settings import get_settings
-    from service.storage.catalog_archive import EmptyCatalogError
     from service.usecases.lifecycle import promote_candidate
-    from service.usecases.promotion import PromotionError
 
-    try:
-        promotion = promote_candidate(
+    gated(
+        lambda: promote_candidate(
             get_settings(), engine(database_url), model, force=force, tolerance=tolerance,
             device=device, tell=typer.echo,
-        )  # fmt: skip
-    except user_errors(PromotionError, EmptyCatalogError) as exc:
-        fail(exc)
-    if promotion.done is None:
-        raise typer.Exit(code=3)
-    typer.echo(promotion.done)
+        )
+    )  # fmt: skip
 
 
 @app.command()
@@ -77,22 +90,16 @@ def retrain(
     model on the val split (exit 3 when the gate refuses it)."""
     from service.cli.training import print_trained
     from service.settings import get_settings
-    from service.storage.catalog_archive import EmptyCatalogError
     from service.usecases import lifecycle
-    from service.usecases.promotion import PromotionError
 
     show_log("grn.train")  # how many scenes are labelled and how many are left out
-    try:
-        promotion = lifecycle.retrain(
+    gated(
+        lambda: lifecycle.retrain(
             get_settings(), engine(database_url), out=out, mode=mode, epochs=epochs,
             force=force, tolerance=tolerance, device=device, progress=not quiet,
             on_trained=print_trained, tell=typer.echo,
-        )  # fmt: skip
-    except user_errors(PromotionError, EmptyCatalogError) as exc:
-        fail(exc)
-    if promotion.done is None:
-        raise typer.Exit(code=3)
-    typer.echo(promotion.done)
+        )
+    )  # fmt: skip
 
 
 @app.command()

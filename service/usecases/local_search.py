@@ -3,8 +3,8 @@
 
 The network is loaded only when an image must be embedded. A search by scene ids, scenes to
 be like or labels reads the model card and the index version built by that model
-(`IndexOnly`), which takes a fraction of a second where loading the network takes seconds;
-a text query loads the sentence encoder (`service.usecases.text`), not the network.
+(`index.stores.ModelIndex`), which takes a fraction of a second where loading the network
+takes seconds; a text query loads the sentence encoder (`service.usecases.text`), not the network.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from index.filters import SceneFilter
 from index.stores import (
     IndexModelMismatchError,
     IndexNotReadyError,
-    ServedIndex,
+    ModelIndex,
     VectorStore,
     VectorStoreUnavailableError,
     open_store,
 )
-from model.card import ModelCard, ModelFileError, read_card, resolve_model_path
+from model.card import ModelFileError, read_card, resolve_model_path
 from model.geo import polygon_from_geojson
 from service.settings import Settings
 from service.storage.catalog import Catalog
-from service.usecases.search import Rerank, SearchPage, SearchQuery, Served, search_scenes
+from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
 from service.usecases.text import Understood
 
 
@@ -68,24 +68,7 @@ class LocalAnswer:
     """How `text` was read onto the labels, when it was given."""
 
 
-@dataclass(frozen=True)
-class IndexOnly:
-    """The model card and the store's version in service built by that model, without the
-    network: a `Served` for searches that embed nothing."""
-
-    card: ModelCard
-    searcher: ServedIndex
-
-    @property
-    def model_version(self) -> str:
-        return self.card.version
-
-    @property
-    def index_version(self) -> str:
-        return self.searcher.version
-
-
-def open_index_only(settings: Settings, store: VectorStore) -> IndexOnly:
+def open_index_only(settings: Settings, store: VectorStore) -> ModelIndex:
     """The settings' model card and the store's version in service, which that model must
     have built (as the service checks before it serves them)."""
     model_file = resolve_model_path(settings.model_path)
@@ -99,7 +82,7 @@ def open_index_only(settings: Settings, store: VectorStore) -> IndexOnly:
             f"was built by {current.model_version}; run `{store.command('replace')}` to build "
             "an index with this model"
         )
-    return IndexOnly(card, store.open(current.version, card.version))
+    return ModelIndex(card, store.open(current.version, card.version))
 
 
 def search_here(
@@ -153,7 +136,7 @@ def _search_by_image(
 
 def _search(
     settings: Settings,
-    served: Served,
+    served: ModelIndex,
     engine: Engine,
     inputs: SearchInputs,
     *,

@@ -24,39 +24,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from index.filters import SceneFilter
 from index.results import MAX_K
-from index.stores import ServedIndex
+from index.stores import ModelIndex, ServedIndex
 from model import rerank as descriptor_rerank
-from model.card import ModelCard
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneRow, SceneTable
 
 log = logging.getLogger("grn.search")
-
-
-class Served(Protocol):
-    """What a search reads of the model and index in service: the model card and the index
-    version built by it. The runtime's `Snapshot` is one (it holds the network too, for the
-    requests that embed an image); `service.usecases.local_search.IndexOnly` is one without
-    the network, for searches that embed nothing."""
-
-    @property
-    def card(self) -> ModelCard: ...
-
-    @property
-    def searcher(self) -> ServedIndex: ...
-
-    @property
-    def model_version(self) -> str: ...
-
-    @property
-    def index_version(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -119,7 +98,7 @@ class Rerank:
 
 
 def search_scenes(
-    snapshot: Served,
+    snapshot: ModelIndex,
     catalog: Catalog,
     query: SearchQuery,
     *,
@@ -226,7 +205,7 @@ it meets the label conditions plus the rest times its similarity to the labels' 
 
 
 def rank_by_labels(
-    snapshot: Served,
+    snapshot: ModelIndex,
     index: ServedIndex,
     table: SceneTable,
     region: np.ndarray,
@@ -251,7 +230,7 @@ def rank_by_labels(
 
 
 def label_match(
-    snapshot: Served, index: ServedIndex, ids: Sequence[int], where: SceneFilter
+    snapshot: ModelIndex, index: ServedIndex, ids: Sequence[int], where: SceneFilter
 ) -> np.ndarray | None:
     """The classifier's probability that each scene meets the label conditions of `where`,
     labels taken as independent; None when the index keeps no probabilities or the model
