@@ -123,7 +123,16 @@ def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
 
 
 def message(exc: BaseException) -> str:
-    """An exception's message on one line, without a KeyError's quotes."""
+    """An exception's message on one line, without a KeyError's quotes; a validation error
+    as each wrong field and what is wrong with it."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'the search'}: "
+            f"{error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        )
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__

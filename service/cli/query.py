@@ -82,6 +82,18 @@ def search(
     near: Annotated[
         str | None, typer.Option(help="Only scenes centred within LON,LAT,METRES.")
     ] = None,
+    added_after: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WHEN",
+            help="Only scenes that entered the archive at or after WHEN (ISO 8601 date or "
+            "date and time; UTC unless it says otherwise).",
+        ),
+    ] = None,
+    added_before: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Only scenes that entered the archive before WHEN."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
     database_url: DatabaseOpt = None,
@@ -101,24 +113,34 @@ def search(
         places = _places(bbox, within, near)
     except (ValueError, OSError) as exc:
         usage_error(message(exc))
+    fields = {
+        key: value
+        for key, value in {
+            "labels_all": split_commas(labels_all), "labels_any": split_commas(labels_any),
+            "labels_none": split_commas(labels_none), "scene": folder, "text": text,
+            "min_score": min_score, "more_like": liked, "less_like": disliked,
+            "added_after": added_after, "added_before": added_before, **places,
+        }.items()
+        if value is not None and value != []
+    } | {"k": k, "include_query": include_query}  # fmt: skip
     # imported once the command line is understood, so that a usage error answers at once
+    from service.api.schemas.search import query_from_fields
     from service.storage.scene_reading import SchemaNotCurrentError
-    from service.usecases.local_search import NothingToSearchError, SearchInputs
+    from service.usecases.local_search import NothingToSearchError
     from service.usecases.text import TextSearchUnavailableError
 
-    inputs = SearchInputs(
-        k=k, include_query=include_query, labels_all=split_commas(labels_all),
-        labels_any=split_commas(labels_any), labels_none=split_commas(labels_none),
-        folder=folder, text=text, min_score=min_score, more_like=liked, less_like=disliked,
-        **places,
-    )  # fmt: skip
+    try:  # checked as POST /search checks it: a wrong value is a usage error naming it
+        by_scene = {} if query_id is None else {"scene_id": query_id}
+        query = query_from_fields(fields | by_scene, by_image=image is not None)
+    except ValueError as exc:
+        usage_error(message(exc))
     try:
         if url is not None:
             from service.cli.remote import remote_search
 
-            body = remote_search(url, image, query_id, inputs)
+            body = remote_search(url, image, query_id, fields)
         else:
-            body = _local_search(image, query_id, inputs, database_url)
+            body = _local_search(image, query_id, query, text, database_url)
     except user_errors(
         LookupError, OSError, NothingToSearchError, TextSearchUnavailableError,
         SchemaNotCurrentError,
@@ -128,14 +150,14 @@ def search(
 
 
 def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
-    """--bbox, --within and --near, checked: SearchInputs' bbox, within and near."""
+    """--bbox, --within and --near, checked, as POST /search's bbox, within and near."""
     from model.geo import parse_bbox, parse_near, polygon_from_geojson
 
     places: dict[str, Any] = {}
     if bbox:
-        places["bbox"] = tuple(parse_bbox(bbox))
+        places["bbox"] = list(parse_bbox(bbox))
     if near:
-        places["near"] = tuple(parse_near(near))
+        places["near"] = list(parse_near(near))
     if within:
         text = within if within.lstrip().startswith("{") else Path(within).read_text()
         places["within"] = json.loads(text)
@@ -144,13 +166,13 @@ def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str,
 
 
 def _local_search(
-    image: Path | None, scene: int | None, inputs: Any, database_url: str | None
+    image: Path | None, scene: int | None, query: Any, text: str | None, database_url: str | None
 ) -> dict[str, Any]:
     """POST /search's answer, computed here (`service.usecases.local_search.search_here`)."""
     from service.settings import get_settings
     from service.usecases.local_search import search_here
 
-    answer = search_here(get_settings(), engine(database_url), inputs, image=image,
+    answer = search_here(get_settings(), engine(database_url), query, text=text, image=image,
                          scene_id=scene)  # fmt: skip
     page, read = answer.page, answer.understood
     hits = [

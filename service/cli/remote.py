@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from service.usecases.local_search import SearchInputs
-
 
 def _client(url: str) -> Any:
     import httpx
@@ -34,29 +32,12 @@ def _answer(response: Any) -> dict[str, Any]:
     return body
 
 
-def search_fields(inputs: SearchInputs) -> dict[str, Any]:
-    """POST /search's fields for `inputs` (those set)."""
-    fields: dict[str, Any] = {"k": inputs.k, "include_query": inputs.include_query}
-    for key, value in (
-        ("labels_all", list(inputs.labels_all)), ("labels_any", list(inputs.labels_any)),
-        ("labels_none", list(inputs.labels_none)), ("scene", inputs.folder),
-        ("text", inputs.text), ("min_score", inputs.min_score),
-        ("more_like", list(inputs.more_like)), ("less_like", list(inputs.less_like)),
-        ("bbox", list(inputs.bbox or [])), ("within", inputs.within),
-        ("near", list(inputs.near or [])),
-    ):  # fmt: skip
-        if value:
-            fields[key] = value
-    return fields
-
-
 def remote_search(
-    url: str, image: Path | None, scene: int | None, inputs: SearchInputs
+    url: str, image: Path | None, scene: int | None, request: dict[str, Any]
 ) -> dict[str, Any]:
-    """POST /search's answer from the service at `url`."""
+    """POST /search's answer from the service at `url` to POST /search's fields."""
     import httpx
 
-    request = search_fields(inputs)
     try:
         with _client(url) as client:
             if image is not None:

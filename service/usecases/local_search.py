@@ -9,14 +9,12 @@ takes seconds; a text query loads the sentence encoder (`service.usecases.text`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
 
-from index.filters import SceneFilter
 from index.stores import (
     IndexModelMismatchError,
     IndexNotReadyError,
@@ -26,7 +24,6 @@ from index.stores import (
     open_store,
 )
 from model.card import ModelFileError, read_card, resolve_model_path
-from model.geo import polygon_from_geojson
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
@@ -35,30 +32,6 @@ from service.usecases.text import Understood
 
 class NothingToSearchError(RuntimeError):
     """No model, or no index built by it, to search with (says which, and what to run)."""
-
-
-@dataclass(frozen=True)
-class SearchInputs:
-    """What is searched for, as `grn search` takes it (and POST /search's fields)."""
-
-    k: int = 10
-    include_query: bool = False
-    labels_all: Sequence[str] = ()
-    labels_any: Sequence[str] = ()
-    labels_none: Sequence[str] = ()
-    folder: str | None = None
-    """Only scenes of this scene folder."""
-    text: str | None = None
-    """A phrase read onto the model's labels."""
-    min_score: float | None = None
-    more_like: Sequence[int] = ()
-    less_like: Sequence[int] = ()
-    bbox: tuple[float, float, float, float] | None = None
-    """MIN_LON, MIN_LAT, MAX_LON, MAX_LAT."""
-    within: dict[str, Any] | None = None
-    """A GeoJSON Polygon."""
-    near: tuple[float, float, float] | None = None
-    """LON, LAT, METRES."""
 
 
 @dataclass(frozen=True)
@@ -88,16 +61,17 @@ def open_index_only(settings: Settings, store: VectorStore) -> ModelIndex:
 def search_here(
     settings: Settings,
     engine: Engine,
-    inputs: SearchInputs,
+    query: SearchQuery,
     *,
+    text: str | None = None,
     image: Path | None = None,
     scene_id: int | None = None,
 ) -> LocalAnswer:
     """The archive scenes most similar to an image file, an archive scene, scenes to be like
-    or labels (a phrase read onto them), filtered as `inputs` says, from the model, store and
+    or labels (`text`, a phrase, read onto them), as `query` asks, from the model, store and
     SQL of `settings`."""
     if image is not None:
-        return _search_by_image(settings, engine, inputs, image)
+        return _search_by_image(settings, engine, query, text, image)
     store = open_store(settings)
     try:
         try:
@@ -107,13 +81,13 @@ def search_here(
             VectorStoreUnavailableError, OSError,
         ) as exc:  # fmt: skip
             raise NothingToSearchError(f"nothing to search: {exc}") from exc
-        return _search(settings, served, engine, inputs, scene_id=scene_id)
+        return _search(settings, served, engine, query, text, scene_id=scene_id)
     finally:
         store.close()
 
 
 def _search_by_image(
-    settings: Settings, engine: Engine, inputs: SearchInputs, image: Path
+    settings: Settings, engine: Engine, query: SearchQuery, text: str | None, image: Path
 ) -> LocalAnswer:
     """Embed the image with the network (loaded here: seconds), then search."""
     from model.imageio import read_image
@@ -127,7 +101,7 @@ def _search_by_image(
         snapshot = runtime.current()
         out = predict(snapshot.net, snapshot.card, [read_image(image)], snapshot.device)
         return _search(
-            settings, snapshot, engine, inputs, vector=out.embeddings[0],
+            settings, snapshot, engine, query, text, vector=out.embeddings[0],
             descriptor=out.descriptors[0], by_image=True,
         )  # fmt: skip
     finally:
@@ -138,35 +112,27 @@ def _search(
     settings: Settings,
     served: ModelIndex,
     engine: Engine,
-    inputs: SearchInputs,
+    query: SearchQuery,
+    text: str | None,
     *,
     scene_id: int | None = None,
     vector: Any = None,
     descriptor: Any = None,
     by_image: bool = False,
 ) -> LocalAnswer:
-    labels_all, labels_none = list(inputs.labels_all), list(inputs.labels_none)
     understood = None
-    if inputs.text:
+    if text:
         from service.usecases.text import phrase_reader, with_reading
 
         vocabulary = served.card.label_names
-        understood = phrase_reader().read(inputs.text, vocabulary)
+        understood = phrase_reader().read(text, vocabulary)
         labels_all, labels_none = with_reading(
-            labels_all, labels_none, understood, phrase=inputs.text, vocabulary=vocabulary,
-            other_query=by_image or scene_id is not None or bool(inputs.more_like),
+            list(query.where.labels_all), list(query.where.labels_none), understood,
+            phrase=text, vocabulary=vocabulary,
+            other_query=by_image or scene_id is not None or bool(query.more_like),
         )  # fmt: skip
-    where = SceneFilter(
-        labels_all=labels_all, labels_any=inputs.labels_any, labels_none=labels_none,
-        folder=inputs.folder, bbox=inputs.bbox,
-        within=polygon_from_geojson(inputs.within) if inputs.within is not None else None,
-        near=inputs.near,
-    )  # fmt: skip
-    query = SearchQuery(
-        k=inputs.k, where=where, min_score=inputs.min_score,
-        include_query=inputs.include_query, more_like=inputs.more_like,
-        less_like=inputs.less_like,
-    )  # fmt: skip
+        where = replace(query.where, labels_all=labels_all, labels_none=labels_none)
+        query = replace(query, where=where)
     page = search_scenes(
         served, Catalog(engine), query, vector=vector, scene_id=scene_id,
         descriptor=descriptor, rerank=Rerank.of(settings),

@@ -112,6 +112,8 @@ class LiveServer:
     """`grn serve` in a subprocess, as a user starts it."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        """The settings it was started with (`GRN_` variables)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import grn
 from servers import (
     MIDDLE,
     OLD,
@@ -125,6 +127,29 @@ def test_added_filters_a_search_by_form(dated: tuple[LiveServer, Groups], subset
             )
         assert response.status_code == 200, response.text
         assert {int(h["id"]) for h in response.json()["hits"]} == expected, window
+
+
+def test_grn_search_takes_the_window_here_and_through_the_service(
+    dated: tuple[LiveServer, Groups], subset: Archive
+) -> None:
+    """`grn search --added-after/--added-before` as typed, answered in its own process from
+    the server's settings and by the running service (--url), keeps the scenes the API keeps;
+    a time it cannot read is a usage error (exit 2) that names the option's field."""
+    server, groups = dated
+    query = str(scene_id(subset.scenes[0].name))
+    for window, expected in windows(groups)[:4]:
+        options = [f"--{key.replace('_', '-')}={value}" for key, value in window.items()]
+        for where in ([], ["--url", server.url]):
+            done = grn(
+                "search", "--scene", query, "--k", "1000", "--include-query", "--json",
+                *options, *where, env=server.env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            assert {int(hit["id"]) for hit in json.loads(done.stdout)["hits"]} == expected
+    bad = grn("search", "--scene", query, "--added-after", "yesterday", env=server.env)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("error: added_after: 'yesterday' is not an ISO 8601 date")
+    assert len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_added_filters_the_listing(dated: tuple[LiveServer, Groups], subset: Archive) -> None:
