@@ -92,12 +92,8 @@ def import_(
         report = import_to_current_schema(engine(database_url), archive, labels, progress=not quiet)
     except (ArchiveError, SchemaNotCurrentError) as exc:
         fail(exc)
-    typer.echo(
-        f"imported {report.added} scenes ({report.skipped} already present, "
-        f"{len(report.broken)} unreadable) in {report.seconds:.1f} s; import #{report.archive_id}"
-    )
-    if report.placed:
-        typer.echo(f"  {report.placed} scenes already present gained their footprint")
+    for line in report.summary():
+        typer.echo(line)
     for broken in report.broken:
         typer.echo(f"  skipped {broken.path}: {broken.error}", err=True)
 

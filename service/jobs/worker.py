@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.jobs.queue import LEASE_SECONDS, OUTPUT_LINES, Job, JobQueue
-from service.jobs.specs import LEGACY
+from service.jobs.specs import LEGACY, spec_to_json
 
 HEARTBEAT_SECONDS = 1.0
 PROGRESS = re.compile(rb"(\d{1,3})%\|")
@@ -92,7 +92,7 @@ class Worker:
             return "failed", None, [*output, LEGACY]
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", *job.spec.argv()],
+                [sys.executable, "-m", "service.jobs.run", spec_to_json(job.spec)],
                 cwd=REPO_ROOT,
                 env={**os.environ, **self.env},
                 stdout=subprocess.PIPE,

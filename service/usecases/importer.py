@@ -48,6 +48,16 @@ class ImportReport:
     placed: int = 0
     """Scenes already present that gained the footprint labels.csv now gives them."""
 
+    def summary(self) -> list[str]:
+        """What the import did, in lines (the unreadable files apart: `broken`)."""
+        lines = [
+            f"imported {self.added} scenes ({self.skipped} already present, "
+            f"{len(self.broken)} unreadable) in {self.seconds:.1f} s; import #{self.archive_id}"
+        ]
+        if self.placed:
+            lines.append(f"  {self.placed} scenes already present gained their footprint")
+        return lines
+
 
 @dataclass
 class _Checked:

@@ -90,3 +90,30 @@ def test_a_row_queued_as_a_command_line_is_shown_and_failed_not_run(queue: JobQu
     ran = Worker(queue, {}, name="test").run_one()
     done = queue.get(legacy.id)
     assert ran and done.status == "failed" and done.output[-1] == LEGACY
+
+
+def test_a_worker_runs_the_spec_s_use_case_and_reports_it(
+    database_url: str, ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """An import job runs `service.jobs.run` in a child process: the scenes arrive in SQL,
+    its output says so, a second import finds them there, and an archive that is not one
+    fails the job with one `error:` line and exit status 1."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    queue = JobQueue(engine)
+    worker = Worker(queue, {"GRN_DATABASE_URL": database_url}, name="test")
+    first = queue.submit(ImportJob(archive=ucm_root, labels=ucm_subset), exclusive=False)
+    again = queue.submit(ImportJob(archive=ucm_root, labels=ucm_subset), exclusive=False)
+    missing = queue.submit(ImportJob(archive=tmp_path / "nowhere"), exclusive=False)
+    assert worker.run_one() and worker.run_one() and worker.run_one()
+    first, again, missing = (queue.get(job.id) for job in (first, again, missing))
+    assert first.status == "succeeded" and first.returncode == 0, first.output
+    assert any(line.startswith("imported 126 scenes (0 already") for line in first.output)
+    assert again.status == "succeeded", again.output
+    assert any("imported 0 scenes (126 already present" in line for line in again.output)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM scenes")).scalar_one() == 126
+    assert missing.status == "failed" and missing.returncode == 1, missing.output
+    errors = [line for line in missing.output if line.startswith("error: ")]
+    assert len(errors) == 1 and "nowhere" in errors[0], missing.output
+    engine.dispose()
