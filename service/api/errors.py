@@ -122,7 +122,9 @@ def install(app: FastAPI) -> None:
         ]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"])
-        return error_response(422, "invalid_request", f"{where}: {first['msg']}", details)
+        # a validator's own sentence, without pydantic's "Value error, " before it
+        said = str(first["msg"]).removeprefix("Value error, ")
+        return error_response(422, "invalid_request", f"{where}: {said}", details)
 
     async def http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {
