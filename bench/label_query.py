@@ -61,7 +61,7 @@ def main() -> None:
     if not runtime.refresh():
         raise SystemExit(f"nothing to search: {runtime.problem}")
     snapshot = runtime.current()
-    catalog = Catalog(make_engine(settings.database_url))
+    catalog = Catalog(make_engine(settings.database.database_url))
     table = catalog.table()
     index = snapshot.searcher
     tested = SceneFilter(split=args.split)

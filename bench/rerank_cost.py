@@ -36,7 +36,7 @@ def main() -> None:
     if not runtime.refresh():
         raise SystemExit(f"nothing to search: {runtime.problem}; run make serve-prepare")
     snapshot = runtime.current()
-    catalog = Catalog(make_engine(settings.database_url))
+    catalog = Catalog(make_engine(settings.database.database_url))
     searcher: Any = snapshot.searcher
     ids = searcher.ids[: args.queries]
     vectors, descriptors = searcher.vectors(ids), searcher.descriptors(ids)

@@ -128,10 +128,10 @@ def bare_baselines(
     probe = partial(warm_median_ms, lambda: net.engine.run(batch))
     network = probe()
     settings = Settings(database_url=env["GRN_DATABASE_URL"], index_root=env["GRN_INDEX_ROOT"])
-    store = open_store(settings)
+    store = open_store(settings.store)
     current = store.current()
     served = store.open(current.version, current.model_version)
-    catalog = Catalog(make_engine(settings.database_url))
+    catalog = Catalog(make_engine(settings.database.database_url))
     ids = np.asarray(served.ids, dtype=np.int64)  # type: ignore[attr-defined]  # FAISS
     turn = iter(np.resize(ids, repeats + 1).tolist())
 

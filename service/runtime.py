@@ -95,7 +95,7 @@ def _file_stamp(path: Path) -> tuple[int, int]:
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = open_store(settings)
+        self.store = open_store(settings.store)
         """The configured vector store (`index.stores.open_store`)."""
         self.snapshot: Snapshot | None = None
         self.problem: str | None = "not loaded yet"
@@ -144,7 +144,7 @@ class Runtime:
 
     def _refresh(self, force: bool) -> bool:
         old = self.snapshot
-        model_file = resolve_model_path(self.settings.model_path)
+        model_file = resolve_model_path(self.settings.model.model_path)
         stamp = _file_stamp(model_file)
         index_version, index_model = self._current_index()
         same_model = old is not None and old.model_file == model_file and old.model_stamp == stamp
@@ -157,7 +157,7 @@ class Runtime:
             if old is not None and card.version == old.card.version:
                 net = old.net
             else:
-                device = resolve_device(self.settings.device)
+                device = resolve_device(self.settings.model.device)
                 net, card = self.run_torch(_load_for_inference, model_file, device)
         if index_model != card.version:
             raise IndexModelMismatchError(
@@ -199,9 +199,9 @@ def model_request_bound(settings: Settings) -> int:
     runs on (its engine's threads: every core, or OMP_NUM_THREADS, which `grn serve
     --workers N` sets to cores / N) on the CPU, and no bound (0) on a GPU, where it was never
     measured."""
-    if settings.max_model_requests is not None:
-        return settings.max_model_requests
-    if resolve_device(settings.device).type != "cpu":
+    if settings.limits.max_model_requests is not None:
+        return settings.limits.max_model_requests
+    if resolve_device(settings.model.device).type != "cpu":
         return 0
     return MODEL_REQUESTS_PER_CORE * cpu_threads()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,27 +33,11 @@ from index.stores.base import (
     VectorStore,
     VectorStoreUnavailableError,
 )
+from index.stores.registry import STORES, UnknownStoreError, check_store_name
+from index.stores.settings import FaissSettings, MilvusSettings, StoreSettings
 
 if TYPE_CHECKING:
     from model.archive import Archive
-
-STORES: dict[str, str] = {
-    "faiss": "index.stores.faiss:open_faiss",
-    "milvus": "index.stores.milvus:open_milvus",
-}
-"""name -> `module:opener`; the opener takes the settings and returns a VectorStore."""
-
-
-class UnknownStoreError(ValueError):
-    """A vector store name that is not registered."""
-
-
-def check_store_name(name: str) -> str:
-    if name not in STORES:
-        raise UnknownStoreError(
-            f"unknown vector store {name!r}; the stores are: {', '.join(sorted(STORES))}"
-        )
-    return name
 
 
 def is_current(
@@ -79,9 +63,9 @@ def is_current(
     return bool(np.array_equal(wanted, store.ids(current.version)))
 
 
-def open_store(settings: Any) -> VectorStore:
-    """The store `settings.vector_store` names, opened with the settings (its own fields
-    are read by its opener). Nothing is connected or loaded until it is used."""
+def open_store(settings: StoreSettings) -> VectorStore:
+    """The store `settings.vector_store` names, opened with the settings (its own section
+    is read by its opener). Nothing is connected or loaded until it is used."""
     module_name, opener = STORES[check_store_name(settings.vector_store)].split(":")
     store: VectorStore = getattr(importlib.import_module(module_name), opener)(settings)
     return store
@@ -89,13 +73,16 @@ def open_store(settings: Any) -> VectorStore:
 
 __all__ = [
     "STORES",
+    "FaissSettings",
     "IndexModelMismatchError",
     "IndexNotReadyError",
+    "MilvusSettings",
     "ModelIndex",
     "ReindexOptions",
     "ReindexReport",
     "ServedIndex",
     "StoreBusyError",
+    "StoreSettings",
     "StoreVersion",
     "UnknownSceneError",
     "UnknownStoreError",

@@ -233,4 +233,3 @@ class ModelIndex:
     @property
     def index_version(self) -> str:
         return self.searcher.version
-

@@ -37,6 +37,7 @@ from index.stores.faiss_versions import IDS_FILE, IndexStore, LoadedIndex
 from index.vectors import SearchSettings, configure, find_ivf, make_index, search, widened
 
 if TYPE_CHECKING:
+    from index.stores.settings import StoreSettings
     from model.archive import Archive
 
 log = logging.getLogger("grn.index")
@@ -302,15 +303,9 @@ class FaissVersions:
         """Nothing is held open."""
 
 
-def open_faiss(settings: Any) -> FaissVersions:
+def open_faiss(settings: StoreSettings) -> FaissVersions:
     return FaissVersions(
-        Path(settings.index_root),
-        SearchSettings(
-            nprobe=settings.nprobe,
-            ef_search=settings.ef_search,
-            rerank_factor=settings.rerank_factor,
-        ),
-        use_gpus=settings.faiss_gpu,
+        Path(settings.index_root), settings.faiss.search(), use_gpus=settings.faiss.faiss_gpu
     )
 
 

@@ -54,6 +54,7 @@ from index.stores.milvus_collection import MilvusCollection
 from index.stores.milvus_filters import NATIVE_FILTERS, archive_meta
 
 if TYPE_CHECKING:
+    from index.stores.settings import StoreSettings
     from model.archive import Archive
 
 
@@ -321,10 +322,11 @@ class MilvusVersions:
             self._client = None
 
 
-def open_milvus(settings: Any) -> MilvusVersions:
+def open_milvus(settings: StoreSettings) -> MilvusVersions:
+    milvus = settings.milvus
     return MilvusVersions(
-        settings.milvus_uri,
-        settings.milvus_collection,
-        settings.milvus_token.get_secret_value(),
+        milvus.milvus_uri,
+        milvus.milvus_collection,
+        milvus.milvus_token.get_secret_value(),
         Path(settings.index_root) / "work",
     )

@@ -33,9 +33,9 @@ from service.settings import Settings, get_settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     check_production(settings)
-    configure_logging(settings.log_format, settings.log_level)
-    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
-    if settings.tune_allocator:
+    configure_logging(settings.server.log_format, settings.server.log_level)
+    Image.MAX_IMAGE_PIXELS = settings.limits.max_image_pixels
+    if settings.model.tune_allocator:
         tune_allocator()
 
     app = FastAPI(
@@ -54,11 +54,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
 
     errors.install(app)
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes)
-    if settings.cors_origins:
+    app.add_middleware(BodyLimit, limit=settings.limits.max_upload_bytes)
+    if settings.access.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.access.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key", "Authorization", "X-Request-ID"],
             expose_headers=["X-Request-ID"],
@@ -74,7 +74,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=operations.DOCS_ASSETS), name="docs-assets")
     # browser libraries from the npm registry (`grn assets`); absent, the page works without
-    app.mount("/vendor", StaticFiles(directory=settings.asset_dir, check_dir=False), name="vendor")
+    app.mount(
+        "/vendor", StaticFiles(directory=settings.page.asset_dir, check_dir=False), name="vendor"
+    )
     return app
 
 

@@ -33,24 +33,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     `create_app`), serve, then stop them."""
     settings: Settings = app.state.settings
     metrics: Metrics = app.state.metrics
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database.database_url)
     runtime = Runtime(settings)
     batcher = Batcher(
-        enabled=settings.batching,
-        max_batch_size=settings.max_batch_size,
-        wait_ms=settings.batch_wait_ms,
+        enabled=settings.model.batching,
+        max_batch_size=settings.model.max_batch_size,
+        wait_ms=settings.model.batch_wait_ms,
         observer=metrics.observe_batch,
     )
     model_requests = Admission(model_request_bound(settings), "model")
-    searches = Admission(settings.max_searches, "search")
+    searches = Admission(settings.limits.max_searches, "search")
     metrics.watch(batcher, model_requests, searches)
     app.state.job_queue = JobQueue(engine)
     app.state.engine = engine
-    app.state.catalog = Catalog(engine, postgis=settings.postgis)
+    app.state.catalog = Catalog(engine, postgis=settings.database.postgis)
     runtime.run_torch = batcher.call  # models load on the model thread
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(
-            max_workers=settings.io_threads,
+            max_workers=settings.limits.io_threads,
             thread_name_prefix="grn-io",
             initializer=runtime.store.init_worker_thread,
         )
@@ -63,8 +63,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime.store.init_worker_thread()  # so this thread is set up to search as well
     batcher.start()
     await refresh_served(app)
-    poller = asyncio.create_task(_poll(app)) if settings.index_poll_seconds > 0 else None
-    worker = _start_worker(app) if settings.embedded_worker else None
+    poller = asyncio.create_task(_poll(app)) if settings.server.index_poll_seconds > 0 else None
+    worker = _start_worker(app) if settings.jobs.embedded_worker else None
     try:
         yield
     finally:
@@ -90,7 +90,7 @@ def _start_worker(app: FastAPI) -> Worker:
         app.state.job_queue,
         settings.as_environment(),
         name=worker_name("api"),
-        lease_seconds=settings.job_lease_seconds,
+        lease_seconds=settings.jobs.job_lease_seconds,
         on_success=take_up,
     )
     threading.Thread(target=worker.run_forever, name="grn-jobs", daemon=True).start()
@@ -108,7 +108,7 @@ async def refresh_served(app: FastAPI) -> bool:
 
 async def _poll(app: FastAPI) -> None:
     while True:
-        await asyncio.sleep(app.state.settings.index_poll_seconds)
+        await asyncio.sleep(app.state.settings.server.index_poll_seconds)
         try:
             await refresh_served(app)
         except Exception:  # the poller must outlive any one failure

@@ -106,15 +106,15 @@ def serve_prepared(settings: Settings, options: Options) -> None:
             name="grn-up",
             daemon=True,
         ).start()
-    say(f"serving on http://{settings.host}:{settings.port} while preparing")
+    say(f"serving on http://{settings.server.host}:{settings.server.port} while preparing")
     try:
         uvicorn.run(
             app,
-            host=settings.host,
-            port=settings.port,
+            host=settings.server.host,
+            port=settings.server.port,
             log_level="info",
             access_log=False,
-            timeout_keep_alive=int(settings.keep_alive_seconds),
+            timeout_keep_alive=int(settings.server.keep_alive_seconds),
         )
     finally:
         stop.set()

@@ -19,10 +19,10 @@ class InsecureSettingsError(RuntimeError):
 
 def check_production(settings: Settings) -> None:
     """Refuse to start in production with a default, empty or short API key."""
-    if settings.environment != "production":
+    if settings.access.environment != "production":
         return
-    key = settings.api_key.get_secret_value()
-    write_key = settings.write_key.get_secret_value()
+    key = settings.access.api_key.get_secret_value()
+    write_key = settings.access.write_key.get_secret_value()
     if write_key and (write_key.lower() in WEAK_KEYS or len(write_key) < MIN_KEY_LENGTH):
         raise InsecureSettingsError(
             f"GRN_WRITE_KEY, when set, must be a secret of at least {MIN_KEY_LENGTH} characters"
@@ -47,9 +47,9 @@ def presented_key(request: Request) -> str | None:
 
 def _check(request: Request, what: str, *, writer: bool = False) -> None:
     settings: Settings = request.app.state.settings
-    expected = [settings.api_key.get_secret_value()]
+    expected = [settings.access.api_key.get_secret_value()]
     if writer:
-        expected.append(settings.write_key.get_secret_value())
+        expected.append(settings.access.write_key.get_secret_value())
     expected = [key for key in expected if key]
     given = presented_key(request)
     if given is None:
@@ -80,5 +80,5 @@ async def require_writer(request: Request) -> None:
 
 async def require_reader(request: Request) -> None:
     settings: Settings = request.app.state.settings
-    if settings.read_access == "key":
+    if settings.access.read_access == "key":
         _check(request, "these endpoints")

@@ -137,7 +137,10 @@ async def infer_uploads(
 def _decode_file(item: tuple[str, bytes], settings: Settings) -> np.ndarray:
     name, data = item
     return decode_upload(
-        data, name, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels
+        data,
+        name,
+        max_bytes=settings.limits.max_upload_bytes,
+        max_pixels=settings.limits.max_image_pixels,
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from typer.core import TyperGroup
 
 # Click's exception classes, from Click itself or the copy newer typers carry (typer.*
@@ -57,6 +58,11 @@ class OneLineErrors(TyperGroup):
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
         except typer.Abort:
             typer.echo("aborted", err=True)
+            sys.exit(1)
+        except ValidationError as exc:
+            if exc.title != "Settings":
+                raise
+            typer.secho(f"error: {message(exc)}", fg=typer.colors.RED, err=True)
             sys.exit(1)
         # without standalone mode, Click answers an Exit's code (typer.Exit) or None
         sys.exit(code if isinstance(code, int) else 0)
@@ -125,11 +131,13 @@ def user_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
 def message(exc: BaseException) -> str:
     """An exception's message on one line, without a KeyError's quotes; a validation error
     as each wrong field and what is wrong with it."""
-    from pydantic import ValidationError
+    from service.settings import variable_of
 
     if isinstance(exc, ValidationError):
+        settings = exc.title == "Settings"  # a setting by its variable, a field by its path
         return "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'the search'}: "
+            f"{variable_of(error['loc']) if settings else '.'.join(map(str, error['loc']))}"
+            f"{'' if error['loc'] or settings else 'the search'}: "
             f"{error['msg'].removeprefix('Value error, ')}"
             for error in exc.errors()
         )
@@ -200,7 +208,7 @@ def engine(database_url: str | None) -> Any:
     from service.settings import get_settings
     from service.storage.db import make_engine
 
-    return make_engine(database_url or get_settings().database_url)
+    return make_engine(database_url or get_settings().database.database_url)
 
 
 def store_settings(

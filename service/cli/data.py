@@ -109,7 +109,7 @@ def assets(
     from service.api.assets import PACKAGES, AssetError, fetch
     from service.settings import get_settings
 
-    folder = asset_dir or get_settings().asset_dir
+    folder = asset_dir or get_settings().page.asset_dir
     for package in PACKAGES:
         try:
             where = fetch(folder, package)

@@ -158,8 +158,8 @@ def reconcile(
 
     settings = store_settings(index_root, milvus, collection)
     connected = engine(database_url)
-    model_path = model or settings.model_path
-    store = open_store(settings)
+    model_path = model or settings.model.model_path
+    store = open_store(settings.store)
     answer: dict[str, Any] = {}
     try:
         drift = find_drift(connected, model_path, store)

@@ -277,8 +277,8 @@ def _local_classify(images: list[Path]) -> list[dict[str, Any]]:
     from service.api.schemas import ImageClassification
     from service.settings import get_settings
 
-    device = resolve_device(get_settings().device)
-    net, card = load_model(get_settings().model_path, device)
+    device = resolve_device(get_settings().model.device)
+    net, card = load_model(get_settings().model.model_path, device)
     out = predict(net, card, [read_image(path) for path in images], device)
     return [
         ImageClassification.of(path.name, card, probabilities).model_dump()

@@ -13,7 +13,7 @@ def _client(url: str) -> Any:
 
     from service.settings import get_settings
 
-    key = get_settings().api_key.get_secret_value()
+    key = get_settings().access.api_key.get_secret_value()
     return httpx.Client(
         base_url=url.rstrip("/"), timeout=120, headers={"X-API-Key": key} if key else {}
     )

@@ -24,8 +24,8 @@ def serve(
     from service.settings import get_settings
 
     settings = get_settings()
-    host, port = host or settings.host, port or settings.port
-    workers = workers or settings.workers
+    host, port = host or settings.server.host, port or settings.server.port
+    workers = workers or settings.server.workers
     if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
         # each worker runs its own network: split the cores, not N teams on every core
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
@@ -33,7 +33,7 @@ def serve(
     options: dict[str, Any] = {
         "log_level": "info",
         "access_log": False,  # the app logs one line per request, with its request id
-        "timeout_keep_alive": int(settings.keep_alive_seconds),
+        "timeout_keep_alive": int(settings.server.keep_alive_seconds),
     }
     if workers > 1 and reuse_port_supported():
         # a socket per worker, connections spread by the kernel (service/api/workers.py)
@@ -128,13 +128,13 @@ def up(
     from pydantic import ValidationError
 
     from service.api.prepare import Options, serve_prepared, train_options_from
-    from service.settings import Settings
+    from service.settings import Settings, variable_of
 
     try:
         settings = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"GRN_{str(first['loc'][0]).upper()}: {first['msg']}")
+        fail(f"{variable_of(first['loc'])}: {first['msg']}")
     if archive_source is None:
         archive_source = os.environ.get("GRN_ARCHIVE_SOURCE")
     options = Options(

@@ -22,7 +22,7 @@ def say(line: str) -> None:
 
 def run(spec: JobSpec, settings: Settings) -> int:
     """Run `spec`'s use case; the job's exit status."""
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database.database_url)
     try:
         if isinstance(spec, ImportJob):
             from service.usecases.importer import import_to_current_schema

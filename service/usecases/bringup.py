@@ -84,7 +84,7 @@ def say(line: str) -> None:
 def _archive_name(settings: Settings, options: Options) -> str:
     if options.archive_source:
         return f"GRN_ARCHIVE={options.archive_source}"
-    return str(settings.archive_dir)
+    return str(settings.jobs.archive_dir)
 
 
 def check_archive(settings: Settings, options: Options) -> Path:
@@ -93,9 +93,9 @@ def check_archive(settings: Settings, options: Options) -> Path:
         "set GRN_ARCHIVE to the archive folder (images and labels.csv) and run "
         "`docker compose up -d` again"
     )
-    if settings.archive_dir is None:
+    if settings.jobs.archive_dir is None:
         raise InputError(f"no archive: GRN_ARCHIVE_DIR is not set; {fix}")
-    root = settings.archive_dir
+    root = settings.jobs.archive_dir
     if options.archive_source == "":
         raise InputError(f"no archive: GRN_ARCHIVE is not set; {fix}")
     name = _archive_name(settings, options)
@@ -192,7 +192,7 @@ def prepare(
     step("checking the archive")
     root = check_archive(settings, options)
 
-    engine = (make_engine or default_make_engine)(settings.database_url)
+    engine = (make_engine or default_make_engine)(settings.database.database_url)
     ensure_database_folder(engine)  # the embedded default
     try:
         step("waiting for the database")
@@ -222,7 +222,7 @@ def prepare(
         say(f"leaving out {len(report.broken)} unreadable images (GRN_SKIP_BROKEN)")
     broken = ["--skip-broken"] if options.skip_broken else []
 
-    model = settings.model_path
+    model = settings.model.model_path
     if model.is_file():
         say(f"model {model} is present: not training")
     else:
@@ -243,7 +243,7 @@ def prepare(
             )
 
     step("building the index when stale")
-    store = open_store(settings)
+    store = open_store(settings.store)
     try:
         current = is_current(store, model, root)
     except Exception:  # unreadable index, store not answering: `grn reindex` will say
@@ -256,7 +256,7 @@ def prepare(
     indexed = runner(
         [
             "reindex", "--model", str(model), "--archive", str(root),
-            "--index-root", str(settings.index_root), "--if-stale", "--quiet", *broken,
+            "--index-root", str(settings.store.index_root), "--if-stale", "--quiet", *broken,
         ]
     )  # fmt: skip
     if indexed.returncode != 0:
@@ -276,8 +276,8 @@ def prepare_until_done(
     stop = stop or threading.Event()
     while not stop.is_set():
         before = (
-            archive_fingerprint(settings.archive_dir)
-            if settings.archive_dir is not None and settings.archive_dir.is_dir()
+            archive_fingerprint(settings.jobs.archive_dir)
+            if settings.jobs.archive_dir is not None and settings.jobs.archive_dir.is_dir()
             else ()
         )
         with state.lock:
@@ -288,8 +288,8 @@ def prepare_until_done(
             _stopped(state, str(exc))
             while not stop.wait(options.retry_seconds):
                 now = (
-                    archive_fingerprint(settings.archive_dir)
-                    if settings.archive_dir is not None and settings.archive_dir.is_dir()
+                    archive_fingerprint(settings.jobs.archive_dir)
+                    if settings.jobs.archive_dir is not None and settings.jobs.archive_dir.is_dir()
                     else ()
                 )
                 if now != before or isinstance(exc, DatabaseUnavailableError):

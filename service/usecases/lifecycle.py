@@ -33,7 +33,7 @@ def _quiet(_: str) -> None:
 
 def served_model_file(settings: Settings) -> Path:
     """The model file in service: GRN_MODEL_PATH, or model.safetensors in that folder."""
-    served = settings.model_path
+    served = settings.model.model_path
     return served / "model.safetensors" if served.is_dir() else served
 
 
@@ -66,7 +66,7 @@ def _parts(settings: Settings, engine: Engine) -> tuple[VectorStore, Archive, Pa
     from service.storage.catalog_archive import catalog_archive
 
     archive = catalog_archive(engine)
-    return open_store(settings), archive, served_model_file(settings)
+    return open_store(settings.store), archive, served_model_file(settings)
 
 
 def promote_candidate(
@@ -101,7 +101,7 @@ def promote_candidate(
 
 def retrain_folder(settings: Settings) -> Path:
     """retrain-<UTC time> beside the served model's training folder."""
-    served = settings.model_path
+    served = settings.model.model_path
     base = served if served.is_dir() else served.parent
     return base.parent / f"retrain-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
 

@@ -44,7 +44,7 @@ class LocalAnswer:
 def open_index_only(settings: Settings, store: VectorStore) -> ModelIndex:
     """The settings' model card and the store's version in service, which that model must
     have built (as the service checks before it serves them)."""
-    model_file = resolve_model_path(settings.model_path)
+    model_file = resolve_model_path(settings.model.model_path)
     card = read_card(model_file)
     current = store.current()
     if current is None:
@@ -72,7 +72,7 @@ def search_here(
     SQL of `settings`."""
     if image is not None:
         return _search_by_image(settings, engine, query, text, image)
-    store = open_store(settings)
+    store = open_store(settings.store)
     try:
         try:
             served = open_index_only(settings, store)

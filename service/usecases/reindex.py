@@ -66,7 +66,7 @@ def reindex_scenes(
         if engine is None:
             raise ValueError("give the scenes to index: an archive folder or the database")
         source = catalog_archive(engine)
-    store = open_store(settings)
+    store = open_store(settings.store)
     options = ReindexOptions(
         labels_csv=request.labels,
         incremental=request.incremental,

@@ -93,7 +93,9 @@ class Rerank:
     @classmethod
     def of(cls, settings: Settings) -> Rerank:
         return cls(
-            settings.backbone_rerank, settings.backbone_rerank_weight, settings.backbone_rerank_pool
+            settings.model.backbone_rerank,
+            settings.model.backbone_rerank_weight,
+            settings.model.backbone_rerank_pool,
         )
 
 

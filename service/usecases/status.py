@@ -77,17 +77,18 @@ def collect_status(engine: Engine, settings: Settings | None = None) -> dict[str
             stale.append("the schema is not current: run `grn db upgrade`")
 
     model_version = None
+    model_path = settings.model.model_path
     try:
-        card = read_card(settings.model_path)
+        card = read_card(model_path)
         model_version = card.version
         report["model"] = {
-            "version": card.version, "backbone": card.backbone, "path": str(settings.model_path),
+            "version": card.version, "backbone": card.backbone, "path": str(model_path),
         }  # fmt: skip
     except ModelFileError as exc:
-        report["model"] = {"error": f"none ({exc})", "path": str(settings.model_path)}
+        report["model"] = {"error": f"none ({exc})", "path": str(model_path)}
         stale.append("no model: run `grn train`")
 
-    store = open_store(settings)
+    store = open_store(settings.store)
     try:
         index_ids = index_status(store, model_version, report, stale)
     finally:

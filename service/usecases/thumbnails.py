@@ -22,7 +22,7 @@ from service.storage.db import Scene
 def cache_headers(tag: str, settings: Settings) -> dict[str, str]:
     return {
         "ETag": f'"{tag}"',
-        "Cache-Control": f"public, max-age={settings.cache_max_age}",
+        "Cache-Control": f"public, max-age={settings.files.cache_max_age}",
     }
 
 
@@ -59,4 +59,6 @@ def rendering(catalog: Catalog, scene: Scene, size: int | None, cache_dir: Path)
 
 def thumbnail(catalog: Catalog, scene: Scene, settings: Settings) -> bytes:
     """A JPEG of the scene, longest side `thumbnail_size`, from the disk cache when there."""
-    return rendering(catalog, scene, settings.thumbnail_size, Path(settings.thumbnail_dir))
+    return rendering(
+        catalog, scene, settings.files.thumbnail_size, Path(settings.files.thumbnail_dir)
+    )

@@ -5,15 +5,21 @@ reindex command to suggest)."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from pydantic import SecretStr
 
 from index.filters import SceneFilter, SceneMeta
 from index.results import IndexSearchError
-from index.stores import STORES, StoreBusyError, UnknownStoreError, open_store
+from index.stores import (
+    STORES,
+    FaissSettings,
+    MilvusSettings,
+    StoreBusyError,
+    StoreSettings,
+    UnknownStoreError,
+    open_store,
+)
 from index.stores.faiss import FaissVersions, Searcher
 from index.stores.faiss_versions import IndexStore
 from index.synthetic import clustered_unit_vectors
@@ -22,13 +28,13 @@ from index.vectors import build_index
 N, DIM = 1500, 16
 
 
-def settings(tmp_path: Path, **overrides: object) -> SimpleNamespace:
-    values: dict[str, object] = {
-        "vector_store": "faiss", "index_root": tmp_path / "index", "nprobe": 8,
-        "ef_search": 64, "rerank_factor": 10, "faiss_gpu": False, "milvus_uri": "",
-        "milvus_collection": "scenes", "milvus_token": SecretStr(""),
-    }  # fmt: skip
-    return SimpleNamespace(**{**values, **overrides})
+def settings(tmp_path: Path, vector_store: str = "faiss", milvus_uri: str = "") -> StoreSettings:
+    return StoreSettings(
+        vector_store=vector_store,
+        index_root=tmp_path / "index",
+        faiss=FaissSettings(nprobe=8, ef_search=64, faiss_gpu=False),
+        milvus=MilvusSettings(milvus_uri=milvus_uri),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +49,13 @@ def test_the_factory_opens_the_named_store(tmp_path: Path) -> None:
     store = open_store(settings(tmp_path))
     assert isinstance(store, FaissVersions) and store.kind == "faiss"
     with pytest.raises(UnknownStoreError, match="the stores are: faiss, milvus"):
-        open_store(settings(tmp_path, vector_store="qdrant"))
+        open_store(StoreSettings.model_construct(vector_store="qdrant"))
     from service.settings import Settings
 
     with pytest.raises(ValueError, match="unknown vector store 'qdrant'"):
         Settings(vector_store="qdrant")
+    with pytest.raises(ValueError, match="unknown vector store 'qdrant'"):
+        StoreSettings(vector_store="qdrant")
 
 
 def test_faiss_versions(tmp_path: Path, data: tuple[np.ndarray, np.ndarray]) -> None:

@@ -83,9 +83,7 @@ def test_dockerfile_shape() -> None:
     # user: an empty named volume takes the folder's owner, else it is root's and unwritable
     made = re.search(r"mkdir -p ([^\\&]+)", text)
     assert made is not None and "chown -R grn:grn /data" in text
-    mounted = {
-        v.split(":")[1] for v in compose({})["services"]["api"]["volumes"] if ":/data/" in v
-    }
+    mounted = {v.split(":")[1] for v in compose({})["services"]["api"]["volumes"] if ":/data/" in v}
     assert mounted and mounted <= set(made.group(1).split()), (mounted, made.group(1))
 
 

@@ -352,7 +352,7 @@ def map_library() -> Path:
     from service.api.assets import AssetError, fetch
     from service.settings import Settings
 
-    folder = Settings().asset_dir
+    folder = Settings().page.asset_dir
     try:
         fetch(folder)
     except AssetError:

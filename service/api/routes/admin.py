@@ -63,7 +63,9 @@ async def admin_reindex(
     store; the new index is taken up when it completes."""
     runtime.store.check_writable()
     spec = ReindexJob(
-        model=settings.model_path, index_root=settings.index_root, incremental=incremental
+        model=settings.model.model_path,
+        index_root=settings.store.index_root,
+        incremental=incremental,
     )
     return JobOut.of(await in_thread(job_queue(request).submit, spec))
 
@@ -130,7 +132,7 @@ async def admin_cancel(request: Request, job_id: Annotated[int, Path_(ge=1)]) ->
 
 
 def archive_folder(settings: Settings, given: str | None) -> Path:
-    folder = Path(given) if given else settings.archive_dir
+    folder = Path(given) if given else settings.jobs.archive_dir
     if folder is None:
         raise BadRequestError("no archive given and GRN_ARCHIVE_DIR is not set", "no_archive")
     if not (folder / "labels.csv").is_file():

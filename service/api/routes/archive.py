@@ -136,7 +136,7 @@ async def scene_thumbnail(
 ) -> Response:
     """A JPEG thumbnail of the scene (longest side `thumbnail_size`), cached on disk."""
     scene = await in_thread(catalog.scene, scene_id)
-    headers = cache_headers(f"{scene.checksum[:32]}-{settings.thumbnail_size}", settings)
+    headers = cache_headers(f"{scene.checksum[:32]}-{settings.files.thumbnail_size}", settings)
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     data = await in_thread(thumbnail, catalog, scene, settings)
@@ -165,7 +165,7 @@ async def scene_preview(
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     data = await in_thread(
-        rendering, catalog, scene, size, Path(settings.thumbnail_dir) / "previews"
+        rendering, catalog, scene, size, Path(settings.files.thumbnail_dir) / "previews"
     )
     return Response(data, media_type="image/jpeg", headers=headers)
 
@@ -193,9 +193,9 @@ async def places(catalog: CatalogDep, settings: SettingsDep) -> PlacesResponse:
         placed=len(known),
         scenes=len(table),
         bounds=bounds,
-        basemap=settings.map_tiles,
-        attribution=settings.map_attribution or None,
-        map_library=installed(settings.asset_dir),
+        basemap=settings.page.map_tiles,
+        attribution=settings.page.map_attribution or None,
+        map_library=installed(settings.page.asset_dir),
     )
 
 

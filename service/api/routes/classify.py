@@ -59,7 +59,7 @@ async def classify(
     snapshot = runtime.current()
     # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
     with request.app.state.model_requests.admit():
-        files, _ = await read_uploads(request, max_files=settings.max_images_per_request)
+        files, _ = await read_uploads(request, max_files=settings.limits.max_images_per_request)
         outputs = None
         if await classifier_for(catalog, snapshot.card):
             outputs = await infer_uploads(files, settings, batcher, snapshot)

@@ -31,6 +31,7 @@ from service.api.schemas.archive import SceneOut
 from service.api.schemas.writes import AddedScene, NewSceneFields, ScenePatch, ScenesAdded
 from service.api.uploads import decode_all, read_uploads
 from service.errors import BadRequestError
+from service.settings import Settings
 from service.usecases.writes import DuplicateScenesError, NewScene, SceneChanges, SceneWriter
 
 router = APIRouter(tags=["archive"], dependencies=WRITER, responses=documented(401, 403, 503))
@@ -56,11 +57,11 @@ ADD_SCHEMA = upload_schema(
 SINGLE_FIELDS = ("name", "scene", "split", "labels", "metadata", "footprint")
 
 
-def writer(request: Request, settings: Any) -> SceneWriter:
+def writer(request: Request, settings: Settings) -> SceneWriter:
     found: SceneWriter | None = getattr(request.app.state, "scene_writer", None)
     if found is None:
         found = request.app.state.scene_writer = SceneWriter(
-            request.app.state.engine, settings.store_dir
+            request.app.state.engine, settings.files.store_dir
         )
     return found
 
@@ -123,7 +124,7 @@ async def add_scenes(
     start = time.perf_counter()
     snapshot = runtime.current()
     with request.app.state.model_requests.admit():
-        files, form = await read_uploads(request, max_files=settings.max_images_per_request)
+        files, form = await read_uploads(request, max_files=settings.limits.max_images_per_request)
         described = _fields(len(files), form)
         images = await decode_all(files, settings)
         scenes_writer = writer(request, settings)
