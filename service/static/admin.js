@@ -5,7 +5,8 @@
 "use strict";
 
 const PAGE = 20;
-const state = { files: [], labels: [], offset: 0, editing: null };
+const state = { files: [], labels: [], editing: null };
+const scenePages = scenePager();
 
 function say(id, text) {
   $(id).textContent = text || "";
@@ -88,12 +89,13 @@ async function addScenes(event) {
 }
 
 async function loadScenes() {
-  const params = new URLSearchParams({ offset: state.offset, limit: PAGE, order: "name" });
+  const params = new URLSearchParams({ limit: PAGE, order: "name" });
   const name = $("find-name").value.trim();
   if (name) params.set("q", name);
   let body;
   try {
-    body = await api(`/scenes?${params}`);
+    body = await api(`/scenes?${scenePages.query(params)}`);
+    scenePages.seen(body);
   } catch (err) {
     say("jobs-message", err.message);
     return;
@@ -115,10 +117,10 @@ async function loadScenes() {
     return row;
   });
   $("scenes").tBodies[0].replaceChildren(...rows);
-  const end = state.offset + body.scenes.length;
-  $("scenes-info").textContent = body.total ? `${state.offset + 1}–${end} of ${body.total}` : "no scenes";
-  $("scenes-prev").disabled = state.offset === 0;
-  $("scenes-next").disabled = body.next_offset === null;
+  const end = body.offset + body.scenes.length;
+  $("scenes-info").textContent = body.scenes.length ? `${body.offset + 1}–${end} of ${body.total}` : "no scenes";
+  $("scenes-prev").disabled = scenePages.first;
+  $("scenes-next").disabled = scenePages.last;
 }
 
 function openEditor(scene) {
@@ -201,10 +203,10 @@ function wire() {
   $("files").addEventListener("change", () => choose($("files").files));
   dropZone($("drop"), $("files"), choose);
   $("add-form").addEventListener("submit", addScenes);
-  $("find").addEventListener("submit", (event) => { event.preventDefault(); state.offset = 0; loadScenes(); });
-  $("find-name").addEventListener("input", () => { state.offset = 0; loadScenes(); });
-  $("scenes-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadScenes(); });
-  $("scenes-next").addEventListener("click", () => { state.offset += PAGE; loadScenes(); });
+  $("find").addEventListener("submit", (event) => { event.preventDefault(); scenePages.restart(); loadScenes(); });
+  $("find-name").addEventListener("input", loadScenes);  // a new selection: the first page
+  $("scenes-prev").addEventListener("click", () => { scenePages.back(); loadScenes(); });
+  $("scenes-next").addEventListener("click", () => { scenePages.forward(); loadScenes(); });
   $("edit-save").addEventListener("click", saveEdit);
   $("edit-cancel").addEventListener("click", () => $("editor").close());
   $("job-reindex").addEventListener("click", () => startJob("/admin/reindex", { incremental: true }));

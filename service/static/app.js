@@ -11,7 +11,6 @@ const BROWSER_FORMATS = ["image/jpeg", "image/png", "image/gif", "image/webp", "
 const state = {
   query: null, // {file, previewUrl, labels} or {sceneId, name, previewUrl, labels}
   offset: 0,
-  archiveOffset: 0,
   last: null, // the last search response shown
   more: [], // relevance feedback: scenes ({id, image}) the results should be like
   less: [], // ... and should not be like
@@ -416,19 +415,22 @@ function openViewer(scene, score) {
 
 // --- the archive browser ------------------------------------------------------------------
 
+const archivePages = scenePager();
+
 async function loadArchive() {
-  const params = new URLSearchParams({ offset: String(state.archiveOffset), limit: "24", order: "name" });
+  const params = new URLSearchParams({ limit: "24", order: "name" });
   if ($("archive-name").value.trim()) params.set("q", $("archive-name").value.trim());
   const fields = filterFields();
   if ($("archive-folder").value) fields.scene = $("archive-folder").value;
   for (const [key, value] of Object.entries(fields)) params.set(key, [value].flat().join(","));
   try {
-    const body = await api(`/scenes?${params}`);
+    const body = await api(`/scenes?${archivePages.query(params)}`);
+    archivePages.seen(body);
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
-    const first = body.total ? body.offset + 1 : 0;
+    const first = body.scenes.length ? body.offset + 1 : 0;
     $("archive-info").textContent = `${first}–${body.offset + body.scenes.length} of ${body.total}`;
-    $("archive-prev").disabled = body.offset === 0;
-    $("archive-next").disabled = body.next_offset === null;
+    $("archive-prev").disabled = archivePages.first;
+    $("archive-next").disabled = archivePages.last;
     $("archive-panel").hidden = false;
   } catch (err) {
     showMessage(err.message);
@@ -649,7 +651,7 @@ function wire() {
     if (event.target === drop && event.key === " ") event.preventDefault(); // no scrolling
   });
   dropZone(drop, $("file"), (files) => useFile(files[0]));
-  $("browse").addEventListener("click", () => { state.archiveOffset = 0; loadArchive(); });
+  $("browse").addEventListener("click", () => { archivePages.restart(); loadArchive(); });
   $("text-search").addEventListener("submit", (event) => {
     event.preventDefault();
     if ($("text").value.trim()) useText($("text").value.trim());
@@ -659,11 +661,11 @@ function wire() {
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - Number($("limit").value)); search(); });
   $("next").addEventListener("click", () => { state.offset += Number($("limit").value); search(); });
-  $("archive-prev").addEventListener("click", () => { state.archiveOffset = Math.max(0, state.archiveOffset - 24); loadArchive(); });
-  $("archive-next").addEventListener("click", () => { state.archiveOffset += 24; loadArchive(); });
-  $("archive-search").addEventListener("submit", (event) => { event.preventDefault(); state.archiveOffset = 0; loadArchive(); });
-  $("archive-name").addEventListener("input", () => { state.archiveOffset = 0; loadArchive(); });
-  $("archive-folder").addEventListener("change", () => { state.archiveOffset = 0; loadArchive(); });
+  $("archive-prev").addEventListener("click", () => { archivePages.back(); loadArchive(); });
+  $("archive-next").addEventListener("click", () => { archivePages.forward(); loadArchive(); });
+  $("archive-search").addEventListener("submit", (event) => { event.preventDefault(); archivePages.restart(); loadArchive(); });
+  $("archive-name").addEventListener("input", loadArchive);  // a new selection: the first page
+  $("archive-folder").addEventListener("change", loadArchive);
   $("results").addEventListener("keydown", (event) => moveFocus($("results"), event));
   $("archive").addEventListener("keydown", (event) => moveFocus($("archive"), event));
   $("viewer-close").addEventListener("click", () => $("viewer").close());

@@ -47,3 +47,32 @@ function dropZone(drop, input, take) {
     take(event.dataTransfer.files);
   });
 }
+
+// Paging through GET /scenes by cursor, which costs the same at any depth: the cursors of the
+// pages visited (so Previous goes back one), and the selection they were made for. A new
+// selection (filters, name, order) starts again at the first page, since a cursor holds only
+// for the selection that made it.
+function scenePager() {
+  let selection = null;
+  let cursors = [null];
+  let next = null;
+  return {
+    // the query for the current page of the selection `params` (URLSearchParams)
+    query(params) {
+      if (params.toString() !== selection) {
+        selection = params.toString();
+        cursors = [null];
+      }
+      const query = new URLSearchParams(params);
+      const cursor = cursors[cursors.length - 1];
+      if (cursor) query.set("cursor", cursor);
+      return query;
+    },
+    seen(body) { next = body.next_cursor; },
+    forward() { if (next) cursors.push(next); next = null; },
+    back() { if (cursors.length > 1) cursors.pop(); },
+    restart() { cursors = [null]; },
+    get first() { return cursors.length === 1; },
+    get last() { return next === null; },
+  };
+}

@@ -6,12 +6,12 @@ Pages of scenes, label and folder counts and single scenes come from SQL."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, Engine, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, delete, func, select
 from sqlalchemy.orm import Session
 
 from index.filters import SceneFilter
@@ -20,6 +20,7 @@ from service.errors import SceneNotFoundError
 from service.storage.db import CatalogChange, IndexBuild, Label, ModelVersion, Scene, SceneLabel
 from service.storage.dialects import is_embedded, postgis_schema
 from service.storage.filter_sql import scene_where, sql_filters
+from service.storage.listing import ListedScene, Order, Seek, listed, listing
 from service.storage.live_index import LiveIndex
 from service.storage.scene_reading import (
     SchemaNotCurrentError as SchemaNotCurrentError,  # re-exported
@@ -191,23 +192,57 @@ class Catalog:
         limit: int,
         *,
         name: str | None = None,
-        order: str = "id",
-    ) -> tuple[list[Scene], int]:
+        order: Order = "id",
+        after: Seek | None = None,
+        count: bool = True,
+    ) -> tuple[list[ListedScene], int | None]:
         """A page of the scenes that pass `f` (and whose image name contains `name`), by id
-        or by name, with the total: in SQL (`filter_sql.scene_where`), but for the conditions
-        SQL does not test here, which the arrays resolve into an allow-list."""
-        gis = self.postgis()
-        f = f.resolved(sql_filters(gis), lambda rest: self.table().allowed_ids(rest))
+        or by name, past `offset` scenes or after the position `after` (keyset: its cost does
+        not grow with the depth), with the total (None when `count` is false): in SQL
+        (`filter_sql.scene_where`), but for the conditions SQL does not test here, which the
+        arrays resolve into an allow-list."""
+        gis, f = self._for_sql(f)
         with Session(self.engine, expire_on_commit=False) as session:
-            where = scene_where(session, f, gis)
-            if name:
-                where.append(Scene.name.contains(name, autoescape=True))
-            total = session.scalar(select(func.count()).select_from(Scene).where(*where))
-            ordering = Scene.name if order == "name" else Scene.id
-            rows = session.scalars(
-                select(Scene).where(*where).order_by(ordering).offset(offset).limit(limit)
-            ).all()
-            return list(rows), total or 0
+            where = self._where(session, f, gis, name)
+            total = None
+            if count:
+                total = session.scalar(select(func.count()).select_from(Scene).where(*where))
+            rows = session.execute(listing(where, order, limit, offset=offset, after=after)).all()
+            return listed(session, rows), (total or 0) if count else None
+
+    def walk(
+        self, f: SceneFilter, *, name: str | None = None, order: Order = "id", chunk: int = 1000
+    ) -> Iterator[list[ListedScene]]:
+        """Every scene that passes `f` (and whose name contains `name`), in `order`, as lists
+        of up to `chunk` scenes, each read by keyset in its own session: memory holds one
+        chunk however many scenes pass, and no connection is held between chunks."""
+        gis, f = self._for_sql(f)
+        after: Seek | None = None
+        while True:
+            with Session(self.engine, expire_on_commit=False) as session:
+                where = self._where(session, f, gis, name)
+                found = session.execute(listing(where, order, chunk, after=after)).all()
+                rows = listed(session, found)
+            if rows:
+                yield rows
+            if len(rows) < chunk:
+                return
+            after = Seek.after(order, rows[-1])
+
+    def _for_sql(self, f: SceneFilter) -> tuple[str | None, SceneFilter]:
+        """The PostGIS schema (or None) and `f` with what SQL does not test here resolved
+        into an allow-list by the arrays."""
+        gis = self.postgis()
+        return gis, f.resolved(sql_filters(gis), lambda rest: self.table().allowed_ids(rest))
+
+    @staticmethod
+    def _where(
+        session: Session, f: SceneFilter, gis: str | None, name: str | None
+    ) -> list[ColumnElement[bool]]:
+        where = scene_where(session, f, gis)
+        if name:
+            where.append(Scene.name.contains(name, autoescape=True))
+        return where
 
     def folder_counts(self) -> list[tuple[str, int]]:
         """Scene folders and how many scenes each holds, by name."""

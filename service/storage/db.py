@@ -99,6 +99,11 @@ class Scene(Base):
     )
     footprint: Mapped[SceneFootprint | None] = relationship(lazy="selectin", viewonly=True)
 
+    @property
+    def label_names(self) -> list[str]:
+        """Its labels' names, by name (as a listed scene gives them)."""
+        return [label.name for label in self.labels]
+
 
 class SceneLabel(Base):
     __tablename__ = "scene_labels"

@@ -4,15 +4,17 @@ the labels with their counts."""
 from __future__ import annotations
 
 import json
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from index.filters import utc
 from service.api.assets import installed
+from service.api.cursors import BadCursorError, Cursor
 from service.api.deps import (
     READER,
     CatalogDep,
@@ -22,17 +24,20 @@ from service.api.deps import (
     in_thread,
 )
 from service.api.errors import documented
+from service.api.exports import scenes_csv, scenes_geojson
 from service.api.schemas.archive import (
     FoldersResponse,
     LabelCount,
     LabelsResponse,
     PlacesResponse,
+    SceneExport,
     SceneListing,
     SceneOut,
     ScenePage,
     ScenePlace,
 )
 from service.storage.db import Scene, SceneFootprint
+from service.storage.listing import Footprint, ListedScene, Seek
 from service.usecases.thumbnails import cache_headers, not_modified, rendering, thumbnail
 
 router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
@@ -49,7 +54,7 @@ def image_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
+def scene_out(urls: SceneUrls, scene: Scene | ListedScene) -> SceneOut:
     image_url, thumbnail_url = urls(scene.id)
     meta = getattr(scene, "meta", None)
     return SceneOut(
@@ -57,7 +62,7 @@ def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
         image=scene.name,
         scene=scene.folder,
         split=scene.split,
-        labels=[label.name for label in scene.labels],
+        labels=scene.label_names,
         width=scene.width,
         height=scene.height,
         image_url=image_url,
@@ -68,7 +73,7 @@ def scene_out(urls: SceneUrls, scene: Scene) -> SceneOut:
     )
 
 
-def place_out(footprint: SceneFootprint | None) -> ScenePlace | None:
+def place_out(footprint: SceneFootprint | Footprint | None) -> ScenePlace | None:
     if footprint is None:
         return None
     window = [int(v) for v in footprint.window.split(",")] if footprint.window else None
@@ -85,21 +90,77 @@ async def scenes(
     request: Request, catalog: CatalogDep, listing: Annotated[SceneListing, Query()]
 ) -> ScenePage:
     """The archive's scenes, filtered as a search filters them (labels, scene folder, split,
-    ids, place, time added) and by part of the image name, ordered by id or name, paged."""
+    ids, place, time added) and by part of the image name, ordered by id or name, paged by
+    `offset` or, at any depth for the same cost, by the `cursor` a page gives for the next
+    (`next_cursor`)."""
     where = listing.to_filter()
-    offset, limit = listing.offset, listing.limit
-    rows, total = await in_thread(
-        lambda: catalog.page(where, offset, limit, name=listing.q, order=listing.order)
-    )
+    filters = listing.fingerprint()
+    start = None
+    if listing.cursor is not None:
+        if listing.offset:
+            raise BadCursorError(
+                "give offset or cursor, not both: a cursor's page starts where it says"
+            )
+        start = Cursor.decode(listing.cursor, order=listing.order, filters=filters)
+    offset = start.position if start else listing.offset
+    limit = listing.limit
+    rows, counted = await in_thread(
+        lambda: catalog.page(
+            where, 0 if start else offset, limit + 1, name=listing.q, order=listing.order,
+            after=start.seek if start else None, count=start is None,
+        )
+    )  # fmt: skip
+    total = start.total if start else counted or 0
+    more, rows = len(rows) > limit, rows[:limit]
     end = offset + len(rows)
+    after = Cursor(Seek.after(listing.order, rows[-1]), end, total, filters) if more else None
     urls = SceneUrls(request)
     return ScenePage(
         scenes=[scene_out(urls, row) for row in rows],
         total=total,
         offset=offset,
         limit=limit,
-        next_offset=end if end < total else None,
+        next_offset=end if more else None,
+        next_cursor=after.encode() if after else None,
+        note=None if rows else empty_note(start is not None, total),
     )
+
+
+def empty_note(by_cursor: bool, total: int) -> str:
+    """What an empty page means."""
+    if not by_cursor and total == 0:
+        return "no scene passes these filters"
+    if by_cursor:
+        return "no scene after the cursor: the scenes past it have gone since it was made"
+    return f"the offset lies past the last of the {total} scenes that pass these filters"
+
+
+@router.get(
+    "/scenes/export",
+    responses={
+        200: {
+            "content": {"text/csv": {}, "application/geo+json": {}},
+            "description": "Every scene that passes the filters, streamed",
+        },
+        **documented(400, 422),
+    },
+)
+async def export_scenes(
+    request: Request, catalog: CatalogDep, selection: Annotated[SceneExport, Query()]
+) -> StreamingResponse:
+    """Every scene that passes the filters (as `GET /scenes` takes them), in the order
+    asked, as CSV or GeoJSON: streamed in chunks of rows read by keyset, so memory holds one
+    chunk whatever the archive's size."""
+    walk = catalog.walk(selection.to_filter(), name=selection.q, order=selection.order)
+    first = await in_thread(next, walk, [])  # a bad filter is a 400 before the 200 starts
+    urls = SceneUrls(request)
+    chunks = ([scene_out(urls, row) for row in rows] for rows in chain([first], walk))
+    if selection.format == "geojson":
+        body, media, suffix = scenes_geojson(chunks), "application/geo+json", "geojson"
+    else:
+        body, media, suffix = scenes_csv(chunks), "text/csv; charset=utf-8", "csv"
+    disposition = f'attachment; filename="scenes.{suffix}"'
+    return StreamingResponse(body, media_type=media, headers={"Content-Disposition": disposition})
 
 
 @router.get("/scenes/{scene_id}", response_model=SceneOut, responses=SCENE_ERRORS)

@@ -3,6 +3,8 @@ labels and folders with their counts, and what the map needs."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -83,13 +85,21 @@ class ScenePage(Schema):
     scenes: list[SceneOut]
     """This page of the scenes that pass the filters."""
     total: int
-    """Scenes that pass the filters, over all pages."""
+    """Scenes that pass the filters, over all pages: counted for the first page; a page
+    reached by `cursor` carries the count of its walk's first page (counting again would
+    cost every page a scan of the whole filtered set)."""
     offset: int
-    """The first scene of the page (0-based)."""
+    """The first scene of the page (0-based): the `offset` asked, or the position the cursor
+    carries."""
     limit: int
     """Scenes per page."""
     next_offset: int | None
     """Offset of the next page, None on the last."""
+    next_cursor: str | None = None
+    """The `cursor` of the next page (opaque; None on the last): it seeks past this page's
+    last scene, so a page costs the same at any depth."""
+    note: str | None = None
+    """Why the page is empty, when it is."""
 
 
 class LabelCount(Schema):
@@ -109,16 +119,41 @@ class FoldersResponse(Schema):
     """Every scene folder, by name."""
 
 
-class SceneListing(FilterFields):
-    """`GET /scenes`'s query parameters: the filter fields a search takes (`FilterFields`,
-    lists repeated or separated by commas), part of the name, the order and the page."""
+class SceneSelection(FilterFields):
+    """Which scenes a listing or an export holds, in which order: the filter fields a search
+    takes (`FilterFields`, lists repeated or separated by commas), part of the name and the
+    order."""
 
     q: str | None = Field(default=None, max_length=200)
     """Part of the image name."""
     order: Literal["id", "name"] = "id"
-    """id or name."""
+    """id or name (the id breaks ties)."""
+
+    def fingerprint(self) -> str:
+        """A digest of the filters and `q` as parsed (the same whether a list came as
+        commas or repeated): a cursor carries it, so it is refused with other filters."""
+        chosen = self.model_dump(mode="json", include=set(SceneSelection.model_fields) - {"order"})
+        text = json.dumps(chosen, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class SceneListing(SceneSelection):
+    """`GET /scenes`'s query parameters: the selection and the page, by `offset` or by
+    `cursor`."""
+
     offset: int = Field(default=0, ge=0, le=2**63 - 1)
     """The first scene of the page (0-based); SQL's OFFSET is a 64-bit integer, so larger
-    is a 422."""
+    is a 422. Its cost grows with it: deep pages are for `cursor`."""
     limit: int = Field(default=50, ge=1, le=1000)
     """Scenes per page."""
+    cursor: str | None = Field(default=None, max_length=2000)
+    """A page's `next_cursor`: the page after it, with the same filters, `q` and order
+    (not with `offset`)."""
+
+
+class SceneExport(SceneSelection):
+    """`GET /scenes/export`'s query parameters: the selection and the file format."""
+
+    format: Literal["csv", "geojson"] = "csv"
+    """csv, or geojson (a FeatureCollection; a scene without a footprint has geometry
+    null)."""

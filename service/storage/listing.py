@@ -1,0 +1,135 @@
+"""Pages of the scenes a filter keeps, in SQL: by offset (the old way, whose cost grows with
+the offset, since SQL reads and drops every row before it) or by keyset, seeking past the
+last scene of the page before by its sort key, with the scene id as the tie-breaker (one
+index range read, whatever the depth; `Catalog.page`, `Catalog.walk`).
+
+The orders a listing takes (`ORDERS`) each sort by an indexed column: `id` by the primary
+key, `name` by the unique index on the image name. A page's scenes are read as plain rows
+(`ListedScene`: the scene's columns, then its labels and footprint in one query each for the
+whole page), not as ORM objects, whose loading cost several times more per row.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
+
+Order = Literal["id", "name"]
+ORDERS: tuple[Order, ...] = ("id", "name")
+COLUMNS = (
+    Scene.id, Scene.name, Scene.folder, Scene.split, Scene.width, Scene.height,
+    Scene.created_at, Scene.meta,
+)  # fmt: skip
+"""What a listed scene carries from `scenes`, in the order of `ListedScene`'s fields."""
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """A listed scene's place (`SceneFootprint`'s fields that the API shows)."""
+
+    geometry: str
+    crs: str | None
+    source: str | None
+    window: str | None
+
+
+@dataclass(frozen=True)
+class ListedScene:
+    """A scene of a listing, with the attributes of `Scene` that the API shows."""
+
+    id: int
+    name: str
+    folder: str
+    split: str
+    width: int
+    height: int
+    created_at: datetime
+    meta: str | None
+    label_names: list[str]
+    footprint: Footprint | None
+
+
+@dataclass(frozen=True)
+class Seek:
+    """Where a keyset page starts: just after the scene whose sort key is `key` (its name for
+    order `name`, its id for order `id`) and whose id is `scene_id`."""
+
+    order: Order
+    key: int | str
+    scene_id: int
+
+    @classmethod
+    def after(cls, order: Order, scene: Scene | ListedScene) -> Seek:
+        """The position just after `scene` in `order`."""
+        key: int | str = scene.name if order == "name" else scene.id
+        return cls(order, key, scene.id)
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        """The WHERE clauses that keep the scenes after this position. For `name`, the range
+        on the name alone comes first, so both databases read it from the name's index; the
+        id decides among equal names."""
+        if self.order == "id":
+            return [Scene.id > int(self.key)]
+        name = str(self.key)
+        return [Scene.name >= name, or_(Scene.name > name, and_(Scene.id > self.scene_id))]
+
+
+def ordered(query: Select[*tuple[Any, ...]], order: Order) -> Select[*tuple[Any, ...]]:
+    """`query` sorted by `order`, the id breaking ties."""
+    if order == "name":
+        return query.order_by(Scene.name, Scene.id)
+    return query.order_by(Scene.id)
+
+
+def listing(
+    where: list[ColumnElement[bool]], order: Order, limit: int, *, offset: int = 0,
+    after: Seek | None = None,
+) -> Select[*tuple[Any, ...]]:  # fmt: skip
+    """The SELECT of one page's `COLUMNS`: the scenes that pass `where`, after `after`
+    (keyset) or past the first `offset` (offset paging), at most `limit`."""
+    if after is not None and after.order != order:
+        raise ValueError(f"a position in order {after.order} cannot seek in order {order}")
+    clauses = [*where, *(after.clauses() if after is not None else [])]
+    query = ordered(select(*COLUMNS).where(*clauses), order).limit(limit)
+    return query.offset(offset) if offset else query
+
+
+def listed(session: Session, rows: Sequence[Any]) -> list[ListedScene]:
+    """The scenes of `rows` (of `listing`), with their labels (by name) and footprints, read
+    for all of them at once."""
+    ids = [row[0] for row in rows]
+    if not ids:
+        return []
+    labels: defaultdict[int, list[str]] = defaultdict(list)
+    pairs = session.execute(
+        select(SceneLabel.scene_id, Label.name)
+        .join(Label, Label.id == SceneLabel.label_id)
+        .where(SceneLabel.scene_id.in_(ids))
+        .order_by(Label.name)
+    )
+    for scene_id, name in pairs:
+        labels[scene_id].append(name)
+    f = SceneFootprint
+    places = {
+        row.scene_id: Footprint(row.geometry, row.crs, row.source, row.window)
+        for row in session.execute(
+            select(f.scene_id, f.geometry, f.crs, f.source, f.window).where(f.scene_id.in_(ids))
+        )
+    }
+    out = []
+    for scene_id, name, folder, split, width, height, created_at, meta in rows:
+        out.append(
+            ListedScene(
+                scene_id, name, folder, split, width, height, created_at, meta,
+                label_names=labels.get(scene_id, []), footprint=places.get(scene_id),
+            )
+        )  # fmt: skip
+    return out
