@@ -20,11 +20,12 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from bench._common import median_ms
@@ -46,6 +47,7 @@ def synthetic(url: str, count: int, seed: int = 0) -> None:
     engine = make_engine(url)
     upgrade(engine)
     rng = np.random.default_rng(seed)
+    added = datetime.now(UTC)
     with Session(engine) as session, session.begin():
         archive = ArchiveImport(root="/synthetic", labels_csv="-", status="complete")
         session.add(archive)
@@ -53,36 +55,52 @@ def synthetic(url: str, count: int, seed: int = 0) -> None:
         session.flush()
         label_ids = session.scalars(select(Label.id).order_by(Label.name)).all()
         ids = rng.choice(2**62, size=count, replace=False)
-        for start in range(0, count, 3000):  # executemany in batches (twice the speed of
-            chunk = ids[start : start + 3000]  # one multi-row INSERT a batch, at 30k on SQLite)
-            session.execute(
-                insert(Scene),
-                [
-                    {
-                        "id": int(i),
-                        "name": f"scene{start + n:08d}",
-                        "folder": f"folder{n % 21}",
-                        "split": "test" if n % 5 == 0 else "train",
-                        "archive_id": archive.id,
-                        "path": f"x/{i}.tif",
-                        "media_type": "image/tiff",
-                        "width": 256,
-                        "height": 256,
-                        "checksum": "0" * 64,
-                    }
-                    for n, i in enumerate(chunk)
-                ],
-            )
+        connection = session.connection()
+        for start in range(0, count, 3000):
+            chunk = ids[start : start + 3000]
+            scenes = [
+                {
+                    "id": int(i),
+                    "name": f"scene{start + n:08d}",
+                    "scene": f"folder{n % 21}",
+                    "split": "test" if n % 5 == 0 else "train",
+                    "archive_id": archive.id,
+                    "path": f"x/{i}.tif",
+                    "media_type": "image/tiff",
+                    "width": 256,
+                    "height": 256,
+                    "checksum": "0" * 64,
+                    "created_at": added,
+                }
+                for n, i in enumerate(chunk)
+            ]
             pairs = [
                 {"scene_id": int(i), "label_id": int(label_ids[j])}
                 for i in chunk
                 for j in rng.choice(len(LABELS), size=3, replace=False)
             ]
-            session.execute(insert(SceneLabel), pairs)
+            bulk_insert(connection, Scene.__table__, scenes)
+            bulk_insert(connection, SceneLabel.__table__, pairs)
     if engine.dialect.name == "postgresql":  # planner statistics, as autovacuum would make
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(text("ANALYZE"))
     engine.dispose()
+
+
+def bulk_insert(connection: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Rows (column -> value) into `table`: by COPY on PostgreSQL, one statement whose
+    statement-level catalog triggers fire once (a multi-row INSERT a batch took 11 s for 10k
+    scenes, executemany 29 s, COPY 1.7 s); by executemany on SQLite (5.3 s for 30k scenes
+    against 21-26 s with a multi-row INSERT a batch)."""
+    if connection.dialect.name != "postgresql":
+        connection.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    # psycopg's cursor, in the session's transaction
+    with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[column] for column in columns])
 
 
 def main() -> None:

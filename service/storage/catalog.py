@@ -204,11 +204,9 @@ class Catalog:
         gis, f = self._for_sql(f)
         with Session(self.engine, expire_on_commit=False) as session:
             where = self._where(session, f, gis, name)
-            total = None
-            if count:
-                total = session.scalar(select(func.count()).select_from(Scene).where(*where))
+            total = self._count(session, f, where, name) if count else None
             rows = session.execute(listing(where, order, limit, offset=offset, after=after)).all()
-            return listed(session, rows), (total or 0) if count else None
+            return listed(session, rows), total
 
     def walk(
         self, f: SceneFilter, *, name: str | None = None, order: Order = "id", chunk: int = 1000
@@ -228,6 +226,17 @@ class Catalog:
             if len(rows) < chunk:
                 return
             after = Seek.after(order, rows[-1])
+
+    def _count(
+        self, session: Session, f: SceneFilter, where: list[ColumnElement[bool]], name: str | None
+    ) -> int:
+        """How many scenes pass: on the arrays when they are current (searches keep them so)
+        and no part of a name is asked, a mask of milliseconds where SQL's count of a label
+        filter reads every scene (217 ms at 1M scenes on SQLite); otherwise in SQL."""
+        table = None if name else self.fresh_table()
+        if table is not None:
+            return int(table.mask(f).sum())
+        return session.scalar(select(func.count()).select_from(Scene).where(*where)) or 0
 
     def _for_sql(self, f: SceneFilter) -> tuple[str | None, SceneFilter]:
         """The PostGIS schema (or None) and `f` with what SQL does not test here resolved
