@@ -14,7 +14,8 @@ the last page, asked by `offset` and by `cursor` (the cursor a walk would carry 
 interleaved: p50 and p99 of the request as the client sees it. Each cursor page is checked
 to hold the offset page's scenes. Then, at the sizes up to `--export-max`, the CSV and
 GeoJSON exports of every scene: peak Python memory (tracemalloc) of the body built whole
-(the way a search's `format=csv` answers) against the stream `GET /scenes/export` sends,
+from every row held at once (the way a search's `format=csv` answers) against the stream
+`GET /scenes/export` sends,
 and the server's peak RSS before and after it streamed the CSV over HTTP.
 """
 
@@ -41,8 +42,8 @@ from service.api.exports import scenes_csv, scenes_geojson
 from service.api.routes.archive import scene_out
 from service.api.schemas.archive import SceneListing, SceneOut
 from service.storage.catalog import Catalog
-from service.storage.db import Scene, make_engine
-from service.storage.listing import Seek
+from service.storage.db import make_engine
+from service.storage.listing import ListedScene, Seek
 
 LIMIT = 50
 LISTINGS: dict[str, dict[str, str]] = {
@@ -209,12 +210,11 @@ def export_memory(catalog: Catalog) -> dict[str, Any]:
     def urls(scene_id: int) -> tuple[str, str]:
         return f"http://h/scenes/{scene_id}/image", f"http://h/scenes/{scene_id}/thumbnail"
 
-    def chunks(rows: Iterable[list[Scene]]) -> Iterator[list[SceneOut]]:
+    def chunks(rows: Iterable[list[ListedScene]]) -> Iterator[list[SceneOut]]:
         return ([scene_out(urls, row) for row in chunk] for chunk in rows)  # type: ignore[arg-type]
 
-    def whole_rows() -> Iterator[list[Scene]]:
-        rows, _ = catalog.page(SceneFilter(), 0, 2**62, count=False)
-        yield rows
+    def whole_rows() -> Iterator[list[ListedScene]]:
+        yield [row for chunk in catalog.walk(SceneFilter()) for row in chunk]  # all held
 
     out: dict[str, Any] = {}
     formats: dict[str, Callable[[Iterable[list[SceneOut]]], Iterator[str]]] = {
