@@ -3,9 +3,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi.responses import JSONResponse
+
+
+class ErrorResponse(JSONResponse):
+    """JSON in ASCII: an error may quote what the request sent, and a lone surrogate
+    (valid in a JSON string, `"\\ud800"`) cannot be written as UTF-8; escaped, it goes back as
+    it came instead of failing the error answer itself with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def error_body(status: int, error: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -18,4 +28,4 @@ def error_body(status: int, error: str, message: str, details: Any = None) -> di
 def error_response(
     status: int, error: str, message: str, details: Any = None, headers: Any = None
 ) -> JSONResponse:
-    return JSONResponse(error_body(status, error, message, details), status, headers=headers)
+    return ErrorResponse(error_body(status, error, message, details), status, headers=headers)

@@ -121,7 +121,7 @@ def install(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"])
+        where = ".".join(str(p) for p in first["loc"]) or "body"  # the whole body: bad JSON
         # a validator's own sentence, without pydantic's "Value error, " before it
         said = str(first["msg"]).removeprefix("Value error, ")
         return error_response(422, "invalid_request", f"{where}: {said}", details)

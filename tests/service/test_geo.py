@@ -278,6 +278,15 @@ def test_where_else_counts_the_top_hits_per_cell_and_per_source(
         assert all(f["geometry"]["type"] == "Polygon" for f in features)
         refused = client.post("/search/density", json={"scene_id": str(query), "by": "county"})
         assert refused.status_code == 422 and "grid" in refused.text
+        # a lone surrogate (valid JSON, not UTF-8) quoted back in the error, not a 500
+        body = '{"scene_id": "' + str(query) + '", "labels_all": ["\\ud800x"]}'
+        odd = client.post(
+            "/search/density", content=body, headers={"content-type": "application/json"}
+        )
+        assert odd.status_code == 400, odd.text
+        assert odd.json()["message"].startswith("unknown label(s) \ud800x;")
+        broken = client.post("/search", content="{", headers={"content-type": "application/json"})
+        assert broken.status_code == 422 and broken.json()["message"].startswith("body: ")
 
 
 def _grn(*args: str) -> subprocess.CompletedProcess[str]:
