@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 
 from index.embedding_job import run_embedding_job
+from index.given_vectors import given_for, take_given, with_taken
 from index.stores import IndexModelMismatchError
 from index.stores.faiss_versions import IndexStore, Manifest
 from index.vectors import (
@@ -162,11 +163,17 @@ def reindex(
         positions = [p for p, keep in zip(positions, new, strict=True) if keep]
         ids = ids[new]
     work = store.root / "work"
+    # scenes whose archive carries this model's vectors are not embedded again
+    folders = given_for(archive, card.version, card.vector_dim)
+    taken = take_given(folders, ids, keeps_descriptors(card))
+    rest = ~taken.mask
     embedded = run_embedding_job(
-        net, card, archive, positions, ids.tolist(), work, device=torch_device,
+        net, card, archive, [p for p, r in zip(positions, rest, strict=True) if r],
+        ids[rest].tolist(), work, device=torch_device,
         shard_size=settings.shard_size, skip_broken=skip_broken, progress=progress,
         ray_workers=ray_workers, model_path=model_path, descriptors=keeps_descriptors(card),
     )  # fmt: skip
+    embedded = with_taken(embedded, taken)
     build_start = time.perf_counter()
     if parent is not None:
         removed = remove_vectors(index, gone) if len(gone) else 0
