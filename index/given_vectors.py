@@ -200,26 +200,26 @@ def take_given(folders: list[GivenVectors], ids: np.ndarray, descriptors: bool) 
         if fresh.any():
             parts.append((np.flatnonzero(fresh), given, rows[fresh]))
             mask |= fresh
-    where = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    order = np.argsort(where, kind="stable")
+    taken = np.flatnonzero(mask)
 
     def gathered(name: str) -> np.ndarray | None:
-        blocks = []
-        for _, given, rows in parts:
+        """One matrix of the taken rows, in the order of `ids` (each file read forwards)."""
+        out = None
+        for where, given, rows in parts:
             matrix = getattr(given, name)
             if matrix is None:
                 return None
-            sorted_rows = np.argsort(rows, kind="stable")  # read the file forwards
-            block = np.empty((len(rows), matrix.shape[1]), matrix.dtype)
-            block[sorted_rows] = matrix[rows[sorted_rows]]
-            blocks.append(block)
-        return np.concatenate(blocks)[order] if blocks else None
+            if out is None:
+                out = np.empty((len(taken), matrix.shape[1]), matrix.dtype)
+            forward = np.argsort(rows, kind="stable")
+            out[np.searchsorted(taken, where)[forward]] = matrix[rows[forward]]
+        return out
 
     vectors = gathered("vectors")
     probabilities = gathered("probabilities")
     return Taken(
         mask,
-        ids[where[order]],
+        ids[taken],
         vectors if vectors is not None else np.zeros((0, 0), np.float32),
         probabilities if probabilities is not None else np.zeros((0, 0), np.float32),
         gathered("descriptors") if descriptors else None,
@@ -230,6 +230,11 @@ def with_taken(embedded: EmbeddingResult, taken: Taken) -> EmbeddingResult:
     """An embedding step's result joined with the rows taken from vectors folders."""
     if not taken.mask.any():
         return embedded
+    if len(embedded.ids) == 0:  # every scene taken: no copy
+        return replace(
+            embedded, ids=taken.ids, embeddings=taken.vectors,
+            probabilities=taken.probabilities, descriptors=taken.descriptors,
+        )  # fmt: skip
     descriptors = None
     if embedded.descriptors is not None and taken.descriptors is not None:
         descriptors = np.concatenate([embedded.descriptors, taken.descriptors])
@@ -239,4 +244,20 @@ def with_taken(embedded: EmbeddingResult, taken: Taken) -> EmbeddingResult:
         embeddings=np.concatenate([embedded.embeddings, taken.vectors]),
         probabilities=np.concatenate([embedded.probabilities, taken.probabilities]),
         descriptors=descriptors,
+    )
+
+
+def nothing_embedded(card: Any, descriptors: bool) -> EmbeddingResult:
+    """An embedding step that had no scene to embed (every one was taken)."""
+    from model.rerank import no_descriptors
+
+    return EmbeddingResult(
+        ids=np.zeros(0, np.int64),
+        embeddings=np.zeros((0, card.vector_dim), np.float32),
+        probabilities=np.zeros((0, len(card.label_names)), np.float32),
+        model_version=card.version,
+        computed=0,
+        seconds=0.0,
+        broken=[],
+        descriptors=no_descriptors(card) if descriptors else None,
     )
