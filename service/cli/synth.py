@@ -13,24 +13,26 @@ from service.cli.app import QuietOpt, app, fail, user_errors
 UCM = Path("../shared/datasets/ucm-multilabel")
 
 
+ScenesOpt = Annotated[int, typer.Option("--scenes", min=1, help="How many scenes.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="A new (or empty) archive folder.")]
+ParamsOpt = Annotated[Path | None, typer.Option(help="Fitted parameters (default: UCM's).")]
+ModelOpt = Annotated[Path | None, typer.Option(help="The model in use (default GRN_MODEL_PATH).")]
+ImagesOpt = Annotated[Path, typer.Option(help="The archive the parameters were fitted on.")]
+SeedOpt = Annotated[int, typer.Option(help="Scenes are named synthSEED_NNNNNNN.")]
+NoDescriptorsOpt = Annotated[
+    bool, typer.Option("--no-descriptors", help="Leave out the re-ranking descriptors.")
+]
+
+
 @app.command()
 def synth(
-    scenes: Annotated[int, typer.Option("--scenes", min=1, help="How many scenes.")],
-    out: Annotated[Path, typer.Option("--out", help="A new (or empty) archive folder.")],
-    params: Annotated[
-        Path | None,
-        typer.Option(help="Fitted parameters (default model/defaults/ucm-head.synth.npz)."),
-    ] = None,
-    model: Annotated[
-        Path | None, typer.Option(help="The model in use (default GRN_MODEL_PATH).")
-    ] = None,
-    images: Annotated[
-        Path, typer.Option(help="The archive the parameters were fitted on (its images).")
-    ] = UCM,
-    seed: Annotated[int, typer.Option(help="Scenes are named synthSEED_NNNNNNN.")] = 0,
-    no_descriptors: Annotated[
-        bool, typer.Option("--no-descriptors", help="Leave out the re-ranking descriptors.")
-    ] = False,
+    scenes: ScenesOpt,
+    out: OutOpt,
+    params: ParamsOpt = None,
+    model: ModelOpt = None,
+    images: ImagesOpt = UCM,
+    seed: SeedOpt = 0,
+    no_descriptors: NoDescriptorsOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a synthetic archive that `grn import` (or `grn import --bulk`) loads: vectors

@@ -32,7 +32,7 @@ from model.archive import ArchiveError
 from model.archive_table import ArchiveTable, read_archive_table
 from model.faults import kill_point
 from service.settings import Settings
-from service.storage.bulk_rows import write_rows
+from service.storage.bulk_rows import catalog_logged_once, write_rows
 from service.storage.db import Scene, SceneFootprint, SceneLabel, utcnow
 from service.usecases.importer import ImportReport, finish_record, media_type, start_record
 from service.usecases.reindex import ReindexOutcome, ReindexRequest, reindex_scenes
@@ -102,8 +102,9 @@ def _write_batch(
         for i in placed.tolist()
     ]
     with engine.begin() as connection:
-        write_rows(connection, Scene.__table__, SCENE_COLUMNS, scenes)  # type: ignore[arg-type]
-        write_rows(connection, SceneLabel.__table__, ("scene_id", "label_id"), links)  # type: ignore[arg-type]
+        with catalog_logged_once(connection, [row[0] for row in scenes]):
+            write_rows(connection, Scene.__table__, SCENE_COLUMNS, scenes)  # type: ignore[arg-type]
+            write_rows(connection, SceneLabel.__table__, ("scene_id", "label_id"), links)  # type: ignore[arg-type]
         write_rows(connection, SceneFootprint.__table__, FOOTPRINT_COLUMNS, places)  # type: ignore[arg-type]
 
 
