@@ -153,8 +153,11 @@ def _bulk_import(
             typer.echo(line)
         if carried:
             outcome = index_catalog(settings, connected, model_path, progress=not quiet)
-            assert outcome.report is not None
-            typer.echo(outcome.report.summary())
+            typer.echo(
+                outcome.report.summary()
+                if outcome.report is not None
+                else f"the index in {outcome.location} already holds SQL's scenes"
+            )
         elif not no_index:
             typer.echo("the archive carries no vectors: `grn reindex --catalog` embeds its images")
     except user_errors(

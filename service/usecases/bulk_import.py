@@ -181,9 +181,10 @@ def carried_vectors_model(root: str | Path, model: Path) -> bool:
 def index_catalog(
     settings: Settings, engine: Engine, model: Path, *, progress: bool = True
 ) -> ReindexOutcome:
-    """The store in service brought to SQL's scenes (`grn reindex --catalog`): incrementally
-    when its version was built by `model`, else a new full version; scenes whose archive
-    carries this model's vectors are not embedded."""
+    """The store in service brought to SQL's scenes (`grn reindex --catalog`): nothing when
+    its version was built by `model` over exactly those scenes, else incrementally when it
+    was built by `model`, else a new full version; scenes whose archive carries this model's
+    vectors are not embedded."""
     from index.stores import open_store
     from model.card import read_card
 
@@ -195,6 +196,6 @@ def index_catalog(
     incremental = current is not None and current.model_version == read_card(model).version
     request = ReindexRequest(
         model=model, incremental=incremental, replace=current is not None and not incremental,
-        progress=progress, recall_queries=RECALL_QUERIES,
+        progress=progress, recall_queries=RECALL_QUERIES, if_stale=True,
     )  # fmt: skip
     return reindex_scenes(settings, request, engine)

@@ -154,6 +154,11 @@ def test_a_bulk_import_killed_half_way_completes_and_searches_as_brute_force(
         assert imports[-1] == "complete"
         status = json.loads(grn("status", "--json", env=env).stdout)
         assert status["scenes"]["sql"] == status["scenes"]["indexed"] == SCENES
+        again = grn(*bulk, env=env)  # a third run has nothing to do
+        assert again.returncode == 0, again.stderr
+        assert f"imported 0 scenes ({SCENES} already present" in again.stdout
+        assert "already holds SQL's scenes" in again.stdout
+        assert store.current() == current
 
         served = store.open(current.version, current.model_version or "")
         given = GivenVectors.open(synthetic / "vectors")
