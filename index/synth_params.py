@@ -70,9 +70,12 @@ class SynthParams:
     coordinate_noise: float
     """The same for the descriptor coordinates."""
     descriptor_noise: float
-    """Per-coordinate standard deviation of the descriptors off their basis."""
+    """Per-coordinate standard deviation of the descriptors off their basis (the real one,
+    then fitted with `descriptor_spread`)."""
     spread: float = 1.0
     """Deviations are drawn at this multiple of the real ones (fitted to IVF's recall)."""
+    descriptor_spread: float = 1.0
+    """The same multiple for the descriptors' part (fitted to their neighbours' profile)."""
     fitted_on: str = ""
     """What the parameters were fitted on, in words."""
 
@@ -219,10 +222,11 @@ def draw(
     dim, rank = params.vector_dim, params.descriptor_centres.shape[1]
     spread = params.spread
     weights = rng.standard_normal((count, len(params.deviation_scales)), dtype=np.float32)
-    deviation = (weights * (params.deviation_scales * spread)) @ params.deviation_basis.T
+    deviation = (weights * params.deviation_scales) @ params.deviation_basis.T
     noise = rng.standard_normal((count, dim), dtype=np.float32)
     vectors = _unit(
-        params.centres[cluster] + deviation[:, :dim] + noise * (params.vector_noise * spread)
+        params.centres[cluster]
+        + (deviation[:, :dim] + noise * params.vector_noise) * spread
     ).astype(np.float32)
     probabilities = params.member_probabilities[members].copy()
     labels = len(params.label_names)
@@ -233,11 +237,9 @@ def draw(
     described = None
     if descriptors:
         noise = rng.standard_normal((count, rank), dtype=np.float32)
-        coordinates = (
-            params.descriptor_centres[cluster]
-            + deviation[:, dim:]
-            + noise * (params.coordinate_noise * spread)
-        )
+        coordinates = params.descriptor_centres[cluster] + (
+            deviation[:, dim:] + noise * params.coordinate_noise
+        ) * params.descriptor_spread
         full = params.descriptor_mean + coordinates @ params.descriptor_basis.T
         full += rng.standard_normal(full.shape, dtype=np.float32) * params.descriptor_noise
         described = _unit(full).astype(np.float16)
