@@ -140,7 +140,7 @@ def _bulk_import(
     from service.usecases.reindex import IndexWriteError
 
     settings = store_settings(index_root)
-    model_path = model or settings.model_path
+    model_path = model or settings.model.model_path
     connected = engine(database_url)
     try:
         if current_revision(connected) != head_revision():

@@ -45,7 +45,7 @@ def synth(
 
     try:
         fitted = SynthParams.load(params or DEFAULT_PARAMS)
-        card = read_card(model or get_settings().model_path)
+        card = read_card(model or get_settings().model.model_path)
         fitted.check_model(card.version, card.vector_dim)
         report = write_synthetic_archive(
             fitted, out, scenes, images=images, seed=seed, descriptors=not no_descriptors,

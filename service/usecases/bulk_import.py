@@ -188,7 +188,7 @@ def index_catalog(
     from index.stores import open_store
     from model.card import read_card
 
-    store = open_store(settings)
+    store = open_store(settings.store)
     try:
         current = store.current()
     finally:

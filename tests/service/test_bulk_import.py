@@ -131,7 +131,7 @@ def test_a_bulk_import_killed_half_way_completes_and_searches_as_brute_force(
         repaired = grn("reconcile", "--repair", "--json", "--quiet", env=env)
         assert repaired.returncode == 0, repaired.stderr
         assert json.loads(repaired.stdout)["after"]["clean"]
-        store = open_store(Settings(database_url=url, index_root=tmp_path / "index"))
+        store = open_store(Settings(database_url=url, index_root=tmp_path / "index").store)
         current = store.current()
         assert current is not None
         assert np.array_equal(store.ids(current.version), np.sort(held))
