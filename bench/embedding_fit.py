@@ -65,15 +65,16 @@ def real_vectors(args: argparse.Namespace) -> np.ndarray:
     return vectors
 
 
-def curve(vectors: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """IVF recall@10 by nprobe and the neighbour-similarity profile of one set."""
+def curve(vectors: np.ndarray, seed: int = 0, nlist: int | None = None) -> dict[str, Any]:
+    """IVF recall@10 by nprobe and the neighbour-similarity profile of one set (`nlist`
+    lists; default one per 100 indexed vectors)."""
     rng = np.random.default_rng(seed)
     picked = rng.permutation(len(vectors))
     queries, base = vectors[picked[:QUERIES]], vectors[picked[QUERIES:]]
     sims = queries @ base.T
     exact = np.argsort(-sims, axis=1)[:, :10]
     top = np.take_along_axis(sims, exact, axis=1)
-    nlist = max(4, len(base) // 100)
+    nlist = nlist or max(4, len(base) // 100)
     quantizer = faiss.IndexFlatIP(base.shape[1])
     ivf = faiss.IndexIVFFlat(quantizer, base.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
     ivf.cp.seed = seed

@@ -67,6 +67,9 @@ class Archive:
     scenes: list[ArchiveEntry]
     labels_path: Path | None = None
     """The labels file it was read from."""
+    sources: tuple[Path, ...] = ()
+    """Other folders its scenes came from (every import's root, for the scenes SQL holds),
+    where vectors they carry are looked for (`index.given_vectors`)."""
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

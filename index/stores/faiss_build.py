@@ -21,6 +21,7 @@ import faiss
 import numpy as np
 
 from index.embedding_job import run_embedding_job
+from index.given_vectors import given_for, nothing_embedded, take_given, with_taken
 from index.stores import IndexModelMismatchError
 from index.stores.faiss_versions import IndexStore, Manifest
 from index.vectors import (
@@ -38,7 +39,7 @@ from index.vectors import (
     stored_ids,
 )
 from model.archive import Archive, as_archive, scene_id
-from model.card import load_model
+from model.card import load_model, read_card
 from model.evaluate import seen_content
 from model.inference import configure_cpu_threads, resolve_device
 from model.rerank import DTYPE as DESCRIPTOR_DTYPE
@@ -139,7 +140,7 @@ def reindex(
     configure_cpu_threads()
     start = time.perf_counter()
     torch_device = resolve_device(device)
-    net, card = load_model(model_path, torch_device)
+    card = read_card(model_path)  # the network is loaded only if a scene needs embedding
     archive = as_archive(archive_dir, labels_csv)
     positions = archive.indices() if names is None else [archive.index_of(name) for name in names]
     ids = np.asarray([scene_id(archive.scenes[i].name) for i in positions], dtype=np.int64)
@@ -162,11 +163,20 @@ def reindex(
         positions = [p for p, keep in zip(positions, new, strict=True) if keep]
         ids = ids[new]
     work = store.root / "work"
-    embedded = run_embedding_job(
-        net, card, archive, positions, ids.tolist(), work, device=torch_device,
-        shard_size=settings.shard_size, skip_broken=skip_broken, progress=progress,
-        ray_workers=ray_workers, model_path=model_path, descriptors=keeps_descriptors(card),
-    )  # fmt: skip
+    # scenes whose archive carries this model's vectors are not embedded again
+    folders = given_for(archive, card.version, card.vector_dim)
+    taken = take_given(folders, ids, keeps_descriptors(card))
+    rest = ~taken.mask
+    embedded = nothing_embedded(card, keeps_descriptors(card))
+    if rest.any():
+        embedded = run_embedding_job(
+            load_model(model_path, torch_device)[0], card, archive,
+            [p for p, r in zip(positions, rest, strict=True) if r], ids[rest].tolist(), work,
+            device=torch_device, shard_size=settings.shard_size, skip_broken=skip_broken,
+            progress=progress, ray_workers=ray_workers, model_path=model_path,
+            descriptors=keeps_descriptors(card),
+        )  # fmt: skip
+    embedded = with_taken(embedded, taken)
     build_start = time.perf_counter()
     if parent is not None:
         removed = remove_vectors(index, gone) if len(gone) else 0

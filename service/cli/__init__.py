@@ -12,6 +12,7 @@ and status. A package of thin command groups, one module per topic, over the use
 - `models`: `promote`, `retrain`, `rollback`, `models`
 - `serving`: `serve`, `up`, `worker`
 - `status`: `status`
+- `synth`: `synth`
 
 Each module registers its commands on `app` when imported; none imports torch, FAISS or the
 web stack until a command runs."""
@@ -20,10 +21,12 @@ from __future__ import annotations
 
 import sys
 
-from service.cli import data, index, models, query, serving, status, training
+from service.cli import data, index, models, query, serving, status, synth, training
 from service.cli.app import app
 
-__all__ = ["app", "data", "index", "main", "models", "query", "serving", "status", "training"]
+__all__ = [
+    "app", "data", "index", "main", "models", "query", "serving", "status", "synth", "training",
+]  # fmt: skip
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -19,6 +19,7 @@ from service.cli.app import (
     fail,
     print_json,
     split_commas,
+    store_settings,
     usage_error,
     user_errors,
 )
@@ -76,18 +77,40 @@ def _ensure_sqlite_folder(connected: Any) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
+BULK_HELP = (
+    "Read sizes, checksums and added times from ARCHIVE/scenes.csv instead of decoding each "
+    "image, write in large batches, then index the vectors the archive carries (ARCHIVE/vectors, "
+    "e.g. from `grn synth`)."
+)
+BulkOpt = Annotated[bool, typer.Option("--bulk", help=BULK_HELP)]
+BulkModelOpt = Annotated[Path | None, typer.Option(help="With --bulk: default GRN_MODEL_PATH.")]
+BulkIndexRootOpt = Annotated[Path | None, typer.Option(help="With --bulk: default GRN_INDEX_ROOT.")]
+NoIndexOpt = Annotated[bool, typer.Option("--no-index", help="With --bulk: write SQL only.")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="With --bulk: scenes a transaction.")]
+
+
 @app.command("import")
 def import_(
     archive: Annotated[Path, typer.Argument(help="Archive folder.")],
     labels: LabelsOpt = None,
     database_url: DatabaseOpt = None,
     quiet: QuietOpt = False,
+    bulk: BulkOpt = False,
+    model: BulkModelOpt = None,
+    index_root: BulkIndexRootOpt = None,
+    no_index: NoIndexOpt = False,
+    batch: BatchOpt = 20_000,
 ) -> None:
     """Import an archive's scenes and labels into SQL (again: adds only what is new)."""
     from model.archive import ArchiveError
     from service.storage.scene_reading import SchemaNotCurrentError
     from service.usecases.importer import import_to_current_schema
 
+    if bulk:
+        _bulk_import(archive, labels, database_url, quiet, model, index_root, no_index, batch)
+        return
+    if model or index_root or no_index or batch != 20_000:
+        usage_error("--model, --index-root, --no-index and --batch go with --bulk")
     try:
         report = import_to_current_schema(engine(database_url), archive, labels, progress=not quiet)
     except (ArchiveError, SchemaNotCurrentError) as exc:
@@ -96,6 +119,52 @@ def import_(
         typer.echo(line)
     for broken in report.broken:
         typer.echo(f"  skipped {broken.path}: {broken.error}", err=True)
+
+
+def _bulk_import(
+    archive: Path, labels: Path | None, database_url: str | None, quiet: bool,
+    model: Path | None, index_root: Path | None, no_index: bool, batch: int,
+) -> None:  # fmt: skip
+    """`grn import --bulk` (service/usecases/bulk_import.py)."""
+    from index.given_vectors import GivenVectorsError
+    from model.archive import ArchiveError
+    from service.storage.catalog_archive import EmptyCatalogError
+    from service.storage.migrate import current_revision, head_revision
+    from service.storage.scene_reading import SchemaNotCurrentError
+    from service.usecases.bulk_import import (
+        CarriedVectorsError,
+        bulk_import,
+        carried_vectors_model,
+        index_catalog,
+    )
+    from service.usecases.reindex import IndexWriteError
+
+    settings = store_settings(index_root)
+    model_path = model or settings.model.model_path
+    connected = engine(database_url)
+    try:
+        if current_revision(connected) != head_revision():
+            raise SchemaNotCurrentError(
+                "the database schema is not current; run `grn db upgrade` first"
+            )
+        carried = not no_index and carried_vectors_model(archive, model_path)
+        report = bulk_import(connected, archive, labels, batch=batch, progress=not quiet)
+        for line in report.summary():
+            typer.echo(line)
+        if carried:
+            outcome = index_catalog(settings, connected, model_path, progress=not quiet)
+            typer.echo(
+                outcome.report.summary()
+                if outcome.report is not None
+                else f"the index in {outcome.location} already holds SQL's scenes"
+            )
+        elif not no_index:
+            typer.echo("the archive carries no vectors: `grn reindex --catalog` embeds its images")
+    except user_errors(
+        ArchiveError, SchemaNotCurrentError, CarriedVectorsError, EmptyCatalogError,
+        IndexWriteError, GivenVectorsError,
+    ) as exc:  # fmt: skip
+        fail(exc)
 
 
 @app.command()

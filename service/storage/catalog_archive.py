@@ -54,7 +54,10 @@ def catalog_archive(engine: Engine) -> Archive:
         for scene, name, folder, split, path, root in rows
     ]
     roots = sorted({root for *_, root in rows})
-    return Archive(root=Path(roots[0]), label_names=label_names, scenes=scenes)
+    return Archive(
+        root=Path(roots[0]), label_names=label_names, scenes=scenes,
+        sources=tuple(Path(root) for root in roots),
+    )  # fmt: skip
 
 
 def write_snapshot(archive: Archive, folder: Path) -> Path:

@@ -99,7 +99,7 @@ def _check(entry: ArchiveEntry) -> _Checked:
     return checked
 
 
-def _existing_ids(
+def existing_ids(
     session: Session, ids: Sequence[int], column: InstrumentedAttribute[int] = Scene.id
 ) -> set[int]:
     """Which of `ids` the id column holds (scenes by default)."""
@@ -120,6 +120,25 @@ def _label_ids(session: Session, names: Sequence[str]) -> dict[str, int]:
     return known
 
 
+def start_record(
+    engine: Engine, root: Path, labels_path: Path, label_names: Sequence[str]
+) -> tuple[int, dict[str, int]]:
+    """The import's row in `archives` (status importing) and the labels' ids, created where
+    new: (the import's id, label ids by name)."""
+    with Session(engine) as session, session.begin():
+        record = ArchiveImport(
+            root=str(root),
+            labels_csv=str(labels_path),
+            status="importing",
+            scenes_added=0,
+            scenes_skipped=0,
+            broken="[]",
+        )
+        session.add(record)
+        session.flush()
+        return record.id, _label_ids(session, label_names)
+
+
 def _checked_stream(scenes: Sequence[ArchiveEntry], workers: int) -> Iterator[_Checked]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         yield from pool.map(_check, scenes)
@@ -138,23 +157,11 @@ def import_archive(
     archive: Archive = load_archive(root, labels_csv)
     root_path = archive.root.resolve()
     labels_path = Path(labels_csv).resolve() if labels_csv else root_path / "labels.csv"
-    with Session(engine) as session, session.begin():
-        record = ArchiveImport(
-            root=str(root_path),
-            labels_csv=str(labels_path),
-            status="importing",
-            scenes_added=0,
-            scenes_skipped=0,
-            broken="[]",
-        )
-        session.add(record)
-        session.flush()
-        archive_id = record.id
-        label_ids = _label_ids(session, archive.label_names)
+    archive_id, label_ids = start_record(engine, root_path, labels_path, archive.label_names)
     report = ImportReport(archive_id, 0, 0)
     try:
         with Session(engine) as session:
-            present = _existing_ids(session, [scene_id(s.name) for s in archive.scenes])
+            present = existing_ids(session, [scene_id(s.name) for s in archive.scenes])
         todo = [s for s in archive.scenes if scene_id(s.name) not in present]
         report.skipped = len(archive.scenes) - len(todo)
         report.placed = _place_present(engine, archive, present)
@@ -180,10 +187,10 @@ def import_archive(
             report.added += _write_chunk(engine, chunk, archive, archive_id, root_path, label_ids)
         bar.close()
     except BaseException:
-        _finish(engine, archive_id, "failed", report)
+        finish_record(engine, archive_id, "failed", report)
         raise
     report.seconds = time.perf_counter() - start
-    _finish(engine, archive_id, "complete", report)
+    finish_record(engine, archive_id, "complete", report)
     return report
 
 
@@ -211,7 +218,7 @@ def _place_present(engine: Engine, archive: Archive, present: set[int]) -> int:
     if not wanted:
         return 0
     with Session(engine) as session:
-        placed = _existing_ids(session, wanted, SceneFootprint.scene_id)
+        placed = existing_ids(session, wanted, SceneFootprint.scene_id)
     rows = [footprint_row(i, given[i]) for i in wanted if i not in placed]
     for start in range(0, len(rows), CHUNK):
         with Session(engine) as session, session.begin():
@@ -264,7 +271,8 @@ def _write_chunk(
     return len(chunk)
 
 
-def _finish(engine: Engine, archive_id: int, status: str, report: ImportReport) -> None:
+def finish_record(engine: Engine, archive_id: int, status: str, report: ImportReport) -> None:
+    """The import's row in `archives`: how it ended and what it did."""
     with Session(engine) as session, session.begin():
         record = session.get(ArchiveImport, archive_id)
         if record is None:  # pragma: no cover - the row was written at the start

@@ -42,6 +42,8 @@ class ReindexRequest:
     progress: bool = True
     ray_workers: int | None = None
     """Embed on Ray with this many actors (None: in this process)."""
+    recall_queries: int | None = None
+    """Held-out queries the build's recall@10 is measured on (None: the build's default)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ def reindex_scenes(
             keep=request.keep,
             nprobe=request.nprobe,
             shard_size=request.shard_size,
+            **({"recall_queries": request.recall_queries} if request.recall_queries else {}),
         ),
         device=request.device,
         skip_broken=request.skip_broken,
