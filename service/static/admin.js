@@ -1,7 +1,7 @@
 // The admin page: add scenes (several at a time, with labels), correct and remove them, run
 // and follow the admin jobs. Plain JavaScript against the service's own API; the key the
 // person enters is sent as X-API-Key and kept in local storage (shared with the search page).
-// `$`, `api`, `element` and `dropZone` come from common.js, loaded first.
+// `$`, `api`, `element`, `dropZone` and `pager` come from common.js, loaded first.
 "use strict";
 
 const PAGE = 20;
@@ -115,10 +115,7 @@ async function loadScenes() {
     return row;
   });
   $("scenes").tBodies[0].replaceChildren(...rows);
-  const end = state.offset + body.scenes.length;
-  $("scenes-info").textContent = body.total ? `${state.offset + 1}–${end} of ${body.total}` : "no scenes";
-  $("scenes-prev").disabled = state.offset === 0;
-  $("scenes-next").disabled = body.next_offset === null;
+  showScenePage({ offset: state.offset, shown: body.scenes.length, total: body.total, nextOffset: body.next_offset });
 }
 
 function openEditor(scene) {
@@ -197,14 +194,17 @@ async function loadJobs() {
   $("jobs").replaceChildren(...items);
 }
 
+const showScenePage = pager($("scenes-pager"), (step) => {
+  state.offset = Math.max(0, state.offset + step * PAGE);
+  loadScenes();
+});
+
 function wire() {
   $("files").addEventListener("change", () => choose($("files").files));
   dropZone($("drop"), $("files"), choose);
   $("add-form").addEventListener("submit", addScenes);
   $("find").addEventListener("submit", (event) => { event.preventDefault(); state.offset = 0; loadScenes(); });
   $("find-name").addEventListener("input", () => { state.offset = 0; loadScenes(); });
-  $("scenes-prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - PAGE); loadScenes(); });
-  $("scenes-next").addEventListener("click", () => { state.offset += PAGE; loadScenes(); });
   $("edit-save").addEventListener("click", saveEdit);
   $("edit-cancel").addEventListener("click", () => $("editor").close());
   $("job-reindex").addEventListener("click", () => startJob("/admin/reindex", { incremental: true }));
