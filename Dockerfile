@@ -42,8 +42,9 @@ CMD ["serve"]
 # kept in a layer): `pip.conf` (index URLs, timeout), `ca.crt` (a CA bundle to trust) and
 # `constraints.txt`; docker/build.sh makes them from the host's pip configuration. Without
 # them pip uses PyPI directly. First the dependencies, listed from pyproject.toml (a layer
-# that changes with that file only), then the project itself; its sources are bind-mounted,
-# not copied: the image holds the installed packages only.
+# that changes with that file only), then the project itself and the map library, by
+# docker/install-project.sh; the sources are bind-mounted, not copied: the image holds the
+# installed packages only.
 
 # ---- CUDA: PyPI's torch (CUDA libraries included) and faiss-gpu ----------------------------
 FROM runtime-base AS cuda
@@ -60,15 +61,10 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     && pip uninstall -y faiss-cpu \
     && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}" \
     && rm /tmp/requirements.txt
-# hadolint ignore=DL3013
+# the project, then the web page's map library (the same steps for both targets)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
-    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && pip install --no-deps /src
-# the web page's map library from the npm registry, checked against its pinned hash
-RUN --mount=type=secret,id=ca.crt \
-    if [ -f /run/secrets/ca.crt ]; then export SSL_CERT_FILE=/run/secrets/ca.crt; fi \
-    && grn assets --asset-dir /opt/grn-assets
+    sh /src/docker/install-project.sh /src
 USER 10001:10001
 
 # ---- CPU (the default target) --------------------------------------------------------------
@@ -93,13 +89,8 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
     && pip install --requirement /tmp/requirements.txt \
     && rm /tmp/requirements.txt
-# hadolint ignore=DL3013
+# the project, then the web page's map library (the same steps for both targets)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
-    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && pip install --no-deps /src
-# the web page's map library from the npm registry, checked against its pinned hash
-RUN --mount=type=secret,id=ca.crt \
-    if [ -f /run/secrets/ca.crt ]; then export SSL_CERT_FILE=/run/secrets/ca.crt; fi \
-    && grn assets --asset-dir /opt/grn-assets
+    sh /src/docker/install-project.sh /src
 USER 10001:10001

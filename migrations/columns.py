@@ -1,4 +1,4 @@
-"""Columns that several revisions declare alike.
+"""Columns and tables that several revisions declare alike.
 
 A revision that has run must build the same schema for ever: change nothing here that a
 revision uses (add a new helper for a new shape instead)."""
@@ -24,4 +24,15 @@ def scene_id_of(table: str, **column: Any) -> tuple[sa.Column[Any], sa.ForeignKe
             name=op.f(f"fk_{table}_scene_id_scenes"),
             ondelete="CASCADE",
         ),
+    )
+
+
+def create_scene_table(table: str, *columns: sa.Column[Any]) -> None:
+    """Create `table`, which holds at most one row per scene: its primary key is `scene_id`
+    (`scene_id_of`, never autoincremented), the given columns after it."""
+    op.create_table(
+        table,
+        *scene_id_of(table, autoincrement=False),
+        *columns,
+        sa.PrimaryKeyConstraint("scene_id", name=op.f(f"pk_{table}")),
     )

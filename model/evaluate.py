@@ -20,7 +20,7 @@ import torch
 
 from model import rerank
 from model.archive import Archive, BrokenFile, load_archive
-from model.backbones import MissingWeightsError, backbone_spec, create_backbone
+from model.backbones import MissingWeightsError, create_backbone
 from model.card import ModelCard, load_model
 from model.embedding import Embedded, embed_scenes
 from model.engine import describe
@@ -272,8 +272,7 @@ def backbone_features(
     """The frozen backbone's pooled features, L2-normalised, of the query and base scenes
     (read from and added to the feature cache head-mode training fills)."""
     module, weights = frozen_backbone(card, net)
-    spec = backbone_spec(card.backbone)
-    key = FeatureKey(card.backbone, weights, card.input_size, spec.mean, spec.std)
+    key = FeatureKey(card.backbone, weights, card.input_size)
     positions = list(dict.fromkeys([*query, *base]))
     features, kept = extract_features(
         module, key, archive, positions, views=1, cache=FeatureCache(default_cache_dir()),

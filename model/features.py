@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images
-from model.backbones import JOIN, JoinedBackbone
+from model.backbones import JOIN, JoinedBackbone, backbone_spec
 from model.engine import build_cpu_engine
 from model.inference import decode_workers, run_batched, run_engine
 
@@ -64,11 +64,21 @@ def file_digest(path: Path) -> str:
 
 @dataclass(frozen=True)
 class FeatureKey:
+    """What cached backbone features are keyed by: the backbone, the weights it holds and
+    the input size. The input normalisation is the backbone's own (`backbone_spec`), the
+    same for each part of a joined backbone."""
+
     backbone: str
     weights: str
     input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return backbone_spec(self.backbone).mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return backbone_spec(self.backbone).std
 
     def folder(self, view: int) -> str:
         text = json.dumps([self.backbone, self.weights, self.input_size, self.mean, self.std, view])
@@ -106,7 +116,7 @@ def part_keys(backbone: JoinedBackbone, key: FeatureKey) -> list[FeatureKey]:
     if len(weights) != len(backbone.names):  # "random": no pretrained weights
         weights = [key.weights] * len(backbone.names)
     return [
-        FeatureKey(name, weight, key.input_size, key.mean, key.std)
+        FeatureKey(name, weight, key.input_size)
         for name, weight in zip(backbone.names, weights, strict=True)
     ]
 

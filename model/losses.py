@@ -72,12 +72,15 @@ def sndl_loss(
     embeddings: (B, D) L2-normalised batch embeddings; indices: (B,) their rows in the bank;
     labels: (B, C) 0/1; bank: (N, D); bank_labels: (N, C) 0/1. A bank of more than
     `chunk_size` rows is scored `chunk_size` rows at a time, forward and backward, so the
-    (B, N) matrix never exists whole (`chunked_sndl_loss`).
+    (B, N) matrix never exists whole (`_ChunkedSNDL`).
     """
     if bank.shape[0] > chunk_size:
-        return chunked_sndl_loss(
-            embeddings, indices, labels, bank, bank_labels, temperature, chunk_size
+        dtype = embeddings.dtype
+        scored = _BankScores(
+            indices, labels.to(dtype), bank.detach().to(dtype), bank_labels.to(dtype), temperature
         )
+        chunked: torch.Tensor = _ChunkedSNDL.apply(embeddings, scored, chunk_size)
+        return chunked
     logits = embeddings @ bank.detach().T / temperature  # (B, N)
     rows = torch.arange(len(indices), device=embeddings.device)
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
@@ -161,25 +164,6 @@ class _ChunkedSNDL(torch.autograd.Function):
             grad += (p - q) @ rows
         grad *= grad_output / (scored.temperature * embeddings.shape[0])
         return grad, None, None
-
-
-def chunked_sndl_loss(
-    embeddings: torch.Tensor,
-    indices: torch.Tensor,
-    labels: torch.Tensor,
-    bank: torch.Tensor,
-    bank_labels: torch.Tensor,
-    temperature: float,
-    chunk_size: int = BANK_CHUNK,
-) -> torch.Tensor:
-    """`sndl_loss` computed `chunk_size` bank rows at a time (the same value and gradient,
-    within floating-point rounding)."""
-    dtype = embeddings.dtype
-    scored = _BankScores(
-        indices, labels.to(dtype), bank.detach().to(dtype), bank_labels.to(dtype), temperature
-    )
-    loss: torch.Tensor = _ChunkedSNDL.apply(embeddings, scored, chunk_size)
-    return loss
 
 
 class MemoryBank:

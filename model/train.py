@@ -144,7 +144,7 @@ class Trainer(Checkpointing):
     def feature_key(self) -> FeatureKey:
         """What the cached backbone features of this run's backbone and input are keyed by."""
         c = self.config
-        return FeatureKey(c.backbone, self.weights_id, c.input_size, self.spec.mean, self.spec.std)
+        return FeatureKey(c.backbone, self.weights_id, c.input_size)
 
     def _load_split(self, split: str, unlabelled: bool = False) -> SplitData:
         """The labelled scenes of a split, or with `unlabelled` its unlabelled ones."""

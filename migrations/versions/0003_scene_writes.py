@@ -16,20 +16,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from migrations.columns import scene_id_of
+from migrations.columns import create_scene_table
 
 revision = "0003_scene_writes"
 down_revision = "0002_catalog_generation"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_scene_table(
         "scene_vectors",
-        *scene_id_of("scene_vectors", autoincrement=False),
         sa.Column("model_version", sa.String(64), nullable=False),
         sa.Column("embedding", sa.LargeBinary(), nullable=False),
         sa.Column("probabilities", sa.LargeBinary(), nullable=True),
-        sa.PrimaryKeyConstraint("scene_id", name=op.f("pk_scene_vectors")),
     )
     op.create_index(op.f("ix_scene_vectors_model_version"), "scene_vectors", ["model_version"])
     # a plain ALTER TABLE (a batch copy would drop the catalog triggers on SQLite)

@@ -21,7 +21,7 @@ from migrations.catalog_triggers import (
     create_sqlite_triggers,
     drop_triggers,
 )
-from migrations.columns import scene_id_of
+from migrations.columns import create_scene_table
 
 revision = "0005_scene_footprints"
 down_revision = "0004_jobs"
@@ -30,9 +30,8 @@ BOX = "box(point(min_lon, min_lat), point(max_lon, max_lat))"
 
 
 def upgrade() -> None:
-    op.create_table(
+    create_scene_table(
         "scene_footprints",
-        *scene_id_of("scene_footprints", autoincrement=False),
         sa.Column("min_lon", sa.Float(53), nullable=False),
         sa.Column("min_lat", sa.Float(53), nullable=False),
         sa.Column("max_lon", sa.Float(53), nullable=False),
@@ -43,7 +42,6 @@ def upgrade() -> None:
         sa.Column("crs", sa.Text(), nullable=True),
         sa.Column("source", sa.String(1024), nullable=True),
         sa.Column("window", sa.String(64), nullable=True),
-        sa.PrimaryKeyConstraint("scene_id", name=op.f("pk_scene_footprints")),
     )
     dialect = op.get_bind().dialect.name
     if dialect == "postgresql":

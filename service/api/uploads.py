@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -134,6 +136,23 @@ async def infer_uploads(
     return await batcher.infer(snapshot, await decode_all(files, settings))
 
 
+@dataclass(frozen=True)
+class BatchedModel:
+    """The model in service run on uploaded files through the app's batcher: the network a
+    use case runs on uploads (`service.usecases.classify.ImageModel`)."""
+
+    settings: Settings
+    batcher: Batcher
+    snapshot: Snapshot
+
+    async def probabilities(self, files: Sequence[tuple[str, bytes]]) -> list[np.ndarray]:
+        outputs = await infer_uploads(list(files), self.settings, self.batcher, self.snapshot)
+        return [out.probabilities for out in outputs]
+
+    async def decode(self, files: Sequence[tuple[str, bytes]]) -> None:
+        await decode_all(list(files), self.settings)
+
+
 def _decode_file(item: tuple[str, bytes], settings: Settings) -> np.ndarray:
     name, data = item
     return decode_upload(
@@ -193,6 +212,7 @@ def decode_upload(data: bytes, name: str, *, max_bytes: int, max_pixels: int) ->
 
 
 __all__ = [
+    "BatchedModel",
     "BodyLimit",
     "InvalidImageError",
     "UploadTooLargeError",

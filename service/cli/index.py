@@ -90,6 +90,7 @@ def reindex(
     """Embed the archive (a folder, or with --catalog the scenes SQL holds) and put a new
     version of its vectors in service, in the vector store of GRN_VECTOR_STORE (FAISS index
     versions under INDEX-ROOT by default)."""
+    from index.stores.faiss_build import ReindexSettings
     from service.storage.catalog_archive import EmptyCatalogError
     from service.usecases.reindex import IndexWriteError, ReindexRequest, reindex_scenes
 
@@ -97,10 +98,13 @@ def reindex(
         usage_error("give the scenes to index: --archive FOLDER or --catalog")
     if catalog and labels is not None:
         usage_error("--labels goes with --archive, not --catalog")
+    build = ReindexSettings(
+        factory=factory, memory_budget_gb=memory_budget_gb, keep=keep, nprobe=nprobe,
+        shard_size=shard_size,
+    )  # fmt: skip
     request = ReindexRequest(
         model=model, archive=archive, labels=labels, incremental=incremental, replace=replace,
-        if_stale=if_stale, factory=factory, memory_budget_gb=memory_budget_gb, keep=keep,
-        nprobe=nprobe, shard_size=shard_size, device=device, skip_broken=skip_broken,
+        if_stale=if_stale, build=build, device=device, skip_broken=skip_broken,
         progress=not quiet, ray_workers=workers if ray else None,
     )  # fmt: skip
     try:

@@ -271,16 +271,14 @@ def classify(
 
 
 def _local_classify(images: list[Path]) -> list[dict[str, Any]]:
-    from model.card import load_model
-    from model.imageio import read_image
-    from model.inference import predict, resolve_device
+    """What POST /classify answers in `results`, from the model of the settings run here."""
+    import asyncio
+
     from service.api.schemas import ImageClassification
     from service.settings import get_settings
+    from service.usecases.classify import FileModel, classify_images
 
-    device = resolve_device(get_settings().model.device)
-    net, card = load_model(get_settings().model.model_path, device)
-    out = predict(net, card, [read_image(path) for path in images], device)
-    return [
-        ImageClassification.of(path.name, card, probabilities).model_dump()
-        for path, probabilities in zip(images, out.probabilities, strict=True)
-    ]
+    model = FileModel.load(get_settings().model.model_path, get_settings().model.device)
+    named = [(path.name, path) for path in images]
+    classified = asyncio.run(classify_images(named, model.card, model))
+    return [ImageClassification.of(image).model_dump() for image in classified.images]

@@ -1,7 +1,7 @@
 // The admin page: add scenes (several at a time, with labels), correct and remove them, run
 // and follow the admin jobs. Plain JavaScript against the service's own API; the key the
 // person enters is sent as X-API-Key and kept in local storage (shared with the search page).
-// `$`, `api`, `element` and `dropZone` come from common.js, loaded first.
+// `$`, `api`, `element`, `dropZone` and `pager` come from common.js, loaded first.
 "use strict";
 
 const PAGE = 20;
@@ -117,10 +117,10 @@ async function loadScenes() {
     return row;
   });
   $("scenes").tBodies[0].replaceChildren(...rows);
-  const end = body.offset + body.scenes.length;
-  $("scenes-info").textContent = body.scenes.length ? `${body.offset + 1}–${end} of ${body.total}` : "no scenes";
-  $("scenes-prev").disabled = scenePages.first;
-  $("scenes-next").disabled = scenePages.last;
+  showScenePage({
+    offset: body.offset, shown: body.scenes.length, total: body.total,
+    first: scenePages.first, last: scenePages.last,
+  });
 }
 
 function openEditor(scene) {
@@ -199,14 +199,17 @@ async function loadJobs() {
   $("jobs").replaceChildren(...items);
 }
 
+const showScenePage = pager($("scenes-pager"), (step) => {
+  if (step < 0) scenePages.back(); else scenePages.forward();
+  loadScenes();
+});
+
 function wire() {
   $("files").addEventListener("change", () => choose($("files").files));
   dropZone($("drop"), $("files"), choose);
   $("add-form").addEventListener("submit", addScenes);
   $("find").addEventListener("submit", (event) => { event.preventDefault(); scenePages.restart(); loadScenes(); });
   $("find-name").addEventListener("input", loadScenes);  // a new selection: the first page
-  $("scenes-prev").addEventListener("click", () => { scenePages.back(); loadScenes(); });
-  $("scenes-next").addEventListener("click", () => { scenePages.forward(); loadScenes(); });
   $("edit-save").addEventListener("click", saveEdit);
   $("edit-cancel").addEventListener("click", () => $("editor").close());
   $("job-reindex").addEventListener("click", () => startJob("/admin/reindex", { incremental: true }));

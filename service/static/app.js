@@ -4,7 +4,7 @@
 // Scene ids are strings (63-bit integers do not survive JavaScript numbers). Each user
 // action sends one request; a response that is not the newest one asked for is dropped, so
 // the grid always shows the last query. The query, its filters and page live in the URL.
-// `$`, `headers`, `api`, `element` and `dropZone` come from common.js, loaded first.
+// `$`, `headers`, `api`, `element`, `dropZone` and `pager` come from common.js, loaded first.
 "use strict";
 
 const BROWSER_FORMATS = ["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"];
@@ -281,10 +281,10 @@ async function search({ classify = false, fromUrl = false } = {}) {
   drawHits(body.hits);
   const grid = $("results");
   grid.replaceChildren(...body.hits.map((hit) => card(hit, hit.score)));
-  const first = body.total ? body.offset + 1 : 0;
-  $("page-info").textContent = `${first}–${body.offset + body.hits.length} of ${body.total}`;
-  $("prev").disabled = body.offset === 0;
-  $("next").disabled = body.next_offset === null;
+  showResultPage({
+    offset: body.offset, shown: body.hits.length, total: body.total,
+    first: body.offset === 0, last: body.next_offset === null,
+  });
   const typical = (labels) => `Scenes most typical of ${labels.join(" and ")}`;
   const title = !state.query ? typical(chosenLabels())
     : state.query.text ? typical(state.query.labels) : "Similar scenes";
@@ -427,10 +427,10 @@ async function loadArchive() {
     const body = await api(`/scenes?${archivePages.query(params)}`);
     archivePages.seen(body);
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
-    const first = body.scenes.length ? body.offset + 1 : 0;
-    $("archive-info").textContent = `${first}–${body.offset + body.scenes.length} of ${body.total}`;
-    $("archive-prev").disabled = archivePages.first;
-    $("archive-next").disabled = archivePages.last;
+    showArchivePage({
+      offset: body.offset, shown: body.scenes.length, total: body.total,
+      first: archivePages.first, last: archivePages.last,
+    });
     $("archive-panel").hidden = false;
   } catch (err) {
     showMessage(err.message);
@@ -643,6 +643,15 @@ function exportCsv() {
   download("search.csv", "text/csv", rows.map((r) => r.map(quote).join(",")).join("\n") + "\n");
 }
 
+const showResultPage = pager($("results-pager"), (step) => {
+  state.offset = Math.max(0, state.offset + step * Number($("limit").value));
+  search();
+});
+const showArchivePage = pager($("archive-pager"), (step) => {
+  if (step < 0) archivePages.back(); else archivePages.forward();
+  loadArchive();
+});
+
 function wire() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => useFile(event.target.files[0]));
@@ -659,10 +668,6 @@ function wire() {
   for (const id of ["k", "limit", "folder", "min-score", "added-after", "added-before"]) $(id).addEventListener("change", changed);
   for (const radio of document.querySelectorAll("input[name=match]")) radio.addEventListener("change", changed);
   $("controls").addEventListener("submit", (event) => event.preventDefault());
-  $("prev").addEventListener("click", () => { state.offset = Math.max(0, state.offset - Number($("limit").value)); search(); });
-  $("next").addEventListener("click", () => { state.offset += Number($("limit").value); search(); });
-  $("archive-prev").addEventListener("click", () => { archivePages.back(); loadArchive(); });
-  $("archive-next").addEventListener("click", () => { archivePages.forward(); loadArchive(); });
   $("archive-search").addEventListener("submit", (event) => { event.preventDefault(); archivePages.restart(); loadArchive(); });
   $("archive-name").addEventListener("input", loadArchive);  // a new selection: the first page
   $("archive-folder").addEventListener("change", loadArchive);

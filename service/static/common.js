@@ -1,6 +1,6 @@
 // What the search page (app.js) and the admin page (admin.js) share: finding and making
 // elements, calls to the service's own API with the key the person entered (sent as
-// X-API-Key), and the drop zone for image files. A plain script loaded before either page's,
+// X-API-Key), the drop zone for image files, and the pager under a list. A plain script loaded before either page's,
 // so these are globals of both.
 "use strict";
 
@@ -74,5 +74,29 @@ function scenePager() {
     restart() { cursors = [null]; },
     get first() { return cursors.length === 1; },
     get last() { return next === null; },
+  };
+}
+
+// The pager under a list: Previous, where the page is ("11–20 of 50"), Next. Made inside
+// the page's empty <nav class="pager">, whose data-ids names the three elements' ids and
+// data-empty (if set) what it says of an empty list; `turn(step)` gets -1 or +1. Returns
+// `show`, which takes a listing's offset, the number shown, the total, and whether this is
+// the first page and the last.
+function pager(nav, turn) {
+  const [previousId, infoId, nextId] = nav.dataset.ids.split(" ");
+  const button = (id, text, step) => {
+    const node = element("button", { id, type: "button", className: "button secondary", textContent: text });
+    node.addEventListener("click", () => turn(step));
+    return node;
+  };
+  const previous = button(previousId, "Previous", -1);
+  const info = element("span", { id: infoId });
+  const next = button(nextId, "Next", 1);
+  nav.replaceChildren(previous, info, next);
+  return ({ offset, shown, total, first, last }) => {
+    const from = total ? offset + 1 : 0;
+    info.textContent = total || !nav.dataset.empty ? `${from}–${offset + shown} of ${total}` : nav.dataset.empty;
+    previous.disabled = first;
+    next.disabled = last;
   };
 }

@@ -186,6 +186,7 @@ def index_catalog(
     was built by `model`, else a new full version; scenes whose archive carries this model's
     vectors are not embedded."""
     from index.stores import open_store
+    from index.stores.faiss_build import ReindexSettings
     from model.card import read_card
 
     store = open_store(settings.store)
@@ -196,6 +197,6 @@ def index_catalog(
     incremental = current is not None and current.model_version == read_card(model).version
     request = ReindexRequest(
         model=model, incremental=incremental, replace=current is not None and not incremental,
-        progress=progress, recall_queries=RECALL_QUERIES, if_stale=True,
+        progress=progress, build=ReindexSettings(recall_queries=RECALL_QUERIES), if_stale=True,
     )  # fmt: skip
     return reindex_scenes(settings, request, engine)

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
 from index.stores import ReindexOptions, ReindexReport, is_current, open_store
 from service.settings import Settings
 from service.storage.catalog_archive import catalog_archive
+
+if TYPE_CHECKING:
+    from index.stores.faiss_build import ReindexSettings
 
 
 class IndexWriteError(OSError):
@@ -32,18 +35,14 @@ class ReindexRequest:
     replace: bool = False
     if_stale: bool = False
     """Do nothing when the version in service was built by this model over these scenes."""
-    factory: str = "auto"
-    memory_budget_gb: float = 8.0
-    keep: int = 3
-    nprobe: int = 64
-    shard_size: int = 1024
+    build: ReindexSettings | None = None
+    """FAISS's build settings: factory, memory budget, versions kept, nprobe, shard size
+    (None: their defaults)."""
     device: str = "auto"
     skip_broken: bool = False
     progress: bool = True
     ray_workers: int | None = None
     """Embed on Ray with this many actors (None: in this process)."""
-    recall_queries: int | None = None
-    """Held-out queries the build's recall@10 is measured on (None: the build's default)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,6 @@ def reindex_scenes(
     """Index `request.archive` (or, when None, the scenes SQL holds through `engine`) with
     `request.model` into the vector store of `settings`. Raises `EmptyCatalogError` when SQL
     holds no scenes and `IndexWriteError` when the new version cannot be written."""
-    from index.stores.faiss_build import ReindexSettings
     from model.backbones import MissingWeightsError
 
     source: Any = request.archive
@@ -73,14 +71,7 @@ def reindex_scenes(
         labels_csv=request.labels,
         incremental=request.incremental,
         replace=request.replace,
-        build=ReindexSettings(
-            factory=request.factory,
-            memory_budget_gb=request.memory_budget_gb,
-            keep=request.keep,
-            nprobe=request.nprobe,
-            shard_size=request.shard_size,
-            **({"recall_queries": request.recall_queries} if request.recall_queries else {}),
-        ),
+        build=request.build,
         device=request.device,
         skip_broken=request.skip_broken,
         progress=request.progress,

@@ -264,7 +264,7 @@ def test_head_mode_features_run_the_engine_and_match_torch(
     archive = load_archive(ucm_root, ucm_subset)
     backbone, weights = create_backbone("efficientnet_lite0", pretrained=True)
     spec = backbone_spec("efficientnet_lite0")
-    key = FeatureKey("efficientnet_lite0", weights, 256, spec.mean, spec.std)
+    key = FeatureKey("efficientnet_lite0", weights, 256)
     positions = archive.indices("test")[:6]
     used: list[str] = []
     real_run_engine = features_module.run_engine

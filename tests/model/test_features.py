@@ -10,7 +10,7 @@ from extraction import extract_two_views
 from torch import nn
 
 from model.archive import load_archive
-from model.backbones import backbone_spec, create_backbone
+from model.backbones import create_backbone
 from model.features import FeatureCache, FeatureKey, part_keys
 
 JOINED = "tiny+efficientnet_lite0"
@@ -23,8 +23,7 @@ def test_a_joined_backbone_reads_and_fills_its_parts_caches(
     positions = archive.indices("test")[:4]
     torch.manual_seed(0)
     joined, weights = create_backbone(JOINED, pretrained=False)
-    spec = backbone_spec(JOINED)
-    key = FeatureKey(JOINED, weights, 64, spec.mean, spec.std)
+    key = FeatureKey(JOINED, weights, 64)
     cache = FeatureCache(tmp_path)
 
     def extract(module: nn.Module, key: FeatureKey, cache: FeatureCache | None) -> np.ndarray:
@@ -44,3 +43,16 @@ def test_a_joined_backbone_reads_and_fills_its_parts_caches(
     with torch.no_grad():
         joined.parts[1].conv_stem.weight.zero_()
     np.testing.assert_array_equal(extract(joined, key, cache), features)
+
+
+def test_a_feature_key_names_the_folders_keys_named_before() -> None:
+    """A key reads its input normalisation from the backbone's spec; it hashes as it did
+    when keys carried mean and std, so caches filled before are still found."""
+    assert FeatureKey("efficientnet_lite0", "w1", 256).folder(3) == (
+        "efficientnet_lite0-dbdf5a8429ee9b41-v3"
+    )
+    assert FeatureKey("tiny", "w1", 256).folder(3) == "tiny-424c23211031afae-v3"
+    assert FeatureKey("resnet18+wide_resnet50_2", "w1", 256).folder(3) == (
+        "resnet18+wide_resnet50_2-1ac5a71d712181b8-v3"
+    )
+    assert FeatureKey(JOINED, "random", 64).folder(0) == f"{JOINED}-91c4a3239f86cd23-v0"

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select, text, update
 
-from model.archive import load_archive, scene_id
+from model.archive import Archive, load_archive, scene_id
 from model.train import fit
 from service.storage.db import Scene, make_engine
 from service.storage.migrate import upgrade
@@ -332,6 +332,19 @@ def date_scenes(database_url: str) -> tuple[set[int], set[int], set[int]]:
             connection.execute(chosen.values(created_at=moment))
     engine.dispose()
     return old, middle, rest
+
+
+def dated_database(
+    database_url: str, ucm_root: Path, labels: Path
+) -> tuple[set[int], set[int], set[int]]:
+    """`prepared_database`, its scenes then dated as `date_scenes` dates them; the groups."""
+    prepared_database(database_url, ucm_root, labels)
+    return date_scenes(database_url)
+
+
+def archive_groups(archive: Archive) -> tuple[set[int], set[int], set[int]]:
+    """The groups `date_scenes` dates an archive's scenes in, from its scene names."""
+    return dated_groups(scene_id(entry.name) for entry in archive.scenes)
 
 
 def head_model_served(

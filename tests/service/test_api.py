@@ -486,7 +486,7 @@ def test_an_archive_without_the_models_labels_gets_no_classifier_answers(
 def test_the_classifier_answers_only_for_archives_that_carry_its_labels() -> None:
     from types import SimpleNamespace
 
-    from service.api.schemas.classify import classifier_applies
+    from service.usecases.classify import classifier_applies
 
     card = SimpleNamespace(label_names=["water", "trees"])
     assert classifier_applies(card, ["trees", "water"])  # type: ignore[arg-type]

@@ -22,9 +22,8 @@ from servers import (
     OLD,
     LiveServer,
     Served,
-    date_scenes,
+    dated_database,
     postgres_schema,
-    prepared_database,
     server_env,
 )
 
@@ -50,8 +49,7 @@ def dated(
         schema = postgres_schema()
         url = schema.__enter__()
     try:
-        prepared_database(url, ucm_root, ucm_subset)
-        groups = date_scenes(url)
+        groups = dated_database(url, ucm_root, ucm_subset)
         with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
             yield server, groups
     finally:

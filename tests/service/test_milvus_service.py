@@ -20,8 +20,8 @@ from servers import (
     REPO,
     LiveServer,
     Served,
-    date_scenes,
-    dated_groups,
+    archive_groups,
+    dated_database,
     prepared_database,
     server_env,
 )
@@ -68,8 +68,7 @@ def servers(
     urls = {}
     for name in ("faiss", "milvus"):
         urls[name] = f"sqlite:///{workdir / f'{name}-catalog.sqlite'}"
-        prepared_database(urls[name], ucm_root, geo_labels)
-        date_scenes(urls[name])
+        dated_database(urls[name], ucm_root, geo_labels)
     milvus_env = server_env(
         served, urls["milvus"], workdir, GRN_VECTOR_STORE="milvus", GRN_MILVUS_URI=uri,
         GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root), GRN_STORE_DIR=str(workdir / "store"),
@@ -158,7 +157,7 @@ def test_milvus_filters_by_time_added_as_faiss_does(
     the catalog's arrays, and answer the same hits, of the window's scenes only."""
     faiss, milvus, _ = servers
     subset = load_archive(ucm_root, ucm_subset)
-    old, middle, rest = dated_groups(scene_id(s.name) for s in subset.scenes)
+    old, middle, rest = archive_groups(subset)
     windows: list[tuple[dict[str, Any], set[int]]] = [
         ({"added_before": OLD.isoformat()}, set()),
         ({"added_before": "2021-01-01"}, old),

@@ -19,9 +19,8 @@ from servers import (
     CHROMIUM,
     LiveServer,
     Served,
-    date_scenes,
-    dated_groups,
-    prepared_database,
+    archive_groups,
+    dated_database,
     server_env,
     shot,
 )
@@ -42,8 +41,7 @@ def page_server(
 ) -> Iterator[LiveServer]:
     workdir = tmp_path_factory.mktemp("web")
     url = f"sqlite:///{workdir / 'grn.db'}"
-    prepared_database(url, ucm_root, ucm_subset)
-    date_scenes(url)  # entered the archive at three times, for the date filters
+    dated_database(url, ucm_root, ucm_subset)  # entered the archive at three times
     with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
         yield server
 
@@ -415,7 +413,7 @@ def test_dates_added_narrow_the_results_and_travel_in_the_url(
 ) -> None:
     from playwright.sync_api import expect
 
-    old, middle, rest = dated_groups(scene_id(s.name) for s in subset.scenes)
+    old, middle, rest = archive_groups(subset)
     query = str(scene_id(subset.scenes[8].name))
     page = browser.new_page(viewport=DESKTOP)
     page.goto(f"{page_server.url}/?scene={query}&k=20")

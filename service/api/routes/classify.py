@@ -4,7 +4,7 @@ browser can show it (`/preview`)."""
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -21,15 +21,14 @@ from service.api.deps import (
     upload_schema,
 )
 from service.api.errors import documented
-from service.api.schemas.classify import (
-    ClassifyResponse,
-    ImageClassification,
-    classifier_applies,
-    no_classifier_note,
-)
-from service.api.uploads import decode_all, infer_uploads, read_uploads
+from service.api.schemas.classify import ClassifyResponse, ImageClassification
+from service.api.uploads import BatchedModel, decode_all, read_uploads
 from service.storage.catalog import Catalog
+from service.usecases.classify import classifier_applies, classify_images
 from service.usecases.thumbnails import jpeg
+
+if TYPE_CHECKING:
+    from model.card import ModelCard
 
 router = APIRouter(dependencies=READER)
 
@@ -60,35 +59,35 @@ async def classify(
     # past GRN_MAX_MODEL_REQUESTS: 503 now, before the upload is parsed (a refusal stays cheap)
     with request.app.state.model_requests.admit():
         files, _ = await read_uploads(request, max_files=settings.limits.max_images_per_request)
-        outputs = None
-        if await classifier_for(catalog, snapshot.card):
-            outputs = await infer_uploads(files, settings, batcher, snapshot)
-        else:
-            await decode_all(files, settings)  # a broken upload is a 400 either way
-    if outputs is None:
-        results = [ImageClassification(filename=name, labels=[], predicted=[]) for name, _ in files]
-    else:
-        results = [
-            ImageClassification.of(name, snapshot.card, out.probabilities)
-            for (name, _), out in zip(files, outputs, strict=True)
-        ]
+        classified = await classify_images(
+            files,
+            snapshot.card,
+            BatchedModel(settings, batcher, snapshot),
+            await archive_labels(catalog),
+        )
+    results = [ImageClassification.of(image) for image in classified.images]
     return ClassifyResponse(
         labels=results[0].labels,
         predicted=results[0].predicted,
         results=results,
         model_version=snapshot.model_version,
         elapsed_ms=elapsed_ms(start),
-        note=None if outputs is not None else no_classifier_note(snapshot.card),
+        note=classified.note,
     )
 
 
-async def classifier_for(catalog: Catalog, card: Any) -> bool:
-    """Whether the model's classifier answers for the served archive (`classifier_applies`);
-    the arrays are read in a thread the first time only."""
+async def archive_labels(catalog: Catalog) -> list[str]:
+    """The served archive's label names; the arrays are read in a thread the first time
+    only."""
     names = catalog.label_names()
     if names is None:
         names = (await in_thread(catalog.table)).label_names
-    return classifier_applies(card, names)
+    return names
+
+
+async def classifier_for(catalog: Catalog, card: ModelCard) -> bool:
+    """Whether the model's classifier answers for the served archive (`classifier_applies`)."""
+    return classifier_applies(card, await archive_labels(catalog))
 
 
 @router.post(

@@ -33,7 +33,7 @@ from service.api.deps import (
 from service.api.errors import documented
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
 from service.api.routes.classify import classifier_for
-from service.api.schemas.classify import ImageClassification, no_classifier_note
+from service.api.schemas.classify import ImageClassification
 from service.api.schemas.search import (
     DensityCell,
     DensityRequest,
@@ -47,6 +47,7 @@ from service.api.uploads import infer_uploads, read_uploads
 from service.errors import BadRequestError
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneTable
+from service.usecases.classify import image_labels, no_classifier_note
 from service.usecases.density import hit_density
 from service.usecases.search import RankedScene, Rerank, SearchPage, search_scenes
 from service.usecases.text import phrase_reader, with_reading
@@ -144,7 +145,7 @@ async def search(
     labels, predicted, note = None, None, None
     if params.classify and probabilities is not None:
         if await classifier_for(catalog, snapshot.card):
-            query = ImageClassification.of("", snapshot.card, probabilities)
+            query = ImageClassification.of(image_labels("", snapshot.card, probabilities))
             labels, predicted = query.labels, query.predicted
         else:
             note = no_classifier_note(snapshot.card)
