@@ -16,9 +16,11 @@ has a baseline measured next to it on the same loaded machine):
 5. disk per scene: the database, each index version, the shards at the kill; the peak RSS of
    each `grn` process (and with Ray, of its process tree: raylet, workers, object store).
 
-Sustained images/s: of a killed run, the scenes its shards held over the time between the
-first and the last shard written (start-up excluded); of a resumed run, its own
-`embed_images_per_s` (the embedding step, shards read back included).
+Sustained images/s: of a killed plain run, the scenes its shards held over the time between
+the first and the last shard written (start-up excluded); of a killed Ray run, which writes
+its files in bursts, its scenes over the whole run (start-up included); of a resumed run,
+its own `embed_images_per_s` (the embedding step, shards read back and, with Ray, its
+start-up included).
 
     .venv/bin/python -m bench.realpath --scenes 20000 --work ../scratch/realpath \
         --out docs/results/realpath-20000.json
@@ -218,11 +220,14 @@ def killed_and_resumed(
     done = min(done, scenes)
     run.update(killed_at_s=killed.killed_at, scenes_in_shards=done,
                shard_bytes_per_scene=round(shard_bytes / max(done, 1), 1))  # fmt: skip
-    if first_shard and killed.killed_at:
+    if ray and killed.killed_at:
+        # Ray writes its files in bursts (the first can come just before the kill): the
+        # whole run, start-up included
+        run["images_per_s_startup_included"] = round(done / killed.killed_at, 1)
+    elif first_shard and killed.killed_at:
         span = killed.killed_at - first_shard[0]
         # the scenes written after the first shard appeared, over the time since
-        first = shard_size if not ray else 0
-        run["sustained_images_per_s"] = round((done - first) / span, 1) if span > 0 else None
+        run["sustained_images_per_s"] = round((done - shard_size) / span, 1) if span > 0 else None
     # Ray's processes, orphaned by the kill, end on their own (fate sharing): how long
     waited = time.perf_counter()
     while any(Path(f"/proc/{p}").exists() for p in killed.tree):
