@@ -27,6 +27,9 @@ from model.inference import predict
 from model.rerank import DTYPE as DESCRIPTOR_DTYPE
 from model.rerank import no_descriptors
 
+ROWS_PER_FILE = 1024
+"""Scenes per Parquet file at least: what a killed run may lose, as the plain job's shards."""
+
 
 @dataclass
 class RayEmbedReport:
@@ -109,8 +112,10 @@ def embed_items(
     workers: int = 1,
     batch_size: int = 8,
     device: str = "cpu",
+    rows_per_file: int = ROWS_PER_FILE,
 ) -> RayEmbedReport:
-    """Embed the (scene id, image path) items not yet in `out` on Ray."""
+    """Embed the (scene id, image path) items not yet in `out` on Ray, into Parquet files of
+    at least `rows_per_file` scenes each (the last may hold fewer)."""
     import ray
 
     out = Path(out).resolve()
@@ -129,7 +134,9 @@ def embed_items(
             concurrency=workers,
             num_gpus=1 if device.startswith("cuda") else 0,
         )
-        embedded.write_parquet(str(out))
+        # files of `rows_per_file` scenes, not one per batch: 100,000 scenes in batches of 8
+        # made 12,500 files to list, open and read back (docs/scaling.md)
+        embedded.write_parquet(str(out), min_rows_per_file=rows_per_file)
     return RayEmbedReport(len(todo), len(items) - len(todo), time.perf_counter() - start, workers)
 
 
@@ -145,6 +152,7 @@ def ray_embedding_job(
     device: str = "cpu",
     batch_size: int = 8,
     descriptors: bool = False,
+    rows_per_file: int = ROWS_PER_FILE,
 ) -> EmbeddingResult:
     """The indexing job's embedding step on Ray: the scenes at `positions` (with `ids`) into
     Parquet shards under `WORK/<model version>/ray-<scene list digest>/` (resumable; two
@@ -155,8 +163,9 @@ def ray_embedding_job(
     folder = work / card.version / f"ray-{digest[:16]}"
     items = [(int(i), str(archive.scenes[p].path)) for p, i in zip(positions, ids, strict=True)]
     report = embed_items(
-        model_path, items, folder, workers=workers, batch_size=batch_size, device=device
-    )
+        model_path, items, folder, workers=workers, batch_size=batch_size, device=device,
+        rows_per_file=rows_per_file,
+    )  # fmt: skip
     wanted = np.asarray(ids, dtype=np.int64)
     described: np.ndarray | None = no_descriptors(card) if descriptors else None
     if len(wanted):
@@ -200,15 +209,32 @@ def read_embeddings(out: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def _embeddings_of(tables: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    ids = np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)
-    embeddings = np.concatenate(
-        [np.stack(t.column("embedding").to_pylist()) for t in tables]
-    ).astype(np.float32)
-    probabilities = np.concatenate(
-        [np.stack(t.column("probabilities").to_pylist()) for t in tables]
-    ).astype(np.float32)
+    ids = _ids_of(tables)
+    embeddings = _column_matrix(tables, "embedding", np.float32)
+    probabilities = _column_matrix(tables, "probabilities", np.float32)
     order = np.argsort(ids)
     return ids[order], embeddings[order], probabilities[order]
+
+
+def _ids_of(tables: list[Any]) -> np.ndarray:
+    return np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)
+
+
+def _column_matrix(tables: list[Any], column: str, dtype: Any) -> np.ndarray:
+    """A column of fixed-width rows (Ray's tensor extension type, or the list type it is
+    stored as) as one (rows, width) array, straight from Arrow's buffers: no Python object
+    per value (`to_pylist` made one per float: 1,280 a scene for the descriptors)."""
+    import pyarrow as pa
+
+    parts = []
+    for table in tables:
+        values = table.column(column).combine_chunks()
+        if isinstance(values, pa.ExtensionArray):
+            values = values.storage
+        if len(values):
+            flat = values.flatten().to_numpy(zero_copy_only=False)
+            parts.append(flat.reshape(len(values), -1))
+    return np.concatenate(parts).astype(dtype, copy=False)
 
 
 def _descriptors_of(tables: list[Any]) -> np.ndarray | None:
@@ -216,6 +242,5 @@ def _descriptors_of(tables: list[Any]) -> np.ndarray | None:
     shard lacks them (written before they were)."""
     if any("descriptors" not in t.column_names for t in tables):
         return None
-    ids = np.concatenate([t.column("id").to_numpy() for t in tables]).astype(np.int64)
-    rows = np.concatenate([np.stack(t.column("descriptors").to_pylist()) for t in tables])
-    return np.asarray(rows[np.argsort(ids)], dtype=DESCRIPTOR_DTYPE)
+    rows = _column_matrix(tables, "descriptors", DESCRIPTOR_DTYPE)
+    return rows[np.argsort(_ids_of(tables))]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,3 +77,34 @@ def test_reindex_on_ray_builds_the_index_of_the_plain_job(
     )
     # the Ray shards were cleared with the rest of the job's work once the version was in
     assert not any((tmp_path / "ray" / "work").rglob("*.parquet"))
+
+
+def test_a_killed_reindex_on_ray_resumes_without_recomputing(
+    tiny_config: Callable[..., object], ucm_root: Path, tmp_path: Path
+) -> None:
+    """`grn reindex --ray` SIGKILLed once its first Parquet file is written: the next run
+    embeds only the scenes the files finished before the kill did not hold."""
+    from index.ray_embed import finished_ids
+    from index.stores.faiss_versions import IndexStore
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join((ucm_root / "labels.csv").open().readlines()[:401]))
+    model = fit(tiny_config(tmp_path / "run"), resume=False).model_path  # type: ignore[attr-defined]
+    command = [sys.executable, "-m", "service.cli", "reindex", "--model", str(model),
+               "--archive", str(ucm_root), "--labels", str(labels), "--factory", "Flat",
+               "--device", "cpu", "--index-root", str(tmp_path / "index"), "--quiet",
+               "--ray", "--workers", "1", "--shard-size", "16"]  # fmt: skip
+    killed = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    work = tmp_path / "index" / "work"
+    while killed.poll() is None and not any(work.rglob("*.parquet")):
+        time.sleep(0.02)  # polls for the event (a finished file), does not wait a time
+    killed.kill()
+    assert killed.wait() == -signal.SIGKILL, killed.communicate()[1]
+    done = sum(len(finished_ids(folder)) for folder in work.glob("*/ray-*"))
+    assert 16 <= done <= 400
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    store = IndexStore(tmp_path / "index")
+    manifest = store.manifest(store.current_version() or "")
+    assert manifest.count == 400
+    assert manifest.stats["embedded"] == 400 - done
