@@ -14,7 +14,7 @@ export GRN_INDEX_ROOT ?= $(DATA)/index
 export GRN_THUMBNAIL_DIR ?= $(DATA)/thumbnails
 
 .PHONY: install run serve-prepare train evaluate test lint typecheck bench bench-service clean \
-	images compose-smoke
+	images compose-smoke scale
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,16 @@ test: lint typecheck
 
 bench: install
 	$(PY) -m bench.throughput --archive $(UCM)
+
+# The whole service at archive scale (issue 36), sizes 2,100, 10k, 100k and N side by side,
+# on SQLite and on the PostgreSQL at SCALE_POSTGRES: synthetic archives (kept in SCALE_WORK),
+# bulk imports, then a server's figures (docs/scaling.md, "The service at a million scenes").
+N ?= 200000
+SCALE_WORK ?= /tmp/grn-scale
+SCALE_POSTGRES ?= postgresql://postgres@127.0.0.1:5432/test
+scale: install $(RUN)/model.safetensors
+	$(PY) -m bench.scale --scenes $(N) --model $(RUN)/model.safetensors --work $(SCALE_WORK) \
+		--postgres $(SCALE_POSTGRES) --out docs/results/scale-$(N).json
 
 # The Docker engine and compose v2 (installed and started when missing), the base images
 # (made from Debian packages when missing) and the CPU image grn:cpu (docs/deploy.md). Root or
