@@ -95,3 +95,13 @@ def catalog_logged_once(connection: Connection, scene_ids: Sequence[int]) -> Ite
     )
     for body in saved.values():
         connection.exec_driver_sql(body)
+
+
+def refresh_statistics(connection: Connection, tables: Sequence[Table]) -> None:
+    """Have PostgreSQL's planner look at `tables` again (ANALYZE) after a bulk write.
+    Autovacuum does so in its own time; until then the planner knows none of the new rows
+    and estimates blindly: after 100,000 scenes, the labels of a page of 51 scenes were read
+    through every scene's label link (338 ms) instead of the primary key (0.1 ms). SQLite's
+    planner goes by its indexes alone here."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql("ANALYZE " + ", ".join(table.name for table in tables))

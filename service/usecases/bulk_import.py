@@ -32,7 +32,7 @@ from model.archive import ArchiveError
 from model.archive_table import ArchiveTable, read_archive_table
 from model.faults import kill_point
 from service.settings import Settings
-from service.storage.bulk_rows import catalog_logged_once, write_rows
+from service.storage.bulk_rows import catalog_logged_once, refresh_statistics, write_rows
 from service.storage.db import Scene, SceneFootprint, SceneLabel, utcnow
 from service.usecases.importer import ImportReport, finish_record, media_type, start_record
 from service.usecases.reindex import ReindexOutcome, ReindexRequest, reindex_scenes
@@ -148,6 +148,10 @@ def bulk_import(
         raise
     finally:
         bar.close()
+    if report.added:
+        with engine.begin() as connection:
+            written_tables = (Scene.__table__, SceneLabel.__table__, SceneFootprint.__table__)
+            refresh_statistics(connection, written_tables)  # type: ignore[arg-type]
     report.write_seconds = time.perf_counter() - written
     report.seconds = time.perf_counter() - start
     finish_record(engine, archive_id, "complete", report)
