@@ -94,3 +94,13 @@ def in_sorted(sorted_ids: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.nda
         return np.zeros(len(ids), dtype=bool)
     rows = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
     return np.asarray(sorted_ids[rows] == ids)
+
+
+def sorted_unique(ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """`ids` ascending without repeats, as int64: as given when they already are (the
+    catalog's allow-lists are), else through np.unique. Checking is one pass; np.unique
+    hashes or sorts every call, 30 ms for 50,000 ids on this machine under load."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return ids
+    return np.unique(ids)

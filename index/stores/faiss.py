@@ -31,6 +31,7 @@ from index.results import (
     check_k,
     exact_search,
     in_sorted,
+    sorted_unique,
 )
 from index.stores.base import ReindexAction, ReindexOptions, StoreVersion, UnknownSceneError
 from index.stores.faiss_versions import IDS_FILE, IndexStore, LoadedIndex
@@ -179,7 +180,7 @@ class Searcher:
             fetch = _excluded_fetch(k, excluded, self.count) if excluded else k
             result = self._search(queries, fetch, None)
             return _without_excluded(result, excluded, k) if excluded else result
-        allowed = np.unique(np.asarray(where.allow_ids, dtype=np.int64))
+        allowed = sorted_unique(where.allow_ids)
         if len(where.exclude_ids):
             allowed = allowed[~np.isin(allowed, np.asarray(where.exclude_ids, dtype=np.int64))]
         if len(allowed) > EXACT_ALLOWED:
