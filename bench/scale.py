@@ -176,11 +176,10 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--work", type=Path, default=Path("/tmp/grn-scale"))
-    parser.add_argument("--searches", type=int, default=300)
-    parser.add_argument("--filtered-searches", type=int, default=100)
-    parser.add_argument("--uploads", type=int, default=30)
-    parser.add_argument("--adds", type=int, default=20)
-    parser.add_argument("--page-repeat", type=int, default=11)
+    counts = {"searches": 300, "filtered-searches": 100, "uploads": 30, "adds": 20}
+    counts["page-repeat"] = 11
+    for name, default in counts.items():  # requests of each kind per size and database
+        parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sizes = sorted(set(args.sizes or [s for s in FIXED_SIZES if s < args.scenes] + [args.scenes]))
