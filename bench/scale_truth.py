@@ -64,10 +64,11 @@ class Truth:
     def nearest(self, row: int, kept: np.ndarray, k: int, pool: int | None = None) -> list[int]:
         """The ids of the k scenes nearest scene `row` among the `kept` ones (itself left
         out), best first; with `pool`, the `pool` nearest re-ranked by descriptors first."""
-        candidates = np.flatnonzero(kept)
-        candidates = candidates[candidates != row]
-        scores = self.vectors[candidates] @ self.vectors[row]
-        candidates, scores = _top(candidates, scores, pool or k)
+        scores = self.vectors @ self.vectors[row]  # every row: cheaper than gathering the kept
+        passing = kept.copy()
+        passing[row] = False
+        candidates = np.flatnonzero(passing)
+        candidates, scores = _top(candidates, scores[candidates], pool or k)
         if pool:
             if self.descriptors is None:
                 raise SystemExit("the service re-ranked, but the archive carries no descriptors")
