@@ -19,6 +19,7 @@ from servers import REPO, LiveServer, Served, copy_served, prepared_database, se
 from sqlalchemy import text
 
 from index.stores.faiss_versions import IndexStore
+from model.faults import PAUSE_ENV, PAUSE_FILE_ENV
 from service.jobs.queue import Job, JobQueue
 from service.jobs.specs import ImportJob, ReindexJob, TrainJob
 from service.storage.db import make_engine
@@ -107,12 +108,20 @@ def test_a_killed_workers_job_runs_again_and_ends_truthfully(
         "import": ImportJob(archive=ucm_root),
         "train": TrainJob(epochs=3, out=tmp_path / "retrain"),
     }[kind]
+    # the first attempt holds still part way (its first chunk, shard or step done) until the
+    # worker is killed, however fast the work is; the second passes the point
+    marker = tmp_path / "paused"
+    point = {"reindex": "embed-shard:0", "import": "import-chunk:1", "train": "train-step:1"}
+    env = {**env, PAUSE_ENV: point[kind], PAUSE_FILE_ENV: str(marker)}
     job = queue.submit(spec)
     first = start_worker(env, tmp_path / "first.log", "--lease-seconds", "3")
     running = wait_until(queue, job.id, ("running", "succeeded", "failed"), timeout=60)
     assert running.status == "running"
-    time.sleep(1.5)  # the command under way
-    first.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 300
+    while not marker.exists() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), (tmp_path / "first.log").read_text()[-2000:]
+    first.send_signal(signal.SIGKILL)  # its job's process dies with it
     first.wait()
     assert queue.get(job.id).status == "running"  # nobody knows yet
     second = start_worker(env, tmp_path / "second.log", "--lease-seconds", "3")
