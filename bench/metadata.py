@@ -25,11 +25,12 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy import Connection, select, text, update
 from sqlalchemy.orm import Session
 
 from bench._common import median_ms
 from index.filters import SceneFilter
+from service.storage.bulk_rows import write_rows
 from service.storage.catalog import Catalog
 from service.storage.db import ArchiveImport, Label, Scene, SceneLabel, make_engine
 from service.storage.filter_sql import scene_where
@@ -88,19 +89,12 @@ def synthetic(url: str, count: int, seed: int = 0) -> None:
 
 
 def bulk_insert(connection: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    """Rows (column -> value) into `table`: by COPY on PostgreSQL, one statement whose
-    statement-level catalog triggers fire once (a multi-row INSERT a batch took 11 s for 10k
-    scenes, executemany 29 s, COPY 1.7 s); by executemany on SQLite (5.3 s for 30k scenes
-    against 21-26 s with a multi-row INSERT a batch)."""
-    if connection.dialect.name != "postgresql":
-        connection.execute(insert(table), rows)
-        return
+    """Rows (column -> value) into `table` by the bulk import's writer (COPY on PostgreSQL,
+    executemany on SQLite): a multi-row INSERT a batch took 11 s for 10k scenes on PostgreSQL,
+    executemany 29 s, COPY 1.7 s; on SQLite executemany 5.3 s for 30k scenes against 21-26 s
+    with a multi-row INSERT a batch."""
     columns = list(rows[0])
-    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    # psycopg's cursor, in the session's transaction
-    with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[column] for column in columns])
+    write_rows(connection, table, columns, [tuple(row[c] for c in columns) for row in rows])
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ class FaissSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    nprobe: int = Field(default=64, ge=1)
+    nprobe: int = Field(default=SearchSettings.nprobe, ge=1)
     """IVF lists visited per query."""
-    ef_search: int = Field(default=128, ge=1)
+    ef_search: int = Field(default=SearchSettings.ef_search, ge=1)
     """HNSW candidate list length."""
-    rerank_factor: int = Field(default=10, ge=1)
+    rerank_factor: int = Field(default=SearchSettings.rerank_factor, ge=1)
     """With full vectors beside a compressed (PQ) index: candidates re-scored per result."""
     faiss_gpu: bool = True
     """With faiss-gpu and a GPU: unfiltered searches run on a copy of the index on all GPUs
