@@ -10,8 +10,12 @@ the one `--postgres` names, dropped after) and an empty index root, and in a chi
 `bulk_import` (reading labels.csv and scenes.csv, then the SQL writes) and `index_catalog`
 (the FAISS version built from the vectors the archive carries, as `grn import --bulk` does).
 Prints scenes/s of the SQL writes, of reading and writing together, and of the whole import
-with the index, and the child's peak RSS. The baseline: the plain `grn import` (each image
-decoded and hashed) of the `--baseline` first scenes of the smallest archive, on SQLite.
+with the index, the child's peak RSS (after the SQL writes, and at the end), the database's
+and the index version's bytes on disk, and each of these per scene. The baseline: the plain
+`grn import` (each image decoded and hashed) of the `--baseline` first scenes of the smallest
+archive, on SQLite. With `--tree LABEL=DIR` (repeated), each import runs once per tree, the
+child importing that tree's packages (a worktree of an earlier commit measures the code
+before a change in the same run).
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ def one(folder: Path, url: str, index_root: Path, plain: bool) -> dict[str, Any]
         report = import_archive(engine, folder, progress=False)
         return {"scenes": report.added, "seconds": time.perf_counter() - started}
     bulk = bulk_import(engine, folder, progress=False)
+    written_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     indexed = time.perf_counter()
     settings = get_settings().with_store(index_root=index_root)
     outcome = index_catalog(settings, engine, MODEL, progress=False)
@@ -75,18 +80,45 @@ def one(folder: Path, url: str, index_root: Path, plain: bool) -> dict[str, Any]
         "index_seconds": time.perf_counter() - indexed,
         "factory": outcome.report.manifest.factory,  # type: ignore[attr-defined]
         "seconds": time.perf_counter() - started,
+        "written_peak_rss_mib": written_rss,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def child(folder: Path, url: str, plain: bool = False) -> dict[str, Any]:
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def child(folder: Path, url: str, plain: bool = False, tree: Path = REPO) -> dict[str, Any]:
+    """One import in a child process of `tree`'s code, with its index version's bytes."""
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         command = [sys.executable, "-m", "bench.bulk_import", "--child", str(folder), url,
                    str(Path(scratch) / "index")] + (["--plain"] if plain else [])  # fmt: skip
-        done = subprocess.run(command, cwd=REPO, env=child_env(), capture_output=True, text=True)
+        done = subprocess.run(
+            command, cwd=tree, env=child_env(tree=tree), capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise SystemExit(f"{command} failed:\n{done.stderr[-3000:]}")
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        versions = Path(scratch) / "index/versions"
+        if versions.is_dir():
+            got["index_bytes"] = _bytes_under(versions)
+        return got
+
+
+def database_bytes(url: str, name: str) -> int:
+    """The bytes the database at `url` (named `name` on PostgreSQL) takes on disk."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        return sum(p.stat().st_size for p in path.parent.glob(f"{path.name}*"))
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text(f"SELECT pg_database_size('{name}')")).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def database(kind: str, postgres: str, scratch: Path, name: str) -> tuple[str, Any]:
@@ -121,6 +153,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--child", nargs=3, metavar=("ARCHIVE", "URL", "INDEX"))
     parser.add_argument("--plain", action="store_true")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="measure this tree's code too (default: this one, as `this`)",
+    )
     args = parser.parse_args()
     if args.child:
         folder, url, index_root = args.child
@@ -144,28 +183,47 @@ def main() -> None:
     print(f"baseline: plain grn import of {plain['scenes']} scenes on SQLite: "
           f"{plain['seconds']:.1f} s, {rate:,.0f} scenes/s", flush=True)  # fmt: skip
     results.append({"kind": "plain", "database": "sqlite", **plain})
-    print("| scenes | database | read s | SQL write s | SQL scenes/s (write) | read + write "
-          "scenes/s | index | index s | whole import scenes/s | peak RSS MiB |")  # fmt: skip
-    print("| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+    trees = dict(t.split("=", 1) for t in args.tree) if args.tree else {"this": str(REPO)}
+    print("| scenes | database | code | read s | SQL write s | SQL scenes/s (write) | read + "
+          "write scenes/s | index | index s | whole import scenes/s | peak RSS MiB after "
+          "write / end | database KiB/scene | index KiB/scene |")  # fmt: skip
+    print(
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"
+    )
     for size in args.sizes:
         folder = archive(args.work, size)
         for kind in args.databases:
-            url, drop = database(kind, args.postgres, args.work, f"grn_bulk_{size}")
-            try:
-                got = child(folder, url)
-            finally:
-                drop()
-            results.append({"kind": "bulk", "database": kind, "size": size, **got})
-            sql = got["read_seconds"] + got["write_seconds"]
-            print(
-                f"| {size:,} | {kind} | {got['read_seconds']:.1f} | {got['write_seconds']:.1f} | "
-                f"{got['scenes'] / got['write_seconds']:,.0f} | {got['scenes'] / sql:,.0f} | "
-                f"{got['factory']} | {got['index_seconds']:.1f} | "
-                f"{got['scenes'] / got['seconds']:,.0f} | {got['peak_rss_mib']:,.0f} |",
-                flush=True,
-            )
+            for label, tree in trees.items():
+                results.append(_measured(folder, kind, args, size, label, Path(tree)))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _measured(
+    folder: Path, kind: str, args: argparse.Namespace, size: int, label: str, tree: Path
+) -> dict[str, Any]:
+    """One bulk import of `folder` into a fresh database of `kind`, by `tree`'s code."""
+    name = f"grn_bulk_{size}"
+    url, drop = database(kind, args.postgres, args.work, name)
+    try:
+        got = child(folder, url, tree=tree)
+        got["database_bytes"] = database_bytes(url, name)
+    finally:
+        drop()
+    sql = got["read_seconds"] + got["write_seconds"]
+    written = got.get("written_peak_rss_mib")
+    print(
+        f"| {size:,} | {kind} | {label} | {got['read_seconds']:.1f} | "
+        f"{got['write_seconds']:.1f} | {got['scenes'] / got['write_seconds']:,.0f} | "
+        f"{got['scenes'] / sql:,.0f} | {got['factory']} | {got['index_seconds']:.1f} | "
+        f"{got['scenes'] / got['seconds']:,.0f} | "
+        f"{'-' if written is None else f'{written:,.0f}'} / {got['peak_rss_mib']:,.0f} | "
+        f"{got['database_bytes'] / 1024 / size:.2f} | "
+        f"{got.get('index_bytes', 0) / 1024 / size:.2f} |",
+        flush=True,
+    )
+    return {"kind": "bulk", "database": kind, "size": size, "code": label, "tree": str(tree),
+            **got}  # fmt: skip
 
 
 if __name__ == "__main__":

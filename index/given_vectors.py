@@ -182,44 +182,60 @@ class Taken:
     mask: np.ndarray
     """Over the ids asked for: True where a folder held the scene."""
     ids: np.ndarray
+    """The ids of the scenes taken, sorted; the matrices' rows in that order."""
     vectors: np.ndarray
     probabilities: np.ndarray
     descriptors: np.ndarray | None
     """None when a folder that gave rows keeps no descriptors."""
 
 
+READ_ROWS = 16_384
+"""Rows read from a vectors folder at a time (40 MiB of 1280-d float16 descriptors)."""
+
+
 def take_given(folders: list[GivenVectors], ids: np.ndarray, descriptors: bool) -> Taken:
-    """The rows of `ids` that `folders` hold (the first folder holding a scene gives it), in
-    the order of `ids`."""
+    """The rows of `ids` that `folders` hold (the first folder holding a scene gives it),
+    sorted by id. Each matrix is read forwards in pieces of READ_ROWS rows with `pread`
+    (`index.vectors.VectorFile`) straight into the result: the process holds the result and
+    one piece, not a copy of the gathered rows beside it, nor the pages of a mapped file."""
+    from index.vectors import VectorFile
+
     ids = np.asarray(ids, np.int64)
     mask = np.zeros(len(ids), bool)
-    parts: list[tuple[np.ndarray, GivenVectors, np.ndarray]] = []
+    found: list[tuple[np.ndarray, GivenVectors, np.ndarray]] = []
     for given in folders:
         rows = given.positions(ids)
         fresh = (rows >= 0) & ~mask
         if fresh.any():
-            parts.append((np.flatnonzero(fresh), given, rows[fresh]))
+            found.append((np.flatnonzero(fresh), given, rows[fresh]))
             mask |= fresh
-    taken = np.flatnonzero(mask)
+    held = np.flatnonzero(mask)
+    order = np.argsort(ids[held], kind="stable")
+    slot = np.empty(len(held), np.int64)  # where each held scene goes in the sorted result
+    slot[order] = np.arange(len(held))
+    parts = [(slot[np.searchsorted(held, where)], given, rows) for where, given, rows in found]
 
     def gathered(name: str) -> np.ndarray | None:
-        """One matrix of the taken rows, in the order of `ids` (each file read forwards)."""
+        """One matrix of the taken rows, sorted by id (each file read forwards)."""
         out = None
-        for where, given, rows in parts:
-            matrix = getattr(given, name)
-            if matrix is None:
+        for slots, given, rows in parts:
+            path = given.folder / f"{name}.npy"
+            if not path.is_file():
                 return None
+            matrix = VectorFile(path)
             if out is None:
-                out = np.empty((len(taken), matrix.shape[1]), matrix.dtype)
+                out = np.empty((len(held), matrix.shape[1]), matrix.dtype)
             forward = np.argsort(rows, kind="stable")
-            out[np.searchsorted(taken, where)[forward]] = matrix[rows[forward]]
+            for first in range(0, len(forward), READ_ROWS):
+                piece = forward[first : first + READ_ROWS]
+                out[slots[piece]] = matrix.read_rows(rows[piece])
         return out
 
     vectors = gathered("vectors")
     probabilities = gathered("probabilities")
     return Taken(
         mask,
-        ids[taken],
+        ids[held][order],
         vectors if vectors is not None else np.zeros((0, 0), np.float32),
         probabilities if probabilities is not None else np.zeros((0, 0), np.float32),
         gathered("descriptors") if descriptors else None,

@@ -256,8 +256,11 @@ class FullVectors:
     def from_unsorted(
         cls, ids: np.ndarray, vectors: np.ndarray, dtype: Any = np.float32
     ) -> FullVectors:
+        ids = np.asarray(ids)
+        if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):  # sorted already: no copy
+            return cls(ids, np.asarray(vectors, dtype=dtype))
         order = np.argsort(ids, kind="stable")
-        return cls(np.asarray(ids)[order], np.asarray(vectors, dtype=dtype)[order])
+        return cls(ids[order], np.asarray(vectors, dtype=dtype)[order])
 
     @property
     def dtype(self) -> np.dtype[Any]:
