@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections import defaultdict
 from pathlib import Path
 
 from sqlalchemy import Engine, select
@@ -38,22 +37,22 @@ def catalog_archive(engine: Engine) -> Archive:
         ).all()
     if not rows:
         raise EmptyCatalogError("SQL holds no scenes: run `grn import` or add scenes first")
-    carried: dict[int, set[str]] = defaultdict(set)
+    column = {name: i for i, name in enumerate(label_names)}
+    carried: dict[int, list[int]] = {}  # a 0/1 row per labelled scene
     for scene, label in pairs:
-        carried[scene].add(label)
+        carried.setdefault(scene, [0] * len(label_names))[column[label]] = 1
+    bases = {root: Path(root) for root in {row[-1] for row in rows}}  # each root parsed once
     scenes = [
         ArchiveEntry(
             name=name,
             folder=folder,
             split=split,
-            labels=tuple(int(label in carried[scene]) for label in label_names)
-            if carried[scene]
-            else (),
-            path=Path(root) / path,
+            labels=tuple(carried[scene]) if scene in carried else (),
+            path=bases[root] / path,
         )
         for scene, name, folder, split, path, root in rows
     ]
-    roots = sorted({root for *_, root in rows})
+    roots = sorted(bases)
     return Archive(
         root=Path(roots[0]), label_names=label_names, scenes=scenes,
         sources=tuple(Path(root) for root in roots),
