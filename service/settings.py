@@ -110,7 +110,13 @@ class FileSettings(Section):
     """The archive store: where images added through the API (`POST /scenes`) are kept,
     content-addressed."""
     thumbnail_dir: Path = Path("data/thumbnails")
+    """The render cache: thumbnails and previews rendered as JPEG."""
     thumbnail_size: int = Field(default=128, ge=16, le=1024)
+    render_cache_max_bytes: int = Field(default=2**30, ge=0)
+    """The render cache's disk budget in bytes (1 GiB); past it the least recently used
+    renderings are removed (0: nothing is cached)."""
+    render_cache_max_files: int = Field(default=200_000, ge=0)
+    """The render cache's budget in files; past it the least recently used go."""
     cache_max_age: int = Field(default=86_400, ge=0)
     """Cache-Control max-age of images and thumbnails, in seconds."""
 

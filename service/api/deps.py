@@ -18,6 +18,7 @@ from service.api.security import require_admin, require_reader, require_writer
 from service.runtime import Batcher, Runtime
 from service.settings import Settings
 from service.storage.catalog import Catalog
+from service.storage.render_cache import RenderCache
 
 T = TypeVar("T")
 
@@ -38,11 +39,13 @@ get_catalog = _state("catalog")
 get_runtime = _state("runtime")
 get_batcher = _state("batcher")
 get_app_settings = _state("settings")
+get_render_cache = _state("render_cache")
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RenderCacheDep = Annotated[RenderCache, Depends(get_render_cache)]
 SceneId = Annotated[int, PathParam(ge=0, le=MAX_SCENE_ID, description="A scene id.")]
 
 READER = [Depends(require_reader)]

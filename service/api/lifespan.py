@@ -22,6 +22,7 @@ from service.runtime import Admission, Batcher, Runtime, model_request_bound
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.db import make_engine
+from service.storage.render_cache import RenderCache
 
 log = logging.getLogger("grn.app")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     model_requests = Admission(model_request_bound(settings), "model")
     searches = Admission(settings.limits.max_searches, "search")
     metrics.watch(batcher, model_requests, searches)
+    files = settings.files
+    render_cache = RenderCache(
+        files.thumbnail_dir, files.render_cache_max_bytes, files.render_cache_max_files
+    )
+    app.state.render_cache = render_cache
+    metrics.watch_render_cache(render_cache)
+    # count what the cache holds off the event loop, before /metrics or a rendering asks
+    threading.Thread(target=lambda: render_cache.current, name="grn-cache", daemon=True).start()
     app.state.job_queue = JobQueue(engine)
     app.state.engine = engine
     app.state.catalog = Catalog(engine, postgis=settings.database.postgis)

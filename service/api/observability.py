@@ -77,12 +77,23 @@ class Metrics:
             "grn_model_requests_in_flight", "Requests in the model's pipeline", registry=r
         )
         self.searches = Gauge("grn_searches_in_flight", "Searches running", registry=r)
+        self.render_cache_bytes = Gauge(
+            "grn_render_cache_bytes", "Thumbnails and previews on disk, bytes", registry=r
+        )
+        self.render_cache_files = Gauge(
+            "grn_render_cache_files", "Thumbnails and previews on disk, files", registry=r
+        )
 
     def watch(self, batcher: Any, model_requests: Any, searches: Any) -> None:
         """Read the queue's depth and the requests in flight at each scrape."""
         self.model_queue.set_function(lambda: batcher.depth)
         self.model_requests.set_function(lambda: model_requests.active)
         self.searches.set_function(lambda: searches.active)
+
+    def watch_render_cache(self, cache: Any) -> None:
+        """Read the render cache's size at each scrape (NaN until it is first counted)."""
+        self.render_cache_bytes.set_function(lambda: cache.counted("bytes"))
+        self.render_cache_files.set_function(lambda: cache.counted("files"))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

@@ -17,6 +17,7 @@ from service.settings import Settings, get_settings
 from service.storage.catalog import Catalog
 from service.storage.db import SceneVector
 from service.storage.migrate import current_revision, head_revision
+from service.storage.render_cache import usage
 
 
 def index_status(
@@ -115,6 +116,12 @@ def collect_status(engine: Engine, settings: Settings | None = None) -> dict[str
                     f"{unknown} indexed scenes are not in SQL: run `grn import` if SQL lost "
                     f"them, or `{fold}` to drop them (searches leave them out already)"
                 )
+    files = settings.files
+    held = usage(files.thumbnail_dir)
+    report["render_cache"] = {
+        "path": str(files.thumbnail_dir), "bytes": held.bytes, "files": held.files,
+        "max_bytes": files.render_cache_max_bytes, "max_files": files.render_cache_max_files,
+    }  # fmt: skip
     report["stale"] = stale
     return report
 
@@ -149,6 +156,15 @@ def describe(report: dict[str, Any]) -> list[tuple[str, str]]:
                 "an index holds them"
             )
         lines.append(("scenes", text))
+    cache = report["render_cache"]
+    lines.append(
+        (
+            "render cache",
+            f"{cache['bytes'] / 2**20:.1f} MiB in {cache['files']} files of "
+            f"{cache['max_bytes'] / 2**20:.0f} MiB and {cache['max_files']} files "
+            f"({cache['path']})",
+        )
+    )
     return lines
 
 

@@ -1,13 +1,15 @@
 """Scene images for browsers: JPEG renderings of any stored format (TIFF, 16-bit, multi-band
 go through the same decoder and stretch as the model's input) as thumbnails and previews,
-cached on disk, and the cache headers (ETag, Cache-Control, 304 on If-None-Match)."""
+cached on disk within a budget (`service.storage.render_cache`), and the cache headers (ETag,
+Cache-Control, 304 on If-None-Match).
+
+A preview's size is snapped to one of `PREVIEW_SIZES` (the smallest at least as large as asked;
+full resolution past the largest, or where the scene is no larger than the step), so that
+requests of any size make at most a handful of renderings per scene."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import io
-from pathlib import Path
 
 import numpy as np
 from fastapi import Request
@@ -17,6 +19,12 @@ from model.imageio import decode_image
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.db import Scene
+from service.storage.render_cache import RenderCache
+
+PREVIEW_SIZES = (128, 256, 512, 1024)
+"""The longest sides a preview is rendered at, besides full resolution."""
+PREVIEW_FOLDER = "previews"
+"""Where in the render cache previews lie (thumbnails lie at its top)."""
 
 
 def cache_headers(tag: str, settings: Settings) -> dict[str, str]:
@@ -41,24 +49,39 @@ def jpeg(pixels: np.ndarray, size: int | None) -> bytes:
     return buffer.getvalue()
 
 
-def rendering(catalog: Catalog, scene: Scene, size: int | None, cache_dir: Path) -> bytes:
+def preview_size(requested: int | None, scene: Scene) -> int | None:
+    """The size a preview of `requested` pixels is rendered at: the smallest of
+    `PREVIEW_SIZES` at least as large, or None (full resolution) past the largest, when
+    nothing is asked, or when the scene is no larger than that step."""
+    if requested is None:
+        return None
+    step = next((size for size in PREVIEW_SIZES if size >= requested), None)
+    if step is None or step >= max(scene.width, scene.height):
+        return None
+    return step
+
+
+def rendering(
+    catalog: Catalog, scene: Scene, size: int | None, cache: RenderCache, folder: str = ""
+) -> bytes:
     """A JPEG of the scene, longest side `size` (None: full resolution), from the disk
-    cache when there."""
-    cache = cache_dir / f"{scene.checksum}-{size or 'full'}.jpg"
-    with contextlib.suppress(OSError):
-        return cache.read_bytes()
+    cache (under `folder` there) when there."""
+    name = f"{scene.checksum}-{size or 'full'}.jpg"
+    name = f"{folder}/{name}" if folder else name
+    cached = cache.get(name)
+    if cached is not None:
+        return cached
     path = catalog.image_path(scene)
     data = jpeg(decode_image(path.read_bytes(), path.name), size)
-    with contextlib.suppress(OSError):  # a read-only cache folder only costs speed
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{hashlib.sha1(data).hexdigest()[:8]}")
-        tmp.write_bytes(data)
-        tmp.replace(cache)
+    cache.put(name, data)
     return data
 
 
-def thumbnail(catalog: Catalog, scene: Scene, settings: Settings) -> bytes:
+def preview(catalog: Catalog, scene: Scene, size: int | None, cache: RenderCache) -> bytes:
+    """A JPEG of the scene at `size` as `preview_size` snapped it."""
+    return rendering(catalog, scene, size, cache, PREVIEW_FOLDER)
+
+
+def thumbnail(catalog: Catalog, scene: Scene, settings: Settings, cache: RenderCache) -> bytes:
     """A JPEG of the scene, longest side `thumbnail_size`, from the disk cache when there."""
-    return rendering(
-        catalog, scene, settings.files.thumbnail_size, Path(settings.files.thumbnail_dir)
-    )
+    return rendering(catalog, scene, settings.files.thumbnail_size, cache)

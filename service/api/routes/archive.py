@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from itertools import chain
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from service.api.cursors import BadCursorError, Cursor
 from service.api.deps import (
     READER,
     CatalogDep,
+    RenderCacheDep,
     SceneId,
     SceneUrls,
     SettingsDep,
@@ -38,7 +38,14 @@ from service.api.schemas.archive import (
 )
 from service.storage.db import Scene, SceneFootprint
 from service.storage.listing import Footprint, ListedScene, Seek
-from service.usecases.thumbnails import cache_headers, not_modified, rendering, thumbnail
+from service.usecases.thumbnails import (
+    PREVIEW_SIZES,
+    cache_headers,
+    not_modified,
+    preview,
+    preview_size,
+    thumbnail,
+)
 
 router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
 SCENE_ERRORS = documented(404, 422)
@@ -193,14 +200,18 @@ async def scene_image(
     responses=image_responses("image/jpeg"),
 )
 async def scene_thumbnail(
-    request: Request, catalog: CatalogDep, settings: SettingsDep, scene_id: SceneId
+    request: Request,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    cache: RenderCacheDep,
+    scene_id: SceneId,
 ) -> Response:
     """A JPEG thumbnail of the scene (longest side `thumbnail_size`), cached on disk."""
     scene = await in_thread(catalog.scene, scene_id)
     headers = cache_headers(f"{scene.checksum[:32]}-{settings.files.thumbnail_size}", settings)
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    data = await in_thread(thumbnail, catalog, scene, settings)
+    data = await in_thread(thumbnail, catalog, scene, settings, cache)
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
@@ -213,21 +224,28 @@ async def scene_preview(
     request: Request,
     catalog: CatalogDep,
     settings: SettingsDep,
+    cache: RenderCacheDep,
     scene_id: SceneId,
     size: Annotated[
         int | None,
-        Query(ge=16, le=8192, description="Longest side in pixels (default: full resolution)."),
+        Query(
+            ge=1,
+            description="Longest side in pixels, snapped up to one of "
+            f"{', '.join(map(str, PREVIEW_SIZES))} or full resolution past the largest "
+            "(default: full resolution).",
+        ),
     ] = None,
 ) -> Response:
     """The scene as a browser shows it: a JPEG of any stored format (TIFF, 16-bit and
-    multi-band files stretched as for the model), at full resolution or `size`."""
+    multi-band files stretched as for the model), at full resolution or at `size` snapped to
+    a step (the header `X-Preview-Size` says which: a number, or `full`)."""
     scene = await in_thread(catalog.scene, scene_id)
-    headers = cache_headers(f"{scene.checksum[:32]}-preview-{size or 'full'}", settings)
+    snapped = preview_size(size, scene)
+    headers = cache_headers(f"{scene.checksum[:32]}-preview-{snapped or 'full'}", settings)
+    headers["X-Preview-Size"] = str(snapped or "full")
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    data = await in_thread(
-        rendering, catalog, scene, size, Path(settings.files.thumbnail_dir) / "previews"
-    )
+    data = await in_thread(preview, catalog, scene, snapped, cache)
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
