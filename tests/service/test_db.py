@@ -197,6 +197,7 @@ def test_status_reports_versions_and_what_is_stale(
     assert done.returncode == 0, done.stdout
     assert "126 in SQL, 126 in the index" in done.stdout and "stale: nothing" in done.stdout
     assert read_card(served.model).version in done.stdout
+    assert "render cache: " in done.stdout and "MiB and 200000 files" in done.stdout
     missing = grn("status", "--json", **{**env, "GRN_INDEX_ROOT": str(tmp_path / "none")})
     assert "no index: run `grn reindex`" in json.loads(missing.stdout)["stale"]
 
