@@ -3,12 +3,14 @@
 A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at least one label of
 `labels_any`, none of `labels_none`, come from the scene folder `folder`, belong to `split`,
 are not in `exclude_ids`, when `allow_ids` is given are in it, entered the archive at or
-after `added_after` and before `added_before`, and when a place is given lie there: `bbox`
+after `added_after` and before `added_before`, were acquired at or after `acquired_after`,
+before `acquired_before` and in one of the calendar `months` (1-12, UTC, any year: a season
+across years), and when a place is given lie there: `bbox`
 keeps the scenes whose footprint's bounds meet the box, `within` those whose footprint's
 centre lies in the polygon (on its edge counts), `near` those whose centre lies within the
 radius (great-circle metres); a scene without a footprint passes no place condition, nor a
-scene of unknown time a time condition. `passes` is the reference meaning that every
-translation follows.
+scene of unknown time (or acquisition time) a time condition. `passes` is the reference
+meaning that every translation follows.
 
 It is parsed once, at the edge (the API's `service.api.schemas.filters.FilterFields`), and
 translated by one function per backend: the catalog's arrays (`SceneTable.mask`), SQL
@@ -24,13 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import shapely
 
 from model.geo import haversine_m
+from model.times import utc
+
+__all__ = ["CONDITIONS", "PLACES", "SceneFilter", "SceneMeta", "utc"]
 
 CONDITIONS = (
     "labels_all",
@@ -45,9 +50,15 @@ CONDITIONS = (
     "near",
     "added_after",
     "added_before",
+    "acquired_after",
+    "acquired_before",
+    "months",
 )
 PLACES = frozenset({"bbox", "within", "near"})
-SET_WHEN_GIVEN = frozenset({"allow_ids", "within", "added_after", "added_before"})
+ACQUIRED = frozenset({"acquired_after", "acquired_before", "months"})
+SET_WHEN_GIVEN = frozenset(
+    {"allow_ids", "within", "added_after", "added_before", "acquired_after", "acquired_before"}
+)
 """Conditions set by any value but None (an empty allow-list allows nothing); the others by
 a value that is not empty."""
 
@@ -56,13 +67,6 @@ def _sets(name: str, value: object) -> bool:
     if value is None:
         return False
     return name in SET_WHEN_GIVEN or len(value) > 0  # type: ignore[arg-type]
-
-
-def utc(moment: datetime) -> datetime:
-    """An instant in UTC; a time without a zone is read as UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class SceneMeta:
     added: datetime | None = None
     """When the scene entered the archive (no store keeps it: the service filters by it
     with an allow-list)."""
+    acquired: datetime | None = None
+    """When its pixels were taken (no store keeps it either)."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,15 @@ class SceneFilter:
     """Scenes that entered the archive at this instant or later (kept in UTC)."""
     added_before: datetime | None = None
     """Scenes that entered the archive before this instant (kept in UTC)."""
+    acquired_after: datetime | None = None
+    """Scenes acquired at this instant or later (kept in UTC)."""
+    acquired_before: datetime | None = None
+    """Scenes acquired before this instant (kept in UTC)."""
+    months: Sequence[int] = ()
+    """Scenes acquired in one of these calendar months (1-12, in UTC), in any year."""
 
     def __post_init__(self) -> None:
-        for name in ("added_after", "added_before"):
+        for name in ("added_after", "added_before", "acquired_after", "acquired_before"):
             moment = getattr(self, name)
             if moment is not None:
                 object.__setattr__(self, name, utc(moment))
@@ -160,19 +172,14 @@ class SceneFilter:
             and (self.split is None or split == self.split)
             and scene_id not in set(self.exclude_ids)
             and (self.allow_ids is None or scene_id in set(self.allow_ids))
-            and self._added(meta.added)
+            and _between(meta.added, self.added_after, self.added_before)
+            and _between(meta.acquired, self.acquired_after, self.acquired_before)
+            and (not self.months or self._in_months(meta.acquired))
             and self._placed(meta)
         )
 
-    def _added(self, added: datetime | None) -> bool:
-        if self.added_after is None and self.added_before is None:
-            return True
-        if added is None:
-            return False
-        added = utc(added)
-        return (self.added_after is None or added >= self.added_after) and (
-            self.added_before is None or added < self.added_before
-        )
+    def _in_months(self, acquired: datetime | None) -> bool:
+        return acquired is not None and utc(acquired).month in set(self.months)
 
     def _placed(self, meta: SceneMeta) -> bool:
         if not self.conditions() & PLACES:
@@ -193,3 +200,14 @@ class SceneFilter:
             if distance > radius:
                 return False
         return True
+
+
+def _between(moment: datetime | None, after: datetime | None, before: datetime | None) -> bool:
+    """Whether `moment` is at or after `after` and before `before` (either None: no bound);
+    an unknown moment passes only when neither is given."""
+    if after is None and before is None:
+        return True
+    if moment is None:
+        return False
+    moment = utc(moment)
+    return (after is None or moment >= after) and (before is None or moment < before)

@@ -2,7 +2,8 @@
 
 `labels.csv` has the columns `image` (file stem), `scene` (a grouping, usually the folder),
 `split` (`train`, `val` or `test`), then optionally where each scene lies (`model.geo`'s
-columns: `footprint`, `lon`, `lat`, `crs`, `source`, `window`), then one 0/1 column per
+columns: `footprint`, `lon`, `lat`, `crs`, `source`, `window`) and when it was taken
+(`acquired`, ISO 8601: `model.times`), then one 0/1 column per
 label, if any; the label names come from the header. A row whose label cells are all empty
 is a scene that is not labelled (its labels are unknown), which differs from a row of zeros
 (labelled, none of the labels apply); an archive with no label columns has no labelled
@@ -18,14 +19,20 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from model.geo import GEO_COLUMNS, GeoError, SceneGeo
 from model.imageio import IMAGE_SUFFIXES, InvalidImageError, ReadOptions, read_image
+from model.times import TimeError, parse_instant
 
 FIXED_COLUMNS = ("image", "scene", "split")
+ACQUIRED = "acquired"
+OPTIONAL_COLUMNS = (*GEO_COLUMNS, ACQUIRED)
+"""The columns that may follow image,scene,split, any subset in any order, before the
+labels."""
 SPLITS = ("train", "val", "test")
 
 
@@ -53,6 +60,8 @@ class ArchiveEntry:
     path: Path
     geo: SceneGeo | None = None
     """Where the scene lies, when the archive says (or its GeoTIFF does)."""
+    acquired: datetime | None = None
+    """When the pixels were taken (UTC), when the archive says."""
 
     @property
     def labelled(self) -> bool:
@@ -157,10 +166,11 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
         if header is None or tuple(header[:3]) != FIXED_COLUMNS:
             raise ArchiveError(
                 f"{labels_path}: the header must be image,scene,split, optionally followed by "
-                f"geo columns ({', '.join(GEO_COLUMNS)}) and one column per label; found {header}"
+                f"columns of {', '.join(OPTIONAL_COLUMNS)} and one column per label; found "
+                f"{header}"
             )
-        geo_columns = _geo_columns(header)
-        label_names = header[3 + len(geo_columns) :]
+        optional = _optional_columns(header)
+        label_names = header[3 + len(optional) :]
         if len(set(label_names)) != len(label_names):
             raise ArchiveError(f"{labels_path}: label names repeat in the header")
         if any(not name.strip() for name in label_names):
@@ -185,26 +195,30 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
         if split not in SPLITS:
             raise ArchiveError(f"{labels_path}:{line_no}: split {split!r} is not one of {SPLITS}")
         where = f"{labels_path}:{line_no}"
-        labels = _row_labels(row[3 + len(geo_columns) :], label_names, where)
+        labels = _row_labels(row[3 + len(optional) :], label_names, where)
         path = images.get(name)
         if path is None:
             raise ArchiveError(f"{where}: no image with stem {name!r} under {root}")
+        cells = dict(zip(optional, row[3:], strict=False))
         try:
-            geo = SceneGeo.from_cells(dict(zip(geo_columns, row[3:], strict=False)), where)
+            geo = SceneGeo.from_cells(cells, where)
+            acquired = parse_instant(cells[ACQUIRED]) if cells.get(ACQUIRED, "").strip() else None
+        except TimeError as exc:
+            raise ArchiveError(f"{where}: acquired: {exc}") from exc
         except GeoError as exc:
             raise ArchiveError(str(exc)) from exc
-        scenes.append(ArchiveEntry(name, scene, split, labels, path, geo))
+        scenes.append(ArchiveEntry(name, scene, split, labels, path, geo, acquired))
     if not scenes:
         raise ArchiveError(f"{labels_path}: lists no images")
     return Archive(root=root, label_names=label_names, scenes=scenes, labels_path=labels_path)
 
 
-def _geo_columns(header: Sequence[str]) -> list[str]:
-    """The geo columns that follow image,scene,split (`model.geo.GEO_COLUMNS`, any subset, in
-    any order)."""
+def _optional_columns(header: Sequence[str]) -> list[str]:
+    """The optional columns that follow image,scene,split (`OPTIONAL_COLUMNS`, any subset,
+    in any order)."""
     columns: list[str] = []
     for name in header[3:]:
-        if name not in GEO_COLUMNS:
+        if name not in OPTIONAL_COLUMNS:
             break
         columns.append(name)
     return columns

@@ -24,8 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
 
-from model.archive import FIXED_COLUMNS, SPLITS, ArchiveError, scene_id
-from model.geo import GEO_COLUMNS
+from model.archive import FIXED_COLUMNS, OPTIONAL_COLUMNS, SPLITS, ArchiveError, scene_id
 
 SCENES_FILE = "scenes.csv"
 SCENE_COLUMNS = ("image", "path", "width", "height", "checksum", "added")
@@ -152,13 +151,14 @@ def read_archive_table(root: str | Path, labels_csv: str | Path | None = None) -
         raise ArchiveError(f"{labels_path}: the header must start with image,scene,split")
     geo = []
     for name in header[3:]:
-        if name not in GEO_COLUMNS:
+        if name not in OPTIONAL_COLUMNS:
             break
         geo.append(name)
     if set(geo) - set(BULK_GEO):
         raise ArchiveError(
-            f"{labels_path}: --bulk reads only the geo columns {', '.join(BULK_GEO)}; import "
-            "this archive without --bulk"
+            f"{labels_path}: --bulk reads only the optional columns {', '.join(BULK_GEO)} "
+            f"(not {', '.join(sorted(set(geo) - set(BULK_GEO)))}); import this archive "
+            "without --bulk"
         )
     label_names = header[3 + len(geo) :]
     table = _strings(labels_path, header)

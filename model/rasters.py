@@ -16,6 +16,7 @@ import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from shapely.geometry import Polygon
 from shapely.geometry.polygon import orient
 
 from model.geo import SceneGeo
+from model.times import TimeError, acquired_from_tags
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 """Files `footprint_of_file` opens; other image files are never georeferenced here."""
@@ -79,6 +81,21 @@ def footprint_of_file(path: str | Path) -> SceneGeo | None:
         crs = crs_of(src, path)
         (polygon,) = footprints(src, crs, [(0, 0, src.width, src.height)], path)
         return SceneGeo(polygon, crs=crs.to_string())
+
+
+def acquired_of_file(path: str | Path) -> datetime | None:
+    """When a GeoTIFF scene's pixels were taken, from its metadata (ACQUISITIONDATETIME in
+    GDAL's IMAGERY domain or the default one, else TIFFTAG_DATETIME); None when it does not
+    say and for other formats; RasterError for a date that does not parse."""
+    path = Path(path)
+    if path.suffix.lower() not in RASTER_SUFFIXES:
+        return None
+    with open_raster(path) as src:
+        tags = {**src.tags(), **src.tags(ns="IMAGERY")}
+    try:
+        return acquired_from_tags(tags)
+    except TimeError as exc:
+        raise RasterError(f"{path}: {exc}") from exc
 
 
 def crs_of(src: DatasetReader, path: Path) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -82,8 +83,11 @@ def make_mosaic(
     cog: bool = False,
     nodata_border: int = 0,
     origin: tuple[float, float] = ORIGIN,
+    tags: dict[str, dict[str, str]] | None = None,
 ) -> Mosaic:
-    """Write `grid` rows x cols of the given 256 x 256 scenes (row by row) into a GeoTIFF."""
+    """Write `grid` rows x cols of the given 256 x 256 scenes (row by row) into a GeoTIFF;
+    `tags`: metadata items by GDAL domain ("" the default one), such as the acquisition
+    date."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}; found {kind!r}")
     rows, cols = grid
@@ -122,6 +126,7 @@ def make_mosaic(
         with MemoryFile() as memory:
             with memory.open(**profile) as dst:
                 dst.write(data)
+                _tag(dst, tags)
                 if masked:
                     dst.write_mask(inside)
             with memory.open() as src:
@@ -129,9 +134,15 @@ def make_mosaic(
     else:
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "w", **profile) as dst:
             dst.write(data)
+            _tag(dst, tags)
             if masked:
                 dst.write_mask(inside)
     return Mosaic(path, grid, placed, pixels, transform, f"EPSG:{EPSG}", nodata_border, kind)
+
+
+def _tag(dst: Any, tags: dict[str, dict[str, str]] | None) -> None:
+    for domain, items in (tags or {}).items():
+        dst.update_tags(ns=domain or None, **items)
 
 
 def _bands(rgb: np.ndarray, kind: str) -> np.ndarray:

@@ -94,6 +94,17 @@ def search(
         str | None,
         typer.Option(metavar="WHEN", help="Only scenes that entered the archive before WHEN."),
     ] = None,
+    acquired_after: Annotated[
+        str | None,
+        typer.Option(metavar="WHEN", help="Only scenes acquired at or after WHEN (ISO 8601)."),
+    ] = None,
+    acquired_before: Annotated[
+        str | None, typer.Option(metavar="WHEN", help="Only scenes acquired before WHEN.")
+    ] = None,
+    month: Annotated[
+        str | None,
+        typer.Option(metavar="M,M", help="Only scenes acquired in these months (1-12), any year."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
     database_url: DatabaseOpt = None,
@@ -119,7 +130,9 @@ def search(
             "labels_all": split_commas(labels_all), "labels_any": split_commas(labels_any),
             "labels_none": split_commas(labels_none), "scene": folder, "text": text,
             "min_score": min_score, "more_like": liked, "less_like": disliked,
-            "added_after": added_after, "added_before": added_before, **places,
+            "added_after": added_after, "added_before": added_before,
+            "acquired_after": acquired_after, "acquired_before": acquired_before,
+            "month": split_commas([month] if month else None), **places,
         }.items()
         if value is not None and value != []
     } | {"k": k, "include_query": include_query}  # fmt: skip

@@ -91,7 +91,12 @@ class Scene(Base):
     """SHA-256 of the image file: the ETag of its image and thumbnail."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     meta: Mapped[str | None] = mapped_column(Text, default=None)
-    """Free metadata given when the scene was added through the API (a JSON object)."""
+    """Free metadata given when the scene was added through the API (a JSON object), or
+    the properties of the STAC item it came from."""
+    acquired: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), default=None, index=True
+    )
+    """When its pixels were taken (UTC; migration 0007); None: not known."""
 
     archive: Mapped[ArchiveImport] = relationship(lazy="joined")
     labels: Mapped[list[Label]] = relationship(

@@ -6,6 +6,8 @@ both run, and asks here where they cannot.
 - Row locks: PostgreSQL skips rows another transaction holds (`FOR UPDATE SKIP LOCKED`) so
   concurrent job workers take different rows; SQLite's single writer makes the caller's
   conditional UPDATE atomic without them.
+- The calendar month of a stored UTC time: SQLite's text as it is, PostgreSQL's timestamptz
+  read in UTC whatever the session's time zone.
 - The spatial index behind box queries: an R*Tree on SQLite, a GiST box on PostgreSQL
   (migration 0005), and PostGIS where the database has it (migration 0006).
 """
@@ -16,7 +18,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Select, func, literal_column, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    extract,
+    func,
+    literal_column,
+    select,
+    text,
+)
 
 from service.storage.db import SceneFootprint
 
@@ -45,6 +57,13 @@ def skip_locked(query: SelectT, dialect: str) -> SelectT:
     if dialect == "postgresql":
         return query.with_for_update(skip_locked=True)
     return query
+
+
+def utc_month(dialect: str, column: Any) -> ColumnElement[int]:
+    """The calendar month (1-12) of a stored time, in UTC."""
+    if dialect == "postgresql":
+        column = func.timezone("UTC", column)
+    return extract("month", column)
 
 
 def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from index.filters import CONDITIONS, PLACES, SceneFilter
 from service.errors import BadRequestError
 from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
+from service.storage.dialects import utc_month
 from service.storage.spatial import in_box, postgis_where
 
 ARRAYS_ONLY = frozenset({"within", "near"})
@@ -83,6 +84,13 @@ def scene_where(
         clauses.append(Scene.created_at >= f.added_after)
     if f.added_before is not None:
         clauses.append(Scene.created_at < f.added_before)
+    if f.acquired_after is not None:
+        clauses.append(Scene.acquired >= f.acquired_after)
+    if f.acquired_before is not None:
+        clauses.append(Scene.acquired < f.acquired_before)
+    if f.months:
+        dialect = session.get_bind().dialect.name
+        clauses.append(utc_month(dialect, Scene.acquired).in_([int(m) for m in f.months]))
     if postgis and f.conditions() & PLACES:  # every place test through its index on `geom`
         located = select(SceneFootprint.scene_id).where(*postgis_where(postgis, f))
         clauses.append(Scene.id.in_(located))

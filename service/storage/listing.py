@@ -26,7 +26,7 @@ Order = Literal["id", "name"]
 ORDERS: tuple[Order, ...] = ("id", "name")
 COLUMNS = (
     Scene.id, Scene.name, Scene.folder, Scene.split, Scene.width, Scene.height,
-    Scene.created_at, Scene.meta,
+    Scene.created_at, Scene.meta, Scene.acquired,
 )  # fmt: skip
 """What a listed scene carries from `scenes`, in the order of `ListedScene`'s fields."""
 
@@ -53,6 +53,7 @@ class ListedScene:
     height: int
     created_at: datetime
     meta: str | None
+    acquired: datetime | None
     label_names: list[str]
     footprint: Footprint | None
 
@@ -125,10 +126,10 @@ def listed(session: Session, rows: Sequence[Any]) -> list[ListedScene]:
         )
     }
     out = []
-    for scene_id, name, folder, split, width, height, created_at, meta in rows:
+    for scene_id, name, folder, split, width, height, created_at, meta, acquired in rows:
         out.append(
             ListedScene(
-                scene_id, name, folder, split, width, height, created_at, meta,
+                scene_id, name, folder, split, width, height, created_at, meta, acquired,
                 label_names=labels.get(scene_id, []), footprint=places.get(scene_id),
             )
         )  # fmt: skip

@@ -1,6 +1,6 @@
 """The scene metadata searches need, held in arrays: what a hit shows (name, folder, labels)
-and what filters test (labels, folder, split, place, time added), for every scene, sorted
-by id.
+and what filters test (labels, folder, split, place, time added and acquired), for every
+scene, sorted by id.
 
 SQL stays the source of truth. The table belongs to one catalog generation: database
 triggers raise the counter in `catalog_state` with every change to scenes, labels or scene
@@ -13,8 +13,9 @@ its hits' metadata and evaluates its filters with numpy (binary search by id, a 
 column per label) instead of loading an ORM object per hit or resolving the filter in SQL.
 
 Memory: about 8 bytes (id) + the name as a Python string (about 70 bytes for 20
-characters) + 4 (folder) + 4 (split) + 4 (label set) + 8 (time added) + one byte per label
-per scene; a million scenes with 17 labels take about 120 MB, and 48 more bytes per scene
+characters) + 4 (folder) + 4 (split) + 4 (label set) + 8 (time added) + 8 (time acquired) +
+one byte per label per scene; a million scenes with 17 labels take about 130 MB, and 48 more
+bytes per scene
 for the footprints' bounds and centres.
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 import shapely
 from sqlalchemy import Connection, select
 
-from index.filters import PLACES, SceneFilter, utc
+from index.filters import ACQUIRED, PLACES, SceneFilter, utc
 from model.geo import haversine_m, near_bounds
 from service.errors import BadRequestError
 from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
@@ -54,10 +55,14 @@ class SceneRow:
     """Whether it has a footprint (SQL's `scene_footprints` holds it)."""
     added: datetime | None = None
     """When it entered the archive (UTC)."""
+    acquired: datetime | None = None
+    """When its pixels were taken (UTC), when known."""
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+UNKNOWN = np.iinfo(np.int64).min
+"""An acquisition time not known (numpy's NaT as datetime64[us])."""
 
 
 def epoch_us(moment: datetime) -> int:
@@ -103,6 +108,9 @@ class SceneTable:
     added: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """(n,) int64: when each scene entered the archive (`scenes.created_at`), microseconds
     since the Unix epoch."""
+    acquired: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """(n,) int64: when each scene was acquired (`scenes.acquired`), microseconds since the
+    Unix epoch; `UNKNOWN` where not known."""
 
     @classmethod
     def read(
@@ -120,7 +128,9 @@ class SceneTable:
             generation = generation_of(connection)
         written = WrittenVectors.read(connection, model_version, only)
         labels = connection.execute(select(Label.id, Label.name).order_by(Label.name)).all()
-        scene_query = select(Scene.id, Scene.name, Scene.folder, Scene.split, Scene.created_at)
+        scene_query = select(
+            Scene.id, Scene.name, Scene.folder, Scene.split, Scene.created_at, Scene.acquired
+        )
         pair_query = select(SceneLabel.scene_id, SceneLabel.label_id)
         f = SceneFootprint
         place_query = select(f.scene_id, f.min_lon, f.min_lat, f.max_lon, f.max_lat, f.lon, f.lat)
@@ -146,6 +156,11 @@ class SceneTable:
         folders, folder_names = coded([row[2] for row in rows])
         splits, split_names = coded([row[3] for row in rows])
         added = np.fromiter((epoch_us(row[4]) for row in rows), dtype=np.int64, count=len(rows))
+        acquired = np.fromiter(
+            (UNKNOWN if row[5] is None else epoch_us(row[5]) for row in rows),
+            dtype=np.int64,
+            count=len(rows),
+        )
         matrix = np.zeros((len(ids), len(labels)), dtype=bool)
         if pairs:
             scene_ids = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
@@ -170,7 +185,7 @@ class SceneTable:
             places[rows_of[rows_of >= 0]] = values[rows_of >= 0]
         return cls(
             generation, ids, names, folders, folder_names, splits, split_names, matrix,
-            label_names, set_codes, label_set_names, written, places, added,
+            label_names, set_codes, label_set_names, written, places, added, acquired,
         )  # fmt: skip
 
     def patched(self, connection: Connection, changed: np.ndarray, generation: int) -> SceneTable:
@@ -207,6 +222,7 @@ class SceneTable:
             written=self.written.patched(fresh.written, changed),
             places=np.concatenate([self.places[keep], fresh.places])[order],
             added=np.concatenate([self.added[keep], fresh.added])[order],
+            acquired=np.concatenate([self.acquired[keep], fresh.acquired])[order],
         )
 
     def __len__(self) -> int:
@@ -234,10 +250,18 @@ class SceneTable:
             if len(self.added) == len(self.ids)
             else [None] * len(kept)  # a table made without the times
         )
+        acquired: list[datetime | None] = (
+            [None if us == UNKNOWN else EPOCH + MICROSECOND * us
+             for us in self.acquired[rows].tolist()]
+            if len(self.acquired) == len(self.ids)
+            else [None] * len(kept)
+        )  # fmt: skip
         return {
-            scene_id: SceneRow(scene_id, name, folder_names[folder], set_names[labels], place, time)
-            for scene_id, name, folder, labels, place, time in zip(
-                kept, names, folders, sets, placed, added, strict=True
+            scene_id: SceneRow(
+                scene_id, name, folder_names[folder], set_names[labels], place, time, taken
+            )
+            for scene_id, name, folder, labels, place, time, taken in zip(
+                kept, names, folders, sets, placed, added, acquired, strict=True
             )
         }
 
@@ -283,8 +307,23 @@ class SceneTable:
             keep &= self.added >= epoch_us(where.added_after)
         if where.added_before is not None:
             keep &= self.added < epoch_us(where.added_before)
+        if where.conditions() & ACQUIRED:
+            keep &= self.acquired_in(where)
         if where.conditions() & PLACES:
             keep &= self.placed(where, keep)
+        return keep
+
+    def acquired_in(self, where: SceneFilter) -> np.ndarray:
+        """Which scenes were acquired when the filter's acquisition conditions say (a scene
+        of unknown time passes none)."""
+        keep = self.acquired != UNKNOWN
+        if where.acquired_after is not None:
+            keep &= self.acquired >= epoch_us(where.acquired_after)
+        if where.acquired_before is not None:
+            keep &= self.acquired < epoch_us(where.acquired_before)
+        if where.months:
+            month = self.acquired.astype("datetime64[us]").astype("datetime64[M]").astype(np.int64)
+            keep &= np.isin(month % 12 + 1, np.asarray(where.months, dtype=np.int64))
         return keep
 
     @cached_property

@@ -2,7 +2,8 @@
 
 Scenes that are not labelled (or all scenes, when labels.csv has no label columns) import
 with no labels. A scene's footprint (labels.csv's geo columns, or the georeferencing of a
-GeoTIFF scene) is written with its row (`scene_footprints`).
+GeoTIFF scene) is written with its row (`scene_footprints`), and so is when it was acquired
+(labels.csv's `acquired`, or a GeoTIFF scene's date tags: `model.rasters.acquired_of_file`).
 
 Idempotent: a scene already in the store (same id, i.e. the same image stem) is left as it
 is, so a second run adds nothing. Every image is decoded before its row is written, so an
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
@@ -67,6 +69,7 @@ class _Checked:
     height: int = 0
     checksum: str = ""
     geo: SceneGeo | None = None
+    acquired: datetime | None = None
     error: str | None = None
 
 
@@ -88,12 +91,13 @@ def _check(entry: ArchiveEntry) -> _Checked:
         return checked
     checked.height, checked.width = int(pixels.shape[0]), int(pixels.shape[1])
     checked.checksum = hashlib.sha256(data).hexdigest()
-    checked.geo = entry.geo
-    if checked.geo is None and entry.path.suffix.lower() in MEDIA_TYPES:
-        from model.rasters import RasterError, footprint_of_file
+    checked.geo, checked.acquired = entry.geo, entry.acquired
+    if entry.path.suffix.lower() in MEDIA_TYPES:
+        from model.rasters import RasterError, acquired_of_file, footprint_of_file
 
-        try:  # a GeoTIFF scene keeps its own georeferencing
-            checked.geo = footprint_of_file(entry.path)
+        try:  # a GeoTIFF scene keeps its own georeferencing and date
+            checked.geo = checked.geo or footprint_of_file(entry.path)
+            checked.acquired = checked.acquired or acquired_of_file(entry.path)
         except RasterError as exc:
             checked.error = str(exc)
     return checked
@@ -247,6 +251,7 @@ def _write_chunk(
             "height": checked.height,
             "checksum": checked.checksum,
             "created_at": utcnow(),
+            "acquired": checked.acquired,
         }
         for checked in chunk
     ]

@@ -27,6 +27,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from index.stores.faiss_versions import write_durably
 from model.archive import scene_id
 from model.faults import kill_point
 from model.geo import SceneGeo
-from model.rasters import RasterError, footprint_of_file
+from model.rasters import RasterError, acquired_of_file, footprint_of_file
 from service.errors import BadRequestError, SceneNotFoundError
 from service.storage.db import ArchiveImport, Label, Scene, SceneFootprint, SceneLabel, SceneVector
 from service.storage.spatial import footprint_row
@@ -102,6 +103,8 @@ class NewScene:
     meta: dict[str, Any] | None = None
     geo: SceneGeo | None = None
     """Where it lies (a GeoTIFF's own georeferencing is read when this is None)."""
+    acquired: datetime | None = None
+    """When its pixels were taken (a GeoTIFF's date tags are read when this is None)."""
 
     @property
     def checksum(self) -> str:
@@ -126,6 +129,8 @@ class SceneChanges:
     clear_meta: bool = False
     geo: SceneGeo | None = None
     clear_geo: bool = False
+    acquired: datetime | None = None
+    clear_acquired: bool = False
 
 
 def store_file(store: Path, data: bytes, checksum: str) -> tuple[Path, bool]:
@@ -215,6 +220,10 @@ class SceneWriter:
                 scene.geo or footprint_of_file(self.store / path)
                 for (_, scene, _), path in zip(fresh, paths, strict=True)
             ]
+            taken = [
+                scene.acquired or acquired_of_file(self.store / path)
+                for (_, scene, _), path in zip(fresh, paths, strict=True)
+            ]
         except RasterError as exc:
             self._forget(stored)
             raise BadRequestError(str(exc).replace(str(self.store), "upload"), "bad_place") from exc
@@ -224,7 +233,9 @@ class SceneWriter:
                 archive = self._store_archive(session)
                 self._check_free(session, names)
                 rows = []
-                for (_, scene, checksum), name, path in zip(fresh, names, paths, strict=True):
+                for (_, scene, checksum), name, path, acquired in zip(
+                    fresh, names, paths, taken, strict=True
+                ):
                     media_type, _ = sniff(scene.data)
                     row = Scene(
                         id=scene_id(name),
@@ -238,6 +249,7 @@ class SceneWriter:
                         height=scene.height,
                         checksum=checksum,
                         meta=None if scene.meta is None else json.dumps(scene.meta),
+                        acquired=acquired,
                     )
                     session.add(row)
                     rows.append(row)
@@ -312,6 +324,8 @@ class SceneWriter:
                 scene.meta = None
             elif changes.meta is not None:
                 scene.meta = json.dumps(changes.meta)
+            if changes.clear_acquired or changes.acquired is not None:
+                scene.acquired = changes.acquired
             if changes.clear_geo or changes.geo is not None:
                 session.execute(delete(SceneFootprint).where(SceneFootprint.scene_id == scene_id_))
             if changes.geo is not None:

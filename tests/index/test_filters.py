@@ -55,3 +55,25 @@ def test_resolved_keeps_what_a_backend_evaluates_and_allow_lists_the_rest() -> N
     assert np.asarray(resolved.allow_ids).tolist() == [2, 3]  # met with the allow-list it had
     same = SceneFilter(exclude_ids=[5])
     assert same.resolved(frozenset({"exclude_ids"}), allowed) is same and len(asked) == 1
+
+
+def test_acquisition_window_and_months() -> None:
+    """Acquired at or after / strictly before, kept in UTC; months are UTC calendar months in
+    any year; a scene of unknown acquisition time passes no acquisition condition."""
+    second = timedelta(seconds=1)
+    window = SceneFilter(acquired_after=NOON, acquired_before=NOON + second)
+    assert window.conditions() == {"acquired_after", "acquired_before"}
+    assert window.passes(1, SceneMeta(acquired=NOON))
+    assert not window.passes(1, SceneMeta(acquired=NOON + second))
+    assert not window.passes(1, SceneMeta(acquired=NOON - second))
+    assert not window.passes(1, SceneMeta(added=NOON))  # the time added is another time
+    summer = SceneFilter(months=[6, 7, 8])
+    assert summer.conditions() == {"months"} and summer.restricts
+    assert summer.passes(1, SceneMeta(acquired=datetime(1999, 7, 31, 23, tzinfo=UTC)))
+    assert not summer.passes(1, SceneMeta(acquired=datetime(2024, 9, 1, tzinfo=UTC)))
+    # 1 September 01:00 in Paris is 31 August 23:00 UTC: summer
+    paris = timezone(timedelta(hours=2))
+    assert summer.passes(1, SceneMeta(acquired=datetime(2024, 9, 1, 1, tzinfo=paris)))
+    assert not summer.passes(1, SceneMeta())
+    assert not SceneFilter(acquired_before=NOON).passes(1, SceneMeta())
+    assert SceneFilter(months=()).conditions() == frozenset()

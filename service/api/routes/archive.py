@@ -77,6 +77,7 @@ def scene_out(urls: SceneUrls, scene: Scene | ListedScene) -> SceneOut:
         metadata=None if meta is None else json.loads(meta),
         place=place_out(getattr(scene, "footprint", None)),
         added=utc(scene.created_at),
+        acquired=None if scene.acquired is None else utc(scene.acquired),
     )
 
 

@@ -279,4 +279,5 @@ def hit_out(urls: SceneUrls, hit: RankedScene, footprint: dict[str, Any] | None 
         thumbnail_url=thumbnail_url,
         footprint=footprint,
         added=scene.added,
+        acquired=scene.acquired,
     )

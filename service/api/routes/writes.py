@@ -53,8 +53,13 @@ ADD_SCHEMA = upload_schema(
         "description": "Where it lies: a GeoJSON Polygon or Point in WGS84 (a GeoTIFF "
         "keeps its own georeferencing without it).",
     },
+    acquired={
+        "type": "string",
+        "description": "When its pixels were taken, ISO 8601 (a GeoTIFF's date tags are "
+        "read without it).",
+    },
 )
-SINGLE_FIELDS = ("name", "scene", "split", "labels", "metadata", "footprint")
+SINGLE_FIELDS = ("name", "scene", "split", "labels", "metadata", "footprint", "acquired")
 
 
 def writer(request: Request, settings: Settings) -> SceneWriter:
@@ -144,6 +149,7 @@ async def add_scenes(
             labels=fields.labels,
             meta=fields.metadata,
             geo=SceneGeo(geometry_from_geojson(fields.footprint)) if fields.footprint else None,
+            acquired=fields.acquired,
         )
         for (_, data), image, out, fields in zip(files, images, outputs, described, strict=True)
     ]
@@ -175,7 +181,8 @@ async def patch_scene(
     request: Request, settings: SettingsDep, scene_id: SceneId, body: ScenePatch
 ) -> SceneOut:
     """Correct a scene's labels (all of them, from the archive's label set), scene folder,
-    split, metadata or footprint; searches and their filters see the change at once."""
+    split, metadata, footprint or acquisition time; searches and their filters see the change
+    at once."""
     given = body.model_fields_set
     changes = SceneChanges(
         labels=body.labels,
@@ -185,6 +192,8 @@ async def patch_scene(
         clear_meta="metadata" in given and body.metadata is None,
         geo=SceneGeo(geometry_from_geojson(body.footprint)) if body.footprint else None,
         clear_geo="footprint" in given and body.footprint is None,
+        acquired=body.acquired,
+        clear_acquired="acquired" in given and body.acquired is None,
     )
     scene = await in_thread(writer(request, settings).update, scene_id, changes)
     return scene_out(SceneUrls(request), scene)

@@ -64,6 +64,8 @@ class SceneOut(Schema):
     """Where it lies on the Earth (None: not georeferenced)."""
     added: datetime | None = None
     """When it entered the archive (UTC)."""
+    acquired: datetime | None = None
+    """When its pixels were taken (UTC; None: not known)."""
 
 
 class PlacesResponse(Schema):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import datetime
 from types import UnionType
 from typing import Annotated, Any, Self, Union, get_args, get_origin
 
 from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 
-from index.filters import SceneFilter, utc
+from index.filters import SceneFilter
+from model.times import INSTANT_EXAMPLES, parse_instant
 from service.api.schemas.common import SceneIdIn, Schema, Split
 from service.errors import BadRequestError
 
@@ -53,30 +54,9 @@ def blank_is_none(value: Any) -> Any:
     return None if value == "" else value
 
 
-INSTANT_EXAMPLES = ["2026-12-04", "2026-12-04T10:30:00Z", "2026-12-04T11:30:00+01:00"]
-
-
-def instant(value: Any) -> datetime:
-    """An ISO 8601 date or date and time as an instant in UTC: a date is its first moment,
-    a time without a zone is UTC."""
-    if isinstance(value, datetime):
-        return utc(value)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if isinstance(value, str):
-        try:
-            return utc(datetime.fromisoformat(value.strip()))
-        except ValueError:
-            pass
-    raise ValueError(
-        f"{value!r} is not an ISO 8601 date or date and time; write it as "
-        + ", ".join(INSTANT_EXAMPLES)
-    )
-
-
 Instant = Annotated[
     datetime,
-    BeforeValidator(instant),
+    BeforeValidator(parse_instant),
     WithJsonSchema(
         {
             "type": "string",
@@ -123,6 +103,16 @@ class FilterFields(Schema):
     added_before: Instant | None = None
     """Only scenes that entered the archive before this time (a date: before its start),
     UTC unless it names a zone."""
+    acquired_after: Instant | None = None
+    """Only scenes acquired at this time or later (ISO 8601, as `added_after`); a scene
+    whose acquisition time is not known passes no acquisition condition."""
+    acquired_before: Instant | None = None
+    """Only scenes acquired before this time (a date: before its start)."""
+    month: Annotated[list[Annotated[int, Field(ge=1, le=12)]], TextList] = Field(
+        default_factory=list, max_length=12
+    )
+    """Only scenes acquired in one of these calendar months (1-12, UTC), in any year: a
+    season across years (as text: separated by commas, e.g. 6,7,8)."""
 
     @field_validator("bbox")
     @classmethod
@@ -147,13 +137,15 @@ class FilterFields(Schema):
             polygon_from_geojson(value)  # a GeoError (a ValueError) is the 422's message
         return value
 
-    @field_validator("added_before")
+    @field_validator("added_before", "acquired_before")
     @classmethod
     def _after_before(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
-        after = info.data.get("added_after")
+        name = str(info.field_name)
+        after_name = name.replace("_before", "_after")
+        after = info.data.get(after_name)
         if value is not None and after is not None and value <= after:
             raise ValueError(
-                f"added_before ({value.isoformat()}) is not later than added_after "
+                f"{name} ({value.isoformat()}) is not later than {after_name} "
                 f"({after.isoformat()}): no scene can pass both"
             )
         return value
@@ -174,6 +166,9 @@ class FilterFields(Schema):
             near=tuple(self.near) if self.near else None,  # type: ignore[arg-type]
             added_after=self.added_after,
             added_before=self.added_before,
+            acquired_after=self.acquired_after,
+            acquired_before=self.acquired_before,
+            months=self.month,
         )
 
     @classmethod

@@ -170,6 +170,8 @@ class Hit(Schema):
     """Where it lies: a GeoJSON Polygon or Point in WGS84 (None: not georeferenced)."""
     added: datetime | None = None
     """When it entered the archive (UTC)."""
+    acquired: datetime | None = None
+    """When its pixels were taken (UTC; None: not known)."""
 
 
 class SearchResponse(Schema):

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 
 from service.api.schemas.archive import SceneOut
 from service.api.schemas.common import Schema, Split
+from service.api.schemas.filters import Instant
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -44,6 +45,9 @@ class NewSceneFields(Schema):
     footprint: Footprint | None = None
     """Where it lies: a GeoJSON Polygon or Point in WGS84. A GeoTIFF with a CRS keeps its
     own georeferencing without it."""
+    acquired: Instant | None = None
+    """When its pixels were taken: ISO 8601, UTC unless it names a zone. A GeoTIFF's
+    ACQUISITIONDATETIME or TIFFTAG_DATETIME is read without it."""
 
 
 class AddedScene(SceneOut):
@@ -79,3 +83,5 @@ class ScenePatch(Schema):
     footprint: Footprint | None = None
     """Where it lies, a GeoJSON Polygon or Point in WGS84 (replacing the old footprint and
     its raster, CRS and window); `null` removes it."""
+    acquired: Instant | None = None
+    """When its pixels were taken (ISO 8601); `null` makes it not known."""
