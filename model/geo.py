@@ -4,7 +4,9 @@ cut from a georeferenced raster, the raster, the pixel window and the raster's C
 An archive's `labels.csv` may carry these in optional columns after `image,scene,split`
 (`GEO_COLUMNS`, any subset, in any order, before the label columns):
 
-- `footprint`: a GeoJSON geometry (Polygon or Point) in WGS84, as JSON text;
+- `footprint`: a GeoJSON geometry (Polygon, MultiPolygon or Point) in WGS84, as JSON text;
+  one across the antimeridian is a MultiPolygon split at longitude 180 (RFC 7946), one around
+  a pole a Polygon along all longitudes down to the pole (`model.lonlat`);
 - `lon`, `lat`: a point, when there is no footprint;
 - `crs`: the source raster's coordinate reference system (for example `EPSG:32611`);
 - `source`: the raster the scene was cut from;
@@ -24,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import shapely
-from shapely.geometry import Point, Polygon, box, mapping, shape
+from shapely.geometry import MultiPolygon, Point, Polygon, box, mapping, shape
+
+from model.lonlat import around_pole, place_of, unwrapped
 
 GEO_COLUMNS = ("footprint", "lon", "lat", "crs", "source", "window")
 EARTH_RADIUS_M = 6_371_008.8
@@ -37,7 +41,7 @@ class GeoError(ValueError):
 
 @dataclass(frozen=True)
 class SceneGeo:
-    footprint: Polygon | Point
+    footprint: Polygon | MultiPolygon | Point
     """WGS84, x = longitude, y = latitude."""
     crs: str | None = None
     """The source raster's CRS, as text (`EPSG:32611`, or WKT when it has no code)."""
@@ -48,14 +52,15 @@ class SceneGeo:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        """(min_lon, min_lat, max_lon, max_lat)."""
-        return tuple(float(v) for v in self.footprint.bounds)  # type: ignore[return-value]
+        """(min_lon, min_lat, max_lon, max_lat), unwrapped (`model.lonlat`): max_lon past 180
+        across the antimeridian, all longitudes around a pole."""
+        return place_of(self.footprint)[0]
 
     @property
     def centre(self) -> tuple[float, float]:
-        """(lon, lat) of the footprint's centroid."""
-        c = self.footprint.centroid
-        return float(c.x), float(c.y)
+        """(lon, lat) of the footprint's centroid (across the antimeridian and around a pole,
+        as `model.lonlat.place_of` finds it)."""
+        return place_of(self.footprint)[1]
 
     def geojson(self) -> dict[str, Any]:
         return mapping(self.footprint)
@@ -124,14 +129,15 @@ def _lon_lat(lon: float, lat: float) -> tuple[float, float]:
     return lon, lat
 
 
-def geometry_from_geojson(value: Any) -> Polygon | Point:
-    """A WGS84 Polygon or Point from a GeoJSON geometry (or a Feature holding one), checked:
-    coordinates in range, the polygon valid and not crossing the antimeridian."""
+def geometry_from_geojson(value: Any) -> Polygon | MultiPolygon | Point:
+    """A WGS84 Polygon, MultiPolygon or Point from a GeoJSON geometry (or a Feature holding
+    one), checked: coordinates in range, each polygon valid and not crossing the antimeridian
+    as drawn (split at 180 instead, RFC 7946) unless it goes round a pole."""
     if isinstance(value, dict) and value.get("type") == "Feature":
         value = value.get("geometry")
-    if not isinstance(value, dict) or value.get("type") not in ("Polygon", "Point"):
+    if not isinstance(value, dict) or value.get("type") not in ("Polygon", "MultiPolygon", "Point"):
         kind = value.get("type") if isinstance(value, dict) else type(value).__name__
-        raise GeoError(f"expected a GeoJSON Polygon or Point; found {kind}")
+        raise GeoError(f"expected a GeoJSON Polygon, MultiPolygon or Point; found {kind}")
     try:
         geometry = shape(value)
     except Exception as exc:  # shapely raises several types for malformed coordinates
@@ -140,29 +146,32 @@ def geometry_from_geojson(value: Any) -> Polygon | Point:
         raise GeoError(f"the {value['type']} is empty")
     for lon, lat in np.asarray(shapely.get_coordinates(geometry)):
         _lon_lat(float(lon), float(lat))
-    if isinstance(geometry, Polygon):
+    if isinstance(geometry, Polygon | MultiPolygon):
         if not geometry.is_valid:
             raise GeoError(f"the polygon is not valid: {shapely.is_valid_reason(geometry)}")
-        min_lon, _, max_lon, _ = geometry.bounds
-        if max_lon - min_lon > 180.0:
-            raise GeoError(
-                "the polygon spans more than 180 degrees of longitude, so it crosses the "
-                "antimeridian as drawn; split it in two at longitude 180"
-            )
+        parts = geometry.geoms if isinstance(geometry, MultiPolygon) else [geometry]
+        for part in parts:
+            min_lon, _, max_lon, _ = part.bounds
+            if max_lon - min_lon > 180.0 and not around_pole(part):
+                raise GeoError(
+                    "the polygon spans more than 180 degrees of longitude, so it crosses the "
+                    "antimeridian as drawn; split it in two at longitude 180 (a MultiPolygon)"
+                )
     return geometry
 
 
-def polygon_from_geojson(value: Any) -> Polygon:
-    """A WGS84 Polygon from GeoJSON, checked as `geometry_from_geojson` checks it; any other
-    geometry is refused (`within` takes an area)."""
+def polygon_from_geojson(value: Any) -> Polygon | MultiPolygon:
+    """A WGS84 Polygon or MultiPolygon from GeoJSON, checked as `geometry_from_geojson`
+    checks it; a Point is refused (`within` takes an area)."""
     geometry = geometry_from_geojson(value)
-    if not isinstance(geometry, Polygon):
-        raise GeoError(f"expected a GeoJSON Polygon; found a {geometry.geom_type}")
+    if not isinstance(geometry, Polygon | MultiPolygon):
+        raise GeoError(f"expected a GeoJSON Polygon or MultiPolygon; found a {geometry.geom_type}")
     return geometry
 
 
 def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]:
-    """`min_lon,min_lat,max_lon,max_lat` (WGS84), checked."""
+    """`min_lon,min_lat,max_lon,max_lat` (WGS84), checked; a west (min_lon) greater than the
+    east is a box across the antimeridian (RFC 7946, STAC) and kept as given."""
     parts = text.split(",") if isinstance(text, str) else list(text)
     try:
         values = [float(v) for v in parts]
@@ -177,11 +186,11 @@ def parse_bbox(text: str | Sequence[float]) -> tuple[float, float, float, float]
     min_lon, min_lat, max_lon, max_lat = values
     _lon_lat(min_lon, min_lat)
     _lon_lat(max_lon, max_lat)
-    if min_lon > max_lon or min_lat > max_lat:
+    if min_lat > max_lat:
         raise GeoError(
-            f"bbox {min_lon},{min_lat},{max_lon},{max_lat} has a minimum above its maximum; "
-            "the order is min_lon,min_lat,max_lon,max_lat (a box across the antimeridian is "
-            "two boxes)"
+            f"bbox {min_lon},{min_lat},{max_lon},{max_lat} has a latitude minimum above its "
+            "maximum; the order is min_lon,min_lat,max_lon,max_lat (a west above the east is "
+            "a box across the antimeridian)"
         )
     return min_lon, min_lat, max_lon, max_lat
 
@@ -216,8 +225,15 @@ def haversine_m(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> n
 
 
 def near_bounds(lon: float, lat: float, radius_m: float) -> tuple[float, float, float, float]:
-    """A box around a circle (degrees), for an index to narrow a `near` query first."""
-    dlat = math.degrees(radius_m / EARTH_RADIUS_M)
-    cos_lat = max(math.cos(math.radians(lat)), 1e-6)
-    dlon = min(180.0, dlat / cos_lat)
-    return lon - dlon, max(-90.0, lat - dlat), lon + dlon, min(90.0, lat + dlat)
+    """The unwrapped box around a circle on the sphere (degrees; `model.lonlat`), for an
+    index to narrow a `near` query first: across the antimeridian its east passes 180, and a
+    circle holding a pole spans all longitudes."""
+    angle = radius_m / EARTH_RADIUS_M
+    dlat = math.degrees(angle)
+    south, north = lat - dlat, lat + dlat
+    cos_lat = math.cos(math.radians(lat))
+    if south <= -90.0 or north >= 90.0 or angle >= math.pi / 2 or math.sin(angle) >= cos_lat:
+        return -180.0, max(-90.0, south), 180.0, min(90.0, north)
+    # the widest longitude of a spherical cap (at least the flat dlat / cos(lat))
+    dlon = max(math.degrees(math.asin(math.sin(angle) / cos_lat)), dlat / cos_lat)
+    return unwrapped((lon - dlon, south, lon + dlon, north))

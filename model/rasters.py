@@ -29,10 +29,11 @@ from pyproj.exceptions import ProjError
 from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
-from shapely.geometry import Polygon
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.polygon import orient
 
 from model.geo import SceneGeo
+from model.lonlat import ring_footprint
 from model.times import TimeError, acquired_from_tags
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -128,10 +129,11 @@ def has_nodata(src: DatasetReader) -> bool:
 
 def footprints(
     src: DatasetReader, crs: Any, windows: Sequence[tuple[int, int, int, int]], path: Path
-) -> list[Polygon]:
-    """Each window's outline in WGS84: its edges densified, reprojected, then simplified.
-    RasterError when the CRS cannot be reprojected to WGS84 or a window crosses the
-    antimeridian."""
+) -> list[Polygon | MultiPolygon]:
+    """Each window's outline in WGS84: its edges densified, reprojected, then simplified; a
+    window across the antimeridian as a MultiPolygon split there, one round a pole as the
+    pole's cap (`model.lonlat.ring_footprint`). RasterError when the CRS cannot be
+    reprojected to WGS84."""
     steps = np.arange(_EDGE_SEGMENTS) / _EDGE_SEGMENTS
     # The ring in unit-square coordinates, clockwise in pixel space from the top left.
     unit = np.concatenate([
@@ -161,15 +163,17 @@ def footprints(
             f"{path}: some of its pixels fall outside what its CRS ({_short(crs.to_string())}) "
             "can reproject to WGS84"
         )
-    polygons = []
+    polygons: list[Polygon | MultiPolygon] = []
     for ring_lon, ring_lat in zip(lon, lat, strict=True):
-        if ring_lon.max() - ring_lon.min() > 180.0:
-            raise RasterError(
-                f"{path}: a tile crosses the antimeridian (longitude 180); cut the raster "
-                "there first"
-            )
-        polygon = Polygon(np.stack([ring_lon, ring_lat], 1))
-        polygons.append(orient(shapely.simplify(polygon, _SIMPLIFY_DEG), 1.0))
+        wrapped = ring_footprint(ring_lon, ring_lat)
+        if wrapped is None:  # everywhere else
+            polygon = Polygon(np.stack([ring_lon, ring_lat], 1))
+            polygons.append(orient(shapely.simplify(polygon, _SIMPLIFY_DEG), 1.0))
+        elif isinstance(wrapped, MultiPolygon):
+            parts = [orient(shapely.simplify(p, _SIMPLIFY_DEG), 1.0) for p in wrapped.geoms]
+            polygons.append(MultiPolygon(parts))
+        else:
+            polygons.append(orient(shapely.simplify(wrapped, _SIMPLIFY_DEG), 1.0))
     return polygons
 
 
