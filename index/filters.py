@@ -5,8 +5,9 @@ A `SceneFilter` keeps the scenes that carry every label of `labels_all`, at leas
 are not in `exclude_ids`, when `allow_ids` is given are in it, entered the archive at or
 after `added_after` and before `added_before`, were acquired at or after `acquired_after`,
 before `acquired_before` and in one of the calendar `months` (1-12, UTC, any year: a season
-across years), and when a place is given lie there: `bbox`
-keeps the scenes whose footprint's bounds meet the box, `within` those whose footprint's
+across years), and when a place is given lie there: `bbox` keeps the scenes whose
+footprint's bounds meet the box (longitude a circle: a box or bounds across the antimeridian
+meet what lies either side of it, `model.lonlat`), `within` those whose footprint's
 centre lies in the polygon (on its edge counts), `near` those whose centre lies within the
 radius (great-circle metres); a scene without a footprint passes no place condition, nor a
 scene of unknown time (or acquisition time) a time condition. `passes` is the reference
@@ -33,6 +34,7 @@ import numpy as np
 import shapely
 
 from model.geo import haversine_m
+from model.lonlat import lon_meets, unwrapped
 from model.times import utc
 
 __all__ = ["CONDITIONS", "PLACES", "SceneFilter", "SceneMeta", "utc"]
@@ -97,9 +99,11 @@ class SceneFilter:
     exclude_ids: Sequence[int] = ()
     allow_ids: Sequence[int] | np.ndarray | None = None
     bbox: tuple[float, float, float, float] | None = None
-    """(min_lon, min_lat, max_lon, max_lat), WGS84 (`model.geo.parse_bbox`)."""
+    """(min_lon, min_lat, max_lon, max_lat), WGS84 (`model.geo.parse_bbox`); min_lon above
+    max_lon across the antimeridian (RFC 7946)."""
     within: Any = None
-    """A shapely Polygon in WGS84 (`model.geo.geometry_from_geojson`)."""
+    """A shapely Polygon or MultiPolygon (split at the antimeridian) in WGS84
+    (`model.geo.polygon_from_geojson`)."""
     near: tuple[float, float, float] | None = None
     """(lon, lat, radius in metres)."""
     added_after: datetime | None = None
@@ -188,9 +192,9 @@ class SceneFilter:
             return False
         lon, lat = meta.centre
         if self.bbox is not None:
-            min_lon, min_lat, max_lon, max_lat = self.bbox
-            b = meta.bounds
-            if b[2] < min_lon or b[0] > max_lon or b[3] < min_lat or b[1] > max_lat:
+            min_lon, min_lat, max_lon, max_lat = unwrapped(self.bbox)
+            b = unwrapped(meta.bounds)
+            if not lon_meets(b[0], b[2], min_lon, max_lon) or b[3] < min_lat or b[1] > max_lat:
                 return False
         if self.within is not None and not shapely.intersects_xy(self.within, lon, lat):
             return False

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from pyarrow import csv as pa_csv
 
 from model.archive import FIXED_COLUMNS, OPTIONAL_COLUMNS, SPLITS, ArchiveError, scene_id
+from model.lonlat import around_pole, crosses, place_of
 
 SCENES_FILE = "scenes.csv"
 SCENE_COLUMNS = ("image", "path", "width", "height", "checksum", "added")
@@ -123,21 +124,29 @@ def _places(
     centres = np.full((n, 2), np.nan)
     if placed.any():
         kinds = shapely.get_type_id(shapes[placed])
-        bad = np.flatnonzero(~np.isin(kinds, (0, 3)) | ~shapely.is_valid(shapes[placed]))
+        bad = np.flatnonzero(~np.isin(kinds, (0, 3, 6)) | ~shapely.is_valid(shapes[placed]))
         if len(bad):
             row = np.flatnonzero(placed)[bad[0]] + 2
-            raise ArchiveError(f"{where}:{row}: a footprint must be a valid Polygon or Point")
-        bounds[placed] = shapely.bounds(shapes[placed])
+            raise ArchiveError(
+                f"{where}:{row}: a footprint must be a valid Polygon, MultiPolygon or Point"
+            )
+        box = shapely.bounds(shapes[placed])
+        bounds[placed] = box
         centres[placed] = shapely.get_coordinates(shapely.centroid(shapes[placed]))
-        box = bounds[placed]
         outside = (box[:, [0, 2]] < -180) | (box[:, [0, 2]] > 180)
         outside |= (box[:, [1, 3]] < -90) | (box[:, [1, 3]] > 90)
         wide = box[:, 2] - box[:, 0] > 180
+        # split at the antimeridian or round a pole: unwrapped bounds (model.lonlat)
+        for k in np.flatnonzero(wide & ~outside.any(axis=1)):
+            at = int(np.flatnonzero(placed)[k])
+            if crosses(shapes[at]) or around_pole(shapes[at]):
+                (bounds[at], centres[at]), wide[k] = place_of(shapes[at]), False
         bad = np.flatnonzero(outside.any(axis=1) | wide)
         if len(bad):
             row = np.flatnonzero(placed)[bad[0]] + 2
             raise ArchiveError(
-                f"{where}:{row}: footprint outside WGS84 lon/lat or across the antimeridian"
+                f"{where}:{row}: footprint outside WGS84 lon/lat or across the antimeridian as "
+                "drawn (split it at longitude 180 into a MultiPolygon)"
             )
     return placed, geometry, bounds, centres
 

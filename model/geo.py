@@ -122,9 +122,11 @@ def _lon_lat(lon: float, lat: float) -> tuple[float, float]:
     if not (math.isfinite(lon) and math.isfinite(lat)):
         raise GeoError(f"coordinates must be finite numbers; found {lon}, {lat}")
     if not -180.0 <= lon <= 180.0 or not -90.0 <= lat <= 90.0:
+        which = f"longitude {lon}" if not -180.0 <= lon <= 180.0 else f"latitude {lat}"
         raise GeoError(
-            f"({lon}, {lat}) is not a WGS84 longitude/latitude (longitude in [-180, 180], "
-            "latitude in [-90, 90]; coordinates are lon, lat in that order)"
+            f"({lon}, {lat}) is not a WGS84 longitude/latitude: its {which} is out of range "
+            "(longitude in [-180, 180], latitude in [-90, 90]; coordinates are lon, lat in "
+            "that order)"
         )
     return lon, lat
 

@@ -11,8 +11,8 @@ meet as they are or one turn of the Earth apart (`lon_meets`).
 Footprints follow RFC 7946: one that crosses the antimeridian is a MultiPolygon split there
 (its bounds unwrapped, its centre the middle of its parts joined); one around a pole is a
 Polygon along the full circle of longitudes down to the pole's latitude (its bounds all
-longitudes, its centre found in a polar projection). Every other footprint keeps its bounds
-and centroid as shapely gives them.
+longitudes). The centre of a footprint that reaches a pole is found in a polar projection.
+Every other footprint keeps its bounds and centroid as shapely gives them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pyproj
 import shapely
 from shapely.affinity import translate
-from shapely.geometry import MultiPolygon, Polygon, box
+from shapely.geometry import MultiPolygon, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 
 Box = tuple[float, float, float, float]
@@ -105,17 +105,20 @@ def crosses(geometry: BaseGeometry) -> bool:
 
 def place_of(geometry: BaseGeometry) -> tuple[Box, tuple[float, float]]:
     """A footprint's unwrapped bounds and its centre (lon in [-180, 180], lat)."""
-    pole = around_pole(geometry)
-    if pole:
-        _, south, _, north = geometry.bounds
+    west, south, east, north = geometry.bounds
+    pole = -1 if south <= -90.0 + POLE_EPS else 1 if north >= 90.0 - POLE_EPS else 0
+    if pole and not isinstance(geometry, Point):  # its middle found where it is not stretched
         to_polar = pyproj.Transformer.from_crs("EPSG:4326", _POLAR_CRS[pole], always_xy=True)
         middle = shapely.transform(geometry, lambda xy: np.column_stack(to_polar.transform(*xy.T)))
         x, y = middle.centroid.x, middle.centroid.y
         lon, lat = to_polar.transform(x, y, direction="INVERSE")
-        return (-180.0, south, 180.0, north), (float(lon), float(lat))
+        if around_pole(geometry):
+            west, east = -180.0, 180.0
+        elif crosses(geometry):
+            west, _, east, _ = _joined(geometry).bounds
+        return (float(west), south, float(east), north), (float(lon), float(lat))
     if crosses(geometry):
-        parts = [p if p.centroid.x >= 0 else translate(p, 360.0) for p in geometry.geoms]
-        joined = MultiPolygon(parts)
+        joined = _joined(geometry)
         west, south, east, north = joined.bounds
         centre = joined.centroid
         lon = centre.x - 360.0 if centre.x > 180.0 else centre.x
@@ -124,14 +127,20 @@ def place_of(geometry: BaseGeometry) -> tuple[Box, tuple[float, float]]:
     return tuple(float(v) for v in geometry.bounds), (float(c.x), float(c.y))  # type: ignore[return-value]
 
 
+def _joined(geometry: MultiPolygon) -> MultiPolygon:
+    """A footprint split at the antimeridian with its western parts moved one turn east."""
+    return MultiPolygon([p if p.centroid.x >= 0 else translate(p, 360.0) for p in geometry.geoms])
+
+
 def ring_footprint(lon: np.ndarray, lat: np.ndarray) -> Polygon | MultiPolygon | None:
     """A reprojected ring's footprint when it crosses the antimeridian (a MultiPolygon split
     there, or a Polygon if it only touches it), goes round a pole (the pole's cap) or passes
     through one; None for every other ring, which the caller makes as before."""
     at_pole = np.abs(lat) >= 90.0 - POLE_EPS
-    lon = _antimeridian_sides(lon, at_pole)
-    if not at_pole.any() and np.ptp(lon) <= 180.0:
-        return None
+    sided = _antimeridian_sides(lon, at_pole)
+    if not at_pole.any() and np.ptp(sided) <= 180.0:
+        return None if sided is lon else Polygon(np.column_stack([sided, lat]))
+    lon = sided
     lon, lat = _without_pole_points(lon, lat, at_pole)
     steps = (np.diff(np.append(lon, lon[0])) + 180.0) % 360.0 - 180.0
     if abs(steps.sum()) > 180.0:  # the ring winds once round a pole
@@ -208,4 +217,3 @@ def _polygons(geometry: BaseGeometry) -> list[Polygon]:
     if isinstance(geometry, Polygon):
         return [geometry]
     return [g for g in getattr(geometry, "geoms", []) if isinstance(g, Polygon)]
-

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyproj
 import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
@@ -166,6 +167,38 @@ def write_set(out_dir: Path, root: Path = UCM) -> list[Mosaic]:
         make_mosaic(out_dir / "mosaic_cog.tif", scenes, cog=True),
         make_mosaic(out_dir / "mosaic_border.tif", scenes, nodata_border=SCENE_PX),
     ]
+
+
+# Rasters where longitude wraps (issue 42): across the antimeridian near Fiji, round the pole.
+FIJI = (180.0, -17.8)
+FAR_PIXEL_M = 10.0
+
+
+def write_raster(path: Path, crs: str, centre_xy: tuple[float, float], scenes: list[Path]) -> Path:
+    """A 512 x 512 GeoTIFF of four UCM scenes (2 x 2) centred on `centre_xy` in `crs`."""
+    rgb = np.zeros((512, 512, 3), np.uint8)
+    for i, scene in enumerate(scenes[:4]):
+        r, c = divmod(i, 2)
+        rgb[r * 256 : (r + 1) * 256, c * 256 : (c + 1) * 256] = read_image(scene)
+    x, y = centre_xy
+    transform = Affine(
+        FAR_PIXEL_M, 0, x - 256 * FAR_PIXEL_M, 0, -FAR_PIXEL_M, y + 256 * FAR_PIXEL_M
+    )
+    profile = {"driver": "GTiff", "width": 512, "height": 512, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", crs=crs, transform=transform, **profile) as dst:
+        dst.write(np.moveaxis(rgb, -1, 0))
+    return path
+
+
+def fiji_raster(folder: Path, scenes: list[Path]) -> Path:
+    """`folder/fiji.tif`: UTM zone 60S (EPSG:32760), centred on lon 180 near Fiji."""
+    xy = pyproj.Transformer.from_crs(4326, 32760, always_xy=True).transform(*FIJI)
+    return write_raster(folder / "fiji.tif", "EPSG:32760", xy, scenes)
+
+
+def pole_raster(folder: Path, scenes: list[Path]) -> Path:
+    """`folder/pole.tif`: Antarctic polar stereographic (EPSG:3031), centred on the pole."""
+    return write_raster(folder / "pole.tif", "EPSG:3031", (0.0, 0.0), scenes)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,10 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    union,
 )
 
+from model.lonlat import shifts
 from service.storage.db import SceneFootprint
 
 SelectT = TypeVar("SelectT", bound=Select[Any])
@@ -68,14 +70,23 @@ def utc_month(dialect: str, column: Any) -> ColumnElement[int]:
 
 def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:
     """The ids of the scenes whose footprint's bounds meet the box (min_lon, min_lat, max_lon,
-    max_lat), through the spatial index."""
+    max_lat; min_lon above max_lon across the antimeridian), through the spatial index. The
+    stored bounds are unwrapped (`model.lonlat`), so the index is asked for the box as it is
+    and one turn of the Earth either side."""
+    boxes = [_ids_in_plain_box(dialect, moved, n) for n, moved in enumerate(shifts(bounds))]
+    ids = union(*boxes).subquery()
+    return select(ids.c[0])
+
+
+def _ids_in_plain_box(dialect: str, bounds: Sequence[float], tag: int) -> Select[Any]:
+    """`ids_in_box` for one box as the index keeps bounds (bind names made unique by `tag`)."""
     min_lon, min_lat, max_lon, max_lat = (float(v) for v in bounds)
     if dialect == "sqlite":
         # The R*Tree keeps 32-bit bounds rounded outwards, so it may answer footprints that
         # miss the box by up to a float32 step (under 1.6e-5 degrees, about 2 m). Entries
         # that meet the box shrunk by two steps certainly meet it; only those in the thin
         # band between are checked on the stored 64-bit bounds.
-        boxes = text(
+        sql = (
             "SELECT id FROM scene_footprint_boxes WHERE max_lon >= :in_min_lon AND "
             "min_lon <= :in_max_lon AND max_lat >= :in_min_lat AND min_lat <= :in_max_lat "
             "UNION ALL SELECT b.id FROM scene_footprint_boxes AS b JOIN scene_footprints AS f "
@@ -84,11 +95,15 @@ def ids_in_box(dialect: str, bounds: Sequence[float]) -> Select[Any]:
             ":in_min_lon AND b.min_lon <= :in_max_lon AND b.max_lat >= :in_min_lat AND "
             "b.min_lat <= :in_max_lat) AND f.max_lon >= :min_lon AND f.min_lon <= :max_lon "
             "AND f.max_lat >= :min_lat AND f.min_lat <= :max_lat"
-        ).bindparams(
-            min_lon=min_lon, min_lat=min_lat, max_lon=max_lon, max_lat=max_lat,
-            in_min_lon=min_lon + RTREE_STEP, in_min_lat=min_lat + RTREE_STEP,
-            in_max_lon=max_lon - RTREE_STEP, in_max_lat=max_lat - RTREE_STEP,
-        )  # fmt: skip
+        )
+        values = {
+            "min_lon": min_lon, "min_lat": min_lat, "max_lon": max_lon, "max_lat": max_lat,
+            "in_min_lon": min_lon + RTREE_STEP, "in_min_lat": min_lat + RTREE_STEP,
+            "in_max_lon": max_lon - RTREE_STEP, "in_max_lat": max_lat - RTREE_STEP,
+        }  # fmt: skip
+        for name in sorted(values, key=len, reverse=True):  # in_min_lon before min_lon
+            sql = sql.replace(f":{name}", f":{name}_{tag}")
+        boxes = text(sql).bindparams(**{f"{k}_{tag}": v for k, v in values.items()})
         return select(literal_column("id")).select_from(
             boxes.columns(literal_column("id")).subquery()
         )

@@ -11,10 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from shapely.geometry import mapping
-from sqlalchemy import ColumnElement, Connection, func, literal_column, select
+from sqlalchemy import ColumnElement, Connection, func, literal_column, or_, select
 
 from index.filters import SceneFilter
 from model.geo import SceneGeo, near_bounds
+from model.lonlat import split_boxes
 from service.storage.db import Scene, SceneFootprint
 from service.storage.dialects import ids_in_box
 
@@ -46,22 +47,29 @@ def in_box(dialect: str, bounds: Sequence[float]) -> ColumnElement[bool]:
 def postgis_where(schema: str, f: SceneFilter) -> list[ColumnElement[bool]]:
     """SceneFilter's place conditions as PostGIS tests on `scene_footprints` (the same
     meaning as `SceneTable.placed`: the box meets the footprint's bounds; the centre lies in
-    the polygon; the centre lies within the great-circle radius, on a sphere), each led by an
-    index test on `geom`."""
+    the polygon; the centre lies within the great-circle radius, on a sphere), the polygon
+    and the radius each led by an index test on `geom`. The box is tested on the stored
+    bounds through their own index (`ids_in_box`): the bounds of a footprint split at the
+    antimeridian are unwrapped (`model.lonlat`), while PostGIS's box of its MultiPolygon
+    spans every longitude."""
     gis = getattr(func, schema)
     geom: ColumnElement[Any] = literal_column("scene_footprints.geom")  # 0006's; not modelled
     centre = gis.ST_SetSRID(gis.ST_MakePoint(SceneFootprint.lon, SceneFootprint.lat), 4326)
     overlaps = f'OPERATOR("{schema}".&&)'  # the schema may be off the search path
     tests: list[ColumnElement[bool]] = []
     if f.bbox is not None:
-        tests.append(geom.op(overlaps)(gis.ST_MakeEnvelope(*f.bbox, 4326)))
+        tests.append(SceneFootprint.scene_id.in_(ids_in_box("postgresql", f.bbox)))
     if f.within is not None:
         polygon = gis.ST_SetSRID(gis.ST_GeomFromGeoJSON(json.dumps(mapping(f.within))), 4326)
         tests.append(geom.op(overlaps)(polygon))
         tests.append(gis.ST_Intersects(polygon, centre))
     if f.near is not None:
         lon, lat, radius = f.near
-        tests.append(geom.op(overlaps)(gis.ST_MakeEnvelope(*near_bounds(lon, lat, radius), 4326)))
+        near_box = [
+            geom.op(overlaps)(gis.ST_MakeEnvelope(*part, 4326))
+            for part in split_boxes(near_bounds(lon, lat, radius))
+        ]
+        tests.append(or_(*near_box) if len(near_box) > 1 else near_box[0])
         point = gis.ST_SetSRID(gis.ST_MakePoint(lon, lat), 4326)
         metres = gis.ST_DistanceSphere(centre, point)
         tests.append(metres <= radius)

@@ -197,7 +197,9 @@ def _metres(a: tuple[float, float], b: tuple[float, float]) -> float:
 @pytest.mark.parametrize(
     ("body", "words"),
     [
-        ({"bbox": [10, 50, 9, 51]}, "minimum above its maximum"),
+        # (a west above the east is a box across the antimeridian, RFC 7946: issue 42)
+        ({"bbox": [10, 51, 11, 50]}, "latitude minimum above its maximum"),
+        ({"bbox": [10, 50, 11, 91]}, "latitude in [-90, 90]"),
         ({"bbox": [10, 50, 11]}, "at least 4"),
         ({"bbox": [200, 50, 201, 51]}, "longitude"),
         ({"near": [10, 50, -5]}, "positive number of metres"),

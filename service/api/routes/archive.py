@@ -269,6 +269,8 @@ async def places(catalog: CatalogDep, settings: SettingsDep) -> PlacesResponse:
             float(known[:, 0].min()), float(known[:, 1].min()),
             float(known[:, 2].max()), float(known[:, 3].max()),
         ]  # fmt: skip
+        if bounds[2] > 180.0:  # a footprint across the antimeridian (unwrapped bounds)
+            bounds[0], bounds[2] = -180.0, 180.0
     return PlacesResponse(
         placed=len(known),
         scenes=len(table),

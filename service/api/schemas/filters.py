@@ -90,10 +90,11 @@ class FilterFields(Schema):
     """Scenes never to return (up to 1000)."""
     bbox: Annotated[list[float] | None, TextList] = Field(default=None, min_length=4, max_length=4)
     """Only scenes whose footprint's bounds meet this box: [min_lon, min_lat, max_lon,
-    max_lat], WGS84 degrees (as text: the four numbers separated by commas)."""
+    max_lat], WGS84 degrees (as text: the four numbers separated by commas); a min_lon above
+    max_lon is a box across the antimeridian (RFC 7946, STAC)."""
     within: Annotated[dict[str, Any] | None, BeforeValidator(geojson_text)] = None
-    """Only scenes whose footprint's centre lies in this GeoJSON Polygon (WGS84; as text:
-    the GeoJSON)."""
+    """Only scenes whose footprint's centre lies in this GeoJSON Polygon or MultiPolygon
+    (WGS84, split at the antimeridian; as text: the GeoJSON)."""
     near: Annotated[list[float] | None, TextList] = Field(default=None, min_length=3, max_length=3)
     """Only scenes whose footprint's centre lies within radius_m metres of a point: [lon,
     lat, radius_m] (as text: separated by commas)."""
