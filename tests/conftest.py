@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from model.train_config import TrainConfig, config_for_mode
+
+if TYPE_CHECKING:
+    from bench.milvus_server import MilvusServer
 
 REPO = Path(__file__).resolve().parents[1]
 UCM = Path(
@@ -107,3 +110,14 @@ def tiny_config(ucm_root: Path, ucm_subset: Path) -> Callable[..., TrainConfig]:
         return config_for_mode("full", str(ucm_root), str(out), **{**settings, **overrides})
 
     return make
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """A real Milvus standalone server (PyPI `milvus`), reached at `.uri` on 127.0.0.1 only,
+    shared by the session's tests (each uses collections of its own); stopped at the end."""
+    pytest.importorskip("milvus")
+    from bench.milvus_server import MilvusServer
+
+    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server

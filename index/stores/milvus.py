@@ -91,7 +91,7 @@ class MilvusSearcher:
     @property
     def count(self) -> int:
         with milvus_answering(self.location):
-            return self.collection.count()
+            return self.collection.count(exact=False)  # a version in service: no writes
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         with milvus_answering(self.location):
@@ -114,7 +114,7 @@ class MilvusSearcher:
     def contains(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
         with milvus_answering(self.location):
-            present = self.collection.present(ids)
+            present = self.collection.present(ids, exact=False)
         return np.isin(ids, np.asarray(present, dtype=np.int64))
 
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:

@@ -20,16 +20,38 @@ import numpy as np
 from index.stores.base import VectorStoreUnavailableError
 
 MODEL_PROPERTY = "grn.model_version"
+EXACT = {"consistency_level": "Strong"}
+"""For reads whose answer must be exact (counts, ids): a Milvus server answers
+them after every write acknowledged before; its default (Bounded) may miss the last seconds'
+writes. Searches keep the default: Strong waits for the server's next time tick (400 ms a
+search on the standalone server here)."""
 VERSION_PATTERN = re.compile(r"(.+)_v(\d+)")
 """`<alias>_v<time in ns>`: the collections a full build makes for an alias."""
 
 
+CONNECT_TIMEOUT_S = 3.0
+"""How long connecting (and reconnecting, after the server went away) may wait."""
+SERVER_CHANNEL = {
+    # each channel its own subchannels: a new channel after a server restart must not
+    # inherit the connection back-off that the failed attempts before it built up (up to
+    # two minutes in gRPC's shared pool)
+    "grpc.use_local_subchannel_pool": 1,
+    "grpc.initial_reconnect_backoff_ms": 100,
+    "grpc.max_reconnect_backoff_ms": 1000,
+}
+
+
 def connect(uri: str, token: str = "") -> Any:
-    """A Milvus client: `uri` is a server (`http://host:19530`) or a Milvus Lite file."""
+    """A Milvus client: `uri` is a server (`http://host:19530`) or a Milvus Lite file. A
+    server's client fails within seconds while the server is away (the service answers 503)
+    and reconnects as soon as it is back."""
     from pymilvus import MilvusClient
 
+    options: dict[str, Any] = {}
+    if is_server(uri):
+        options = {"timeout": CONNECT_TIMEOUT_S, "grpc_options": SERVER_CHANNEL}
     with milvus_answering(uri):
-        return MilvusClient(uri=uri, token=token)
+        return MilvusClient(uri=uri, token=token, **options)
 
 
 @contextmanager
@@ -63,16 +85,20 @@ def collection_ids(client: Any, collection: str) -> np.ndarray:
     loaded collections only)."""
     client.load_collection(collection)
     found: list[int] = []
-    iterator = client.query_iterator(collection, batch_size=1000, output_fields=["id"])
+    iterator = client.query_iterator(collection, batch_size=1000, output_fields=["id"], **EXACT)
     while batch := iterator.next():
         found += [int(row["id"]) for row in batch]
     iterator.close()
     return np.sort(np.asarray(found, dtype=np.int64))
 
 
-def collection_count(client: Any, collection: str) -> int:
+def collection_count(client: Any, collection: str, exact: bool = False) -> int:
+    """The rows of a collection; `exact` waits for every write acknowledged before (a
+    build's own count), the default does not (a version in service, which no one writes)."""
     client.load_collection(collection)
-    rows = client.query(collection, filter="", output_fields=["count(*)"])
+    rows = client.query(
+        collection, filter="", output_fields=["count(*)"], **(EXACT if exact else {})
+    )
     return int(rows[0]["count(*)"])
 
 

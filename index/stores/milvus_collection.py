@@ -16,6 +16,7 @@ from index.filters import SceneFilter, SceneMeta
 from index.results import SearchResult, check_k
 from index.stores.base import UnknownSceneError
 from index.stores.milvus_client import (
+    EXACT,
     MODEL_PROPERTY,
     collection_count,
     collection_ids,
@@ -131,8 +132,11 @@ class MilvusCollection:
             self.client.delete(self.collection, ids=present)
         return len(present)
 
-    def present(self, ids: np.ndarray) -> list[int]:
-        return [int(row["id"]) for row in self._query([int(i) for i in ids], "id")]
+    def present(self, ids: np.ndarray, exact: bool = True) -> list[int]:
+        """Those of `ids` the collection holds; `exact` (the default) after every write
+        acknowledged before."""
+        rows = self._query([int(i) for i in ids], "id", EXACT if exact else None)
+        return [int(row["id"]) for row in rows]
 
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
         check_k(k)
@@ -151,14 +155,17 @@ class MilvusCollection:
                 scores[row, column] = float(hit["distance"])
         return SearchResult(ids, scores)
 
-    def _query(self, ids: list[int], column: str) -> Iterator[dict[str, Any]]:
+    def _query(
+        self, ids: list[int], column: str, consistency: dict[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """The rows of these scene ids the collection holds, with their id and `column`,
         asked for `QUERY_IDS` ids at a time."""
         for start in range(0, len(ids), QUERY_IDS):
             chunk = ids[start : start + QUERY_IDS]
             yield from self.client.query(
-                self.collection, filter=f"id in {chunk}", output_fields=[column]
-            )
+                self.collection, filter=f"id in {chunk}", output_fields=[column],
+                **(consistency or {}),
+            )  # fmt: skip
 
     def _rows(self, ids: Sequence[int] | np.ndarray, column: str) -> list[list[float]]:
         """One field of scenes, in the order given."""
@@ -188,8 +195,9 @@ class MilvusCollection:
     def close(self) -> None:
         self.client.close()
 
-    def count(self) -> int:
-        return collection_count(self.client, self.collection)
+    def count(self, exact: bool = True) -> int:
+        """The scenes held: `exact` (the default) counts every write acknowledged before."""
+        return collection_count(self.client, self.collection, exact)
 
     def ids(self) -> np.ndarray:
         return collection_ids(self.client, self.collection)
