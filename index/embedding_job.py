@@ -58,13 +58,15 @@ def run_embedding_job(
     skip_broken: bool = False,
     progress: bool = True,
     ray_workers: int | None = None,
+    ray_address: str | None = None,
     model_path: str | Path | None = None,
     descriptors: bool = False,
 ) -> EmbeddingResult:
     """Embed the scenes at `positions` (scene ids `ids`) into shards, resuming finished ones:
     in this process, or with `ray_workers` as a Ray Data pipeline of that many embedding
-    actors that load the model file `model_path` (`index.ray_embed`: this machine, or the
-    cluster at RAY_ADDRESS; its Parquet files hold `shard_size` scenes or more).
+    actors that load the model file `model_path` (`index.ray_embed`: the cluster at
+    `ray_address`, else at RAY_ADDRESS, else this machine; its Parquet files hold
+    `shard_size` scenes or more).
 
     Broken files are skipped when `skip_broken` (their ids are left out of the result);
     otherwise the first one stops the job, keeping the shards finished so far. With
@@ -85,7 +87,7 @@ def run_embedding_job(
         return ray_embedding_job(
             model_path, card, archive, positions, ids, Path(work_dir), workers=ray_workers,
             device="cuda" if device.type == "cuda" else "cpu", descriptors=descriptors,
-            rows_per_file=shard_size,
+            rows_per_file=shard_size, address=ray_address,
         )  # fmt: skip
     names = [archive.scenes[i].name for i in positions]
     scenes = scene_list_digest(ids, names)

@@ -1,8 +1,10 @@
 """Embedding a huge archive with Ray Data: read and decode on CPU workers, embed in actors
 (one GPU each where there are GPUs), write Parquet shards; resumable.
 
-`ray.init()` starts Ray on this machine by default; with `RAY_ADDRESS` set, the same call
-joins that cluster, so the same command runs on one machine or many. Each output shard is a
+`ray.init()` starts Ray on this machine by default; given a cluster's address (`address`,
+`grn ... --ray-address`, GRN_RAY_ADDRESS) or with `RAY_ADDRESS` set, the same call joins that
+cluster, so the same command runs on one machine or many (`index.ray_cluster` starts a
+cluster of several nodes on one host). Each output shard is a
 Parquet file of (id, embedding, probabilities); a run that was stopped leaves the shards it
 finished, and the next run embeds only the scenes not in them (Ray writes each file whole,
 under a unique name, when its block is done).
@@ -11,6 +13,7 @@ under a unique name, when its block is done).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from index.embedded import EmbeddingResult, scene_list_digest
+from index.ray_cluster import is_loopback, keep_loopback
 from model.archive import Archive, load_archive, scene_id
 from model.card import ModelCard, load_model, read_card
 from model.imageio import read_image
@@ -42,6 +46,44 @@ class RayEmbedReport:
     @property
     def images_per_s(self) -> float:
         return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+class RayAddressError(ValueError):
+    """Nothing answers at the Ray cluster address given."""
+
+
+def check_address(address: str | None) -> None:
+    """A one-line error within seconds when nothing answers at a Ray cluster address
+    (`host:port` of its head, or `ray://host:port` through Ray Client); Ray itself would
+    retry for a minute. None and `auto` are left to Ray."""
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        raise RayAddressError(
+            f"{address!r} is not a Ray cluster address: give the head's host:port, as "
+            "`ray start --head` prints it, in --ray-address or GRN_RAY_ADDRESS"
+        )
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise RayAddressError(f"no Ray cluster answers at {address} ({exc})") from exc
+
+
+def join(address: str | None) -> None:
+    """Join the Ray cluster at `address` (see `check_address`); None: start Ray on this
+    machine. A loopback address is kept as given (`index.ray_cluster.keep_loopback`)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return
+    check_address(address)
+    if is_loopback(address):
+        keep_loopback()
+    ray.init(address=address, log_to_driver=False)
 
 
 def finished_ids(out: Path) -> set[int]:
@@ -93,15 +135,18 @@ def ray_embed(
     workers: int = 1,
     batch_size: int = 8,
     device: str = "cpu",
+    address: str | None = None,
 ) -> RayEmbedReport:
     """Embed every scene of the archive not yet in `out` (Parquet shards), with `workers`
-    embedding actors (one GPU each when `device` is cuda)."""
-    read_card(model_path)  # a clear error before Ray starts
+    embedding actors (one GPU each when `device` is cuda), on the cluster at `address`."""
+    check_address(address)  # clear errors before Ray starts
+    read_card(model_path)
     archive = load_archive(archive_dir, labels_csv)
     items = [(scene_id(s.name), str(s.path)) for s in archive.scenes]
     return embed_items(
-        model_path, items, out, workers=workers, batch_size=batch_size, device=device
-    )
+        model_path, items, out, workers=workers, batch_size=batch_size, device=device,
+        address=address,
+    )  # fmt: skip
 
 
 def embed_items(
@@ -113,9 +158,11 @@ def embed_items(
     batch_size: int = 8,
     device: str = "cpu",
     rows_per_file: int = ROWS_PER_FILE,
+    address: str | None = None,
 ) -> RayEmbedReport:
-    """Embed the (scene id, image path) items not yet in `out` on Ray, into Parquet files of
-    at least `rows_per_file` scenes each (the last may hold fewer)."""
+    """Embed the (scene id, image path) items not yet in `out` on Ray (the cluster at
+    `address`, else at RAY_ADDRESS, else this machine), into Parquet files of at least
+    `rows_per_file` scenes each (the last may hold fewer)."""
     import ray
 
     out = Path(out).resolve()
@@ -124,8 +171,7 @@ def embed_items(
     todo = [{"id": int(i), "path": path} for i, path in items if int(i) not in done]
     start = time.perf_counter()
     if todo:
-        ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True,
-                 include_dashboard=False, log_to_driver=False)  # fmt: skip
+        join(address or os.environ.get("RAY_ADDRESS"))
         dataset = ray.data.from_items(todo).map(_decode)
         embedded = dataset.map_batches(
             _Embedder,
@@ -153,6 +199,7 @@ def ray_embedding_job(
     batch_size: int = 8,
     descriptors: bool = False,
     rows_per_file: int = ROWS_PER_FILE,
+    address: str | None = None,
 ) -> EmbeddingResult:
     """The indexing job's embedding step on Ray: the scenes at `positions` (with `ids`) into
     Parquet shards under `WORK/<model version>/ray-<scene list digest>/` (resumable; two
@@ -164,7 +211,7 @@ def ray_embedding_job(
     items = [(int(i), str(archive.scenes[p].path)) for p, i in zip(positions, ids, strict=True)]
     report = embed_items(
         model_path, items, folder, workers=workers, batch_size=batch_size, device=device,
-        rows_per_file=rows_per_file,
+        rows_per_file=rows_per_file, address=address,
     )  # fmt: skip
     wanted = np.asarray(ids, dtype=np.int64)
     described: np.ndarray | None = no_descriptors(card) if descriptors else None

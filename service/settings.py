@@ -79,6 +79,10 @@ class JobSettings(Section):
     single-node default. Off where `grn worker` processes run them (compose)."""
     job_lease_seconds: float = Field(default=30.0, gt=0)
     """A running job whose worker has been silent this long is taken back and run again."""
+    ray_address: str | None = None
+    """The Ray cluster that `grn embed` and `grn reindex` embed on (`host:port` of its head,
+    as `ray start --head` prints it): set, they run on Ray as with `--ray`; unset, in one
+    process unless `--ray` (docs/scaling.md)."""
 
 
 class LimitSettings(Section):

@@ -137,6 +137,8 @@ class ReindexOptions:
     progress: bool = True
     ray_workers: int | None = None
     """Embed on Ray with this many actors."""
+    ray_address: str | None = None
+    """The Ray cluster they run on (None: RAY_ADDRESS, else Ray on this machine)."""
 
 
 class ReindexReport(Protocol):

@@ -275,6 +275,7 @@ class FaissVersions:
             progress=options.progress,
             names=options.names,
             ray_workers=options.ray_workers,
+            ray_address=options.ray_address,
         )
 
     def command(self, action: ReindexAction) -> str:

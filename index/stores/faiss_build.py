@@ -133,9 +133,11 @@ def reindex(
     progress: bool = True,
     names: Sequence[str] | None = None,
     ray_workers: int | None = None,
+    ray_address: str | None = None,
 ) -> ReindexReport:
     """Build a new index version for the archive's scenes (or `names`) and put it in service.
-    With `ray_workers`, the embedding runs on Ray with that many embedding actors."""
+    With `ray_workers`, the embedding runs on Ray with that many embedding actors (on the
+    cluster at `ray_address` when given)."""
     settings = settings or ReindexSettings()
     configure_cpu_threads()
     start = time.perf_counter()
@@ -174,6 +176,7 @@ def reindex(
             [p for p, r in zip(positions, rest, strict=True) if r], ids[rest].tolist(), work,
             device=torch_device, shard_size=settings.shard_size, skip_broken=skip_broken,
             progress=progress, ray_workers=ray_workers, model_path=model_path,
+            ray_address=ray_address,
             descriptors=keeps_descriptors(card),
         )  # fmt: skip
     embedded = with_taken(embedded, taken)

@@ -161,6 +161,7 @@ def reindex_milvus(
     names: Sequence[str] | None = None,
     token: str = "",
     ray_workers: int | None = None,
+    ray_address: str | None = None,
 ) -> MilvusReport:
     """Fill the alias `collection` with the archive's scenes.
 
@@ -207,7 +208,7 @@ def reindex_milvus(
         embedded = run_embedding_job(
             net, card, archive, positions, ids[new].tolist(), Path(work), device=torch_device,
             skip_broken=skip_broken, progress=progress, ray_workers=ray_workers,
-            model_path=model_path,
+            ray_address=ray_address, model_path=model_path,
         )  # fmt: skip
         row_of = {scene_id(archive.scenes[p].name): p for p in positions}
         metas = [archive_meta(archive, row_of[int(i)]) for i in embedded.ids]
@@ -293,7 +294,7 @@ class MilvusVersions:
             labels_csv=options.labels_csv, incremental=options.incremental,
             replace=options.replace, device=options.device, skip_broken=options.skip_broken,
             progress=options.progress, names=options.names, token=self.token,
-            ray_workers=options.ray_workers,
+            ray_workers=options.ray_workers, ray_address=options.ray_address,
         )  # fmt: skip
 
     def command(self, action: ReindexAction) -> str:

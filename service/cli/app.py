@@ -222,6 +222,13 @@ def store_settings(
     )
 
 
+def ray_address(given: str | None) -> str | None:
+    """The Ray cluster a command embeds on: --ray-address, else GRN_RAY_ADDRESS."""
+    from service.settings import get_settings
+
+    return given or get_settings().jobs.ray_address
+
+
 def has_cuda() -> bool:
     import torch
 
@@ -251,6 +258,14 @@ MilvusOpt = Annotated[
         help="Use the Milvus collection at this URI (a server, or a file: Milvus Lite) as the "
         "vector store, as GRN_VECTOR_STORE=milvus GRN_MILVUS_URI=URI; INDEX-ROOT then only "
         "holds the embedding shards.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Embed on the Ray cluster at this address (host:port of its head); implies --ray "
+        "(default GRN_RAY_ADDRESS).",
     ),
 ]
 CollectionOpt = Annotated[

@@ -18,11 +18,13 @@ from service.cli.app import (
     MilvusOpt,
     ModelOpt,
     QuietOpt,
+    RayAddressOpt,
     SkipBrokenOpt,
     app,
     engine,
     fail,
     print_json,
+    ray_address,
     store_settings,
     usage_error,
     user_errors,
@@ -86,6 +88,7 @@ def reindex(
         typer.Option("--ray", help="Embed on Ray (this machine, or the cluster at RAY_ADDRESS)."),
     ] = False,
     workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
+    ray_at: RayAddressOpt = None,
 ) -> None:
     """Embed the archive (a folder, or with --catalog the scenes SQL holds) and put a new
     version of its vectors in service, in the vector store of GRN_VECTOR_STORE (FAISS index
@@ -98,6 +101,7 @@ def reindex(
         usage_error("give the scenes to index: --archive FOLDER or --catalog")
     if catalog and labels is not None:
         usage_error("--labels goes with --archive, not --catalog")
+    cluster = ray_address(ray_at)
     build = ReindexSettings(
         factory=factory, memory_budget_gb=memory_budget_gb, keep=keep, nprobe=nprobe,
         shard_size=shard_size,
@@ -105,7 +109,8 @@ def reindex(
     request = ReindexRequest(
         model=model, archive=archive, labels=labels, incremental=incremental, replace=replace,
         if_stale=if_stale, build=build, device=device, skip_broken=skip_broken,
-        progress=not quiet, ray_workers=workers if ray else None,
+        progress=not quiet, ray_workers=workers if ray or cluster else None,
+        ray_address=cluster,
     )  # fmt: skip
     try:
         outcome = reindex_scenes(

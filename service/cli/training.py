@@ -18,12 +18,14 @@ from service.cli.app import (
     LabelsOpt,
     ModelOpt,
     QuietOpt,
+    RayAddressOpt,
     SkipBrokenOpt,
     app,
     engine,
     fail,
     has_cuda,
     model_app,
+    ray_address,
     show_log,
     usage_error,
     user_errors,
@@ -286,10 +288,13 @@ def embed(
         bool, typer.Option("--ray", help="Run as a Ray Data pipeline; OUT is a folder.")
     ] = False,
     workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
+    ray_at: RayAddressOpt = None,
 ) -> None:
-    """Embed the scenes of one split into an .npz file; with --ray, every scene of the archive
-    into Parquet shards in the folder OUT, on Ray (this machine, or RAY_ADDRESS's cluster)."""
-    if ray:
+    """Embed the scenes of one split into an .npz file; with --ray (or a Ray cluster's
+    address), every scene of the archive into Parquet shards in the folder OUT, on Ray (the
+    cluster at --ray-address or GRN_RAY_ADDRESS, else RAY_ADDRESS's, else this machine)."""
+    cluster = ray_address(ray_at)
+    if ray or cluster:
         from index.ray_embed import ray_embed
 
         try:
@@ -301,6 +306,7 @@ def embed(
                 workers=workers,
                 batch_size=batch_size or 8,
                 device="cuda" if device in ("auto", "cuda") and has_cuda() else device,
+                address=cluster,
             )
         except user_errors() as exc:
             fail(exc)

@@ -43,6 +43,8 @@ class ReindexRequest:
     progress: bool = True
     ray_workers: int | None = None
     """Embed on Ray with this many actors (None: in this process)."""
+    ray_address: str | None = None
+    """The Ray cluster they run on (None: RAY_ADDRESS, else Ray on this machine)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ def reindex_scenes(
         skip_broken=request.skip_broken,
         progress=request.progress,
         ray_workers=request.ray_workers,
+        ray_address=request.ray_address,
     )
     try:
         if request.if_stale and is_current(store, request.model, source, labels_csv=request.labels):
