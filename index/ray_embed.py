@@ -136,16 +136,18 @@ def ray_embed(
     batch_size: int = 8,
     device: str = "cpu",
     address: str | None = None,
+    rows_per_file: int = ROWS_PER_FILE,
 ) -> RayEmbedReport:
-    """Embed every scene of the archive not yet in `out` (Parquet shards), with `workers`
-    embedding actors (one GPU each when `device` is cuda), on the cluster at `address`."""
+    """Embed every scene of the archive not yet in `out` (Parquet files of `rows_per_file`
+    scenes or more), with `workers` embedding actors (one GPU each when `device` is cuda),
+    on the cluster at `address`."""
     check_address(address)  # clear errors before Ray starts
     read_card(model_path)
     archive = load_archive(archive_dir, labels_csv)
     items = [(scene_id(s.name), str(s.path)) for s in archive.scenes]
     return embed_items(
         model_path, items, out, workers=workers, batch_size=batch_size, device=device,
-        address=address,
+        address=address, rows_per_file=rows_per_file,
     )  # fmt: skip
 
 

@@ -289,6 +289,9 @@ def embed(
     ] = False,
     workers: Annotated[int, typer.Option(help="Embedding actors with --ray.")] = 1,
     ray_at: RayAddressOpt = None,
+    shard_size: Annotated[
+        int, typer.Option(help="Scenes per Parquet file at least, with --ray.")
+    ] = 1024,
 ) -> None:
     """Embed the scenes of one split into an .npz file; with --ray (or a Ray cluster's
     address), every scene of the archive into Parquet shards in the folder OUT, on Ray (the
@@ -307,6 +310,7 @@ def embed(
                 batch_size=batch_size or 8,
                 device="cuda" if device in ("auto", "cuda") and has_cuda() else device,
                 address=cluster,
+                rows_per_file=shard_size,
             )
         except user_errors() as exc:
             fail(exc)

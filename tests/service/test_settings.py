@@ -21,7 +21,7 @@ DOCUMENTED = {
     "GRN_API_KEY", "GRN_WRITE_KEY", "GRN_READ_ACCESS", "GRN_CORS_ORIGINS", "GRN_ENVIRONMENT",
     "GRN_EMBEDDED_WORKER", "GRN_MAX_UPLOAD_BYTES", "GRN_MAX_MODEL_REQUESTS", "GRN_DEVICE",
     "GRN_BACKBONE_RERANK", "GRN_INDEX_POLL_SECONDS", "GRN_STORE_DIR", "GRN_MAP_TILES",
-    "GRN_RENDER_CACHE_MAX_BYTES", "GRN_RENDER_CACHE_MAX_FILES",
+    "GRN_RENDER_CACHE_MAX_BYTES", "GRN_RENDER_CACHE_MAX_FILES", "GRN_RAY_ADDRESS",
 }  # fmt: skip
 
 
@@ -42,11 +42,12 @@ def no_grn_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_each_setting_has_one_flat_name_in_one_section() -> None:
     paths = leaf_paths()
-    assert len(paths) == 50  # the flat Settings' 48 and the render cache's budget (issue 42)
+    assert len(paths) == 51  # the flat Settings' 48, the render cache's budget (issue 42), ray_address
     assert {f"GRN_{name.upper()}" for name in paths} >= DOCUMENTED
     assert paths["database_url"] == ("database", "database_url")
     assert paths["nprobe"] == ("store", "faiss", "nprobe")
     assert paths["milvus_token"] == ("store", "milvus", "milvus_token")
+    assert paths["ray_address"] == ("jobs", "ray_address")
     assert all(len(path) >= 2 for path in paths.values())  # nothing left at the top
 
 
