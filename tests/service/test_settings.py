@@ -42,7 +42,7 @@ def no_grn_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_each_setting_has_one_flat_name_in_one_section() -> None:
     paths = leaf_paths()
-    assert len(paths) == 51  # the flat Settings' 48, the render cache's budget (issue 42), ray_address
+    assert len(paths) == 51  # the flat Settings' 48, the render cache's two, ray_address
     assert {f"GRN_{name.upper()}" for name in paths} >= DOCUMENTED
     assert paths["database_url"] == ("database", "database_url")
     assert paths["nprobe"] == ("store", "faiss", "nprobe")
