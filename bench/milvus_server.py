@@ -276,13 +276,13 @@ class MilvusServer:
             self.process.wait()
             self.process = None
 
-    def stop(self) -> None:
-        """Stop the server (SIGTERM: it flushes) and the relay."""
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop the server (SIGTERM: it flushes; SIGKILL after `grace_s`) and the relay."""
         if self.process is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
                 self.kill()
             self.process = None

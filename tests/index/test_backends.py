@@ -1,8 +1,10 @@
-"""The vector-store interface: FAISS and Milvus (Milvus Lite, embedded) answer the same
-searches, filtered and not, with what brute force over the passing scenes gives."""
+"""The vector-store interface: FAISS, Milvus Lite (embedded) and a real Milvus standalone
+server answer the same searches, filtered and not, with what brute force over the passing
+scenes gives."""
 
 from __future__ import annotations
 
+import uuid
 from functools import partial
 from pathlib import Path
 
@@ -36,18 +38,22 @@ def data() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
     return ids, vectors[:N], metas, vectors[N:]
 
 
-def stores(tmp_path: Path, data) -> list:  # type: ignore[no-untyped-def]
+def stores(tmp_path: Path, data, server_uri: str) -> list:  # type: ignore[no-untyped-def]
     ids, vectors, metas, _ = data
     backends = [
         FaissCollection(model_version="m1", dim=DIM),
         # unfiltered searches on a sharded copy, which ignores id selectors as GPU indexes do
         FaissCollection(model_version="m1", dim=DIM, copy=partial(cpu_shards, shards=3)),
         MilvusCollection(str(tmp_path / "milvus.db"), "scenes", DIM, "m1"),
+        MilvusCollection(server_uri, f"scenes_{uuid.uuid4().hex[:12]}", DIM, "m1"),
     ]
     if gpu_count() > 0:
         backends.append(FaissCollection(model_version="m1", dim=DIM, copy=to_gpus))
     for store in backends:
         store.add(ids, vectors, metas)
+        # an exact count: the server has taken in every acknowledged insert, so the
+        # searches below (at its default consistency) see them all
+        assert store.count() == N
     return backends
 
 
@@ -62,9 +68,9 @@ FILTERS = [
 ]
 
 
-def test_filtered_search_is_correct_on_every_backend(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+def test_filtered_search_is_correct_on_every_backend(tmp_path: Path, data, milvus_server) -> None:  # type: ignore[no-untyped-def]
     ids, vectors, metas, queries = data
-    backends = stores(tmp_path, data)
+    backends = stores(tmp_path, data, milvus_server.uri)
     excluded = SceneFilter(labels_any=["trees"], exclude_ids=ids[:50].tolist())
     allowed = SceneFilter(allow_ids=ids[100:400].tolist(), labels_all=["grass"])
     for where in [*FILTERS, excluded, allowed]:
@@ -85,9 +91,9 @@ def test_filtered_search_is_correct_on_every_backend(tmp_path: Path, data) -> No
             assert (found.ids[:, width:] == -1).all()
 
 
-def test_add_remove_count_and_ids(tmp_path: Path, data) -> None:  # type: ignore[no-untyped-def]
+def test_add_remove_count_and_ids(tmp_path: Path, data, milvus_server) -> None:  # type: ignore[no-untyped-def]
     ids, _, _, queries = data
-    for store in stores(tmp_path, data):
+    for store in stores(tmp_path, data, milvus_server.uri):
         assert store.count() == N
         np.testing.assert_array_equal(store.ids(), np.sort(ids))
         assert store.remove(np.concatenate([ids[:10], [12345]])) == 10
@@ -95,10 +101,12 @@ def test_add_remove_count_and_ids(tmp_path: Path, data) -> None:  # type: ignore
         assert not set(store.search(queries, 50).ids.ravel().tolist()) & set(ids[:10].tolist())
 
 
-def test_a_milvus_collection_of_another_model_is_refused(tmp_path: Path) -> None:
-    MilvusCollection(str(tmp_path / "m.db"), "scenes", DIM, "model-a")
-    with pytest.raises(ValueError, match="model-a"):
-        MilvusCollection(str(tmp_path / "m.db"), "scenes", DIM, "model-b")
+def test_a_milvus_collection_of_another_model_is_refused(tmp_path: Path, milvus_server) -> None:  # type: ignore[no-untyped-def]
+    name = f"scenes_{uuid.uuid4().hex[:12]}"
+    for uri in (str(tmp_path / "m.db"), milvus_server.uri):
+        MilvusCollection(uri, name, DIM, "model-a")
+        with pytest.raises(ValueError, match="model-a"):
+            MilvusCollection(uri, name, DIM, "model-b")
 
 
 def test_milvus_expressions() -> None:

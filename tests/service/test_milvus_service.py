@@ -1,5 +1,7 @@
 """The service searching a Milvus collection (GRN_VECTOR_STORE=milvus) answers what the same
-service over FAISS answers, through real server processes; a rebuild is taken up by a swap."""
+service over FAISS answers, through real server processes, on Milvus Lite and on a real
+Milvus standalone server; a rebuild is taken up by a swap, on the server while searches go
+on."""
 
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ from servers import (
     REPO,
     LiveServer,
     Served,
+    Traffic,
     archive_groups,
     dated_database,
+    ended_job,
     prepared_database,
     server_env,
 )
 
 from index.stores.milvus import reindex_milvus
+from index.stores.milvus_client import is_server
 from model.archive import load_archive, scene_id
 from service.runtime import Runtime
 from service.settings import Settings
@@ -42,36 +47,44 @@ def release(uri: str) -> None:
     server_manager_instance.release_server(uri)
 
 
-def fill(served: Served, ucm_root: Path, labels: Path, uri: str, work: Path) -> str:
+def fill(
+    served: Served, ucm_root: Path, labels: Path, uri: str, work: Path, alias: str = "scenes"
+) -> str:
     done = reindex_milvus(
-        served.model, ucm_root, uri, "scenes", work,
+        served.model, ucm_root, uri, alias, work,
         labels_csv=labels, replace=True, device="cpu", progress=False,
     )  # fmt: skip
-    release(uri)
+    if not is_server(uri):
+        release(uri)
     return done.version
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["lite", "server"])
 def servers(
+    request: pytest.FixtureRequest,
     served: Served,
     ucm_root: Path,
     ucm_subset: Path,
     geo_labels: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LiveServer, LiveServer, str]]:
-    """A FAISS server and a Milvus server over the same model and scenes (laid on a grid of
-    footprints, for the place filters; entered the archive at three times, for the time
-    filters)."""
-    workdir = tmp_path_factory.mktemp("milvus-service")
-    uri = str(workdir / "milvus.db")
-    version = fill(served, ucm_root, ucm_subset, uri, workdir / "work")
+    """A FAISS service and a Milvus service over the same model and scenes (laid on a grid
+    of footprints, for the place filters; entered the archive at three times, for the time
+    filters); the Milvus service on a Milvus Lite file, then on a Milvus standalone server
+    (an alias of its own on the session's server)."""
+    workdir = tmp_path_factory.mktemp(f"milvus-service-{request.param}")
+    uri, alias = str(workdir / "milvus.db"), "scenes"
+    if request.param == "server":
+        uri, alias = request.getfixturevalue("milvus_server").uri, "service"
+    version = fill(served, ucm_root, ucm_subset, uri, workdir / "work", alias)
     urls = {}
     for name in ("faiss", "milvus"):
         urls[name] = f"sqlite:///{workdir / f'{name}-catalog.sqlite'}"
         dated_database(urls[name], ucm_root, geo_labels)
     milvus_env = server_env(
         served, urls["milvus"], workdir, GRN_VECTOR_STORE="milvus", GRN_MILVUS_URI=uri,
-        GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root), GRN_STORE_DIR=str(workdir / "store"),
+        GRN_MILVUS_COLLECTION=alias, GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root),
+        GRN_STORE_DIR=str(workdir / "store"),
     )  # fmt: skip
     with (
         LiveServer(server_env(served, urls["faiss"], workdir), workdir / "faiss.log") as faiss,
@@ -180,8 +193,10 @@ def test_milvus_filters_by_time_added_as_faiss_does(
     assert compared > 200
 
 
-def test_milvus_errors_are_the_services_errors(servers: tuple[LiveServer, LiveServer, str]) -> None:
-    _, milvus, _ = servers
+def test_milvus_errors_are_the_services_errors(
+    servers: tuple[LiveServer, LiveServer, str], ucm_root: Path, ucm_subset: Path
+) -> None:
+    _, milvus, version = servers
     with milvus.client() as client:
         real = client.get("/scenes", params={"limit": 1}).json()["scenes"][0]["id"]
         unknown_label = client.post("/search", json={"scene_id": real, "labels_all": ["lava"]})
@@ -190,9 +205,30 @@ def test_milvus_errors_are_the_services_errors(servers: tuple[LiveServer, LiveSe
         missing = client.post("/search", json={"scene_id": 987654321})
         assert missing.status_code == 404
         assert missing.json()["error"] == "scene_not_indexed"
-        # Milvus Lite is locked by the service: a reindex job could not open it
-        busy = client.post("/admin/reindex", json={}, headers={"X-API-Key": KEY})
-        assert busy.status_code == 400 and busy.json()["error"] == "milvus_lite_busy"
+        if not is_server(milvus.env["GRN_MILVUS_URI"]):
+            # Milvus Lite is locked by the service: a reindex job could not open it
+            busy = client.post("/admin/reindex", json={}, headers={"X-API-Key": KEY})
+            assert busy.status_code == 400 and busy.json()["error"] == "milvus_lite_busy"
+            return
+        # a server takes the rebuild while the service searches: the alias moves to a new
+        # collection version and no request fails on the way
+        subset = load_archive(ucm_root, ucm_subset)
+        traffic = Traffic(
+            milvus.url, scene_id(subset.scenes[9].name), subset.scenes[4].path.read_bytes()
+        )
+        with traffic:
+            started = client.post("/admin/reindex", json={}, headers={"X-API-Key": KEY})
+            assert started.status_code == 202, started.text
+            assert ended_job(client, started.json()["id"], KEY)["status"] == "succeeded"
+            ready = milvus.readiness_when(
+                lambda r: r.get("index_version") not in (None, version), "the rebuilt version"
+            )
+            traffic.wait_for(
+                lambda a: a.kind == "search" and a.index_version == ready["index_version"],
+                "a search of the rebuilt version",
+            )
+        assert ready["index_count"] == 126
+        assert len(traffic.seen) > 10 and {a.status for a in traffic.seen} == {200}
 
 
 def test_a_rebuilt_collection_is_swapped_in(
