@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as replace_field
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def tile_rasters(
     max_nodata: float = DEFAULT_MAX_NODATA,
     split: str = "train",
     replace: bool = False,
+    names: Sequence[str] | None = None,
 ) -> TileReport:
     """Cut rasters into an archive folder: `out_dir/images/<stem>_<row>_<col>.png` (8-bit RGB
     PNG) and `out_dir/labels.csv` (`image,scene,split` and the geo columns, no labels; the
@@ -81,7 +83,8 @@ def tile_rasters(
     All or nothing: every raster is planned (and so checked) first, the archive is written
     into a hidden sibling folder and renamed to `out_dir` at the end, so a failure leaves no
     `out_dir` behind. An existing `out_dir` that is not empty is refused unless `replace`.
-    Parameters as `plan_tiles` and `read_tiles`."""
+    `names`: what names each raster's tiles and scene instead of its file stem. Parameters
+    as `plan_tiles` and `read_tiles`."""
     started = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     if not paths:
@@ -96,18 +99,21 @@ def tile_rasters(
             f"{out_dir} already holds files; give a new or empty folder, or replace it"
         )
     stems: dict[str, Path] = {}
-    for raw in paths:
+    for raw, name in zip(paths, names or [Path(p).stem for p in paths], strict=True):
         path = Path(raw)
-        if path.stem in stems:
+        if name in stems:
             raise RasterError(
-                f"{stems[path.stem]} and {path} share the stem {path.stem!r}, which names "
+                f"{stems[name]} and {path} share the stem {name!r}, which names "
                 "their tiles and scene; rename one"
             )
-        stems[path.stem] = path
+        stems[name] = path
     plans = [
-        plan_tiles(p, tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size,
-                   bands=bands)
-        for p in stems.values()
+        replace_field(
+            plan_tiles(p, tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size,
+                       bands=bands),
+            name=name,
+        )
+        for name, p in stems.items()
     ]  # fmt: skip
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tiling-", dir=out_dir.parent))

@@ -90,11 +90,14 @@ class TilePlan:
     out_size: int
     """Side of a tile image in pixels."""
     tiles: tuple[Tile, ...]
+    name: str | None = None
+    """What names its tiles when not the file's stem (a STAC item's id)."""
 
     @property
     def stem(self) -> str:
-        """The raster's file stem: the `scene` of its tiles and their names' prefix."""
-        return self.path.stem
+        """The `scene` of its tiles and their names' prefix: `name`, else the raster's file
+        stem."""
+        return self.name or self.path.stem
 
     @property
     def grid(self) -> tuple[int, int]:

@@ -89,9 +89,29 @@ NoIndexOpt = Annotated[bool, typer.Option("--no-index", help="With --bulk: write
 BatchOpt = Annotated[int, typer.Option(min=1, help="With --bulk: scenes a transaction.")]
 
 
+StacOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stac", metavar="PATH_OR_URL",
+        help="Import a STAC catalog, collection or item collection instead of a folder.",
+    ),
+]  # fmt: skip
+AssetOpt = Annotated[
+    str | None, typer.Option(help="With --stac: the asset to tile (default: visual).")
+]
+MaxCloudOpt = Annotated[
+    float | None,
+    typer.Option(help="With --stac: leave out items whose eo:cloud_cover is above this."),
+]
+TilesOpt = Annotated[
+    Path | None,
+    typer.Option(help="With --stac: where the items' tiles go (default GRN_STORE_DIR/stac)."),
+]
+
+
 @app.command("import")
 def import_(
-    archive: Annotated[Path, typer.Argument(help="Archive folder.")],
+    archive: Annotated[Path | None, typer.Argument(help="Archive folder.")] = None,
     labels: LabelsOpt = None,
     database_url: DatabaseOpt = None,
     quiet: QuietOpt = False,
@@ -100,12 +120,26 @@ def import_(
     index_root: BulkIndexRootOpt = None,
     no_index: NoIndexOpt = False,
     batch: BatchOpt = 20_000,
+    stac: StacOpt = None,
+    asset: AssetOpt = None,
+    max_cloud: MaxCloudOpt = None,
+    tiles: TilesOpt = None,
 ) -> None:
-    """Import an archive's scenes and labels into SQL (again: adds only what is new)."""
+    """Import an archive's scenes and labels into SQL (again: adds only what is new), or with
+    --stac a STAC catalog's items, each one's raster tiled as `grn tile` tiles it."""
     from model.archive import ArchiveError
     from service.storage.scene_reading import SchemaNotCurrentError
     from service.usecases.importer import import_to_current_schema
 
+    if stac is not None:
+        if archive is not None or labels is not None or bulk:
+            usage_error("give an archive folder or --stac, not both (--labels, --bulk: folders)")
+        _stac_import(stac, database_url, quiet, asset, max_cloud, tiles)
+        return
+    if asset is not None or max_cloud is not None or tiles is not None:
+        usage_error("--asset, --max-cloud and --tiles go with --stac")
+    if archive is None:
+        usage_error("give an archive folder, or --stac PATH_OR_URL")
     if bulk:
         _bulk_import(archive, labels, database_url, quiet, model, index_root, no_index, batch)
         return
@@ -119,6 +153,32 @@ def import_(
         typer.echo(line)
     for broken in report.broken:
         typer.echo(f"  skipped {broken.path}: {broken.error}", err=True)
+
+
+def _stac_import(
+    source: str, database_url: str | None, quiet: bool, asset: str | None,
+    max_cloud: float | None, tiles: Path | None,
+) -> None:  # fmt: skip
+    """`grn import --stac` (service/usecases/stac_import.py): each item that could not be
+    imported on stderr; exit 1 when none could."""
+    from service.settings import get_settings
+    from service.storage.scene_reading import SchemaNotCurrentError
+    from service.usecases.stac_import import import_stac
+
+    folder = tiles or get_settings().files.store_dir / "stac"
+    try:
+        report = import_stac(
+            engine(database_url), source, folder, asset=asset, max_cloud=max_cloud,
+            progress=not quiet,
+        )  # fmt: skip
+    except user_errors(SchemaNotCurrentError, OSError) as exc:
+        fail(exc)
+    for line in report.summary():
+        typer.echo(line)
+    for problem in report.problems:
+        typer.echo(f"  item {problem.item}: {problem.error}", err=True)
+    if report.problems and not report.imported:
+        fail(f"none of the {len(report.problems)} STAC items could be imported")
 
 
 def _bulk_import(

@@ -18,11 +18,12 @@ import hashlib
 import json
 import mimetypes
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -155,8 +156,11 @@ def import_archive(
     *,
     progress: bool = True,
     workers: int = 2,
+    metadata: Mapping[str, dict[str, Any]] | None = None,
 ) -> ImportReport:
-    """Import an archive's scenes (see the module docstring); returns what happened."""
+    """Import an archive's scenes (see the module docstring); returns what happened.
+    `metadata`: what the new scenes of each scene folder keep as metadata (a STAC item's
+    properties)."""
     start = time.perf_counter()
     archive: Archive = load_archive(root, labels_csv)
     root_path = archive.root.resolve()
@@ -182,13 +186,15 @@ def import_archive(
             chunk.append(checked)
             if len(chunk) == CHUNK:
                 report.added += _write_chunk(
-                    engine, chunk, archive, archive_id, root_path, label_ids
+                    engine, chunk, archive, archive_id, root_path, label_ids, metadata
                 )
                 written += 1
                 kill_point(f"import-chunk:{written}")
                 chunk = []
         if chunk:
-            report.added += _write_chunk(engine, chunk, archive, archive_id, root_path, label_ids)
+            report.added += _write_chunk(
+                engine, chunk, archive, archive_id, root_path, label_ids, metadata
+            )
         bar.close()
     except BaseException:
         finish_record(engine, archive_id, "failed", report)
@@ -237,7 +243,9 @@ def _write_chunk(
     archive_id: int,
     root: Path,
     label_ids: dict[str, int],
+    metadata: Mapping[str, dict[str, Any]] | None = None,
 ) -> int:
+    given = metadata or {}
     scenes = [
         {
             "id": checked.id,
@@ -252,6 +260,9 @@ def _write_chunk(
             "checksum": checked.checksum,
             "created_at": utcnow(),
             "acquired": checked.acquired,
+            "meta": json.dumps(given[checked.entry.folder])
+            if checked.entry.folder in given
+            else None,
         }
         for checked in chunk
     ]
