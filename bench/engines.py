@@ -37,7 +37,8 @@ import torch
 from bench._common import REPO, UCM, child_env, grn
 from model.archive import iter_images, load_archive
 from model.card import GRAPH_KEY, export_graph, load_model
-from model.engine import Engine, OpenVinoEngine, OrtEngine, TorchEngine
+from model.engine import Engine, OpenVinoEngine, OrtEngine
+from model.graph_export import TorchEngine
 from model.inference import prepare_batch, tune_allocator
 
 BATCHES = (1, 4, 16)

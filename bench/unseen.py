@@ -50,7 +50,6 @@ from model import rerank
 from model.archive import Archive, load_archive
 from model.backbones import backbone_spec, create_backbone
 from model.card import load_model, read_card
-from model.evaluate import seen_content
 from model.features import (
     FeatureCache,
     FeatureKey,
@@ -59,7 +58,7 @@ from model.features import (
 )
 from model.inference import ranking_vectors
 from model.metrics import ranking_metrics, retrieval_metrics
-from model.rerank import reranked
+from model.rerank import reranked, seen_content
 from model.train import fit
 from model.train_config import config_for_mode
 

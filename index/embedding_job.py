@@ -16,10 +16,9 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from index.embedded import EmbeddingResult, scene_list_digest
@@ -27,8 +26,12 @@ from model.archive import Archive, BrokenFile
 from model.card import ModelCard
 from model.embedding import embed_scenes
 from model.faults import kill_point
-from model.network import GRNNet
 from model.rerank import no_descriptors
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.network import GRNNet
 
 DEFAULT_SHARD_SIZE = 1024
 

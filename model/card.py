@@ -138,7 +138,8 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def export_graph(net: GRNNet, card: ModelCard) -> bytes:
     """The network's ONNX graph, checked against torch on the probe batch (ONNX Runtime)."""
-    from model.engine import OrtEngine, TorchEngine, check_engine, export_onnx, probe_batch
+    from model.engine import OrtEngine, check_engine, probe_batch
+    from model.graph_export import TorchEngine, export_onnx
 
     graph = export_onnx(net, card.mean, card.std, card.input_size)
     reference = TorchEngine(_cpu_copy(net), card.mean, card.std)
@@ -231,11 +232,16 @@ def load_model(
     """Load a trained model for inference (eval mode). On a CPU, the engine chosen by
     `engine` (default: GRN_ENGINE, else auto; model/engine.py) is attached to the network as
     `net.engine` once its outputs matched torch's on the probe batch; `model.inference.predict`
-    runs it. Raises ModelFileError for a graph that was altered or does not match."""
-    import torch
+    runs it. Raises ModelFileError for a graph that was altered or does not match.
 
+    Where torch is not installed (the serving image), the network is the graph the file
+    stores, on the engine (`load_graph`)."""
     path = resolve_model_path(path)
     card = read_card(path)
+    try:
+        import torch
+    except ImportError:
+        return load_graph(path, card, device, engine), card
     net = build_network(card, pretrained=False)
     state: dict[str, torch.Tensor] = {}
     graph: bytes | None = None
@@ -258,6 +264,48 @@ def load_model(
     return net, card
 
 
+def load_graph(path: Path, card: ModelCard, device: Any, engine: str | None) -> Any:
+    """The `GraphNet` of a model file, without torch: its stored graph, trusted by the
+    SHA-256 and model version recorded when training exported and checked it (there is no
+    torch to check it against here), on the chosen graph engine."""
+    from model.engine import (
+        GRN_OUTPUTS,
+        CpuEngine,
+        GraphNet,
+        engine_name,
+        graph_engine,
+        graph_outputs,
+    )
+
+    chosen = engine_name(engine)
+    if getattr(device, "type", str(device)) != "cpu" or chosen == "torch":
+        raise ModelFileError(
+            f"{path}: running the network on {device} with the {chosen} engine needs torch, "
+            "which is not installed here (pip install 'grn-retrieval[train]', or the trainer "
+            "image); without it the CPU runs the model's ONNX graph"
+        )
+    with safe_open(str(path), framework="numpy") as handle:
+        metadata = handle.metadata() or {}
+        if GRAPH_KEY not in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+            raise ModelFileError(
+                f"{path}: carries no ONNX graph, and torch, which would export one, is not "
+                f"installed here; run `grn model add-graph --model {path}` where torch is "
+                "(the trainer image)"
+            )
+        graph = bytes(handle.get_tensor(GRAPH_KEY).tobytes())
+    _check_graph_record(path, graph, metadata, card)
+    outputs = graph_outputs(graph)
+    if outputs != GRN_OUTPUTS:
+        raise ModelFileError(
+            f"{path}: its ONNX graph is from an earlier release (outputs {', '.join(outputs)}); "
+            f"run `grn model add-graph --model {path}` where torch is installed (the trainer "
+            "image)"
+        )
+    runner = graph_engine(chosen, graph)
+    log.info("%s runs its stored graph on %s (no torch)", path, chosen)
+    return GraphNet(CpuEngine(runner, card.version, 0.0))
+
+
 def _check_graph_record(
     path: Path, graph: bytes, metadata: dict[str, str], card: ModelCard
 ) -> None:
@@ -278,13 +326,8 @@ def _check_graph_record(
 def _cpu_engine(
     path: Path, net: GRNNet, card: ModelCard, graph: bytes | None, engine: str | None
 ) -> Any:
-    from model.engine import (
-        GRN_OUTPUTS,
-        EngineMismatchError,
-        build_cpu_engine,
-        engine_name,
-        graph_outputs,
-    )
+    from model.engine import GRN_OUTPUTS, EngineMismatchError, engine_name, graph_outputs
+    from model.graph_export import build_cpu_engine
 
     if engine_name(engine) == "torch":
         return None

@@ -13,9 +13,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from model import rerank
@@ -30,8 +30,12 @@ from model.inference import (
     prepared_batches,
     resolve_device,
 )
-from model.network import GRNNet
 from model.rerank import DTYPE as DESCRIPTOR_DTYPE
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.network import GRNNet
 
 
 @dataclass
@@ -66,7 +70,11 @@ def embed_scenes(
 ) -> Embedded:
     """Unit embeddings and label probabilities of archive scenes, in order; with
     `descriptors`, their backbone descriptors too."""
-    net = net.to(device).eval().to(memory_format=torch.channels_last)
+    net = net.to(device).eval()
+    if describe(net) == "torch" or device.type != "cpu":  # torch runs the network
+        import torch
+
+        net = net.to(memory_format=torch.channels_last)
     kept: list[int] = []
     embeddings = [np.zeros((0, card.vector_dim), np.float32)]
     probabilities = [np.zeros((0, len(card.label_names)), np.float32)]

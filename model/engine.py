@@ -12,6 +12,11 @@ backbone's pooled features on the unit sphere (the descriptors a search re-ranks
 `model.rerank`), or for a bare backbone its pooled features. A model file carries the graph
 of its network beside the weights (model/card.py); an engine is only used after its outputs
 on a fixed probe batch matched torch's to within `TOLERANCE`.
+
+This module needs no torch: exporting a graph and torch as the reference engine live in
+model/graph_export.py. Where torch is not installed (the serving image), `load_model` gives a
+`GraphNet`: the graph stored in the model file on its engine, trusted by the SHA-256 and the
+model version recorded beside it when it was exported and checked at training time.
 """
 
 from __future__ import annotations
@@ -20,15 +25,13 @@ import hashlib
 import io
 import logging
 import os
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+if TYPE_CHECKING:  # nothing here needs torch: a serving image has none (model/graph_export.py)
+    import torch
 
 log = logging.getLogger("grn.engine")
 
@@ -71,35 +74,7 @@ def cpu_threads() -> int:
 # -- the exported graph ---------------------------------------------------------------------
 
 
-class Preprocessed(nn.Module):
-    """uint8 (B, 3, S, S) -> [0, 1] -> normalised -> `module`; a GRN network's outputs become
-    (embedding, probabilities, descriptors), a backbone's stay (features,). The ops are those
-    of `model.inference.normalize`, so torch and the graph see the same inputs."""
-
-    def __init__(self, module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.module = module
-        self.mean: torch.Tensor
-        self.std: torch.Tensor
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = (images.float() / 255 - self.mean) / self.std
-        out = self.module(x.contiguous(memory_format=torch.channels_last))
-        if isinstance(out, torch.Tensor):
-            return (out,)
-        assert out.features is not None
-        return out.embedding, torch.sigmoid(out.logits), F.normalize(out.features.float(), dim=1)
-
-
 GRN_OUTPUTS = ["embedding", "probabilities", "descriptors"]
-
-
-def output_names(module: nn.Module) -> list[str]:
-    from model.network import GRNNet
-
-    return list(GRN_OUTPUTS) if isinstance(module, GRNNet) else ["features"]
 
 
 def graph_outputs(graph: bytes) -> list[str]:
@@ -107,35 +82,6 @@ def graph_outputs(graph: bytes) -> list[str]:
     import onnx
 
     return [output.name for output in onnx.load_from_string(graph).graph.output]
-
-
-def export_onnx(
-    module: nn.Module, mean: Sequence[float], std: Sequence[float], input_size: int
-) -> bytes:
-    """The ONNX graph of `module` (a GRN network or a backbone) with its preprocessing, for
-    any batch size. Exports a CPU float32 copy in eval mode; `module` is left as it was."""
-    import copy
-
-    attached = getattr(module, "engine", None)  # an engine is no part of the copy
-    copied = copy.deepcopy(module, memo={id(attached): None}) if attached else copy.deepcopy(module)
-    wrapped = Preprocessed(copied.float().cpu().eval(), mean, std).eval()
-    names = output_names(module)
-    example = torch.zeros(2, 3, input_size, input_size, dtype=torch.uint8)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            wrapped,
-            (example,),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter writes to file objects
-            dynamo=False,
-            input_names=["images"],
-            output_names=names,
-            dynamic_axes={name: {0: "batch"} for name in ["images", *names]},
-            opset_version=OPSET,
-            do_constant_folding=True,
-        )
-    return buffer.getvalue()
 
 
 def graph_digest(graph: bytes) -> str:
@@ -152,20 +98,6 @@ class Engine(Protocol):
         """uint8 (B, 3, S, S) -> float32 outputs (embedding, probabilities, descriptors) or
         (features,)."""
         ...
-
-
-class TorchEngine:
-    """torch eager, channels-last, under inference_mode: the reference."""
-
-    name = "torch"
-
-    def __init__(self, module: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
-        self.module = Preprocessed(module, mean, std).eval().to(memory_format=torch.channels_last)
-
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, ...]:
-        with torch.inference_mode():
-            outputs = self.module(torch.from_numpy(np.ascontiguousarray(images)))
-            return tuple(out.float().numpy() for out in outputs)
 
 
 class OrtEngine:
@@ -277,35 +209,9 @@ class CpuEngine:
         return self.engine.name
 
     def run(self, images: np.ndarray | torch.Tensor) -> tuple[np.ndarray, ...]:
-        if isinstance(images, torch.Tensor):
-            images = images.numpy()
+        if not isinstance(images, np.ndarray):
+            images = images.numpy()  # a torch batch (on the CPU)
         return self.engine.run(images)
-
-
-def build_cpu_engine(
-    module: nn.Module,
-    mean: Sequence[float],
-    std: Sequence[float],
-    input_size: int,
-    *,
-    version: str,
-    name: str | None = None,
-    graph: bytes | None = None,
-    what: str = "network",
-) -> CpuEngine | None:
-    """The chosen engine for `module` on a CPU, checked against torch on the probe batch;
-    None when the choice is torch (the callers keep their torch path). `graph` is the
-    module's exported graph (exported here when not given)."""
-    chosen = engine_name(name)
-    if chosen == "torch":
-        return None
-    if graph is None:
-        graph = export_onnx(module, mean, std, input_size)
-    engine = graph_engine(chosen, graph)
-    reference = TorchEngine(module, mean, std)
-    difference = check_engine(engine, reference, probe_batch(input_size), what)
-    log.info("%s runs on %s (probe difference %.2g)", what, chosen, difference)
-    return CpuEngine(engine, version, difference)
 
 
 def attached_engine(net: Any, version: str, device: torch.device) -> CpuEngine | None:
@@ -320,3 +226,18 @@ def describe(net: Any) -> str:
     """`onnxruntime`, `openvino` or `torch`: what runs `net` on a CPU."""
     engine = getattr(net, "engine", None)
     return engine.name if engine is not None else "torch"
+
+
+class GraphNet:
+    """A trained network without torch: the graph its model file stores, on a CPU engine.
+    `model.inference.predict` runs it as it runs a torch network's attached engine; the
+    methods a torch module is called with on the way (`to`, `eval`) leave it as it is."""
+
+    def __init__(self, engine: CpuEngine) -> None:
+        self.engine = engine
+
+    def to(self, *args: Any, **kwargs: Any) -> GraphNet:
+        return self
+
+    def eval(self) -> GraphNet:
+        return self

@@ -44,27 +44,6 @@ def same_labels(card: ModelCard, archive: Archive) -> bool:
     return list(card.label_names) == list(archive.label_names)
 
 
-def seen_content(card: ModelCard, archive: Archive, positions: Sequence[int]) -> np.ndarray:
-    """Which scenes show content the model was trained on: True for scenes of the folders
-    it trained on, when the archive is the one it trained on (the same folder, or the same
-    training scenes) with the same labels, in any order (the catalog lists them sorted);
-    False for everything else."""
-    training = card.training
-    if set(card.label_names) != set(archive.label_names):  # columns may come in another order
-        return np.zeros(len(positions), dtype=bool)
-    source = training.get("archive")
-    same = source is not None and Path(source).resolve() == archive.root.resolve()
-    folders = training.get("folders")
-    if folders is None:  # a card from before folders were recorded: its archive or not
-        return np.full(len(positions), same, dtype=bool)
-    known = set(folders)
-    if not same:  # the same training scenes under another path
-        train = archive.indices("train", labelled_only=True)
-        digest = archive.names_digest([i for i in train if archive.scenes[i].folder in known])
-        same = training.get("train_scenes") == digest
-    return np.asarray([same and archive.scenes[i].folder in known for i in positions], dtype=bool)
-
-
 def frozen_backbone(card: ModelCard, net: GRNNet) -> tuple[Any, str]:
     """The ImageNet backbone the model started from and its weights' id: the model's own
     backbone when it was trained frozen (head mode), else a fresh pretrained one. Raises
@@ -230,7 +209,7 @@ def evaluate(
             unavailable = str(exc)
     else:
         unavailable = "not asked for (--no-backbone)"
-    seen = seen_content(card, archive, query.positions)
+    seen = rerank.seen_content(card, archive, query.positions)
     metrics.update(
         model_version=card.version,
         archive_size=len(base.positions),

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from model.archive import Archive, BrokenFile, iter_images
 from model.backbones import JOIN, JoinedBackbone, backbone_spec
-from model.engine import build_cpu_engine
+from model.graph_export import build_cpu_engine
 from model.inference import decode_workers, run_batched, run_engine
 
 # The eight symmetries of the square: (rotations by 90 degrees, then a horizontal flip).

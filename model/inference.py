@@ -7,6 +7,11 @@ normalisation are inside its graph), in batches, while a background thread decod
 images; on a GPU, or with GRN_ENGINE=torch, it runs in torch, channels-last under
 `torch.inference_mode`.
 
+Without torch (the serving image) the same runs on numpy: images are resized by
+`model.resize` (byte for byte torchvision's resize), `resolve_device` gives the CPU and
+`load_model` a `GraphNet` (model/engine.py) whose engine `predict` runs; torch is imported
+only where a torch network, a GPU or a torch batch needs it.
+
 `predict` is the one forward pass of a trained GRN network (decoded images in, unit
 embeddings and label probabilities out): the server's batcher, the indexing jobs, the Ray
 pipeline and evaluation all call it.
@@ -20,16 +25,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 
 from model.engine import attached_engine, engine_name
+from model.resize import uint8_batch
 
 if TYPE_CHECKING:
+    import torch
+
     from model.card import ModelCard
     from model.engine import CpuEngine
     from model.network import GRNNet
@@ -38,7 +43,11 @@ T = TypeVar("T")
 
 
 def to_uint8_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """(H, W, 3) uint8 array -> (3, size, size) uint8 tensor."""
+    """(H, W, 3) uint8 array -> (3, size, size) uint8 tensor (torchvision's resize, which
+    `model.resize` repeats without torch)."""
+    import torch
+    import torchvision.transforms.v2.functional as TF
+
     if not image.flags.writeable or not image.flags.c_contiguous:
         image = np.array(image, order="C")  # decoders may hand out read-only buffers
     tensor = torch.from_numpy(image).permute(2, 0, 1)
@@ -48,17 +57,17 @@ def to_uint8_tensor(image: np.ndarray, size: int) -> torch.Tensor:
 
 
 def prepare_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """Decoded (H, W, 3) uint8 images -> one (B, 3, size, size) uint8 batch. Images already
-    at `size` are laid out by numpy: torch would copy them with its OpenMP team, whose
-    threads then spin beside the engine's (a served /classify's network took 18-22 instead
-    of 14-17 ms)."""
-    if all(image.shape[:2] == (size, size) for image in images):
-        return torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image in images]))
-    return torch.stack([to_uint8_tensor(image, size) for image in images])
+    """Decoded (H, W, 3) uint8 images -> one (B, 3, size, size) uint8 torch batch
+    (`uint8_batch`'s)."""
+    import torch
+
+    return torch.from_numpy(uint8_batch(images, size))
 
 
 def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 or [0, 1] float (B, 3, H, W) -> normalised float in channels-last layout."""
+    import torch
+
     if batch.dtype == torch.uint8:
         batch = batch.float().div_(255)
     mean_t = torch.tensor(mean, device=batch.device, dtype=batch.dtype).view(1, 3, 1, 1)
@@ -86,8 +95,31 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
             yield item
 
 
+@dataclass(frozen=True)
+class CpuWithoutTorch:
+    """The device where torch is not installed: the CPU, where the model's graph runs."""
+
+    type: str = "cpu"
+
+    def __str__(self) -> str:
+        return self.type
+
+
+NO_TORCH_CPU = CpuWithoutTorch()
+
+
 def resolve_device(name: str) -> torch.device:
-    """`auto` (CUDA when there is a GPU, else the CPU), `cpu`, `cuda` or `cuda:N`."""
+    """`auto` (CUDA when there is a GPU, else the CPU), `cpu`, `cuda` or `cuda:N`. Without
+    torch: the CPU (`NO_TORCH_CPU`) for `auto` and `cpu`, ValueError for a GPU."""
+    try:
+        import torch
+    except ImportError:
+        if name in ("auto", "cpu"):
+            return cast("torch.device", NO_TORCH_CPU)
+        raise ValueError(
+            f"device {name}: a GPU needs torch, which is not installed here "
+            "(pip install 'grn-retrieval[train]', or the trainer image)"
+        ) from None
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -140,6 +172,10 @@ def configure_cpu_threads(torch_network: bool | None = None) -> None:
         return
     if torch_network is None:
         torch_network = engine_name() == "torch"
+    try:
+        import torch
+    except ImportError:
+        return  # no torch: the engine's threads are its own
     torch.set_num_threads((os.cpu_count() or 1) if torch_network else 1)
 
 
@@ -164,18 +200,27 @@ class Prediction:
 def predict(
     net: GRNNet,
     card: ModelCard,
-    images: Sequence[np.ndarray] | torch.Tensor,
+    images: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
     device: torch.device,
 ) -> Prediction:
     """The forward pass of a trained network: decoded (H, W, 3) uint8 images (or a batch
     from `prepare_batch`) -> resized to the card's input size, normalised with its mean and
     std -> network -> unit embeddings, label probabilities and unit backbone descriptors,
     as numpy arrays."""
-    batch = images if isinstance(images, torch.Tensor) else prepare_batch(images, card.input_size)
+    batch: np.ndarray | torch.Tensor
+    if isinstance(images, np.ndarray) or not isinstance(images, Sequence):
+        batch = images  # a batch already (numpy, or torch from `prepare_batch`)
+    else:
+        batch = uint8_batch(images, card.input_size)
     engine = attached_engine(net, card.version, device)
     if engine is not None:
         embeddings, probabilities, descriptors = engine.run(batch)
     else:
+        import torch
+        import torch.nn.functional as F
+
+        if isinstance(batch, np.ndarray):
+            batch = torch.from_numpy(batch)
         with torch.inference_mode():
             out = net(normalize(batch.to(device, non_blocking=True), card.mean, card.std))
             assert out.features is not None
@@ -204,15 +249,15 @@ def ranking_vectors(
 
 def prepared_batches(
     images: Iterable[tuple[Any, np.ndarray]], *, input_size: int, batch_size: int
-) -> Iterator[tuple[list[Any], torch.Tensor]]:
-    """(key, image) pairs -> (keys, uint8 batch), resized in a background thread ahead of
-    the network (`prefetch`)."""
+) -> Iterator[tuple[list[Any], np.ndarray]]:
+    """(key, image) pairs -> (keys, uint8 (B, 3, S, S) batch), resized in a background
+    thread ahead of the network (`prefetch`)."""
 
-    def prepared() -> Iterator[tuple[list[Any], torch.Tensor]]:
+    def prepared() -> Iterator[tuple[list[Any], np.ndarray]]:
         for chunk in batched(images, batch_size):
             yield (
                 [key for key, _ in chunk],
-                prepare_batch([image for _, image in chunk], input_size),
+                uint8_batch([image for _, image in chunk], input_size),
             )
 
     return prefetch(prepared())
@@ -230,11 +275,13 @@ def run_batched(
 ) -> Iterator[BatchOutput]:
     """Run `module` (a backbone, say) over (key, image) pairs, yielding outputs batch by
     batch (on CPU)."""
+    import torch
+
     with torch.inference_mode():
         for positions, batch in prepared_batches(
             images, input_size=input_size, batch_size=batch_size
         ):
-            inputs = normalize(batch.to(device, non_blocking=True), mean, std)
+            inputs = normalize(torch.from_numpy(batch).to(device, non_blocking=True), mean, std)
             yield BatchOutput(positions, module(inputs).float().cpu())
 
 
@@ -247,5 +294,7 @@ def run_engine(
 ) -> Iterator[BatchOutput]:
     """`run_batched` for a CPU engine (model/engine.py) whose graph normalises its uint8
     input itself: yields its first output batch by batch."""
+    import torch
+
     for positions, batch in prepared_batches(images, input_size=input_size, batch_size=batch_size):
         yield BatchOutput(positions, torch.from_numpy(engine.run(batch)[0]))

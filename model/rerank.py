@@ -15,7 +15,7 @@ search is at or above the frozen backbone on P@10 and mAP in all six held-out se
 embedding alone: four), and keeps the GRN embedding's mAP within 0.003 on seen content; it
 costs seen content NDCG@10 (0.790 against 0.821). Hence `auto`: a query of content the
 model did not train on is re-ranked, one of the content it trained on is not. Each index
-version records which of its scenes are seen content (`model.evaluate.seen_content`: the
+version records which of its scenes are seen content (`model.rerank.seen_content`: the
 folders the model trained on, in the archive it trained on with its labels); a search by a
 scene goes by that scene, a search by an image by its `NEAREST` nearest scenes.
 
@@ -25,9 +25,15 @@ ImageNet one. A fine-tuned backbone's features were not measured this way and ar
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from model.archive import Archive
+    from model.card import ModelCard
 
 POOL = 200
 """The index's nearest scenes a search re-ranks (at least k). 100 left one relevant hit of
@@ -105,3 +111,24 @@ def blended_similarities(
     )
     np.put_along_axis(out, head, blend, 1)
     return out
+
+
+def seen_content(card: ModelCard, archive: Archive, positions: Sequence[int]) -> np.ndarray:
+    """Which scenes show content the model was trained on: True for scenes of the folders
+    it trained on, when the archive is the one it trained on (the same folder, or the same
+    training scenes) with the same labels, in any order (the catalog lists them sorted);
+    False for everything else."""
+    training = card.training
+    if set(card.label_names) != set(archive.label_names):  # columns may come in another order
+        return np.zeros(len(positions), dtype=bool)
+    source = training.get("archive")
+    same = source is not None and Path(source).resolve() == archive.root.resolve()
+    folders = training.get("folders")
+    if folders is None:  # a card from before folders were recorded: its archive or not
+        return np.full(len(positions), same, dtype=bool)
+    known = set(folders)
+    if not same:  # the same training scenes under another path
+        train = archive.indices("train", labelled_only=True)
+        digest = archive.names_digest([i for i in train if archive.scenes[i].folder in known])
+        same = training.get("train_scenes") == digest
+    return np.asarray([same and archive.scenes[i].folder in known for i in positions], dtype=bool)

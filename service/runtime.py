@@ -27,10 +27,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from index.stores import (
     IndexModelMismatchError,
@@ -43,8 +42,12 @@ from model.card import ModelCard, ModelFileError, load_model, read_card, resolve
 from model.engine import cpu_threads, describe
 from model.inference import predict, resolve_device
 from model.inference import tune_allocator as tune_allocator  # service.api.app applies it
-from model.network import GRNNet
 from service.settings import Settings
+
+if TYPE_CHECKING:  # the service runs without torch too (the serving image: the model's graph)
+    import torch
+
+    from model.network import GRNNet
 
 log = logging.getLogger("grn.runtime")
 T = TypeVar("T")
@@ -151,11 +154,11 @@ class Runtime:
         if not force and same_model and old is not None and old.index_version == index_version:
             return False
         if same_model and old is not None:
-            net, card = old.net, old.card
+            net, card, device = old.net, old.card, old.device
         else:
             card = read_card(model_file)
             if old is not None and card.version == old.card.version:
-                net = old.net
+                net, device = old.net, old.device
             else:
                 device = resolve_device(self.settings.model.device)
                 net, card = self.run_torch(_load_for_inference, model_file, device)
@@ -170,7 +173,6 @@ class Runtime:
             searcher = old.searcher
         else:
             searcher = self.store.open(index_version, card.version)
-        device = next(net.parameters()).device
         self.snapshot = Snapshot(
             card=card, searcher=searcher, net=net, model_file=model_file, model_stamp=stamp,
             device=device,
@@ -184,6 +186,10 @@ def _load_for_inference(path: Path, device: torch.device) -> tuple[GRNNet, Model
     default) that `predict` runs; a graph that does not match refuses to load."""
     net, card = load_model(path, device)
     log.info("model %s runs on %s (%s)", card.version, describe(net), device)
+    if describe(net) != "torch":
+        return net, card
+    import torch
+
     return net.to(memory_format=torch.channels_last), card
 
 

@@ -40,10 +40,9 @@ from index.vectors import (
 )
 from model.archive import Archive, as_archive, scene_id
 from model.card import load_model, read_card
-from model.evaluate import seen_content
 from model.inference import configure_cpu_threads, resolve_device
 from model.rerank import DTYPE as DESCRIPTOR_DTYPE
-from model.rerank import keeps_descriptors
+from model.rerank import keeps_descriptors, seen_content
 
 RECALL_QUERIES = 1000
 

@@ -11,7 +11,7 @@
                               order of ids.npy (re-rank searches, model/rerank.py); only
                               for a model trained in head mode
         seen.npy              the sorted ids of the scenes whose content the model trained
-                              on (`model.evaluate.seen_content`)
+                              on (`model.rerank.seen_content`)
         manifest.json         written last: model version, dim, metric, factory, count,
                               index checksum, creation time, recall of the build
 

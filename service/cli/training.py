@@ -377,3 +377,16 @@ def model_unpack(
         fail(exc)
     typer.echo(f"model {card.version} ({card.backbone}, trained on {card.training.get('archive')}) "
                f"in {target}")  # fmt: skip
+
+
+@model_app.command("add-graph")
+def model_add_graph(model: ModelOpt) -> None:
+    """Store the network's ONNX graph (exported and checked against torch) in a model file
+    that has none or an outdated one, so that an install without torch can serve it."""
+    from model.card import add_graph
+
+    try:
+        card = add_graph(model)
+    except user_errors(OSError) as exc:
+        fail(exc)
+    typer.echo(f"model {card.version}: its graph is stored")

@@ -4,6 +4,7 @@ new version and puts it in service (`VectorStore.reindex`)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,8 +62,6 @@ def reindex_scenes(
     """Index `request.archive` (or, when None, the scenes SQL holds through `engine`) with
     `request.model` into the vector store of `settings`. Raises `EmptyCatalogError` when SQL
     holds no scenes and `IndexWriteError` when the new version cannot be written."""
-    from model.backbones import MissingWeightsError
-
     source: Any = request.archive
     if source is None:
         if engine is None:
@@ -84,9 +83,12 @@ def reindex_scenes(
         if request.if_stale and is_current(store, request.model, source, labels_csv=request.labels):
             return ReindexOutcome(store.location, None)
         return ReindexOutcome(store.location, store.reindex(request.model, source, options))
-    except MissingWeightsError:  # says where to put them
-        raise
     except OSError as exc:  # disk full, size limit, permissions: nothing was put in service
+        # missing backbone weights say where to put them (model.backbones, which imports
+        # torch, is loaded when a network was built: never where torch is not installed)
+        backbones = sys.modules.get("model.backbones")
+        if backbones is not None and isinstance(exc, backbones.MissingWeightsError):
+            raise
         raise IndexWriteError(
             f"the new index could not be written: {exc}; "
             f"the index in service in {store.location} is unchanged"

@@ -28,8 +28,9 @@ from model.card import (
     load_model,
     save_model,
 )
-from model.engine import TOLERANCE, OrtEngine, attached_engine, engine_name, export_onnx
+from model.engine import TOLERANCE, OrtEngine, attached_engine, engine_name
 from model.features import FeatureKey
+from model.graph_export import export_onnx
 from model.inference import normalize, predict, prepare_batch
 from service.cli import app
 
@@ -173,7 +174,8 @@ def test_a_graph_from_an_earlier_release_is_replaced(
     import hashlib
     import io
 
-    from model.engine import GRN_OUTPUTS, Preprocessed, graph_outputs
+    from model.engine import GRN_OUTPUTS, graph_outputs
+    from model.graph_export import Preprocessed
 
     class Earlier(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:

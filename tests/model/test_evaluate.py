@@ -122,7 +122,7 @@ def test_seen_content_does_not_depend_on_the_order_of_the_label_columns(
     """The catalog lists an archive's labels sorted; an index built from it must still know
     the folders the model trained on (re-ranking decides by it, model/rerank.py)."""
     from model.card import read_card
-    from model.evaluate import seen_content
+    from model.rerank import seen_content
 
     card = read_card(held_out_model[0])
     with ucm_subset.open(newline="") as handle:
