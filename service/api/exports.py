@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from shapely.geometry import box, mapping
+from shapely.geometry import MultiPolygon, Polygon, box, mapping
 
+from model.lonlat import split_boxes, unwrapped
 from service.api.schemas.archive import SceneOut
 from service.api.schemas.search import DensityResponse, Hit
 
@@ -126,7 +127,7 @@ def cells_geojson(answer: DensityResponse) -> dict[str, Any]:
         {
             "type": "Feature",
             "id": cell.key,
-            "geometry": mapping(box(*cell.bounds)),
+            "geometry": mapping(_box(cell.bounds)),
             "properties": cell.model_dump(mode="json", exclude={"bounds"}),
         }
         for cell in answer.cells
@@ -136,3 +137,9 @@ def cells_geojson(answer: DensityResponse) -> dict[str, Any]:
         "features": features,
         **answer.model_dump(mode="json", exclude={"cells"}),
     }
+
+
+def _box(bounds: Sequence[float]) -> Polygon | MultiPolygon:
+    """A box as GeoJSON takes it: split at the antimeridian when its west is above its east."""
+    parts = [box(*part) for part in split_boxes(unwrapped(bounds))]
+    return parts[0] if len(parts) == 1 else MultiPolygon(parts)

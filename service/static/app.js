@@ -538,13 +538,13 @@ function drawHits(hits) {
   const offset = state.last ? state.last.offset : 0;
   let bounds = null;
   placed.forEach((hit) => {
-    const rings = hit.footprint.type === "Polygon" ? hit.footprint.coordinates : [[hit.footprint.coordinates]];
-    const latlngs = rings[0].map(([lon, lat]) => [lat, lon]);
+    const area = hit.footprint.type !== "Point";
+    const latlngs = footprintRings(hit.footprint).map((ring) => ring.map(([lon, lat]) => [lat, lon]));
     const rank = offset + hits.indexOf(hit) + 1;
-    const shape = hit.footprint.type === "Polygon"
+    const shape = area
       ? L.polygon(latlngs, { color: "#2f6f4f", weight: rank <= 3 ? 3 : 1.5, fillOpacity: mapView.info.basemap ? 0.15 : 0, className: "footprint" })
-      : L.circleMarker(latlngs[0], { radius: 6, color: "#2f6f4f", className: "footprint" });
-    if (!mapView.info.basemap && hit.footprint.type === "Polygon") {
+      : L.circleMarker(latlngs[0][0], { radius: 6, color: "#2f6f4f", className: "footprint" });
+    if (!mapView.info.basemap && area) {
       L.imageOverlay(hit.thumbnail_url, shape.getBounds(), { alt: hit.image, className: "footprint-image" }).addTo(mapView.hits);
     }
     shape.bindTooltip(`${rank}. ${hit.image} · score ${hit.score.toFixed(3)}`);
@@ -555,6 +555,17 @@ function drawHits(hits) {
     bounds = bounds ? bounds.extend(shape.getBounds()) : L.latLngBounds(shape.getBounds().getSouthWest(), shape.getBounds().getNorthEast());
   });
   if (bounds) mapView.map.fitBounds(bounds.pad(0.15), { maxZoom: 19 });
+}
+
+// The outer rings of a footprint as [lon, lat] lists: a Point's one point, a Polygon's ring, a
+// MultiPolygon's rings, those west of a split at the antimeridian moved a turn east so that the
+// footprint draws whole (Leaflet takes longitudes past 180).
+function footprintRings(footprint) {
+  if (footprint.type === "Point") return [[footprint.coordinates]];
+  if (footprint.type === "Polygon") return [footprint.coordinates[0]];
+  const rings = footprint.coordinates.map((polygon) => polygon[0]);
+  const split = rings.some((ring) => ring.some(([lon]) => lon >= 180));
+  return rings.map((ring) => ring.map(([lon, lat]) => [split && lon < 0 ? lon + 360 : lon, lat]));
 }
 
 // "Where else?": the query scene's most similar scenes counted per cell of the archive, the

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.lonlat import rfc7946
 from service.storage.scene_table import SceneTable
 from service.usecases.search import RankedScene
 
@@ -26,7 +27,8 @@ class DensityCell:
     best_score: float
     best_id: int
     bounds: tuple[float, float, float, float]
-    """The cell's box (grid), or the box around its hits' footprints (source)."""
+    """The cell's box (grid), or the box around its hits' footprints (source); west above
+    east across the antimeridian (RFC 7946)."""
 
 
 def hit_density(
@@ -66,14 +68,9 @@ def hit_density(
         found = sources or {}
         keys = [found.get(int(i)) or "(no source)" for i in ids]
         boxes = {}
-        for key, p in zip(keys, places, strict=True):
-            old = boxes.get(key, (p[0], p[1], p[2], p[3]))
-            boxes[key] = (
-                min(old[0], p[0]),
-                min(old[1], p[1]),
-                max(old[2], p[2]),
-                max(old[3], p[3]),
-            )
+        for key in dict.fromkeys(keys):
+            mine = places[[k == key for k in keys]]
+            boxes[key] = rfc7946(_around(mine[:, :4]))
     else:
         raise ValueError(f"density by {by!r}: choose grid or source")
     out: list[DensityCell] = []
@@ -93,3 +90,19 @@ def hit_density(
         )
     out.sort(key=lambda c: (-c.count, -c.best_score))
     return out
+
+
+def _around(bounds: np.ndarray) -> tuple[float, float, float, float]:
+    """The box around unwrapped bounds (`model.lonlat`): as they are, or with the western
+    ones moved a turn east when that is narrower (footprints either side of 180)."""
+    south, north = float(bounds[:, 1].min()), float(bounds[:, 3].max())
+    spans = [
+        bounds[:, [0, 2]],
+        np.where(bounds[:, [0]] < 0, bounds[:, [0, 2]] + 360, bounds[:, [0, 2]]),
+    ]
+    west, east = min(
+        ((float(s[:, 0].min()), float(s[:, 1].max())) for s in spans), key=lambda b: b[1] - b[0]
+    )
+    if east - west >= 360.0:
+        west, east = -180.0, 180.0
+    return west, south, east, north

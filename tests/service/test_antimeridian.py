@@ -162,3 +162,26 @@ def test_the_cli_searches_across_the_antimeridian(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert {int(h["id"]) for h in json.loads(done.stdout)["hits"]} == expected - {query}
+
+
+def test_where_else_boxes_a_raster_across_the_antimeridian_tightly(
+    far_live: tuple[LiveServer, str], far_geos: dict[int, SceneGeo]
+) -> None:
+    server, _ = far_live
+    with server.client() as client:
+        answer = client.post(
+            "/search/density", json={"scene_id": str(next(iter(far_geos))), "by": "source"}
+        )
+        assert answer.status_code == 200, answer.text
+        boxes = {cell["key"]: cell["bounds"] for cell in answer.json()["cells"]}
+        # the Fiji raster's box crosses 180 (west > east, RFC 7946), 2.5 km wide, not 360 degrees
+        west, south, east, north = boxes["fiji.tif"]
+        assert 179.97 < west < 180 and -180 < east < -179.97 and south < -17.8 < north
+        assert boxes["pole.tif"][::2] == [-180.0, 180.0] and boxes["pole.tif"][1] == -90.0
+        shapes = client.post(
+            "/search/density",
+            json={"scene_id": str(next(iter(far_geos))), "by": "source", "format": "geojson"},
+        )
+        assert shapes.status_code == 200, shapes.text
+        kinds = {f["id"]: f["geometry"]["type"] for f in shapes.json()["features"]}
+        assert kinds["fiji.tif"] == "MultiPolygon"

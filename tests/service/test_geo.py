@@ -731,5 +731,6 @@ def test_grn_search_takes_a_box_a_polygon_and_a_distance(
     assert found and all(
         _metres(grid[i].centre, (lon, lat)) <= 150 and grid[i].centre[0] <= box[2] for i in found
     )
-    wrong = search("--bbox", f"{box[2]},{box[1]},{box[0]},{box[3]}")
-    assert wrong.returncode == 2 and "minimum above its maximum" in wrong.stderr
+    # (a west above the east is a box across the antimeridian, RFC 7946: issue 42)
+    wrong = search("--bbox", f"{box[0]},{box[3]},{box[2]},{box[1]}")
+    assert wrong.returncode == 2 and "latitude minimum above its maximum" in wrong.stderr

@@ -123,7 +123,8 @@ class DensityCell(Schema):
     best_id: SceneId
     """Its most similar scene."""
     bounds: list[float]
-    """min_lon, min_lat, max_lon, max_lat: the cell, or the box around its hits."""
+    """min_lon, min_lat, max_lon, max_lat: the cell, or the box around its hits (min_lon
+    above max_lon across the antimeridian, RFC 7946)."""
 
 
 class DensityResponse(Schema):
