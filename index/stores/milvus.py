@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -56,6 +56,8 @@ from index.stores.milvus_filters import NATIVE_FILTERS, archive_meta
 if TYPE_CHECKING:
     from index.stores.settings import StoreSettings
     from model.archive import Archive
+
+T = TypeVar("T")
 
 
 class MilvusSearcher:
@@ -90,20 +92,16 @@ class MilvusSearcher:
 
     @property
     def count(self) -> int:
-        with milvus_answering(self.location):
-            return self.collection.count(exact=False)  # a version in service: no writes
+        return self._answer(lambda: self.collection.count(exact=False))  # no one writes it
 
     def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        with milvus_answering(self.location):
-            return self.collection.vectors(ids)
+        return self._answer(lambda: self.collection.vectors(ids))
 
     def held_ids(self) -> np.ndarray:
-        with milvus_answering(self.location):
-            return self.collection.ids()
+        return self._answer(self.collection.ids)
 
     def probabilities(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
-        with milvus_answering(self.location):
-            return self.collection.probabilities(ids)
+        return self._answer(lambda: self.collection.probabilities(ids))
 
     def descriptors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
         return None  # a collection keeps no descriptors: its searches are not re-ranked
@@ -113,13 +111,26 @@ class MilvusSearcher:
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(ids, dtype=np.int64)
-        with milvus_answering(self.location):
-            present = self.collection.present(ids, exact=False)
+        present = self._answer(lambda: self.collection.present(ids, exact=False))
         return np.isin(ids, np.asarray(present, dtype=np.int64))
 
     def search(self, queries: np.ndarray, k: int, where: SceneFilter | None = None) -> SearchResult:
+        return self._answer(lambda: self.collection.search(queries, k, where))
+
+    def _answer(self, call: Callable[[], T]) -> T:
+        """`call()`, Milvus's errors as `VectorStoreUnavailableError`. A restarted server
+        loads its collections again by itself, about 30 s later; until then it refuses
+        them as not loaded, so the first such answer asks it to load this one now."""
+        from pymilvus.exceptions import MilvusException
+
         with milvus_answering(self.location):
-            return self.collection.search(queries, k, where)
+            try:
+                return call()
+            except MilvusException as exc:
+                if "not loaded" not in str(exc):
+                    raise
+                self.collection.client.load_collection(self.collection.collection)
+                return call()
 
 
 @dataclass

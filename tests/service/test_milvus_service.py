@@ -26,7 +26,9 @@ from servers import (
     archive_groups,
     dated_database,
     ended_job,
+    fill_milvus,
     prepared_database,
+    release_milvus_lite,
     server_env,
 )
 
@@ -38,25 +40,6 @@ from service.settings import Settings
 
 pytest.importorskip("pymilvus")
 KEY = "test-admin-key-0123456789abcdef"
-
-
-def release(uri: str) -> None:
-    """Milvus Lite runs in the process that opened the file and locks it: let it go."""
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(uri)
-
-
-def fill(
-    served: Served, ucm_root: Path, labels: Path, uri: str, work: Path, alias: str = "scenes"
-) -> str:
-    done = reindex_milvus(
-        served.model, ucm_root, uri, alias, work,
-        labels_csv=labels, replace=True, device="cpu", progress=False,
-    )  # fmt: skip
-    if not is_server(uri):
-        release(uri)
-    return done.version
 
 
 @pytest.fixture(scope="module", params=["lite", "server"])
@@ -76,7 +59,7 @@ def servers(
     uri, alias = str(workdir / "milvus.db"), "scenes"
     if request.param == "server":
         uri, alias = request.getfixturevalue("milvus_server").uri, "service"
-    version = fill(served, ucm_root, ucm_subset, uri, workdir / "work", alias)
+    version = fill_milvus(served, ucm_root, ucm_subset, uri, workdir / "work", alias)
     urls = {}
     for name in ("faiss", "milvus"):
         urls[name] = f"sqlite:///{workdir / f'{name}-catalog.sqlite'}"
@@ -235,7 +218,7 @@ def test_a_rebuilt_collection_is_swapped_in(
     served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
     uri = str(tmp_path / "milvus.db")
-    first = fill(served, ucm_root, ucm_subset, uri, tmp_path / "work")
+    first = fill_milvus(served, ucm_root, ucm_subset, uri, tmp_path / "work")
     runtime = Runtime(
         Settings(
             model_path=served.model, vector_store="milvus", milvus_uri=uri, device="cpu",
@@ -261,7 +244,7 @@ def test_a_rebuilt_collection_is_swapped_in(
         assert (old.searcher.search(query, 100).ids[0] >= 0).sum() == 100
         assert (new.searcher.search(query, 100).ids[0] >= 0).sum() == 50
     finally:
-        release(uri)
+        release_milvus_lite(uri)
 
     # `grn status` reports the collection behind the alias and what SQL lacks
     url = f"sqlite:///{tmp_path / 'catalog.sqlite'}"

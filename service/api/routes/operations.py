@@ -11,6 +11,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from index.stores import VectorStoreUnavailableError
 from service.api.bodies import error_response
 from service.api.deps import READER, CatalogDep, RuntimeDep, in_thread
 from service.api.errors import documented
@@ -101,13 +102,19 @@ async def readyz(runtime: RuntimeDep, catalog: CatalogDep) -> Any:
             reasons.append(
                 f"database: schema at {revision or 'nothing'}, needs {head}; run `grn db upgrade`"
             )
+    index_count = 0
+    if snapshot is not None:
+        try:  # a vector store on a server answers over the network: off the event loop
+            index_count = await in_thread(lambda: snapshot.searcher.count)
+        except VectorStoreUnavailableError as exc:
+            reasons.append(f"vector store: {exc}")
     if reasons or snapshot is None:
         return error_response(503, "not_ready", "; ".join(reasons), reasons)
     return Readiness(
         status="ready",
         model_version=snapshot.model_version,
         index_version=snapshot.index_version,
-        index_count=snapshot.searcher.count,
+        index_count=index_count,
         schema_revision=revision or "",
         scenes=scenes,
         warning=runtime.problem,
