@@ -9,7 +9,8 @@ cluster of a head and N-1 worker nodes started with `ray start` on 127.0.0.1
 (`index.ray_cluster`), joined through its address as `grn embed --ray-address` does, with
 one embedding actor per node. Ray's start-up and the actors' first model load are outside
 the timed part (a 16-scene warm-up runs first). Prints images/s for each and per node, the
-embedding actors seen on each node while it ran, whether the Ray embeddings equal the plain
+embedding actors seen on each node while it ran and each node's memory (summed RSS of its
+processes, idle and at peak), whether the Ray embeddings equal the plain
 ones, and the 1-minute load average before and after each step.
 """
 
@@ -40,18 +41,34 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def actors_per_node(cluster: LocalRayCluster, stop: threading.Event, seen: list[int]) -> None:
-    """The most embedding actors (`ray::...MapWorker` processes) seen on each node."""
-    while not stop.wait(0.5):
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def watch(cluster: LocalRayCluster, stop: threading.Event, seen: dict[str, list]) -> None:
+    """Per node, the most embedding actors (`ray::...MapWorker` processes) seen at once and
+    the peak of its processes' summed RSS (shared pages counted in each)."""
+    while True:
         for number, node in enumerate(cluster.nodes):
-            count = 0
-            for pid in node.pids():
+            pids = node.pids()
+            actors = 0
+            for pid in pids:
                 try:
                     title = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                count += title.startswith(b"ray::") and b"MapWorker" in title
-            seen[number] = max(seen[number], count)
+                actors += title.startswith(b"ray::") and b"MapWorker" in title
+            seen["actors"][number] = max(seen["actors"][number], actors)
+            rss = round(sum(rss_mib(pid) for pid in pids))
+            seen["rss_mib"][number] = max(seen["rss_mib"][number], rss)
+        if stop.wait(0.5):
+            return
 
 
 def on_cluster(args: argparse.Namespace, nodes: int, scratch: Path) -> tuple[dict, Path]:
@@ -64,10 +81,11 @@ def on_cluster(args: argparse.Namespace, nodes: int, scratch: Path) -> tuple[dic
         warm_labels.write_text("\n".join(lines[:17]) + "\n")
         ray_embed(args.model, args.archive, scratch / f"warm{nodes}", labels_csv=warm_labels,
                   workers=nodes, address=cluster.address)  # fmt: skip
+        idle = [round(sum(rss_mib(pid) for pid in node.pids())) for node in cluster.nodes]
         before = load()
-        seen = [0] * nodes
+        seen: dict[str, list] = {"actors": [0] * nodes, "rss_mib": [0] * nodes}
         stop = threading.Event()
-        watcher = threading.Thread(target=actors_per_node, args=(cluster, stop, seen))
+        watcher = threading.Thread(target=watch, args=(cluster, stop, seen))
         watcher.start()
         try:
             report = ray_embed(args.model, args.archive, out, workers=nodes,
@@ -80,7 +98,8 @@ def on_cluster(args: argparse.Namespace, nodes: int, scratch: Path) -> tuple[dic
         "path": f"Ray cluster, {nodes} nodes", "nodes": nodes, "actors": nodes,
         "seconds": round(report.seconds, 1), "images_per_s": round(report.images_per_s, 1),
         "images_per_s_per_node": round(report.images_per_s / nodes, 1),
-        "actors_seen_per_node": seen, "load_before": before, "load_after": load(),
+        "actors_seen_per_node": seen["actors"], "idle_rss_mib_per_node": idle,
+        "peak_rss_mib_per_node": seen["rss_mib"], "load_before": before, "load_after": load(),
     }  # fmt: skip
     return row, out
 

@@ -169,7 +169,7 @@ class LocalRayCluster:
 
     def _start_node(self, name: str, role: list[str]) -> None:
         assert self.root is not None
-        ports = free_ports(6 + WORKER_PORTS)
+        ports = free_ports(7 + WORKER_PORTS)
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         command = [
@@ -180,10 +180,12 @@ class LocalRayCluster:
             f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
             f"--metrics-export-port={ports[2]}", f"--dashboard-agent-listen-port={ports[3]}",
             f"--dashboard-agent-grpc-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}",
-            f"--worker-port-list={','.join(map(str, ports[6:]))}",
+            f"--worker-port-list={','.join(map(str, ports[7:]))}",
         ]  # fmt: skip
         log = folder / "ray-start.log"
-        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+        # the head's autoscaler monitor serves its metrics on 44217 unless told otherwise
+        metrics = {"AUTOSCALER_METRIC_PORT": str(ports[6])}
+        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"} | metrics
         env.pop("RAY_ADDRESS", None)
         with log.open("wb") as out:
             process = subprocess.Popen(

@@ -148,7 +148,11 @@ def test_a_worker_node_killed_mid_run_leaves_every_scene_embedded_once(
     assert victim is not None, "no worker node ran an embedding actor before the job ended"
     written = len(shard_ids(shards))
     killed = cluster.kill(victim)
+    killed_at = time.monotonic()
     out = finish(job)
+    print(f"worker node {victim} killed ({len(killed)} processes) with {written} of "
+          f"{len(wanted)} scenes written; the job finished {time.monotonic() - killed_at:.1f} s "
+          f"later: {out.strip()}")  # fmt: skip
     assert written < len(wanted), "the job was done before the kill"
     assert f"embedded {len(wanted)} scenes (0 already in" in out
     counts = shard_ids(shards)
