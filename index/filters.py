@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import shapely
 
+from index.id_mask import IdMask
 from model.geo import haversine_m
 from model.lonlat import lon_meets, unwrapped
 from model.times import utc
@@ -97,7 +98,9 @@ class SceneFilter:
     """The scene folder (the `scene` column of labels.csv)."""
     split: str | None = None
     exclude_ids: Sequence[int] = ()
-    allow_ids: Sequence[int] | np.ndarray | None = None
+    allow_ids: Sequence[int] | np.ndarray | IdMask | None = None
+    """Only these ids; an `IdMask` (a mask over the catalog's ids) is searched without
+    listing them."""
     bbox: tuple[float, float, float, float] | None = None
     """(min_lon, min_lat, max_lon, max_lat), WGS84 (`model.geo.parse_bbox`); min_lon above
     max_lon across the antimeridian (RFC 7946)."""
@@ -136,6 +139,24 @@ class SceneFilter:
     @property
     def label_names(self) -> list[str]:
         return [*self.labels_all, *self.labels_any, *self.labels_none]
+
+    def key(self) -> tuple[Any, ...]:
+        """The conditions as one hashable value, equal for filters that keep the same
+        scenes by the same conditions (label lists as sets, a polygon by its WKB): what a
+        cache of evaluated filters is keyed by."""
+        parts: list[tuple[str, Any]] = []
+        for name in sorted(self.conditions()):
+            value = getattr(self, name)
+            if name == "within":
+                value = shapely.to_wkb(value)
+            elif name in ("exclude_ids", "allow_ids"):
+                value = np.unique(np.asarray(value, dtype=np.int64)).tobytes()
+            elif name.startswith("labels_"):
+                value = tuple(sorted(set(value)))
+            elif isinstance(value, list):
+                value = tuple(value)
+            parts.append((name, value))
+        return tuple(parts)
 
     def excluding(self, *ids: int) -> SceneFilter:
         return replace(self, exclude_ids=[*self.exclude_ids, *ids])

@@ -24,6 +24,8 @@ import numpy as np
 
 from index.filters import SceneFilter, SceneMeta
 from index.gpu import can_use_gpu, configure_copy, gpu_count, to_gpus
+from index.id_mask import IdMask
+from index.masked_scan import MaskedScan
 from index.results import (
     MAX_FETCH,
     IndexSearchError,
@@ -100,6 +102,9 @@ class Searcher:
         if ivf is not None and loaded.full_vectors is None:
             # lets an inverted file give back a stored vector by its id
             ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+        self.scan = MaskedScan.of(self.index) if loaded.full_vectors is None else None
+        """Searches restricted by an `IdMask` read the vectors in place (`index.masked_scan`);
+        None for a compressed index (FAISS's selectors then)."""
 
     @property
     def version(self) -> str:
@@ -167,7 +172,9 @@ class Searcher:
         searched exactly over their vectors; a longer one goes through the index, and an
         approximate index that finds fewer than k allowed scenes (an inverted file visits
         only some lists) is completed by exact search over the allowed scenes, so k hits
-        come back whenever k allowed scenes exist."""
+        come back whenever k allowed scenes exist. An allow-list given as an `IdMask` is
+        searched the same way over the index's vectors in place, without listing its ids
+        (`index.masked_scan`) where the index keeps plain vectors."""
         check_k(k)
         where = where or SceneFilter()
         unsupported = where.conditions() - self.native_filters
@@ -175,12 +182,14 @@ class Searcher:
             raise ValueError(
                 f"a FAISS index filters by ids only, not {', '.join(sorted(unsupported))}"
             )
+        if isinstance(where.allow_ids, IdMask) and self.scan is not None:
+            return self._search_mask(queries, k, where.allow_ids.excluding(where.exclude_ids))
         if where.allow_ids is None:
             excluded = list(where.exclude_ids)
             fetch = _excluded_fetch(k, excluded, self.count) if excluded else k
             result = self._search(queries, fetch, None)
             return _without_excluded(result, excluded, k) if excluded else result
-        allowed = sorted_unique(where.allow_ids)
+        allowed = sorted_unique(np.asarray(where.allow_ids, dtype=np.int64))
         if len(where.exclude_ids):
             allowed = allowed[~np.isin(allowed, np.asarray(where.exclude_ids, dtype=np.int64))]
         if len(allowed) > EXACT_ALLOWED:
@@ -197,6 +206,21 @@ class Searcher:
         ids[:, : exact.ids.shape[1]] = exact.ids
         scores[:, : exact.ids.shape[1]] = exact.scores
         return SearchResult(ids, scores)
+
+    def _search_mask(self, queries: np.ndarray, k: int, allowed: IdMask) -> SearchResult:
+        """`search` over the ids an `IdMask` allows: exactly when they are few, else in the
+        lists FAISS would probe, completed exactly when those hold fewer than k."""
+        assert self.scan is not None
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.index.d:
+            raise IndexSearchError(
+                f"queries have {queries.shape[1]} dimensions, the index {self.index.d}"
+            )
+        if allowed.count > EXACT_ALLOWED:
+            result = self.scan.probed(queries, k, allowed, self.settings.nprobe)
+            if (result.ids >= 0).all():
+                return result
+        return self.scan.exact(queries, k, allowed)
 
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> SearchResult:
         return search(

@@ -13,10 +13,12 @@ by the catalog; with nothing added or removed it is the index version itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from index.filters import SceneFilter
+from index.id_mask import IdMask
 from index.results import MAX_FETCH, MAX_K, SearchResult, check_k, in_sorted
 from index.stores import ServedIndex, UnknownSceneError
 from service.storage.scene_reading import WrittenVectors
@@ -154,7 +156,9 @@ class LiveIndex:
         keep = np.ones(len(self.added_ids), dtype=bool)
         if len(where.exclude_ids):
             keep &= ~np.isin(self.added_ids, np.asarray(where.exclude_ids, dtype=np.int64))
-        if where.allow_ids is not None:
+        if isinstance(where.allow_ids, IdMask):
+            keep &= where.allow_ids.contains(self.added_ids)
+        elif where.allow_ids is not None:
             keep &= np.isin(self.added_ids, np.asarray(where.allow_ids, dtype=np.int64))
         added = np.broadcast_to(self.added_ids[keep], (len(queries), int(keep.sum())))
         ids = np.concatenate([base.ids, added], axis=1)
@@ -181,6 +185,8 @@ class LiveIndex:
         without them when it has one, or when excluding them would fetch past MAX_FETCH)."""
         if not len(self.removed):
             return where
+        if isinstance(where.allow_ids, IdMask):  # a mask: the removed scenes off a copy
+            return replace(where, allow_ids=where.allow_ids.excluding(self.removed))
         if where.allow_ids is not None:
             allowed = np.asarray(where.allow_ids, dtype=np.int64)
             return SceneFilter(

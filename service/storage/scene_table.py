@@ -31,6 +31,7 @@ import shapely
 from sqlalchemy import Connection, select
 
 from index.filters import ACQUIRED, PLACES, SceneFilter, utc
+from index.id_mask import IdMask
 from model.geo import haversine_m, near_bounds
 from model.lonlat import lon_inside, lon_meets, shifts, unwrapped
 from service.errors import BadRequestError
@@ -61,6 +62,9 @@ class SceneRow:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ID_CONDITIONS = frozenset({"exclude_ids", "allow_ids"})
+MASKS_KEPT = 32
+"""Filters whose masks a table keeps (a bool per scene each: 32 MB at a million scenes)."""
 MICROSECOND = timedelta(microseconds=1)
 UNKNOWN = np.iinfo(np.int64).min
 """An acquisition time not known (numpy's NaT as datetime64[us])."""
@@ -281,8 +285,44 @@ class SceneTable:
         """Raise the 400 of an unknown label name."""
         self._columns(names)
 
+    @cached_property
+    def _masks(self) -> dict[tuple[object, ...], np.ndarray]:
+        """The masks of the last MASKS_KEPT filters evaluated (ids apart), oldest first."""
+        return {}
+
     def mask(self, where: SceneFilter) -> np.ndarray:
-        """Which scenes pass the filter (the semantics of `SceneFilter.passes`)."""
+        """Which scenes pass the filter (the semantics of `SceneFilter.passes`). Its
+        conditions other than ids are evaluated once per table and kept (read-only: the
+        mask of a filter searched again costs nothing, at a million scenes 1 to 30 ms to
+        make); its ids are applied to a copy."""
+        key = where.without(ID_CONDITIONS).key()
+        keep = self._masks.get(key)
+        if keep is None:
+            keep = self._evaluated(where.without(ID_CONDITIONS))
+            keep.flags.writeable = False
+            self._masks[key] = keep
+            while len(self._masks) > MASKS_KEPT:
+                self._masks.pop(next(iter(self._masks)), None)
+        if not where.conditions() & ID_CONDITIONS:
+            return keep
+        keep = keep.copy()
+        if len(where.exclude_ids):
+            rows = self.positions(where.exclude_ids)
+            keep[rows[rows >= 0]] = False
+        if where.allow_ids is not None:
+            allowed = np.zeros(len(self.ids), dtype=bool)
+            rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
+            allowed[rows[rows >= 0]] = True
+            keep &= allowed
+        return keep
+
+    def allowed(self, where: SceneFilter) -> IdMask:
+        """The scenes that pass the filter, as a mask over the table's ids (`IdMask`: a
+        store searches it without listing the ids)."""
+        return IdMask(self.ids, self.mask(where))
+
+    def _evaluated(self, where: SceneFilter) -> np.ndarray:
+        """`mask` of a filter without id conditions, evaluated on the columns."""
         keep = np.ones(len(self.ids), dtype=bool)
         for j in self._columns(where.labels_all):
             keep &= self.labels[:, j]
@@ -296,14 +336,6 @@ class SceneTable:
         ):
             if value is not None:
                 keep &= codes == (names.index(value) if value in names else -1)
-        if len(where.exclude_ids):
-            rows = self.positions(where.exclude_ids)
-            keep[rows[rows >= 0]] = False
-        if where.allow_ids is not None:
-            allowed = np.zeros(len(self.ids), dtype=bool)
-            rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
-            allowed[rows[rows >= 0]] = True
-            keep &= allowed
         if where.added_after is not None:
             keep &= self.added >= epoch_us(where.added_after)
         if where.added_before is not None:

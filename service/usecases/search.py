@@ -315,8 +315,9 @@ def ranked_search(
     its nearest scenes tell), and not when a candidate has no descriptor (a scene added
     since the version was built)."""
     if where.conditions() - index.native_filters:
-        # the catalog resolves the filter (and refuses unknown labels)
-        where = SceneFilter(allow_ids=table.allowed_ids(where))
+        # the catalog resolves the filter (and refuses unknown labels) into a mask over its
+        # ids, kept per filter; the store searches it without listing the ids
+        where = SceneFilter(allow_ids=table.allowed(where))
     elif where.label_names:
         table.check_labels(where.label_names)  # the same 400 as an allow-list would give
     fetch = k if rerank is None else min(MAX_K, max(k, rerank.pool))

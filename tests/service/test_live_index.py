@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from index.filters import SceneFilter
+from index.id_mask import IdMask
 from index.stores.faiss import FaissVersions
 from index.stores.faiss_versions import IndexStore
 from index.vectors import build_index
@@ -74,6 +75,14 @@ def test_live_index_is_exact_search_over_sql(factory: str, tmp_path: Path) -> No
         got = live.search(query, 10, where)
         keep = np.isin(sql_ids, allowed) & (sql_ids != allowed[0])
         assert [int(i) for i in got.ids[0]] == exact(
+            sql_ids[keep], truth_vectors[keep], query[0], 10
+        )
+        # the same as a mask over SQL's ids (what a search hands the store): the removed
+        # scenes are in no row of it, the added ones are looked up in it
+        universe = np.sort(sql_ids)
+        mask = IdMask(universe, np.isin(universe, allowed))
+        where = SceneFilter(allow_ids=mask, exclude_ids=[int(allowed[0])])
+        assert [int(i) for i in live.search(query, 10, where).ids[0]] == exact(
             sql_ids[keep], truth_vectors[keep], query[0], 10
         )
 

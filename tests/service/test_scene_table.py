@@ -60,6 +60,14 @@ def test_filters_and_hits_match_sql(database_url: str, ucm_root: Path, ucm_subse
     ]  # fmt: skip
     for where in filters:
         assert catalog.allowed_ids(where).tolist() == sql_ids(catalog, where), where
+    for where in filters:  # again, from the masks the table keeps: the same scenes
+        assert table.allowed(where).ids.tolist() == sql_ids(catalog, where), where
+    kept = table.mask(SceneFilter(labels_all=["water", "trees"]))
+    assert table.mask(SceneFilter(labels_all=["trees", "water"])) is kept  # one filter
+    assert not kept.flags.writeable and kept.any()
+    first = int(table.ids[np.flatnonzero(kept)[0]])
+    fewer = table.mask(SceneFilter(labels_all=["water", "trees"], exclude_ids=[first]))
+    assert fewer.sum() == kept.sum() - 1 and kept[table.positions([first])[0]]  # on a copy
     with pytest.raises(BadRequestError, match=r"unknown label.*volcano"):
         catalog.allowed_ids(SceneFilter(labels_all=["volcano"]))
     engine.dispose()
