@@ -67,16 +67,12 @@ def newest(truth: Truth, count: int) -> dict[str, Any]:
     return {"added_after": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cut))}
 
 
-def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Every figure of one size on one database."""
-    size = len(truth)
-    name = f"grn_scale_{kind}_{size}"
-    url, drop = database(kind, args.postgres, args.work, name)
-    scratch = args.work / name
-    shutil.rmtree(scratch, ignore_errors=True)
-    env = {
+def service_env(url: str, model: Path, scratch: Path) -> dict[str, str]:
+    """The settings of `grn` and `grn serve` over one benchmark database, files under
+    `scratch`, the index root polled every second."""
+    return {
         "GRN_DATABASE_URL": url,
-        "GRN_MODEL_PATH": str(args.model),
+        "GRN_MODEL_PATH": str(model),
         "GRN_INDEX_ROOT": str(scratch / "index"),
         "GRN_STORE_DIR": str(scratch / "store"),
         "GRN_THUMBNAIL_DIR": str(scratch / "thumbnails"),
@@ -85,6 +81,16 @@ def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> 
         "GRN_EMBEDDED_WORKER": "false",
         "GRN_LOG_LEVEL": "WARNING",
     }
+
+
+def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure of one size on one database."""
+    size = len(truth)
+    name = f"grn_scale_{kind}_{size}"
+    url, drop = database(kind, args.postgres, args.work, name)
+    scratch = args.work / name
+    shutil.rmtree(scratch, ignore_errors=True)
+    env = service_env(url, args.model, scratch)
     out: dict[str, Any] = {"database": kind, "scenes": size, "load_before": os.getloadavg()}
     try:
         checked_grn("db", "upgrade", env=env)

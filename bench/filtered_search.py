@@ -1,0 +1,173 @@
+"""Filtered `POST /search` by scene id at archive scale (issue 36, item 4), this tree against a
+baseline tree (the old path: the filter listed as ids, FAISS's `IDSelectorBatch`), both
+serving the same database and index at once, requests alternating between them so that both
+see the same load.
+
+For each size (10k, 100k, 1M by default) a `grn synth` archive (kept under `--work`), each
+database a fresh one and `grn import --bulk` (this tree's); then the two servers and, one
+request at a time, k=10 searches by the same scene ids with no filter and with filters
+keeping about 1% and 50% of the scenes (labels, bbox, added date: `bench.scale_truth`),
+each answer checked against brute force over the filtered set (re-ranked as the service
+says it re-ranked): p50/p99, the first search of each filter (the mask made, the index's
+entries mapped to the catalog's rows), recall@10 (mean and lowest), short pages.
+
+    git archive BASE | tar -x -C /tmp/grn-baseline    # the tree to compare against
+    python -m bench.filtered_search --baseline /tmp/grn-baseline \
+        --out docs/results/filtered-search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench._common import MODEL, checked_grn, invocation, percentiles
+from bench.bulk_import import database
+from bench.scale import archive, service_env
+from bench.scale_http import K, _post
+from bench.scale_truth import Truth, filters, load_truth
+from bench.server import serve
+from model import rerank
+
+SIZES = (10_000, 100_000, 1_000_000)
+TREES = ("old", "new")
+
+
+def answers(
+    clients: dict[str, httpx.Client], truth: Truth, rows: np.ndarray, fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Searches by the scenes at `rows` with the filter `fields` on both servers (which goes
+    first alternates): per tree p50/p99, the first search's ms, recall@10 against brute
+    force over the scenes the filter keeps, and pages shorter than they can be."""
+    kept = truth.keeps(fields)
+    times: dict[str, list[float]] = {tree: [] for tree in TREES}
+    recalls: dict[str, list[float]] = {tree: [] for tree in TREES}
+    short = dict.fromkeys(TREES, 0)
+    for turn, row in enumerate(rows):
+        expected: dict[bool, list[int]] = {}
+        for tree in TREES if turn % 2 else TREES[::-1]:
+            body = {"scene_id": str(truth.ids[row]), "k": K, **fields}
+            elapsed, answer = _post(clients[tree], json=body)
+            times[tree].append(elapsed)
+            got = [int(hit["id"]) for hit in answer["hits"]]
+            reranked = bool(answer.get("reranked"))
+            if reranked not in expected:
+                pool = rerank.POOL if reranked else None
+                expected[reranked] = truth.nearest(int(row), kept, K, pool)
+            wanted = expected[reranked]
+            recalls[tree].append(len(set(got) & set(wanted)) / max(1, len(wanted)))
+            short[tree] += len(got) < len(wanted)
+    return {
+        "selectivity": round(float(kept.mean()), 4),
+        "fields": fields,
+        **{
+            tree: {
+                **percentiles(times[tree][1:], upper=(99,)),
+                "first_ms": round(times[tree][0], 1),
+                "recall_at_10": round(float(np.mean(recalls[tree])), 4),
+                "min_recall_at_10": round(float(np.min(recalls[tree])), 4),
+                "short_pages": short[tree],
+            }
+            for tree in TREES
+        },
+    }
+
+
+def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Both trees' searches over one size on one database."""
+    size = len(truth)
+    name = f"grn_filtered_{kind}_{size}"
+    url, drop = database(kind, args.postgres, args.work, name)
+    scratch = args.work / name
+    shutil.rmtree(scratch, ignore_errors=True)
+    env = service_env(url, args.model, scratch) | {"GRN_INDEX_POLL_SECONDS": "0"}
+    out: dict[str, Any] = {"database": kind, "scenes": size, "load_before": os.getloadavg()}
+    try:
+        checked_grn("db", "upgrade", env=env)
+        seconds, _ = checked_grn("import", str(folder), "--bulk", "--quiet", env=env)
+        out["import_s"] = round(seconds, 1)
+        rows = np.random.default_rng(0).choice(size, args.searches + 1, replace=False)
+        with (
+            serve(env, tree=args.baseline) as old,
+            serve(env) as new,
+            httpx.Client(base_url=old.url, timeout=300) as old_client,
+            httpx.Client(base_url=new.url, timeout=300) as new_client,
+        ):
+            clients = {"old": old_client, "new": new_client}
+            out["startup_s"] = {"old": round(old.startup_s, 1), "new": round(new.startup_s, 1)}
+            for row in rows[-20:]:  # warm up: arrays, index pages, the first requests
+                for client in clients.values():
+                    client.post("/search", json={"scene_id": str(truth.ids[row]), "k": K})
+            out["filters"] = {"unfiltered": answers(clients, truth, rows, {})}
+            for label, fields in filters(truth).items():
+                out["filters"][label] = answers(clients, truth, rows, fields)
+                print(line(size, kind, label, out["filters"][label]), flush=True)
+            out["rss_mib"] = {"old": old.rss_kib() // 1024, "new": new.rss_kib() // 1024}
+    finally:
+        drop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    out["load_after"] = os.getloadavg()
+    return out
+
+
+def line(size: int, kind: str, label: str, result: dict[str, Any]) -> str:
+    """One row of the table: both trees' p50/p99, the new tree's first search, recall."""
+    old, new = result["old"], result["new"]
+    cells = [
+        f"{size:,}", kind, label, f"{result['selectivity']:.2%}",
+        f"{old['p50_ms']:.1f} / {old['p99_ms']:.1f}", f"{new['p50_ms']:.1f} / {new['p99_ms']:.1f}",
+        f"{new['first_ms']:.0f}",
+        f"{old['recall_at_10']:.3f} ({old['min_recall_at_10']:.1f})",
+        f"{new['recall_at_10']:.3f} ({new['min_recall_at_10']:.1f})",
+        f"{old['short_pages']} / {new['short_pages']}", f"{os.getloadavg()[0]:.1f}",
+    ]  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+HEADER = (
+    "| scenes | database | filter | kept | old p50 / p99 ms | new p50 / p99 ms | new first ms "
+    "| old recall@10 (min) | new recall@10 (min) | short pages old / new | load 1-min |\n"
+    + "| ---: " * 11
+    + "|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="The old tree.")
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--database", nargs="+", default=["sqlite", "postgresql"],
+                        choices=["sqlite", "postgresql"])  # fmt: skip
+    parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--model", type=Path, default=MODEL)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/grn-scale"))
+    parser.add_argument("--searches", type=int, default=100, help="Per filter and tree.")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"command": invocation(), "cores": os.cpu_count(), "results": []}
+    print(HEADER, flush=True)
+    for size in sorted(args.sizes):
+        folder, _ = archive(args.work, size, args.model)
+        truth = load_truth(folder)
+        for kind in args.database:
+            result = measure(folder, truth, kind, args)
+            print(line(size, kind, "unfiltered", result["filters"]["unfiltered"]), flush=True)
+            report["results"].append(result)
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    print(f"\n{report['command']}; 1-min load average at the end {os.getloadavg()[0]:.1f}",
+          file=sys.stderr)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
