@@ -27,15 +27,13 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 import numpy as np
-import shapely
 from sqlalchemy import Connection, select
 
 from index.filters import ACQUIRED, PLACES, SceneFilter, utc
 from index.id_mask import IdMask
-from model.geo import haversine_m, near_bounds
-from model.lonlat import lon_inside, lon_meets, shifts, unwrapped
 from service.errors import BadRequestError
 from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
+from service.storage.scene_places import PlaceIndex
 from service.storage.scene_reading import (
     CHUNK,
     WrittenVectors,
@@ -360,67 +358,13 @@ class SceneTable:
         return keep
 
     @cached_property
-    def _by_west(self) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
-        """The rows that have a footprint ordered by their western edge, those edges, the
-        widest footprint's span of longitude, and the rows round a pole (all longitudes),
-        which every place query reads: a place query reads the slice of rows whose western
-        edge can reach its box, not every row (built once per table)."""
-        p = self.places
-        rows = np.flatnonzero(~np.isnan(p[:, 0]))
-        polar = p[rows, 2] - p[rows, 0] >= 360.0
-        wide, rows = rows[polar], rows[~polar]
-        order = rows[np.argsort(p[rows, 0], kind="stable")]
-        width = float((p[rows, 2] - p[rows, 0]).max()) if len(rows) else 0.0
-        return order, np.ascontiguousarray(p[order, 0]), width, wide
+    def _places(self) -> PlaceIndex:
+        return PlaceIndex(self.places)
 
     def placed(self, where: SceneFilter, among: np.ndarray | None = None) -> np.ndarray:
-        """Which scenes lie where the filter's place conditions say (`SceneFilter`), tested
-        only among the rows `among` marks (all by default). The conditions' boxes narrow the
-        rows first (slices of the rows by western edge for the narrowest box, as it is and one
-        turn of the Earth either side, then four columns); the polygon and the distance are
-        tested on the rows still in. Boxes and bounds are unwrapped (`model.lonlat`)."""
-        boxes = [unwrapped(where.bbox)] if where.bbox is not None else []
-        if where.within is not None:
-            boxes.append(unwrapped(where.within.bounds))  # the centre lies in the polygon's box
-        if where.near is not None:
-            boxes.append(near_bounds(*where.near))  # ... and in the circle's
-        keep = np.zeros(len(self.ids), dtype=bool)
-        if not boxes:
-            return (
-                ~np.isnan(self.places[:, 0])
-                if among is None
-                else among & ~np.isnan(self.places[:, 0])
-            )
-        order, west, width, wide = self._by_west
-        parts = [
-            order[
-                int(np.searchsorted(west, b[0] - width, side="left")) : int(
-                    np.searchsorted(west, b[2], side="right")
-                )
-            ]
-            for b in shifts(min(boxes, key=lambda b: b[2] - b[0]))
-        ]
-        parts = [part for part in [*parts, wide] if len(part)]
-        rows = parts[0] if len(parts) == 1 else np.unique(np.concatenate([order[:0], *parts]))
-        if among is not None:
-            rows = rows[among[rows]]
-        q = self.places[rows]
-        ok = np.ones(len(rows), dtype=bool)
-        if where.bbox is not None:
-            min_lon, min_lat, max_lon, max_lat = boxes[0]
-            ok &= lon_meets(q[:, 0], q[:, 2], min_lon, max_lon)
-            ok &= (q[:, 3] >= min_lat) & (q[:, 1] <= max_lat)
-        for b in boxes[1 if where.bbox is not None else 0 :]:
-            ok &= lon_inside(q[:, 4], b[0], b[2]) & (q[:, 5] >= b[1]) & (q[:, 5] <= b[3])
-        if where.within is not None:
-            inside = np.flatnonzero(ok)
-            ok[inside] = shapely.intersects_xy(where.within, q[inside, 4], q[inside, 5])
-        if where.near is not None:
-            lon, lat, radius = where.near
-            inside = np.flatnonzero(ok)
-            ok[inside] = haversine_m(q[inside, 4], q[inside, 5], lon, lat) <= radius
-        keep[rows[ok]] = True
-        return keep
+        """Which scenes lie where the filter's place conditions say, tested only among the
+        rows `among` marks (all by default; `service.storage.scene_places`)."""
+        return self._places.placed(where, among)
 
     def allowed_ids(self, where: SceneFilter) -> np.ndarray:
         """The sorted ids of the scenes that pass the filter."""
