@@ -73,11 +73,16 @@ def search(
     output: FormatOpt = "table",
     bbox: Annotated[
         str | None,
-        typer.Option(help="Only scenes whose footprint meets MIN_LON,MIN_LAT,MAX_LON,MAX_LAT."),
+        typer.Option(
+            help="Only scenes whose footprint meets MIN_LON,MIN_LAT,MAX_LON,MAX_LAT (MIN_LON "
+            "above MAX_LON: across the antimeridian)."
+        ),
     ] = None,
     within: Annotated[
         str | None,
-        typer.Option(help="Only scenes centred in this GeoJSON Polygon (text, or a file)."),
+        typer.Option(
+            help="Only scenes centred in this GeoJSON Polygon or MultiPolygon (text, or a file)."
+        ),
     ] = None,
     near: Annotated[
         str | None, typer.Option(help="Only scenes centred within LON,LAT,METRES.")
