@@ -43,12 +43,19 @@ def make_data(n: int, queries: int) -> tuple[np.ndarray, np.ndarray, list[SceneM
     return ids, data[:n], metas, data[n:]
 
 
-def measure(store: Any, ids, vectors, metas, queries, singles: int) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def measure(
+    store: Any, ids, vectors, metas, queries, singles: int, settle=None, filters=None
+) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Add every vector (then `settle()`, timed with it: what a store needs before its
+    searches see them all), then the searches, filtered and not (`filters`, by name; these
+    below by default), against brute force."""
     start = time.perf_counter()
     store.add(ids, vectors, metas)
+    if settle is not None:
+        settle()
     added = time.perf_counter() - start
     row: dict[str, Any] = {"add_s": added, "add_per_s": len(ids) / added}
-    filters = {
+    filters = filters or {
         "none": None,
         "labels_any": SceneFilter(labels_any=["label3", "label7"]),
         "folder": SceneFilter(folder="folder5"),
