@@ -88,6 +88,19 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def naming(folder: Path) -> list[int]:
+    """Processes whose command line names `folder` (a node's raylet and agents name its
+    session folder): what a `ray start` that exited may have left behind."""
+    needle = f"{folder}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
 def listening_sockets(pids: set[int]) -> list[tuple[str, int, int]]:
     """(address, port, pid) of each TCP socket in LISTEN state that these processes hold,
     from /proc/net/tcp and tcp6 and each process's open files."""
@@ -120,14 +133,23 @@ def _address(hexed: str) -> str:
     return socket.inet_ntop(socket.AF_INET6, words)
 
 
+class NodeExitedError(RuntimeError):
+    """A node's `ray start` exited before the node was alive."""
+
+
 @dataclass
 class RayNode:
     name: str
     process: subprocess.Popen[bytes]
-    log: Path
+    folder: Path
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "ray-start.log"
 
     def pids(self) -> list[int]:
-        return descendants(self.process.pid) if self.process.poll() is None else []
+        alive = descendants(self.process.pid) if self.process.poll() is None else []
+        return sorted(set(alive) | set(naming(self.folder)))
 
 
 @dataclass
@@ -159,9 +181,8 @@ class LocalRayCluster:
                                       f"--ray-client-server-port={client}",
                                       "--include-dashboard=false"])  # fmt: skip
             self.wait_for_nodes(1, timeout)
-            for number in range(1, self.workers + 1):
-                self._start_node(f"worker{number}", [f"--address={self.address}"])
-            self.wait_for_nodes(self.workers + 1, timeout)
+            for number in range(1, self.workers + 1):  # one at a time: less contention
+                self._start_worker(number, timeout)
         except BaseException:
             self.stop()
             raise
@@ -191,7 +212,21 @@ class LocalRayCluster:
             process = subprocess.Popen(
                 command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        self.nodes.append(RayNode(name, process, log))
+        self.nodes.append(RayNode(name, process, folder))
+
+    def _start_worker(self, number: int, timeout: float, tries: int = 3) -> None:
+        """Start worker node `number` and wait until it is alive. `ray start` gives a node
+        30 s to register with the GCS (a constant in Ray); on a loaded machine it can miss
+        that and exit, so a node that exited is started again, up to `tries` times."""
+        for attempt in range(1, tries + 1):
+            self._start_node(f"worker{number}", [f"--address={self.address}"])
+            try:
+                self.wait_for_nodes(number + 1, timeout)
+                return
+            except NodeExitedError:
+                if attempt == tries:
+                    raise
+                _signal(self.nodes.pop().pids(), signal.SIGKILL)  # what it left
 
     def alive_nodes(self) -> int:
         """Nodes the GCS counts as alive."""
@@ -205,7 +240,7 @@ class LocalRayCluster:
         while True:
             for node in self.nodes:
                 if node.process.poll() is not None:
-                    raise RuntimeError(
+                    raise NodeExitedError(
                         f"Ray node {node.name} exited ({node.process.returncode}): "
                         f"{node.log.read_text()[-2000:]}"
                     )

@@ -113,6 +113,10 @@ def reindex(
         ray_address=cluster,
     )  # fmt: skip
     try:
+        if cluster:
+            from index.ray_embed import check_address
+
+            check_address(cluster)  # before the model and the scenes are read
         outcome = reindex_scenes(
             store_settings(index_root, milvus, collection),
             request,

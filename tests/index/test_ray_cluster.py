@@ -65,6 +65,24 @@ def shard_ids(folder: Path) -> Counter[int]:
     return counts
 
 
+def test_an_address_without_a_cluster_is_a_one_line_error(ucm_root: Path, tmp_path: Path) -> None:
+    from index.ray_cluster import free_ports
+
+    silent = f"127.0.0.1:{free_ports(1)[0]}"
+    common = ["--model", str(tmp_path / "model"), "--archive", str(ucm_root)]
+    for command, address, said in [
+        (["reindex", *common, "--index-root", str(tmp_path / "index")], silent,
+         f"no Ray cluster answers at {silent}"),
+        (["embed", *common, "--out", str(tmp_path / "out")], "head-without-port",
+         "is not a Ray cluster address"),
+    ]:  # fmt: skip
+        job = grn(*command, "--ray-address", address)
+        _, err = job.communicate(timeout=300)
+        assert job.returncode == 1, err
+        assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "index").exists() and not (tmp_path / "out").exists()
+
+
 def test_the_cluster_has_three_nodes_listening_on_loopback_only(cluster: object) -> None:
     from index.ray_cluster import LocalRayCluster
 
