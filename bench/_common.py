@@ -3,6 +3,7 @@ this interpreter, and how times are summarised."""
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -95,3 +96,16 @@ def invocation() -> str:
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     module = spec.name if spec is not None else f"bench.{Path(sys.argv[0]).stem}"
     return " ".join(["python", "-m", module, *sys.argv[1:]])
+
+
+def save_report(report: Mapping[str, Any], out: Path | None) -> None:
+    """Write the run's report so far as JSON (after each size, so a cut run keeps them)."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+def print_closing(report: Mapping[str, Any]) -> None:
+    """The run's command and the machine's load at its end, on stderr."""
+    load = os.getloadavg()[0]
+    print(f"\n{report['command']}; 1-min load average at the end {load:.1f}", file=sys.stderr)

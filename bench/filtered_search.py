@@ -19,17 +19,15 @@ entries mapped to the catalog's rows), recall@10 (mean and lowest), short pages.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from bench._common import MODEL, checked_grn, invocation, percentiles
+from bench._common import MODEL, checked_grn, invocation, percentiles, print_closing, save_report
 from bench.bulk_import import database
 from bench.scale import archive, service_env
 from bench.scale_http import K, _post
@@ -162,11 +160,8 @@ def main() -> None:
             result = measure(folder, truth, kind, args)
             print(line(size, kind, "unfiltered", result["filters"]["unfiltered"]), flush=True)
             report["results"].append(result)
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(f"\n{report['command']}; 1-min load average at the end {os.getloadavg()[0]:.1f}",
-          file=sys.stderr)  # fmt: skip
+            save_report(report, args.out)
+    print_closing(report)
 
 
 if __name__ == "__main__":

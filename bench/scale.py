@@ -23,10 +23,8 @@ makes one); databases and indexes are made fresh and dropped after each size.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ import httpx
 import numpy as np
 
 from bench import scale_http
-from bench._common import MODEL, UCM, checked_grn, grn, invocation
+from bench._common import MODEL, UCM, checked_grn, grn, invocation, print_closing, save_report
 from bench.bulk_import import database
 from bench.scale_truth import Truth, filters, load_truth
 from bench.server import serve
@@ -200,11 +198,8 @@ def main() -> None:
             result["synth_s"] = synth_s
             report["results"].append(result)
             print(row(result), flush=True)
-            if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    print(f"\n{report['command']}; 1-min load average at the end {os.getloadavg()[0]:.1f}",
-          file=sys.stderr)  # fmt: skip
+            save_report(report, args.out)
+    print_closing(report)
 
 
 if __name__ == "__main__":

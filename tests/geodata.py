@@ -25,12 +25,14 @@ import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
+from sqlalchemy import Connection, text
 
 if __name__ == "__main__":  # run as a script: make the repository's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.mosaic import square_scenes
 from model.imageio import read_image
+from service.storage.dialects import postgis_schema
 
 SCENE_PX = 256
 PIXEL_M = 0.3
@@ -205,3 +207,12 @@ if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("geodata")
     for mosaic in write_set(target):
         print(f"{mosaic.path}: {mosaic.grid[0]} x {mosaic.grid[1]} scenes, {mosaic.kind}")
+
+
+def valid_postgis_footprints(connection: Connection) -> int | None:
+    """How many stored footprints PostGIS holds as valid geometries; None without PostGIS."""
+    gis = postgis_schema(connection)
+    if gis is None:
+        return None
+    query = f"SELECT count(*) FROM scene_footprints WHERE {gis}.ST_IsValid(geom)"
+    return int(connection.execute(text(query)).scalar_one())

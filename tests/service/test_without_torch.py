@@ -9,12 +9,12 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
+from commands import grn as grn_command
 from PIL import Image
 from servers import REPO, LiveServer, Served, empty_database, prepared_database, server_env
 
@@ -136,14 +136,8 @@ def test_the_server_without_torch_answers_as_the_torch_network(
 
 
 def grn(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`grn ARGS` in this process's environment with `env` over it."""
+    return grn_command(*args, env={**os.environ, **env})
 
 
 def vectors(index_root: Path) -> tuple[np.ndarray, np.ndarray]:

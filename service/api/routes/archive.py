@@ -4,6 +4,7 @@ the labels with their counts."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from itertools import chain
 from typing import Annotated, Any
 
@@ -59,6 +60,9 @@ def image_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
         304: {"description": "Not modified"},
         **SCENE_ERRORS,
     }
+
+
+JPEG = image_responses("image/jpeg")
 
 
 def scene_out(urls: SceneUrls, scene: Scene | ListedScene) -> SceneOut:
@@ -195,11 +199,7 @@ async def scene_image(
     return FileResponse(path, media_type=scene.media_type, headers=headers)
 
 
-@router.get(
-    "/scenes/{scene_id}/thumbnail",
-    name="scene_thumbnail",
-    responses=image_responses("image/jpeg"),
-)
+@router.get("/scenes/{scene_id}/thumbnail", name="scene_thumbnail", responses=JPEG)
 async def scene_thumbnail(
     request: Request,
     catalog: CatalogDep,
@@ -210,17 +210,10 @@ async def scene_thumbnail(
     """A JPEG thumbnail of the scene (longest side `thumbnail_size`), cached on disk."""
     scene = await in_thread(catalog.scene, scene_id)
     headers = cache_headers(f"{scene.checksum[:32]}-{settings.files.thumbnail_size}", settings)
-    if not_modified(request, headers["ETag"]):
-        return Response(status_code=304, headers=headers)
-    data = await in_thread(thumbnail, catalog, scene, settings, cache)
-    return Response(data, media_type="image/jpeg", headers=headers)
+    return await rendered_jpeg(request, headers, thumbnail, catalog, scene, settings, cache)
 
 
-@router.get(
-    "/scenes/{scene_id}/preview",
-    name="scene_preview",
-    responses=image_responses("image/jpeg"),
-)
+@router.get("/scenes/{scene_id}/preview", name="scene_preview", responses=JPEG)
 async def scene_preview(
     request: Request,
     catalog: CatalogDep,
@@ -244,9 +237,17 @@ async def scene_preview(
     snapped = preview_size(size, scene)
     headers = cache_headers(f"{scene.checksum[:32]}-preview-{snapped or 'full'}", settings)
     headers["X-Preview-Size"] = str(snapped or "full")
+    return await rendered_jpeg(request, headers, preview, catalog, scene, snapped, cache)
+
+
+async def rendered_jpeg(
+    request: Request, headers: dict[str, str], render: Callable[..., bytes], *args: Any
+) -> Response:
+    """A 304 when the browser holds this rendering already, else `render(*args)` as a JPEG
+    (in a thread: it may read and resize the image)."""
     if not_modified(request, headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    data = await in_thread(preview, catalog, scene, snapped, cache)
+    data = await in_thread(render, *args)
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
