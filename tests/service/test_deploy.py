@@ -62,20 +62,30 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_dockerfile_shape() -> None:
     text = (REPO / "Dockerfile").read_text()
     stages = dockerfile_stages()
-    assert stages[-1] == "cpu" and "cuda" in stages  # the CPU image is the default target
+    assert stages[-1] == "cpu" and {"cuda", "serve", "train"} <= set(stages)  # cpu: default
+    # the serving image is built without torch, the trainer image on top of it
+    serve = text.split("AS serve\n", 1)[1].split("\nFROM ", 1)[0]
+    installs = [line for line in serve.splitlines() if not line.lstrip().startswith("#")]
+    assert "torch" not in "\n".join(installs).replace('! python -c "import torch"', "")
+    assert re.search(r"^FROM serve AS train$", text, flags=re.MULTILINE)
+    assert re.search(r"^FROM train AS cpu$", text, flags=re.MULTILINE)
     # no `# syntax=` line: BuildKit's built-in frontend, nothing fetched from a registry
     assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE)
     assert re.search(r"^ARG BASE_IMAGE=grn-base/python:3\.11-bookworm$", text, flags=re.MULTILINE)
     assert "faiss-gpu-cu12" in text and "download.pytorch.org/whl/cpu" in text
     assert "ARG TORCH_SOURCE=pytorch-cpu" in text and "pypi)" in text
-    for stage in ("cpu", "cuda"):
+    for stage in ("serve", "train", "cpu", "cuda"):
         body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
-        assert "USER 10001:10001" in body  # never root
+        lines = [line for line in body.splitlines() if line and not line.startswith("#")]
+        assert lines[-1] == "USER 10001:10001"  # never root
+        if stage == "cpu":
+            continue
         # pip's settings come in as BuildKit secrets, the sources as a bind mount: neither
         # the host's configuration nor the sources are copied into a layer
         for secret in ("pip.conf", "ca.crt", "constraints.txt"):
             assert f"--mount=type=secret,id={secret}" in body
-        assert "--mount=type=bind,target=/src" in body
+        if stage != "train":  # train has the project from serve
+            assert "--mount=type=bind,target=/src" in body
     assert not re.search(r"^(COPY|ADD)\b", text, flags=re.MULTILINE)
     assert re.search(r"HEALTHCHECK .*\n?.*/readyz", text)
     assert 'ENTRYPOINT ["grn"]' in text and 'CMD ["serve"]' in text  # the same image runs jobs
@@ -90,7 +100,9 @@ def test_dockerfile_shape() -> None:
 def test_compose_file_is_what_the_deployment_needs() -> None:
     spec = compose({"GRN_API_KEY": KEY, "GRN_ARCHIVE": "/srv/archive"})
     services = spec["services"]
-    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "worker", "milvus"}
+    assert set(services) == {
+        "postgres", "migrate", "api", "api-gpu", "worker", "trainer", "milvus",
+    }  # fmt: skip
     postgres = services["postgres"]
     assert postgres["image"] == "grn-base/postgres:15-bookworm"  # docker/base-images.sh
     assert "pg_isready" in postgres["healthcheck"]["test"]
@@ -122,6 +134,16 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
     assert services["api"]["environment"]["GRN_EMBEDDED_WORKER"] == "false"
     assert any(v.endswith(":/data/store") for v in services["api"]["volumes"])
     assert services["api"]["build"]["args"]["TORCH_SOURCE"] == "pytorch-cpu"
+    # api, worker and migrate run the image without torch; the trainer, with torch, trains
+    # the first model (`grn up --train-only`) into the volume the api reads
+    for name in ("api", "worker", "migrate"):
+        assert services[name]["image"] == "grn:serve"
+        assert services[name]["build"]["target"] == "serve"
+    trainer = services["trainer"]
+    assert trainer["image"] == "grn:train" and trainer["build"]["target"] == "train"
+    assert trainer["command"] == ["up", "--train-only"] and "ports" not in trainer
+    assert trainer["volumes"] == services["api"]["volumes"]
+    assert trainer["restart"] == "on-failure" and trainer["healthcheck"] == {"disable": True}
     assert services["api-gpu"]["build"]["target"] == "cuda"
     assert services["api-gpu"]["profiles"] == ["gpu"] and "profiles" not in services["api"]
     device = services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
@@ -172,7 +194,7 @@ def test_compose_v2_validates_the_file_with_every_profile(tmp_path: Path) -> Non
         capture_output=True,
         text=True,
     ).stdout.split()  # fmt: skip
-    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "worker", "milvus"}
+    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "worker", "trainer", "milvus"}
 
 
 def host_paths(value: str, root: Path) -> str:

@@ -12,11 +12,20 @@ import subprocess
 from pathlib import Path
 
 import faiss
+import httpx
 import numpy as np
 import pytest
 from commands import grn as grn_command
 from PIL import Image
-from servers import REPO, LiveServer, Served, empty_database, prepared_database, server_env
+from servers import (
+    REPO,
+    LiveServer,
+    Served,
+    empty_database,
+    eventually,
+    prepared_database,
+    server_env,
+)
 
 from model.archive import load_archive, scene_id
 
@@ -224,3 +233,65 @@ def test_a_gpu_or_a_model_without_its_graph_is_refused_clearly_without_torch(
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "needs torch" in result.stderr
     assert not (index / "current").exists()
+
+
+def test_up_without_torch_waits_for_the_trainer_then_indexes_and_serves(
+    ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """Compose's split: `grn up` on the serving image (no torch) imports the archive, then
+    waits for the model that `grn up --train-only` (the trainer, with torch) writes, indexes
+    with the model's graph and serves."""
+    from test_prepare import KEY, TINY_TRAINING, run_up, small_archive, stop
+
+    archive = small_archive(ucm_root, ucm_subset, tmp_path / "archive", count=40)
+    model = tmp_path / "models" / "run" / "model.safetensors"
+    env = {
+        "GRN_ENVIRONMENT": "production",
+        "GRN_API_KEY": KEY,
+        "GRN_DATABASE_URL": f"sqlite:///{tmp_path / 'grn.db'}",
+        "GRN_ARCHIVE_DIR": str(archive),
+        "GRN_MODEL_PATH": str(model),
+        "GRN_INDEX_ROOT": str(tmp_path / "index"),
+        "GRN_THUMBNAIL_DIR": str(tmp_path / "thumbnails"),
+        "GRN_TRAIN_OPTIONS": TINY_TRAINING,
+        "GRN_DEVICE": "cpu",
+        "GRN_INDEX_POLL_SECONDS": "0.5",
+        "OMP_NUM_THREADS": "1",
+    }
+    record = tmp_path / "refused.txt"
+    api, port = run_up({**env, **without_torch(record)}, tmp_path / "api.log")
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+
+            def waiting() -> str | None:
+                try:
+                    message = str(client.get("/readyz").json().get("message", ""))
+                except httpx.HTTPError:
+                    return None
+                return message if "in the trainer service" in message else None
+
+            message = eventually(waiting, "the api waiting for the trainer's model", 120)
+            assert "training a model into" in message and not model.exists()
+
+            trainer = grn(["up", "--train-only"], env)
+            assert trainer.returncode == 0, trainer.stdout + trainer.stderr
+            assert model.is_file()
+
+            def ready() -> dict[str, object] | None:
+                answer = client.get("/readyz")
+                return answer.json() if answer.status_code == 200 else None
+
+            body = eventually(ready, "the api serving the trainer's model", 240)
+    finally:
+        stop(api)
+    log = (tmp_path / "api.log").read_text()
+    assert body["scenes"] == 40 and body["index_count"] == 40, log
+    assert "grn up: imported 40 scenes" in log and "in the trainer service" in log
+    assert "torch" in refused(record)
+
+    again = grn(["up", "--train-only"], env)
+    assert again.returncode == 0 and "is present: not training" in again.stdout + again.stderr
+    (archive / "labels.csv").unlink()
+    bare = grn(["up", "--train-only"], {**env, "GRN_MODEL_PATH": str(tmp_path / "m2.st")})
+    assert bare.returncode == 1 and bare.stderr.startswith("error: ")
+    assert "holds no labels.csv" in bare.stderr and bare.stderr.count("\n") == 1
