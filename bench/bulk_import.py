@@ -143,6 +143,14 @@ def database(kind: str, postgres: str, scratch: Path, name: str) -> tuple[str, A
     return f"{base}/{name}", drop
 
 
+def workspace(kind: str, postgres: str, work: Path, name: str) -> tuple[str, Any, Path]:
+    """A fresh database (URL, what drops it) and an emptied scratch folder `work/name`."""
+    url, drop = database(kind, postgres, work, name)
+    scratch = work / name
+    shutil.rmtree(scratch, ignore_errors=True)
+    return url, drop, scratch
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 
 from bench._common import MODEL, checked_grn, invocation, percentiles, print_closing, save_report
-from bench.bulk_import import database
+from bench.bulk_import import workspace
 from bench.scale import archive, service_env
 from bench.scale_http import K, _post
 from bench.scale_truth import Truth, filters, load_truth
@@ -82,10 +82,7 @@ def answers(
 def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Both trees' searches over one size on one database."""
     size = len(truth)
-    name = f"grn_filtered_{kind}_{size}"
-    url, drop = database(kind, args.postgres, args.work, name)
-    scratch = args.work / name
-    shutil.rmtree(scratch, ignore_errors=True)
+    url, drop, scratch = workspace(kind, args.postgres, args.work, f"grn_filtered_{kind}_{size}")
     env = service_env(url, args.model, scratch) | {"GRN_INDEX_POLL_SECONDS": "0"}
     out: dict[str, Any] = {"database": kind, "scenes": size, "load_before": os.getloadavg()}
     try:

@@ -34,7 +34,7 @@ import numpy as np
 
 from bench import scale_http
 from bench._common import MODEL, UCM, checked_grn, grn, invocation, print_closing, save_report
-from bench.bulk_import import database
+from bench.bulk_import import workspace
 from bench.scale_truth import Truth, filters, load_truth
 from bench.server import serve
 
@@ -84,10 +84,7 @@ def service_env(url: str, model: Path, scratch: Path) -> dict[str, str]:
 def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of one size on one database."""
     size = len(truth)
-    name = f"grn_scale_{kind}_{size}"
-    url, drop = database(kind, args.postgres, args.work, name)
-    scratch = args.work / name
-    shutil.rmtree(scratch, ignore_errors=True)
+    url, drop, scratch = workspace(kind, args.postgres, args.work, f"grn_scale_{kind}_{size}")
     env = service_env(url, args.model, scratch)
     out: dict[str, Any] = {"database": kind, "scenes": size, "load_before": os.getloadavg()}
     try:
