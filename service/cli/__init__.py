@@ -6,6 +6,7 @@ and status. A package of thin command groups, one module per topic, over the use
 - `app`: the typer apps, the options several commands share, one-line errors and exit
   codes (0 success, 1 failure, 2 usage), `--json` and table output
 - `data`: `grn db`, `import`, `tile`, `assets`
+- `export`: `export` (GeoParquet)
 - `training`: `train`, `evaluate`, `embed`, `grn model pack` / `unpack`
 - `index`: `reindex`, `reconcile`
 - `query`: `search`, `classify` (`remote`: the same with --url)
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import sys
 
-from service.cli import data, index, models, query, serving, status, synth, training
+from service.cli import data, export, index, models, query, serving, status, synth, training
 from service.cli.app import app
 
 __all__ = [
-    "app", "data", "index", "main", "models", "query", "serving", "status", "synth", "training",
+    "app", "data", "export", "index", "main", "models", "query", "serving", "status", "synth",
+    "training",
 ]  # fmt: skip
 
 

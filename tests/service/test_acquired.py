@@ -8,7 +8,6 @@ listings, corrections and additions, and `grn search` as typed."""
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 from collections.abc import Iterator
@@ -18,8 +17,9 @@ from typing import Any
 
 import pytest
 from commands import grn
+from dates import WRITE_KEY, dated_labels, dated_server
 from geodata import make_mosaic, ucm_scenes
-from servers import LiveServer, Served, live_server
+from servers import LiveServer, Served
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -31,30 +31,6 @@ from service.storage.db import Scene, make_engine
 from service.storage.filter_sql import scene_where
 from service.storage.migrate import upgrade
 from service.usecases.importer import import_archive
-
-GIVEN = [
-    "",  # not known
-    "2019-06-30T23:30:00-02:00",  # 1 July 01:30 UTC
-    "2020-01-15",
-    "2021-08-31T23:59:59.999999Z",
-    "2022-12-01T00:30:00+01:00",  # 30 November 23:30 UTC
-    "2023-06-15T12:00:00",  # no zone: UTC
-    "2024:03:10 08:00:00",  # TIFF's form
-]
-"""The acquisition times the scenes get in turn, by name."""
-
-
-def dated_labels(labels: Path, target: Path, given: list[str] = GIVEN) -> dict[str, str]:
-    """`labels` with an `acquired` column after image,scene,split, its cells `given` in turn;
-    each image's cell."""
-    with labels.open(newline="") as handle:
-        header, *rows = list(csv.reader(handle))
-    cells = {row[0]: given[i % len(given)] for i, row in enumerate(sorted(rows))}
-    with target.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([*header[:3], "acquired", *header[3:]])
-        writer.writerows([*row[:3], cells[row[0]], *row[3:]] for row in rows)
-    return cells
 
 
 def in_another_zone(url: str) -> str:
@@ -168,26 +144,15 @@ def test_grn_import_reads_tags_and_refuses_a_bad_date(ucm_root: Path, tmp_path: 
         load_archive(archive, tmp_path / "bad.csv")
 
 
-WRITE_KEY = "write-key-0123456789abcdef"
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def dated_server(
-    request: pytest.FixtureRequest,
-    served: Served,
-    ucm_root: Path,
-    ucm_subset: Path,
+def dated(
+    request: pytest.FixtureRequest, served: Served, ucm_root: Path, ucm_subset: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LiveServer, Archive]]:
-    """A server over the UCM subset imported with acquisition times (`GIVEN`), and the
-    archive as read from its labels."""
+) -> Iterator[tuple[LiveServer, Archive]]:  # fmt: skip
+    """A server over the UCM subset imported with acquisition times, and its archive."""
     workdir = tmp_path_factory.mktemp(f"acquired-{request.param}")
-    labels = workdir / "labels.csv"
-    dated_labels(ucm_subset, labels)
-    store = str(workdir / "store")
-    env = {"GRN_WRITE_KEY": WRITE_KEY, "GRN_STORE_DIR": store}
-    with live_server(request.param, served, ucm_root, labels, workdir, **env) as (server, _):
-        yield server, load_archive(ucm_root, labels)
+    with dated_server(request.param, served, ucm_root, ucm_subset, workdir) as found:
+        yield found
 
 
 def kept(archive: Archive, **conditions: Any) -> set[int]:
@@ -201,9 +166,9 @@ def kept(archive: Archive, **conditions: Any) -> set[int]:
 
 
 def test_searches_listings_and_writes_filter_by_acquisition(
-    dated_server: tuple[LiveServer, Archive], ucm_root: Path, tmp_path: Path
+    dated: tuple[LiveServer, Archive], ucm_root: Path, tmp_path: Path
 ) -> None:
-    server, archive = dated_server
+    server, archive = dated
     query = str(scene_id(archive.scenes[0].name))
     cases = [
         ({"month": [6, 7, 8]}, {"months": [6, 7, 8]}),

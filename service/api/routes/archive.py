@@ -4,13 +4,17 @@ the labels with their counts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
 from itertools import chain
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from index.filters import utc
 from service.api.assets import installed
@@ -19,6 +23,7 @@ from service.api.deps import (
     READER,
     CatalogDep,
     RenderCacheDep,
+    RuntimeDep,
     SceneId,
     SceneUrls,
     SettingsDep,
@@ -37,6 +42,8 @@ from service.api.schemas.archive import (
     ScenePage,
     ScenePlace,
 )
+from service.api.stac_items import scene_item
+from service.runtime import Runtime, ServiceNotReadyError, Snapshot
 from service.storage.db import Scene, SceneFootprint
 from service.storage.listing import Footprint, ListedScene, Seek
 from service.usecases.thumbnails import (
@@ -48,6 +55,7 @@ from service.usecases.thumbnails import (
     thumbnail,
 )
 
+PARQUET = "application/vnd.apache.parquet"
 router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
 SCENE_ERRORS = documented(404, 422)
 
@@ -151,20 +159,26 @@ def empty_note(by_cursor: bool, total: int) -> str:
     "/scenes/export",
     responses={
         200: {
-            "content": {"text/csv": {}, "application/geo+json": {}},
+            "content": {"text/csv": {}, "application/geo+json": {}, PARQUET: {}},
             "description": "Every scene that passes the filters, streamed",
         },
-        **documented(400, 422),
+        **documented(400, 422, 503),
     },
 )
 async def export_scenes(
-    request: Request, catalog: CatalogDep, selection: Annotated[SceneExport, Query()]
-) -> StreamingResponse:
+    request: Request,
+    catalog: CatalogDep,
+    runtime: RuntimeDep,
+    selection: Annotated[SceneExport, Query()],
+) -> Response:
     """Every scene that passes the filters (as `GET /scenes` takes them), in the order
-    asked, as CSV or GeoJSON: streamed in chunks of rows read by keyset, so memory holds one
-    chunk whatever the archive's size."""
+    asked, as CSV or GeoJSON, streamed in chunks of rows read by keyset, so memory holds one
+    chunk whatever the archive's size; or as GeoParquet, written a chunk at a time to a file
+    then sent, with the served model's label scores (and embeddings, when asked)."""
     walk = catalog.walk(selection.to_filter(), name=selection.q, order=selection.order)
     first = await in_thread(next, walk, [])  # a bad filter is a 400 before the 200 starts
+    if selection.format == "geoparquet":
+        return await _parquet_export(runtime, chain([first], walk), selection.embeddings)
     urls = SceneUrls(request)
     chunks = ([scene_out(urls, row) for row in rows] for rows in chain([first], walk))
     if selection.format == "geojson":
@@ -173,6 +187,46 @@ async def export_scenes(
         body, media, suffix = scenes_csv(chunks), "text/csv; charset=utf-8", "csv"
     disposition = f'attachment; filename="scenes.{suffix}"'
     return StreamingResponse(body, media_type=media, headers={"Content-Disposition": disposition})
+
+
+async def _parquet_export(
+    runtime: Runtime, chunks: Iterator[list[ListedScene]], embeddings: bool
+) -> FileResponse:
+    from service.usecases.geoparquet import write_geoparquet
+
+    try:
+        served: Snapshot | None = runtime.current()
+    except ServiceNotReadyError:
+        if embeddings:
+            raise
+        served = None  # the scenes without scores rather than nothing
+    handle, name = tempfile.mkstemp(prefix="grn-export-", suffix=".parquet")
+    os.close(handle)
+    try:
+        await in_thread(
+            lambda: write_geoparquet(chunks, Path(name), index=served, embeddings=embeddings)
+        )
+    except BaseException:
+        os.unlink(name)
+        raise
+    gone = BackgroundTask(os.unlink, name)
+    return FileResponse(name, media_type=PARQUET, filename="scenes.parquet", background=gone)
+
+
+@router.get(
+    "/scenes/{scene_id}/stac",
+    responses={200: {"content": {"application/geo+json": {}}}, **SCENE_ERRORS},
+)
+async def scene_stac(request: Request, catalog: CatalogDep, scene_id: SceneId) -> JSONResponse:
+    """The scene as a STAC Item (1.1.0): footprint, acquisition time, labels, the
+    properties of the STAC item it came from, and its image as an asset."""
+    scene = await in_thread(catalog.scene, scene_id)
+    image_url, thumbnail_url = SceneUrls(request)(scene.id)
+    item = scene_item(
+        scene, image_url, thumbnail_url, self_url=str(request.url),
+        scene_url=str(request.url_for("scene_detail", scene_id=scene.id)),
+    )  # fmt: skip
+    return JSONResponse(item, media_type="application/geo+json")
 
 
 @router.get("/scenes/{scene_id}", response_model=SceneOut, responses=SCENE_ERRORS)

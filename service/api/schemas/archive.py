@@ -156,6 +156,8 @@ class SceneListing(SceneSelection):
 class SceneExport(SceneSelection):
     """`GET /scenes/export`'s query parameters: the selection and the file format."""
 
-    format: Literal["csv", "geojson"] = "csv"
-    """csv, or geojson (a FeatureCollection; a scene without a footprint has geometry
-    null)."""
+    format: Literal["csv", "geojson", "geoparquet"] = "csv"
+    """csv, geojson (a FeatureCollection; a scene without a footprint has geometry null),
+    or geoparquet (GeoParquet 1.1, with the model's label scores: docs/geo.md)."""
+    embeddings: bool = False
+    """With geoparquet: each scene's embedding too (the served model's, float32)."""
