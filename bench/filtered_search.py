@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,87 @@ HEADER = (
 )
 
 
+def in_process(index_file: Path, truth: Truth, args: argparse.Namespace) -> dict[str, Any]:
+    """The search path alone at the size of an existing `IVF...,Flat` index file, old against
+    new in this process: the index written as a version and served memory-mapped, a catalog
+    table over its ids with the archive's columns row by row (labels, footprints, added
+    times), the query scene excluded; the old path lists the freshly evaluated mask's ids
+    (FAISS's selector, reconstructed vectors), the new one hands the kept mask over. No
+    re-ranking, no SQL, no HTTP; brute force over the filtered set is the truth."""
+    from datetime import datetime
+
+    import faiss
+
+    from index.filters import SceneFilter
+    from index.stores.faiss import Searcher
+    from index.stores.faiss_versions import IndexStore
+    from index.vectors import SearchSettings
+    from service.api.lifespan import numpy_blas_single_threaded
+    from service.storage.scene_table import SceneTable
+
+    numpy_blas_single_threaded()
+    faiss.omp_set_num_threads(1)
+    store = IndexStore(args.work / "in-process-index")
+    if store.current_version() is None:
+        index = faiss.read_index(str(index_file))
+        store.activate(store.write_version(index, model_version="m", factory="file").version)
+    searcher = Searcher(store.load(mapped=True), SearchSettings())
+    assert searcher.scan is not None, "an IVF-Flat or Flat index file is needed"
+    ids, n = searcher.ids, len(searcher.ids)
+    rows_of = searcher.scan.rows(ids)[1]
+    vectors = searcher.scan.vectors(rows_of)  # in the catalog's order
+    places = np.concatenate([truth.bounds[:n], truth.bounds[:n, :2]], axis=1)
+    table = SceneTable(
+        1, ids, np.full(n, "", dtype=object), np.zeros(n, np.int32), ["f"],
+        np.zeros(n, np.int32), ["s"], truth.labels[:n], truth.label_names,
+        np.zeros(n, np.int32), [()], places=places,
+        added=(truth.added[:n] * 1e6).astype(np.int64),
+    )  # fmt: skip
+    queries = np.random.default_rng(0).choice(n, args.searches + 1, replace=False)
+    out: dict[str, Any] = {"scenes": n, "load_before": os.getloadavg(), "filters": {}}
+    for label, fields in {"unfiltered": {}, **filters(truth)}.items():
+        where = SceneFilter(
+            labels_all=fields.get("labels_all", ()), bbox=fields.get("bbox"),
+            added_after=datetime.fromisoformat(fields["added_after"]) if fields.get(
+                "added_after") else None,
+        )  # fmt: skip
+        times: dict[str, list[float]] = {tree: [] for tree in TREES}
+        recalls: dict[str, list[float]] = {tree: [] for tree in TREES}
+        for row in queries:
+            excluding = where.excluding(int(ids[row]))
+            keep = table.mask(excluding) if where.restricts else np.ones(n, bool)
+            keep[row] = False
+            scores = np.where(keep, vectors @ vectors[row], -np.inf)
+            best = np.argpartition(-scores, K)[:K]
+            truth_ids = ids[best[np.isfinite(scores[best])]]
+            for tree in TREES:
+                started = time.perf_counter()
+                if not where.restricts:
+                    found = searcher.search(vectors[row][None], K, excluding)
+                elif tree == "new":
+                    allowed = SceneFilter(allow_ids=table.allowed(excluding))
+                    found = searcher.search(vectors[row][None], K, allowed)
+                else:  # evaluated afresh and listed, as before
+                    fresh = table._evaluated(where).copy()
+                    fresh[row] = False
+                    found = searcher.search(
+                        vectors[row][None], K, SceneFilter(allow_ids=ids[fresh])
+                    )
+                times[tree].append((time.perf_counter() - started) * 1000)
+                got = set(found.ids[0].tolist())
+                recalls[tree].append(len(got & set(truth_ids.tolist())) / max(1, len(truth_ids)))
+        result = {"selectivity": round(float(table.mask(where).mean()), 4), "fields": fields}
+        for tree in TREES:
+            result[tree] = {
+                **percentiles(times[tree][1:], upper=(99,)), "first_ms": round(times[tree][0], 1),
+                "recall_at_10": round(float(np.mean(recalls[tree])), 4),
+                "min_recall_at_10": round(float(np.min(recalls[tree])), 4), "short_pages": 0,
+            }  # fmt: skip
+        out["filters"][label] = result
+        print(line(n, "in-process", label, result), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", type=Path, required=True, help="The old tree.")
@@ -145,11 +227,18 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=MODEL)
     parser.add_argument("--work", type=Path, default=Path("/tmp/grn-scale"))
     parser.add_argument("--searches", type=int, default=100, help="Per filter and tree.")
+    parser.add_argument("--in-process", type=Path, metavar="INDEX_FILE",
+                        help="Only the search path, over this index file, with the columns "
+                        "of the largest size's archive (no servers, no SQL).")  # fmt: skip
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": invocation(), "cores": os.cpu_count(), "results": []}
     print(HEADER, flush=True)
+    if args.in_process:
+        folder, _ = archive(args.work, max(args.sizes), args.model)
+        report["results"].append(in_process(args.in_process, load_truth(folder), args))
+        args.sizes = []
     for size in sorted(args.sizes):
         folder, _ = archive(args.work, size, args.model)
         truth = load_truth(folder)
@@ -158,6 +247,7 @@ def main() -> None:
             print(line(size, kind, "unfiltered", result["filters"]["unfiltered"]), flush=True)
             report["results"].append(result)
             save_report(report, args.out)
+    save_report(report, args.out)
     print_closing(report)
 
 
