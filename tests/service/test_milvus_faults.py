@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from milvus_fill import fill_milvus
 from servers import (
     REPO,
     LiveServer,
     Served,
     Traffic,
-    fill_milvus,
     prepared_database,
     server_env,
 )

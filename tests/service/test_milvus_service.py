@@ -5,6 +5,7 @@ on."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import utm_footprint
+from milvus_fill import fill_milvus, release_milvus_lite
 from servers import (
     MIDDLE,
     OLD,
@@ -26,9 +28,7 @@ from servers import (
     archive_groups,
     dated_database,
     ended_job,
-    fill_milvus,
     prepared_database,
-    release_milvus_lite,
     server_env,
 )
 
@@ -69,10 +69,14 @@ def servers(
         GRN_MILVUS_COLLECTION=alias, GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root),
         GRN_STORE_DIR=str(workdir / "store"),
     )  # fmt: skip
-    with (
-        LiveServer(server_env(served, urls["faiss"], workdir), workdir / "faiss.log") as faiss,
-        LiveServer(milvus_env, workdir / "milvus.log") as milvus,
-    ):
+    # both start at once: a start (the model's engine) takes minutes on a loaded machine
+    faiss = LiveServer(server_env(served, urls["faiss"], workdir), workdir / "faiss.log")
+    milvus = LiveServer(milvus_env, workdir / "milvus.log")
+    with contextlib.ExitStack() as running:
+        for server in (faiss, milvus):
+            running.callback(server.stop)
+        for server in (faiss, milvus):
+            server.wait_ready()
         yield faiss, milvus, version
 
 
