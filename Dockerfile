@@ -71,7 +71,9 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
 USER 10001:10001
 
 # ---- serve: no torch -------------------------------------------------------------------
-FROM runtime-base AS serve
+# the dependencies in a stage of their own, which `train` also starts from: a change of the
+# sources rebuilds the project's layer of each image, never torch's
+FROM runtime-base AS serve-deps
 # the dependencies of pyproject.toml, which leave torch out (its `train` extra), and the
 # milvus extra, so that the image can search a Milvus server (GRN_VECTOR_STORE=milvus).
 # DL3013: the versions are set in pyproject.toml
@@ -84,6 +86,8 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     && pip install --requirement /tmp/requirements.txt \
     && rm /tmp/requirements.txt \
     && ! python -c "import torch" 2>/dev/null
+
+FROM serve-deps AS serve
 # the project, then the web page's map library (the same steps for every target)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
@@ -91,7 +95,7 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
 USER 10001:10001
 
 # ---- train: serve plus torch -------------------------------------------------------------
-FROM serve AS train
+FROM serve-deps AS train
 # TORCH_SOURCE=pytorch-cpu (default): torch's CPU build from TORCH_INDEX_URL, no CUDA
 # libraries. TORCH_SOURCE=pypi: PyPI's torch, which carries CUDA libraries (some 4 GB more)
 # and runs on the CPU all the same: for hosts that reach PyPI only. Then the train and text
@@ -99,7 +103,6 @@ FROM serve AS train
 # in pyproject.toml
 ARG TORCH_SOURCE=pytorch-cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-USER 0:0
 # hadolint ignore=DL3013
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
@@ -113,6 +116,9 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     && python -c "import tomllib; x = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(x['train'] + x['text']))" >/tmp/requirements.txt \
     && pip install --requirement /tmp/requirements.txt \
     && rm /tmp/requirements.txt
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
+    sh /src/docker/install-project.sh /src
 USER 10001:10001
 
 # ---- cpu (the default target): the image with torch, as train --------------------------

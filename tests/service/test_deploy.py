@@ -64,10 +64,12 @@ def test_dockerfile_shape() -> None:
     stages = dockerfile_stages()
     assert stages[-1] == "cpu" and {"cuda", "serve", "train"} <= set(stages)  # cpu: default
     # the serving image is built without torch, the trainer image on top of it
-    serve = text.split("AS serve\n", 1)[1].split("\nFROM ", 1)[0]
+    serve = text.split("AS serve-deps\n", 1)[1].split("\nFROM ", 1)[0]
     installs = [line for line in serve.splitlines() if not line.lstrip().startswith("#")]
     assert "torch" not in "\n".join(installs).replace('! python -c "import torch"', "")
-    assert re.search(r"^FROM serve AS train$", text, flags=re.MULTILINE)
+    assert re.search(r"^FROM serve-deps AS serve$", text, flags=re.MULTILINE)
+    # and train starts from the same dependencies: a code change never rebuilds torch's layer
+    assert re.search(r"^FROM serve-deps AS train$", text, flags=re.MULTILINE)
     assert re.search(r"^FROM train AS cpu$", text, flags=re.MULTILINE)
     # no `# syntax=` line: BuildKit's built-in frontend, nothing fetched from a registry
     assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE)
@@ -84,8 +86,7 @@ def test_dockerfile_shape() -> None:
         # the host's configuration nor the sources are copied into a layer
         for secret in ("pip.conf", "ca.crt", "constraints.txt"):
             assert f"--mount=type=secret,id={secret}" in body
-        if stage != "train":  # train has the project from serve
-            assert "--mount=type=bind,target=/src" in body
+        assert "--mount=type=bind,target=/src" in body
     assert not re.search(r"^(COPY|ADD)\b", text, flags=re.MULTILINE)
     assert re.search(r"HEALTHCHECK .*\n?.*/readyz", text)
     assert 'ENTRYPOINT ["grn"]' in text and 'CMD ["serve"]' in text  # the same image runs jobs
