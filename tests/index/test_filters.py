@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
+import pytest
 
 from index.filters import SceneFilter, SceneMeta
 
@@ -77,3 +78,16 @@ def test_acquisition_window_and_months() -> None:
     assert not summer.passes(1, SceneMeta())
     assert not SceneFilter(acquired_before=NOON).passes(1, SceneMeta())
     assert SceneFilter(months=()).conditions() == frozenset()
+
+
+def test_milvus_gets_acquisition_conditions_as_an_allow_list() -> None:
+    """Milvus rows keep no acquisition time: the service resolves those conditions on the
+    catalog's arrays into ids, which the store's expression then carries."""
+    from index.stores.milvus_filters import NATIVE_FILTERS, milvus_expression
+
+    where = SceneFilter(labels_any=["water"], months=[6, 7, 8], acquired_after=NOON)
+    with pytest.raises(ValueError, match="acquired_after, months"):
+        milvus_expression(where)
+    resolved = where.resolved(NATIVE_FILTERS, lambda rest: np.asarray([7, 3], dtype=np.int64))
+    assert resolved.conditions() == {"labels_any", "allow_ids"}
+    assert milvus_expression(resolved) == ('array_contains_any(labels, ["water"]) and id in [7, 3]')
