@@ -170,28 +170,23 @@ class LocalRayCluster:
     _owned_root: bool = False
 
     def start(self, timeout: float = 120.0) -> LocalRayCluster:
-        """Start the head, then the workers; return when all nodes are alive in the GCS."""
+        """Start the head, then the workers one at a time (less contention); return when
+        all nodes are alive in the GCS."""
         if self.root is None:
             self.root = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # short: socket paths
             self._owned_root = True
-        gcs, client = free_ports(2)
-        self.port, self.address = gcs, f"{HOST}:{gcs}"
         try:
-            self._start_node("head", ["--head", f"--port={gcs}",
-                                      f"--ray-client-server-port={client}",
-                                      "--include-dashboard=false"])  # fmt: skip
-            self.wait_for_nodes(1, timeout)
-            for number in range(1, self.workers + 1):  # one at a time: less contention
-                self._start_worker(number, timeout)
+            for number in range(self.workers + 1):
+                self._start_alive(number, timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _start_node(self, name: str, role: list[str]) -> None:
+    def _start_node(self, name: str, role: list[str], folder_name: str = "") -> None:
         assert self.root is not None
         ports = free_ports(7 + WORKER_PORTS)
-        folder = self.root / name
+        folder = self.root / (folder_name or name)
         folder.mkdir(parents=True, exist_ok=True)
         command = [
             sys.executable, "-c", RAY_START, "start", "--block", *role, f"--node-ip-address={HOST}",
@@ -206,7 +201,10 @@ class LocalRayCluster:
         log = folder / "ray-start.log"
         # the head's autoscaler monitor serves its metrics on 44217 unless told otherwise
         metrics = {"AUTOSCALER_METRIC_PORT": str(ports[6])}
-        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"} | metrics
+        # Ray 2.60 turns token authentication on where ~/.ray/auth_token exists (any local
+        # ray.init() writes one); this loopback-only cluster is started without it, so that
+        # its state does not depend on what other processes left in the home folder
+        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"} | metrics
         env.pop("RAY_ADDRESS", None)
         with log.open("wb") as out:
             process = subprocess.Popen(
@@ -214,12 +212,20 @@ class LocalRayCluster:
             )
         self.nodes.append(RayNode(name, process, folder))
 
-    def _start_worker(self, number: int, timeout: float, tries: int = 3) -> None:
-        """Start worker node `number` and wait until it is alive. `ray start` gives a node
-        30 s to register with the GCS (a constant in Ray); on a loaded machine it can miss
-        that and exit, so a node that exited is started again, up to `tries` times."""
+    def _start_alive(self, number: int, timeout: float, tries: int = 3) -> None:
+        """Start node `number` (0: the head) and wait until it is alive. `ray start` gives a
+        node 30 s to register with the GCS (a constant in Ray); on a loaded machine it can
+        miss that and exit, so a node that exited is started again, up to `tries` times,
+        in a fresh folder (none of the last try's sockets) and, the head, on fresh ports."""
+        name = f"worker{number}" if number else "head"
         for attempt in range(1, tries + 1):
-            self._start_node(f"worker{number}", [f"--address={self.address}"])
+            role = [f"--address={self.address}"]
+            if not number:
+                gcs, client = free_ports(2)
+                self.port, self.address = gcs, f"{HOST}:{gcs}"
+                role = ["--head", f"--port={gcs}", f"--ray-client-server-port={client}",
+                        "--include-dashboard=false"]  # fmt: skip
+            self._start_node(name, role, f"{name}-{attempt}")
             try:
                 self.wait_for_nodes(number + 1, timeout)
                 return
@@ -227,6 +233,7 @@ class LocalRayCluster:
                 if attempt == tries:
                     raise
                 _signal(self.nodes.pop().pids(), signal.SIGKILL)  # what it left
+                print(f"Ray node {name} missed its start, starting it again", file=sys.stderr)
 
     def alive_nodes(self) -> int:
         """Nodes the GCS counts as alive."""
