@@ -69,14 +69,15 @@ def servers(
         GRN_MILVUS_COLLECTION=alias, GRN_API_KEY=KEY, GRN_ARCHIVE_DIR=str(ucm_root),
         GRN_STORE_DIR=str(workdir / "store"),
     )  # fmt: skip
-    # both start at once: a start (the model's engine) takes minutes on a loaded machine
+    # both start at once, and may take minutes: at load 20 on 2 cores a service's start
+    # (imports, the model's engine) passed the harness's usual 120 s
     faiss = LiveServer(server_env(served, urls["faiss"], workdir), workdir / "faiss.log")
     milvus = LiveServer(milvus_env, workdir / "milvus.log")
     with contextlib.ExitStack() as running:
         for server in (faiss, milvus):
             running.callback(server.stop)
         for server in (faiss, milvus):
-            server.wait_ready()
+            server.wait_ready(timeout=400)
         yield faiss, milvus, version
 
 
