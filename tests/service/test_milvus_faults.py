@@ -49,6 +49,11 @@ def test_a_killed_milvus_server_and_its_return(
             GRN_API_KEY=KEY, GRN_STORE_DIR=str(tmp_path / "store"), GRN_INDEX_POLL_SECONDS="1",
         )  # fmt: skip
         service = LiveServer(env, tmp_path / "service.log")
+        try:  # a start may take minutes on a loaded machine (imports, the model's engine)
+            service.wait_ready(timeout=400)
+        except BaseException:
+            service.stop()
+            raise
         traffic = Traffic(service.url, query, subset.scenes[4].path.read_bytes(), threads=2)
         with service, traffic, service.client() as client:
             traffic.wait_for(lambda a: a.kind == "search" and a.status == 200, "a search")
