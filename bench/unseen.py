@@ -48,7 +48,7 @@ import torch
 from bench._common import MODEL, REPO, UCM
 from model import rerank
 from model.archive import Archive, load_archive
-from model.backbones import backbone_spec, create_backbone
+from model.backbones import create_backbone
 from model.card import load_model, read_card
 from model.features import (
     FeatureCache,
@@ -132,9 +132,8 @@ def trained(
 
 
 def backbone_features(archive: Archive, positions: list[int], name: str) -> np.ndarray:
-    spec = backbone_spec(name)
     backbone, weights = create_backbone(name, pretrained=True)
-    key = FeatureKey(name, weights, 256, spec.mean, spec.std)
+    key = FeatureKey(name, weights, 256)
     features, kept = extract_features(
         backbone, key, archive, positions, views=1, cache=FeatureCache(default_cache_dir()),
         device=torch.device("cpu"), batch_size=32, progress=False,

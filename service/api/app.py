@@ -23,7 +23,7 @@ from PIL import Image
 from service.api import errors
 from service.api.lifespan import lifespan
 from service.api.observability import Metrics, RequestLog, configure_logging
-from service.api.routes import admin, archive, classify, operations, search, writes
+from service.api.routes import admin, archive, classify, concept, operations, search, writes
 from service.api.security import check_production
 from service.api.uploads import BodyLimit
 from service.runtime import tune_allocator
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)  # the page, /healthz, /readyz, /metrics
     app.include_router(classify.router)  # /classify, /preview
     app.include_router(search.router)  # /search, /search/density
+    app.include_router(concept.router)  # /search/concept
     app.include_router(archive.router)  # /scenes..., /labels
     app.include_router(writes.router)  # POST, PATCH, DELETE /scenes
     app.include_router(admin.router)  # /admin/...

@@ -27,6 +27,7 @@ from service.api.uploads import UploadTooLargeError
 from service.errors import BadRequestError, SceneNotFoundError
 from service.jobs.queue import JobConflictError, NoSuchJobError
 from service.runtime import OverloadedError, ServiceNotReadyError
+from service.usecases.concept import ConceptError
 from service.usecases.text import TextNotUnderstoodError, TextSearchUnavailableError
 from service.usecases.writes import ArchiveStoreError, DuplicateScenesError, SceneConflictError
 
@@ -46,6 +47,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (DuplicateScenesError, 409, "duplicate"),
         (UnknownSceneError, 404, "scene_not_indexed"),
         (IndexSearchError, 400, "bad_search"),
+        (ConceptError, 400, "bad_concept"),
         (OverloadedError, 503, "overloaded"),
         (ArchiveStoreError, 503, "archive_store_unavailable"),
         (ServiceNotReadyError, 503, "not_ready"),

@@ -70,6 +70,20 @@ def search(
         str | None,
         typer.Option(help='A phrase read onto the labels ("storage tanks, no trees").'),
     ] = None,
+    positive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--positive",
+            metavar="ID",
+            help="Concept search: a scene that shows the concept (repeat; POST /search/concept).",
+        ),
+    ] = None,
+    negative: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--negative", metavar="ID", help="Concept search: a scene that does not (repeat)."
+        ),
+    ] = None,
     output: FormatOpt = "table",
     bbox: Annotated[
         str | None,
@@ -115,14 +129,22 @@ def search(
     database_url: DatabaseOpt = None,
 ) -> None:
     """The archive scenes most similar to an image or an archive scene, or most typical of
-    labels (--labels-all alone), as POST /search answers: from the model, vector store and
-    SQL of the GRN_ settings, or from a running service with --url. A table of rank, score,
-    id, image and labels under a header row; --format json or csv."""
+    labels (--labels-all alone), as POST /search answers, or most like --positive scenes and
+    unlike --negative ones (a probe taught by them, as POST /search/concept answers): from
+    the model, vector store and SQL of the GRN_ settings, or from a running service with
+    --url. A table of rank, score, id, image and labels under a header row; --format json or
+    csv."""
     query_id = scene_ids("--scene", [scene])[0] if scene is not None else None
     liked, disliked = scene_ids("--more-like", more_like), scene_ids("--less-like", less_like)
+    positives, negatives = scene_ids("--positive", positive), scene_ids("--negative", negative)
+    if negatives and not positives:
+        usage_error("--negative needs at least one --positive scene")
+    if positives and (image is not None or scene or more_like or less_like or text):
+        usage_error("--positive searches by its scenes alone: leave out the image, --scene, "
+                    "--more-like, --less-like and --text")  # fmt: skip
     if image is not None and scene is not None:
         usage_error("give an image file or --scene ID, not both")
-    if image is None and scene is None and not (more_like or labels_all or text):
+    if image is None and scene is None and not (more_like or labels_all or text or positives):
         usage_error("give an image file, --scene ID, --more-like ID, --labels-all or --text")
     output = output_format(output, as_json)
     try:
@@ -141,6 +163,11 @@ def search(
         }.items()
         if value is not None and value != []
     } | {"k": k, "include_query": include_query}  # fmt: skip
+    if positives:
+        fields.pop("include_query")
+        _print_hits(_concept(fields | {"positives": positives, "negatives": negatives},
+                             url, database_url), output)  # fmt: skip
+        return
     # imported once the command line is understood, so that a usage error answers at once
     from service.api.schemas.search import query_from_fields
     from service.storage.scene_reading import SchemaNotCurrentError
@@ -165,6 +192,53 @@ def search(
     ) as exc:  # fmt: skip
         fail(exc)
     _print_hits(body, output)
+
+
+def _concept(fields: dict[str, Any], url: str | None, database_url: str | None) -> dict[str, Any]:
+    """POST /search/concept's answer to its fields: from the service at `url`, or computed
+    here (`service.usecases.local_search.concept_here`)."""
+    from service.api.schemas.concept import ConceptRequest
+    from service.storage.scene_reading import SchemaNotCurrentError
+    from service.usecases.local_search import NothingToSearchError
+
+    try:  # checked as the route checks it: a wrong value is a usage error naming it
+        query = ConceptRequest.model_validate(fields).to_query()
+    except ValueError as exc:
+        usage_error(message(exc))
+    try:
+        if url is not None:
+            from service.cli.remote import remote_post
+
+            ids = {key: [str(i) for i in fields[key]] for key in ("positives", "negatives")}
+            body = remote_post(url, "/search/concept", fields | ids)
+        else:
+            body = _local_concept(query, database_url)
+    except user_errors(LookupError, OSError, NothingToSearchError, SchemaNotCurrentError) as exc:
+        fail(exc)
+    typer.echo(f"{body['candidates']} candidates scored by the concept's probe", err=True)
+    return body
+
+
+def _local_concept(query: Any, database_url: str | None) -> dict[str, Any]:
+    from service.settings import get_settings
+    from service.usecases.local_search import concept_here
+
+    page = concept_here(get_settings(), engine(database_url), query)
+    return {
+        "hits": [_hit_json(hit) for hit in page.hits],
+        "total": page.total,
+        "candidates": page.candidates,
+        "descriptors": page.descriptors,
+        "positives": [str(i) for i in query.positives],
+        "negatives": [str(i) for i in query.negatives],
+        "model_version": page.model_version,
+        "index_version": page.index_version,
+    }
+
+
+def _hit_json(hit: Any) -> dict[str, Any]:
+    return {"id": str(hit.scene.id), "image": hit.scene.name, "scene": hit.scene.folder,
+            "score": round(hit.score, 6), "labels": list(hit.scene.labels)}  # fmt: skip
 
 
 def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
@@ -193,11 +267,7 @@ def _local_search(
     answer = search_here(get_settings(), engine(database_url), query, text=text, image=image,
                          scene_id=scene)  # fmt: skip
     page, read = answer.page, answer.understood
-    hits = [
-        {"id": str(hit.scene.id), "image": hit.scene.name, "scene": hit.scene.folder,
-         "score": round(hit.score, 6), "labels": list(hit.scene.labels)}
-        for hit in page.hits
-    ]  # fmt: skip
+    hits = [_hit_json(hit) for hit in page.hits]
     understood = None
     if read is not None:
         understood = {key: getattr(read, key)

@@ -61,6 +61,18 @@ def remote_search(
     return _answer(response)
 
 
+def remote_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The answer of the service at `url` to a JSON POST of `body` to `path`."""
+    import httpx
+
+    try:
+        with _client(url) as client:
+            response = client.post(path, json=body)
+    except httpx.HTTPError as exc:
+        raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
+    return _answer(response)
+
+
 def remote_classify(url: str, images: list[Path]) -> list[dict[str, Any]]:
     """POST /classify's results from the service at `url`."""
     import httpx

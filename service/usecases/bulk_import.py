@@ -83,9 +83,17 @@ def _write_batch(
     rows = rows[np.argsort(table.ids[rows])]  # in key order, as the primary key's B-tree
     scenes = [
         (
-            int(table.ids[i]), table.names[i], table.folders[i], table.splits[i], archive_id,
-            table.paths[i], media_type(Path(table.paths[i])), int(table.widths[i]),
-            int(table.heights[i]), table.checksums[i], table.added[i] or now,
+            int(table.ids[i]),
+            table.names[i],
+            table.folders[i],
+            table.splits[i],
+            archive_id,
+            table.paths[i],
+            media_type(Path(table.paths[i])),
+            int(table.widths[i]),
+            int(table.heights[i]),
+            table.checksums[i],
+            table.added[i] or now,
         )
         for i in rows.tolist()
     ]
@@ -97,8 +105,12 @@ def _write_batch(
     )  # fmt: skip
     placed = rows[table.placed[rows]]
     places = [
-        (int(table.ids[i]), *table.bounds[i].tolist(), *table.centres[i].tolist(),
-         table.geometry[i])
+        (
+            int(table.ids[i]),
+            *table.bounds[i].tolist(),
+            *table.centres[i].tolist(),
+            table.geometry[i],
+        )
         for i in placed.tolist()
     ]
     with engine.begin() as connection:

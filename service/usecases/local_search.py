@@ -9,9 +9,10 @@ takes seconds; a text query loads the sentence encoder (`service.usecases.text`)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
@@ -26,8 +27,11 @@ from index.stores import (
 from model.card import ModelFileError, read_card, resolve_model_path
 from service.settings import Settings
 from service.storage.catalog import Catalog
+from service.usecases.concept import ConceptPage, ConceptQuery, concept_search
 from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
 from service.usecases.text import Understood
+
+T = TypeVar("T")
 
 
 class NothingToSearchError(RuntimeError):
@@ -72,6 +76,25 @@ def search_here(
     SQL of `settings`."""
     if image is not None:
         return _search_by_image(settings, engine, query, text, image)
+    return _with_index(
+        settings, lambda served: _search(settings, served, engine, query, text, scene_id=scene_id)
+    )
+
+
+def concept_here(settings: Settings, engine: Engine, query: ConceptQuery) -> ConceptPage:
+    """A few-shot concept search (`service.usecases.concept.concept_search`) from the model
+    card, store and SQL of `settings`."""
+    return _with_index(
+        settings,
+        lambda served: concept_search(
+            served, Catalog(engine), query, weight=settings.model.backbone_rerank_weight
+        ),
+    )
+
+
+def _with_index(settings: Settings, use: Callable[[ModelIndex], T]) -> T:
+    """`use` of the settings' model card and index version in service, the store closed
+    after; NothingToSearchError when there is none to search."""
     store = open_store(settings.store)
     try:
         try:
@@ -81,7 +104,7 @@ def search_here(
             VectorStoreUnavailableError, OSError,
         ) as exc:  # fmt: skip
             raise NothingToSearchError(f"nothing to search: {exc}") from exc
-        return _search(settings, served, engine, query, text, scene_id=scene_id)
+        return use(served)
     finally:
         store.close()
 

@@ -298,6 +298,18 @@ def rank(
     return ranked_search(index, table, vector, k, where, min_score)[0]
 
 
+def store_filter(index: ServedIndex, table: SceneTable, where: SceneFilter) -> SceneFilter:
+    """`where` as the store can search it: as given when it uses only the store's native
+    conditions (its labels checked), else resolved by the catalog into an id mask."""
+    if where.conditions() - index.native_filters:
+        # the catalog resolves the filter (and refuses unknown labels) into a mask over its
+        # ids, kept per filter; the store searches it without listing the ids
+        return SceneFilter(allow_ids=table.allowed(where))
+    if where.label_names:
+        table.check_labels(where.label_names)  # the same 400 as an allow-list would give
+    return where
+
+
 def ranked_search(
     index: ServedIndex,
     table: SceneTable,
@@ -314,12 +326,7 @@ def ranked_search(
     (`model.rerank.applies`; `query_seen`: whether the query scene is seen content, else
     its nearest scenes tell), and not when a candidate has no descriptor (a scene added
     since the version was built)."""
-    if where.conditions() - index.native_filters:
-        # the catalog resolves the filter (and refuses unknown labels) into a mask over its
-        # ids, kept per filter; the store searches it without listing the ids
-        where = SceneFilter(allow_ids=table.allowed(where))
-    elif where.label_names:
-        table.check_labels(where.label_names)  # the same 400 as an allow-list would give
+    where = store_filter(index, table, where)
     fetch = k if rerank is None else min(MAX_K, max(k, rerank.pool))
     result = index.search(vector[None], fetch, where)
     found = result.ids[0] >= 0
@@ -340,8 +347,16 @@ def ranked_search(
         for i, s in zip(ids[:k], scores[:k], strict=True)
         if min_score is None or s >= min_score
     ]
+    return with_metadata(index, table, ranked), reranked
+
+
+def with_metadata(
+    index: ServedIndex, table: SceneTable, ranked: Sequence[tuple[int, float]]
+) -> list[RankedScene]:
+    """Ranked (id, score) pairs joined with the catalog's rows; ids SQL does not know are
+    dropped (and logged)."""
     scenes = table.rows([i for i, _ in ranked])
     missing = [i for i, _ in ranked if i not in scenes]
     if missing:
         log.warning("index %s holds %d ids unknown to SQL", index.version, len(missing))
-    return [RankedScene(scenes[i], s) for i, s in ranked if i in scenes], reranked
+    return [RankedScene(scenes[i], s) for i, s in ranked if i in scenes]

@@ -150,7 +150,7 @@ async def search(
         else:
             note = no_classifier_note(snapshot.card)
     urls = SceneUrls(request)
-    places = await placed_hits(catalog, page)
+    places = await placed_hits(catalog, page.hits)
     hits = [hit_out(urls, hit, places.get(hit.scene.id)) for hit in page.hits]
     if params.format == "geojson":
         return JSONResponse(
@@ -243,10 +243,10 @@ async def density(
     return JSONResponse(cells_geojson(answer), media_type="application/geo+json")
 
 
-async def placed_hits(catalog: Catalog, page: SearchPage) -> dict[int, dict[str, Any]]:
-    """The footprints (GeoJSON) of the page's hits that have one, from SQL by primary key;
-    no query at all when none of them is georeferenced (the arrays say)."""
-    ids = [hit.scene.id for hit in page.hits if hit.scene.placed]
+async def placed_hits(catalog: Catalog, hits: list[RankedScene]) -> dict[int, dict[str, Any]]:
+    """The footprints (GeoJSON) of the hits that have one, from SQL by primary key; no
+    query at all when none of them is georeferenced (the arrays say)."""
+    ids = [hit.scene.id for hit in hits if hit.scene.placed]
     if not ids:
         return {}
     rows = await in_thread(catalog.footprints, ids)

@@ -1,0 +1,69 @@
+"""Few-shot concept search: `POST /search/concept` ranks the archive by a probe taught with
+positive and negative scenes (`service.usecases.concept.concept_search`)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from service.api.deps import (
+    READER,
+    CatalogDep,
+    RuntimeDep,
+    SceneUrls,
+    SettingsDep,
+    elapsed_ms,
+    in_thread,
+)
+from service.api.errors import documented
+from service.api.routes.search import hit_out, placed_hits
+from service.api.schemas.concept import ConceptRequest, ConceptResponse
+from service.usecases.concept import concept_search
+
+router = APIRouter(dependencies=READER)
+
+
+@router.post(
+    "/search/concept",
+    response_model=ConceptResponse,
+    tags=["search"],
+    responses=documented(400, 401, 403, 404, 422, 503),
+)
+async def concept(
+    request: Request,
+    runtime: RuntimeDep,
+    catalog: CatalogDep,
+    settings: SettingsDep,
+    params: ConceptRequest,
+) -> ConceptResponse:
+    """The scenes most like the `positives` and unlike the `negatives`: a linear probe fitted
+    on the served descriptors scores the candidates the index gathers (the nearest of each
+    positive and of their mean, every filter applied), best first. Judged scenes are left
+    out; the answer says how many candidates were scored. Iterate: add wrong hits to
+    `negatives`, right ones to `positives`."""
+    start = time.perf_counter()
+    snapshot = runtime.current()
+    wanted = params.to_query()
+    with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
+        page = await in_thread(
+            lambda: concept_search(
+                snapshot, catalog, wanted, weight=settings.model.backbone_rerank_weight
+            )
+        )
+    urls = SceneUrls(request)
+    places = await placed_hits(catalog, page.hits)
+    return ConceptResponse(
+        hits=[hit_out(urls, hit, places.get(hit.scene.id)) for hit in page.hits],
+        total=page.total,
+        offset=page.offset,
+        limit=page.limit,
+        next_offset=page.next_offset,
+        candidates=page.candidates,
+        descriptors=page.descriptors,
+        positives=list(wanted.positives),
+        negatives=list(wanted.negatives),
+        model_version=page.model_version,
+        index_version=page.index_version,
+        elapsed_ms=elapsed_ms(start),
+    )
