@@ -131,7 +131,6 @@ def test_the_api_and_the_cli_answer_the_same_concept(
     body = {"positives": [str(i) for i in positives], "negatives": [str(i) for i in negatives],
             "k": 8, "labels_none": ["buildings"]}  # fmt: skip
     with LiveServer(env, base / "concept.log") as server:
-        server.wait_ready()
         answer = httpx.post(f"{server.url}/search/concept", json=body, timeout=60)
         assert answer.status_code == 200, answer.text
         found = answer.json()
