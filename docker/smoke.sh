@@ -88,7 +88,7 @@ IMAGE=$(find "$work/archive/images" -name '*.jpg' | sort | sed -n 1p)
 free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 export GRN_API_KEY GRN_ARCHIVE GRN_PUBLISH_PORT GRN_TRAIN_OPTIONS
-GRN_API_KEY=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')
+GRN_API_KEY=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')
 GRN_ARCHIVE="$work/archive"
 GRN_PUBLISH_PORT=$(free_port)
 GRN_TRAIN_OPTIONS="${GRN_SMOKE_TRAIN_OPTIONS:---epochs 20}"
