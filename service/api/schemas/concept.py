@@ -65,7 +65,9 @@ class ConceptResponse(Schema):
     total: int
     """Hits over all pages (at most k)."""
     offset: int
+    """The first hit of the page (0-based)."""
     limit: int
+    """Hits per page."""
     next_offset: int | None
     """Offset of the next page, None on the last."""
     candidates: int
@@ -74,8 +76,12 @@ class ConceptResponse(Schema):
     descriptors: bool
     """The probe used the backbone descriptors beside the embedding."""
     positives: list[SceneId]
+    """The scenes the probe learned the concept from."""
     negatives: list[SceneId]
+    """The scenes it learned the concept is not."""
     model_version: str
+    """The model that embedded the archive."""
     index_version: str
+    """The index version searched."""
     elapsed_ms: float
     """Time spent in the service, in milliseconds."""
