@@ -25,7 +25,7 @@ from model import rerank as descriptor_rerank
 from model.probe import fit_probe, probe_features
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneTable
-from service.usecases.search import RankedScene, store_filter, with_metadata
+from service.usecases.search import RankedPage, page_fields, store_filter, with_metadata
 
 CANDIDATES = 4000
 """At most this many candidates gathered by the index (per query: this over the positives
@@ -55,19 +55,12 @@ class ConceptQuery:
 
 
 @dataclass(frozen=True)
-class ConceptPage:
+class ConceptPage(RankedPage):
     """One page of the concept's hits, with how they were found."""
 
-    model_version: str
-    index_version: str
-    hits: list[RankedScene]
-    total: int
-    offset: int
-    limit: int
-    next_offset: int | None
-    candidates: int
+    candidates: int = 0
     """Scenes the index gathered and the probe scored."""
-    descriptors: bool
+    descriptors: bool = False
     """The probe used the backbone descriptors beside the embedding."""
 
 
@@ -102,19 +95,10 @@ def concept_search(
         if query.min_score is None or scores[i] >= query.min_score
     ]
     hits = with_metadata(index, table, ranked)
-    limit = query.limit or query.k
-    page = hits[query.offset : query.offset + limit]
-    end = query.offset + len(page)
     return ConceptPage(
-        model_version=snapshot.model_version,
-        index_version=snapshot.index_version,
-        hits=page,
-        total=len(hits),
-        offset=query.offset,
-        limit=limit,
-        next_offset=end if end < len(hits) else None,
         candidates=len(candidates),
         descriptors=described,
+        **page_fields(snapshot, hits, query.offset, query.limit or query.k),
     )
 
 

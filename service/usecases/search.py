@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,9 @@ class RankedScene:
 
 
 @dataclass(frozen=True)
-class SearchPage:
-    """One page of the ranked hits, with what was searched: the query's scene (if any), and
-    the model and index version that answered."""
+class RankedPage:
+    """One page of ranked hits, with the model and index version that answered."""
 
-    query_id: int | None
     model_version: str
     index_version: str
     hits: list[RankedScene]
@@ -75,6 +74,31 @@ class SearchPage:
     offset: int
     limit: int
     next_offset: int | None
+
+
+def page_fields(
+    snapshot: ModelIndex, ranked: list[RankedScene], offset: int, limit: int
+) -> dict[str, Any]:
+    """The fields of a `RankedPage`: `limit` hits of `ranked` from `offset` on."""
+    page = ranked[offset : offset + limit]
+    end = offset + len(page)
+    return {
+        "model_version": snapshot.model_version,
+        "index_version": snapshot.index_version,
+        "hits": page,
+        "total": len(ranked),
+        "offset": offset,
+        "limit": limit,
+        "next_offset": end if end < len(ranked) else None,
+    }
+
+
+@dataclass(frozen=True)
+class SearchPage(RankedPage):
+    """One page of the ranked hits, with what was searched: the query's scene (if any), and
+    the model and index version that answered."""
+
+    query_id: int | None = None
     reranked: bool = False
     """The hits were re-ranked with the backbone's descriptors (`Rerank`)."""
 
@@ -129,10 +153,7 @@ def search_scenes(
             raise ValueError("search by a vector, a scene id, scenes to be like or labels")
         vector = label_region(index, table, where.labels_all)
         if vector is None:  # no indexed scene carries them all
-            return SearchPage(
-                None, snapshot.model_version, snapshot.index_version, [], 0, query.offset,
-                query.limit or query.k, None,
-            )  # fmt: skip
+            return SearchPage(**page_fields(snapshot, [], query.offset, query.limit or query.k))
     reranking = not by_labels and rerank is not None and rerank.mode != "off"
     query_seen = None
     if scene_id is not None:
@@ -155,7 +176,8 @@ def search_scenes(
         where = where.excluding(*query.more_like, *query.less_like)  # judged already
     assert vector is not None
     if by_labels:
-        ranked = rank_by_labels(snapshot, index, table, vector, query.k, where, query.min_score)
+        ranked = rank_by_labels(snapshot, index, table, vector, query.k, where)
+        ranked = [hit for hit in ranked if query.min_score is None or hit.score >= query.min_score]
     else:
         blend = rerank if reranking and descriptor is not None else None
         if blend is not None and query_seen is not None:  # decided by the scene: no pool
@@ -163,19 +185,10 @@ def search_scenes(
         ranked, reranking = ranked_search(
             index, table, vector, query.k, where, query.min_score, descriptor, blend, query_seen
         )
-    limit = query.limit or query.k
-    page = ranked[query.offset : query.offset + limit]
-    end = query.offset + len(page)
     return SearchPage(
         query_id=scene_id,
-        model_version=snapshot.model_version,
-        index_version=snapshot.index_version,
-        hits=page,
-        total=len(ranked),
-        offset=query.offset,
-        limit=limit,
-        next_offset=end if end < len(ranked) else None,
         reranked=reranking,
+        **page_fields(snapshot, ranked, query.offset, query.limit or query.k),
     )
 
 
@@ -213,7 +226,6 @@ def rank_by_labels(
     region: np.ndarray,
     k: int,
     where: SceneFilter,
-    min_score: float | None = None,
 ) -> list[RankedScene]:
     """The top k scenes of a query by labels: the region's nearest scenes (at least
     LABEL_POOL of them) re-ranked by the classifier's probabilities when the index keeps
@@ -222,13 +234,11 @@ def rank_by_labels(
     ids = [hit.scene.id for hit in pool]
     match = label_match(snapshot, index, ids, where) if pool else None
     if match is None:
-        ranked = pool[:k]
-    else:
-        similarity = (np.asarray([hit.score for hit in pool]) + 1) / 2
-        scores = LABEL_WEIGHT * match + (1 - LABEL_WEIGHT) * similarity
-        order = np.lexsort((-similarity, -scores))[:k]
-        ranked = [RankedScene(pool[i].scene, float(scores[i])) for i in order]
-    return [hit for hit in ranked if min_score is None or hit.score >= min_score]
+        return pool[:k]
+    similarity = (np.asarray([hit.score for hit in pool]) + 1) / 2
+    scores = LABEL_WEIGHT * match + (1 - LABEL_WEIGHT) * similarity
+    order = np.lexsort((-similarity, -scores))[:k]
+    return [RankedScene(pool[i].scene, float(scores[i])) for i in order]
 
 
 def label_match(
@@ -286,16 +296,11 @@ def feedback_descriptor(
 
 
 def rank(
-    index: ServedIndex,
-    table: SceneTable,
-    vector: np.ndarray,
-    k: int,
-    where: SceneFilter,
-    min_score: float | None = None,
+    index: ServedIndex, table: SceneTable, vector: np.ndarray, k: int, where: SceneFilter
 ) -> list[RankedScene]:
     """The top k scenes for a query vector, filters applied, the catalog's metadata joined
     (filter and metadata from one table: one generation check per search)."""
-    return ranked_search(index, table, vector, k, where, min_score)[0]
+    return ranked_search(index, table, vector, k, where)[0]
 
 
 def store_filter(index: ServedIndex, table: SceneTable, where: SceneFilter) -> SceneFilter:

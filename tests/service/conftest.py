@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dates import dated_server
 from geodata import ORIGIN, PIXEL_M
 from pyproj import Transformer
 from servers import (
@@ -28,6 +29,7 @@ from servers import (
 from shapely.geometry import Polygon
 
 from index.stores.faiss_build import ReindexSettings, reindex
+from model.archive import Archive
 from model.geo import GEO_COLUMNS, SceneGeo
 
 
@@ -71,6 +73,19 @@ def live(
     workdir = tmp_path_factory.mktemp(f"live-{request.param}")
     with live_server(request.param, served, ucm_root, ucm_subset, workdir) as (server, _):
         yield server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def dated(
+    request: pytest.FixtureRequest, served: Served, ucm_root: Path, geo_labels: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LiveServer, Archive]]:  # fmt: skip
+    """A server over the UCM subset laid on the grid of `geo_labels` and dated
+    (`dates.GIVEN`), writes allowed with `dates.WRITE_KEY`, on each database, and its
+    archive as read from the dated labels: one per test module."""
+    workdir = tmp_path_factory.mktemp(f"dated-{request.param}")
+    with dated_server(request.param, served, ucm_root, geo_labels, workdir) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from commands import grn
-from dates import WRITE_KEY, dated_labels, dated_server
+from dates import WRITE_KEY, dated_labels
 from geodata import make_mosaic, ucm_scenes
-from servers import LiveServer, Served
+from servers import LiveServer
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -142,17 +141,6 @@ def test_grn_import_reads_tags_and_refuses_a_bad_date(ucm_root: Path, tmp_path: 
     engine.dispose()
     with pytest.raises(ArchiveError, match="acquired"):
         load_archive(archive, tmp_path / "bad.csv")
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def dated(
-    request: pytest.FixtureRequest, served: Served, ucm_root: Path, ucm_subset: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LiveServer, Archive]]:  # fmt: skip
-    """A server over the UCM subset imported with acquisition times, and its archive."""
-    workdir = tmp_path_factory.mktemp(f"acquired-{request.param}")
-    with dated_server(request.param, served, ucm_root, ucm_subset, workdir) as found:
-        yield found
 
 
 def kept(archive: Archive, **conditions: Any) -> set[int]:

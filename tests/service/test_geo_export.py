@@ -9,7 +9,6 @@ what the API says of each scene."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,24 +19,13 @@ import pystac
 import pytest
 import shapely
 from commands import grn
-from dates import WRITE_KEY, dated_server
-from servers import LiveServer, Served
+from dates import WRITE_KEY
+from servers import LiveServer
 
 from model.archive import Archive, scene_id
 
 SUMMER = {6, 7, 8}
 EO = "https://stac-extensions.github.io/eo/v2.0.0/schema.json"
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def geo_server(
-    request: pytest.FixtureRequest, served: Served, ucm_root: Path, geo_labels: Path,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LiveServer, Archive]]:  # fmt: skip
-    """A server over the UCM subset laid on the grid of `geo_labels`, dated, and its archive."""
-    workdir = tmp_path_factory.mktemp(f"geo-export-{request.param}")
-    with dated_server(request.param, served, ucm_root, geo_labels, workdir) as found:
-        yield found
 
 
 def scenes_by_id(server: LiveServer) -> dict[int, dict[str, Any]]:
@@ -46,8 +34,8 @@ def scenes_by_id(server: LiveServer) -> dict[int, dict[str, Any]]:
     return {int(s["id"]): s for s in page["scenes"]}
 
 
-def test_a_scene_is_a_valid_stac_item(geo_server: tuple[LiveServer, Archive]) -> None:
-    server, archive = geo_server
+def test_a_scene_is_a_valid_stac_item(dated: tuple[LiveServer, Archive]) -> None:
+    server, archive = dated
     scenes = scenes_by_id(server)
     dated = next(s for s in archive.scenes if s.acquired and s.geo)
     undated = next(s for s in archive.scenes if not s.acquired)
@@ -93,9 +81,9 @@ def test_a_scene_is_a_valid_stac_item(geo_server: tuple[LiveServer, Archive]) ->
 
 
 def test_geoparquet_reads_in_geopandas_and_duckdb(
-    geo_server: tuple[LiveServer, Archive], tmp_path: Path
+    dated: tuple[LiveServer, Archive], tmp_path: Path
 ) -> None:
-    server, archive = geo_server
+    server, archive = dated
     scenes = scenes_by_id(server)
     summer = {
         scene_id(s.name): s for s in archive.scenes if s.acquired and s.acquired.month in SUMMER
@@ -154,8 +142,8 @@ def test_geoparquet_reads_in_geopandas_and_duckdb(
     assert json.loads(schema_meta["grn"])["score_labels"] == archive.label_names
 
 
-def test_grn_export_as_typed(geo_server: tuple[LiveServer, Archive], tmp_path: Path) -> None:
-    server, archive = geo_server
+def test_grn_export_as_typed(dated: tuple[LiveServer, Archive], tmp_path: Path) -> None:
+    server, archive = dated
     out = tmp_path / "water.parquet"
     done = grn("export", str(out), "--format", "geoparquet", "--filter", "labels_any=water",
                "--filter", "bbox=-120,30,-110,40", env=server.env)  # fmt: skip
