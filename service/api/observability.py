@@ -18,6 +18,8 @@ from typing import Any, ClassVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.asgi import HttpMiddleware
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -143,20 +145,18 @@ def configure_logging(fmt: str, level: str = "INFO") -> None:
     root.propagate = False
 
 
-class RequestLog:
+class RequestLog(HttpMiddleware):
     """Gives every request an id (the client's `X-Request-ID` when it is sane, else a new
     one), returns it in the response header, counts and times the request by its route
     template, and logs one line per request."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
+    async def handle(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> None:
         given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = given if _CLIENT_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

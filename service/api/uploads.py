@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.imageio import InvalidImageError, decode_image, jpeg_size
+from service.api.asgi import HttpMiddleware
 from service.api.bodies import error_body
 from service.errors import BadRequestError
 from service.runtime import Batcher, Inference, Snapshot
@@ -28,19 +29,17 @@ class UploadTooLargeError(ValueError):
     """The request or an image in it is over a configured limit (HTTP 413)."""
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse request bodies over `limit` bytes with 413, whether or not the client sent a
     Content-Length, before the multipart parser spools them anywhere."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
+    async def handle(
+        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
+    ) -> None:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
