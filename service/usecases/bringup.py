@@ -319,18 +319,15 @@ def prepare_until_done(
     options: Options,
     state: Preparation,
     runner: Runner = run_child,
-    make_engine: Callable[[str], Engine] | None = None,
+    *,
     stop: threading.Event | None = None,
+    make_engine: Callable[[str], Engine] | None = None,
 ) -> None:
     """`prepare`, looked at again while it fails on its inputs (every `retry_seconds`, and
     only once the archive's files changed unless the database was the problem)."""
     stop = stop or threading.Event()
     while not stop.is_set():
-        before = (
-            archive_fingerprint(settings.jobs.archive_dir)
-            if settings.jobs.archive_dir is not None and settings.jobs.archive_dir.is_dir()
-            else ()
-        )
+        before = _archive_state(settings)
         with state.lock:
             state.error = None  # a new attempt: /readyz follows its steps again
         try:
@@ -338,12 +335,7 @@ def prepare_until_done(
         except InputError as exc:
             _stopped(state, str(exc))
             while not stop.wait(options.retry_seconds):
-                now = (
-                    archive_fingerprint(settings.jobs.archive_dir)
-                    if settings.jobs.archive_dir is not None and settings.jobs.archive_dir.is_dir()
-                    else ()
-                )
-                if now != before or isinstance(exc, DatabaseUnavailableError):
+                if _archive_state(settings) != before or isinstance(exc, DatabaseUnavailableError):
                     break
             continue
         except Exception as exc:  # a failed training or reindex: not retried by itself
@@ -353,6 +345,11 @@ def prepare_until_done(
             state.done, state.error, state.step = True, None, "done"
         say("prepared: the service takes up the model and index within seconds")
         return
+
+
+def _archive_state(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    folder = settings.jobs.archive_dir
+    return archive_fingerprint(folder) if folder is not None and folder.is_dir() else ()
 
 
 def _stopped(state: Preparation, message: str) -> None:
