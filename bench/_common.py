@@ -3,6 +3,7 @@ this interpreter, and how times are summarised."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -109,3 +110,14 @@ def print_closing(report: Mapping[str, Any]) -> None:
     """The run's command and the machine's load at its end, on stderr."""
     load = os.getloadavg()[0]
     print(f"\n{report['command']}; 1-min load average at the end {load:.1f}", file=sys.stderr)
+
+
+def box_query_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The options of the benchmarks that time queries by a box over a synthetic region:
+    its size, the share of scenes the box keeps, the repeats, the seed and the report."""
+    parser.add_argument("--region-km", type=float, default=100.0)
+    parser.add_argument("--share", type=float, default=0.01, help="of the scenes the box keeps")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--sql-repeats", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)

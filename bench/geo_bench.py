@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import MODEL, UCM, checked_grn, invocation, percentiles
+from bench._common import MODEL, UCM, box_query_arguments, checked_grn, invocation, percentiles
 from bench.mosaic import PIXEL_M, SCENE_PX, square_scenes, write_mosaic
 from index.filters import SceneFilter
 
@@ -630,14 +630,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-cli", action="store_true", help="skip the whole-command timings")
     parser.add_argument("--scenes", type=int, default=1_000_000)
-    parser.add_argument("--region-km", type=float, default=100.0)
-    parser.add_argument("--share", type=float, default=0.01, help="of the scenes the box keeps")
     parser.add_argument("--factory", help="FAISS factory (default: what auto picks)")
     parser.add_argument("--memory-budget-gb", type=float, default=8.0, help="as grn reindex's")
-    parser.add_argument("--repeats", type=int, default=300)
-    parser.add_argument("--sql-repeats", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
+    box_query_arguments(parser, repeats=300)
     args = parser.parse_args()
     both = args.tiling == args.search
     result: dict[str, Any] = {}

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import percentiles
+from bench._common import box_query_arguments, percentiles
 from bench.geo_bench import (
     centred_box,
     fill_footprints,
@@ -106,12 +106,7 @@ def one_size(count: int, args: argparse.Namespace, work: Path) -> dict[str, Any]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--region-km", type=float, default=100.0)
-    parser.add_argument("--share", type=float, default=0.01, help="of the scenes the box keeps")
-    parser.add_argument("--repeats", type=int, default=200)
-    parser.add_argument("--sql-repeats", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
+    box_query_arguments(parser, repeats=200)
     args = parser.parse_args()
     result: dict[str, Any] = {"load_before": load_average(), "share": args.share, "sizes": []}
     with tempfile.TemporaryDirectory(prefix="grn-lonlat-") as work:
