@@ -17,13 +17,17 @@ if TYPE_CHECKING:
     from index.filters import SceneMeta
 
 
+CHUNK = 1 << 20
+"""Rows drawn at a time: bounds the float64 temporaries of a large draw (the rows a seed
+gives depend on it)."""
+
+
 def clustered_unit_vectors(
     count: int,
     dim: int = 128,
     centres: int = 100,
     spread: float = 0.05,
     seed: int = 0,
-    chunk: int = 1 << 20,
 ) -> np.ndarray:
     """(count, dim) float32 unit vectors; `spread` is the per-coordinate standard deviation
     around a cluster's (unit) centre."""
@@ -33,16 +37,15 @@ def clustered_unit_vectors(
     return _unit_rows(
         count,
         dim,
-        chunk,
         lambda n: middle[rng.integers(0, centres, n)] + rng.normal(scale=spread, size=(n, dim)),
     )
 
 
-def _unit_rows(count: int, dim: int, chunk: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
-    """(count, dim) float32: `draw(n)` rows, chunk by chunk, each scaled to unit norm."""
+def _unit_rows(count: int, dim: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
+    """(count, dim) float32: `draw(n)` rows, CHUNK at a time, each scaled to unit norm."""
     out = np.empty((count, dim), dtype=np.float32)
-    for start in range(0, count, chunk):
-        n = min(chunk, count - start)
+    for start in range(0, count, CHUNK):
+        n = min(CHUNK, count - start)
         block = draw(n)
         out[start : start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
@@ -58,7 +61,6 @@ def subspace_unit_vectors(
     noise: float = 0.15,
     shift: float = 0.0,
     seed: int = 0,
-    chunk: int = 1 << 20,
 ) -> np.ndarray:
     """(count, dim) float32 unit vectors from a mixture that lives near a `rank`-dimensional
     subspace, as trained embeddings do (a few dozen labels and concepts span them): cluster
@@ -79,7 +81,7 @@ def subspace_unit_vectors(
         inside += rng.normal(scale=within / np.sqrt(rank), size=(n, rank))
         return inside @ basis.T + common + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
 
-    return _unit_rows(count, dim, chunk, draw)
+    return _unit_rows(count, dim, draw)
 
 
 def random_scene_metas(

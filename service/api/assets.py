@@ -17,8 +17,8 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 REGISTRY = "https://registry.npmjs.org"
 
@@ -27,8 +27,9 @@ class AssetError(RuntimeError):
     """A library could not be fetched or did not match its pinned hash."""
 
 
-@dataclass(frozen=True)
-class Package:
+class Package(NamedTuple):
+    """An npm package the page uses, pinned."""
+
     name: str
     version: str
     integrity: str

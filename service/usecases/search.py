@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -56,8 +56,7 @@ class SearchQuery:
     """Relevance feedback: archive scenes the results should not be like."""
 
 
-@dataclass(frozen=True)
-class RankedScene:
+class RankedScene(NamedTuple):
     scene: SceneRow
     score: float
 
