@@ -44,9 +44,9 @@ CMD ["serve"]
 # Each install below reads pip's settings for this build only from BuildKit secrets (never
 # kept in a layer): `pip.conf` (index URLs, timeout), `ca.crt` (a CA bundle to trust) and
 # `constraints.txt`; docker/build.sh makes them from the host's pip configuration. Without
-# them pip uses PyPI directly. First the dependencies, listed from pyproject.toml (a layer
-# that changes with that file only), then the project itself and the map library, by
-# docker/install-project.sh; the sources are bind-mounted, not copied: the image holds the
+# them pip uses PyPI directly. First the dependencies, listed from pyproject.toml by
+# docker/install-deps.sh (a layer that changes with those two files only), then the project
+# itself and the map library, by docker/install-project.sh; the sources are bind-mounted, not copied: the image holds the
 # installed packages only.
 
 # ---- CUDA: PyPI's torch (CUDA libraries included) and faiss-gpu ----------------------------
@@ -58,12 +58,11 @@ ARG FAISS_GPU_VERSION=1.14.1.post1
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
     --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
-    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['train'] + x['text'] + x['gpu'] + x['milvus']))" >/tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt \
+    --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
+    sh /tmp/deps/install-deps.sh dependencies train text gpu milvus \
+    && if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
     && pip uninstall -y faiss-cpu \
-    && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}" \
-    && rm /tmp/requirements.txt
+    && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}"
 # the project, then the web page's map library (the same steps for both targets)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
@@ -81,10 +80,8 @@ FROM runtime-base AS serve-deps
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
     --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
-    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && python -c "import tomllib; p = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['milvus']))" >/tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt \
-    && rm /tmp/requirements.txt \
+    --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
+    sh /tmp/deps/install-deps.sh dependencies milvus \
     && ! python -c "import torch" 2>/dev/null
 
 FROM serve-deps AS serve
@@ -107,15 +104,14 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
     --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
     if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
     && case "${TORCH_SOURCE}" in \
         pytorch-cpu) pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1 ;; \
         pypi) ;; \
         *) echo "TORCH_SOURCE must be pytorch-cpu or pypi, not ${TORCH_SOURCE}" >&2; exit 1 ;; \
     esac \
-    && python -c "import tomllib; x = tomllib.load(open('/tmp/deps/pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(x['train'] + x['text']))" >/tmp/requirements.txt \
-    && pip install --requirement /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+    && sh /tmp/deps/install-deps.sh train text
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
     sh /src/docker/install-project.sh /src

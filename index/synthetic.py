@@ -23,11 +23,7 @@ gives depend on it)."""
 
 
 def clustered_unit_vectors(
-    count: int,
-    dim: int = 128,
-    centres: int = 100,
-    spread: float = 0.05,
-    seed: int = 0,
+    count: int, dim: int = 128, centres: int = 100, spread: float = 0.05, seed: int = 0
 ) -> np.ndarray:
     """(count, dim) float32 unit vectors; `spread` is the per-coordinate standard deviation
     around a cluster's (unit) centre."""

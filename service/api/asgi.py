@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+Headers = dict[bytes, bytes]
+"""A request's headers by lower-case name."""
+
 
 class HttpMiddleware:
     def __init__(self, app: ASGIApp) -> None:
@@ -16,8 +19,6 @@ class HttpMiddleware:
             return
         await self.handle(scope, dict(scope.get("headers") or []), receive, send)
 
-    async def handle(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
-    ) -> None:
+    async def handle(self, scope: Scope, headers: Headers, receive: Receive, send: Send) -> None:
         """Answer one HTTP request (`headers`: its headers, lower-case names)."""
         raise NotImplementedError

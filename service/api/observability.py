@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.asgi import HttpMiddleware
+from service.api.asgi import Headers, HttpMiddleware
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -154,9 +154,7 @@ class RequestLog(HttpMiddleware):
         super().__init__(app)
         self.metrics = metrics
 
-    async def handle(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
-    ) -> None:
+    async def handle(self, scope: Scope, headers: Headers, receive: Receive, send: Send) -> None:
         given = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = given if _CLIENT_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model.imageio import InvalidImageError, decode_image, jpeg_size
-from service.api.asgi import HttpMiddleware
+from service.api.asgi import Headers, HttpMiddleware
 from service.api.bodies import error_body
 from service.errors import BadRequestError
 from service.runtime import Batcher, Inference, Snapshot
@@ -37,9 +37,7 @@ class BodyLimit(HttpMiddleware):
         super().__init__(app)
         self.limit = limit
 
-    async def handle(
-        self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, send: Send
-    ) -> None:
+    async def handle(self, scope: Scope, headers: Headers, receive: Receive, send: Send) -> None:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
