@@ -57,24 +57,17 @@ def probe_features(
     )
 
 
-def fit_probe(
-    positives: np.ndarray,
-    negatives: np.ndarray,
-    background: np.ndarray,
-    *,
-    ridge: float = RIDGE,
-    background_share: float = BACKGROUND_SHARE,
-) -> Probe:
+def fit_probe(positives: np.ndarray, negatives: np.ndarray, background: np.ndarray) -> Probe:
     """A probe fitted to `positives` (target 1), `negatives` (target 0) and `background`
-    (target 0, together `background_share` of the positives' weight): weighted ridge
-    regression, solved in the dual (examples x examples), bias unpenalised."""
+    (target 0, together BACKGROUND_SHARE of the positives' weight): weighted ridge
+    regression (penalty RIDGE), solved in the dual (examples x examples), bias unpenalised."""
     if not len(positives):
         raise ValueError("a probe needs at least one positive")
     rows = np.vstack([positives, negatives, background]).astype(np.float64)
     targets = np.concatenate(
         [np.ones(len(positives)), np.zeros(len(negatives)), np.zeros(len(background))]
     )
-    per_background = background_share * len(positives) / max(len(background), 1)
+    per_background = BACKGROUND_SHARE * len(positives) / max(len(background), 1)
     weights = np.concatenate(
         [np.ones(len(positives)), np.ones(len(negatives)),
          np.full(len(background), per_background)]
@@ -84,7 +77,7 @@ def fit_probe(
     centred, centred_targets = rows - mean, targets - target_mean
     gram = centred @ centred.T
     # (ridge I + S K) alpha = S y, w = X^T alpha: the weighted ridge normal equations
-    system = ridge * np.eye(len(rows)) + weights[:, None] * gram
+    system = RIDGE * np.eye(len(rows)) + weights[:, None] * gram
     alpha = np.linalg.solve(system, weights * centred_targets)
     direction = centred.T @ alpha
     return Probe(direction.astype(np.float32), float(target_mean - mean @ direction))
