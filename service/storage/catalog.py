@@ -22,6 +22,7 @@ from service.storage.dialects import is_embedded, postgis_schema
 from service.storage.filter_sql import scene_where, sql_filters
 from service.storage.listing import ListedScene, Order, Seek, listed, listing
 from service.storage.live_index import LiveIndex
+from service.storage.same_place import by_acquisition, overlaps
 from service.storage.scene_reading import (
     SchemaNotCurrentError as SchemaNotCurrentError,  # re-exported
 )
@@ -178,6 +179,22 @@ class Catalog:
         """Each scene's source raster (scenes without a footprint are absent)."""
         with self.engine.connect() as connection:
             return sources_of(connection, ids)
+
+    def overlaps(self, scene_id: int) -> dict[int, float] | None:
+        """The other scenes whose footprint covers part of this scene's, with the share each
+        covers (`same_place.overlaps`); None when it has no footprint with an area; a
+        `SceneNotFoundError` for an unknown scene."""
+        gis = self.postgis()
+        with self.engine.connect() as connection:
+            if connection.scalar(select(Scene.id).where(Scene.id == scene_id)) is None:
+                raise SceneNotFoundError(f"no scene with id {scene_id}")
+            return overlaps(connection, scene_id, gis)
+
+    def by_acquisition(self, ids: Sequence[int], offset: int, limit: int) -> list[ListedScene]:
+        """A page of these scenes by acquisition time (unknown last, then by id)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.execute(by_acquisition(list(ids), limit, offset)).all()
+            return listed(session, rows)
 
     def scene(self, scene_id: int) -> Scene:
         found = self.scenes([scene_id]).get(scene_id)

@@ -36,6 +36,9 @@ from service.api.schemas.archive import (
     LabelCount,
     LabelsResponse,
     PlacesResponse,
+    SamePlacePage,
+    SamePlaceQuery,
+    SamePlaceScene,
     SceneExport,
     SceneListing,
     SceneOut,
@@ -46,6 +49,7 @@ from service.api.stac_items import scene_item
 from service.runtime import Runtime, ServiceNotReadyError, Snapshot
 from service.storage.db import Scene, SceneFootprint
 from service.storage.listing import Footprint, ListedScene, Seek
+from service.usecases.same_place import same_place
 from service.usecases.thumbnails import (
     PREVIEW_SIZES,
     cache_headers,
@@ -233,6 +237,38 @@ async def scene_stac(request: Request, catalog: CatalogDep, scene_id: SceneId) -
 async def scene_detail(request: Request, catalog: CatalogDep, scene_id: SceneId) -> SceneOut:
     """One scene's metadata."""
     return scene_out(SceneUrls(request), await in_thread(catalog.scene, scene_id))
+
+
+@router.get("/scenes/{scene_id}/same-place", response_model=SamePlacePage, responses=SCENE_ERRORS)
+async def scene_same_place(
+    request: Request,
+    catalog: CatalogDep,
+    scene_id: SceneId,
+    asked: Annotated[SamePlaceQuery, Query()],
+) -> SamePlacePage:
+    """The same place over time: the other scenes whose footprint covers at least
+    `min_overlap` of this scene's (area(both) / area(this scene's footprint)), by acquisition
+    time, unknown last (docs/geo.md). A scene without a footprint gives an empty page."""
+    found = await in_thread(
+        lambda: same_place(
+            catalog, scene_id, min_overlap=asked.min_overlap, offset=asked.offset,
+            limit=asked.limit,
+        )
+    )  # fmt: skip
+    urls = SceneUrls(request)
+    end = asked.offset + len(found.scenes)
+    return SamePlacePage(
+        scenes=[
+            SamePlaceScene(**dict(scene_out(urls, scene)), overlap=share)
+            for scene, share in found.scenes
+        ],
+        total=found.total,
+        offset=asked.offset,
+        limit=asked.limit,
+        next_offset=end if end < found.total else None,
+        min_overlap=asked.min_overlap,
+        note=found.note,
+    )
 
 
 @router.get(

@@ -104,6 +104,43 @@ class ScenePage(Schema):
     """Why the page is empty, when it is."""
 
 
+class SamePlaceScene(SceneOut):
+    overlap: float
+    """The share of the asked scene's footprint this one covers: area(both) / area(asked
+    scene's), in (0, 1], rounded to 6 decimals."""
+
+
+class SamePlacePage(Schema):
+    scenes: list[SamePlaceScene]
+    """This page of the scenes that cover at least `min_overlap` of the scene's footprint,
+    by acquisition time (unknown last, then by id); the scene itself is not among them."""
+    total: int
+    """Such scenes over all pages."""
+    offset: int
+    """The first scene of the page (0-based)."""
+    limit: int
+    """Scenes per page."""
+    next_offset: int | None
+    """Offset of the next page, None on the last."""
+    min_overlap: float
+    """The share asked."""
+    note: str | None = None
+    """Why the page is empty, when it is (a scene without a footprint has no other scene
+    at its place: an empty page, not an error)."""
+
+
+class SamePlaceQuery(Schema):
+    """`GET /scenes/{id}/same-place`'s query parameters."""
+
+    min_overlap: float = Field(default=0.5, gt=0.0, le=1.0)
+    """The share of this scene's footprint another must cover: area(both) / area(this
+    scene's footprint), in (0, 1]."""
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)
+    """The first scene of the page (0-based)."""
+    limit: int = Field(default=50, ge=1, le=1000)
+    """Scenes per page."""
+
+
 class LabelCount(Schema):
     name: str
     """A label (or scene folder) name."""
