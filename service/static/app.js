@@ -409,6 +409,7 @@ function openViewer(scene, score) {
   $("viewer-hit-only").textContent = list([...hitLabels].filter((l) => !queryLabels.has(l)));
   for (const id of ["viewer-shared", "viewer-query-only"]) $(id).parentElement.hidden = false;
   document.querySelector(".compare").hidden = !query;
+  showSamePlace(scene); // sameplace.js: the strip fills in when its answer comes
   dialog.showModal();
   $("viewer-search").focus();
 }

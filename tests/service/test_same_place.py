@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from dates import WRITE_KEY
 from PIL import Image
-from servers import LiveServer
+from servers import LiveServer, shot
 from shapely.geometry import MultiPolygon, Point, box, mapping
 from sqlalchemy import select
 
@@ -170,3 +170,71 @@ def test_postgis_and_shapely_give_the_same_shares(
                 assert by_shapely and by_shapely == overlaps(connection, int(ids[name]), schema)
     finally:
         engine.dispose()
+
+
+def test_the_viewer_shows_the_place_over_time_and_compares_two(
+    placed: tuple[LiveServer, Archive, dict[str, str]], browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    server, _, ids = placed
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(server.url)
+    expect(page.locator("#status")).to_contain_text("ready")
+    page.click("#browse")
+    page.fill("#archive-name", "here")
+    expect(page.locator("#archive .card")).to_have_count(1)
+    page.locator("#archive .card").first.click()
+    expect(page.locator("#viewer")).to_be_visible()
+    strip = page.locator("#same-place-strip .strip-item")
+    expect(strip).to_have_count(5)
+    order = ["again-2019", "east-30", "again-2021", "around", "again-undated"]
+    assert [strip.nth(i).get_attribute("data-scene-id") for i in range(5)] == [
+        ids[name] for name in order
+    ]
+    assert strip.locator(".date").all_inner_texts() == [
+        "2019-01-01", "2020-07-01", "2021-03-01", "2022-01-01", "date unknown"
+    ]  # fmt: skip
+    assert strip.locator(".overlap").all_inner_texts() == ["100%", "70%", "100%", "100%", "100%"]
+    page.wait_for_function(
+        "[...document.querySelectorAll('#same-place-strip img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+    def seen_at(share: float) -> str:
+        """The scene the person sees at this share of the before/after image's width."""
+        found: str = page.evaluate(
+            "share => { const box = document.querySelector('#swipe').getBoundingClientRect();"
+            " return document.elementFromPoint(box.left + box.width * share,"
+            " box.top + box.height / 2).dataset.sceneId; }",
+            share,
+        )
+        return found
+
+    # an earlier scene: it comes before the open one (2020-05-01)
+    strip.first.click()
+    expect(page.locator("#before-after")).to_be_visible()
+    expect(page.locator("#before-caption")).to_have_text("before: again-2019 · 2019-01-01")
+    expect(page.locator("#after-caption")).to_have_text("after: here · 2020-05-01")
+    page.wait_for_function(
+        "['before-image', 'after-image', 'swipe-before', 'swipe-after']"
+        ".map(id => document.getElementById(id)).every(i => i.complete && i.naturalWidth > 0)"
+    )
+    page.locator("#swipe").scroll_into_view_if_needed()
+    shot(page, "desktop-9-same-place")
+    assert (seen_at(0.25), seen_at(0.75)) == (ids["again-2019"], ids["here"])
+    page.focus("#swipe-range")
+    page.keyboard.press("End")  # the slider all the way: the earlier scene everywhere
+    assert (seen_at(0.25), seen_at(0.95)) == (ids["again-2019"], ids["again-2019"])
+    page.keyboard.press("Home")  # ... and back: the later one everywhere
+    assert (seen_at(0.05), seen_at(0.75)) == (ids["here"], ids["here"])
+    # a later scene: the open one comes first; one of unknown date comes last
+    strip.nth(2).click()
+    expect(page.locator("#before-caption")).to_have_text("before: here · 2020-05-01")
+    expect(page.locator("#after-caption")).to_have_text("after: again-2021 · 2021-03-01")
+    assert strip.nth(2).get_attribute("aria-pressed") == "true"
+    strip.nth(4).click()
+    expect(page.locator("#after-caption")).to_have_text("after: again-undated · date unknown")
+    page.click("#before-after-close")
+    expect(page.locator("#before-after")).to_be_hidden()
+    page.close()
