@@ -1,13 +1,15 @@
 """A job's child process: `python -m service.jobs.run SPEC` runs the use case of a job spec
 (`service.jobs.specs`, as JSON) with the settings of its environment, which the worker sets
 to the service's. Its output is the job's output; its exit status the job's: 0 done, 1
-failed (one `error: ...` line), 3 a retrained model the gate refused."""
+failed (one `error: ...` line), 3 a retrained model the gate refused. Its use cases' progress
+bars report as progress lines (`service.jobs.progress`), which the worker reads."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
+from service.jobs.progress import reporting_progress
 from service.jobs.specs import ImportJob, JobSpec, ReindexJob, RollbackJob, TrainJob, spec_from_json
 from service.settings import Settings, get_settings
 from service.storage.db import make_engine
@@ -47,7 +49,7 @@ def run(spec: JobSpec, settings: Settings) -> int:
 
             promotion = retrain(
                 settings, engine, out=spec.out, epochs=spec.epochs, force=spec.force,
-                progress=False, on_trained=lambda result: say(training_summary(result)),
+                progress=True, on_trained=lambda result: say(training_summary(result)),
                 tell=say,
             )  # fmt: skip
             if promotion.done is None:
@@ -69,7 +71,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     spec = spec_from_json(argv[0])
     try:
-        return run(spec, get_settings())
+        with reporting_progress():
+            return run(spec, get_settings())
     except (ValueError, LookupError, OSError, RuntimeError) as exc:  # said in one line
         say(f"error: {exc}")
         return 1

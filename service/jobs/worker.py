@@ -19,12 +19,11 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from service.jobs.progress import parse_progress
 from service.jobs.queue import LEASE_SECONDS, OUTPUT_LINES, Job, JobQueue
 from service.jobs.specs import LEGACY, spec_to_json
 
 HEARTBEAT_SECONDS = 1.0
-PROGRESS = re.compile(rb"(\d{1,3})%\|")
-"""A tqdm bar's percentage."""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 log = logging.getLogger("grn.jobs")
@@ -134,23 +133,26 @@ class Worker:
 def _read_output(
     process: subprocess.Popen[bytes], output: deque[str], progress: list[float | None]
 ) -> None:
-    """Lines of the child's output (a progress bar's redraws split on carriage returns),
-    its bar's last percentage as progress."""
+    """Lines of the child's output (split on carriage returns too, should a bar draw),
+    its last progress line (`service.jobs.progress`) as progress, not as a line."""
     assert process.stdout is not None
     pending = b""
     while chunk := process.stdout.read1(65536):  # type: ignore[attr-defined]
         pending += chunk
         *parts, pending = re.split(rb"[\r\n]", pending)
         for part in parts:
-            found = PROGRESS.findall(part)
-            if found:
-                progress[0] = min(int(found[-1]), 100) / 100
-                continue  # a bar's redraw: progress, not a line to keep
-            line = part.decode(errors="replace").rstrip()
-            if line:
-                output.append(line)
-    if pending.strip():
-        output.append(pending.decode(errors="replace").rstrip())
+            _take(part, output, progress)
+    _take(pending, output, progress)
+
+
+def _take(part: bytes, output: deque[str], progress: list[float | None]) -> None:
+    report = parse_progress(part)
+    if report is not None:
+        progress[0] = report.fraction
+        return
+    line = part.decode(errors="replace").rstrip()
+    if line:
+        output.append(line)
 
 
 def _die_with_parent() -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from sqlalchemy import text
 
 from index.stores.faiss_versions import IndexStore
 from model.faults import PAUSE_ENV, PAUSE_FILE_ENV
+from service.jobs.progress import PREFIX, Progress
 from service.jobs.queue import Job, JobQueue
 from service.jobs.specs import ImportJob, ReindexJob, TrainJob
+from service.jobs.worker import _read_output
 from service.storage.db import make_engine
+from service.usecases.importer import CHUNK
 
 KEY = "admin-key-0123456789abcdef"
 
@@ -179,3 +183,69 @@ def test_cancel_stops_a_running_job_and_leaves_the_index(
         later = queue.submit(ImportJob(archive=Path(env["GRN_ARCHIVE_DIR"])))
         assert queue.cancel(later.id).status in ("cancelled", "running")
         assert client.post("/admin/jobs/99999/cancel", headers=auth).status_code == 404
+
+
+def test_a_running_job_shows_its_progress_however_its_bars_are_drawn(
+    setup: tuple[dict[str, str], JobQueue], ucm_root: Path, tmp_path: Path
+) -> None:
+    """Progress comes from the child's progress lines (`service.jobs.progress`), not from a
+    bar's text: with the bars drawn as `import 256/1974 img` (no percentage), an import of
+    the 1974 scenes SQL lacks, held after its first chunk, shows that chunk as its progress,
+    and no progress line shows in its output."""
+    env, queue = setup
+    marker = tmp_path / "paused"
+    env = {
+        **env,
+        PAUSE_ENV: "import-chunk:1",
+        PAUSE_FILE_ENV: str(marker),
+        "TQDM_BAR_FORMAT": "{desc} {n}/{total} {unit}",
+        "TQDM_MININTERVAL": "0",  # every step reported: the pause sees the whole chunk
+        "TQDM_MINITERS": "1",
+    }
+    job = queue.submit(ImportJob(archive=ucm_root))
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline and worker.poll() is None:
+            time.sleep(0.05)
+        assert marker.exists(), (tmp_path / "worker.log").read_text()[-2000:]
+        deadline = time.monotonic() + 15  # the next heartbeats carry it
+        while (running := queue.get(job.id)).progress is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert running.status == "running", running.output
+        assert running.progress == pytest.approx(CHUNK / 1974), running.output
+        assert not any(line.startswith(PREFIX.strip()) for line in running.output)
+        queue.cancel(job.id)
+        done = wait_until(queue, job.id, ("cancelled", "succeeded", "failed"), timeout=60)
+    finally:
+        stop(worker)
+    assert done.status == "cancelled", done.output
+
+
+def test_the_worker_takes_progress_from_well_formed_progress_lines_only() -> None:
+    """A child's output read by the worker: its last well-formed progress line is the
+    progress (a line ending the output without a newline too); malformed progress lines and
+    a bar's percentage are no progress, kept as output lines, and nothing crashes."""
+    lines = [
+        "starting",
+        Progress(1, 4, "embed").line(),
+        "GRN-PROGRESS {not json",
+        'GRN-PROGRESS {"done": "3", "total": 4}',
+        'GRN-PROGRESS {"done": 1, "total": 0}',
+        'GRN-PROGRESS {"done": 1, "total": NaN}',
+        "GRN-PROGRESS [1, 2]",
+        "GRN-PROGRESS",
+        "embed:  50%|#####     | 1/2",
+        "done",
+        Progress(3, 4, "embed").line(),
+    ]
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write(sys.argv[1])", "\n".join(lines)],
+        stdout=subprocess.PIPE,
+    )
+    output: deque[str] = deque()
+    progress: list[float | None] = [None]
+    _read_output(child, output, progress)
+    assert child.wait() == 0
+    assert progress == [0.75]
+    assert list(output) == [lines[0], *lines[2:-1]]
