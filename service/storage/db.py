@@ -205,7 +205,7 @@ class JobRow(Base):
     """The worker running it (host:pid:tag), or that ran it last."""
     returncode: Mapped[int | None] = mapped_column(Integer)
     progress: Mapped[float | None] = mapped_column(Float)
-    """0 to 1, from the command's progress bar, when it shows one."""
+    """0 to 1, from its last progress line (`service.jobs.progress`), when it reports one."""
     output: Mapped[str] = mapped_column(Text, default="[]")
     """The last lines of its output, a JSON list."""
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -57,7 +57,7 @@ class JobOut(Schema):
     worker: str | None
     """The worker running it, or that ran it last (host:pid)."""
     progress: float | None
-    """0 to 1, while its command shows a progress bar."""
+    """0 to 1, the share of its current step done (from its progress lines)."""
     cancel_requested: bool
     """A cancel was asked for while it ran: its worker is stopping it."""
     returncode: int | None
