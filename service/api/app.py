@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from service.api import errors
+from service.api.deps import read_access
 from service.api.lifespan import lifespan
 from service.api.observability import Metrics, RequestLog, configure_logging
 from service.api.routes import admin, archive, classify, concept, operations, search, writes
@@ -65,13 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestLog, metrics=metrics)  # outermost: sees every response
 
-    app.include_router(operations.router)  # the page, /healthz, /readyz, /metrics
-    app.include_router(classify.router)  # /classify, /preview
-    app.include_router(search.router)  # /search, /search/density
-    app.include_router(concept.router)  # /search/concept
-    app.include_router(archive.router)  # /scenes..., /labels
-    app.include_router(writes.router)  # POST, PATCH, DELETE /scenes
-    app.include_router(admin.router)  # /admin/...
+    reads = read_access(settings)  # none, or the key under GRN_READ_ACCESS=key
+    app.include_router(operations.router)  # the page, /docs, /healthz, /readyz: always open
+    app.include_router(operations.metrics_router, dependencies=reads)  # /metrics
+    app.include_router(classify.router, dependencies=reads)  # /classify, /preview
+    app.include_router(search.router, dependencies=reads)  # /search, /search/density
+    app.include_router(concept.router, dependencies=reads)  # /search/concept
+    app.include_router(archive.router, dependencies=reads)  # /scenes..., /labels
+    app.include_router(writes.router)  # POST, PATCH, DELETE /scenes: the admin or write key
+    app.include_router(admin.router)  # /admin/...: the admin key
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=operations.DOCS_ASSETS), name="docs-assets")
     # browser libraries from the npm registry (`grn assets`); absent, the page works without

@@ -49,11 +49,18 @@ RenderCacheDep = Annotated[RenderCache, Depends(get_render_cache)]
 SceneId = Annotated[int, PathParam(ge=0, le=MAX_SCENE_ID, description="A scene id.")]
 
 READER = [Depends(require_reader)]
-"""Open, or behind the API key when GRN_READ_ACCESS is `key`."""
+"""Behind the API key (the read endpoints under GRN_READ_ACCESS=key: `read_access`)."""
 ADMIN = [Depends(require_admin)]
 """Behind the API key."""
 WRITER = [Depends(require_writer)]
 """Behind the API key or the write key."""
+
+
+def read_access(settings: Settings) -> list[Any]:
+    """The read endpoints' dependencies, given when `create_app` includes their routers:
+    none while reads are open, `READER` under GRN_READ_ACCESS=key. Decided per app so that the
+    OpenAPI document declares the key on them only where it is needed."""
+    return READER if settings.access.read_access == "key" else []
 
 
 async def in_thread(function: Callable[..., Any], *args: Any) -> Any:

@@ -1,11 +1,15 @@
-"""Access control: an API key from settings guards the admin endpoints, and the read
-endpoints too when `read_access` is `key`."""
+"""Access control: an API key from settings guards the admin endpoints and the scene writes
+(which a write key may make too), and the read endpoints when `read_access` is `key`. The key
+comes through FastAPI's security classes, so the OpenAPI document declares where it is
+needed."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Annotated
 
-from fastapi import HTTPException, Request
+from fastapi import HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from service.settings import Settings
 
@@ -35,23 +39,38 @@ def check_production(settings: Settings) -> None:
         )
 
 
-def presented_key(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials:
-        return credentials.strip()
-    return None
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    description="The API key (GRN_API_KEY, or GRN_WRITE_KEY for scene writes) in a header.",
+    auto_error=False,
+)
+BEARER = HTTPBearer(
+    scheme_name="Bearer",
+    description="The same key as `Authorization: Bearer KEY`.",
+    auto_error=False,
+)
+"""The two ways of sending the key, declared so that the OpenAPI document lists them as
+security schemes (the /docs page's Authorize) and each keyed operation as needing one. Both
+answer None when absent: `_check` decides, with this service's messages and statuses."""
+
+HeaderKey = Annotated[str | None, Security(API_KEY)]
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
-def _check(request: Request, what: str, *, writer: bool = False) -> None:
+def presented_key(header: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+    """The key sent as `X-API-Key`, else as `Authorization: Bearer` (any case), else None."""
+    if header:
+        return header
+    return bearer.credentials if bearer else None
+
+
+def _check(request: Request, given: str | None, what: str, *, writer: bool = False) -> None:
     settings: Settings = request.app.state.settings
     expected = [settings.access.api_key.get_secret_value()]
     if writer:
         expected.append(settings.access.write_key.get_secret_value())
     expected = [key for key in expected if key]
-    given = presented_key(request)
     if given is None:
         raise HTTPException(
             401,
@@ -67,18 +86,18 @@ def _check(request: Request, what: str, *, writer: bool = False) -> None:
         raise HTTPException(403, "the API key is not valid")
 
 
-async def require_admin(request: Request) -> None:
+async def require_admin(request: Request, header: HeaderKey, bearer: BearerKey) -> None:
     """Async, like every dependency here: FastAPI runs a plain `def` dependency in a worker
     thread, one hop per dependency per request (service/api/deps.py)."""
-    _check(request, "admin endpoints")
+    _check(request, presented_key(header, bearer), "admin endpoints")
 
 
-async def require_writer(request: Request) -> None:
+async def require_writer(request: Request, header: HeaderKey, bearer: BearerKey) -> None:
     """Adding, correcting and removing scenes: the admin key or the write key."""
-    _check(request, "scene writes", writer=True)
+    _check(request, presented_key(header, bearer), "scene writes", writer=True)
 
 
-async def require_reader(request: Request) -> None:
-    settings: Settings = request.app.state.settings
-    if settings.access.read_access == "key":
-        _check(request, "these endpoints")
+async def require_reader(request: Request, header: HeaderKey, bearer: BearerKey) -> None:
+    """The read endpoints under GRN_READ_ACCESS=key; `create_app` gives it to them only
+    then, so that with open reads they neither check nor declare a key."""
+    _check(request, presented_key(header, bearer), "these endpoints")

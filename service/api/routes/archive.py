@@ -20,7 +20,6 @@ from index.filters import utc
 from service.api.assets import installed
 from service.api.cursors import BadCursorError, Cursor
 from service.api.deps import (
-    READER,
     CatalogDep,
     RenderCacheDep,
     RuntimeDep,
@@ -60,7 +59,8 @@ from service.usecases.thumbnails import (
 )
 
 PARQUET = "application/vnd.apache.parquet"
-router = APIRouter(tags=["archive"], dependencies=READER, responses=documented(401, 403, 503))
+# reads: create_app gives their access (deps.read_access)
+router = APIRouter(tags=["archive"], responses=documented(401, 403, 503))
 SCENE_ERRORS = documented(404, 422)
 
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from service.api.deps import (
-    READER,
     BatcherDep,
     CatalogDep,
     RuntimeDep,
@@ -30,7 +29,7 @@ from service.usecases.thumbnails import jpeg
 if TYPE_CHECKING:
     from model.card import ModelCard
 
-router = APIRouter(dependencies=READER)
+router = APIRouter()  # reads: create_app gives their access (deps.read_access)
 
 UPLOAD_SCHEMA = upload_schema()
 CLASSIFY_SCHEMA = upload_schema(many=True)

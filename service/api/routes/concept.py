@@ -8,7 +8,6 @@ import time
 from fastapi import APIRouter, Request
 
 from service.api.deps import (
-    READER,
     CatalogDep,
     RuntimeDep,
     SceneUrls,
@@ -21,7 +20,7 @@ from service.api.routes.search import hit_out, placed_hits
 from service.api.schemas.concept import ConceptRequest, ConceptResponse
 from service.usecases.concept import concept_search
 
-router = APIRouter(dependencies=READER)
+router = APIRouter()  # reads: create_app gives their access (deps.read_access)
 
 
 @router.post(

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from index.stores import VectorStoreUnavailableError
 from service.api.bodies import error_response
-from service.api.deps import READER, CatalogDep, RuntimeDep, in_thread
+from service.api.deps import CatalogDep, RuntimeDep, in_thread
 from service.api.errors import documented
 from service.api.schemas.admin import Health, Readiness
 from service.storage.migrate import current_revision, head_revision
@@ -23,6 +23,9 @@ DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))
 """Swagger UI and ReDoc, installed with the project (the fastapi-offline package)."""
 
 router = APIRouter(tags=["operations"])
+"""Open to all: the pages, the API reference and the probes."""
+metrics_router = APIRouter(tags=["operations"])
+"""/metrics, a read: create_app gives its access (deps.read_access)."""
 
 
 @router.get("/", include_in_schema=False)
@@ -62,9 +65,8 @@ async def redoc(request: Request) -> HTMLResponse:
     )
 
 
-@router.get(
+@metrics_router.get(
     "/metrics",
-    dependencies=READER,
     responses={200: {"content": {"text/plain": {}}}, **documented(401, 403)},
 )
 async def metrics(request: Request) -> Response:

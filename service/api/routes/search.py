@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from model.imageio import decode_image
 from service.api.deps import (
-    READER,
     BatcherDep,
     CatalogDep,
     LoopBudget,
@@ -52,7 +51,7 @@ from service.usecases.density import hit_density
 from service.usecases.search import RankedScene, Rerank, SearchPage, search_scenes
 from service.usecases.text import phrase_reader, with_reading
 
-router = APIRouter(dependencies=READER)
+router = APIRouter()  # reads: create_app gives their access (deps.read_access)
 
 SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
 UPLOAD_SEARCH_SCHEMA = upload_schema(
