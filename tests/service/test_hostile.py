@@ -17,9 +17,13 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
-from servers import LiveServer, Served, prepared_database, server_env
+from servers import LiveServer, Served, copy_served, prepared_database, server_env
 
 from model.archive import load_archive
+
+WRITE_KEY = "write-key-0123456789abcdef"
+"""The hostile server's write key: the fuzz sends it, so the scene writes are fuzzed past
+their key check."""
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +34,13 @@ def hostile(
     database = workdir / "grn.db"
     prepared_database(f"sqlite:///{database}", ucm_root, ucm_subset)
     env = server_env(
-        served,
+        copy_served(served, workdir),  # the fuzz's writes reach the index: its own copy
         f"sqlite:///{database}",
         workdir,
         GRN_MAX_UPLOAD_BYTES=str(20 * 2**20),
         GRN_MAX_IMAGE_PIXELS=str(40_000_000),
+        GRN_WRITE_KEY=WRITE_KEY,
+        GRN_STORE_DIR=str(workdir / "store"),
     )
     with LiveServer(env, workdir / "server.log") as server:
         yield server, database
@@ -213,7 +219,10 @@ def test_a_stored_path_outside_the_archive_is_refused(hostile: tuple[LiveServer,
 
 def test_the_api_against_its_own_openapi_document(hostile: tuple[LiveServer, Path]) -> None:
     """Schemathesis generates requests for every operation: no 5xx, and every response
-    (errors included) matches the schema the document gives for it."""
+    (errors included) matches the schema the document gives for it. It sends the write key
+    through the security scheme the document declares, so the keyed operations are fuzzed
+    past the key check, and checks that they refuse requests without it or with a wrong one
+    (`ignored_auth`)."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import (
@@ -221,34 +230,49 @@ def test_the_api_against_its_own_openapi_document(hostile: tuple[LiveServer, Pat
         response_schema_conformance,
         status_code_conformance,
     )
+    from schemathesis.config import SchemathesisConfig
+    from schemathesis.specs.openapi.checks import ignored_auth
 
     server, _ = hostile
-    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
-    checks = (not_a_server_error, status_code_conformance, response_schema_conformance)
-    statuses: list[int] = []
+    config = SchemathesisConfig.from_dict({"auth": {"openapi": {"ApiKey": {"api_key": WRITE_KEY}}}})
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=config)
+    checks = (
+        not_a_server_error,
+        status_code_conformance,
+        response_schema_conformance,
+        ignored_auth,
+    )
+    statuses: dict[str, list[int]] = {}
 
-    def checker(strategy: object) -> object:
+    def checker(strategy: object, label: str) -> object:
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
         @given(strategy)
         def check(case: object) -> None:
             response = case.call()  # type: ignore[attr-defined]
-            statuses.append(response.status_code)
+            statuses.setdefault(label, []).append(response.status_code)
             case.validate_response(response, checks=checks)  # type: ignore[attr-defined]
 
         return check
 
     failures = []
-    operations = 0
+    keyed = set()
     for operation in schema.get_all_operations():
         op = operation.ok()
         if op.path.startswith("/admin"):
-            continue  # keyed and starting jobs: covered by test_operations.py
-        operations += 1
+            continue  # admin only, and starting jobs: covered by test_operations.py
+        label = f"{op.method.upper()} {op.path}"
+        if op.definition.raw.get("security"):
+            keyed.add(label)
         try:
-            checker(op.as_strategy())()  # type: ignore[operator]
+            checker(op.as_strategy(), label)()  # type: ignore[operator]
         except Exception as exc:  # collect every operation's failure, then report them all
-            failures.append(f"{op.method.upper()} {op.path}: {exc}")
-    assert operations >= 10 and len(statuses) >= 100, (operations, len(statuses))
-    assert {200, 422} <= set(statuses)  # both valid and invalid requests were generated
+            failures.append(f"{label}: {exc}")
+    every = [status for answers in statuses.values() for status in answers]
+    assert len(statuses) >= 10 and len(every) >= 100, (len(statuses), len(every))
+    assert {200, 422} <= set(every)  # both valid and invalid requests were generated
     assert not failures, "\n\n".join(failures)
+    # the scene writes were fuzzed with the key: answers past its check, not only 401s
+    assert keyed == {"POST /scenes", "PATCH /scenes/{scene_id}", "DELETE /scenes/{scene_id}"}
+    for label in keyed:
+        assert set(statuses[label]) - {401, 403}, (label, statuses[label])
     assert httpx.get(server.url + "/readyz").status_code == 200
