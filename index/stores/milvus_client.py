@@ -25,6 +25,8 @@ EXACT = {"consistency_level": "Strong"}
 them after every write acknowledged before; its default (Bounded) may miss the last seconds'
 writes. Searches keep the default: Strong waits for the server's next time tick (400 ms a
 search on the standalone server here)."""
+TEMPLATES_SINCE = (2, 5)
+"""The first Milvus server version that reads filter values apart from the expression."""
 VERSION_PATTERN = re.compile(r"(.+)_v(\d+)")
 """`<alias>_v<time in ns>`: the collections a full build makes for an alias."""
 
@@ -69,6 +71,19 @@ def milvus_answering(location: str) -> Iterator[None]:
 
 def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "tcp://"))
+
+
+def takes_filter_params(client: Any, uri: str) -> bool:
+    """Whether this Milvus reads a filter's values apart from its expression (pymilvus's
+    `filter_params`, Milvus's filter templating): Milvus servers 2.5 and later do. Milvus
+    Lite 3.2.2 ignores them (its Python parser then meets `{name}` in the expression:
+    "unexpected character '{'"), and the 2.3.5 server of PyPI `milvus` (the tests') predates
+    them ("token recognition error"): those get the values written into the expression as
+    escaped literals (`MilvusFilter.inline`). This is the one place that decides."""
+    if not is_server(uri):  # Milvus Lite, whatever version it reports
+        return False
+    match = re.match(r"v?(\d+)\.(\d+)", str(client.get_server_version()))
+    return match is not None and (int(match[1]), int(match[2])) >= TEMPLATES_SINCE
 
 
 def resolve_collection(client: Any, name: str) -> str | None:

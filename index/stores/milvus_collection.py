@@ -24,9 +24,10 @@ from index.stores.milvus_client import (
     connect,
     has_field,
     resolve_collection,
+    takes_filter_params,
     vector_dim,
 )
-from index.stores.milvus_filters import milvus_expression
+from index.stores.milvus_filters import ids_filter, milvus_expression
 
 QUERY_IDS = 1000
 """Scene ids per query or insert."""
@@ -100,6 +101,8 @@ class MilvusCollection:
         self.dim = dim
         self.keeps_probabilities = has_field(self.client, collection, "probabilities")
         """False for a collection made before they were kept."""
+        self.templates = takes_filter_params(self.client, uri)
+        """Whether filter values go as `filter_params` (else written into the expression)."""
 
     def add(
         self,
@@ -142,8 +145,8 @@ class MilvusCollection:
         check_k(k)
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         options: dict[str, Any] = {"search_params": {"metric_type": "IP"}}
-        if where is not None and (expression := milvus_expression(where)):
-            options["filter"] = expression
+        if where is not None:
+            options.update(milvus_expression(where).options(self.templates))
         answers = self.client.search(
             self.collection, data=queries.tolist(), limit=k, output_fields=[], **options
         )
@@ -161,11 +164,10 @@ class MilvusCollection:
         """The rows of these scene ids the collection holds, with their id and `column`,
         asked for `QUERY_IDS` ids at a time."""
         for start in range(0, len(ids), QUERY_IDS):
-            chunk = ids[start : start + QUERY_IDS]
+            chunk = ids_filter(ids[start : start + QUERY_IDS]).options(self.templates)
             yield from self.client.query(
-                self.collection, filter=f"id in {chunk}", output_fields=[column],
-                **(consistency or {}),
-            )  # fmt: skip
+                self.collection, output_fields=[column], **chunk, **(consistency or {})
+            )
 
     def _rows(self, ids: Sequence[int] | np.ndarray, column: str) -> list[list[float]]:
         """One field of scenes, in the order given."""

@@ -111,7 +111,18 @@ def test_a_milvus_collection_of_another_model_is_refused(tmp_path: Path, milvus_
 
 def test_milvus_expressions() -> None:
     where = SceneFilter(labels_all=["a"], labels_any=["b", "c"], folder='x"y', exclude_ids=[3])
-    assert milvus_expression(where) == (
+    expression = milvus_expression(where)
+    assert expression.expression == (
+        "array_contains_all(labels, {labels_all}) and array_contains_any(labels, {labels_any})"
+        " and scene == {folder} and id not in {exclude_ids}"
+    )
+    assert expression.params == {
+        "labels_all": ["a"],
+        "labels_any": ["b", "c"],
+        "folder": 'x"y',
+        "exclude_ids": [3],
+    }
+    assert expression.inline() == (
         'array_contains_all(labels, ["a"]) and array_contains_any(labels, ["b", "c"]) and '
         'scene == "x\\"y" and id not in [3]'
     )

@@ -90,4 +90,6 @@ def test_milvus_gets_acquisition_conditions_as_an_allow_list() -> None:
         milvus_expression(where)
     resolved = where.resolved(NATIVE_FILTERS, lambda rest: np.asarray([7, 3], dtype=np.int64))
     assert resolved.conditions() == {"labels_any", "allow_ids"}
-    assert milvus_expression(resolved) == ('array_contains_any(labels, ["water"]) and id in [7, 3]')
+    expression = milvus_expression(resolved)
+    assert expression.params == {"labels_any": ["water"], "allow_ids": [7, 3]}
+    assert expression.inline() == 'array_contains_any(labels, ["water"]) and id in [7, 3]'
