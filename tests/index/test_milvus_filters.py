@@ -89,7 +89,6 @@ def test_expressions_hold_no_values() -> None:
         "and id not in [7]"
     }
     assert milvus_literal("line\nbreak\t") == '"line\\nbreak\\t"'
-    assert SceneFilter().conditions() == frozenset()
     assert milvus_expression(SceneFilter()).options(templates=True) == {}
 
 
