@@ -13,6 +13,7 @@ import pytest
 
 from index.filters import SceneFilter, SceneMeta
 from index.stores.faiss import FaissCollection
+from index.stores.milvus_client import takes_filter_params
 from index.stores.milvus_collection import MilvusCollection
 from index.stores.milvus_filters import milvus_expression, milvus_literal
 from index.synthetic import clustered_unit_vectors
@@ -132,3 +133,20 @@ def test_awkward_names_filter_exactly(
             for row in found:
                 assert set(row[row >= 0].tolist()) == passing, (type(store).__name__, where)
     milvus.close()
+
+
+@pytest.mark.parametrize(
+    ("uri", "version", "templates"),
+    [
+        ("http://h:19530", "v2.5.4", True),
+        ("http://h:19530", "v2.6.0", True),
+        ("http://h:19530", "v2.4.17", False),
+        ("http://h:19530", "v2.3.5-lite", False),  # PyPI `milvus`, the tests' server
+        ("scenes.db", "v2.6.0", False),  # Milvus Lite ignores filter_params at any version
+    ],
+)
+def test_which_milvus_takes_filter_params(uri: str, version: str, templates: bool) -> None:
+    from types import SimpleNamespace
+
+    client = SimpleNamespace(get_server_version=lambda: version)
+    assert takes_filter_params(client, uri) is templates
