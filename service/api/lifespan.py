@@ -74,17 +74,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batcher.start()
     await refresh_served(app)
     poller = asyncio.create_task(_poll(app)) if settings.server.index_poll_seconds > 0 else None
+    # with workers, each writes the gauges other workers' scrapes cannot read from it
+    sampler = asyncio.create_task(metrics.sample_forever()) if metrics.directory else None
     worker = _start_worker(app) if settings.jobs.embedded_worker else None
     try:
         yield
     finally:
-        if poller is not None:
-            poller.cancel()
+        for task in (poller, sampler):
+            if task is not None:
+                task.cancel()
         if worker is not None:
             worker.stopping.set()  # a job in progress is stopped and queued again
         await batcher.stop()
         runtime.store.close()
         engine.dispose()
+        metrics.close()
 
 
 def numpy_blas_single_threaded() -> None:

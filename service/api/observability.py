@@ -1,21 +1,37 @@
 """Metrics (Prometheus text format at /metrics) and request logs with request ids.
 
 Each app has its own registry, so several apps in one process (tests) never share series.
-With `grn serve --workers N` every process counts its own requests: scrape each, or run one
-worker per container (the deployment default).
+With `grn serve --workers N` prometheus_client runs in its multiprocess mode: the supervisor
+sets PROMETHEUS_MULTIPROC_DIR before the workers start (`service.api.workers.shared_metrics`),
+each worker writes its values to files there, and /metrics, whichever worker answers, adds
+up every worker's: counters and histograms summed (a dead worker's counts included, so they
+never go back), each gauge by the mode its `multiprocess_mode` names. Gauges read at scrape
+time (queue depth, requests in flight, render cache) are written by each worker every
+`SAMPLE_SECONDS` instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.asgi import Headers, HttpMiddleware
@@ -23,12 +39,25 @@ from service.api.asgi import Headers, HttpMiddleware
 REQUEST_ID_HEADER = "X-Request-ID"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+SAMPLE_SECONDS = 1.0
+"""With workers, how often each writes the gauges that are otherwise read at scrape time."""
 
 log = logging.getLogger("grn.requests")
 
 
+def shared_directory() -> str | None:
+    """The folder the workers' metrics go to when prometheus_client runs in its multiprocess
+    mode (PROMETHEUS_MULTIPROC_DIR was set when it was imported), else None."""
+    if values.ValueClass is values.MutexValue:
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.directory = shared_directory()
+        """Where every worker's metrics are added up from (None: one process, this registry)."""
+        self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -53,12 +82,20 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
-        self.index_vectors = Gauge("grn_index_vectors", "Vectors in the index served", registry=r)
+        # with workers: the count of the index a worker took up last
+        self.index_vectors = Gauge(
+            "grn_index_vectors",
+            "Vectors in the index served",
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        # with workers: 1 for every pair a live worker serves (both while they swap)
         self.index_info = Gauge(
             "grn_index_info",
             "The model and index versions served (value 1)",
             ["model_version", "index_version"],
             registry=r,
+            multiprocess_mode="livemax",
         )
         self.database_errors = Counter(
             "grn_database_errors",
@@ -72,30 +109,78 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # with workers: the service's total, the live workers' sum
         self.model_queue = Gauge(
-            "grn_model_queue_images", "Images waiting for the network", registry=r
+            "grn_model_queue_images",
+            "Images waiting for the network",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.model_requests = Gauge(
-            "grn_model_requests_in_flight", "Requests in the model's pipeline", registry=r
+            "grn_model_requests_in_flight",
+            "Requests in the model's pipeline",
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.searches = Gauge("grn_searches_in_flight", "Searches running", registry=r)
+        self.searches = Gauge(
+            "grn_searches_in_flight", "Searches running", registry=r, multiprocess_mode="livesum"
+        )
+        # with workers: one folder that each counts, so the latest count
         self.render_cache_bytes = Gauge(
-            "grn_render_cache_bytes", "Thumbnails and previews on disk, bytes", registry=r
+            "grn_render_cache_bytes",
+            "Thumbnails and previews on disk, bytes",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
         self.render_cache_files = Gauge(
-            "grn_render_cache_files", "Thumbnails and previews on disk, files", registry=r
+            "grn_render_cache_files",
+            "Thumbnails and previews on disk, files",
+            registry=r,
+            multiprocess_mode="livemostrecent",
         )
 
     def watch(self, batcher: Any, model_requests: Any, searches: Any) -> None:
         """Read the queue's depth and the requests in flight at each scrape."""
-        self.model_queue.set_function(lambda: batcher.depth)
-        self.model_requests.set_function(lambda: model_requests.active)
-        self.searches.set_function(lambda: searches.active)
+        self._read(self.model_queue, lambda: batcher.depth)
+        self._read(self.model_requests, lambda: model_requests.active)
+        self._read(self.searches, lambda: searches.active)
 
     def watch_render_cache(self, cache: Any) -> None:
         """Read the render cache's size at each scrape (NaN until it is first counted)."""
-        self.render_cache_bytes.set_function(lambda: cache.counted("bytes"))
-        self.render_cache_files.set_function(lambda: cache.counted("files"))
+        self._read(self.render_cache_bytes, lambda: cache.counted("bytes"))
+        self._read(self.render_cache_files, lambda: cache.counted("files"))
+
+    def _read(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        if self.directory is None:
+            gauge.set_function(read)
+        else:  # another worker's scrape cannot call this one's function: `sample` writes it
+            self._sampled.append((gauge, read))
+
+    def sample(self) -> None:
+        """With workers: write the gauges read at scrape time to this worker's files."""
+        for gauge, read in self._sampled:
+            gauge.set(read())
+
+    async def sample_forever(self) -> None:
+        """`sample` every `SAMPLE_SECONDS` (with workers; the lifespan runs it)."""
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    def exposition(self) -> bytes:
+        """The text /metrics answers: this process's registry, or with workers every
+        worker's metrics added up."""
+        if self.directory is None:
+            return generate_latest(self.registry)
+        self.sample()  # this worker's gauges as of now
+        everyone = CollectorRegistry()
+        MultiProcessCollector(everyone, self.directory)
+        return generate_latest(everyone)
+
+    def close(self) -> None:
+        """With workers: drop this worker's live gauges from the sums (its counts stay)."""
+        if self.directory is not None:
+            mark_process_dead(os.getpid(), self.directory)
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -103,10 +188,14 @@ class Metrics:
 
     def served(self, model_version: str, index_version: str, vectors: int) -> None:
         serving = (model_version, index_version)
-        if getattr(self, "_serving", serving) != serving:
+        previous = getattr(self, "_serving", serving)
+        if previous != serving:
             self.reloads.inc()
         self._serving = serving
-        self.index_info.clear()
+        if self.directory is None:
+            self.index_info.clear()
+        else:  # a series cannot leave the workers' files: the pair no longer served reads 0
+            self.index_info.labels(*previous).set(0)
         self.index_info.labels(model_version, index_version).set(1)
         self.index_vectors.set(vectors)
 

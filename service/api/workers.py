@@ -9,23 +9,71 @@ new connections over the sockets by a hash of their addresses.
 The supervisor first checks that nothing listens on the port (a plain bind: two services
 started on one port must not silently share it), starts the workers, restarts one that
 dies (at most `MAX_RESTARTS` a minute), and stops them all on SIGINT or SIGTERM.
+
+Their metrics are added up through prometheus_client's multiprocess mode (`shared_metrics`
+here, the adding up in `service.api.observability`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("grn.workers")
 
 MAX_RESTARTS = 5
 """Restarts a minute past which the supervisor gives up (a worker that cannot start)."""
+METRICS_DIRECTORY = "PROMETHEUS_MULTIPROC_DIR"
+"""Where prometheus_client's multiprocess mode keeps each process's values."""
+
+
+@contextlib.contextmanager
+def shared_metrics(workers: int) -> Iterator[Path | None]:
+    """With `workers` > 1 (or PROMETHEUS_MULTIPROC_DIR given), the folder the workers write
+    their metrics to, for any one of them to add up at /metrics: PROMETHEUS_MULTIPROC_DIR
+    is set here, before any worker starts, as prometheus_client reads it when imported.
+    A folder given is emptied of earlier runs' files and kept; one made here is removed at
+    exit. With one worker and none given: None, and metrics stay in the process."""
+    given = os.environ.get(METRICS_DIRECTORY)
+    if workers <= 1 and not given:
+        yield None
+        return
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob("*.db"):  # an earlier run's counts would be added in
+            stale.unlink()
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="grn-metrics-"))
+        os.environ[METRICS_DIRECTORY] = str(folder)
+    try:
+        yield folder
+    finally:
+        if not given:
+            os.environ.pop(METRICS_DIRECTORY, None)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def forget_worker(pid: int) -> None:
+    """Drop a dead worker's gauges of the moment (requests in flight, queue) from the sums;
+    what it counted stays counted."""
+    folder = os.environ.get(METRICS_DIRECTORY)
+    if folder:
+        from prometheus_client.multiprocess import mark_process_dead
+
+        mark_process_dead(pid, folder)
 
 
 def reuse_port_supported() -> bool:
@@ -93,6 +141,7 @@ def supervise(host: str, port: int, workers: int, options: dict[str, Any]) -> in
                 stopping, code = True, 1
                 break
             log.warning("worker %d exited with %s; starting another", number, process.returncode)
+            forget_worker(process.pid)
             processes[number] = start()
     for process in processes:
         if process.poll() is None:
@@ -104,6 +153,7 @@ def supervise(host: str, port: int, workers: int, options: dict[str, Any]) -> in
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        forget_worker(process.pid)
     return code
 
 

@@ -20,7 +20,7 @@ def serve(
     """Serve the HTTP API (settings from the GRN_ environment variables)."""
     import uvicorn
 
-    from service.api.workers import check_free, reuse_port_supported, supervise
+    from service.api.workers import check_free, reuse_port_supported, shared_metrics, supervise
     from service.settings import get_settings
 
     settings = get_settings()
@@ -35,18 +35,25 @@ def serve(
         "access_log": False,  # the app logs one line per request, with its request id
         "timeout_keep_alive": int(settings.server.keep_alive_seconds),
     }
-    if workers > 1 and reuse_port_supported():
+    own_sockets = workers > 1 and reuse_port_supported()
+    if own_sockets:
         # a socket per worker, connections spread by the kernel (service/api/workers.py)
         try:
             check_free(host, port)
         except OSError as exc:
             fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-        typer.echo(f"serving on http://{host}:{port} (API docs at http://{host}:{port}/docs)")
-        raise typer.Exit(supervise(host, port, workers, options))
     typer.echo(f"serving on http://{host}:{port} (API docs at http://{host}:{port}/docs)")
-    uvicorn.run(
-        "service.api.app:create_app", factory=True, host=host, port=port, workers=workers, **options
-    )
+    with shared_metrics(workers):  # /metrics adds up every worker's
+        if own_sockets:
+            raise typer.Exit(supervise(host, port, workers, options))
+        uvicorn.run(
+            "service.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            **options,
+        )
 
 
 @app.command()

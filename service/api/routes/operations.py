@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from index.stores import VectorStoreUnavailableError
 from service.api.bodies import error_response
@@ -70,9 +70,8 @@ async def redoc(request: Request) -> HTMLResponse:
     responses={200: {"content": {"text/plain": {}}}, **documented(401, 403)},
 )
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process."""
-    registry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics of the service (with `--workers N`, every worker's added up)."""
+    return Response(request.app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", response_model=Health)
