@@ -1,6 +1,7 @@
 """`grn serve --workers 2` as an operator runs it (service/api/workers.py): each process listens on
 the port with its own socket, the kernel spreads connections over both, a second service on
-the same port is refused, a worker that dies is replaced, and SIGTERM stops every process."""
+the same port is refused, a worker that dies is replaced, SIGTERM stops every process, and
+/metrics adds up every worker's counts whichever worker answers."""
 
 from __future__ import annotations
 
