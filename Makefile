@@ -64,7 +64,9 @@ test: lint typecheck
 	$(PY) -m pytest -m "not engines"
 
 # The fault runs on real engines, minutes each (pyproject's `engines` marker): a worker
-# node of a three-node Ray cluster SIGKILLed mid-run (tests/index/test_ray_cluster.py).
+# node of a three-node Ray cluster SIGKILLed mid-run (tests/index/test_ray_cluster.py), the
+# Milvus standalone server SIGKILLed under the service and under its harness, then restarted
+# (tests/service/test_milvus_faults.py, tests/bench/test_milvus_server.py).
 test-engines: install
 	$(PY) -m pytest -m engines
 

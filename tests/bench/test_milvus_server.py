@@ -71,6 +71,7 @@ def test_the_server_is_reached_on_loopback_only(milvus_server: MilvusServer) -> 
     assert [host[i] for i in relayed] == [("0100007F", milvus_server.port)]
 
 
+@pytest.mark.engines
 def test_a_killed_server_comes_back_with_its_data(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     vectors = rng.normal(size=(300, 8)).astype(np.float32)

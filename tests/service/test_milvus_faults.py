@@ -31,6 +31,7 @@ from bench.milvus_server import MilvusServer
 KEY = "test-admin-key-0123456789abcdef"
 
 
+@pytest.mark.engines
 def test_a_killed_milvus_server_and_its_return(
     served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
