@@ -144,8 +144,14 @@ def search(
                     "--more-like, --less-like and --text")  # fmt: skip
     if image is not None and scene is not None:
         usage_error("give an image file or --scene ID, not both")
-    if image is None and scene is None and not (more_like or labels_all or text or positives):
-        usage_error("give an image file, --scene ID, --more-like ID, --labels-all or --text")
+    if (
+        image is None
+        and scene is None
+        and not (more_like or labels_all or folder or text or positives)
+    ):
+        usage_error(
+            "give an image file, --scene ID, --more-like ID, --labels-all, --folder or --text"
+        )
     output = output_format(output, as_json)
     try:
         places = _places(bbox, within, near)
@@ -270,8 +276,7 @@ def _local_search(
     hits = [_hit_json(hit) for hit in page.hits]
     understood = None
     if read is not None:
-        understood = {key: getattr(read, key)
-                      for key in ("labels_all", "labels_none", "not_understood")}  # fmt: skip
+        understood = {key: getattr(read, key) for key in UNDERSTOOD}
     return {
         "hits": hits,
         "total": page.total,
@@ -283,19 +288,29 @@ def _local_search(
     }
 
 
+UNDERSTOOD = ("labels_all", "labels_none", "folders", "words_not_understood")
+"""The fields of a search's `understood`, as POST /search answers them."""
 HIT_COLUMNS = ["rank", "id", "image", "scene", "score", "labels"]
+
+
+def understood_line(understood: dict[str, Any]) -> str:
+    """What a text was read as, in one line: "understood: ship; folder harbor; not cars —
+    not understood: volcano"."""
+    read = [", ".join(understood["labels_all"])] if understood["labels_all"] else []
+    read += [f"folder {folder}" for folder in understood["folders"]]
+    if understood["labels_none"]:
+        read.append(f"not {', '.join(understood['labels_none'])}")
+    line = f"understood: {'; '.join(read) or 'nothing'}"
+    if understood["words_not_understood"]:
+        line += f" — not understood: {', '.join(understood['words_not_understood'])}"
+    return line
 
 
 def _print_hits(body: dict[str, Any], output: str) -> None:
     hits = body["hits"]
     understood = body.get("understood")
     if understood and output != "json":
-        read = [f"read as: {', '.join(understood['labels_all']) or '-'}"]
-        if understood["labels_none"]:
-            read.append(f"not {', '.join(understood['labels_none'])}")
-        if understood["not_understood"]:
-            read.append(f"not understood: {', '.join(understood['not_understood'])}")
-        typer.echo("; ".join(read), err=True)
+        typer.echo(understood_line(understood), err=True)
     if body.get("reranked") and output != "json":
         typer.echo(
             "re-ranked by the backbone's descriptors: the query looks like content the model "

@@ -208,6 +208,19 @@ function searchParams() {
   return params;
 }
 
+// What a text search was read as (POST /search's `understood`), as the CLI says it.
+function showUnderstood(read) {
+  const parts = [...read.labels_all];
+  parts.push(...read.folders.map((folder) => `folder ${folder}`));
+  if (read.labels_none.length) parts.push(`not ${read.labels_none.join(", ")}`);
+  let line = `Understood: ${parts.join("; ") || "nothing"}`;
+  if (read.words_not_understood.length) {
+    line += ` — not understood: ${read.words_not_understood.join(", ")}`;
+  }
+  $("understood").textContent = line;
+  $("understood").hidden = false;
+}
+
 function busy(on, text) {
   $("results").setAttribute("aria-busy", on ? "true" : "false");
   $("results").classList.toggle("loading", on);
@@ -269,13 +282,8 @@ async function search({ classify = false, fromUrl = false } = {}) {
     $("labels-panel").hidden = true; // the archive does not carry the model's labels
   }
   if (body.understood) {
-    const read = body.understood;
-    state.query.labels = read.labels_all;
-    const parts = [`Read as: ${read.labels_all.join(", ") || "nothing to find"}`];
-    if (read.labels_none.length) parts.push(`not ${read.labels_none.join(", ")}`);
-    if (read.not_understood.length) parts.push(`not understood: ${read.not_understood.join(", ")}`);
-    $("understood").textContent = parts.join("; ");
-    $("understood").hidden = false;
+    state.query.labels = [...body.understood.labels_all, ...body.understood.folders];
+    showUnderstood(body.understood);
   }
   state.last = body;
   drawHits(body.hits);

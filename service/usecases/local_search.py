@@ -144,20 +144,22 @@ def _search(
     by_image: bool = False,
 ) -> LocalAnswer:
     understood = None
+    catalog = Catalog(engine)
     if text:
-        from service.usecases.text import phrase_reader, with_reading
+        from service.usecases.text import phrase_reader, read_phrase, with_reading
 
         vocabulary = served.card.label_names
-        understood = phrase_reader().read(text, vocabulary)
-        labels_all, labels_none = with_reading(
-            list(query.where.labels_all), list(query.where.labels_none), understood,
-            phrase=text, vocabulary=vocabulary,
+        folders = catalog.table(served.model_version).folder_names
+        understood = read_phrase(text, vocabulary, folders, phrase_reader())
+        labels_all, labels_none, folder = with_reading(
+            list(query.where.labels_all), list(query.where.labels_none), query.where.folder,
+            understood, phrase=text, vocabulary=vocabulary,
             other_query=by_image or scene_id is not None or bool(query.more_like),
         )  # fmt: skip
-        where = replace(query.where, labels_all=labels_all, labels_none=labels_none)
+        where = replace(query.where, labels_all=labels_all, labels_none=labels_none, folder=folder)
         query = replace(query, where=where)
     page = search_scenes(
-        served, Catalog(engine), query, vector=vector, scene_id=scene_id,
+        served, catalog, query, vector=vector, scene_id=scene_id,
         descriptor=descriptor, rerank=Rerank.of(settings),
     )  # fmt: skip
     return LocalAnswer(page, understood)

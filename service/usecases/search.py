@@ -1,9 +1,10 @@
 """Search as a use case: a query vector or an archive scene in, ranked scenes with their
 metadata out. The HTTP route, `grn search` and the tests call `search_scenes`.
 
-A query by labels alone ("airplane and pavement, not buildings") searches from the centre of
-the labels' region of the embedding space and re-ranks the scenes found there by the
-classifier's probability that each meets the label conditions (`LABEL_WEIGHT`), where the
+A query by labels alone ("airplane and pavement, not buildings"; a scene folder may stand
+beside or instead of them) searches from the centre of the labels' region of the embedding
+space and re-ranks the scenes found there by the classifier's probability that each meets the
+label conditions (`LABEL_WEIGHT`), where the
 index version keeps the probabilities; equal probabilities go by closeness to the region.
 
 Filters: the store evaluates the conditions it can (`ServedIndex.native_filters`); a filter
@@ -148,10 +149,12 @@ def search_scenes(
     where = query.where
     by_labels = vector is None and scene_id is None and not query.more_like
     if by_labels:
-        if not where.labels_all:
-            raise ValueError("search by a vector, a scene id, scenes to be like or labels")
-        vector = label_region(index, table, where.labels_all)
-        if vector is None:  # no indexed scene carries them all
+        if not (where.labels_all or where.folder):
+            raise ValueError(
+                "search by a vector, a scene id, scenes to be like, labels or a scene folder"
+            )
+        vector = label_region(index, table, where.labels_all, folder=where.folder)
+        if vector is None:  # no indexed scene carries them all (in the folder)
             return SearchPage(**page_fields(snapshot, [], query.offset, query.limit or query.k))
     reranking = not by_labels and rerank is not None and rerank.mode != "off"
     query_seen = None
@@ -195,11 +198,14 @@ LABEL_SAMPLE = 1000
 """At most this many scenes of a label set make its region's centre."""
 
 
-def label_region(index: ServedIndex, table: SceneTable, labels: Sequence[str]) -> np.ndarray | None:
+def label_region(
+    index: ServedIndex, table: SceneTable, labels: Sequence[str], *, folder: str | None = None
+) -> np.ndarray | None:
     """The centre of the labels' region of the embedding space: the mean vector of the
-    indexed scenes that carry all of them (an even sample of at most LABEL_SAMPLE, by id),
-    on the unit sphere; None when no indexed scene carries them all."""
-    ids = table.allowed_ids(SceneFilter(labels_all=labels))
+    indexed scenes that carry all of them (and lie in `folder`, when given; a folder alone
+    is its scenes' region) (an even sample of at most LABEL_SAMPLE, by id), on the unit
+    sphere; None when no indexed scene carries them all."""
+    ids = table.allowed_ids(SceneFilter(labels_all=labels, folder=folder))
     ids = ids[index.contains(ids)] if len(ids) else ids
     if not len(ids):
         return None
@@ -245,7 +251,9 @@ def label_match(
 ) -> np.ndarray | None:
     """The classifier's probability that each scene meets the label conditions of `where`,
     labels taken as independent; None when the index keeps no probabilities or the model
-    does not know one of the labels."""
+    does not know one of the labels, or there are no label conditions (a folder alone)."""
+    if not where.label_names:
+        return None
     column = {name: number for number, name in enumerate(snapshot.card.label_names)}
     if any(name not in column for name in where.label_names):
         return None

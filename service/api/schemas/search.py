@@ -33,9 +33,10 @@ class SearchRequest(FilterFields):
 
     scene_id: SceneIdIn | None = None
     """The archive scene to search by (ids come from /scenes and from hits). Left out, the
-    search is by `more_like` scenes, or by labels: the scenes that carry `labels_all`, most
-    likely first (the classifier's probability that a scene meets the label conditions),
-    then nearest the labels' region of the embedding space."""
+    search is by `more_like` scenes, or by labels: the scenes that carry `labels_all` (and
+    lie in the folder `scene`, when given; a folder alone works too), most likely first (the
+    classifier's probability that a scene meets the label conditions), then nearest the
+    region of the embedding space where those scenes lie."""
     k: int = Field(default=10, ge=1, le=1000)
     """How many of the most similar scenes to rank, 1 to 1000."""
     include_query: bool = False
@@ -61,18 +62,20 @@ class SearchRequest(FilterFields):
     """Also answer the query's labels (the classifier on the uploaded image, or on the
     archive scene's image): one request for what a person sees."""
     text: str | None = Field(default=None, max_length=300)
-    """A phrase ("parked aircraft beside hangars, no cars") read onto the label vocabulary:
-    what it reads as labels joins `labels_all`, negated parts `labels_none`; the answer's
-    `understood` says what was read and what was not."""
+    """A phrase ("ships in a harbour, no cars") read onto the labels and scene folders
+    (plurals, common synonyms; docs/api.md): what it reads as labels joins `labels_all`,
+    negated ones `labels_none`, a folder becomes `scene`; the answer's `understood` says what
+    was read and which words were not. Nothing understood is a 400 naming the words."""
 
     @model_validator(mode="after")
     def _has_a_query(self, info: ValidationInfo) -> SearchRequest:
         by_image = bool(info.context and info.context.get("by_image"))
         if by_image or self.scene_id is not None:
             return self
-        if not (self.more_like or self.labels_all or self.text):
+        if not (self.more_like or self.labels_all or self.scene or self.text):
             raise ValueError(
-                "give a scene_id, scenes to be like in more_like, labels in labels_all or text"
+                "give a scene_id, scenes to be like in more_like, labels in labels_all, a "
+                "scene folder in scene or text"
             )
         return self
 
@@ -149,8 +152,10 @@ class Understood(Schema):
     """Labels the text asks for."""
     labels_none: list[str]
     """Labels the text excludes ("not", "no", "without", "except")."""
-    not_understood: list[str]
-    """Parts of the text that read as no label of the vocabulary (they were ignored)."""
+    folders: list[str]
+    """The scene folder the text names (at most one; it becomes the search's `scene`)."""
+    words_not_understood: list[str]
+    """Words of the text that read as no label, folder or synonym (they were ignored)."""
 
 
 class Hit(Schema):
