@@ -153,7 +153,7 @@ def _search(
         understood = read_phrase(text, vocabulary, folders, phrase_reader())
         labels_all, labels_none, folder = with_reading(
             list(query.where.labels_all), list(query.where.labels_none), query.where.folder,
-            understood, phrase=text, vocabulary=vocabulary,
+            understood, vocabulary=vocabulary,
             other_query=by_image or scene_id is not None or bool(query.more_like),
         )  # fmt: skip
         where = replace(query.where, labels_all=labels_all, labels_none=labels_none, folder=folder)

@@ -62,7 +62,6 @@ def with_reading(
     folder: str | None,
     read: Understood,
     *,
-    phrase: str,
     vocabulary: Sequence[str],
     other_query: bool,
 ) -> tuple[list[str], list[str], str | None]:
@@ -71,20 +70,20 @@ def with_reading(
     folder than the one given, or when the search would then have nothing to look for."""
     if not (read.labels_all or read.labels_none or read.folders):
         raise TextNotUnderstoodError(
-            f"nothing in {phrase!r} was understood (not understood: "
+            "nothing of the text was understood (not understood: "
             f"{', '.join(read.words_not_understood) or '-'}); the labels are: "
             f"{', '.join(vocabulary)}, and scene folders by name"
         )
     named = read.folders[0] if read.folders else None
     if folder and named and named != folder:
         raise TextNotUnderstoodError(
-            f"{phrase!r} names the scene folder {named}, but the search asks for {folder}: "
+            f"the text names the scene folder {named}, but the search asks for {folder}: "
             "a scene lies in one folder"
         )
     folder = folder or named
     if not other_query and not (labels_all or read.labels_all or folder):
         raise TextNotUnderstoodError(
-            f"nothing in {phrase!r} reads as a label or a scene folder to find (it excludes "
+            "nothing in the text reads as a label or a scene folder to find (it excludes "
             f"{', '.join(read.labels_none)}); the labels are: {', '.join(vocabulary)}"
         )
 

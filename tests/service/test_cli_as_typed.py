@@ -56,6 +56,23 @@ def test_a_search_by_scene_is_a_table_under_a_header(
     assert scores == sorted(scores, reverse=True)
 
 
+def test_a_search_by_text_says_what_it_understood(local: dict[str, str]) -> None:
+    """`grn search --text` here (no server): the phrase read onto the catalog's folders and
+    labels, said on stderr, the hits in that folder; nothing understood is a failure."""
+    done = grn("search", "--text", "Golf courses, no sand", "--k", "20", env=local)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "understood: folder golfcourse; not sand"
+    rows = [row.split() for row in done.stdout.splitlines()[1:]]
+    assert len(rows) == 2  # the subset's 6 golf courses, 4 of them with sand
+    assert all(row[3].startswith("golfcourse") and "sand" not in row[4] for row in rows)
+    failed = grn("search", "--text", "a volcano at dusk", env=local)
+    assert failed.returncode == 1
+    last = failed.stderr.strip().splitlines()[-1]  # under the encoder's loading bar
+    assert last.startswith(
+        "error: nothing of the text was understood (not understood: volcano, dusk)"
+    )
+
+
 def test_a_scene_that_is_not_indexed_is_a_one_line_failure(local: dict[str, str]) -> None:
     done = grn("search", "--scene", "12345", env=local)
     assert done.returncode == 1

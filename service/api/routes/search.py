@@ -179,8 +179,8 @@ async def read_text(
     folders = (await in_thread(catalog.table, snapshot.model_version)).folder_names
     read = await in_thread(batcher.call, read_phrase, params.text, labels, folders, phrase_reader())
     labels_all, labels_none, folder = with_reading(
-        params.labels_all, params.labels_none, params.scene, read, phrase=str(params.text),
-        vocabulary=labels, other_query=other_query,
+        params.labels_all, params.labels_none, params.scene, read, vocabulary=labels,
+        other_query=other_query,
     )  # fmt: skip
     understood = Understood(
         labels_all=read.labels_all,
