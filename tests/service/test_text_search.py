@@ -37,7 +37,7 @@ PHRASES = {
 def understood(labels_all: list[str], labels_none: list[str], folders: list[str],
                words: list[str]) -> dict[str, list[str]]:  # fmt: skip
     return {"labels_all": labels_all, "labels_none": labels_none, "folders": folders,
-            "words_not_understood": words}  # fmt: skip
+            "words_not_understood": words, "not_understood": words}  # fmt: skip
 
 
 @pytest.mark.parametrize("phrase", PHRASES)

@@ -187,6 +187,7 @@ async def read_text(
         labels_none=read.labels_none,
         folders=read.folders,
         words_not_understood=read.words_not_understood,
+        not_understood=read.words_not_understood,
     )
     update = {"labels_all": labels_all, "labels_none": labels_none, "scene": folder}
     return understood, params.model_copy(update=update)

@@ -156,6 +156,8 @@ class Understood(Schema):
     """The scene folder the text names (at most one; it becomes the search's `scene`)."""
     words_not_understood: list[str]
     """Words of the text that read as no label, folder or synonym (they were ignored)."""
+    not_understood: list[str]
+    """The same as `words_not_understood`, under the name of earlier releases."""
 
 
 class Hit(Schema):
