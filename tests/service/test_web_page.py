@@ -509,3 +509,24 @@ def test_a_phrase_is_searched_and_said_back(page_server: LiveServer, browser: An
     assert "text=" in page.url
     shot(page, "desktop-8-text")
     page.close()
+
+
+def test_both_pages_show_the_service_icon(page_server: LiveServer, browser: Any) -> None:
+    icon = httpx.get(f"{page_server.url}/favicon.ico")  # where a browser asks by default
+    assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+    assert icon.content.startswith(b"<svg") and len(icon.content) < 1024
+    page = browser.new_page(viewport=DESKTOP)
+    for path in ("/", "/admin"):
+        page.goto(f"{page_server.url}{path}")
+        href = page.eval_on_selector("link[rel=icon]", "link => link.href")
+        drawn = page.evaluate(
+            """async (href) => {
+              const img = new Image();
+              img.src = href;
+              await img.decode();
+              return img.naturalWidth;
+            }""",
+            href,
+        )
+        assert drawn > 0, f"{path}: the icon at {href} does not draw"
+    page.close()

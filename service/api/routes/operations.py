@@ -41,6 +41,12 @@ async def admin_page() -> FileResponse:
     return FileResponse(STATIC / "admin.html", headers={"Cache-Control": "no-cache"})
 
 
+@router.get("/favicon.ico", include_in_schema=False)
+async def favicon() -> FileResponse:
+    """The pages' icon (an SVG, which browsers take at the address they ask for by default)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
+
+
 SWAGGER_ASSETS: dict[str, Any] = {
     "swagger_js_url": "/docs-assets/swagger-ui-bundle.js",
     "swagger_css_url": "/docs-assets/swagger-ui.css",
