@@ -644,6 +644,15 @@ function moveFocus(grid, event) {
   next.focus();
 }
 
+// Focus on the results: the first result, or the results' heading region while there are
+// none (or, before any search, the query's drop zone). Scrolls them into view.
+function focusResults() {
+  const panel = $("results-panel");
+  const target = panel.hidden ? $("drop") : panel.querySelector("#results .card") || panel;
+  (panel.hidden ? target : panel).scrollIntoView({ block: "start" });
+  target.focus({ preventScroll: true });
+}
+
 function download(name, type, text) {
   const link = element("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
   document.body.append(link);
@@ -691,6 +700,7 @@ function wire() {
   $("archive-search").addEventListener("submit", (event) => { event.preventDefault(); archivePages.restart(); loadArchive(); });
   $("archive-name").addEventListener("input", loadArchive);  // a new selection: the first page
   $("archive-folder").addEventListener("change", loadArchive);
+  $("skip").addEventListener("click", (event) => { event.preventDefault(); focusResults(); });
   $("results").addEventListener("keydown", (event) => moveFocus($("results"), event));
   $("archive").addEventListener("keydown", (event) => moveFocus($("archive"), event));
   $("viewer-close").addEventListener("click", () => $("viewer").close());

@@ -265,6 +265,7 @@ def test_tiff_upload_archive_browser_and_keyboard(
     # keyboard: Tab reaches the file chooser, Enter on the drop zone opens it
     page.goto(page_server.url)
     expect(page.locator("#status")).to_contain_text("ready")
+    page.keyboard.press("Tab")  # "Skip to results" first
     page.keyboard.press("Tab")
     assert page.evaluate("document.activeElement.id") == "drop"
     try:
@@ -529,4 +530,28 @@ def test_both_pages_show_the_service_icon(page_server: LiveServer, browser: Any)
             href,
         )
         assert drawn > 0, f"{path}: the icon at {href} does not draw"
+    page.close()
+
+
+def test_the_first_tab_offers_to_skip_to_the_results(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    query = str(scene_id(subset.scenes[12].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=20")
+    expect(page.locator("#results .card")).to_have_count(20)
+    page.wait_for_function(IDLE)
+    skip = page.locator("text=Skip to results")
+    assert skip.bounding_box()["x"] < 0  # out of sight until focused
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to results"
+    box = skip.bounding_box()
+    assert 0 <= box["x"] < DESKTOP["width"] and 0 <= box["y"] < DESKTOP["height"]
+    page.keyboard.press("Enter")
+    focused = page.evaluate("document.activeElement.dataset.sceneId")
+    assert focused == grid_ids(page)[0]  # the first result, one key away from the rest
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.dataset.sceneId") == grid_ids(page)[1]
     page.close()
