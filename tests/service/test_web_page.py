@@ -555,3 +555,30 @@ def test_the_first_tab_offers_to_skip_to_the_results(
     page.keyboard.press("ArrowRight")
     assert page.evaluate("document.activeElement.dataset.sceneId") == grid_ids(page)[1]
     page.close()
+
+
+def test_an_archive_scene_s_viewer_offers_only_what_applies(
+    page_server: LiveServer, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(page_server.url)
+    expect(page.locator("#status")).to_contain_text("ready")
+    page.click("#browse")
+    expect(page.locator("#archive .card")).to_have_count(24)
+    name = page.locator("#archive .card .name").first.inner_text()
+    page.locator("#archive .card").first.click()
+    expect(page.locator("#viewer")).to_be_visible()
+    # no query to compare with: no feedback buttons, no label comparison
+    for hidden in ("#viewer-more", "#viewer-less", ".compare"):
+        assert not page.locator(hidden).is_visible(), f"{hidden} shows for an archive scene"
+    for shown in ("#viewer-search", "#viewer-open", "#viewer-close"):
+        assert page.locator(shown).is_visible(), shown
+    full = httpx.get(page.eval_on_selector("#viewer-open", "link => link.href"))
+    assert full.status_code == 200 and full.headers["content-type"].startswith("image/")
+    page.click("#viewer-search")  # the buttons shown work
+    expect(page.locator("#viewer")).to_be_hidden()
+    expect(page.locator("#preview-caption")).to_contain_text(f"archive scene {name}")
+    expect(page.locator("#results .card")).to_have_count(20)
+    page.close()
