@@ -411,8 +411,8 @@ function openViewer(scene, score) {
       ? `query: ${query.file.name} (predicted labels)`
       : query.text ? `query: "${query.text}"` : `query: archive scene ${query.name}`;
   }
-  const list = (items) => items.length ? items.join(", ") : "none";
-  $("viewer-shared").textContent = list([...hitLabels].filter((l) => queryLabels.has(l)));
+  const list = (items, empty = "none") => items.length ? items.join(", ") : empty;
+  $("viewer-shared").textContent = list([...hitLabels].filter((l) => queryLabels.has(l)), "no label in common");
   $("viewer-query-only").textContent = list([...queryLabels].filter((l) => !hitLabels.has(l)));
   $("viewer-hit-only").textContent = list([...hitLabels].filter((l) => !queryLabels.has(l)));
   for (const id of ["viewer-shared", "viewer-query-only"]) $(id).parentElement.hidden = false;

@@ -582,3 +582,28 @@ def test_an_archive_scene_s_viewer_offers_only_what_applies(
     expect(page.locator("#preview-caption")).to_contain_text(f"archive scene {name}")
     expect(page.locator("#results .card")).to_have_count(20)
     page.close()
+
+
+def test_the_viewer_says_in_words_that_two_scenes_share_no_label(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    def unrelated_hit(query: str) -> str | None:
+        labels = set(httpx.get(f"{page_server.url}/scenes/{query}").json()["labels"])
+        body = httpx.post(f"{page_server.url}/search", json={"scene_id": query, "k": 100})
+        hits = body.json()["hits"]
+        return next((h["id"] for h in hits if labels and not labels & set(h["labels"])), None)
+
+    query, hit = next(
+        (str(scene_id(s.name)), found)
+        for s in subset.scenes
+        if (found := unrelated_hit(str(scene_id(s.name))))
+    )
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=100&limit=100")
+    page.wait_for_function(IDLE)
+    page.locator(f"#results .card[data-scene-id='{hit}']").click()
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-shared")).to_have_text("no label in common")
+    page.close()
