@@ -46,12 +46,17 @@ async function checkReady() {
 async function loadChoices() {
   try {
     const [labels, folders] = await Promise.all([api("/labels"), api("/folders")]);
-    const box = $("filters");
-    box.replaceChildren();
-    for (const label of labels.labels) {
-      const input = element("input", { type: "checkbox", value: label.name, name: "label" });
-      input.addEventListener("change", changed);
-      box.append(element("label", {}, [input, ` ${label.name} (${label.count})`]));
+    // each label twice: among those the scenes must carry, and among those they must not
+    for (const [id, name, other] of [["filters", "label", "filters-none"], ["filters-none", "label-none", "filters"]]) {
+      $(id).replaceChildren(...labels.labels.map((label) => {
+        const input = element("input", { type: "checkbox", value: label.name, name });
+        input.addEventListener("change", () => {
+          const twin = $(other).querySelector(`input[value="${CSS.escape(label.name)}"]`);
+          if (input.checked && twin) twin.checked = false; // a label cannot be wanted and not
+          changed();
+        });
+        return element("label", {}, [input, ` ${label.name} (${label.count})`]);
+      }));
     }
     for (const select of [$("folder"), $("archive-folder")]) {
       select.replaceChildren(element("option", { value: "", textContent: "any" }));
@@ -64,8 +69,12 @@ async function loadChoices() {
   }
 }
 
-function chosenLabels() {
-  return [...document.querySelectorAll("#filters input:checked")].map((i) => i.value);
+function chosenLabels(box = "filters") {
+  return [...document.querySelectorAll(`#${box} input:checked`)].map((i) => i.value);
+}
+
+function tickLabels(box, names) {
+  for (const input of document.querySelectorAll(`#${box} input`)) input.checked = names.has(input.value);
 }
 
 function matchMode() {
@@ -78,6 +87,7 @@ function filterFields() {
   const fields = {};
   const labels = chosenLabels();
   if (labels.length) fields[matchMode() === "any" ? "labels_any" : "labels_all"] = labels;
+  if (chosenLabels("filters-none").length) fields.labels_none = chosenLabels("filters-none");
   if ($("folder").value) fields.scene = $("folder").value;
   if (state.area) fields.bbox = state.area;
   if ($("added-after").value) fields.added_after = $("added-after").value;
@@ -132,6 +142,7 @@ function writeUrl(replace) {
   if (state.offset) params.set("offset", String(state.offset));
   const labels = chosenLabels();
   if (labels.length) params.set("labels", labels.join(","));
+  if (chosenLabels("filters-none").length) params.set("without", chosenLabels("filters-none").join(","));
   if (matchMode() === "any") params.set("match", "any");
   if ($("folder").value) params.set("folder", $("folder").value);
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
@@ -159,8 +170,9 @@ async function readUrl() {
   setSelect($("k"), params.get("k"));
   setSelect($("limit"), params.get("limit"));
   state.offset = Number(params.get("offset") || 0);
-  const labels = new Set((params.get("labels") || "").split(",").filter(Boolean));
-  for (const input of document.querySelectorAll("#filters input")) input.checked = labels.has(input.value);
+  const names = (key) => new Set((params.get(key) || "").split(",").filter(Boolean));
+  tickLabels("filters", names("labels"));
+  tickLabels("filters-none", names("without"));
   document.querySelector(`input[name=match][value=${params.get("match") === "any" ? "any" : "all"}]`).checked = true;
   $("folder").value = params.get("folder") || "";
   $("min-score").value = params.get("min_score") || "";

@@ -607,3 +607,41 @@ def test_the_viewer_says_in_words_that_two_scenes_share_no_label(
     expect(page.locator("#viewer")).to_be_visible()
     expect(page.locator("#viewer-shared")).to_have_text("no label in common")
     page.close()
+
+
+def test_labels_ticked_under_without_leave_the_results_and_travel_in_the_url(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    query = str(scene_id(subset.scenes[20].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=20")
+    expect(page.locator("#results .card")).to_have_count(20)
+    page.wait_for_function(IDLE)
+    tags = [set(t.split(", ")) for t in page.locator("#results .card .tags").all_inner_texts()]
+    label = max(sorted(set().union(*tags) - {""}), key=lambda name: sum(name in t for t in tags))
+
+    page.locator(f"#filters-none input[value='{label}']").check()
+    page.wait_for_function(IDLE)
+    api = httpx.post(
+        f"{page_server.url}/search", json={"scene_id": query, "k": 20, "labels_none": [label]}
+    ).json()
+    assert grid_ids(page) == [hit["id"] for hit in api["hits"]] and api["hits"]
+    for text in page.locator("#results .card .tags").all_inner_texts():
+        assert label not in text.split(", ")
+    assert f"without={label}" in page.url
+
+    # the shared URL keeps it; unticking it brings the scenes carrying it back
+    other = browser.new_page(viewport=DESKTOP)
+    other.goto(page.url)
+    expect(other.locator(f"#filters-none input[value='{label}']")).to_be_checked()
+    other.wait_for_function(IDLE)
+    expect(other.locator("#results .card")).to_have_count(len(api["hits"]))
+    assert grid_ids(other) == grid_ids(page)
+    other.locator(f"#filters-none input[value='{label}']").uncheck()
+    other.wait_for_function(IDLE)
+    assert grid_ids(other) == api_neighbours(page_server, query)
+    assert "without=" not in other.url
+    other.close()
+    page.close()
