@@ -203,6 +203,7 @@ async function readUrl() {
     $("labels-panel").hidden = true;
   }
   if (!scene && byLabels()) await search({ fromUrl: true });
+  else if (!scene && !state.query && !$("results-panel").hidden) clearResults();
 }
 
 // --- searching ------------------------------------------------------------------------
@@ -298,6 +299,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
     showUnderstood(body.understood);
   }
   state.last = body;
+  $("results-pager").hidden = false;
   drawHits(body.hits);
   const grid = $("results");
   grid.replaceChildren(...body.hits.map((hit) => card(hit, hit.score)));
@@ -312,11 +314,26 @@ async function search({ classify = false, fromUrl = false } = {}) {
   writeUrl(fromUrl);
 }
 
+// No query and no label to rank by: nothing of an earlier search stays on screen as if it
+// still held (a search still on its way is dropped too).
+function clearResults() {
+  state.latest++;
+  state.last = null;
+  busy(false);
+  $("results").replaceChildren();
+  $("results-pager").hidden = true;
+  $("results-title").textContent = "No search yet: tick labels (scenes with all of them) or give a query";
+  drawHits([]);
+}
+
 function changed() {
   state.offset = 0;
   if (state.query || byLabels()) search();
   else if (!$("archive-panel").hidden || filtering()) loadArchive();
-  if (!state.query && !byLabels()) writeUrl(false);
+  if (!state.query && !byLabels()) {
+    if (!$("results-panel").hidden) clearResults();
+    writeUrl(false);
+  }
 }
 
 function showFeedback() {

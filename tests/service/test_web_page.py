@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
 DESKTOP = {"width": 1280, "height": 1000}
 IDLE = "document.querySelector('#results').getAttribute('aria-busy') === 'false'"
 PHONE = {"width": 390, "height": 844}
+NO_SEARCH = "No search yet: tick labels (scenes with all of them) or give a query"
 
 
 @pytest.fixture(scope="module")
@@ -644,4 +645,33 @@ def test_labels_ticked_under_without_leave_the_results_and_travel_in_the_url(
     assert grid_ids(other) == api_neighbours(page_server, query)
     assert "without=" not in other.url
     other.close()
+    page.close()
+
+
+def test_unticking_the_last_label_leaves_no_stale_ranking(
+    page_server: LiveServer, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(page_server.url)
+    expect(page.locator("#filters input")).to_have_count(17)
+    page.locator("#filters input[value='trees']").check()
+    expect(page.locator("#results-title")).to_have_text("Scenes most typical of trees")
+    page.wait_for_function(IDLE)
+    assert grid_ids(page)
+
+    page.locator("#filters input[value='trees']").uncheck()  # nothing left to rank by
+    expect(page.locator("#results-title")).to_have_text(NO_SEARCH)
+    expect(page.locator("#results .card")).to_have_count(0)
+    expect(page.locator("#results-pager")).to_be_hidden()
+    assert "labels=" not in page.url
+
+    # ticking again ranks again; "any" of the labels lists the archive instead of ranking
+    page.locator("#filters input[value='trees']").check()
+    expect(page.locator("#results-title")).to_have_text("Scenes most typical of trees")
+    expect(page.locator("#results-pager")).to_be_visible()
+    page.locator("input[name=match][value=any]").check()
+    expect(page.locator("#results-title")).to_have_text(NO_SEARCH)
+    expect(page.locator("#results .card")).to_have_count(0)
     page.close()
