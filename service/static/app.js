@@ -701,9 +701,11 @@ function exportCsv() {
   download("search.csv", "text/csv", rows.map((r) => r.map(quote).join(",")).join("\n") + "\n");
 }
 
-const showResultPage = pager($("results-pager"), (step) => {
+const showResultPage = pager($("results-pager"), async (step) => {
   state.offset = Math.max(0, state.offset + step * Number($("limit").value));
-  search();
+  const seq = state.latest + 1;
+  await search();
+  if (seq === state.latest) focusResults(); // the new page from its top, not the pager's place
 });
 const showArchivePage = pager($("archive-pager"), (step) => {
   if (step < 0) archivePages.back(); else archivePages.forward();

@@ -675,3 +675,29 @@ def test_unticking_the_last_label_leaves_no_stale_ranking(
     expect(page.locator("#results-title")).to_have_text(NO_SEARCH)
     expect(page.locator("#results .card")).to_have_count(0)
     page.close()
+
+
+def test_the_next_page_starts_at_its_top_with_its_first_result_focused(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    query = str(scene_id(subset.scenes[33].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=100&limit=50")
+    expect(page.locator("#results .card")).to_have_count(50)
+    page.wait_for_function(IDLE)
+    page.click("#next")  # at the bottom of a long page of results
+    expect(page.locator("#page-info")).to_have_text("51–100 of 100")
+    page.wait_for_function(IDLE)
+    first = api_neighbours(page_server, query, 100)[50]
+    page.wait_for_function(
+        "id => document.activeElement.dataset && document.activeElement.dataset.sceneId === id",
+        arg=first,
+        timeout=10_000,
+    )
+    top = page.evaluate("document.querySelector('#results-panel').getBoundingClientRect().top")
+    assert 0 <= top < DESKTOP["height"] / 2, f"the results start {top:.0f} px from the view's top"
+    page.keyboard.press("ArrowRight")  # the keyboard carries on from there
+    assert page.evaluate("document.activeElement.dataset.sceneId") == grid_ids(page)[1]
+    page.close()
