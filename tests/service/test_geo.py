@@ -489,11 +489,9 @@ def test_places_says_where_the_archive_lies(geo_page: LiveServer) -> None:
 def test_the_map_library_installs_only_as_pinned_and_readable_by_every_user(
     map_library: Path, tmp_path: Path
 ) -> None:
-    from dataclasses import replace
-
     from service.api.assets import LEAFLET, AssetError, fetch, installed
 
-    tampered = replace(LEAFLET, integrity="sha512-" + "A" * 86 + "==")
+    tampered = LEAFLET._replace(integrity="sha512-" + "A" * 86 + "==")
     with pytest.raises(AssetError, match="does not match its pinned integrity"):
         fetch(tmp_path, tampered)
     assert not installed(tmp_path) and not (tmp_path / "leaflet").exists()
