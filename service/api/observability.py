@@ -82,21 +82,19 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
+
+        def gauge(name: str, doc: str, mode: Any, labels: tuple[str, ...] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode=mode)
+
         # with workers: the count of the index a worker took up last
-        self.index_vectors = Gauge(
-            "grn_index_vectors",
-            "Vectors in the index served",
-            registry=r,
-            multiprocess_mode="livemostrecent",
+        self.index_vectors = gauge(
+            "grn_index_vectors", "Vectors in the index served", "livemostrecent"
         )
         # with workers: 1 for every pair a live worker serves (both while they swap)
-        self.index_info = Gauge(
-            "grn_index_info",
-            "The model and index versions served (value 1)",
-            ["model_version", "index_version"],
-            registry=r,
-            multiprocess_mode="livemax",
-        )
+        self.index_info = gauge(
+            "grn_index_info", "The model and index versions served (value 1)", "livemax",
+            ("model_version", "index_version"),
+        )  # fmt: skip
         self.database_errors = Counter(
             "grn_database_errors",
             "Requests that failed because the database did not answer",
@@ -110,33 +108,20 @@ class Metrics:
             registry=r,
         )
         # with workers: the service's total, the live workers' sum
-        self.model_queue = Gauge(
-            "grn_model_queue_images",
-            "Images waiting for the network",
-            registry=r,
-            multiprocess_mode="livesum",
+        self.model_queue = gauge(
+            "grn_model_queue_images", "Images waiting for the network", "livesum"
         )
-        self.model_requests = Gauge(
-            "grn_model_requests_in_flight",
-            "Requests in the model's pipeline",
-            registry=r,
-            multiprocess_mode="livesum",
+        self.model_requests = gauge(
+            "grn_model_requests_in_flight", "Requests in the model's pipeline", "livesum"
         )
-        self.searches = Gauge(
-            "grn_searches_in_flight", "Searches running", registry=r, multiprocess_mode="livesum"
-        )
+        self.searches = gauge("grn_searches_in_flight", "Searches running", "livesum")
         # with workers: one folder that each counts, so the latest count
-        self.render_cache_bytes = Gauge(
-            "grn_render_cache_bytes",
-            "Thumbnails and previews on disk, bytes",
-            registry=r,
-            multiprocess_mode="livemostrecent",
+        on_disk = "Thumbnails and previews on disk"
+        self.render_cache_bytes = gauge(
+            "grn_render_cache_bytes", f"{on_disk}, bytes", "livemostrecent"
         )
-        self.render_cache_files = Gauge(
-            "grn_render_cache_files",
-            "Thumbnails and previews on disk, files",
-            registry=r,
-            multiprocess_mode="livemostrecent",
+        self.render_cache_files = gauge(
+            "grn_render_cache_files", f"{on_disk}, files", "livemostrecent"
         )
 
     def watch(self, batcher: Any, model_requests: Any, searches: Any) -> None:

@@ -120,10 +120,13 @@ LONGEST = 3
 @dataclass
 class Reading:
     labels_all: list[str] = field(default_factory=list)
+    """Labels the phrase asks for."""
     labels_none: list[str] = field(default_factory=list)
+    """Labels the phrase excludes."""
     folders: list[str] = field(default_factory=list)
     """The scene folder named, if any (at most one)."""
     words_not_understood: list[str] = field(default_factory=list)
+    """Words of the phrase nothing reads (stop words such as "a", "in" are not counted)."""
     unread: list[tuple[str, bool]] = field(default_factory=list)
     """Runs of words not understood and whether each was negated: for the encoder."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from service.usecases.reading import Lexicon
+from service.usecases.reading import Lexicon, Reading
 
 THRESHOLD = 0.5
 """The least cosine similarity between words the table does not know and a label's name for
@@ -37,15 +37,10 @@ class TextSearchUnavailableError(RuntimeError):
 
 
 @dataclass
-class Understood:
-    labels_all: list[str] = field(default_factory=list)
-    """Labels the phrase asks for."""
-    labels_none: list[str] = field(default_factory=list)
-    """Labels the phrase excludes."""
-    folders: list[str] = field(default_factory=list)
-    """The scene folder the phrase names (at most one)."""
-    words_not_understood: list[str] = field(default_factory=list)
-    """Words of the phrase nothing reads (stop words such as "a", "in" are not counted)."""
+class Understood(Reading):
+    """What a phrase was read as: its `Reading`, then the encoder's reading of the words
+    that read as nothing (`matches`)."""
+
     matches: list[tuple[str, str, float]] = field(default_factory=list)
     """(words, label, similarity) of each run of words the encoder read."""
 

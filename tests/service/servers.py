@@ -274,6 +274,15 @@ def live_server(
             yield server, url
 
 
+def search_ok(server: LiveServer, **request: Any) -> dict[str, Any]:
+    """POST /search with `request` as its JSON, answered 200: the body."""
+    with server.client() as client:
+        response = client.post("/search", json=request)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def ended_job(client: httpx.Client, job_id: int, key: str, timeout: float = 600) -> dict[str, Any]:
     """The admin job `job_id` (GET /admin/jobs/ID with the API key) once it has ended."""
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 from servers import REPO, LiveServer, Served, prepared_database, server_env
+from servers import search_ok as search
 
 from index.filters import SceneFilter
 from index.stores.faiss_build import ReindexSettings, reindex
@@ -45,14 +46,6 @@ def whole(
     env = server_env(Served(served.model, index_root), url, workdir)
     with LiveServer(env, workdir / "server.log") as server:
         yield server, env
-
-
-def search(server: LiveServer, **request: Any) -> dict[str, Any]:
-    with server.client() as client:
-        response = client.post("/search", json=request)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def upload(server: LiveServer, path: Path, **fields: str) -> dict[str, Any]:
@@ -379,7 +372,7 @@ def test_text_is_read_onto_the_labels(
     body = search(server, text="storage tanks, no trees", k=50)
     assert body["understood"] == {
         "labels_all": [], "labels_none": ["trees"], "folders": ["storagetanks"],
-        "words_not_understood": [],
+        "words_not_understood": [], "not_understood": [],
     }  # fmt: skip
     same = search(server, scene="storagetanks", labels_none=["trees"], k=50)
     assert [h["id"] for h in body["hits"]] == [h["id"] for h in same["hits"]] and body["hits"]

@@ -6,11 +6,10 @@ the API and `grn search --text --url` as typed."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from commands import grn
 from servers import LiveServer
+from servers import search_ok as search
 
 from service.usecases.reading import Lexicon
 
@@ -58,14 +57,6 @@ def test_synonyms_need_their_target_in_the_catalog() -> None:
     )  # fmt: skip
     assert Lexicon(["trees"], ["forest"]).read("forest").folders == ["forest"]
     assert Lexicon(["trees"], []).read("forest").labels_all == ["trees"]
-
-
-def search(server: LiveServer, **request: Any) -> dict[str, Any]:
-    with server.client() as client:
-        response = client.post("/search", json=request)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def test_text_search_says_what_it_understood(live: LiveServer) -> None:

@@ -71,6 +71,31 @@ def wait_for_images(page: Any) -> None:
     )
 
 
+def opened_page(server: LiveServer, browser: Any) -> Any:
+    """The page on a desktop viewport, its label filters drawn."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(server.url)
+    expect(page.locator("#filters input")).to_have_count(17)
+    return page
+
+
+def searched_page(
+    server: LiveServer, browser: Any, subset: Archive, number: int
+) -> tuple[Any, str]:
+    """A desktop page searched by the subset's scene `number` (k=20), its 20 results drawn
+    and the page idle, and the query scene's id."""
+    from playwright.sync_api import expect
+
+    query = str(scene_id(subset.scenes[number].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{server.url}/?scene={query}&k=20")
+    expect(page.locator("#results .card")).to_have_count(20)
+    page.wait_for_function(IDLE)
+    return page, query
+
+
 def test_upload_classifies_and_searches_in_one_request(
     page_server: LiveServer, browser: Any, subset: Archive, tmp_path: Path
 ) -> None:
@@ -373,10 +398,7 @@ def test_more_and_less_like_a_result(
 ) -> None:
     from playwright.sync_api import expect
 
-    query = str(scene_id(subset.scenes[8].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{page_server.url}/?scene={query}&k=20")
-    expect(page.locator("#results .card")).to_have_count(20)
+    page, query = searched_page(page_server, browser, subset, 8)
     liked, disliked = grid_ids(page)[1], grid_ids(page)[5]
 
     page.locator(f"#results .card[data-scene-id='{liked}']").click()
@@ -416,11 +438,7 @@ def test_dates_added_narrow_the_results_and_travel_in_the_url(
     from playwright.sync_api import expect
 
     old, middle, rest = archive_groups(subset)
-    query = str(scene_id(subset.scenes[8].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{page_server.url}/?scene={query}&k=20")
-    expect(page.locator("#results .card")).to_have_count(20)
-    page.wait_for_function(IDLE)
+    page, query = searched_page(page_server, browser, subset, 8)
     unfiltered = grid_ids(page)
     assert {int(i) for i in unfiltered} - old  # newer scenes among the neighbours
 
@@ -459,9 +477,7 @@ def test_dates_added_narrow_the_results_and_travel_in_the_url(
     page.close()
 
     # without a query, a date lists the archive's scenes of that time
-    browse = browser.new_page(viewport=DESKTOP)
-    browse.goto(page_server.url)
-    expect(browse.locator("#filters input")).to_have_count(17)
+    browse = opened_page(page_server, browser)
     browse.fill("#added-before", "2021-01-01")
     browse.locator("#added-before").dispatch_event("change")
     expect(browse.locator("#archive-info")).to_have_text(f"1–24 of {len(old)}")
@@ -474,9 +490,7 @@ def test_ticking_labels_without_a_query_ranks_their_typical_scenes(
 ) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(page_server.url)
-    expect(page.locator("#filters input")).to_have_count(17)
+    page = opened_page(page_server, browser)
     page.locator("#filters input[value='trees']").check()
     page.locator("#filters input[value='grass']").check()
     expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
@@ -537,13 +551,7 @@ def test_both_pages_show_the_service_icon(page_server: LiveServer, browser: Any)
 def test_the_first_tab_offers_to_skip_to_the_results(
     page_server: LiveServer, browser: Any, subset: Archive
 ) -> None:
-    from playwright.sync_api import expect
-
-    query = str(scene_id(subset.scenes[12].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{page_server.url}/?scene={query}&k=20")
-    expect(page.locator("#results .card")).to_have_count(20)
-    page.wait_for_function(IDLE)
+    page, _ = searched_page(page_server, browser, subset, 12)
     skip = page.locator("text=Skip to results")
     assert skip.bounding_box()["x"] < 0  # out of sight until focused
     page.keyboard.press("Tab")
@@ -615,11 +623,7 @@ def test_labels_ticked_under_without_leave_the_results_and_travel_in_the_url(
 ) -> None:
     from playwright.sync_api import expect
 
-    query = str(scene_id(subset.scenes[20].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{page_server.url}/?scene={query}&k=20")
-    expect(page.locator("#results .card")).to_have_count(20)
-    page.wait_for_function(IDLE)
+    page, query = searched_page(page_server, browser, subset, 20)
     tags = [set(t.split(", ")) for t in page.locator("#results .card .tags").all_inner_texts()]
     label = max(sorted(set().union(*tags) - {""}), key=lambda name: sum(name in t for t in tags))
 
@@ -653,22 +657,21 @@ def test_unticking_the_last_label_leaves_no_stale_ranking(
 ) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(page_server.url)
-    expect(page.locator("#filters input")).to_have_count(17)
-    page.locator("#filters input[value='trees']").check()
+    page = opened_page(page_server, browser)
+    trees = page.locator("#filters input[value='trees']")
+    trees.check()
     expect(page.locator("#results-title")).to_have_text("Scenes most typical of trees")
     page.wait_for_function(IDLE)
     assert grid_ids(page)
 
-    page.locator("#filters input[value='trees']").uncheck()  # nothing left to rank by
+    trees.uncheck()  # nothing left to rank by
     expect(page.locator("#results-title")).to_have_text(NO_SEARCH)
     expect(page.locator("#results .card")).to_have_count(0)
     expect(page.locator("#results-pager")).to_be_hidden()
     assert "labels=" not in page.url
 
     # ticking again ranks again; "any" of the labels lists the archive instead of ranking
-    page.locator("#filters input[value='trees']").check()
+    trees.check()
     expect(page.locator("#results-title")).to_have_text("Scenes most typical of trees")
     expect(page.locator("#results-pager")).to_be_visible()
     page.locator("input[name=match][value=any]").check()
