@@ -10,6 +10,7 @@ and status. A package of thin command groups, one module per topic, over the use
 - `training`: `train`, `evaluate`, `embed`, `grn model pack` / `unpack`
 - `index`: `reindex`, `reconcile`
 - `query`: `search`, `classify` (`remote`: the same with --url)
+- `places`: `same-place`
 - `models`: `promote`, `retrain`, `rollback`, `models`
 - `serving`: `serve`, `up`, `worker`
 - `status`: `status`
@@ -22,12 +23,23 @@ from __future__ import annotations
 
 import sys
 
-from service.cli import data, export, index, models, query, serving, status, synth, training
+from service.cli import (
+    data,
+    export,
+    index,
+    models,
+    places,
+    query,
+    serving,
+    status,
+    synth,
+    training,
+)
 from service.cli.app import app
 
 __all__ = [
-    "app", "data", "export", "index", "main", "models", "query", "serving", "status", "synth",
-    "training",
+    "app", "data", "export", "index", "main", "models", "places", "query", "serving", "status",
+    "synth", "training",
 ]  # fmt: skip
 
 

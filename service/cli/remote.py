@@ -1,9 +1,10 @@
-"""`grn search --url` and `grn classify --url`: the same questions asked of a running
-service over HTTP (sending GRN_API_KEY when set)."""
+"""`grn search --url`, `grn classify --url` and `grn same-place --url`: the same questions
+asked of a running service over HTTP (sending GRN_API_KEY when set)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +64,22 @@ def remote_search(
 
 def remote_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """The answer of the service at `url` to a JSON POST of `body` to `path`."""
+    return _asked(url, lambda client: client.post(path, json=body))
+
+
+def remote_get(url: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The answer of the service at `url` to a GET of `path` with these query parameters."""
+    return _asked(url, lambda client: client.get(path, params=params))
+
+
+def _asked(url: str, ask: Callable[[Any], Any]) -> dict[str, Any]:
+    """The JSON answer to the request `ask` sends through a client of the service at `url`;
+    a service out of reach is an `OSError`."""
     import httpx
 
     try:
         with _client(url) as client:
-            response = client.post(path, json=body)
+            response = ask(client)
     except httpx.HTTPError as exc:
         raise OSError(f"the service at {url} cannot be reached: {exc}") from exc
     return _answer(response)

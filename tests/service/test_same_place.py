@@ -3,7 +3,8 @@ and on PostgreSQL with PostGIS: scenes added through `POST /scenes` with footpri
 cover known shares of one scene's footprint (the same box at several dates, boxes shifted by
 30% and 60%, a larger box, a point, a box far away, and boxes either side of the
 antimeridian), answered in order of acquisition with their shares; `min_overlap`, paging, 404
-and 422; and PostGIS's shares equal to shapely's on the same rows."""
+and 422; PostGIS's shares equal to shapely's on the same rows; and `grn same-place`, here and
+with --url, answering as the API does."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from commands import grn
 from dates import WRITE_KEY
 from PIL import Image
 from servers import LiveServer, shot
@@ -170,6 +172,67 @@ def test_postgis_and_shapely_give_the_same_shares(
                 assert by_shapely and by_shapely == overlaps(connection, int(ids[name]), schema)
     finally:
         engine.dispose()
+
+
+def test_grn_same_place_answers_as_the_api(
+    placed: tuple[LiveServer, Archive, dict[str, str]],
+) -> None:
+    server, archive, ids = placed
+    asked = {"min_overlap": 0.3, "offset": 1, "limit": 4}
+    options = ["--min-overlap", "0.3", "--offset", "1", "--limit", "4", "--json"]
+    with server.client() as client:
+        api = same_place(client, ids, "here", **asked)
+    assert [name for name, _ in found(ids, api)] == [
+        "again-2019", "east-30", "again-2021", "around"
+    ]  # fmt: skip
+    remote = grn("same-place", ids["here"], *options, "--url", server.url)
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout) == api
+    # here, from the same SQL: the same body, its URLs paths on the service
+    local = grn("same-place", ids["here"], *options, env=server.env)
+    assert local.returncode == 0, local.stderr
+    for item in api["scenes"]:
+        for key in ("image_url", "thumbnail_url"):
+            item[key] = item[key].removeprefix(server.url)
+    assert json.loads(local.stdout) == api
+    assert api["scenes"][0]["thumbnail_url"] == f"/scenes/{ids['again-2019']}/thumbnail"
+
+    table = grn("same-place", ids["here"], "--limit", "3", env=server.env)
+    assert table.returncode == 0, table.stderr
+    header, *rows = [line.split() for line in table.stdout.splitlines()]
+    assert header == ["id", "image", "acquired", "overlap", "labels"]
+    assert [row[:4] for row in rows] == [
+        [ids["again-2019"], "again-2019", "2019-01-01T00:00:00Z", "1"],
+        [ids["east-30"], "east-30", "2020-07-01T00:00:00Z", "0.7"],
+        [ids["again-2021"], "again-2021", "2021-03-01T00:00:00Z", "1"],
+    ]
+    assert table.stderr == "5 scenes at this place; the next page: --offset 3\n"
+    last = grn("same-place", ids["here"], "--offset", "4", "--url", server.url)
+    assert last.returncode == 0 and last.stderr == ""
+    assert [line.split()[:4] for line in last.stdout.splitlines()[1:]] == [
+        [ids["again-undated"], "again-undated", "unknown", "1"]
+    ]
+
+    # no footprint: the API's note, nothing found, success
+    unplaced = str(scene_id(archive.scenes[-1].name))
+    with server.client() as client:
+        note = same_place(client, {"alone": unplaced}, "alone")["note"]
+    for where in ([], ["--url", server.url]):
+        alone = grn("same-place", unplaced, *where, env=server.env)
+        assert (alone.returncode, alone.stdout, alone.stderr) == (0, "", f"{note}\n")
+
+    # an unknown scene fails on one line; a share out of (0, 1] is a usage error
+    missing = grn("same-place", "1", env=server.env)
+    assert (missing.returncode, missing.stderr) == (1, "error: no scene with id 1\n")
+    remote_missing = grn("same-place", "1", "--url", server.url)
+    assert (remote_missing.returncode, remote_missing.stderr) == (
+        1, "error: the service answered 404: no scene with id 1\n"
+    )  # fmt: skip
+    for bad in ("0", "1.5", "half"):
+        refused = grn("same-place", ids["here"], "--min-overlap", bad, env=server.env)
+        assert refused.returncode == 2 and refused.stdout == "", bad
+        assert refused.stderr.startswith("error: ") and "--min-overlap" in refused.stderr, bad
+        assert refused.stderr.count("\n") == 1, bad
 
 
 def test_the_viewer_shows_the_place_over_time_and_compares_two(

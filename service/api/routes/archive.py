@@ -48,7 +48,7 @@ from service.api.stac_items import scene_item
 from service.runtime import Runtime, ServiceNotReadyError, Snapshot
 from service.storage.db import Scene, SceneFootprint
 from service.storage.listing import Footprint, ListedScene, Seek
-from service.usecases.same_place import same_place
+from service.usecases.same_place import SamePlace, same_place
 from service.usecases.thumbnails import (
     PREVIEW_SIZES,
     cache_headers,
@@ -62,6 +62,9 @@ PARQUET = "application/vnd.apache.parquet"
 # reads: create_app gives their access (deps.read_access)
 router = APIRouter(tags=["archive"], responses=documented(401, 403, 503))
 SCENE_ERRORS = documented(404, 422)
+ScenesUrls = Callable[[int], tuple[str, str]]
+"""A scene's (image URL, thumbnail URL) by its id: `SceneUrls` for a request, or the
+service-relative paths the CLI answers with."""
 
 
 def image_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
@@ -77,7 +80,7 @@ def image_responses(media_type: str) -> dict[int | str, dict[str, Any]]:
 JPEG = image_responses("image/jpeg")
 
 
-def scene_out(urls: SceneUrls, scene: Scene | ListedScene) -> SceneOut:
+def scene_out(urls: ScenesUrls, scene: Scene | ListedScene) -> SceneOut:
     image_url, thumbnail_url = urls(scene.id)
     meta = getattr(scene, "meta", None)
     return SceneOut(
@@ -255,7 +258,12 @@ async def scene_same_place(
             limit=asked.limit,
         )
     )  # fmt: skip
-    urls = SceneUrls(request)
+    return same_place_page(SceneUrls(request), asked, found)
+
+
+def same_place_page(urls: ScenesUrls, asked: SamePlaceQuery, found: SamePlace) -> SamePlacePage:
+    """`GET /scenes/{id}/same-place`'s body for the use case's page (`grn same-place`
+    builds its answer here too)."""
     end = asked.offset + len(found.scenes)
     return SamePlacePage(
         scenes=[
