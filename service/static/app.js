@@ -16,6 +16,7 @@ const state = {
   less: [], // ... and should not be like
   latest: 0, // sequence number of the newest search asked for
   area: null, // [west, south, east, north]: only scenes whose footprint meets it
+  archiveTotal: 0, // how many scenes the archive listing's selection holds
 };
 
 function showMessage(text) {
@@ -221,6 +222,28 @@ function searchParams() {
   return params;
 }
 
+// POST /search's options for the query shown with `params`: the uploaded image as a form,
+// else JSON with the query scene, or the phrase, or neither (the ticked labels' typical scenes).
+function searchRequest(params) {
+  if (state.query && state.query.file) {
+    const form = new FormData();
+    form.append("file", state.query.file);
+    for (const [key, value] of Object.entries(params)) {
+      form.append(key, Array.isArray(value) ? value.join(",") : String(value));
+    }
+    return { method: "POST", body: form };
+  }
+  return {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({
+      ...(state.query && state.query.sceneId ? { scene_id: state.query.sceneId } : {}),
+      ...(state.query && state.query.text ? { text: state.query.text } : {}),
+      ...params,
+    }),
+  };
+}
+
 // What a text search was read as (POST /search's `understood`), as the CLI says it.
 function showUnderstood(read) {
   const parts = [...read.labels_all];
@@ -255,26 +278,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
   busy(true);
   let body;
   try {
-    if (state.query && state.query.file) {
-      const form = new FormData();
-      form.append("file", state.query.file);
-      for (const [key, value] of Object.entries(params)) {
-        if (Array.isArray(value)) form.append(key, value.join(","));
-        else form.append(key, String(value));
-      }
-      body = await api("/search", { method: "POST", body: form });
-    } else {
-      body = await api("/search", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        // no query scene: a phrase, or the scenes most typical of the ticked labels
-        body: JSON.stringify({
-          ...(state.query && state.query.sceneId ? { scene_id: state.query.sceneId } : {}),
-          ...(state.query && state.query.text ? { text: state.query.text } : {}),
-          ...params,
-        }),
-      });
-    }
+    body = await api("/search", searchRequest(params));
   } catch (err) {
     if (seq !== state.latest) return; // a newer query has been asked for
     busy(false);
@@ -299,6 +303,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
     showUnderstood(body.understood);
   }
   state.last = body;
+  $("export-note").hidden = true; // it spoke of an earlier answer
   $("results-pager").hidden = false;
   drawHits(body.hits);
   const grid = $("results");
@@ -455,15 +460,24 @@ function openViewer(scene, score) {
 
 const archivePages = scenePager();
 
-async function loadArchive() {
-  const params = new URLSearchParams({ limit: "24", order: "name" });
+// The archive listing's selection (GET /scenes and /scenes/export): the name searched, the
+// folder chosen and the page's filters, by name.
+function archiveParams() {
+  const params = new URLSearchParams({ order: "name" });
   if ($("archive-name").value.trim()) params.set("q", $("archive-name").value.trim());
   const fields = filterFields();
   if ($("archive-folder").value) fields.scene = $("archive-folder").value;
   for (const [key, value] of Object.entries(fields)) params.set(key, [value].flat().join(","));
+  return params;
+}
+
+async function loadArchive() {
+  const params = archiveParams();
+  params.set("limit", "24");
   try {
     const body = await api(`/scenes?${archivePages.query(params)}`);
     archivePages.seen(body);
+    state.archiveTotal = body.total;
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
     showArchivePage({
       offset: body.offset, shown: body.scenes.length, total: body.total,
@@ -641,24 +655,6 @@ async function showDensity(on) {
   $("map-density").textContent = `Where else: the ${body.hits} scenes most like ${state.query.name}, ${body.placed} of them placed, in ${body.cells.length} cells of about ${cell} m; darker cells hold more.`;
 }
 
-function exportGeojson() {
-  const body = state.last;
-  if (!body) return;
-  const features = body.hits.filter((hit) => hit.footprint).map((hit) => ({
-    type: "Feature",
-    id: String(hit.id),
-    geometry: hit.footprint,
-    properties: {
-      rank: body.offset + body.hits.indexOf(hit) + 1, id: String(hit.id), image: hit.image,
-      scene: hit.scene, score: hit.score, labels: hit.labels.join(";"),
-      image_url: new URL(hit.image_url, location.href).href,
-      thumbnail_url: new URL(hit.thumbnail_url, location.href).href,
-      added: hit.added,
-    },
-  }));
-  download("search.geojson", "application/geo+json", JSON.stringify({ type: "FeatureCollection", features }, null, 2));
-}
-
 // --- keyboard: arrow keys between result cards ------------------------------------------
 
 function moveFocus(grid, event) {
@@ -680,25 +676,6 @@ function focusResults() {
   const target = panel.hidden ? $("drop") : panel.querySelector("#results .card") || panel;
   (panel.hidden ? target : panel).scrollIntoView({ block: "start" });
   target.focus({ preventScroll: true });
-}
-
-function download(name, type, text) {
-  const link = element("a", { href: URL.createObjectURL(new Blob([text], { type })), download: name });
-  document.body.append(link);
-  link.click();
-  link.remove();
-}
-
-function exportCsv() {
-  const body = state.last;
-  if (!body) return;
-  const quote = (v) => /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v);
-  const rows = [["rank", "id", "image", "scene", "score", "labels", "image_url", "added"]];
-  body.hits.forEach((hit, i) => rows.push([
-    body.offset + i + 1, hit.id, hit.image, hit.scene, hit.score.toFixed(6), hit.labels.join(";"),
-    new URL(hit.image_url, location.href).href, hit.added || "",
-  ]));
-  download("search.csv", "text/csv", rows.map((r) => r.map(quote).join(",")).join("\n") + "\n");
 }
 
 const showResultPage = pager($("results-pager"), async (step) => {
@@ -749,14 +726,15 @@ function wire() {
     showFeedback();
     search();
   });
-  $("export-csv").addEventListener("click", exportCsv);
-  $("export-json").addEventListener("click", () => {
-    if (state.last) download("search.json", "application/json", JSON.stringify(state.last, null, 2));
-  });
+  for (const format of ["csv", "geojson", "json"]) {
+    $(`export-${format}`).addEventListener("click", () => exportSearch(format));
+  }
+  for (const format of ["csv", "geojson", "geoparquet"]) {
+    $(`archive-export-${format}`).addEventListener("click", () => exportArchive(format));
+  }
   $("map-draw").addEventListener("click", () => startDrawing(!mapView.drawing));
   $("map-where").addEventListener("click", () => showDensity($("map-where").getAttribute("aria-pressed") !== "true"));
   $("map-clear").addEventListener("click", () => { setArea(null); changed(); });
-  $("export-geojson").addEventListener("click", exportGeojson);
   window.addEventListener("popstate", readUrl);
   $("api-key").value = localStorage.getItem("grn-api-key") || "";
   $("api-key").addEventListener("change", () => {

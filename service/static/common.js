@@ -11,19 +11,25 @@ function headers(extra = {}) {
   return key ? { ...extra, "X-API-Key": key } : extra;
 }
 
-async function api(path, options = {}) {
+// The response to a call of the service's own API; an answer that is not 2xx is an Error
+// carrying the service's message.
+async function fetched(path, options = {}) {
   let response;
   try {
     response = await fetch(path, { ...options, headers: headers(options.headers || {}) });
   } catch (err) {
     throw new Error("The service cannot be reached. Is it running?");
   }
-  if (response.status === 204) return null;
-  const body = await response.json().catch(() => null);
   if (!response.ok) {
+    const body = await response.json().catch(() => null);
     throw new Error(body && body.message ? body.message : `HTTP ${response.status}`);
   }
-  return body;
+  return response;
+}
+
+async function api(path, options = {}) {
+  const response = await fetched(path, options);
+  return response.status === 204 ? null : response.json().catch(() => null);
 }
 
 function element(tag, props = {}, children = []) {

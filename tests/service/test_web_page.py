@@ -6,11 +6,14 @@ holds the committed ones)."""
 
 from __future__ import annotations
 
+import csv
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import geopandas
 import httpx
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from servers import (
     Served,
     archive_groups,
     dated_database,
+    search_ok,
     server_env,
     shot,
 )
@@ -703,4 +707,92 @@ def test_the_next_page_starts_at_its_top_with_its_first_result_focused(
     assert 0 <= top < DESKTOP["height"] / 2, f"the results start {top:.0f} px from the view's top"
     page.keyboard.press("ArrowRight")  # the keyboard carries on from there
     assert page.evaluate("document.activeElement.dataset.sceneId") == grid_ids(page)[1]
+    page.close()
+
+
+def downloaded(page: Any, button: str) -> tuple[str, Path]:
+    """The file a click on `button` saves: its suggested name and where it lies."""
+    with page.expect_download() as info:
+        page.click(button)
+    download = info.value
+    return download.suggested_filename, Path(download.path())
+
+
+def test_a_search_exports_all_its_results_named_after_the_query(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    from playwright.sync_api import expect
+
+    query = str(scene_id(subset.scenes[12].name))
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{page_server.url}/?scene={query}&k=50&limit=10&offset=20")
+    expect(page.locator("#results .card")).to_have_count(10)
+    page.wait_for_function(IDLE)
+    want = api_neighbours(page_server, query, k=50)
+
+    name, path = downloaded(page, "#export-csv")
+    assert name == f"grn-search-scene-{query}-k50.csv"
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["id"] for row in rows] == want  # every page, not the one shown
+    assert [row["rank"] for row in rows] == [str(rank) for rank in range(1, 51)]
+    expect(page.locator("#export-note")).to_have_text(f"Saved all 50 results as {name}.")
+
+    name, path = downloaded(page, "#export-json")
+    assert name == f"grn-search-scene-{query}-k50.json"
+    assert [hit["id"] for hit in json.loads(path.read_text())["hits"]] == want
+
+    # none of the UCM scenes has a footprint: the page says so and saves no empty file
+    saved: list[Any] = []
+    page.on("download", lambda download: saved.append(download))
+    page.click("#export-geojson")
+    expect(page.locator("#export-note")).to_have_text(
+        "None of these 50 results has a footprint: a GeoJSON file would be empty, so none "
+        "was saved. Export CSV instead."
+    )
+    assert saved == []
+    page.close()
+
+
+def test_a_label_ranking_s_export_is_named_after_its_labels(
+    page_server: LiveServer, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = opened_page(page_server, browser)
+    page.locator("#filters input[value='trees']").check()
+    page.locator("#filters input[value='grass']").check()
+    expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
+    page.wait_for_function(IDLE)
+    name, path = downloaded(page, "#export-csv")
+    assert name == "grn-search-labels-grass+trees-k20.csv"
+    api = search_ok(page_server, labels_all=["grass", "trees"], k=20)
+    with path.open(newline="") as handle:
+        assert [row["id"] for row in csv.DictReader(handle)] == [h["id"] for h in api["hits"]]
+    page.close()
+
+
+def test_the_archive_listing_exports_as_geoparquet_with_its_filters(
+    page_server: LiveServer, browser: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page = opened_page(page_server, browser)
+    page.click("#browse")
+    page.select_option("#archive-folder", "airplane")
+    page.locator("#filters-none input[value='cars']").check()
+    listing = httpx.get(
+        f"{page_server.url}/scenes",
+        params={"scene": "airplane", "labels_none": "cars", "limit": 1000},
+    ).json()
+    assert 0 < listing["total"] < 6  # the airplane folder holds six
+    total = listing["total"]
+    expect(page.locator("#archive-info")).to_have_text(f"1–{total} of {total}")
+    name, path = downloaded(page, "#archive-export-geoparquet")
+    assert name == "grn-scenes-folder-airplane-without-cars.parquet"
+    frame = geopandas.read_parquet(path)
+    assert sorted(str(i) for i in frame["id"]) == sorted(s["id"] for s in listing["scenes"])
+    expect(page.locator("#archive-export-note")).to_have_text(
+        f"Saved the {listing['total']} scenes listed as {name}."
+    )
     page.close()
