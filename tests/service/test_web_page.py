@@ -85,17 +85,30 @@ def opened_page(server: LiveServer, browser: Any) -> Any:
     return page
 
 
+def typical_of_grass_and_trees(server: LiveServer, browser: Any) -> Any:
+    """The page ranking the scenes most typical of grass and trees (both ticked), idle."""
+    from playwright.sync_api import expect
+
+    page = opened_page(server, browser)
+    page.locator("#filters input[value='trees']").check()
+    page.locator("#filters input[value='grass']").check()
+    expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
+    page.wait_for_function(IDLE)
+    return page
+
+
 def searched_page(
-    server: LiveServer, browser: Any, subset: Archive, number: int
-) -> tuple[Any, str]:
-    """A desktop page searched by the subset's scene `number` (k=20), its 20 results drawn
-    and the page idle, and the query scene's id."""
+    server: LiveServer, browser: Any, subset: Archive, number: int, params: str = "k=20",
+    shown: int = 20,
+) -> tuple[Any, str]:  # fmt: skip
+    """A desktop page searched by the subset's scene `number` with `params`, its `shown`
+    results drawn and the page idle, and the query scene's id."""
     from playwright.sync_api import expect
 
     query = str(scene_id(subset.scenes[number].name))
     page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{server.url}/?scene={query}&k=20")
-    expect(page.locator("#results .card")).to_have_count(20)
+    page.goto(f"{server.url}/?scene={query}&{params}")
+    expect(page.locator("#results .card")).to_have_count(shown)
     page.wait_for_function(IDLE)
     return page, query
 
@@ -492,13 +505,7 @@ def test_dates_added_narrow_the_results_and_travel_in_the_url(
 def test_ticking_labels_without_a_query_ranks_their_typical_scenes(
     page_server: LiveServer, browser: Any
 ) -> None:
-    from playwright.sync_api import expect
-
-    page = opened_page(page_server, browser)
-    page.locator("#filters input[value='trees']").check()
-    page.locator("#filters input[value='grass']").check()
-    expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
-    page.wait_for_function(IDLE)
+    page = typical_of_grass_and_trees(page_server, browser)
     api = httpx.post(
         f"{page_server.url}/search", json={"labels_all": ["grass", "trees"], "k": 20}
     ).json()
@@ -689,11 +696,7 @@ def test_the_next_page_starts_at_its_top_with_its_first_result_focused(
 ) -> None:
     from playwright.sync_api import expect
 
-    query = str(scene_id(subset.scenes[33].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{page_server.url}/?scene={query}&k=100&limit=50")
-    expect(page.locator("#results .card")).to_have_count(50)
-    page.wait_for_function(IDLE)
+    page, query = searched_page(page_server, browser, subset, 33, "k=100&limit=50", 50)
     page.click("#next")  # at the bottom of a long page of results
     expect(page.locator("#page-info")).to_have_text("51–100 of 100")
     page.wait_for_function(IDLE)
@@ -723,11 +726,7 @@ def test_a_search_exports_all_its_results_named_after_the_query(
 ) -> None:
     from playwright.sync_api import expect
 
-    query = str(scene_id(subset.scenes[12].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{page_server.url}/?scene={query}&k=50&limit=10&offset=20")
-    expect(page.locator("#results .card")).to_have_count(10)
-    page.wait_for_function(IDLE)
+    page, query = searched_page(page_server, browser, subset, 12, "k=50&limit=10&offset=20", 10)
     want = api_neighbours(page_server, query, k=50)
 
     name, path = downloaded(page, "#export-csv")
@@ -757,13 +756,7 @@ def test_a_search_exports_all_its_results_named_after_the_query(
 def test_a_label_ranking_s_export_is_named_after_its_labels(
     page_server: LiveServer, browser: Any
 ) -> None:
-    from playwright.sync_api import expect
-
-    page = opened_page(page_server, browser)
-    page.locator("#filters input[value='trees']").check()
-    page.locator("#filters input[value='grass']").check()
-    expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
-    page.wait_for_function(IDLE)
+    page = typical_of_grass_and_trees(page_server, browser)
     name, path = downloaded(page, "#export-csv")
     assert name == "grn-search-labels-grass+trees-k20.csv"
     api = search_ok(page_server, labels_all=["grass", "trees"], k=20)
