@@ -99,3 +99,23 @@ def random_scene_metas(
         )
         for _ in range(count)
     ]
+
+
+def described_scenes(
+    count: int,
+    dim: int,
+    describe: Callable[[int, np.random.Generator], SceneMeta],
+    *,
+    queries: int,
+    centres: int,
+    spread: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
+    """`count` scenes as a store takes them: distinct random ids, clustered unit vectors and
+    each one's metadata (`describe(i, rng)`, drawn after the ids from the same generator),
+    and `queries` more vectors from the same clusters to search with."""
+    rng = np.random.default_rng(seed)
+    vectors = clustered_unit_vectors(count + queries, dim, centres, spread, seed)
+    ids = rng.choice(2**62, size=count, replace=False).astype(np.int64)
+    metas = [describe(i, rng) for i in range(count)]
+    return ids, vectors[:count], metas, vectors[count:]

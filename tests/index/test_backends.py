@@ -16,7 +16,7 @@ from index.gpu import cpu_shards, gpu_count, to_gpus
 from index.stores.faiss import FaissCollection
 from index.stores.milvus_collection import MilvusCollection
 from index.stores.milvus_filters import milvus_expression
-from index.synthetic import clustered_unit_vectors
+from index.synthetic import described_scenes
 from index.vectors import exact_search
 
 LABELS = ["water", "trees", "buildings", "cars", "grass"]
@@ -25,17 +25,11 @@ N, DIM = 600, 16
 
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
-    rng = np.random.default_rng(5)
-    vectors = clustered_unit_vectors(N + 8, DIM, centres=12, spread=0.1, seed=5)
-    ids = rng.choice(2**62, size=N, replace=False).astype(np.int64)
-    metas = [
-        SceneMeta(
-            labels=tuple(name for name in LABELS if rng.random() < 0.35),
-            folder=f"folder{i % 7}",
-        )
-        for i in range(N)
-    ]
-    return ids, vectors[:N], metas, vectors[N:]
+    def describe(i: int, rng: np.random.Generator) -> SceneMeta:
+        labels = tuple(name for name in LABELS if rng.random() < 0.35)
+        return SceneMeta(labels=labels, folder=f"folder{i % 7}")
+
+    return described_scenes(N, DIM, describe, queries=8, centres=12, spread=0.1, seed=5)
 
 
 def stores(tmp_path: Path, data, server_uri: str) -> list:  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ from index.stores.faiss import FaissCollection
 from index.stores.milvus_client import takes_filter_params
 from index.stores.milvus_collection import MilvusCollection
 from index.stores.milvus_filters import milvus_expression, milvus_literal
-from index.synthetic import clustered_unit_vectors
+from index.synthetic import described_scenes
 
 pytest.importorskip("pymilvus")
 
@@ -42,19 +42,11 @@ N, DIM = 80, 8
 
 @pytest.fixture(scope="module")
 def scenes() -> tuple[np.ndarray, np.ndarray, list[SceneMeta], np.ndarray]:
-    rng = np.random.default_rng(42)
-    vectors = clustered_unit_vectors(N + 2, DIM, centres=4, spread=0.2, seed=42)
-    ids = rng.choice(2**62, size=N, replace=False).astype(np.int64)
-    metas = [
-        SceneMeta(
-            labels=tuple(
-                str(n) for n in rng.choice(NAMES, size=int(rng.integers(1, 4)), replace=False)
-            ),
-            folder=FOLDERS[i % len(FOLDERS)],
-        )
-        for i in range(N)
-    ]
-    return ids, vectors[:N], metas, vectors[N:]
+    def describe(i: int, rng: np.random.Generator) -> SceneMeta:
+        names = rng.choice(NAMES, size=int(rng.integers(1, 4)), replace=False)
+        return SceneMeta(labels=tuple(str(n) for n in names), folder=FOLDERS[i % len(FOLDERS)])
+
+    return described_scenes(N, DIM, describe, queries=2, centres=4, spread=0.2, seed=42)
 
 
 def awkward_filters(ids: np.ndarray) -> list[SceneFilter]:
