@@ -108,9 +108,7 @@ def read_phrase(
         if similarity < THRESHOLD:
             continue
         understood.matches.append((words, label, similarity))
-        target = understood.labels_none if negated else understood.labels_all
-        if label not in target:
-            target.append(label)
+        understood.add(label, negated=negated)
         for word in words.split():
             understood.words_not_understood.remove(word)
     understood.labels_all = [n for n in understood.labels_all if n not in understood.labels_none]

@@ -182,9 +182,10 @@ async def read_text(
         params.labels_all, params.labels_none, params.scene, read, vocabulary=labels,
         other_query=other_query,
     )  # fmt: skip
-    said = {name: getattr(read, name) for name in ("labels_all", "labels_none", "folders")}
-    words = read.words_not_understood
-    understood = Understood(**said, words_not_understood=words, not_understood=words)
+    understood = Understood(
+        labels_all=read.labels_all, labels_none=read.labels_none, folders=read.folders,
+        words_not_understood=read.words_not_understood, not_understood=read.words_not_understood,
+    )  # fmt: skip
     update = {"labels_all": labels_all, "labels_none": labels_none, "scene": folder}
     return understood, params.model_copy(update=update)
 
