@@ -1,13 +1,12 @@
 """What `bench.scale` checks the service's searches against: a synthetic archive's own columns
 (labels.csv, scenes.csv) and the vectors it carries (vectors/), read without the service.
 
-`filters()` picks, from those columns, a label, a box and an added date that keep about 1%
-and about 50% of the scenes; `Truth.nearest()` is brute force over the vectors of the scenes a
-filter keeps (exact inner product, the query scene left out), then, where the service said
-it re-ranked (GRN_BACKBONE_RERANK: `auto` does for content the model did not train on, which
-a synthetic archive's scenes are), the same re-ranking of that exact pool by the carried
-backbone descriptors (`model.rerank.blended`).
-"""
+`filters()` picks, from those columns, a label, a box, an added and an acquisition date that
+keep about 1% and about 50% of the scenes; `Truth.nearest()` is brute force over the vectors of
+the scenes a filter keeps (exact inner product, the query scene left out), then, where the
+service said it re-ranked (GRN_BACKBONE_RERANK: `auto` does for content the model did not train
+on, which a synthetic archive's scenes are), the same re-ranking of that exact pool by the
+carried backbone descriptors (`model.rerank.blended`)."""
 
 from __future__ import annotations
 
@@ -39,6 +38,8 @@ class Truth:
     """(n, 4) min_lon, min_lat, max_lon, max_lat."""
     added: np.ndarray
     """(n,) seconds since the epoch."""
+    acquired: np.ndarray
+    """(n,) seconds since the epoch; NaN where the archive does not say."""
     descriptors: np.ndarray | None
     """The archive's descriptors (memory-mapped, vectors/ order), None where it has none."""
     descriptor_rows: np.ndarray
@@ -49,7 +50,7 @@ class Truth:
 
     def keeps(self, fields: dict[str, Any]) -> np.ndarray:
         """Which scenes pass the filter fields of a search body (labels_all, bbox,
-        added_after: the ones `filters()` uses), as the service reads them."""
+        added_after, acquired_after: the ones `filters()` uses), as the service reads them."""
         kept = np.ones(len(self), bool)
         for label in fields.get("labels_all", ()):
             kept &= self.labels[:, self.label_names.index(label)]
@@ -59,6 +60,8 @@ class Truth:
             kept &= (low <= (east, north)).all(axis=1) & (high >= (west, south)).all(axis=1)
         if "added_after" in fields:
             kept &= self.added >= datetime.fromisoformat(fields["added_after"]).timestamp()
+        if "acquired_after" in fields:  # NaN (not known) compares False: such scenes fail
+            kept &= self.acquired >= datetime.fromisoformat(fields["acquired_after"]).timestamp()
         return kept
 
     def nearest(self, row: int, kept: np.ndarray, k: int, pool: int | None = None) -> list[int]:
@@ -98,6 +101,7 @@ def load_truth(archive: Path) -> Truth:
     if any(moment is None for moment in table.added):
         raise SystemExit(f"{archive}: scenes.csv does not give every scene's added time")
     added = np.asarray([moment.timestamp() for moment in table.added if moment], np.float64)
+    acquired = np.asarray([m.timestamp() if m else np.nan for m in table.acquired], np.float64)
     return Truth(
         ids=np.asarray(table.ids, np.int64),
         vectors=np.ascontiguousarray(given.vectors[rows], np.float32),
@@ -105,6 +109,7 @@ def load_truth(archive: Path) -> Truth:
         labels=np.asarray(table.labels, bool),
         bounds=np.asarray(table.bounds, np.float64),
         added=added,
+        acquired=acquired,
         descriptors=given.descriptors,
         descriptor_rows=rows,
     )
@@ -121,7 +126,8 @@ def _between(values: np.ndarray, share: float) -> float:
 
 def filters(truth: Truth) -> dict[str, dict[str, Any]]:
     """Search filters of about 1% and 50% selectivity each: one label or two (labels_all),
-    a box over the west of the archive (bbox) and the scenes added last (added_after)."""
+    a box over the west of the archive (bbox), the scenes added last (added_after) and those
+    acquired last (acquired_after, where the archive gives acquisition times)."""
     out: dict[str, dict[str, Any]] = {}
     share = truth.labels.mean(axis=0)
     pairs = itertools.combinations(range(len(truth.label_names)), 2)
@@ -136,4 +142,9 @@ def filters(truth: Truth) -> dict[str, dict[str, Any]]:
         out[f"bbox {name}"] = {"bbox": [west, south, _between(truth.bounds[:, 0], target), north]}
         after = _between(-truth.added, target) * -1
         out[f"added {name}"] = {"added_after": datetime.fromtimestamp(after, UTC).isoformat()}
+        known = truth.acquired[~np.isnan(truth.acquired)]
+        if len(known) > 1:
+            after = _between(-known, target * len(truth) / len(known)) * -1
+            stamp = datetime.fromtimestamp(after, UTC).isoformat()
+            out[f"acquired {name}"] = {"acquired_after": stamp}
     return out

@@ -5,11 +5,11 @@ file, size, SHA-256 and dates so that no image needs decoding:
     image,path,width,height,checksum,added[,acquired]
 
 `path` is relative to the archive folder; `added` (when the scene entered the archive) and
-`acquired` are ISO 8601 times, UTC unless they say otherwise (`acquired` is kept in the file,
-not read yet). Read with pyarrow and checked column by column, with the same rules as
-`model.archive.load_archive` (splits, label cells 0/1 or all empty, one row per image,
-footprints as GeoJSON in WGS84 or lon/lat); geo columns other than `footprint`, `lon` and
-`lat` are refused here (`grn import` without `--bulk` reads them).
+`acquired` (when its pixels were taken; optional, a cell may be empty) are ISO 8601 times, UTC
+unless they say otherwise. Read with pyarrow and checked column by column, with the same rules
+as `model.archive.load_archive` (splits, label cells 0/1 or all empty, one row per image,
+footprints as GeoJSON in WGS84 or lon/lat); geo columns other than `footprint`, `lon` and `lat`
+are refused here (`grn import` without `--bulk` reads them).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ class ArchiveTable:
     heights: np.ndarray
     checksums: list[str]
     added: list[datetime | None]
+    acquired: list[datetime | None]
+    """Empty cells, and every row of a file without the column, are None."""
     placed: np.ndarray
     """(n,) bool: the scene has a footprint."""
     geometry: list[str | None]
@@ -151,6 +153,12 @@ def _places(
     return placed, geometry, bounds, centres
 
 
+def _times(column: pa.ChunkedArray) -> list[datetime | None]:
+    """ISO 8601 cells as UTC times, empty cells as None."""
+    given = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+    return pc.cast(given, pa.timestamp("us", tz="UTC")).to_pylist()
+
+
 def read_archive_table(root: str | Path, labels_csv: str | Path | None = None) -> ArchiveTable:
     """Read and check an archive's labels.csv and scenes.csv (see the module docstring)."""
     root = Path(root)
@@ -192,9 +200,10 @@ def read_archive_table(root: str | Path, labels_csv: str | Path | None = None) -
     try:
         widths = scenes["width"].cast(pa.int32()).to_numpy()
         heights = scenes["height"].cast(pa.int32()).to_numpy()
-        given = pc.if_else(pc.equal(scenes["added"], ""), pa.scalar(None, pa.string()),
-                           scenes["added"])  # fmt: skip
-        added = pc.cast(given, pa.timestamp("us", tz="UTC")).to_pylist()
+        added = _times(scenes["added"])
+        acquired: list[datetime | None] = [None] * len(names)
+        if "acquired" in scene_header:
+            acquired = _times(scenes["acquired"])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise ArchiveError(f"{scenes_path}: {exc}") from exc
     return ArchiveTable(
@@ -202,6 +211,6 @@ def read_archive_table(root: str | Path, labels_csv: str | Path | None = None) -
         ids=np.asarray([scene_id(name) for name in names], np.int64), names=names,
         folders=table["scene"].to_pylist(), splits=splits, labels=labels, labelled=labelled,
         paths=scenes["path"].to_pylist(), widths=widths, heights=heights,
-        checksums=scenes["checksum"].to_pylist(), added=added, placed=placed,
+        checksums=scenes["checksum"].to_pylist(), added=added, acquired=acquired, placed=placed,
         geometry=geometry, bounds=bounds, centres=centres,
     )  # fmt: skip

@@ -2,19 +2,17 @@
 into the index.
 
 The archive is read as columns (`model.archive_table`: labels.csv, and scenes.csv for each
-image's size, SHA-256 and added time, so no image is decoded); the scenes SQL lacks are
-written in batches of `batch` scenes (PostgreSQL's COPY, SQLite's executemany:
-`service.storage.bulk_rows`), each batch with its labels and footprints in one transaction,
-the same rows `grn import` writes. Then, when the archive carries vectors
-(`index.given_vectors`) of the model in use, the store in service is brought to SQL's
-scenes as `grn reindex --catalog` does (incrementally when its version was built by this
-model, else in full), taking those vectors instead of embedding the images.
-
-A bulk import killed at any point leaves whole batches in SQL and the previous index version
-in service: running it again skips the scenes SQL holds and completes the rest, and `grn
-reconcile --repair` (which also takes the carried vectors) brings the index to SQL's scenes.
-Nothing is written twice: a scene id is its image stem's hash, SQL's primary key.
-"""
+image's size, SHA-256, added and acquisition times, so no image is decoded); the scenes SQL
+lacks are written in batches of `batch` scenes (PostgreSQL's COPY, SQLite's executemany:
+`service.storage.bulk_rows`), each batch with its labels and footprints in one transaction, the
+same rows `grn import` writes. Then, when the archive carries vectors (`index.given_vectors`)
+of the model in use, the store in service is brought to SQL's scenes as `grn reindex --catalog`
+does (incrementally when its version was built by this model, else in full), taking those
+vectors instead of embedding the images. A bulk import killed at any point leaves whole batches
+in SQL and the previous index version in service: running it again skips the scenes SQL holds
+and completes the rest, and `grn reconcile --repair` (which also takes the carried vectors)
+brings the index to SQL's scenes. Nothing is written twice: a scene id is its image stem's
+hash, SQL's primary key."""
 
 from __future__ import annotations
 
@@ -43,7 +41,7 @@ RECALL_QUERIES = 200
 scene for each: at a million scenes, 1000 took longer than the build)."""
 SCENE_COLUMNS = (
     "id", "name", "scene", "split", "archive_id", "path", "media_type", "width", "height",
-    "checksum", "created_at",
+    "checksum", "created_at", "acquired",
 )  # fmt: skip
 FOOTPRINT_COLUMNS = ("scene_id", "min_lon", "min_lat", "max_lon", "max_lat", "lon", "lat",
                      "geometry")  # fmt: skip
@@ -94,6 +92,7 @@ def _write_batch(
             int(table.heights[i]),
             table.checksums[i],
             table.added[i] or now,
+            table.acquired[i],
         )
         for i in rows.tolist()
     ]
