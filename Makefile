@@ -13,15 +13,22 @@ export GRN_MODEL_PATH ?= $(RUN)/model.safetensors
 export GRN_INDEX_ROOT ?= $(DATA)/index
 export GRN_THUMBNAIL_DIR ?= $(DATA)/thumbnails
 
-.PHONY: install run serve-prepare train evaluate test test-engines lint typecheck bench bench-service clean \
+.PHONY: install lock run serve-prepare train evaluate test test-engines lint typecheck bench bench-service clean \
 	images compose-smoke scale
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The locked dev set (requirements/dev.lock: every package pinned, its hashes checked), then
+# the project itself, editable and without dependencies. A lock older than pyproject.toml's
+# dependencies is refused first: `make lock` writes the locks again.
+LOCK ?= requirements/dev.lock
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	$(PYTHON) requirements/lock.py check
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --requirement $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	$(VENV)/bin/grn assets || echo "warning: the web page's map library is not installed (see above); the page works without the map"
 	touch $@
 
@@ -51,10 +58,21 @@ train: install
 evaluate: install
 	$(GRN) evaluate --model $(RUN) --archive $(UCM) --out $(RUN)/eval
 
-# ruff, then the import contracts of pyproject.toml: model <- index <- service, the service's
-# layers (cli, api > jobs > usecases > storage, runtime) and no import cycles
+# Resolve the locked sets (requirements/*.lock: dev, serve, train, cuda) again from
+# pyproject.toml with uv, keeping today's pins where they still fit (PyPI; seconds).
+# LOCK_ARGS="--upgrade" moves every pin to the newest release allowed,
+# LOCK_ARGS="--upgrade-package NAME" that package's.
+UV ?= $(VENV)/bin/uv
+lock:
+	test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet uv; }
+	$(PYTHON) requirements/lock.py write $(UV) $(LOCK_ARGS)
+
+# the locks against pyproject.toml (no network), ruff, then the import contracts of
+# pyproject.toml: model <- index <- service, the service's layers (cli, api > jobs >
+# usecases > storage, runtime) and no import cycles
 lint: install
-	$(VENV)/bin/ruff check model index service migrations tests bench
+	$(PYTHON) requirements/lock.py check
+	$(VENV)/bin/ruff check model index service migrations tests bench requirements
 	$(VENV)/bin/lint-imports
 
 typecheck: install
