@@ -22,14 +22,16 @@ from servers import (
     CHROMIUM,
     LiveServer,
     Served,
+    dated_database,
     empty_database,
     live_server,
+    server_env,
     train_tiny,
 )
 from shapely.geometry import Polygon
 
 from index.stores.faiss_build import ReindexSettings, reindex
-from model.archive import Archive
+from model.archive import Archive, load_archive
 from model.geo import GEO_COLUMNS, SceneGeo
 
 
@@ -86,6 +88,24 @@ def dated(
     workdir = tmp_path_factory.mktemp(f"dated-{request.param}")
     with dated_server(request.param, served, ucm_root, geo_labels, workdir) as found:
         yield found
+
+
+@pytest.fixture(scope="module")
+def page_server(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """The server the web page tests drive: the UCM subset, entered the archive at three
+    times (`servers.dated_database`), on SQLite; one per test module."""
+    workdir = tmp_path_factory.mktemp("web")
+    url = f"sqlite:///{workdir / 'grn.db'}"
+    dated_database(url, ucm_root, ucm_subset)
+    with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
+    return load_archive(ucm_root, ucm_subset)
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,6 @@ from model.archive import load_archive, scene_id
 from service.storage.migrate import head_revision
 
 
-@pytest.fixture(scope="module")
-def subset(ucm_root: Path, ucm_subset: Path):  # type: ignore[no-untyped-def]
-    return load_archive(ucm_root, ucm_subset)
-
-
 def labels_of(subset, name: str) -> set[str]:  # type: ignore[no-untyped-def]
     scene = subset.scenes[subset.index_of(name)]
     return {n for n, v in zip(subset.label_names, scene.labels, strict=True) if v}

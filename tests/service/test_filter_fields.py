@@ -27,7 +27,7 @@ from servers import (
     server_env,
 )
 
-from model.archive import Archive, load_archive, scene_id
+from model.archive import Archive, scene_id
 
 Groups = tuple[set[int], set[int], set[int]]
 
@@ -55,11 +55,6 @@ def dated(
     finally:
         if schema is not None:
             schema.__exit__()
-
-
-@pytest.fixture(scope="module")
-def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
-    return load_archive(ucm_root, ucm_subset)
 
 
 def windows(groups: Groups) -> list[tuple[dict[str, str], set[int]]]:

@@ -18,7 +18,7 @@ from servers import CHROMIUM, LiveServer
 from sqlalchemy import delete
 
 from index.filters import SceneFilter
-from model.archive import Archive, ArchiveEntry, load_archive, scene_id
+from model.archive import Archive, ArchiveEntry, scene_id
 from service.api.exports import SCENE_COLUMNS, scenes_csv
 from service.api.schemas.archive import SceneOut
 from service.storage.catalog import Catalog
@@ -43,11 +43,6 @@ LISTINGS: list[tuple[dict[str, str], Passes]] = [
     ({"q": "1"}, lambda s, labels: "1" in s.name),
     ({"scene": "no such folder"}, lambda s, labels: False),
 ]
-
-
-@pytest.fixture(scope="module")
-def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
-    return load_archive(ucm_root, ucm_subset)
 
 
 def label_set(archive: Archive, scene: ArchiveEntry) -> set[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,99 +17,25 @@ import httpx
 import numpy as np
 import pytest
 import tifffile
-from servers import (
-    CHROMIUM,
-    LiveServer,
-    Served,
-    archive_groups,
-    dated_database,
-    search_ok,
-    server_env,
-    shot,
+from pages import (
+    DESKTOP,
+    IDLE,
+    NO_SEARCH,
+    PHONE,
+    api_neighbours,
+    grid_ids,
+    opened_page,
+    searched_page,
+    typical_of_grass_and_trees,
+    wait_for_images,
 )
+from servers import CHROMIUM, LiveServer, archive_groups, search_ok, shot
 
-from model.archive import Archive, load_archive, scene_id
+from model.archive import Archive, scene_id
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
 )
-DESKTOP = {"width": 1280, "height": 1000}
-IDLE = "document.querySelector('#results').getAttribute('aria-busy') === 'false'"
-PHONE = {"width": 390, "height": 844}
-NO_SEARCH = "No search yet: tick labels (scenes with all of them) or give a query"
-
-
-@pytest.fixture(scope="module")
-def page_server(
-    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LiveServer]:
-    workdir = tmp_path_factory.mktemp("web")
-    url = f"sqlite:///{workdir / 'grn.db'}"
-    dated_database(url, ucm_root, ucm_subset)  # entered the archive at three times
-    with LiveServer(server_env(served, url, workdir), workdir / "server.log") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
-    return load_archive(ucm_root, ucm_subset)
-
-
-def grid_ids(page: Any, grid: str = "#results") -> list[str]:
-    ids: list[str] = page.eval_on_selector_all(
-        f"{grid} .card", "cards => cards.map(c => c.dataset.sceneId)"
-    )
-    return ids
-
-
-def api_neighbours(server: LiveServer, query: str, k: int = 20) -> list[str]:
-    body = httpx.post(f"{server.url}/search", json={"scene_id": query, "k": k}).json()
-    return [hit["id"] for hit in body["hits"]]
-
-
-def wait_for_images(page: Any) -> None:
-    page.wait_for_function(
-        "[...document.querySelectorAll('#results .card img')]"
-        ".every(i => i.complete && i.naturalWidth > 0)"
-    )
-
-
-def opened_page(server: LiveServer, browser: Any) -> Any:
-    """The page on a desktop viewport, its label filters drawn."""
-    from playwright.sync_api import expect
-
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(server.url)
-    expect(page.locator("#filters input")).to_have_count(17)
-    return page
-
-
-def typical_of_grass_and_trees(server: LiveServer, browser: Any) -> Any:
-    """The page ranking the scenes most typical of grass and trees (both ticked), idle."""
-    from playwright.sync_api import expect
-
-    page = opened_page(server, browser)
-    page.locator("#filters input[value='trees']").check()
-    page.locator("#filters input[value='grass']").check()
-    expect(page.locator("#results-title")).to_have_text("Scenes most typical of grass and trees")
-    page.wait_for_function(IDLE)
-    return page
-
-
-def searched_page(
-    server: LiveServer, browser: Any, subset: Archive, number: int, params: str = "k=20",
-    shown: int = 20,
-) -> tuple[Any, str]:  # fmt: skip
-    """A desktop page searched by the subset's scene `number` with `params`, its `shown`
-    results drawn and the page idle, and the query scene's id."""
-    from playwright.sync_api import expect
-
-    query = str(scene_id(subset.scenes[number].name))
-    page = browser.new_page(viewport=DESKTOP)
-    page.goto(f"{server.url}/?scene={query}&{params}")
-    expect(page.locator("#results .card")).to_have_count(shown)
-    page.wait_for_function(IDLE)
-    return page, query
 
 
 def test_upload_classifies_and_searches_in_one_request(
