@@ -93,6 +93,13 @@ def page_fields(
     }
 
 
+SIMILARITY = "similarity"
+"""Scores are cosine similarities to the query (-1 to 1), blended when re-ranked."""
+LABEL_MATCH = "label_match"
+"""Scores are the classifier's probabilities that the scene meets the label conditions (0 to
+1): a query by labels, where the index keeps the probabilities (`rank_by_labels`)."""
+
+
 @dataclass(frozen=True)
 class SearchPage(RankedPage):
     """One page of the ranked hits, with what was searched: the query's scene (if any), and
@@ -101,6 +108,8 @@ class SearchPage(RankedPage):
     query_id: int | None = None
     reranked: bool = False
     """The hits were re-ranked with the backbone's descriptors (`Rerank`)."""
+    score_kind: str = SIMILARITY
+    """What the hits' scores are: SIMILARITY or LABEL_MATCH."""
 
 
 @dataclass(frozen=True)
@@ -177,9 +186,11 @@ def search_scenes(
         vector = feedback_vector(vector, index.vectors(liked), index.vectors(disliked))
         where = where.excluding(*query.more_like, *query.less_like)  # judged already
     assert vector is not None
+    score_kind = SIMILARITY
     if by_labels:
-        ranked = rank_by_labels(snapshot, index, table, vector, query.k, where)
+        ranked, matched = rank_by_labels(snapshot, index, table, vector, query.k, where)
         ranked = [hit for hit in ranked if query.min_score is None or hit.score >= query.min_score]
+        score_kind = LABEL_MATCH if matched else SIMILARITY
     else:
         blend = rerank if reranking and descriptor is not None else None
         if blend is not None and query_seen is not None:  # decided by the scene: no pool
@@ -190,6 +201,7 @@ def search_scenes(
     return SearchPage(
         query_id=scene_id,
         reranked=reranking,
+        score_kind=score_kind,
         **page_fields(snapshot, ranked, query.offset, query.limit or query.k),
     )
 
@@ -231,19 +243,19 @@ def rank_by_labels(
     region: np.ndarray,
     k: int,
     where: SceneFilter,
-) -> list[RankedScene]:
+) -> tuple[list[RankedScene], bool]:
     """The top k scenes of a query by labels: the region's nearest scenes (at least
     LABEL_POOL of them) re-ranked by the classifier's probabilities when the index keeps
-    them (`LABEL_WEIGHT`); by the region alone otherwise."""
+    them (`LABEL_WEIGHT`), and True; by the region alone otherwise, and False."""
     pool = rank(index, table, region, min(MAX_K, max(k, LABEL_POOL)), where)
     ids = [hit.scene.id for hit in pool]
     match = label_match(snapshot, index, ids, where) if pool else None
     if match is None:
-        return pool[:k]
+        return pool[:k], False
     similarity = (np.asarray([hit.score for hit in pool]) + 1) / 2
     scores = LABEL_WEIGHT * match + (1 - LABEL_WEIGHT) * similarity
     order = np.lexsort((-similarity, -scores))[:k]
-    return [RankedScene(pool[i].scene, float(scores[i])) for i in order]
+    return [RankedScene(pool[i].scene, float(scores[i])) for i in order], True
 
 
 def label_match(

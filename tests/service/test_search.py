@@ -354,13 +354,13 @@ def test_a_version_without_probabilities_ranks_labels_by_the_region(
     where = SceneFilter(labels_all=["airplane", "pavement"])
     region = label_region(old, table, where.labels_all)
     assert region is not None
-    got = rank_by_labels(snapshot, old, table, region, 20, where)
+    got, matched = rank_by_labels(snapshot, old, table, region, 20, where)
     plain = rank(old, table, region, 20, where)
     assert [h.scene.id for h in got] == [h.scene.id for h in plain]
-    assert [h.score for h in got] == [h.score for h in plain]
+    assert [h.score for h in got] == [h.score for h in plain] and not matched
     kept: Any = SimpleNamespace(card=snapshot.card, searcher=Searcher(loaded))
-    blended = rank_by_labels(kept, kept.searcher, table, region, 20, where)
-    assert [h.score for h in blended] != [h.score for h in plain]
+    blended, matched = rank_by_labels(kept, kept.searcher, table, region, 20, where)
+    assert [h.score for h in blended] != [h.score for h in plain] and matched
 
 
 def test_text_is_read_onto_the_labels(

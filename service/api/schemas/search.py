@@ -165,7 +165,9 @@ class Hit(Schema):
     image: str
     """The image file's stem."""
     score: float
-    """Cosine similarity to the query, -1 to 1 (higher is more similar)."""
+    """How well it answers the query, higher first: as the response's `score_kind` says, the
+    cosine similarity to the query (-1 to 1) or the probability that it meets the label
+    conditions (0 to 1)."""
     labels: list[str]
     """Its labels in the archive."""
     scene: str
@@ -213,3 +215,7 @@ class SearchResponse(Schema):
     reranked: bool = False
     """The index's nearest scenes were re-ranked with the backbone's descriptors
     (GRN_BACKBONE_RERANK): the scores are then the blended scores."""
+    score_kind: Literal["similarity", "label_match"] = "similarity"
+    """What the hits' scores are: `similarity`, the cosine similarity to the query (blended
+    when `reranked`); `label_match`, for a query by labels (or a text read as labels), the
+    classifier's probability that the scene meets the label conditions."""
