@@ -3,16 +3,17 @@
 //
 // Scene ids are strings (63-bit integers do not survive JavaScript numbers). Each user
 // action sends one request; a response that is not the newest one asked for is dropped, so
-// the grid always shows the last query. The query, its filters and page live in the URL.
-// `$`, `headers`, `api`, `element`, `dropZone` and `pager` come from common.js, loaded first.
+// the grid always shows the last query. The query, its filters and page live in the URL (an
+// upload by the id uploads.js keeps it under). `$`, `headers`, `api`, `element`, `dropZone`
+// and `pager` come from common.js, loaded first; feedback.js draws the relevance feedback.
 "use strict";
 
 const BROWSER_FORMATS = ["image/jpeg", "image/png", "image/gif", "image/webp", "image/bmp"];
 const state = {
-  query: null, // {file, previewUrl, labels} or {sceneId, name, previewUrl, labels}
+  query: null, // {file, uploadId, previewUrl, labels}, {sceneId, name, previewUrl, labels} or {text, read, labels}
   offset: 0,
   last: null, // the last search response shown
-  more: [], // relevance feedback: scenes ({id, image}) the results should be like
+  more: [], // relevance feedback: scenes ({id, image, thumbnail}) the results should be like
   less: [], // ... and should not be like
   latest: 0, // sequence number of the newest search asked for
   area: null, // [west, south, east, north]: only scenes whose footprint meets it
@@ -118,13 +119,22 @@ function renderLabels(labels) {
   $("labels-panel").hidden = false;
 }
 
+// A hit's score as the answer's `score_kind` says: the similarity to the query, or for a
+// query by labels how likely the classifier finds the scene meets them (near 1 for most
+// typical scenes, so in percent with two decimals, never rounded up to a certain 100%).
+function scoreText(score) {
+  if (!state.last || state.last.score_kind !== "label_match") return `score ${score.toFixed(3)}`;
+  const percent = (score * 100).toFixed(2);
+  return `label match ${percent === "100.00" && score < 1 ? "> 99.99" : percent}%`;
+}
+
 function card(scene, score) {
   const button = element("button", { className: "card", type: "button", title: scene.labels.join(", ") }, [
     element("img", { src: scene.thumbnail_url, alt: scene.image, loading: "lazy", width: 128, height: 128 }),
     element("div", { className: "name", textContent: scene.image }),
   ]);
   if (score !== undefined) {
-    button.append(element("div", { className: "score", textContent: `score ${score.toFixed(3)}` }));
+    button.append(element("div", { className: "score", textContent: scoreText(score) }));
   }
   button.append(element("div", { className: "tags", textContent: scene.labels.join(", ") }));
   button.dataset.sceneId = String(scene.id);
@@ -137,6 +147,7 @@ function card(scene, score) {
 function writeUrl(replace) {
   const params = new URLSearchParams();
   if (state.query && state.query.sceneId) params.set("scene", state.query.sceneId);
+  if (state.query && state.query.uploadId) params.set("upload", state.query.uploadId);
   if (state.query && state.query.text) params.set("text", state.query.text);
   params.set("k", $("k").value);
   params.set("limit", $("limit").value);
@@ -182,29 +193,45 @@ async function readUrl() {
   const area = (params.get("area") || "").split(",").map(Number);
   setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
-  const feedback = { more: ids("more").map((id) => ({ id, image: id })), less: ids("less").map((id) => ({ id, image: id })) };
+  const [more, less] = await Promise.all([judgedScenes(ids("more")), judgedScenes(ids("less"))]);
+  const again = { keepPage: true, fromUrl: true, feedback: { more, less } };
   const scene = params.get("scene");
   const text = params.get("text");
+  const upload = params.get("upload");
   if (text && !scene) {
     $("text").value = text;
-    await useText(text, { keepPage: true, fromUrl: true, feedback });
+    await useText(text, again);
+    return;
+  }
+  if (upload && /^[0-9a-f]{16}$/.test(upload)) {
+    const file = await keptUpload(upload);
+    if (file) await useFile(file, { ...again, uploadId: upload });
+    else forgetQuery("The image this link searched by was chosen in another browser, or is no longer kept in this one: choose it again.");
     return;
   }
   if (scene && /^[0-9]{1,19}$/.test(scene)) {
     try {
       const info = await api(`/scenes/${scene}`);
-      await useScene(info, { keepPage: true, fromUrl: true, feedback });
+      await useScene(info, again);
     } catch (err) {
       showMessage(err.message);
     }
-  } else if (!scene && state.query && state.query.sceneId) {
-    state.query = null;
-    $("preview").hidden = true;
-    $("results-panel").hidden = true;
-    $("labels-panel").hidden = true;
+  } else if (!scene && state.query) {
+    forgetQuery("");
   }
   if (!scene && byLabels()) await search({ fromUrl: true });
   else if (!scene && !state.query && !$("results-panel").hidden) clearResults();
+}
+
+// No query any more (the URL names none, or one this browser cannot search by again): nothing
+// of the last one stays on screen, and `message` says why where it is not plain.
+function forgetQuery(message) {
+  state.query = null;
+  $("preview").hidden = true;
+  $("understood").hidden = true;
+  $("results-panel").hidden = true;
+  $("labels-panel").hidden = true;
+  showMessage(message);
 }
 
 // --- searching ------------------------------------------------------------------------
@@ -300,7 +327,9 @@ async function search({ classify = false, fromUrl = false } = {}) {
   }
   if (body.understood) {
     state.query.labels = [...body.understood.labels_all, ...body.understood.folders];
+    state.query.read = body.understood;
     showUnderstood(body.understood);
+    tickReading(body.understood);
   }
   state.last = body;
   $("export-note").hidden = true; // it spoke of an earlier answer
@@ -331,8 +360,32 @@ function clearResults() {
   drawHits([]);
 }
 
+// A phrase's reading goes into the filters, so that they show what is searched.
+function tickReading(read) {
+  tickLabels("filters", new Set([...chosenLabels(), ...read.labels_all]));
+  tickLabels("filters-none", new Set([...chosenLabels("filters-none"), ...read.labels_none]));
+  if (read.labels_all.length) document.querySelector("input[name=match][value=all]").checked = true;
+  if (read.folders.length) setSelect($("folder"), read.folders[0]);
+}
+
+// Whether the filters still hold all a phrase was read as (`read`; null while it is being
+// read): unticking one of its labels, or choosing "any" or another folder, leaves the phrase
+// behind, and the search goes by the filters alone.
+function readingHolds(read) {
+  if (!read) return true;
+  const all = new Set(chosenLabels());
+  const none = new Set(chosenLabels("filters-none"));
+  return matchMode() === "all" && read.labels_all.every((l) => all.has(l))
+    && read.labels_none.every((l) => none.has(l)) && read.folders.every((f) => $("folder").value === f);
+}
+
 function changed() {
   state.offset = 0;
+  if (state.query && state.query.text && !readingHolds(state.query.read)) {
+    state.query = null;
+    $("text").value = "";
+    $("understood").hidden = true;
+  }
   if (state.query || byLabels()) search();
   else if (!$("archive-panel").hidden || filtering()) loadArchive();
   if (!state.query && !byLabels()) {
@@ -341,27 +394,16 @@ function changed() {
   }
 }
 
-function showFeedback() {
-  const names = (list) => list.map((s) => s.image).join(", ");
-  const parts = [];
-  if (state.more.length) parts.push(`More like ${names(state.more)}`);
-  if (state.less.length) parts.push(`less like ${names(state.less)}`);
-  $("feedback-text").textContent = parts.join(" · ");
-  $("feedback").hidden = !parts.length;
-}
-
-function giveFeedback(scene, liked) {
-  const entry = { id: String(scene.id), image: scene.image };
-  state.more = state.more.filter((s) => s.id !== entry.id);
-  state.less = state.less.filter((s) => s.id !== entry.id);
-  (liked ? state.more : state.less).push(entry);
-  state.offset = 0;
-  showFeedback();
-  search();
+// The query's image, shown once it has drawn: a file the browser cannot draw shows no
+// broken-image icon, only its name (and the message saying what is wrong with it).
+function showPreview(url) {
+  $("preview-image").hidden = true;
+  if (url) $("preview-image").src = url;
+  else $("preview-image").removeAttribute("src");
 }
 
 function startQuery(caption, previewUrl) {
-  $("preview-image").src = previewUrl;
+  showPreview(previewUrl);
   $("preview-caption").textContent = caption;
   $("preview").hidden = !previewUrl && !caption;
   $("understood").hidden = true;
@@ -386,21 +428,29 @@ async function previewUrlOf(file) {
   return "";
 }
 
-async function useFile(file) {
+async function useFile(file, { keepPage = false, fromUrl = false, feedback = null, uploadId = null } = {}) {
   if (!file) return;
-  state.query = { file, labels: [] };
-  state.offset = 0;
-  state.more = [];
-  state.less = [];
+  state.query = { file, labels: [], uploadId };
+  if (!keepPage) state.offset = 0;
+  state.more = feedback ? feedback.more : [];
+  state.less = feedback ? feedback.less : [];
   showFeedback();
   startQuery(file.name, "");
-  const url = await previewUrlOf(file);
-  state.query.previewUrl = url;
-  $("preview-image").src = url;
-  await search({ classify: true });
+  const query = state.query;
+  const [url, id] = await Promise.all([previewUrlOf(file), uploadId || keepUpload(file)]);
+  if (state.query !== query) return; // another query was asked for meanwhile
+  query.previewUrl = url;
+  query.uploadId = id;
+  showPreview(url);
+  await search({ classify: true, fromUrl });
 }
 
 async function useText(text, { keepPage = false, fromUrl = false, feedback = null } = {}) {
+  if (!fromUrl) { // a new phrase says what to find anew: the last one's labels are not kept
+    tickLabels("filters", new Set());
+    tickLabels("filters-none", new Set());
+    $("folder").value = "";
+  }
   state.query = { text, labels: [], previewUrl: "" };
   if (!keepPage) state.offset = 0;
   state.more = feedback ? feedback.more : [];
@@ -432,7 +482,7 @@ function openViewer(scene, score) {
   $("viewer-hit").src = `${full}?size=1024`;
   $("viewer-full").href = full;
   $("viewer-open").href = full;
-  $("viewer-hit-caption").textContent = `${scene.image} · ${scene.scene}` + (fromArchive ? "" : ` · score ${score.toFixed(3)}`);
+  $("viewer-hit-caption").textContent = `${scene.image} · ${scene.scene}` + (fromArchive ? "" : ` · ${scoreText(score)}`);
   const query = state.query && !fromArchive ? state.query : null;
   $("viewer-more").hidden = !query;
   $("viewer-less").hidden = !query;
@@ -599,7 +649,7 @@ function drawHits(hits) {
     if (!mapView.info.basemap && area) {
       L.imageOverlay(hit.thumbnail_url, shape.getBounds(), { alt: hit.image, className: "footprint-image" }).addTo(mapView.hits);
     }
-    shape.bindTooltip(`${rank}. ${hit.image} · score ${hit.score.toFixed(3)}`);
+    shape.bindTooltip(`${rank}. ${hit.image} · ${scoreText(hit.score)}`);
     shape.on("click", () => openViewer(hit, hit.score));
     shape.addTo(mapView.hits);
     const path = shape.getElement();
@@ -674,15 +724,22 @@ function moveFocus(grid, event) {
 function focusResults() {
   const panel = $("results-panel");
   const target = panel.hidden ? $("drop") : panel.querySelector("#results .card") || panel;
-  (panel.hidden ? target : panel).scrollIntoView({ block: "start" });
+  const box = target.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) (panel.hidden ? target : panel).scrollIntoView({ block: "start" });
   target.focus({ preventScroll: true });
 }
 
-const showResultPage = pager($("results-pager"), async (step) => {
-  state.offset = Math.max(0, state.offset + step * Number($("limit").value));
+// Runs `searching` (a search, or what starts one) and then focuses the results, unless a
+// newer search was asked for meanwhile.
+async function thenFocusResults(searching) {
   const seq = state.latest + 1;
-  await search();
-  if (seq === state.latest) focusResults(); // the new page from its top, not the pager's place
+  await searching();
+  if (seq === state.latest) focusResults();
+}
+
+const showResultPage = pager($("results-pager"), (step) => {
+  state.offset = Math.max(0, state.offset + step * Number($("limit").value));
+  thenFocusResults(search); // the new page from its top, not the pager's place
 });
 const showArchivePage = pager($("archive-pager"), (step) => {
   if (step < 0) archivePages.back(); else archivePages.forward();
@@ -709,13 +766,13 @@ function wire() {
   $("archive-name").addEventListener("input", loadArchive);  // a new selection: the first page
   $("archive-folder").addEventListener("change", loadArchive);
   $("skip").addEventListener("click", (event) => { event.preventDefault(); focusResults(); });
+  $("preview-image").addEventListener("load", () => { $("preview-image").hidden = false; });
   $("results").addEventListener("keydown", (event) => moveFocus($("results"), event));
   $("archive").addEventListener("keydown", (event) => moveFocus($("archive"), event));
   $("viewer-close").addEventListener("click", () => $("viewer").close());
   $("viewer-search").addEventListener("click", () => {
     $("viewer").close();
-    useScene($("viewer").scene);
-    window.scrollTo({ top: 0, behavior: "smooth" });
+    thenFocusResults(() => useScene($("viewer").scene));
   });
   $("viewer-more").addEventListener("click", () => { $("viewer").close(); giveFeedback($("viewer").scene, true); });
   $("viewer-less").addEventListener("click", () => { $("viewer").close(); giveFeedback($("viewer").scene, false); });
