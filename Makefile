@@ -12,6 +12,8 @@ export GRN_DATABASE_URL ?= sqlite:///$(DATA)/grn.db
 export GRN_MODEL_PATH ?= $(RUN)/model.safetensors
 export GRN_INDEX_ROOT ?= $(DATA)/index
 export GRN_THUMBNAIL_DIR ?= $(DATA)/thumbnails
+# the archive served, which the admin page's Import (POST /admin/import) imports again
+export GRN_ARCHIVE_DIR ?= $(abspath $(UCM))
 
 .PHONY: install lock run serve-prepare train evaluate test test-engines lint typecheck bench bench-service clean \
 	images compose-smoke scale

@@ -1,6 +1,7 @@
 // The admin page: add scenes (several at a time, with labels), correct and remove them, run
 // and follow the admin jobs. Plain JavaScript against the service's own API; the key the
-// person enters is sent as X-API-Key and kept in local storage (shared with the search page).
+// person enters is sent as X-API-Key and kept in local storage (shared with the search page);
+// every write needs it, so the buttons that write wait for one.
 // `$`, `api`, `element`, `dropZone` and `pager` come from common.js, loaded first.
 "use strict";
 
@@ -20,6 +21,18 @@ function labelBoxes(container, chosen, prefix) {
     input.checked = chosen.includes(name);
     container.append(element("label", { htmlFor: input.id }, [input, ` ${name}`]));
   }
+}
+
+function keyed() {
+  return $("api-key").value.trim() !== "";
+}
+
+// The buttons that write (marked data-write) work only with a key: without one they are
+// disabled and the key's note says why. Adding also waits for images.
+function applyKey() {
+  for (const button of document.querySelectorAll("[data-write]")) button.disabled = !keyed();
+  $("add").disabled = !state.files.length || !keyed();
+  $("key-note").hidden = keyed();
 }
 
 function ticked(container) {
@@ -52,7 +65,7 @@ function choose(files) {
   $("chosen").textContent = state.files.length
     ? `${state.files.length} image${state.files.length > 1 ? "s" : ""} chosen: ${names}`
     : "";
-  $("add").disabled = !state.files.length;
+  applyKey();
 }
 
 async function addScenes(event) {
@@ -84,7 +97,7 @@ async function addScenes(event) {
     await checkReady();
   } catch (err) {
     say("add-message", `Not added: ${err.message}`);
-    $("add").disabled = false;
+    applyKey();
   }
 }
 
@@ -102,10 +115,12 @@ async function loadScenes() {
   }
   const rows = body.scenes.map((scene) => {
     const image = element("img", { src: scene.thumbnail_url, alt: scene.image, width: 48, height: 48 });
-    const edit = element("button", { type: "button", className: "button secondary small", textContent: "Correct" });
+    const write = { type: "button", className: "button secondary small", disabled: !keyed() };
+    const edit = element("button", { ...write, textContent: "Correct" });
     edit.addEventListener("click", () => openEditor(scene));
-    const remove = element("button", { type: "button", className: "button secondary small", textContent: "Remove" });
+    const remove = element("button", { ...write, textContent: "Remove" });
     remove.setAttribute("aria-label", `Remove ${scene.image}`);
+    for (const button of [edit, remove]) button.dataset.write = "";
     remove.addEventListener("click", () => removeScene(scene));
     const row = element("tr", {}, [
       element("td", {}, [image, " ", scene.image]),
@@ -217,6 +232,8 @@ function wire() {
   $("job-train").addEventListener("click", () => startJob("/admin/train"));
   $("job-rollback").addEventListener("click", () => startJob("/admin/rollback"));
   $("api-key").value = localStorage.getItem("grn-api-key") || "";
+  $("api-key").addEventListener("input", applyKey);
+  applyKey();
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     localStorage.setItem("grn-api-key", $("api-key").value.trim());

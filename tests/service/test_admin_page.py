@@ -5,13 +5,24 @@ reindex job, checking after each step what the page and the API then show."""
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from servers import CHROMIUM, LiveServer, Served, copy_served, prepared_database, server_env
+from pages import DESKTOP, PHONE
+from servers import (
+    CHROMIUM,
+    REPO,
+    LiveServer,
+    Served,
+    copy_served,
+    prepared_database,
+    server_env,
+)
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
@@ -57,7 +68,7 @@ def test_add_correct_remove_and_run_a_job(
     admin_server: LiveServer, browser: Any, ucm_root: Path, ucm_subset: Path, axe_script: str
 ) -> None:
     images = new_images(ucm_root, ucm_subset, 2)
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page = browser.new_page(viewport=DESKTOP)
     page.on("dialog", lambda dialog: dialog.accept())  # the removal's confirmation
     page.goto(f"{admin_server.url}/admin")
     page.wait_for_selector("#add-labels input[value=ship]")
@@ -124,3 +135,95 @@ def test_add_correct_remove_and_run_a_job(
     with httpx.Client(base_url=admin_server.url, timeout=60) as client:
         ready = client.get("/readyz").json()
         assert ready["scenes"] == 127  # 126 + 2 added - 1 removed
+
+
+def make_run_settings(ucm_root: Path, tmp_path: Path) -> dict[str, str]:
+    """The GRN_ settings `make run UCM=...` serves with: the Makefile as typed, its
+    preparation skipped and a stand-in `grn` that prints the environment it is given."""
+    stand_in = tmp_path / "grn"
+    stand_in.write_text("#!/bin/sh\nenv\n")
+    stand_in.chmod(0o755)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GRN_")}
+    typed = ["make", "-s", "-o", "serve-prepare", "run", f"UCM={ucm_root}", f"GRN={stand_in}"]
+    printed = subprocess.run(typed, cwd=REPO, env=clean, capture_output=True, text=True, check=True)
+    pairs = (line.split("=", 1) for line in printed.stdout.splitlines() if line.startswith("GRN_"))
+    return dict(pairs)
+
+
+@pytest.fixture(scope="module")
+def make_run_server(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server over the UCM subset with the archive folder `make run` gives it (if any), and
+    a key."""
+    workdir = tmp_path_factory.mktemp("make-run")
+    given = make_run_settings(ucm_root, workdir)
+    archive = {key: given[key] for key in ("GRN_ARCHIVE_DIR",) if key in given}
+    url = f"sqlite:///{workdir / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    env = server_env(served, url, workdir, GRN_API_KEY=KEY, **archive)
+    with LiveServer(env, workdir / "server.log") as server:
+        yield server
+
+
+def test_make_run_serves_the_archive_it_imports(ucm_root: Path, tmp_path: Path) -> None:
+    settings = make_run_settings(ucm_root, tmp_path)
+    assert Path(settings["GRN_ARCHIVE_DIR"]) == ucm_root.resolve()
+
+
+def test_write_buttons_wait_for_a_key(
+    make_run_server: LiveServer, browser: Any, ucm_root: Path, ucm_subset: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{make_run_server.url}/admin")
+    expect(page.locator("#scenes tbody tr")).to_have_count(20)
+    writes = page.locator(
+        "#add, #job-reindex, #job-import, #job-train, #job-rollback, #scenes button"
+    )
+    assert writes.count() == 45  # add, four jobs, Correct and Remove on each of 20 rows
+    for number in range(writes.count()):
+        expect(writes.nth(number)).to_be_disabled()
+    expect(page.locator("#key-note")).to_be_visible()
+
+    page.fill("#api-key", KEY)
+    page.click("#key-form button")
+    expect(page.locator("#key-note")).to_be_hidden()
+    for number in range(writes.count()):
+        if writes.nth(number).get_attribute("id") != "add":  # it waits for images too
+            expect(writes.nth(number)).to_be_enabled()
+    expect(page.locator("#add")).to_be_disabled()
+    page.set_input_files("#files", str(new_images(ucm_root, ucm_subset, 1)[0]))
+    expect(page.locator("#add")).to_be_enabled()
+    page.close()
+
+
+def test_import_works_after_make_run(make_run_server: LiveServer, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(f"{make_run_server.url}/admin")
+    page.fill("#api-key", KEY)
+    page.click("#key-form button")
+    page.click("#job-import")
+    page.wait_for_selector("#jobs li, #jobs-message:not([hidden])")
+    expect(page.locator("#jobs-message")).to_be_hidden()  # not "GRN_ARCHIVE_DIR is not set"
+    expect(page.locator("#jobs li").first).to_have_attribute(
+        "data-status", "succeeded", timeout=180_000
+    )
+    assert "import" in page.inner_text("#jobs li")
+    with make_run_server.client() as client:
+        assert client.get("/readyz").json()["scenes"] == 2100  # the whole UCM archive now
+    page.close()
+
+
+def test_the_admin_page_fits_a_phone(make_run_server: LiveServer, browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    page.goto(f"{make_run_server.url}/admin")
+    expect(page.locator("#scenes tbody tr")).to_have_count(20)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px phone"
+    page.close()
