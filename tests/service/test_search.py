@@ -298,6 +298,8 @@ def test_query_by_labels(whole: tuple[LiveServer, dict[str, str]], archive: Arch
     ]  # fmt: skip
     assert body["query_id"] is None and len(hits) == min(100, len(matching)) > 10
     assert set(hits) <= set(matching)
+    assert body["score_kind"] == "label_match"  # the scores are probabilities, said so
+    assert search(server, k=5, scene_id=str(hits[0]))["score_kind"] == "similarity"
     region = np.sort(np.asarray([i for i, s in names.items()
                                  if carries(s, ["airplane", "pavement"])]))  # fmt: skip
     centre = served.vectors(region).mean(axis=0)
