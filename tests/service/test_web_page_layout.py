@@ -119,9 +119,13 @@ def test_the_feedback_bar_shows_the_scenes_by_their_thumbnails(
     page.close()
 
 
-@pytest.mark.parametrize("path", ["/redoc", "/docs"])
+@pytest.mark.parametrize(
+    ("path", "footer"),
+    [("/redoc", "API docs by Redocly"), ("/docs", "/search/density")],  # drawn last
+    ids=["redoc", "docs"],
+)
 def test_the_api_documentation_asks_no_other_host(
-    page_server: LiveServer, browser: Any, path: str
+    page_server: LiveServer, browser: Any, path: str, footer: str
 ) -> None:
     from playwright.sync_api import expect
 
@@ -135,6 +139,7 @@ def test_the_api_documentation_asks_no_other_host(
     page.route("**/*", sent)
     page.goto(f"{page_server.url}{path}")
     expect(page.get_by_text("/search/density").first).to_be_visible(timeout=30_000)
+    expect(page.get_by_text(footer).first).to_be_visible()  # ReDoc's, with its maker's logo
     page.wait_for_load_state("networkidle")
     server = urlsplit(page_server.url).netloc
     assert f"{page_server.url}/openapi.json" in asked
