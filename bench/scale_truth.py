@@ -6,7 +6,9 @@ keep about 1% and about 50% of the scenes; `Truth.nearest()` is brute force over
 the scenes a filter keeps (exact inner product, the query scene left out), then, where the
 service said it re-ranked (GRN_BACKBONE_RERANK: `auto` does for content the model did not train
 on, which a synthetic archive's scenes are), the same re-ranking of that exact pool by the
-carried backbone descriptors (`model.rerank.blended`)."""
+carried backbone descriptors as the index version keeps them (`index.descriptors`: int8 codes
+by default) (`model.rerank.blended`).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from index.descriptors import DEFAULT as DEFAULT_DESCRIPTORS
+from index.descriptors import decoded, encoded
 from index.given_vectors import GivenVectors
 from model import rerank
 from model.archive_table import read_archive_table
@@ -44,6 +48,14 @@ class Truth:
     """The archive's descriptors (memory-mapped, vectors/ order), None where it has none."""
     descriptor_rows: np.ndarray
     """(n,) each scene's row in `descriptors`."""
+    descriptors_kept: str = DEFAULT_DESCRIPTORS
+    """How the index version keeps them (`grn import --bulk` and `grn reindex`'s default)."""
+
+    def descriptors_of(self, rows: np.ndarray) -> np.ndarray:
+        """The descriptors of these rows as the service reads them from the version."""
+        assert self.descriptors is not None
+        kept = encoded(self.descriptors[self.descriptor_rows[rows]], self.descriptors_kept)
+        return decoded(kept)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,9 +87,8 @@ class Truth:
         if pool:
             if self.descriptors is None:
                 raise SystemExit("the service re-ranked, but the archive carries no descriptors")
-            at = self.descriptor_rows
-            theirs = self.descriptors[at[candidates]]
-            scores = rerank.blended(scores, self.descriptors[at[row]], theirs)
+            mine = self.descriptors_of(np.asarray([row]))[0]
+            scores = rerank.blended(scores, mine, self.descriptors_of(candidates))
             candidates, scores = _top(candidates, scores, k)
         return [int(self.ids[i]) for i in candidates]
 

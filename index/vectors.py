@@ -134,7 +134,7 @@ class SearchSettings:
 
 
 class VectorFile:
-    """The rows of a float32 (or float16) `.npy` matrix, read on demand with `pread`.
+    """The rows of a float32 (or float16, or int8) `.npy` matrix, read on demand with `pread`.
 
     A memory map would do the same reads, but every page a query touches (and the pages
     the kernel reads ahead around it) then counts as the process's resident memory: at 10M
@@ -154,8 +154,8 @@ class VectorFile:
             )
             shape, fortran_order, dtype = read_header(handle)
             self._offset = handle.tell()
-        if len(shape) != 2 or fortran_order or dtype not in (np.float32, np.float16):
-            raise ValueError(f"{self.path}: not a C-ordered float32 or float16 matrix")
+        if len(shape) != 2 or fortran_order or dtype not in (np.float32, np.float16, np.int8):
+            raise ValueError(f"{self.path}: not a C-ordered float32, float16 or int8 matrix")
         self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(dtype)
         self._row_bytes = self.shape[1] * self.dtype.itemsize

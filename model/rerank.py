@@ -9,7 +9,8 @@ the GRN embedding and orders them by
     WEIGHT x GRN cosine + (1 - WEIGHT) x descriptor cosine
 
 where a scene's descriptor is its backbone's pooled features on the unit sphere, an output of
-the served graph (model/engine.py) kept beside each index version (float16). Measured on
+the served graph (model/engine.py) kept beside each index version (int8 codes with a scale
+per scene, or float16: index/descriptors.py). Measured on
 UCM with folders and labels held out (`bench/unseen.py`, three draws): at WEIGHT 0.3 the
 search is at or above the frozen backbone on P@10 and mAP in all six held-out sets (the GRN
 embedding alone: four), and keeps the GRN embedding's mAP within 0.003 on seen content; it
@@ -46,7 +47,8 @@ SEEN_SHARE = 0.5
 NEAREST = 10
 """An image is unseen content when most of its this many nearest scenes are."""
 DTYPE = np.float16
-"""How descriptors are kept beside an index: 2.5 KB a scene for a 1280-d backbone."""
+"""How descriptors leave the network (embedding shards, an archive's vectors folder): 2.5 KB
+a scene for a 1280-d backbone. An index version may keep them in int8 (index/descriptors.py)."""
 
 
 def no_descriptors(card: Any) -> np.ndarray:

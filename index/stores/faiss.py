@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
+from index.descriptors import LEGACY as LEGACY_DESCRIPTORS
+from index.descriptors import decoded
 from index.filters import SceneFilter, SceneMeta
 from index.gpu import can_use_gpu, configure_copy, gpu_count, to_gpus
 from index.id_mask import IdMask
@@ -37,7 +39,7 @@ from index.results import (
 )
 from index.stores.base import ReindexAction, ReindexOptions, StoreVersion, UnknownSceneError
 from index.stores.faiss_versions import IDS_FILE, IndexStore, LoadedIndex
-from index.vectors import SearchSettings, configure, find_ivf, make_index, search, widened
+from index.vectors import SearchSettings, configure, find_ivf, make_index, search
 
 if TYPE_CHECKING:
     from index.stores.settings import StoreSettings
@@ -151,7 +153,7 @@ class Searcher:
         if kept is None:
             return None
         ids = self._check_held(ids)
-        return widened(np.asarray(kept.vectors[kept.rows(ids)]))
+        return decoded(kept.vectors[kept.rows(ids)])
 
     def seen(self, ids: Sequence[int] | np.ndarray) -> np.ndarray | None:
         if self.loaded.seen is None:
@@ -257,7 +259,11 @@ class FaissVersions:
         manifest = self.versions.manifest(version)  # IndexNotReadyError when damaged
         share = manifest.stats.get("seen_share")
         content = "" if share is None else f", {share:.0%} seen content"
-        descriptors = "; descriptors kept" if manifest.descriptors_checksum else ""
+        descriptors = (
+            f"; descriptors kept ({manifest.descriptors_dtype or LEGACY_DESCRIPTORS})"
+            if manifest.descriptors_checksum
+            else ""
+        )
         return StoreVersion(
             version,
             manifest.model_version,

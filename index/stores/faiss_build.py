@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,6 +20,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.descriptors import DEFAULT as DEFAULT_DESCRIPTORS
+from index.descriptors import check_dtype, encoded
 from index.embedding_job import run_embedding_job
 from index.given_vectors import given_for, nothing_embedded, take_given, with_taken
 from index.stores import IndexModelMismatchError
@@ -41,7 +43,6 @@ from index.vectors import (
 from model.archive import Archive, as_archive, scene_id
 from model.card import load_model, read_card
 from model.inference import configure_cpu_threads, resolve_device
-from model.rerank import DTYPE as DESCRIPTOR_DTYPE
 from model.rerank import keeps_descriptors, seen_content
 
 RECALL_QUERIES = 1000
@@ -57,6 +58,8 @@ class ReindexSettings:
     shard_size: int = 1024
     recall_queries: int = RECALL_QUERIES
     seed: int = 0
+    descriptors: str = DEFAULT_DESCRIPTORS
+    """How the version keeps the re-rank descriptors: int8 or float16 (index/descriptors.py)."""
 
 
 @dataclass
@@ -138,6 +141,7 @@ def reindex(
     With `ray_workers`, the embedding runs on Ray with that many embedding actors (on the
     cluster at `ray_address` when given)."""
     settings = settings or ReindexSettings()
+    check_dtype(settings.descriptors)  # before any scene is embedded
     configure_cpu_threads()
     start = time.perf_counter()
     torch_device = resolve_device(device)
@@ -211,7 +215,7 @@ def reindex(
     if embedded.descriptors is not None and (parent is None or parent_descriptors is not None):
         descriptors = _updated_rows(
             parent_descriptors, gone if parent else None, embedded.ids, embedded.descriptors,
-            dtype=DESCRIPTOR_DTYPE,
+            partial(encoded, dtype=settings.descriptors),
         )  # fmt: skip
     recall = _recall_of(index, full, parent, embedded, search_settings, settings)
     stats = {
@@ -252,23 +256,27 @@ def reindex(
     )
 
 
+def _float32(rows: Any) -> np.ndarray:
+    return np.asarray(rows, dtype=np.float32)
+
+
 def _updated_rows(
     parent: FullVectors | None,
     gone: np.ndarray | None,
     ids: np.ndarray,
     rows: np.ndarray,
-    dtype: Any = np.float32,
+    kept: Callable[[Any], np.ndarray] = _float32,
 ) -> FullVectors:
     """Rows per scene of the new version (full vectors, probabilities or descriptors): the
-    parent's, less the removed, plus the new scenes' `rows`."""
-    if parent is None:
-        return FullVectors.from_unsorted(ids, rows, dtype)
-    keep = ~np.isin(parent.ids, gone) if gone is not None and len(gone) else slice(None)
-    return FullVectors.from_unsorted(
-        np.concatenate([parent.ids[keep], ids]),
-        np.concatenate([np.asarray(parent.vectors[keep], dtype=dtype), rows.astype(dtype)]),
-        dtype,
-    )
+    parent's, less the removed, plus the new scenes' `rows`, each as `kept` makes them (the
+    version's dtype: float32, or the descriptors' coding)."""
+    if parent is not None:
+        keep = ~np.isin(parent.ids, gone) if gone is not None and len(gone) else slice(None)
+        ids = np.concatenate([parent.ids[keep], ids])
+        rows = np.concatenate([kept(parent.vectors[keep]), kept(rows)])
+    else:
+        rows = kept(rows)
+    return FullVectors.from_unsorted(ids, rows, rows.dtype)
 
 
 def _recall_of(

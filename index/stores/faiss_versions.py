@@ -7,9 +7,10 @@
         ids.npy               the ids it holds, sorted
         probabilities.npy     the classifier's label probabilities of each scene, rows in
                               the order of ids.npy (ranks label queries)
-        descriptors.npy       float16, the backbone's descriptors of each scene, rows in the
-                              order of ids.npy (re-rank searches, model/rerank.py); only
-                              for a model trained in head mode
+        descriptors.npy       the backbone's descriptors of each scene, rows in the order
+                              of ids.npy (re-rank searches, model/rerank.py), as int8 codes
+                              or float16 (index/descriptors.py); only for a model trained
+                              in head mode
         seen.npy              the sorted ids of the scenes whose content the model trained
                               on (`model.rerank.seen_content`)
         manifest.json         written last: model version, dim, metric, factory, count,
@@ -36,6 +37,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from index.descriptors import LEGACY as LEGACY_DESCRIPTORS
+from index.descriptors import kept_as
 from index.results import in_sorted
 from index.stores.base import IndexModelMismatchError, IndexNotReadyError
 from index.vectors import FullVectors, VectorFile, stored_ids
@@ -79,6 +82,9 @@ class Manifest:
     """Of probabilities.npy (None: a version built before they were kept)."""
     descriptors_checksum: str | None = None
     """Of descriptors.npy (None: not kept)."""
+    descriptors_dtype: str | None = None
+    """How descriptors.npy keeps them, one of `index.descriptors.DTYPES` (None: not kept,
+    or a version built before int8 was offered, whose descriptors are float16)."""
     seen_checksum: str | None = None
     """Of seen.npy (None: a version built before it was recorded)."""
 
@@ -206,7 +212,9 @@ class IndexStore:
         """Write an index as a new version (not yet in service; see `activate`), with the
         full vectors beside it when given (sorted by id, for re-ranking) and the scenes'
         label probabilities, backbone descriptors and seen scenes' ids when given (`seen`
-        may name scenes the index does not hold: they are left out)."""
+        may name scenes the index does not hold: they are left out). Descriptors come as
+        the version keeps them: int8 codes or float16 (`index.descriptors.encoded`)."""
+        descriptors_dtype = None if descriptors is None else kept_as(descriptors.vectors)
         # names sort in creation order: UTC time to the nanosecond, then a random tag
         now = time.time_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
@@ -252,6 +260,7 @@ class IndexStore:
             stats=stats or {},
             probabilities_checksum=probabilities_checksum,
             descriptors_checksum=descriptors_checksum,
+            descriptors_dtype=descriptors_dtype,
             seen_checksum=seen_checksum,
         )
         write_durably(folder / MANIFEST, json.dumps(asdict(manifest), indent=2).encode())
@@ -293,6 +302,12 @@ class IndexStore:
         full_vectors = _load_rows(folder, VECTORS_FILE, manifest.vectors_checksum)
         probabilities = _load_rows(folder, PROBABILITIES_FILE, manifest.probabilities_checksum)
         descriptors = _load_rows(folder, DESCRIPTORS_FILE, manifest.descriptors_checksum)
+        named = manifest.descriptors_dtype or LEGACY_DESCRIPTORS
+        if descriptors is not None and descriptors.dtype.name != named:
+            raise IndexNotReadyError(
+                f"index version {version}: {DESCRIPTORS_FILE} holds {descriptors.dtype.name} "
+                f"rows, its manifest names {named}"
+            )
         seen = None
         if manifest.seen_checksum is not None:
             seen = np.load(_checked(folder, SEEN_FILE, manifest.seen_checksum))

@@ -62,6 +62,13 @@ def reindex(
     keep: Annotated[int, typer.Option(help="Index versions kept on disk.")] = 3,
     nprobe: Annotated[int, typer.Option(help="IVF lists searched per query.")] = 64,
     shard_size: Annotated[int, typer.Option(help="Scenes per embedding shard.")] = 1024,
+    descriptors: Annotated[
+        str | None,
+        typer.Option(
+            help="How the version keeps a head-mode model's re-rank descriptors: int8 (the "
+            "default: a byte a value, one scale per scene) or float16 (two bytes).",
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     skip_broken: SkipBrokenOpt = False,
     milvus: MilvusOpt = None,
@@ -93,6 +100,8 @@ def reindex(
     """Embed the archive (a folder, or with --catalog the scenes SQL holds) and put a new
     version of its vectors in service, in the vector store of GRN_VECTOR_STORE (FAISS index
     versions under INDEX-ROOT by default)."""
+    from index.descriptors import DEFAULT as DEFAULT_DESCRIPTORS
+    from index.descriptors import DTYPES as DESCRIPTOR_DTYPES
     from index.stores.faiss_build import ReindexSettings
     from service.storage.catalog_archive import EmptyCatalogError
     from service.usecases.reindex import IndexWriteError, ReindexRequest, reindex_scenes
@@ -101,10 +110,12 @@ def reindex(
         usage_error("give the scenes to index: --archive FOLDER or --catalog")
     if catalog and labels is not None:
         usage_error("--labels goes with --archive, not --catalog")
+    if descriptors is not None and descriptors not in DESCRIPTOR_DTYPES:
+        usage_error(f"--descriptors is one of {', '.join(DESCRIPTOR_DTYPES)}, not {descriptors}")
     cluster = ray_address(ray_at)
     build = ReindexSettings(
         factory=factory, memory_budget_gb=memory_budget_gb, keep=keep, nprobe=nprobe,
-        shard_size=shard_size,
+        shard_size=shard_size, descriptors=descriptors or DEFAULT_DESCRIPTORS,
     )  # fmt: skip
     request = ReindexRequest(
         model=model, archive=archive, labels=labels, incremental=incremental, replace=replace,

@@ -115,6 +115,52 @@ def test_a_compressed_index_keeps_its_full_vectors(tmp_path: Path) -> None:
         )
 
 
+def test_descriptors_load_back_as_kept_int8_or_float16_from_before(tmp_path: Path) -> None:
+    """A version keeps int8 codes (the default) or float16 rows and says which; one built
+    before int8 was offered (its manifest names no dtype) loads as float16; the service reads
+    float32 unit rows from either."""
+    import json
+
+    from index.descriptors import encoded
+    from index.stores.faiss import FaissVersions, Searcher
+
+    index, _ = _index(200)
+    ids = np.arange(200, dtype=np.int64) + 1
+    rows = clustered_unit_vectors(200, 64, centres=5, seed=3)
+    store = IndexStore(tmp_path)
+    written = {}
+    for dtype in ("int8", "float16"):
+        kept = FullVectors(ids, encoded(rows, dtype))
+        written[dtype] = store.write_version(
+            index, model_version="m", factory="Flat", descriptors=kept
+        )
+        assert written[dtype].descriptors_dtype == dtype
+    folder = tmp_path / "versions" / written["int8"].version
+    assert (folder / "descriptors.npy").stat().st_size == 128 + 200 * 64  # a byte a value
+    store.activate(written["int8"].version)
+    got = Searcher(store.load()).descriptors(ids[[7, 0, 199]])
+    assert got is not None and got.dtype == np.float32
+    np.testing.assert_allclose(got, rows[[7, 0, 199]], atol=np.abs(rows).max() / 127)
+
+    old = tmp_path / "versions" / written["float16"].version / "manifest.json"
+    manifest = json.loads(old.read_text())
+    del manifest["descriptors_dtype"]  # as a version from before the choice was written
+    old.write_text(json.dumps(manifest))
+    store.activate(written["float16"].version)
+    loaded = store.load()
+    assert loaded.manifest.descriptors_dtype is None and loaded.descriptors is not None
+    np.testing.assert_array_equal(
+        Searcher(loaded).descriptors(ids[:5]), rows[:5].astype(np.float16).astype(np.float32)
+    )
+    current = FaissVersions(tmp_path).current()
+    assert current is not None and "descriptors kept (float16)" in current.description
+
+    manifest["descriptors_dtype"] = "int8"  # a manifest that does not match its file
+    old.write_text(json.dumps(manifest))
+    with pytest.raises(IndexNotReadyError, match="holds float16 rows, its manifest names int8"):
+        store.load()
+
+
 MAPPED_PROBE = """
 import sys
 import numpy as np

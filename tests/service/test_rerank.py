@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from commands import grn
 from servers import LiveServer, Served, head_model_served, server_env
 
 from index.stores.faiss import FaissVersions, Searcher
@@ -24,7 +26,7 @@ from index.stores.faiss_build import ReindexSettings, reindex
 from index.stores.faiss_versions import IndexStore
 from model import rerank
 from model.archive import load_archive, scene_id
-from model.card import load_model
+from model.card import load_model, read_card
 from model.imageio import read_image
 from model.inference import normalize, predict, prepare_batch
 from service.storage.catalog import Catalog
@@ -56,17 +58,19 @@ def test_the_version_keeps_the_backbones_descriptors(
     served, _, _ = head_served
     loaded = IndexStore(served.index_root).load()
     assert loaded.descriptors is not None
-    assert loaded.descriptors.dtype == rerank.DTYPE
+    assert loaded.descriptors.dtype == np.int8 and loaded.manifest.descriptors_dtype == "int8"
     assert loaded.manifest.stats["seen_share"] == 0.0  # the model trained on none of it
     assert loaded.seen is not None and len(loaded.seen) == 0
     current = FaissVersions(served.index_root).current()  # what `grn status` prints
-    assert current is not None and "0% seen content; descriptors kept" in current.description
+    assert current is not None
+    assert "0% seen content; descriptors kept (int8)" in current.description
     archive = load_archive(ucm_root, ucm_subset)
     scenes = archive.scenes[:6]
     expected = backbone_descriptors(served.model, [read_image(s.path) for s in scenes])
     got = Searcher(loaded).descriptors([scene_id(s.name) for s in scenes])
     assert got is not None and got.shape == (6, 1280)
-    np.testing.assert_allclose(got, expected, atol=2e-3)  # float16 on disk
+    # int8 on disk: half a step of 1/127 of a row's largest value (at most 0.4 here)
+    np.testing.assert_allclose(got, expected, atol=3e-3)
 
 
 def test_a_fine_tuned_backbone_keeps_no_descriptors(served: Served) -> None:
@@ -78,17 +82,21 @@ def test_a_fine_tuned_backbone_keeps_no_descriptors(served: Served) -> None:
 def test_an_incremental_reindex_keeps_the_parents_descriptors(
     head_served: tuple[Served, str, Path], ucm_root: Path, ucm_subset: Path, tmp_path: Path
 ) -> None:
+    """From a float16 parent (as versions were before int8), the incremental build keeps
+    int8 codes (the default) of every scene: those of a full int8 build."""
     served, _, _ = head_served
     archive = load_archive(ucm_root, ucm_subset)
     names = [s.name for s in archive.scenes]
-    common = dict(labels_csv=ucm_subset, settings=ReindexSettings(factory="Flat"), device="cpu",
-                  progress=False)  # fmt: skip
-    reindex(served.model, ucm_root, tmp_path, names=names[:40], **common)  # type: ignore[arg-type]
+    common = dict(labels_csv=ucm_subset, device="cpu", progress=False)
+    float16 = ReindexSettings(factory="Flat", descriptors="float16")
+    reindex(served.model, ucm_root, tmp_path, names=names[:40], settings=float16, **common)  # type: ignore[arg-type]
     first = IndexStore(tmp_path).load()
-    reindex(served.model, ucm_root, tmp_path, incremental=True, **common)  # type: ignore[arg-type]
+    reindex(served.model, ucm_root, tmp_path, incremental=True,  # type: ignore[arg-type]
+            settings=ReindexSettings(factory="Flat"), **common)  # fmt: skip
     grown = IndexStore(tmp_path).load()
     assert grown.manifest.parent == first.manifest.version
     assert first.descriptors is not None and grown.descriptors is not None
+    assert first.descriptors.dtype == np.float16 and grown.descriptors.dtype == np.int8
     assert len(grown.descriptors.ids) == len(names)
     whole = Searcher(IndexStore(served.index_root).load())
     ids = [scene_id(n) for n in names]
@@ -245,3 +253,59 @@ def test_seen_content_is_not_re_ranked_by_default(head_served: tuple[Served, str
         ):
             page = search_scenes(snapshot, catalog, SearchQuery(k=10), rerank=Rerank(mode), **by)
             assert page.reranked is expected, (mode, by.keys())
+
+
+SCORE_TOLERANCE = 3e-3
+"""How far an int8 version's blended scores may be from a float16 one's: 0.7 of a cosine
+whose error is at most 4e-3 (both descriptors coded; bench/descriptor_quant.py)."""
+
+
+def test_a_float16_version_typed_re_ranks_as_the_int8_one(
+    head_served: tuple[Served, str, Path], ucm_root: Path, ucm_subset: Path, tmp_path: Path
+) -> None:
+    """`grn reindex --descriptors float16` as typed keeps float16 descriptors, and searches
+    re-ranked with them agree with the int8 version's (the default): each hit's blended score
+    within SCORE_TOLERANCE, at each rank int8 puts a scene float16 scores at most twice that
+    below float16's own scene of that rank, and most top 10s are the same. An unknown dtype
+    is a usage error."""
+    served, url, _ = head_served
+    root = tmp_path / "index"
+    typed = ("reindex", "--model", str(served.model), "--archive", str(ucm_root), "--labels",
+             str(ucm_subset), "--index-root", str(root), "--factory", "Flat", "--device", "cpu",
+             "--quiet")  # fmt: skip
+    bad = grn(*typed, "--descriptors", "int4")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: --descriptors is one of int8, float16, not int4"
+    done = grn(*typed, "--descriptors", "float16")
+    assert done.returncode == 0, done.stderr
+    catalog = Catalog(make_engine(url))
+    card = read_card(served.model)
+
+    halves = IndexStore(root).load()
+    assert halves.descriptors is not None and halves.descriptors.dtype == np.float16
+    ids = Searcher(halves).ids
+    others = len(ids) - 1  # every other scene is re-ranked
+
+    def hits(index_root: Path, query: int, k: int) -> dict[int, float]:
+        loaded = IndexStore(index_root).load()
+        snapshot: Any = SimpleNamespace(
+            card=card, searcher=Searcher(loaded), model_version=loaded.manifest.model_version,
+            index_version=loaded.manifest.version,
+        )  # fmt: skip
+        page = search_scenes(
+            snapshot, catalog, SearchQuery(k=k), scene_id=query,
+            rerank=Rerank("on", pool=others),
+        )  # fmt: skip
+        assert page.reranked
+        return {h.scene.id: h.score for h in page.hits}
+
+    same = 0
+    for query in ids[::9].tolist():
+        every = hits(root, query, others)  # float16: every scene's blended score
+        best = sorted(every.values(), reverse=True)[:10]
+        codes = hits(served.index_root, query, 10)
+        assert all(abs(every[i] - score) <= SCORE_TOLERANCE for i, score in codes.items())
+        for rank, scene in enumerate(codes):
+            assert every[scene] >= best[rank] - 2 * SCORE_TOLERANCE, (query, rank)
+        same += list(codes) == sorted(every, key=every.__getitem__, reverse=True)[:10]
+    assert same >= len(ids[::9]) * 2 // 3  # most top 10s are float16's exactly (12 of 14)
