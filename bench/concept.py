@@ -30,7 +30,14 @@ from pathlib import Path
 import numpy as np
 
 from bench._common import UCM
-from bench.unseen import backbone_features, head_outputs, labels_csv_without, trained, unit
+from bench.unseen import (
+    backbone_features,
+    head_outputs,
+    held_out,
+    labels_csv_without,
+    trained,
+    unit,
+)
 from model.archive import load_archive
 from model.probe import fit_probe, probe_features
 from model.rerank import WEIGHT
@@ -102,12 +109,7 @@ def main() -> None:
 
     archive = load_archive(args.archive)
     labels = archive.label_matrix()
-    rng = np.random.default_rng(args.seed)
-    folders = sorted({s.folder for s in archive.scenes})
-    rng.choice(folders, size=args.folders, replace=False)  # bench/unseen.py's draw order
-    common = [n for n, share in zip(archive.label_names, labels.mean(axis=0), strict=True)
-              if share >= 0.05]  # fmt: skip
-    held = sorted(rng.choice(common, size=args.labels, replace=False).tolist())
+    held = sorted(held_out(archive, args.seed, args.folders, args.labels)[1])
     model = trained(
         args.archive,
         labels_csv_without(args.archive / "labels.csv", args.out / "labels.csv", labels=set(held)),

@@ -88,6 +88,18 @@ def projected(features: np.ndarray, mean: np.ndarray, projection: np.ndarray) ->
     return unit((unit(features.astype(np.float64)) - mean) @ projection).astype(np.float32)
 
 
+def held_out(archive: Archive, seed: int, folders: int, labels: int) -> tuple[set[str], set[str]]:
+    """The scene folders and the label columns held out with `seed`: `folders` folders, then
+    `labels` labels among those carried by at least 5% of the scenes, in this order from one
+    generator (so that each draw of a seed is the same in every benchmark)."""
+    rng = np.random.default_rng(seed)
+    names = sorted({s.folder for s in archive.scenes})
+    held_folders = set(rng.choice(names, size=folders, replace=False).tolist())
+    shares = archive.label_matrix().mean(axis=0)
+    common = [n for n, share in zip(archive.label_names, shares, strict=True) if share >= 0.05]
+    return held_folders, set(rng.choice(common, size=labels, replace=False).tolist())
+
+
 def labels_csv_without(
     source: Path, out: Path, *, folders: set[str] = frozenset(), labels: set[str] = frozenset()
 ) -> Path:
@@ -261,12 +273,7 @@ def main() -> None:
 
     archive = load_archive(args.archive)
     labels = archive.label_matrix()
-    rng = np.random.default_rng(args.seed)
-    folders = sorted({s.folder for s in archive.scenes})
-    held_folders = set(rng.choice(folders, size=args.folders, replace=False).tolist())
-    common = [n for n, share in zip(archive.label_names, labels.mean(axis=0), strict=True)
-              if share >= 0.05]  # fmt: skip
-    held_labels = set(rng.choice(common, size=args.labels, replace=False).tolist())
+    held_folders, held_labels = held_out(archive, args.seed, args.folders, args.labels)
     print(f"held-out folders: {sorted(held_folders)}; held-out labels: {sorted(held_labels)}")
 
     positions = list(range(len(archive)))

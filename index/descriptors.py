@@ -13,9 +13,9 @@ definition, so the norm of its codes gives it back. Why one scale per scene rath
 per dimension (FAISS's SQ8): each row is coded without statistics of the others, so a build
 needs no training pass, an incremental build copies its parent's codes unchanged and adds
 the new scenes' (coding decoded codes gives the same codes back), and nothing but the codes
-is kept; on UCM's served descriptors both give a mean cosine error of 4e-4 (per scene: max
-3.0e-3; per dimension: max 2.4e-3). Symmetric codes, not unsigned ones, because other
-descriptors have negative values (`grn synth`'s; a SiLU backbone's).
+is kept; over UCM's train scenes both give a mean cosine error of 3.7e-4 (max 2.7e-3 per
+scene, 2.4e-3 per dimension). Symmetric codes, not unsigned ones, because other descriptors
+have negative values (`grn synth`'s; a SiLU backbone's).
 
 What int8 costs the served search, against float16 in the same run: `bench/descriptor_quant.py`
 and docs/scaling.md ("Quantised re-rank descriptors").
@@ -32,7 +32,8 @@ from index.vectors import widened
 DTYPES = ("int8", "float16")
 """How an index version may keep its descriptors (`grn reindex --descriptors`)."""
 DEFAULT = "int8"
-"""Measured within 0.005 P@10 of float16 on UCM and its held-out labels (docs/scaling.md)."""
+"""Within 0.0003 P@10 of float16 on UCM's split and on held-out labels (the bound: 0.005;
+docs/scaling.md)."""
 LEGACY = "float16"
 """How versions built before the choice existed keep them (their manifest names none)."""
 UNIT_TOLERANCE = 1e-2
