@@ -24,7 +24,16 @@ from service.api import errors
 from service.api.deps import read_access
 from service.api.lifespan import lifespan
 from service.api.observability import Metrics, RequestLog, configure_logging
-from service.api.routes import admin, archive, classify, concept, operations, search, writes
+from service.api.routes import (
+    admin,
+    archive,
+    classify,
+    concept,
+    operations,
+    saved_concepts,
+    search,
+    writes,
+)
 from service.api.security import check_production
 from service.api.uploads import BodyLimit
 from service.runtime import tune_allocator
@@ -73,7 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search.router, dependencies=reads)  # /search, /search/density
     app.include_router(concept.router, dependencies=reads)  # /search/concept
     app.include_router(archive.router, dependencies=reads)  # /scenes..., /labels
+    app.include_router(saved_concepts.router, dependencies=reads)  # GET /concepts...
     app.include_router(writes.router)  # POST, PATCH, DELETE /scenes: the admin or write key
+    app.include_router(saved_concepts.writes)  # POST, PATCH, DELETE /concepts: the same keys
     app.include_router(admin.router)  # /admin/...: the admin key
     app.mount("/static", StaticFiles(directory=operations.STATIC), name="static")
     app.mount("/docs-assets", StaticFiles(directory=operations.DOCS_ASSETS), name="docs-assets")

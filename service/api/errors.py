@@ -27,7 +27,9 @@ from service.api.uploads import UploadTooLargeError
 from service.errors import BadRequestError, SceneNotFoundError
 from service.jobs.queue import JobConflictError, NoSuchJobError
 from service.runtime import OverloadedError, ServiceNotReadyError
+from service.storage.concepts import ConceptExistsError, ConceptNotFoundError
 from service.usecases.concept import ConceptError
+from service.usecases.saved_concepts import ConceptNameError, ConceptStaleError
 from service.usecases.text import TextNotUnderstoodError, TextSearchUnavailableError
 from service.usecases.writes import ArchiveStoreError, DuplicateScenesError, SceneConflictError
 
@@ -42,6 +44,10 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
         (InvalidImageError, 400, "invalid_image"),
         (SceneNotFoundError, 404, "scene_not_found"),
         (NoSuchJobError, 404, "job_not_found"),
+        (ConceptNotFoundError, 404, "concept_not_found"),
+        (ConceptExistsError, 409, "concept_exists"),
+        (ConceptStaleError, 409, "concept_stale"),
+        (ConceptNameError, 400, "bad_concept_name"),
         (JobConflictError, 409, "job_running"),
         (SceneConflictError, 409, "scene_conflict"),
         (DuplicateScenesError, 409, "duplicate"),
@@ -64,8 +70,9 @@ ERROR_DESCRIPTIONS = {
     400: "Bad input: an unreadable image, an unknown label, an impossible search",
     401: "An API key is needed (admin endpoints; reads too with GRN_READ_ACCESS=key)",
     403: "The API key is not valid",
-    404: "No such scene (or job), or the scene is not in the index",
-    409: "A job of this kind is still running, a scene has that name, or the image is one",
+    404: "No such scene (job, saved concept), or the scene is not in the index",
+    409: "A job of this kind is still running, a scene (or saved concept) has that name, the "
+    "image is one, or a saved concept is stale",
     413: "The request or an image in it is over the size or pixel limit",
     422: "Invalid parameters: `details` lists each field",
     503: "Model, index, vector store or database not ready, or the service is full "

@@ -10,6 +10,7 @@ and status. A package of thin command groups, one module per topic, over the use
 - `training`: `train`, `evaluate`, `embed`, `grn model pack` / `unpack`
 - `index`: `reindex`, `reconcile`
 - `query`: `search`, `classify` (`remote`: the same with --url)
+- `concepts`: `grn concept save|list|show|rename|refine|delete` (saved concepts)
 - `places`: `same-place`
 - `models`: `promote`, `retrain`, `rollback`, `models`
 - `serving`: `serve`, `up`, `worker`
@@ -24,6 +25,7 @@ from __future__ import annotations
 import sys
 
 from service.cli import (
+    concepts,
     data,
     export,
     index,
@@ -38,8 +40,8 @@ from service.cli import (
 from service.cli.app import app
 
 __all__ = [
-    "app", "data", "export", "index", "main", "models", "places", "query", "serving", "status",
-    "synth", "training",
+    "app", "concepts", "data", "export", "index", "main", "models", "places", "query", "serving",
+    "status", "synth", "training",
 ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
-"""`grn search --url`, `grn classify --url` and `grn same-place --url`: the same questions
-asked of a running service over HTTP (sending GRN_API_KEY when set)."""
+"""`grn search --url`, `grn classify --url`, `grn same-place --url` and `grn concept --url`:
+the same questions asked of a running service over HTTP (sending GRN_API_KEY when set)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,14 @@ def remote_post(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
 def remote_get(url: str, path: str, params: dict[str, Any]) -> dict[str, Any]:
     """The answer of the service at `url` to a GET of `path` with these query parameters."""
     return _asked(url, lambda client: client.get(path, params=params))
+
+
+def remote_send(
+    url: str, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The answer of the service at `url` to `method` on `path` with the JSON `body` (an
+    empty answer, as a 204's, is {})."""
+    return _asked(url, lambda client: client.request(method, path, json=body))
 
 
 def _asked(url: str, ask: Callable[[Any], Any]) -> dict[str, Any]:

@@ -243,6 +243,32 @@ class IndexBuild(Base):
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class ConceptRow(Base):
+    """A saved concept (migration 0008): its name, the scenes that taught it, and the probe
+    they fitted (`model.probe`) with the model version whose embeddings it was fitted on."""
+
+    __tablename__ = "concepts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    positives: Mapped[str] = mapped_column(Text)
+    """The scenes that show it: a JSON list of scene ids (as strings of digits)."""
+    negatives: Mapped[str] = mapped_column(Text)
+    """The scenes that do not, the same way."""
+    threshold: Mapped[float] = mapped_column(Float)
+    """The probe's score from which a scene counts as showing it (a filter's default)."""
+    model_version: Mapped[str] = mapped_column(String(64))
+    """The model whose embeddings the probe was fitted on."""
+    index_version: Mapped[str] = mapped_column(String(64))
+    """The index version it was fitted from."""
+    weights: Mapped[bytes] = mapped_column(LargeBinary)
+    """The probe's weights, float32, one per embedding dimension."""
+    bias: Mapped[float] = mapped_column(Float(53))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    """When it was last changed: renamed, refined or re-fitted."""
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")

@@ -75,11 +75,11 @@ def concept_search(
     """The page `query` asks for of the scenes the concept's probe scores highest among the
     candidates the index gathers (filters applied), best first; `weight`: the embedding's
     share of the blended features (the re-rank's, GRN_BACKBONE_RERANK_WEIGHT)."""
-    positives, negatives = _checked(query)
+    positives, negatives = checked_examples(query.positives, query.negatives)
     if table is None or table.written.model_version != snapshot.model_version:
         table = catalog.table(snapshot.model_version)
     index = catalog.live(snapshot.searcher, table)
-    _check_held(index, [*positives, *negatives])
+    check_held(index, [*positives, *negatives])
     where = store_filter(index, table, query.where.excluding(*positives, *negatives))
     candidates = gathered(index, index.vectors(positives), query.k, where)
     background = background_ids(index, positives, negatives)
@@ -102,9 +102,13 @@ def concept_search(
     )
 
 
-def _checked(query: ConceptQuery) -> tuple[list[int], list[int]]:
-    positives = list(dict.fromkeys(int(i) for i in query.positives))
-    negatives = list(dict.fromkeys(int(i) for i in query.negatives))
+def checked_examples(
+    positives: Sequence[int], negatives: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """The examples without repeats; `ConceptError` for none, too many, or a scene given
+    both ways."""
+    positives = list(dict.fromkeys(int(i) for i in positives))
+    negatives = list(dict.fromkeys(int(i) for i in negatives))
     if not positives:
         raise ConceptError("a concept needs at least one positive scene: give its id")
     if len(positives) > MAX_EXAMPLES or len(negatives) > MAX_EXAMPLES:
@@ -115,7 +119,8 @@ def _checked(query: ConceptQuery) -> tuple[list[int], list[int]]:
     return positives, negatives
 
 
-def _check_held(index: ServedIndex, ids: list[int]) -> None:
+def check_held(index: ServedIndex, ids: list[int]) -> None:
+    """`UnknownSceneError` naming the first of `ids` the index does not hold."""
     held = index.contains(np.asarray(ids, dtype=np.int64))
     if not held.all():
         missing = ids[int(np.flatnonzero(~held)[0])]

@@ -76,7 +76,7 @@ def search_here(
     SQL of `settings`."""
     if image is not None:
         return _search_by_image(settings, engine, query, text, image)
-    return _with_index(
+    return with_local_index(
         settings, lambda served: _search(settings, served, engine, query, text, scene_id=scene_id)
     )
 
@@ -84,7 +84,7 @@ def search_here(
 def concept_here(settings: Settings, engine: Engine, query: ConceptQuery) -> ConceptPage:
     """A few-shot concept search (`service.usecases.concept.concept_search`) from the model
     card, store and SQL of `settings`."""
-    return _with_index(
+    return with_local_index(
         settings,
         lambda served: concept_search(
             served, Catalog(engine), query, weight=settings.model.backbone_rerank_weight
@@ -92,9 +92,10 @@ def concept_here(settings: Settings, engine: Engine, query: ConceptQuery) -> Con
     )
 
 
-def _with_index(settings: Settings, use: Callable[[ModelIndex], T]) -> T:
+def with_local_index(settings: Settings, use: Callable[[ModelIndex], T]) -> T:
     """`use` of the settings' model card and index version in service, the store closed
-    after; NothingToSearchError when there is none to search."""
+    after; NothingToSearchError when there is none to search. For the CLI's commands that
+    read the index without loading the network (`grn search --scene`, `grn concept`)."""
     store = open_store(settings.store)
     try:
         try:

@@ -30,6 +30,7 @@ from service.api.deps import (
 )
 from service.api.errors import documented
 from service.api.exports import scenes_csv, scenes_geojson
+from service.api.routes.saved_concepts import resolved_concepts
 from service.api.schemas.archive import (
     FoldersResponse,
     LabelCount,
@@ -112,15 +113,18 @@ def place_out(footprint: SceneFootprint | Footprint | None) -> ScenePlace | None
     )
 
 
-@router.get("/scenes", response_model=ScenePage, responses=documented(400, 422))
+@router.get("/scenes", response_model=ScenePage, responses=documented(400, 404, 409, 422))
 async def scenes(
-    request: Request, catalog: CatalogDep, listing: Annotated[SceneListing, Query()]
+    request: Request,
+    catalog: CatalogDep,
+    runtime: RuntimeDep,
+    listing: Annotated[SceneListing, Query()],
 ) -> ScenePage:
     """The archive's scenes, filtered as a search filters them (labels, scene folder, split,
-    ids, place, time added) and by part of the image name, ordered by id or name, paged by
-    `offset` or, at any depth for the same cost, by the `cursor` a page gives for the next
-    (`next_cursor`)."""
-    where = listing.to_filter()
+    ids, place, time added, saved concepts) and by part of the image name, ordered by id or
+    name, paged by `offset` or, at any depth for the same cost, by the `cursor` a page gives
+    for the next (`next_cursor`)."""
+    where = (await resolved_concepts(listing, runtime, catalog)).to_filter()
     filters = listing.fingerprint()
     start = None
     if listing.cursor is not None:
@@ -169,7 +173,7 @@ def empty_note(by_cursor: bool, total: int) -> str:
             "content": {"text/csv": {}, "application/geo+json": {}, PARQUET: {}},
             "description": "Every scene that passes the filters, streamed",
         },
-        **documented(400, 422, 503),
+        **documented(400, 404, 409, 422, 503),
     },
 )
 async def export_scenes(
@@ -182,7 +186,8 @@ async def export_scenes(
     asked, as CSV or GeoJSON, streamed in chunks of rows read by keyset, so memory holds one
     chunk whatever the archive's size; or as GeoParquet, written a chunk at a time to a file
     then sent, with the served model's label scores (and embeddings, when asked)."""
-    walk = catalog.walk(selection.to_filter(), name=selection.q, order=selection.order)
+    where = (await resolved_concepts(selection, runtime, catalog)).to_filter()
+    walk = catalog.walk(where, name=selection.q, order=selection.order)
     first = await in_thread(next, walk, [])  # a bad filter is a 400 before the 200 starts
     if selection.format == "geoparquet":
         return await _parquet_export(runtime, chain([first], walk), selection.embeddings)

@@ -16,6 +16,7 @@ from service.api.deps import (
     in_thread,
 )
 from service.api.errors import documented
+from service.api.routes.saved_concepts import resolved_concepts
 from service.api.routes.search import hit_out, placed_hits
 from service.api.schemas.concept import ConceptRequest, ConceptResponse
 from service.usecases.concept import concept_search
@@ -43,7 +44,7 @@ async def concept(
     `negatives`, right ones to `positives`."""
     start = time.perf_counter()
     snapshot = runtime.current()
-    wanted = params.to_query()
+    wanted = (await resolved_concepts(params, runtime, catalog)).to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await in_thread(
             lambda: concept_search(

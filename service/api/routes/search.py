@@ -33,6 +33,7 @@ from service.api.deps import (
 from service.api.errors import documented
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
 from service.api.routes.classify import classifier_for
+from service.api.routes.saved_concepts import resolved_concepts
 from service.api.schemas.classify import ImageClassification
 from service.api.schemas.search import (
     DensityCell,
@@ -116,7 +117,7 @@ async def search(
         understood, params = await read_text(params, snapshot, catalog, batcher, other_query=(
             scene_id is not None or vector is not None or bool(params.more_like)
         ))  # fmt: skip
-    wanted = params.to_query()
+    wanted = (await resolved_concepts(params, runtime, catalog)).to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await searched(
             request.app.state.search_budget,
@@ -227,6 +228,7 @@ async def density(
     if params.format == "csv":
         raise BadRequestError("density answers json or geojson, not csv", "unsupported_format")
     snapshot = runtime.current()
+    params = await resolved_concepts(params, runtime, catalog)
     wanted = dataclasses.replace(params.to_query(), offset=0, limit=params.k)
     with request.app.state.searches.admit():
         # one table for the hits and their places

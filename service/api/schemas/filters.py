@@ -16,7 +16,15 @@ from datetime import datetime
 from types import UnionType
 from typing import Annotated, Any, Self, Union, get_args, get_origin
 
-from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
+import numpy as np
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from index.filters import SceneFilter
 from model.times import INSTANT_EXAMPLES, parse_instant
@@ -114,6 +122,22 @@ class FilterFields(Schema):
     )
     """Only scenes acquired in one of these calendar months (1-12, UTC), in any year: a
     season across years (as text: separated by commas, e.g. 6,7,8)."""
+    concepts: Annotated[list[str], TextList] = Field(default_factory=list, max_length=20)
+    """Only scenes that every one of these saved concepts (`GET /concepts`) scores at or
+    above its threshold, or `concept_min_score` (scored by the served model: a concept
+    fitted with another one is re-fitted first)."""
+    concept_min_score: float | None = Field(default=None, ge=-10.0, le=10.0)
+    """With `concepts`: the score a scene needs instead of each concept's threshold (the
+    probe's score: about 1 like the positives, about 0 not)."""
+    _concept_ids: np.ndarray | None = PrivateAttr(default=None)
+    """The scenes `concepts` keep, once resolved (`with_concept_ids`)."""
+
+    def with_concept_ids(self, ids: np.ndarray) -> Self:
+        """These fields with `concepts` resolved into the scenes they keep (the use case
+        `service.usecases.saved_concepts.concept_allowed` gives them)."""
+        resolved = self.model_copy()
+        resolved._concept_ids = ids
+        return resolved
 
     @field_validator("bbox")
     @classmethod
@@ -155,7 +179,12 @@ class FilterFields(Schema):
         """These conditions as the one filter type every backend translates."""
         from model.geo import polygon_from_geojson
 
-        return SceneFilter(
+        if self.concepts and self._concept_ids is None:
+            raise BadRequestError(
+                "this request cannot filter by saved concepts: leave out `concepts`",
+                "concepts_not_supported",
+            )
+        where = SceneFilter(
             labels_all=self.labels_all,
             labels_any=self.labels_any,
             labels_none=self.labels_none,
@@ -171,6 +200,7 @@ class FilterFields(Schema):
             acquired_before=self.acquired_before,
             months=self.month,
         )
+        return where if self._concept_ids is None else where.allowing(self._concept_ids)
 
     @classmethod
     def from_text(cls, fields: Mapping[str, list[str]], **context: Any) -> Self:
