@@ -21,7 +21,10 @@ SCHEMES = {
     "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     "Bearer": {"type": "http", "scheme": "bearer"},
 }
-WRITES = {("post", "/scenes"), ("patch", "/scenes/{scene_id}"), ("delete", "/scenes/{scene_id}")}
+WRITES = {
+    ("post", "/scenes"), ("patch", "/scenes/{scene_id}"), ("delete", "/scenes/{scene_id}"),
+    ("post", "/concepts"), ("patch", "/concepts/{name}"), ("delete", "/concepts/{name}"),
+}  # fmt: skip
 READS = {("post", "/search"), ("post", "/classify"), ("get", "/labels"), ("get", "/metrics")}
 OPEN = {("get", "/healthz"), ("get", "/readyz")}
 
@@ -82,7 +85,8 @@ def test_the_document_declares_the_key_where_a_request_needs_it(
         assert declared[operation]["security"] == [{"ApiKey": []}, {"Bearer": []}], operation
     # what the document says is what the service does: without a key, 401 exactly there
     for method, path in declared:
-        response = client.request(method, path.replace("{scene_id}", "1").replace("{job_id}", "1"))
+        concrete = path.replace("{scene_id}", "1").replace("{job_id}", "1")
+        response = client.request(method, concrete.replace("{name}", "x"))
         needs_key = response.status_code == 401
         assert needs_key == ((method, path) in keyed_operations), (method, path, response.text)
         if needs_key:

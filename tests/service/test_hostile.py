@@ -272,7 +272,10 @@ def test_the_api_against_its_own_openapi_document(hostile: tuple[LiveServer, Pat
     assert {200, 422} <= set(every)  # both valid and invalid requests were generated
     assert not failures, "\n\n".join(failures)
     # the scene writes were fuzzed with the key: answers past its check, not only 401s
-    assert keyed == {"POST /scenes", "PATCH /scenes/{scene_id}", "DELETE /scenes/{scene_id}"}
+    assert keyed == {
+        "POST /scenes", "PATCH /scenes/{scene_id}", "DELETE /scenes/{scene_id}", "POST /concepts",
+        "PATCH /concepts/{name}", "DELETE /concepts/{name}",
+    }  # fmt: skip
     for label in keyed:
         assert set(statuses[label]) - {401, 403}, (label, statuses[label])
     assert httpx.get(server.url + "/readyz").status_code == 200

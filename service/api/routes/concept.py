@@ -28,7 +28,7 @@ router = APIRouter()  # reads: create_app gives their access (deps.read_access)
     "/search/concept",
     response_model=ConceptResponse,
     tags=["search"],
-    responses=documented(400, 401, 403, 404, 422, 503),
+    responses=documented(400, 401, 403, 404, 409, 422, 503),
 )
 async def concept(
     request: Request,

@@ -23,6 +23,7 @@ from service.runtime import Runtime
 from service.storage.catalog import Catalog
 from service.storage.concepts import ConceptStore
 from service.usecases.saved_concepts import (
+    NAME,
     concept_allowed,
     concept_facet,
     concept_facets,
@@ -32,7 +33,9 @@ from service.usecases.saved_concepts import (
 
 router = APIRouter(tags=["concepts"])  # reads: create_app gives their access
 writes = APIRouter(tags=["concepts"], dependencies=WRITER, responses=documented(401, 403))
-ConceptNameParam = Annotated[str, PathParam(max_length=100, description="A concept's name.")]
+ConceptNameParam = Annotated[
+    str, PathParam(max_length=100, pattern=NAME.pattern, description="A concept's name.")
+]
 F = TypeVar("F", bound=FilterFields)
 
 

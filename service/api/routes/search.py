@@ -71,7 +71,7 @@ UPLOAD_SEARCH_SCHEMA = upload_schema(
     tags=["search"],
     responses={
         200: {"content": {"text/csv": {}}, "description": "The hits (CSV with format=csv)"},
-        **documented(400, 401, 403, 404, 413, 422, 503),
+        **documented(400, 401, 403, 404, 409, 413, 422, 503),
     },
     openapi_extra=request_body(json=SEARCH_SCHEMA, multipart=UPLOAD_SEARCH_SCHEMA),
 )
@@ -211,7 +211,7 @@ async def searched(
     tags=["search"],
     responses={
         200: {"content": {"application/geo+json": {}}, "description": "format=geojson"},
-        **documented(400, 401, 403, 404, 422, 503),
+        **documented(400, 401, 403, 404, 409, 422, 503),
     },
 )
 async def density(

@@ -30,6 +30,7 @@ from index.filters import SceneFilter
 from model.times import INSTANT_EXAMPLES, parse_instant
 from service.api.schemas.common import SceneIdIn, Schema, Split
 from service.errors import BadRequestError
+from service.usecases.saved_concepts import NAME
 
 
 def listed(value: Any, info: ValidationInfo) -> Any:
@@ -77,6 +78,9 @@ Instant = Annotated[
 """An instant given as ISO 8601 text (or a datetime), kept in UTC."""
 
 TextList = BeforeValidator(listed)
+ConceptName = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME.pattern)]
+"""A saved concept's name: letters, digits, `_`, and after the first character spaces, `.`
+and `-` (no comma)."""
 
 
 class FilterFields(Schema):
@@ -122,7 +126,7 @@ class FilterFields(Schema):
     )
     """Only scenes acquired in one of these calendar months (1-12, UTC), in any year: a
     season across years (as text: separated by commas, e.g. 6,7,8)."""
-    concepts: Annotated[list[str], TextList] = Field(default_factory=list, max_length=20)
+    concepts: Annotated[list[ConceptName], TextList] = Field(default_factory=list, max_length=20)
     """Only scenes that every one of these saved concepts (`GET /concepts`) scores at or
     above its threshold, or `concept_min_score` (scored by the served model: a concept
     fitted with another one is re-fitted first)."""

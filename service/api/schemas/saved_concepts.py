@@ -9,11 +9,10 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, model_validator
 
 from service.api.schemas.common import SceneId, SceneIdIn, Schema
+from service.api.schemas.filters import ConceptName
 from service.usecases.concept import MAX_EXAMPLES
-from service.usecases.saved_concepts import NAME, THRESHOLD, ConceptChange, ConceptFacet
+from service.usecases.saved_concepts import THRESHOLD, ConceptChange, ConceptFacet
 
-ConceptName = Annotated[str, Field(min_length=1, max_length=100, pattern=NAME.pattern)]
-"""Letters, digits, `_`, and after the first character spaces, `.` and `-` (no comma)."""
 Threshold = Annotated[float, Field(ge=-10.0, le=10.0)]
 Examples = Annotated[list[SceneIdIn], Field(max_length=MAX_EXAMPLES)]
 
