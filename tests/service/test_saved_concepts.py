@@ -32,6 +32,7 @@ from service.usecases.saved_concepts import (
     ConceptChange,
     ConceptNameError,
     ConceptStaleError,
+    ScoreCache,
     concept_allowed,
     concept_facet,
     concept_scores,
@@ -107,8 +108,9 @@ def test_a_saved_concept_scores_counts_and_filters_every_scene(
     assert saved.weights.shape == (64,) and saved.created == saved.updated
     ids, scores = concept_scores(snapshot_a, catalog, saved)
     assert len(ids) == 126
-    facet = concept_facet(snapshot_a, catalog, store, saved)
-    allowed = concept_allowed(snapshot_a, catalog, store, ["water"])
+    cache = ScoreCache()  # as of the catalog's generation: the scene added below is scored
+    facet = concept_facet(snapshot_a, catalog, store, saved, cache)
+    allowed = concept_allowed(snapshot_a, catalog, store, ["water"], cache=cache)
     assert not facet.stale and facet.scenes == 126
     assert facet.count == len(allowed) == int((scores >= 0.5).sum())
     assert set(allowed.tolist()) == set(ids[scores >= 0.5].tolist())
@@ -132,6 +134,7 @@ def test_a_saved_concept_scores_counts_and_filters_every_scene(
     assert len(ids) == 127
     assert scores[ids == added][0] == pytest.approx(by_id[twin], abs=1e-5)
     assert added in concept_allowed(snapshot_a, catalog, store, ["water"])
+    assert added in concept_allowed(snapshot_a, catalog, store, ["water"], cache=cache)
 
 
 def add_scene(url: str, tmp_path: Path, snapshot: ModelIndex, catalog: Catalog, like: int) -> int:
@@ -154,6 +157,8 @@ def test_refine_rename_delete_and_what_is_refused(archive: str, snapshot_a: Mode
     catalog, store = Catalog(make_engine(archive)), ConceptStore(make_engine(archive))
     positives, negatives, _ = examples(catalog, "buildings")
     first = save_concept(snapshot_a, catalog, store, "houses", positives[:3], negatives[:2])
+    cache = ScoreCache()  # as of each version of the concept
+    before = concept_allowed(snapshot_a, catalog, store, ["houses"], cache=cache)
     refined = refine_concept(
         snapshot_a, catalog, store, "houses",
         ConceptChange(add_positives=positives[3:], add_negatives=[*negatives[2:], positives[0]]),
@@ -162,6 +167,9 @@ def test_refine_rename_delete_and_what_is_refused(archive: str, snapshot_a: Mode
     assert refined.negatives == (*negatives, positives[0])
     assert not np.allclose(refined.weights, first.weights)  # re-fitted
     assert refined.created == first.created and refined.updated > first.updated
+    after = concept_allowed(snapshot_a, catalog, store, ["houses"], cache=cache)
+    assert np.array_equal(after, concept_allowed(snapshot_a, catalog, store, ["houses"]))
+    assert not np.array_equal(after, before)
     kept = refine_concept(snapshot_a, catalog, store, "houses", ConceptChange(threshold=0.8))
     assert kept.threshold == 0.8 and np.array_equal(kept.weights, refined.weights)
     renamed = refine_concept(snapshot_a, catalog, store, "houses", ConceptChange(name="roofs"))
@@ -169,7 +177,7 @@ def test_refine_rename_delete_and_what_is_refused(archive: str, snapshot_a: Mode
     with pytest.raises(ConceptNotFoundError, match="no saved concept is called 'houses'"):
         store.get("houses")
     save_concept(snapshot_a, catalog, store, "other", positives[:1])
-    before = [(c.name, c.updated) for c in store.all()]
+    saved = [(c.name, c.updated) for c in store.all()]
     for refused, error, says in (
         (lambda: save_concept(snapshot_a, catalog, store, "roofs", positives[:1]),
          ConceptExistsError, "'roofs' is saved already"),
@@ -189,7 +197,7 @@ def test_refine_rename_delete_and_what_is_refused(archive: str, snapshot_a: Mode
     ):  # fmt: skip
         with pytest.raises(error, match=says):
             refused()
-    assert [(c.name, c.updated) for c in store.all()] == before  # nothing half-done
+    assert [(c.name, c.updated) for c in store.all()] == saved  # nothing half-done
     store.delete("roofs")
     assert [c.name for c in store.all()] == ["other"]
     with pytest.raises(ConceptNotFoundError):

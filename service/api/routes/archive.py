@@ -124,7 +124,7 @@ async def scenes(
     ids, place, time added, saved concepts) and by part of the image name, ordered by id or
     name, paged by `offset` or, at any depth for the same cost, by the `cursor` a page gives
     for the next (`next_cursor`)."""
-    where = (await resolved_concepts(listing, runtime, catalog)).to_filter()
+    where = (await resolved_concepts(request, listing, runtime, catalog)).to_filter()
     filters = listing.fingerprint()
     start = None
     if listing.cursor is not None:
@@ -186,7 +186,7 @@ async def export_scenes(
     asked, as CSV or GeoJSON, streamed in chunks of rows read by keyset, so memory holds one
     chunk whatever the archive's size; or as GeoParquet, written a chunk at a time to a file
     then sent, with the served model's label scores (and embeddings, when asked)."""
-    where = (await resolved_concepts(selection, runtime, catalog)).to_filter()
+    where = (await resolved_concepts(request, selection, runtime, catalog)).to_filter()
     walk = catalog.walk(where, name=selection.q, order=selection.order)
     first = await in_thread(next, walk, [])  # a bad filter is a 400 before the 200 starts
     if selection.format == "geoparquet":

@@ -44,7 +44,7 @@ async def concept(
     `negatives`, right ones to `positives`."""
     start = time.perf_counter()
     snapshot = runtime.current()
-    wanted = (await resolved_concepts(params, runtime, catalog)).to_query()
+    wanted = (await resolved_concepts(request, params, runtime, catalog)).to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await in_thread(
             lambda: concept_search(

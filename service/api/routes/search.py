@@ -117,7 +117,7 @@ async def search(
         understood, params = await read_text(params, snapshot, catalog, batcher, other_query=(
             scene_id is not None or vector is not None or bool(params.more_like)
         ))  # fmt: skip
-    wanted = (await resolved_concepts(params, runtime, catalog)).to_query()
+    wanted = (await resolved_concepts(request, params, runtime, catalog)).to_query()
     with request.app.state.searches.admit():  # past GRN_MAX_SEARCHES: 503 at once
         page = await searched(
             request.app.state.search_budget,
@@ -228,7 +228,7 @@ async def density(
     if params.format == "csv":
         raise BadRequestError("density answers json or geojson, not csv", "unsupported_format")
     snapshot = runtime.current()
-    params = await resolved_concepts(params, runtime, catalog)
+    params = await resolved_concepts(request, params, runtime, catalog)
     wanted = dataclasses.replace(params.to_query(), offset=0, limit=params.k)
     with request.app.state.searches.admit():
         # one table for the hits and their places
