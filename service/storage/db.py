@@ -262,7 +262,8 @@ class ConceptRow(Base):
     index_version: Mapped[str] = mapped_column(String(64))
     """The index version it was fitted from."""
     weights: Mapped[bytes] = mapped_column(LargeBinary)
-    """The probe's weights, float32, one per embedding dimension."""
+    """The probe's weights, float32, one per dimension of the vectors the model's index
+    holds."""
     bias: Mapped[float] = mapped_column(Float(53))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -421,7 +421,7 @@ def test_the_openapi_document_describes_each_endpoint(live: LiveServer) -> None:
     }
     assert errors[("/healthz", "get")] == set()
     assert errors[("/readyz", "get")] == {503}
-    assert errors[("/search", "post")] == {400, 401, 403, 404, 413, 422, 503}
+    assert errors[("/search", "post")] == {400, 401, 403, 404, 409, 413, 422, 503}
     assert errors[("/labels", "get")] == {401, 403, 503}
     assert errors[("/admin/reindex", "post")] == {400, 401, 403, 409, 422}
     assert len({frozenset(e) for e in errors.values()}) >= 8  # not one list for all

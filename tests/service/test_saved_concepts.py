@@ -274,6 +274,8 @@ def test_the_api_and_the_cli_save_use_and_forget_a_concept(
         hits = client.post("/search", json={"scene_id": ids[0], "k": 1000, "concepts": ["water"]})
         assert hits.status_code == 200, hits.text
         assert {int(h["id"]) for h in hits.json()["hits"]} == kept - {positives[0]}
+        exported = client.get("/scenes/export", params={"concepts": "water"})
+        assert exported.status_code == 200 and len(exported.text.splitlines()) == 1 + len(kept)
         everything = client.get("/scenes", params={"concepts": "water", "concept_min_score": -10})
         assert everything.json()["total"] == 126
         for method, path, sent, status, says in (

@@ -77,6 +77,7 @@ class ConceptPatch(Schema):
 
 class ConceptOut(Schema):
     name: str
+    """Its name."""
     positives: list[SceneId]
     """The scenes it was taught with."""
     negatives: list[SceneId]
