@@ -60,9 +60,12 @@ def serve(
 def worker(
     database_url: DatabaseOpt = None,
     lease_seconds: Annotated[
-        float,
-        typer.Option(help="Take back a running job whose worker is silent this long."),
-    ] = 30.0,
+        float | None,
+        typer.Option(
+            help="Take back a running job whose worker is silent this long (default "
+            "GRN_JOB_LEASE_SECONDS, 30).",
+        ),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Run the jobs waiting now, then exit.")
     ] = False,
@@ -87,7 +90,8 @@ def worker(
     env = settings.as_environment()
     if database_url:
         env["GRN_DATABASE_URL"] = database_url
-    runner = Worker(queue, env, lease_seconds=lease_seconds)
+    lease = settings.jobs.job_lease_seconds if lease_seconds is None else lease_seconds
+    runner = Worker(queue, env, lease_seconds=lease)
     signals.signal(signals.SIGTERM, lambda *_: runner.stopping.set())
     try:
         if once:

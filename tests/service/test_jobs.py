@@ -12,12 +12,13 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from servers import REPO, LiveServer, Served, copy_served, prepared_database, server_env
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from index.stores.faiss_versions import IndexStore
 from model.faults import PAUSE_ENV, PAUSE_FILE_ENV
@@ -25,7 +26,7 @@ from service.jobs.progress import PREFIX, Progress
 from service.jobs.queue import Job, JobQueue
 from service.jobs.specs import ImportJob, ReindexJob, TrainJob
 from service.jobs.worker import _read_output
-from service.storage.db import make_engine
+from service.storage.db import JobRow, make_engine, utcnow
 from service.usecases.importer import CHUNK
 
 KEY = "admin-key-0123456789abcdef"
@@ -159,6 +160,39 @@ def test_a_killed_workers_job_runs_again_and_ends_truthfully(
         text=True,
     )
     assert reconcile.returncode == 0 and "the index matches SQL" in reconcile.stdout
+
+
+def test_the_worker_takes_its_lease_from_the_settings(
+    setup: tuple[dict[str, str], JobQueue], ucm_root: Path, ucm_subset: Path
+) -> None:
+    """`grn worker` as compose runs it, with GRN_JOB_LEASE_SECONDS (the cluster profile's
+    short lease): a job whose worker fell silent 10 s ago is left alone under the default
+    lease of 30 s, and taken back and run under a lease of 5 s."""
+    env, queue = setup
+    job = queue.submit(ImportJob(archive=ucm_root, labels=ucm_subset))
+    assert queue.claim("lost-host:1") is not None
+    with queue.engine.begin() as connection:
+        connection.execute(
+            update(JobRow)
+            .where(JobRow.id == job.id)
+            .values(heartbeat_at=utcnow() - timedelta(seconds=10))
+        )
+
+    def worker_once(lease: dict[str, str]) -> None:
+        run = subprocess.run(
+            [sys.executable, "-m", "service.cli", "worker", "--once"],
+            cwd=REPO, env={**os.environ, **env, **lease}, capture_output=True, text=True,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+
+    worker_once({})
+    kept = queue.get(job.id)
+    assert kept.status == "running" and kept.worker == "lost-host:1" and kept.attempts == 1
+    worker_once({"GRN_JOB_LEASE_SECONDS": "5"})
+    done = queue.get(job.id)
+    assert done.status == "succeeded" and done.attempts == 2, done.output
+    assert done.worker != "lost-host:1"
+    assert any("no heartbeat for 5 s" in line for line in done.output), done.output
 
 
 def test_cancel_stops_a_running_job_and_leaves_the_index(
