@@ -5,6 +5,8 @@
 #           `grn train`, `grn retrain`, evaluation and text search: compose's trainer service
 #   cpu     the same as train (the default target, and the image of earlier releases)
 #   cuda    CUDA torch and faiss-gpu (a GPU needs the NVIDIA container toolkit on the host)
+#   milvus  a Milvus standalone server (PyPI `milvus`'s binary, no project code but its
+#           runner bench/milvus_server.py): compose's milvus service (profiles milvus, cluster)
 #   docker/build.sh                  grn:serve and grn:train, with the host's pip settings
 #                                    passed in as BuildKit secrets (GRN_TARGET=cuda: grn:cuda)
 #   DOCKER_BUILDKIT=1 docker build --target serve -t grn:serve .   where pip needs no settings
@@ -99,6 +101,34 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=secret,id=constraints.txt --mount=type=bind,target=/src,rw \
     sh /src/docker/install-project.sh /src
+USER 10001:10001
+
+# ---- milvus: a Milvus standalone server ---------------------------------------------------
+FROM runtime-base AS milvus
+# the wheel's server binary (Go, with its embedded etcd, RocksMQ and local storage), unpacked
+# into GRN_MILVUS_CACHE at build time; bench/milvus_server.py (stdlib and the wheel only)
+# writes its configuration into the data volume and becomes the server (`foreground`), its
+# proxy on port 19530 of the compose network, nothing published. requirements/milvus-server.lock:
+# the `milvus-server` extra's packages alone (not the project's dependencies)
+ENV GRN_MILVUS_CACHE=/opt/milvus \
+    PYTHONPATH=/opt/milvus/runner
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
+    --mount=type=secret,id=constraints.txt \
+    --mount=type=bind,source=requirements/milvus-server.lock,target=/tmp/deps/milvus-server.lock \
+    --mount=type=bind,source=docker/install-deps.sh,target=/tmp/deps/install-deps.sh \
+    --mount=type=bind,source=bench,target=/tmp/bench \
+    sh /tmp/deps/install-deps.sh milvus-server \
+    && mkdir -p /opt/milvus/runner/bench /var/lib/milvus \
+    && cp /tmp/bench/__init__.py /tmp/bench/_common.py /tmp/bench/milvus_server.py \
+        /opt/milvus/runner/bench/ \
+    && python -m bench.milvus_server unpack \
+    && rm -f /opt/venv/lib/python3*/site-packages/milvus/data/bin/*.lzma \
+    && chown -R grn:grn /opt/milvus /var/lib/milvus
+EXPOSE 19530
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9091/healthz', timeout=4)"]
+ENTRYPOINT ["python", "-m", "bench.milvus_server", "foreground", "--data", "/var/lib/milvus"]
+CMD []
 USER 10001:10001
 
 # ---- cpu (the default target): the image with torch, as train --------------------------

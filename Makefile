@@ -16,7 +16,7 @@ export GRN_THUMBNAIL_DIR ?= $(DATA)/thumbnails
 export GRN_ARCHIVE_DIR ?= $(abspath $(UCM))
 
 .PHONY: install lock run serve-prepare train evaluate test test-engines lint typecheck bench bench-service clean \
-	images compose-smoke scale
+	images compose-smoke cluster-smoke scale
 
 install: $(VENV)/.installed
 
@@ -120,6 +120,12 @@ images:
 # then torn down (`down -v`): docker/smoke.sh says what it checks.
 compose-smoke:
 	UCM=$(UCM) docker/smoke.sh
+
+# The compose `cluster` profile for real: two API replicas and two workers over one PostgreSQL
+# and one Milvus server behind nginx, a worker and a replica killed on purpose, then torn down
+# (docker/cluster-smoke.sh says what it checks). Uses the images compose-smoke built.
+cluster-smoke:
+	UCM=$(UCM) docker/cluster-smoke.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,11 @@ The relay outlives the server: `kill()` SIGKILLs the server (the namespace's pro
 `start()` starts it again over the same data directory behind the same port, the way a
 crashed server comes back. The binaries are unpacked once into a cache folder
 (`GRN_MILVUS_CACHE`, default ~/.cache/grn/milvus-VERSION).
+
+In a container the container is the namespace: `python -m bench.milvus_server foreground
+--data DIR` writes the same configuration and becomes the server, its proxy on port 19530 of
+the container's network (the `grn:milvus` image of the Dockerfile, compose's `milvus`
+service); `unpack` unpacks the binaries into the cache folder and exits (the image's build).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from bench._common import child_env
 
@@ -150,10 +156,9 @@ def healthy(timeout_s: float = 2.0) -> bool:
         return False
 
 
-def run_inside(data: Path) -> int:
-    """In the namespace: the server, then the relay from the Unix socket once it is healthy.
-    Exits when the server does (with its status); SIGTERM stops the server first."""
-    loopback_up()
+def configured_server(data: Path) -> tuple[list[str], dict[str, str]]:
+    """The configuration written into `data`, then the server's command line and
+    environment (run in `data`)."""
     write_config(data)
     binary = unpacked_binary()
     env = {
@@ -163,15 +168,25 @@ def run_inside(data: Path) -> int:
         "MILVUS_RUN_DIR": str(data / "run"),
         "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",
     }
+    return [str(binary), "run", "standalone"], env
+
+
+def run_in_foreground(data: Path) -> NoReturn:
+    """Become the server over `data` (a container's entry point: the container's network is
+    its namespace; its log goes to standard output)."""
+    command, env = configured_server(data)
+    os.chdir(data)
+    os.execve(command[0], command, env)
+
+
+def run_inside(data: Path) -> int:
+    """In the namespace: the server, then the relay from the Unix socket once it is healthy.
+    Exits when the server does (with its status); SIGTERM stops the server first."""
+    loopback_up()
+    command, env = configured_server(data)
     (data / READY_NAME).unlink(missing_ok=True)
     with (data / "logs" / "milvus.log").open("a") as log:
-        server = subprocess.Popen(
-            [str(binary), "run", "standalone"],
-            cwd=data,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        server = subprocess.Popen(command, cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT)
     signal.signal(signal.SIGTERM, lambda *_: server.terminate())
     deadline = time.monotonic() + START_TIMEOUT_S
     while not healthy() and server.poll() is None and time.monotonic() < deadline:
@@ -309,11 +324,20 @@ def milvus_server(data: Path, port: int = 0) -> Iterator[MilvusServer]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("role", nargs="?", default="serve", choices=["serve", "relay", "inside"])
-    parser.add_argument("--data", type=Path, required=True, help="the server's data folder")
+    roles = ["serve", "relay", "inside", "foreground", "unpack"]
+    parser.add_argument("role", nargs="?", default="serve", choices=roles)
+    parser.add_argument("--data", type=Path, help="the server's data folder")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
     args = parser.parse_args(argv)
+    if args.role == "unpack":
+        print(unpacked_binary())
+        return 0
+    if args.data is None:
+        parser.error(f"{args.role} needs --data")
     data = args.data.resolve()
+    if args.role == "foreground":
+        data.mkdir(parents=True, exist_ok=True)
+        run_in_foreground(data)
     if args.role == "inside":
         return run_inside(data)
     if args.role == "relay":

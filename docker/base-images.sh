@@ -6,15 +6,18 @@
 #                                    initialises an empty data volume from POSTGRES_USER,
 #                                    POSTGRES_PASSWORD and POSTGRES_DB (as the Docker Hub
 #                                    image does) and runs the server as `postgres`
-# An image whose tag already exists is left alone (FORCE=1 remakes both). Where a registry is
-# reachable, Docker Hub's python:3.11-slim-bookworm and postgres:15-bookworm serve instead
-# (BASE_IMAGE build argument, GRN_POSTGRES_IMAGE).
+#   grn-base/nginx:bookworm          Debian bookworm's nginx, the load balancer of the compose
+#                                    `cluster` profile (docker/cluster-nginx.conf)
+# An image whose tag already exists is left alone (FORCE=1 remakes them). Where a registry is
+# reachable, Docker Hub's python:3.11-slim-bookworm, postgres:15-bookworm and nginx serve
+# instead (BASE_IMAGE build argument, GRN_POSTGRES_IMAGE, GRN_NGINX_IMAGE).
 # Needs root (or sudo) for debootstrap. Usage: docker/base-images.sh [DOCKER]
 set -euo pipefail
 
 DOCKER="${DOCKER:-${1:-/usr/bin/docker}}"
 PYTHON_TAG="${GRN_BASE_IMAGE:-grn-base/python:3.11-bookworm}"
 POSTGRES_TAG="${GRN_POSTGRES_IMAGE:-grn-base/postgres:15-bookworm}"
+NGINX_TAG="${GRN_NGINX_IMAGE:-grn-base/nginx:bookworm}"
 MIRROR="${GRN_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 sudo=""
@@ -23,8 +26,8 @@ log() { echo "base-images: $*" >&2; }
 
 have() { $DOCKER image inspect "$1" >/dev/null 2>&1 && [ -z "${FORCE:-}" ]; }
 
-if have "$PYTHON_TAG" && have "$POSTGRES_TAG"; then
-    log "$PYTHON_TAG and $POSTGRES_TAG are present"
+if have "$PYTHON_TAG" && have "$POSTGRES_TAG" && have "$NGINX_TAG"; then
+    log "$PYTHON_TAG, $POSTGRES_TAG and $NGINX_TAG are present"
     exit 0
 fi
 
@@ -60,6 +63,11 @@ if ! have "$POSTGRES_TAG"; then
     bootstrap "$work/postgres" postgresql &
     pids+=("$!")
 fi
+if ! have "$NGINX_TAG"; then
+    log "debootstrap $SUITE minbase with nginx -> $NGINX_TAG"
+    bootstrap "$work/nginx" nginx &
+    pids+=("$!")
+fi
 for pid in "${pids[@]}"; do wait "$pid"; done
 
 if [ -d "$work/python" ]; then
@@ -91,4 +99,16 @@ if [ -d "$work/postgres" ]; then
         --message "debootstrap --variant=minbase $SUITE + postgresql ($major)" \
         - "$POSTGRES_TAG" >/dev/null
     log "made $POSTGRES_TAG (PostgreSQL $major)"
+fi
+
+if [ -d "$work/nginx" ]; then
+    # the package's default site is not used: the cluster profile mounts its own nginx.conf
+    $sudo rm -f "$work/nginx"/etc/nginx/sites-enabled/default
+    $sudo tar -C "$work/nginx" -c . | $DOCKER import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'EXPOSE 80' \
+        --change 'CMD ["nginx", "-g", "daemon off;"]' \
+        --message "debootstrap --variant=minbase $SUITE + nginx" \
+        - "$NGINX_TAG" >/dev/null
+    log "made $NGINX_TAG ($($DOCKER run --rm "$NGINX_TAG" nginx -v 2>&1))"
 fi

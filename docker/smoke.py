@@ -64,22 +64,31 @@ def request(
 
 
 def multipart(path: Path, fields: dict[str, str] | None = None) -> tuple[bytes, str]:
+    return multipart_file(path.name, path.read_bytes(), "image/jpeg", fields)
+
+
+def multipart_file(
+    filename: str, data: bytes, media_type: str, fields: dict[str, str] | None = None
+) -> tuple[bytes, str]:
+    """A form with `fields` and one file (`file`): the body and its Content-Type."""
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in (fields or {}).items():
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
         parts.append(f"{head}{value}\r\n".encode())
     parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"'
-        f"\r\nContent-Type: image/jpeg\r\n\r\n".encode()
-        + path.read_bytes()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"'
+        f"\r\nContent-Type: {media_type}\r\n\r\n".encode()
+        + data
         + b"\r\n"
     )
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def wait(url: str, seconds: float, expect: str | None) -> None:
+def wait(url: str, seconds: float, expect: str | None) -> str:
+    """URL/readyz's body once it answers 200 (or, with `expect`, a 503 that says it); exits
+    with the last answer after `seconds`."""
     deadline, last = time.monotonic() + seconds, "no answer"
     while time.monotonic() < deadline:
         try:
@@ -89,13 +98,11 @@ def wait(url: str, seconds: float, expect: str | None) -> None:
         else:
             last = f"{status} {body.decode(errors='replace')}"
             if expect is None and status == 200:
-                print(body.decode())
-                return
+                return body.decode()
             if expect is not None and status == 503 and expect in body.decode():
-                print(body.decode())
-                return
+                return body.decode()
         time.sleep(1)
-    sys.exit(f"readyz did not {'say ' + repr(expect) if expect else 'answer 200'}: {last}")
+    sys.exit(f"{url}/readyz did not {'say ' + repr(expect) if expect else 'answer 200'}: {last}")
 
 
 def _ok(condition: bool, what: str, detail: Any = "") -> None:
@@ -150,19 +157,30 @@ def check_job(url: str, key: str) -> None:
     headers = {"X-API-Key": key, "Content-Type": "application/json"}
     status, body, _ = request("POST", f"{url}/admin/import", b"{}", headers)
     _ok(status == 202, f"POST /admin/import queues a job ({status})", body[:300])
-    job_id = json.loads(body)["id"]
-    deadline, job = time.monotonic() + 300, {}
-    while time.monotonic() < deadline:
-        status, body, _ = request("GET", f"{url}/admin/jobs/{job_id}", headers={"X-API-Key": key})
-        job = json.loads(body)
-        if job.get("status") not in ("queued", "running"):
-            break
-        time.sleep(1)
+    job = wait_job(url, key, json.loads(body)["id"])
     _ok(
         job.get("status") == "succeeded" and "already present" in " ".join(job["output"]),
         "the worker service ran the import job",
         job,
     )
+
+
+def wait_job(
+    url: str,
+    key: str,
+    job_id: int,
+    until: tuple[str, ...] = ("queued", "running"),
+    seconds: float = 300.0,
+) -> dict[str, Any]:
+    """The admin job once its status is no longer one of `until` (default: once it ended)."""
+    deadline, job = time.monotonic() + seconds, {}
+    while time.monotonic() < deadline:
+        _, body, _ = request("GET", f"{url}/admin/jobs/{job_id}", headers={"X-API-Key": key})
+        job = json.loads(body)
+        if job.get("status") not in until:
+            break
+        time.sleep(0.2)
+    return job
 
 
 def check_writes(url: str, key: str, image: Path) -> None:
@@ -208,7 +226,7 @@ def main() -> None:
     if args.command == "subset":
         subset(args.ucm, args.out, args.per_class)
     elif args.command == "wait":
-        wait(args.url, args.seconds, args.expect)
+        print(wait(args.url, args.seconds, args.expect))
     elif args.command == "check":
         check(args.url, args.key, args.image)
     else:

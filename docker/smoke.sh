@@ -24,20 +24,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-UCM="${UCM:-../shared/datasets/ucm-multilabel}"
+SMOKE=smoke
+# shellcheck source=docker/smoke-common.sh
+. docker/smoke-common.sh
 PER_CLASS="${GRN_SMOKE_PER_CLASS:-8}"
 STEPS="${GRN_SMOKE_STEPS:-main restore bad}"
 PROJECT=grn-smoke
-PYTHON="${PYTHON:-python3}"
-started=$SECONDS
-timings=$(mktemp)
-
-say() { echo "== smoke: $*" >&2; }
-took() { # NAME START: record a step's time
-    local seconds=$((SECONDS - $2))
-    echo "$1: ${seconds} s" >>"$timings"
-    say "$1 took ${seconds} s"
-}
 
 t=$SECONDS
 DOCKER=$(docker/engine.sh | tail -1)
@@ -85,7 +77,6 @@ trap cleanup EXIT
 "$PYTHON" docker/smoke.py subset "$UCM" "$work/archive" --per-class "$PER_CLASS"
 chmod -R a+rX "$work/archive"
 IMAGE=$(find "$work/archive/images" -name '*.jpg' | sort | sed -n 1p)
-free_port() { "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 export GRN_API_KEY GRN_ARCHIVE GRN_PUBLISH_PORT GRN_TRAIN_OPTIONS
 GRN_API_KEY=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(24))')

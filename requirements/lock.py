@@ -37,7 +37,11 @@ SETS: dict[str, tuple[str, ...]] = {
     "train": ("milvus", "train", "text"),
     # grn:cuda: train plus faiss-gpu, which replaces faiss-cpu (both are the faiss module)
     "cuda": ("milvus", "train", "text", "gpu"),
+    # grn:milvus: the Milvus standalone server of PyPI `milvus`, nothing of the project
+    "milvus-server": ("milvus-server",),
 }
+ALONE = frozenset({"milvus-server"})
+"""Sets of their extras' packages alone, without the project's own dependencies."""
 LEFT_OUT: dict[str, tuple[str, ...]] = {"cuda": ("faiss-cpu",)}
 """Packages a set's file does not list although its extras bring them."""
 
@@ -67,9 +71,15 @@ def compile_set(uv: list[str], name: str, constraints: Path | None) -> None:
     """`uv pip compile` of one set into its file (uv prefers the pins already there), its
     digest in the header."""
     lock = lock_path(name)
+    source, extras = str(ROOT / "pyproject.toml"), [f"--extra={extra}" for extra in SETS[name]]
+    if name in ALONE:  # the extras' requirement lines, as a requirements file
+        optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+            "optional-dependencies"
+        ]
+        source, extras = str(FOLDER / f".{name}.in"), []
+        Path(source).write_text("".join(f"{r}\n" for e in SETS[name] for r in optional[e]))
     command = [
-        uv[0], "pip", "compile", str(ROOT / "pyproject.toml"), f"--output-file={lock}",
-        *(f"--extra={extra}" for extra in SETS[name]),
+        uv[0], "pip", "compile", source, f"--output-file={lock}", *extras,
         *(f"--no-emit-package={package}" for package in LEFT_OUT.get(name, ())),
         "--generate-hashes", f"--python-version={PYTHON_VERSION}",
         f"--python-platform={PLATFORM}", "--no-header", "--quiet", *uv[1:],
@@ -85,6 +95,8 @@ def compile_set(uv: list[str], name: str, constraints: Path | None) -> None:
         "`make lint` checks it.\n"
         f"# pyproject-digest: {digest(ROOT / 'pyproject.toml', name)}\n"
     )
+    if name in ALONE:
+        Path(source).unlink()
     listing = lock.read_text().replace(str(ROOT) + "/", "")
     if constraints is not None:  # the pins of dev.lock, from a temporary file
         listing = listing.replace(str(constraints), "requirements/dev.lock")

@@ -76,18 +76,26 @@ def test_dockerfile_shape() -> None:
     assert re.search(r"^ARG BASE_IMAGE=grn-base/python:3\.11-bookworm$", text, flags=re.MULTILINE)
     # each image's packages are a locked set (hashes checked by install-deps.sh): no pip
     # install of a name or range in the Dockerfile itself
-    for stage, locked in (("serve-deps", "serve"), ("train", "train"), ("cuda", "cuda")):
+    locks = (("serve-deps", "serve"), ("train", "train"), ("cuda", "cuda"), ("milvus", "milvus-server"))
+    for stage, locked in locks:
         body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
         assert f"source=requirements/{locked}.lock,target=/tmp/deps/{locked}.lock" in body
         assert f"sh /tmp/deps/install-deps.sh {locked}" in body
     assert "pip install" not in text and "ARG TORCH_SOURCE" not in text
     install = (REPO / "docker" / "install-deps.sh").read_text()
     assert 'pip install --require-hashes --requirement "/tmp/deps/$1.lock"' in install
-    for stage in ("serve", "train", "cpu", "cuda"):
+    assert "milvus" in stages
+    for stage in ("serve", "train", "cpu", "cuda", "milvus"):
         body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
         lines = [line for line in body.splitlines() if line and not line.startswith("#")]
         assert lines[-1] == "USER 10001:10001"  # never root
         if stage == "cpu":
+            continue
+        if stage == "milvus":  # the server binary of PyPI `milvus` and its runner only
+            assert "install-deps.sh milvus-server" in body and "target=/src" not in body
+            assert "bench.milvus_server" in body and "foreground" in body
+            for secret in ("pip.conf", "ca.crt", "constraints.txt"):
+                assert f"--mount=type=secret,id={secret}" in body
             continue
         # pip's settings come in as BuildKit secrets, the sources as a bind mount: neither
         # the host's configuration nor the sources are copied into a layer
@@ -109,7 +117,8 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
     spec = compose({"GRN_API_KEY": KEY, "GRN_ARCHIVE": "/srv/archive"})
     services = spec["services"]
     assert set(services) == {
-        "postgres", "migrate", "api", "api-gpu", "worker", "trainer", "milvus",
+        "postgres", "migrate", "api", "api-gpu", "worker", "trainer", "milvus", "api-2",
+        "balancer",
     }  # fmt: skip
     postgres = services["postgres"]
     assert postgres["image"] == "grn-base/postgres:15-bookworm"  # docker/base-images.sh
@@ -136,6 +145,7 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
     # admin jobs run in the worker service (as many as scaled), with the api's volumes
     worker = services["worker"]
     assert worker["command"] == ["worker"] and "ports" not in worker
+    assert worker["healthcheck"] == {"disable": True}  # it serves no /readyz
     assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert worker["volumes"] == services["api"]["volumes"]
     assert worker["environment"]["GRN_EMBEDDED_WORKER"] == "false"
@@ -161,14 +171,54 @@ def test_compose_file_is_what_the_deployment_needs() -> None:
     assert bare["environment"]["GRN_API_KEY"] == ""
     assert bare["environment"]["GRN_ARCHIVE_SOURCE"] == ""
     assert "no-archive:/archive:ro" in bare["volumes"]
-    # Milvus: an opt-in profile; the api reaches it by its service name when asked to
+    # Milvus: an opt-in profile (and the cluster's); the api reaches it by its service name
+    # when asked to, and waits for it where it runs
     milvus = services["milvus"]
-    assert milvus["profiles"] == ["milvus"] and "healthz" in " ".join(milvus["healthcheck"]["test"])
+    assert milvus["profiles"] == ["milvus", "cluster"]
+    assert "healthz" in " ".join(milvus["healthcheck"]["test"])
+    assert milvus["image"] == "grn:milvus" and milvus["build"]["target"] == "milvus"
     assert any(v.endswith(":/var/lib/milvus") for v in milvus["volumes"])
+    for name in ("api", "worker", "api-2"):
+        assert services[name]["depends_on"]["milvus"] == {
+            "condition": "service_healthy", "required": False,
+        }  # fmt: skip
     assert services["api"]["environment"]["GRN_VECTOR_STORE"] == "faiss"
     chosen = compose({"GRN_API_KEY": KEY, "GRN_VECTOR_STORE": "milvus"})["services"]["api"]
     assert chosen["environment"]["GRN_VECTOR_STORE"] == "milvus"
     assert chosen["environment"]["GRN_MILVUS_URI"] == "http://milvus:19530"
+
+
+def test_the_cluster_profile_balances_its_replicas() -> None:
+    """Two API replicas of the serving image over the same volumes and settings, one of them
+    preparing (`grn up`), behind nginx, whose upstream names exactly those replicas, on one
+    loopback port; a short job lease can be set for the workers."""
+    services = compose({"GRN_API_KEY": KEY, "GRN_JOB_LEASE_SECONDS": "5"})["services"]
+    cluster = {name for name, spec in services.items() if "cluster" in spec.get("profiles", [])}
+    assert cluster == {"milvus", "api-2", "balancer"}
+    api, replica = services["api"], services["api-2"]
+    assert replica["command"] == ["serve"] and api["command"] == ["up"]
+    assert replica["image"] == api["image"] == "grn:serve"
+    for same in ("environment", "volumes", "healthcheck"):
+        assert replica[same] == api[same], same
+    assert "ports" not in replica
+    assert services["worker"]["environment"]["GRN_JOB_LEASE_SECONDS"] == "5"
+    balancer = services["balancer"]
+    assert balancer["image"] == "grn-base/nginx:bookworm"  # docker/base-images.sh
+    assert balancer["ports"] == ["127.0.0.1:8080:80"]
+    assert set(balancer["depends_on"]) == {"api", "api-2"}
+    [mount] = balancer["volumes"]
+    conf, target = mount.split(":")[:2]
+    assert target == "/etc/nginx/nginx.conf" and mount.endswith(":ro")
+    text = (REPO / conf).read_text()
+    upstream = re.search(r"upstream grn \{(.*?)\}", text, flags=re.DOTALL)
+    assert upstream is not None
+    servers = re.findall(r"^\s*server (\S+?):8000\b", upstream.group(1), flags=re.MULTILINE)
+    assert sorted(servers) == ["api", "api-2"]
+    # searches are retried on the other replica (they change nothing); writes only when the
+    # failed replica never had them, as nginx does by default
+    assert re.search(r"location ~ \^/search.*?non_idempotent;", text, flags=re.DOTALL)
+    assert text.count("non_idempotent") == 1
+    assert compose({})["services"]["worker"]["environment"]["GRN_JOB_LEASE_SECONDS"] == "30"
 
 
 def compose_v2() -> list[str] | None:
@@ -189,7 +239,7 @@ def test_compose_v2_validates_the_file_with_every_profile(tmp_path: Path) -> Non
     for env in ({"GRN_API_KEY": KEY, "GRN_ARCHIVE": str(tmp_path)}, {}):
         check = subprocess.run(
             [*command, "-f", str(REPO / "docker-compose.yml"), "--profile", "gpu",
-             "--profile", "milvus", "config", "--quiet"],
+             "--profile", "milvus", "--profile", "cluster", "config", "--quiet"],
             capture_output=True,
             text=True,
             env={k: v for k, v in os.environ.items() if not k.startswith("GRN_")} | env,
@@ -197,11 +247,21 @@ def test_compose_v2_validates_the_file_with_every_profile(tmp_path: Path) -> Non
         assert check.returncode == 0, check.stderr
     services = subprocess.run(
         [*command, "-f", str(REPO / "docker-compose.yml"), "--profile", "gpu",
-         "--profile", "milvus", "config", "--services"],
+         "--profile", "milvus", "--profile", "cluster", "config", "--services"],
         capture_output=True,
         text=True,
     ).stdout.split()  # fmt: skip
-    assert set(services) == {"postgres", "migrate", "api", "api-gpu", "worker", "trainer", "milvus"}
+    assert set(services) == {
+        "postgres", "migrate", "api", "api-gpu", "worker", "trainer", "milvus", "api-2",
+        "balancer",
+    }  # fmt: skip
+    # without a profile, the services that wait for Milvus start without it
+    plain = subprocess.run(
+        [*command, "-f", str(REPO / "docker-compose.yml"), "config", "--services"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()  # fmt: skip
+    assert set(plain) == {"postgres", "migrate", "api", "worker", "trainer"}
 
 
 def host_paths(value: str, root: Path) -> str:
