@@ -88,6 +88,10 @@ t=$SECONDS
     --steps ${GRN_CLUSTER_STEPS:-replicas visible jobs promotion load} | tee "$work/checks" >&2
 grep -E '^[a-z]+: [0-9]+ s$' "$work/checks" | sed 's/^/cluster check /' >>"$timings"
 took "cluster: checks" "$t"
+say "what each container holds now (docker stats):"
+# shellcheck disable=SC2046  # the container ids are words
+$DOCKER stats --no-stream --format '{{.Name}}: {{.MemUsage}}, CPU {{.CPUPerc}}' $(compose ps -q) \
+    | sed "s/^$PROJECT-/    /" | sort >&2
 
 compose down -v
 say "passed in $((SECONDS - started)) s"
