@@ -76,8 +76,8 @@ def test_dockerfile_shape() -> None:
     assert re.search(r"^ARG BASE_IMAGE=grn-base/python:3\.11-bookworm$", text, flags=re.MULTILINE)
     # each image's packages are a locked set (hashes checked by install-deps.sh): no pip
     # install of a name or range in the Dockerfile itself
-    locks = (("serve-deps", "serve"), ("train", "train"), ("cuda", "cuda"), ("milvus", "milvus-server"))
-    for stage, locked in locks:
+    locks = {"serve-deps": "serve", "train": "train", "cuda": "cuda", "milvus": "milvus-server"}
+    for stage, locked in locks.items():
         body = text.split(f"AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
         assert f"source=requirements/{locked}.lock,target=/tmp/deps/{locked}.lock" in body
         assert f"sh /tmp/deps/install-deps.sh {locked}" in body
