@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from index.row_files import Rows
 from model.archive import BrokenFile
 
 
@@ -17,15 +18,15 @@ from model.archive import BrokenFile
 class EmbeddingResult:
     ids: np.ndarray
     """(n,) int64 scene ids, in the order of the scenes given."""
-    embeddings: np.ndarray
-    """(n, d) float32, unit norm."""
-    probabilities: np.ndarray
+    embeddings: Rows
+    """(n, d) float32, unit norm (in memory, or read on demand from the job's files)."""
+    probabilities: Rows
     model_version: str
     computed: int
     """Scenes embedded by this call (the rest came from finished shards)."""
     seconds: float
     broken: list[BrokenFile]
-    descriptors: np.ndarray | None = None
+    descriptors: Rows | None = None
     """(n, F) float16 unit backbone descriptors, when the job kept them."""
 
     @property

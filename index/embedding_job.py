@@ -6,7 +6,9 @@ scenes' backbone descriptors (`model.rerank`). Each shard (`shard-00000.npz`: id
 embeddings, probabilities[, descriptors]) is written to a temporary name and renamed when
 complete; a job that is killed resumes at the first missing shard and never recomputes a
 finished one.
-`job.json` records what the shards were made from.
+`job.json` records what the shards were made from. Once every shard is written, their rows
+are gathered into one file per matrix (`rows-embeddings.npy`, ...), which the result reads
+on demand (`index.row_files`): the job's memory does not grow with the number of scenes.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import numpy as np
 from tqdm import tqdm
 
 from index.embedded import EmbeddingResult, scene_list_digest
+from index.row_files import RowsWriter
+from index.vectors import VectorFile
 from model.archive import Archive, BrokenFile
 from model.card import ModelCard
 from model.embedding import embed_scenes
 from model.faults import kill_point
-from model.rerank import no_descriptors
+from model.rerank import DTYPE as DESCRIPTOR_DTYPE
 
 if TYPE_CHECKING:
     import torch
@@ -40,11 +44,50 @@ class EmbeddingJobError(RuntimeError):
     """A shard folder does not belong to the job that asked for it."""
 
 
-def _save_shard(path: Path, ids: np.ndarray, **rows: np.ndarray) -> None:
+def save_shard(path: Path, ids: np.ndarray, **rows: np.ndarray) -> None:
+    """Write a shard whole or not at all: under a temporary name, then renamed."""
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     arrays: dict[str, Any] = {"ids": ids, **rows}
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
+
+
+def job_folder(
+    work_dir: str | Path,
+    card: ModelCard,
+    ids: Sequence[int],
+    names: Sequence[str],
+    shard_size: int,
+    descriptors: bool,
+) -> Path:
+    """The shard folder of a job (made, with its `job.json`, when new). Raises
+    `EmbeddingJobError` when the folder holds another job's shards."""
+    scenes = scene_list_digest(ids, names)
+    job = {
+        "model_version": card.version,
+        "embedding_dim": card.vector_dim,
+        "shard_size": shard_size,
+        "count": len(ids),
+        "scenes": scenes,
+    }
+    if descriptors:
+        job["descriptors"] = True
+    suffix = "-d" if descriptors else ""
+    folder = Path(work_dir) / card.version / f"{scenes[:16]}-{shard_size}{suffix}"
+    folder.mkdir(parents=True, exist_ok=True)
+    job_file = folder / "job.json"
+    if job_file.is_file():
+        previous = json.loads(job_file.read_text())
+        if previous != job:
+            raise EmbeddingJobError(
+                f"{folder} holds shards of another scene list or shard size; remove it or "
+                "use another work folder"
+            )
+    else:
+        tmp = job_file.with_name(".job.json.tmp")
+        tmp.write_text(json.dumps(job, indent=2))
+        os.replace(tmp, job_file)
+    return folder
 
 
 def run_embedding_job(
@@ -93,40 +136,15 @@ def run_embedding_job(
             rows_per_file=shard_size, address=ray_address,
         )  # fmt: skip
     names = [archive.scenes[i].name for i in positions]
-    scenes = scene_list_digest(ids, names)
-    job = {
-        "model_version": card.version,
-        "embedding_dim": card.vector_dim,
-        "shard_size": shard_size,
-        "count": len(ids),
-        "scenes": scenes,
-    }
-    if descriptors:
-        job["descriptors"] = True
-    suffix = "-d" if descriptors else ""
-    folder = Path(work_dir) / card.version / f"{scenes[:16]}-{shard_size}{suffix}"
-    folder.mkdir(parents=True, exist_ok=True)
-    job_file = folder / "job.json"
-    if job_file.is_file():
-        previous = json.loads(job_file.read_text())
-        if previous != job:
-            raise EmbeddingJobError(
-                f"{folder} holds shards of another scene list or shard size; remove it or "
-                "use another work folder"
-            )
-    else:
-        tmp = job_file.with_name(".job.json.tmp")
-        tmp.write_text(json.dumps(job, indent=2))
-        os.replace(tmp, job_file)
-
+    folder = job_folder(work_dir, card, ids, names, shard_size, descriptors)
     broken: list[BrokenFile] = []
-    id_parts, emb_parts, prob_parts, desc_parts = [], [], [], []
     computed = 0
     start = time.perf_counter()
-    shards = range(0, len(ids), shard_size)
+    shards = []
     bar = tqdm(total=len(ids), desc="embed", unit="img", disable=not progress)
-    for number, first in enumerate(shards):
+    for number, first in enumerate(range(0, len(ids), shard_size)):
         path = folder / f"shard-{number:05d}.npz"
+        shards.append(path)
         shard_ids = np.asarray(ids[first : first + shard_size], dtype=np.int64)
         if not path.is_file():
             shard_positions = list(positions[first : first + shard_size])
@@ -145,31 +163,50 @@ def run_embedding_job(
             keep = {p: k for k, p in enumerate(shard_positions)}
             kept_ids = shard_ids[[keep[p] for p in embedded.positions]]
             extra = {"descriptors": embedded.descriptors} if descriptors else {}
-            _save_shard(
+            save_shard(
                 path, kept_ids, embeddings=embedded.embeddings,
                 probabilities=embedded.probabilities, **extra,  # type: ignore[arg-type]
             )  # fmt: skip
             kill_point(f"embed-shard:{number}")
             computed += len(embedded.positions)
-        with np.load(path) as shard:
-            id_parts.append(shard["ids"])
-            emb_parts.append(shard["embeddings"])
-            prob_parts.append(shard["probabilities"])
-            if descriptors:
-                desc_parts.append(shard["descriptors"])
         bar.update(len(shard_ids))
     bar.close()
-    seconds = time.perf_counter() - start
-    dim, labels = card.vector_dim, len(card.label_names)
+    widths: dict[str, tuple[int, Any]] = {"embeddings": (card.vector_dim, np.float32),
+              "probabilities": (len(card.label_names), np.float32)}  # fmt: skip
+    if descriptors:
+        widths["descriptors"] = (card.num_features, DESCRIPTOR_DTYPE)
+    kept, rows = _rows_files(shards, folder, widths)
     return EmbeddingResult(
-        ids=np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64),
-        embeddings=np.concatenate(emb_parts) if emb_parts else np.zeros((0, dim), np.float32),
-        probabilities=np.concatenate(prob_parts)
-        if prob_parts
-        else np.zeros((0, labels), np.float32),
+        ids=kept,
+        embeddings=rows["embeddings"],
+        probabilities=rows["probabilities"],
         model_version=card.version,
         computed=computed,
-        seconds=seconds,
+        seconds=time.perf_counter() - start,
         broken=broken,
-        descriptors=(np.concatenate([no_descriptors(card), *desc_parts]) if descriptors else None),
+        descriptors=rows.get("descriptors"),
     )
+
+
+def _rows_files(
+    shards: list[Path], folder: Path, widths: dict[str, tuple[int, Any]]
+) -> tuple[np.ndarray, dict[str, VectorFile]]:
+    """The shards' ids, and each matrix of theirs gathered into one `.npy` file in the folder,
+    read on demand: a shard at a time is in memory, whatever the number of shards (the
+    files are rewritten from the shards at each run, so a killed run leaves none half-used)."""
+    ids = []
+    for path in shards:
+        with np.load(path) as shard:
+            ids.append(shard["ids"])
+    kept = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    writers = {
+        name: RowsWriter(folder / f"rows-{name}.npy", len(kept), width, dtype)
+        for name, (width, dtype) in widths.items()
+    }
+    for path in shards:
+        with np.load(path) as shard:
+            for name, writer in writers.items():
+                writer.add(shard[name])
+    for writer in writers.values():
+        writer.close()
+    return kept, {name: VectorFile(writer.path) for name, writer in writers.items()}

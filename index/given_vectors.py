@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from index.embedded import EmbeddingResult
+from index.row_files import GatheredRows, Rows
 
 FOLDER = "vectors"
 MANIFEST = "manifest.json"
@@ -183,21 +184,18 @@ class Taken:
     """Over the ids asked for: True where a folder held the scene."""
     ids: np.ndarray
     """The ids of the scenes taken, sorted; the matrices' rows in that order."""
-    vectors: np.ndarray
-    probabilities: np.ndarray
-    descriptors: np.ndarray | None
+    vectors: Rows
+    probabilities: Rows
+    descriptors: Rows | None
     """None when a folder that gave rows keeps no descriptors."""
-
-
-READ_ROWS = 16_384
-"""Rows read from a vectors folder at a time (40 MiB of 1280-d float16 descriptors)."""
 
 
 def take_given(folders: list[GivenVectors], ids: np.ndarray, descriptors: bool) -> Taken:
     """The rows of `ids` that `folders` hold (the first folder holding a scene gives it),
-    sorted by id. Each matrix is read forwards in pieces of READ_ROWS rows with `pread`
-    (`index.vectors.VectorFile`) straight into the result: the process holds the result and
-    one piece, not a copy of the gathered rows beside it, nor the pages of a mapped file."""
+    sorted by id. Nothing is read here: each matrix is a `GatheredRows` over the folders'
+    files, read with `pread` a chunk at a time by whoever uses it (the index build, the new
+    version's writer), so the process never holds the archive's rows, nor the pages of a
+    mapped file."""
     from index.vectors import VectorFile
 
     ids = np.asarray(ids, np.int64)
@@ -215,21 +213,17 @@ def take_given(folders: list[GivenVectors], ids: np.ndarray, descriptors: bool) 
     slot[order] = np.arange(len(held))
     parts = [(slot[np.searchsorted(held, where)], given, rows) for where, given, rows in found]
 
-    def gathered(name: str) -> np.ndarray | None:
-        """One matrix of the taken rows, sorted by id (each file read forwards)."""
-        out = None
+    def gathered(name: str) -> GatheredRows | None:
+        """One matrix of the taken rows, sorted by id."""
+        sources: list[Rows] = []
+        source_of, row_of = np.zeros(len(held), np.int32), np.zeros(len(held), np.int64)
         for slots, given, rows in parts:
             path = given.folder / f"{name}.npy"
             if not path.is_file():
                 return None
-            matrix = VectorFile(path)
-            if out is None:
-                out = np.empty((len(held), matrix.shape[1]), matrix.dtype)
-            forward = np.argsort(rows, kind="stable")
-            for first in range(0, len(forward), READ_ROWS):
-                piece = forward[first : first + READ_ROWS]
-                out[slots[piece]] = matrix.read_rows(rows[piece])
-        return out
+            source_of[slots], row_of[slots] = len(sources), rows
+            sources.append(VectorFile(path))
+        return GatheredRows(sources, source_of, row_of) if sources else None
 
     vectors = gathered("vectors")
     probabilities = gathered("probabilities")
@@ -253,12 +247,13 @@ def with_taken(embedded: EmbeddingResult, taken: Taken) -> EmbeddingResult:
         )  # fmt: skip
     descriptors = None
     if embedded.descriptors is not None and taken.descriptors is not None:
-        descriptors = np.concatenate([embedded.descriptors, taken.descriptors])
+        descriptors = GatheredRows.joined([embedded.descriptors, taken.descriptors])
+    # joined, not copied: the embedded rows may be the job's files, read on demand
     return replace(
         embedded,
         ids=np.concatenate([embedded.ids, taken.ids]),
-        embeddings=np.concatenate([embedded.embeddings, taken.vectors]),
-        probabilities=np.concatenate([embedded.probabilities, taken.probabilities]),
+        embeddings=GatheredRows.joined([embedded.embeddings, taken.vectors]),
+        probabilities=GatheredRows.joined([embedded.probabilities, taken.probabilities]),
         descriptors=descriptors,
     )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,21 +34,31 @@ class SearchResult:
     """(queries, k) float32 inner products, best first."""
 
 
-def exact_search(
-    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int, chunk: int = 1 << 18
-) -> SearchResult:
-    """Brute force in numpy: the reference every index is measured against. The archive is
-    scored in chunks, so memory stays at queries x chunk scores whatever its size."""
+SCORES_PER_CHUNK = 1 << 20
+"""Scores exact search holds at once (4 MiB of float32, and their 8 MiB of int64 places):
+a recall measure's 1,000 queries score 1,048 rows at a time."""
+ROWS_PER_CHUNK = 1 << 16
+"""Rows of the archive exact search reads at once (a file's rows are read chunk by chunk)."""
+
+
+def exact_search(vectors: Any, ids: np.ndarray, queries: np.ndarray, k: int) -> SearchResult:
+    """Brute force in numpy: the reference every index is measured against. `vectors`: an
+    array, or rows read on demand (anything sliced into arrays, as `index.vectors.VectorFile`).
+    The archive is scored in chunks of at most ROWS_PER_CHUNK rows and SCORES_PER_CHUNK
+    scores, so memory stays the same whatever the archive's size and the number of queries
+    (a chunk of 262,144 rows for 1,000 queries held 4 GB of scores and their places)."""
     queries = np.atleast_2d(queries).astype(np.float32)
     k = min(k, len(vectors))
+    chunk = max(1, min(ROWS_PER_CHUNK, SCORES_PER_CHUNK // max(len(queries), 1)))
     best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
     best_rows = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, len(vectors), chunk):
         scores = queries @ np.asarray(vectors[start : start + chunk], dtype=np.float32).T
         take = min(k, scores.shape[1])
-        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        top = np.argpartition(scores, scores.shape[1] - take, axis=1)[:, -take:]
         best_scores = np.hstack([best_scores, np.take_along_axis(scores, top, axis=1)])
         best_rows = np.hstack([best_rows, top + start])
+        del scores, top
         if best_scores.shape[1] > k:
             keep = np.argpartition(-best_scores, k - 1, axis=1)[:, :k]
             best_scores = np.take_along_axis(best_scores, keep, axis=1)

@@ -20,6 +20,7 @@ import numpy as np
 
 from index.results import MAX_FETCH, IndexSearchError, SearchResult, check_k, exact_search
 from index.results import recall_at_k as recall_at_k  # re-exported: the indexes' yardstick
+from index.row_files import GatheredRows, Rows, add_in_chunks
 
 BYTES_PER_FLOAT = 4
 
@@ -94,12 +95,11 @@ def is_lossy(index: faiss.Index) -> bool:
 def build_index(
     factory: str,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: Rows,
     *,
     seed: int = 0,
 ) -> faiss.Index:
-    """Build, train (on a sample) and fill an index."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    """Build, train (on a sample) and fill an index, reading `vectors` a chunk at a time."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
         raise ValueError("scene ids must be unique")
@@ -107,11 +107,8 @@ def build_index(
     if not index.is_trained:
         sample = training_sample_size(index)
         rng = np.random.default_rng(seed)
-        train = (
-            vectors
-            if len(vectors) <= sample
-            else vectors[rng.choice(len(vectors), sample, replace=False)]
-        )
+        picks = slice(None) if len(ids) <= sample else rng.choice(len(ids), sample, replace=False)
+        train = np.ascontiguousarray(vectors[picks], dtype=np.float32)
         ivf = find_ivf(index)
         if ivf is not None and len(train) < ivf.nlist:
             raise ValueError(
@@ -119,7 +116,7 @@ def build_index(
                 "use Flat or fewer lists"
             )
         index.train(train)
-    index.add_with_ids(vectors, ids)
+    add_in_chunks(index, ids, vectors)
     return index
 
 
@@ -250,7 +247,7 @@ class FullVectors:
     product-quantised index exactly, or the scenes' label probabilities."""
 
     ids: np.ndarray
-    vectors: np.ndarray | VectorFile
+    vectors: np.ndarray | VectorFile | GatheredRows
 
     @classmethod
     def from_unsorted(
@@ -363,12 +360,12 @@ def _padded(result: SearchResult, k: int) -> SearchResult:
     )
 
 
-def add_vectors(index: faiss.Index, ids: np.ndarray, vectors: np.ndarray) -> None:
+def add_vectors(index: faiss.Index, ids: np.ndarray, vectors: Rows) -> None:
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     present = contained_ids(index, ids)
     if present.any():
         raise ValueError(f"ids already in the index: {ids[present][:10].tolist()}")
-    index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+    add_in_chunks(index, ids, vectors)
 
 
 def remove_vectors(index: faiss.Index, ids: np.ndarray) -> int:

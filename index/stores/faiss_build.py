@@ -24,6 +24,7 @@ from index.descriptors import DEFAULT as DEFAULT_DESCRIPTORS
 from index.descriptors import check_dtype, encoded
 from index.embedding_job import run_embedding_job
 from index.given_vectors import given_for, nothing_embedded, take_given, with_taken
+from index.row_files import GatheredRows, Rows
 from index.stores import IndexModelMismatchError
 from index.stores.faiss_versions import IndexStore, Manifest
 from index.vectors import (
@@ -95,7 +96,7 @@ class ReindexReport:
 def measure_recall(
     index: faiss.Index,
     ids: np.ndarray,
-    vectors: np.ndarray,
+    vectors: Rows,
     settings: SearchSettings,
     queries: int,
     seed: int,
@@ -215,7 +216,7 @@ def reindex(
     if embedded.descriptors is not None and (parent is None or parent_descriptors is not None):
         descriptors = _updated_rows(
             parent_descriptors, gone if parent else None, embedded.ids, embedded.descriptors,
-            partial(encoded, dtype=settings.descriptors),
+            dtype=settings.descriptors, convert=partial(encoded, dtype=settings.descriptors),
         )  # fmt: skip
     recall = _recall_of(index, full, parent, embedded, search_settings, settings)
     stats = {
@@ -256,27 +257,25 @@ def reindex(
     )
 
 
-def _float32(rows: Any) -> np.ndarray:
-    return np.asarray(rows, dtype=np.float32)
-
-
 def _updated_rows(
     parent: FullVectors | None,
     gone: np.ndarray | None,
     ids: np.ndarray,
-    rows: np.ndarray,
-    kept: Callable[[Any], np.ndarray] = _float32,
+    rows: Rows,
+    dtype: Any = np.float32,
+    convert: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> FullVectors:
     """Rows per scene of the new version (full vectors, probabilities or descriptors): the
-    parent's, less the removed, plus the new scenes' `rows`, each as `kept` makes them (the
-    version's dtype: float32, or the descriptors' coding)."""
+    parent's, less the removed, plus the new scenes' `rows`, in id order, as `dtype` (each
+    source's rows through `convert` first when given: the descriptors' coding). Nothing is
+    read here: the version's writer reads them a chunk at a time (`index.row_files`)."""
+    parts: list[Rows] = [rows]
     if parent is not None:
-        keep = ~np.isin(parent.ids, gone) if gone is not None and len(gone) else slice(None)
+        keep = np.ones(len(parent.ids), bool) if gone is None else ~np.isin(parent.ids, gone)
+        parts.insert(0, GatheredRows.of(parent.vectors).taken(np.flatnonzero(keep)))
         ids = np.concatenate([parent.ids[keep], ids])
-        rows = np.concatenate([kept(parent.vectors[keep]), kept(rows)])
-    else:
-        rows = kept(rows)
-    return FullVectors.from_unsorted(ids, rows, rows.dtype)
+    order = np.argsort(ids, kind="stable")
+    return FullVectors(ids[order], GatheredRows.joined(parts, dtype, convert).taken(order))
 
 
 def _recall_of(
@@ -299,7 +298,7 @@ def _recall_of(
         full_vectors=full,
     )
     if full is not None:
-        return measure(full.ids, np.asarray(full.vectors))
+        return measure(full.ids, full.vectors)
     if parent is None:
         return measure(embedded.ids, embedded.embeddings)
     all_ids = stored_ids(index)

@@ -40,6 +40,7 @@ import numpy as np
 from index.descriptors import LEGACY as LEGACY_DESCRIPTORS
 from index.descriptors import kept_as
 from index.results import in_sorted
+from index.row_files import save_rows
 from index.stores.base import IndexModelMismatchError, IndexNotReadyError
 from index.vectors import FullVectors, VectorFile, stored_ids
 from model.faults import kill_point
@@ -124,7 +125,7 @@ def _save_rows(path: Path, rows: FullVectors | None, ids: np.ndarray, what: str)
     if not np.array_equal(rows.ids, ids):
         raise ValueError(f"the {what} must hold exactly the index's ids")
     with path.open("wb") as handle:
-        np.save(handle, np.asarray(rows.vectors, dtype=rows.dtype))
+        save_rows(handle, rows.vectors, rows.dtype)  # a chunk at a time: memory stays flat
     return _sha256(path)
 
 

@@ -184,6 +184,7 @@ def reindex_milvus(
     A collection of another model is refused. `names` limits the scenes to those image stems
     (the rest count as gone)."""
     from index.embedding_job import run_embedding_job
+    from index.row_files import CHUNK_ROWS
     from model.archive import as_archive, scene_id
     from model.card import load_model
     from model.faults import kill_point
@@ -223,8 +224,10 @@ def reindex_milvus(
         )  # fmt: skip
         row_of = {scene_id(archive.scenes[p].name): p for p in positions}
         metas = [archive_meta(archive, row_of[int(i)]) for i in embedded.ids]
-        if len(embedded.ids):
-            store.add(embedded.ids, embedded.embeddings, metas, embedded.probabilities)
+        for start in range(0, len(embedded.ids), CHUNK_ROWS):  # the job's rows: from files
+            end = start + CHUNK_ROWS
+            store.add(embedded.ids[start:end], embedded.embeddings[start:end], metas[start:end],
+                      embedded.probabilities[start:end])  # fmt: skip
         removed = store.remove(gone) if len(gone) else 0
         count = store.count()
         if not in_place:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from index import given_vectors
 from index.given_vectors import GivenVectors, GivenVectorsWriter, take_given
 from index.vectors import FullVectors
 
@@ -26,10 +25,7 @@ def _folder(path: Path, ids: np.ndarray, seed: int, descriptors: bool = True) ->
     return GivenVectors.open(path)
 
 
-def test_taken_rows_come_sorted_by_id_from_the_first_folder_holding_them(
-    tmp_path: Path, monkeypatch
-) -> None:
-    monkeypatch.setattr(given_vectors, "READ_ROWS", 3)  # several pieces per folder
+def test_taken_rows_come_sorted_by_id_from_the_first_folder_holding_them(tmp_path: Path) -> None:
     first = _folder(tmp_path / "first", np.array([50, 10, 40, 30, 20], np.int64), seed=1)
     second = _folder(tmp_path / "second", np.array([30, 60, 70, 5], np.int64), seed=2)
     asked = np.array([70, 30, 99, 10, 60, 5, 50], np.int64)  # 99: in neither folder
