@@ -182,7 +182,7 @@ def main() -> None:
                      REPO)  # fmt: skip
         env = {"GRN_MODEL_PATH": str(args.model)}
         for name in args.trees:
-            root = work / f"synth-index-{name}"
+            root = work / f"synth-{scenes}-index-{name}"
             row = reindexed(trees[name], env, root, ["--archive", str(archive)], None,
                             args.model, args.shard_size)  # fmt: skip
             row.update(tree=name, scenes=scenes)
