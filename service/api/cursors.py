@@ -12,10 +12,11 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from service.errors import BadRequestError
-from service.storage.listing import ORDERS, Order, Seek
+from service.storage.listing import BY_TIME, ORDERS, Order, Seek
 
 VERSION = 1
 MAX_ID = 2**63 - 1
@@ -45,7 +46,7 @@ class Cursor:
         body = {
             "v": VERSION,
             "o": self.seek.order,
-            "k": str(self.seek.key),
+            "k": _key_text(self.seek.key),
             "i": str(self.seek.scene_id),
             "p": self.position,
             "t": self.total,
@@ -70,10 +71,34 @@ class Cursor:
                 f"the filters of the page that gave it, or {RESTART}"
             )
         scene_id = _integer(body["i"], "scene id")
-        key: int | str = _integer(body["k"], "id") if order == "id" else body["k"]
-        if order == "name" and len(body["k"]) > MAX_NAME:
+        key: int | str | datetime | None = body["k"]
+        if order == "id":
+            key = _integer(body["k"], "id")
+        elif order in BY_TIME:
+            key = _instant(body["k"])
+        elif len(body["k"]) > MAX_NAME:
             raise BadCursorError(f"its name is longer than {MAX_NAME} characters; {RESTART}")
         return cls(Seek(order, key, scene_id), body["p"], body["t"], filters)
+
+
+def _key_text(key: int | str | datetime | None) -> str:
+    """A sort key as the cursor carries it: an acquisition time in ISO 8601 (UTC), an empty
+    text for a time not known."""
+    if key is None:
+        return ""
+    return key.isoformat() if isinstance(key, datetime) else str(key)
+
+
+def _instant(text: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadCursorError(f"its time is not an ISO 8601 instant; {RESTART}") from exc
+    if when.tzinfo is None:
+        raise BadCursorError(f"its time has no zone; {RESTART}")
+    return when
 
 
 def _body(text: str) -> dict[str, Any]:

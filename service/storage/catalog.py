@@ -265,7 +265,7 @@ class Catalog:
         session: Session, f: SceneFilter, gis: str | None, name: str | None,
         after: Seek | None = None,
     ) -> list[ColumnElement[bool]]:  # fmt: skip
-        id_above = int(after.key) if after is not None and after.order == "id" else None
+        id_above = int(str(after.key)) if after is not None and after.order == "id" else None
         where = scene_where(session, f, gis, id_above=id_above)
         if name:
             where.append(Scene.name.contains(name, autoescape=True))

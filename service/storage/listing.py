@@ -4,7 +4,9 @@ last scene of the page before by its sort key, with the scene id as the tie-brea
 index range read, whatever the depth; `Catalog.page`, `Catalog.walk`).
 
 The orders a listing takes (`ORDERS`) each sort by an indexed column: `id` by the primary
-key, `name` by the unique index on the image name. A page's scenes are read as plain rows
+key, `name` by the unique index on the image name, `acquired` and `-acquired` by the
+acquisition time (oldest or newest first), the scenes whose time is not known last in both.
+A page's scenes are read as plain rows
 (`ListedScene`: the scene's columns, then its labels and footprint in one query each for the
 whole page), not as ORM objects, whose loading cost several times more per row.
 """
@@ -20,10 +22,13 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, Select, and_, or_, select
 from sqlalchemy.orm import Session
 
+from model.times import utc
 from service.storage.db import Label, Scene, SceneFootprint, SceneLabel
 
-Order = Literal["id", "name"]
-ORDERS: tuple[Order, ...] = ("id", "name")
+Order = Literal["id", "name", "acquired", "-acquired"]
+ORDERS: tuple[Order, ...] = ("id", "name", "acquired", "-acquired")
+BY_TIME: tuple[Order, ...] = ("acquired", "-acquired")
+"""The orders by acquisition time, whose key may be None (not known)."""
 COLUMNS = (
     Scene.id, Scene.name, Scene.folder, Scene.split, Scene.width, Scene.height,
     Scene.created_at, Scene.meta, Scene.acquired,
@@ -61,32 +66,50 @@ class ListedScene:
 @dataclass(frozen=True)
 class Seek:
     """Where a keyset page starts: just after the scene whose sort key is `key` (its name for
-    order `name`, its id for order `id`) and whose id is `scene_id`."""
+    order `name`, its id for order `id`, its acquisition time in UTC or None for the orders
+    by time) and whose id is `scene_id`."""
 
     order: Order
-    key: int | str
+    key: int | str | datetime | None
     scene_id: int
 
     @classmethod
     def after(cls, order: Order, scene: Scene | ListedScene) -> Seek:
         """The position just after `scene` in `order`."""
-        key: int | str = scene.name if order == "name" else scene.id
+        key: int | str | datetime | None = scene.name if order == "name" else scene.id
+        if order in BY_TIME:
+            key = None if scene.acquired is None else utc(scene.acquired)
         return cls(order, key, scene.id)
 
     def clauses(self) -> list[ColumnElement[bool]]:
         """The WHERE clauses that keep the scenes after this position. For `name`, the range
         on the name alone comes first, so both databases read it from the name's index; the
-        id decides among equal names."""
+        id decides among equal names. By time, the scenes of unknown time come after every
+        known one, in order of id."""
         if self.order == "id":
-            return [Scene.id > int(self.key)]
+            return [Scene.id > int(str(self.key))]
+        if self.order in BY_TIME:
+            return [self._after_in_time()]
         name = str(self.key)
         return [Scene.name >= name, or_(Scene.name > name, and_(Scene.id > self.scene_id))]
 
+    def _after_in_time(self) -> ColumnElement[bool]:
+        unknown, later_id = Scene.acquired.is_(None), Scene.id > self.scene_id
+        key = self.key
+        if not isinstance(key, datetime):
+            return and_(unknown, later_id)
+        beyond = Scene.acquired > key if self.order == "acquired" else Scene.acquired < key
+        return or_(beyond, and_(Scene.acquired == key, later_id), unknown)
+
 
 def ordered(query: Select[*tuple[Any, ...]], order: Order) -> Select[*tuple[Any, ...]]:
-    """`query` sorted by `order`, the id breaking ties."""
+    """`query` sorted by `order`, the id breaking ties; by time, the scenes of unknown time
+    last."""
     if order == "name":
         return query.order_by(Scene.name, Scene.id)
+    if order in BY_TIME:
+        when = Scene.acquired if order == "acquired" else Scene.acquired.desc()
+        return query.order_by(Scene.acquired.is_(None), when, Scene.id)
     return query.order_by(Scene.id)
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import ColumnElement, Connection, Select, func, literal_column, 
 
 from service.storage.db import Scene, SceneFootprint
 from service.storage.dialects import ids_in_box
-from service.storage.listing import COLUMNS
+from service.storage.listing import COLUMNS, ordered
 
 DECIMALS = 6
 """Shares are rounded to this many decimals: the same footprint covers exactly 1, and GEOS's
@@ -85,10 +85,5 @@ def _postgis_shares(schema: str, scene_id: int, candidates: Select[Any]) -> Sele
 def by_acquisition(ids: list[int], limit: int, offset: int) -> Select[*tuple[Any, ...]]:
     """The SELECT of a page of these scenes' `COLUMNS` (`listing.listed` reads them), by
     acquisition time, the scenes of unknown time last, the id breaking ties."""
-    return (
-        select(*COLUMNS)
-        .where(Scene.id.in_(ids))
-        .order_by(Scene.acquired.is_(None), Scene.acquired, Scene.id)
-        .limit(limit)
-        .offset(offset)
-    )
+    query = ordered(select(*COLUMNS).where(Scene.id.in_(ids)), "acquired")
+    return query.limit(limit).offset(offset)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from index.filters import SceneFilter
 from index.results import MAX_K
 from index.stores import ModelIndex, ServedIndex
 from model import rerank as descriptor_rerank
+from model.times import utc
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneRow, SceneTable
@@ -55,6 +56,11 @@ class SearchQuery:
     """Relevance feedback: archive scenes the results should be like."""
     less_like: Sequence[int] = ()
     """Relevance feedback: archive scenes the results should not be like."""
+    order: HitOrder = "score"
+    """How the k hits are paged: best first, or by acquisition time (`in_order`)."""
+
+
+HitOrder = Literal["score", "acquired", "-acquired"]
 
 
 class RankedScene(NamedTuple):
@@ -202,8 +208,22 @@ def search_scenes(
         query_id=scene_id,
         reranked=reranking,
         score_kind=score_kind,
-        **page_fields(snapshot, ranked, query.offset, query.limit or query.k),
+        **page_fields(
+            snapshot, in_order(ranked, query.order), query.offset, query.limit or query.k
+        ),
     )
+
+
+def in_order(ranked: list[RankedScene], order: HitOrder) -> list[RankedScene]:
+    """The top hits in `order`: as ranked (`score`), or by acquisition time, oldest
+    (`acquired`) or newest (`-acquired`) first, those of unknown time last; hits of the same
+    time keep their rank's order. The hits are the same k either way: only their order
+    changes."""
+    if order == "score":
+        return ranked
+    timed = [(utc(hit.scene.acquired), hit) for hit in ranked if hit.scene.acquired is not None]
+    timed.sort(key=lambda pair: pair[0], reverse=order == "-acquired")  # stable either way
+    return [hit for _, hit in timed] + [hit for hit in ranked if hit.scene.acquired is None]
 
 
 LABEL_SAMPLE = 1000

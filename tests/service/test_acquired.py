@@ -18,7 +18,7 @@ import pytest
 from commands import grn
 from dates import WRITE_KEY, dated_labels
 from geodata import make_mosaic, ucm_scenes
-from servers import LiveServer
+from servers import LiveServer, search_ok
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -235,3 +235,72 @@ def test_searches_listings_and_writes_filter_by_acquisition(
         )
     bad_cli = grn("search", "--scene", query, "--month", "june", env=server.env)
     assert bad_cli.returncode == 2 and bad_cli.stderr.startswith("error: month")
+
+
+def walked(client: Any, order: str, limit: int, **params: str) -> list[dict[str, Any]]:
+    """Every scene of `GET /scenes` in `order`, page after page by cursor."""
+    scenes: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        asked = {"order": order, "limit": str(limit), **params}
+        page = client.get("/scenes", params={**asked, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        scenes += page.json()["scenes"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return scenes
+
+
+def by_time(scenes: list[dict[str, Any]], newest_first: bool) -> list[str]:
+    """The ids of `scenes` by acquisition time, unknown last, ties by id (as SQL sorts)."""
+
+    def key(scene: dict[str, Any]) -> tuple[bool, float, int]:
+        when = scene["acquired"]
+        seconds = datetime.fromisoformat(when).timestamp() if when else 0.0
+        return (when is None, -seconds if newest_first else seconds, int(scene["id"]))
+
+    return [s["id"] for s in sorted(scenes, key=key)]
+
+
+def test_listings_and_searches_sort_by_acquisition(dated: tuple[LiveServer, Archive]) -> None:
+    """`GET /scenes?order=acquired|-acquired` pages (by cursor across runs of equal times and
+    into the scenes of unknown time, and by offset) in time order; `POST /search` with
+    `order` gives the same k hits as by score, by time, equal times in their rank's order."""
+    server, archive = dated
+    with server.client() as client:
+        every = client.get("/scenes", params={"limit": 1000}).json()["scenes"]
+        times = {s["acquired"] for s in every}
+        assert len(times) >= 7 and None in times
+        for order, newest in (("acquired", False), ("-acquired", True)):
+            expected = by_time(every, newest)
+            assert [s["id"] for s in walked(client, order, 7)] == expected, order
+            offsets = [client.get("/scenes", params={"order": order, "limit": 25, "offset": o})
+                       .json()["scenes"] for o in range(0, len(every), 25)]  # fmt: skip
+            assert [s["id"] for page in offsets for s in page] == expected, order
+            summer = walked(client, order, 5, month="6,7,8")
+            assert [s["id"] for s in summer] == by_time(
+                [s for s in every if s["acquired"] and s["acquired"][5:7] in ("06", "07", "08")],
+                newest,
+            )
+        other = client.get("/scenes", params={"order": "name", "limit": 5}).json()["next_cursor"]
+        mixed = client.get("/scenes", params={"order": "acquired", "cursor": other})
+        assert mixed.status_code == 400 and "order=name" in mixed.json()["message"]
+        bad = client.get("/scenes", params={"order": "when"})
+        assert bad.status_code == 422 and "order" in bad.json()["message"]
+
+        query = str(scene_id(archive.scenes[0].name))
+        best = search_ok(server, scene_id=query, k=40)["hits"]
+        rank = {hit["id"]: n for n, hit in enumerate(best)}
+        for order, newest in (("acquired", False), ("-acquired", True)):
+            pages = [search_ok(server, scene_id=query, k=40, order=order, offset=start, limit=15)
+                     for start in (0, 15, 30)]  # fmt: skip
+            hits = [hit for page in pages for hit in page["hits"]]
+            assert sorted(h["id"] for h in hits) == sorted(rank)  # the same 40
+            times = [h["acquired"] for h in hits]
+            known = [datetime.fromisoformat(t) for t in times if t]
+            assert known == sorted(known, reverse=newest) and None not in times[: len(known)]
+            for a, b in itertools.pairwise(hits):
+                if a["acquired"] == b["acquired"]:
+                    assert rank[a["id"]] < rank[b["id"]]  # equal times: best first
+        refused = client.post("/search", json={"scene_id": query, "order": "name"})
+        assert refused.status_code == 422 and "order" in refused.json()["message"]

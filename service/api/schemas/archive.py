@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field
 
 from service.api.schemas.common import SceneId, Schema
 from service.api.schemas.filters import FilterFields
+from service.storage.listing import Order
 
 
 class ScenePlace(Schema):
@@ -165,8 +166,9 @@ class SceneSelection(FilterFields):
 
     q: str | None = Field(default=None, max_length=200)
     """Part of the image name."""
-    order: Literal["id", "name"] = "id"
-    """id or name (the id breaks ties)."""
+    order: Order = "id"
+    """id, name, acquired (oldest first) or -acquired (newest first); the id breaks ties,
+    and by acquisition time the scenes whose time is not known come last."""
 
     def fingerprint(self) -> str:
         """A digest of the filters and `q` as parsed (the same whether a list came as

@@ -12,7 +12,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 from service.api.schemas.classify import LabelScore
 from service.api.schemas.common import SceneId, SceneIdIn, Schema
 from service.api.schemas.filters import FilterFields, TextList
-from service.usecases.search import SearchQuery
+from service.usecases.search import HitOrder, SearchQuery
 
 
 class SearchRequest(FilterFields):
@@ -47,6 +47,10 @@ class SearchRequest(FilterFields):
     """The first hit of the page (0-based) among the k ranked."""
     limit: int | None = Field(default=None, ge=1, le=1000)
     """Hits per page (default: all k)."""
+    order: HitOrder = "score"
+    """The order of the k hits over the pages: `score` (best first), or by acquisition
+    time, `acquired` (oldest first) or `-acquired` (newest first), the hits of unknown time
+    last. The hits are the k most similar either way; only their order changes."""
     format: Literal["json", "csv", "geojson"] = "json"
     """`csv`: the page of hits as CSV (rank, id, image, scene, score, labels, image_url,
     added); `geojson`: as a GeoJSON FeatureCollection of the hits that have a footprint (for
@@ -91,6 +95,7 @@ class SearchRequest(FilterFields):
             limit=self.limit,
             more_like=self.more_like,
             less_like=self.less_like,
+            order=self.order,
         )
 
 
