@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urljoin, urlparse
 
 from model.geo import GeoError, SceneGeo, geometry_from_geojson
 from model.times import TimeError, parse_instant
 
 GEOTIFF_TYPES = ("image/tiff", "image/tiff; application=geotiff")
 DEFAULT_ASSETS = ("visual", "rgb", "image")
+REMOTE = ("http", "https", "s3", "gs")
+"""The schemes of assets that are not tiled (only local files are)."""
 NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
@@ -84,8 +86,7 @@ def read_stac(source: str | Path, asset: str | None = None) -> StacRead:
     for where, item in _item_dicts(str(source)):
         item_id = str(item.get("id") or where)
         try:
-            base = Path(urlparse(where.split("#")[0]).path).parent
-            read.rasters.append(_raster(item, item_id, asset, base))
+            read.rasters.append(_raster(item, item_id, asset, where.split("#")[0]))
         except (StacError, GeoError, TimeError) as exc:
             read.problems.append(StacProblem(item_id, str(exc)))
     ids = [r.name for r in read.rasters]
@@ -142,7 +143,7 @@ def _catalog_items(catalog: Any) -> Iterator[tuple[str, dict[str, Any]]]:
         yield from _catalog_items(child)
 
 
-def _raster(item: dict[str, Any], item_id: str, asset: str | None, base: Path) -> StacRaster:
+def _raster(item: dict[str, Any], item_id: str, asset: str | None, where: str) -> StacRaster:
     if "_unreadable" in item:
         raise StacError(f"cannot be read: {item['_unreadable']}")
     if item.get("type") != "Feature" or "properties" not in item:
@@ -153,7 +154,7 @@ def _raster(item: dict[str, Any], item_id: str, asset: str | None, base: Path) -
     properties = dict(item["properties"] or {})
     when = properties.get("datetime") or properties.get("start_datetime")
     acquired = None if when is None else parse_instant(when)
-    key, href = _asset(item, asset, base)
+    key, href = _asset(item, asset, where)
     name = "".join(c if c in NAME_CHARACTERS else "_" for c in item_id)[:150]
     return StacRaster(
         item_id=item_id, name=name.lstrip("._-") or "item", href=href, asset=key,
@@ -163,9 +164,9 @@ def _raster(item: dict[str, Any], item_id: str, asset: str | None, base: Path) -
     )  # fmt: skip
 
 
-def _asset(item: dict[str, Any], wanted: str | None, base: Path) -> tuple[str, Path]:
-    """The asset to tile: its key and its file (a relative href is relative to `base`, the
-    folder of the item's JSON)."""
+def _asset(item: dict[str, Any], wanted: str | None, where: str) -> tuple[str, Path]:
+    """The asset to tile: its key and its file (a relative href is relative to `where`, the
+    item's JSON: a file here, or a URL, which makes the asset's a URL too)."""
     assets: dict[str, Any] = item.get("assets") or {}
     if wanted is not None:
         key = wanted if wanted in assets else None
@@ -186,15 +187,18 @@ def _asset(item: dict[str, Any], wanted: str | None, base: Path) -> tuple[str, P
             "--asset KEY"
         )
     href = str(assets[key].get("href") or "")
+    if urlparse(where).scheme in REMOTE:
+        href = urljoin(where, href)
     parsed = urlparse(href)
-    if parsed.scheme in ("http", "https", "s3", "gs"):
+    if parsed.scheme in REMOTE:
         raise StacError(
             f"asset {key!r} is at {href}: only local files are tiled; download the catalog's "
             "assets first"
         )
     path = Path(unquote(parsed.path) if parsed.scheme == "file" else href)
     if not path.is_absolute():
-        path = base / path
+        item_file = urlparse(where)
+        path = Path(unquote(item_file.path) if item_file.scheme == "file" else where).parent / path
     if not path.is_file():
         raise StacError(f"asset {key!r} ({path}) cannot be reached: no such file")
     return key, path.resolve()

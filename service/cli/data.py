@@ -163,22 +163,21 @@ def _stac_import(
     imported on stderr; exit 1 when none could."""
     from service.settings import get_settings
     from service.storage.scene_reading import SchemaNotCurrentError
-    from service.usecases.stac_import import import_stac
+    from service.usecases.stac_import import import_stac, tiles_folder
 
-    folder = tiles or get_settings().files.store_dir / "stac"
     try:
         report = import_stac(
-            engine(database_url), source, folder, asset=asset, max_cloud=max_cloud,
-            progress=not quiet,
+            engine(database_url), source, tiles_folder(get_settings(), tiles), asset=asset,
+            max_cloud=max_cloud, progress=not quiet,
         )  # fmt: skip
     except user_errors(SchemaNotCurrentError, OSError) as exc:
         fail(exc)
     for line in report.summary():
         typer.echo(line)
-    for problem in report.problems:
-        typer.echo(f"  item {problem.item}: {problem.error}", err=True)
-    if report.problems and not report.imported:
-        fail(f"none of the {len(report.problems)} STAC items could be imported")
+    for line in report.problem_lines():
+        typer.echo(line, err=True)
+    if report.failure:
+        fail(report.failure)
 
 
 def _bulk_import(

@@ -10,7 +10,15 @@ import logging
 import sys
 
 from service.jobs.progress import reporting_progress
-from service.jobs.specs import ImportJob, JobSpec, ReindexJob, RollbackJob, TrainJob, spec_from_json
+from service.jobs.specs import (
+    ImportJob,
+    JobSpec,
+    ReindexJob,
+    RollbackJob,
+    StacImportJob,
+    TrainJob,
+    spec_from_json,
+)
 from service.settings import Settings, get_settings
 from service.storage.db import make_engine
 
@@ -34,6 +42,18 @@ def run(spec: JobSpec, settings: Settings) -> int:
                 say(line)
             for broken in report.broken:
                 say(f"  skipped {broken.path}: {broken.error}")
+        elif isinstance(spec, StacImportJob):
+            from service.usecases.stac_import import import_stac, tiles_folder
+
+            stac = import_stac(
+                engine, spec.source, tiles_folder(settings, spec.tiles), asset=spec.asset,
+                max_cloud=spec.max_cloud, progress=True,
+            )  # fmt: skip
+            for line in [*stac.summary(), *stac.problem_lines()]:
+                say(line)
+            if stac.failure:
+                say(f"error: {stac.failure}")
+                return 1
         elif isinstance(spec, ReindexJob):
             from service.usecases.reindex import ReindexRequest, reindex_scenes
 
@@ -69,6 +89,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m service.jobs.run SPEC_JSON", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin lines are no output
     spec = spec_from_json(argv[0])
     try:
         with reporting_progress():

@@ -32,6 +32,32 @@ class ImportJob(Spec):
         return ["import", str(self.archive), *labels]
 
 
+class StacImportJob(Spec):
+    """Import a STAC catalog's items (`grn import --stac`): each item's raster tiled under
+    `tiles`, then imported with its footprint, date and properties; again: adds only what is
+    new. Items that cannot be imported are named in the job's output, the others imported."""
+
+    kind: Literal["import-stac"] = "import-stac"
+    source: str = Field(min_length=1, max_length=2000)
+    """The catalog, collection, item collection or item: a path or a URL."""
+    asset: str | None = Field(default=None, min_length=1, max_length=200)
+    """The asset to tile (default: visual, else the first GeoTIFF data asset)."""
+    max_cloud: float | None = Field(default=None, ge=0, le=100)
+    """Leave out the items whose eo:cloud_cover is above it, or not given."""
+    tiles: Path | None = None
+    """Where the items' tiles go (default GRN_STORE_DIR/stac)."""
+
+    def argv(self) -> list[str]:
+        args = ["import", "--stac", self.source]
+        if self.asset is not None:
+            args += ["--asset", self.asset]
+        if self.max_cloud is not None:
+            args += ["--max-cloud", f"{self.max_cloud:g}"]
+        if self.tiles is not None:
+            args += ["--tiles", str(self.tiles)]
+        return args
+
+
 class ReindexJob(Spec):
     """Embed the scenes SQL holds with `model` into the configured vector store."""
 
@@ -76,7 +102,9 @@ class RollbackJob(Spec):
         return ["rollback"]
 
 
-JobSpec = Annotated[ImportJob | ReindexJob | TrainJob | RollbackJob, Field(discriminator="kind")]
+JobSpec = Annotated[
+    ImportJob | StacImportJob | ReindexJob | TrainJob | RollbackJob, Field(discriminator="kind")
+]
 _SPECS: TypeAdapter[JobSpec] = TypeAdapter(JobSpec)
 
 

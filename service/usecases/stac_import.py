@@ -27,7 +27,13 @@ from typing import Any
 from sqlalchemy import Engine
 
 from model.stac import StacProblem, StacRaster, read_stac
+from service.settings import Settings
 from service.usecases.importer import import_archive
+
+
+def tiles_folder(settings: Settings, given: Path | None = None) -> Path:
+    """Where a STAC import writes its items' tiles: `given`, else GRN_STORE_DIR/stac."""
+    return given if given is not None else settings.files.store_dir / "stac"
 
 
 @dataclass
@@ -57,6 +63,17 @@ class StacImportReport:
                 "or not given)"
             )
         return lines
+
+    def problem_lines(self) -> list[str]:
+        """Each item that could not be imported, with its problem."""
+        return [f"  item {problem.item}: {problem.error}" for problem in self.problems]
+
+    @property
+    def failure(self) -> str | None:
+        """Why the import as a whole failed: no item could be imported (None otherwise)."""
+        if self.problems and not self.imported:
+            return f"none of the {len(self.problems)} STAC items could be imported"
+        return None
 
 
 def import_stac(

@@ -17,6 +17,7 @@ from service.jobs.specs import (
     LegacyJobError,
     ReindexJob,
     RollbackJob,
+    StacImportJob,
     TrainJob,
     spec_from_json,
     spec_to_json,
@@ -39,6 +40,7 @@ SPECS = [
     ReindexJob(model=Path("m.safetensors"), incremental=True),
     TrainJob(force=True, epochs=3),
     RollbackJob(),
+    StacImportJob(source="https://example.org/catalog.json", asset="data", max_cloud=12.5),
 ]
 
 
@@ -51,11 +53,20 @@ def test_the_command_a_spec_runs() -> None:
     assert SPECS[0].argv() == ["import", "/data/archive", "--labels", "/data/archive/other.csv"]
     assert SPECS[2].argv() == ["reindex", "--model", "m.safetensors", "--catalog", "--incremental"]
     assert SPECS[3].argv() == ["retrain", "--force", "--quiet", "--epochs", "3"]
+    assert SPECS[5].argv() == [
+        "import", "--stac", "https://example.org/catalog.json", "--asset", "data",
+        "--max-cloud", "12.5",
+    ]  # fmt: skip
+    assert StacImportJob(source="c.json", tiles=Path("t")).argv() == [
+        "import", "--stac", "c.json", "--tiles", "t"
+    ]  # fmt: skip
 
 
 def test_a_bad_spec_is_refused() -> None:
     with pytest.raises(ValueError, match="epochs"):
         TrainJob(epochs=0)
+    with pytest.raises(ValueError, match="max_cloud"):
+        StacImportJob(source="c.json", max_cloud=101)
     with pytest.raises(ValueError, match="kind"):
         spec_from_json('{"kind": "format-disk"}')
     with pytest.raises(LegacyJobError):

@@ -8,93 +8,26 @@ that adds nothing."""
 from __future__ import annotations
 
 import json
-import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyproj
 import pystac
 import pytest
-import rasterio
 from commands import grn
-from geodata import EPSG, ORIGIN, PIXEL_M, SCENE_PX, make_mosaic, ucm_scenes
-from rasterio.errors import NotGeoreferencedWarning
-from shapely.geometry import box, mapping, shape
+from geodata import EPSG, ORIGIN, PIXEL_M, SCENE_PX
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from stac_catalog import BAD_ITEMS, SECOND_ORIGIN, TO_WGS84, write_test_catalog
 
 from index.filters import utc
 from service.storage.db import Scene, SceneFootprint, make_engine
 
-TO_WGS84 = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
-SECOND_ORIGIN = (ORIGIN[0] + 5_000.0, ORIGIN[1] - 3_000.0)
-
-
-def wgs84_box(origin: tuple[float, float], cols: int, rows: int) -> dict[str, Any]:
-    """The GeoJSON outline of a mosaic of rows x cols scenes whose top-left is `origin`."""
-    x0, y0 = origin
-    x1, y1 = x0 + cols * SCENE_PX * PIXEL_M, y0 - rows * SCENE_PX * PIXEL_M
-    (w, e), (s, n) = TO_WGS84.transform([x0, x1], [y1, y0])
-    return mapping(box(min(w, e), min(s, n), max(w, e), max(s, n)))
-
-
-def item(item_id: str, geometry: dict[str, Any] | None, when: datetime | None,
-         assets: dict[str, str], **properties: Any) -> pystac.Item:  # fmt: skip
-    found = pystac.Item(
-        item_id, geometry, shape(geometry).bounds if geometry else None, when,
-        properties, start_datetime=None if when else datetime(2020, 3, 1, 9, tzinfo=UTC),
-        end_datetime=None if when else datetime(2020, 3, 1, 10, tzinfo=UTC),
-    )  # fmt: skip
-    for key, href in assets.items():
-        kind, roles = (
-            (pystac.MediaType.PNG, ["thumbnail"]) if key == "thumbnail"
-            else (pystac.MediaType.COG, ["data"])
-        )  # fmt: skip
-        found.add_asset(key, pystac.Asset(href, media_type=kind, roles=roles))
-    return found
-
 
 @pytest.fixture(scope="module")
 def catalog(ucm_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A self-contained catalog: two good items (2 tiles and 1 tile) and four bad ones."""
-    root = tmp_path_factory.mktemp("stac")
-    scenes = ucm_scenes(ucm_root, 4)
-    make_mosaic(root / "rasters" / "a.tif", scenes[:2], grid=(1, 2))
-    make_mosaic(root / "rasters" / "b.tif", scenes[2:3], grid=(1, 1), cog=True,
-                origin=SECOND_ORIGIN)  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(root / "rasters" / "nocrs.tif", "w", driver="GTiff", width=256,
-                           height=256, count=3, dtype="uint8") as dst:  # fmt: skip
-            dst.write(np.zeros((3, 256, 256), np.uint8))
-    here = wgs84_box(ORIGIN, 2, 1)
-    top = pystac.Catalog("ucm-stac", "UCM scenes as STAC items")
-    top.add_items([
-        item("scene-a", here, datetime(2021, 6, 1, 10, tzinfo=UTC),
-             {"visual": str(root / "rasters" / "a.tif")},
-             platform="ucm-plane", gsd=0.3, **{"eo:cloud_cover": 5.0}),
-        item("scene-b", wgs84_box(SECOND_ORIGIN, 1, 1), None,
-             {"visual": str(root / "rasters" / "b.tif"), "data": str(root / "rasters" / "a.tif")},
-             **{"eo:cloud_cover": 60.0}),
-        item("no-geometry", None, datetime(2021, 1, 1, tzinfo=UTC),
-             {"visual": str(root / "rasters" / "a.tif")}),
-        item("bad-date", here, datetime(2021, 1, 1, tzinfo=UTC),
-             {"visual": str(root / "rasters" / "a.tif")}),
-        item("no-visual", here, datetime(2021, 1, 1, tzinfo=UTC),
-             {"thumbnail": str(root / "rasters" / "a.tif")}),
-        item("no-crs", here, datetime(2021, 1, 1, tzinfo=UTC),
-             {"visual": str(root / "rasters" / "nocrs.tif")}),
-    ])  # fmt: skip
-    top.normalize_hrefs(str(root / "catalog"))
-    top.make_all_asset_hrefs_relative()
-    top.save(pystac.CatalogType.SELF_CONTAINED)
-    bad = root / "catalog" / "bad-date" / "bad-date.json"
-    text = json.loads(bad.read_text())
-    text["properties"]["datetime"] = "the first of June"
-    bad.write_text(json.dumps(text))
-    return root / "catalog" / "catalog.json"
+    """The tests' catalog (`stac_catalog.write_test_catalog`): two good items, four bad."""
+    return write_test_catalog(tmp_path_factory.mktemp("stac"), ucm_root)
 
 
 def database(tmp_path: Path) -> dict[str, str]:
@@ -118,11 +51,9 @@ def test_a_catalog_imports_its_good_items_and_names_the_bad(catalog: Path, tmp_p
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("imported 3 scenes (0 already present) from 2 of 6 STAC items")
     problems = dict(line.strip().split(": ", 1) for line in done.stderr.strip().splitlines())
-    assert set(problems) == {"item no-geometry", "item bad-date", "item no-visual", "item no-crs"}
-    assert "has no geometry" in problems["item no-geometry"]
-    assert "'the first of June' is not an ISO 8601" in problems["item bad-date"]
-    assert "no visual or GeoTIFF data asset (its assets: thumbnail)" in problems["item no-visual"]
-    assert "has no coordinate reference system" in problems["item no-crs"]
+    assert set(problems) == {f"item {name}" for name in BAD_ITEMS}
+    for name, said in BAD_ITEMS.items():
+        assert said in problems[f"item {name}"], name
     scenes = stored(env)
     assert sorted(scenes) == ["scene-a_0_0", "scene-a_0_1", "scene-b_0_0"]
     for name, (scene, place) in scenes.items():

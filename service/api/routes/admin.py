@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlparse
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi import Path as Path_
@@ -19,10 +20,10 @@ from fastapi import Path as Path_
 from service.api.deps import ADMIN, RuntimeDep, SettingsDep, in_thread
 from service.api.errors import documented
 from service.api.lifespan import refresh_served
-from service.api.schemas.admin import JobOut, ReloadResponse
+from service.api.schemas.admin import ImportRequest, JobOut, ReloadResponse
 from service.errors import BadRequestError
 from service.jobs.queue import JobQueue
-from service.jobs.specs import ImportJob, ReindexJob, RollbackJob, TrainJob
+from service.jobs.specs import ImportJob, ReindexJob, RollbackJob, StacImportJob, TrainJob
 from service.settings import Settings
 
 router = APIRouter(
@@ -72,16 +73,25 @@ async def admin_reindex(
 
 @router.post("/import", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
 async def admin_import(
-    request: Request,
-    settings: SettingsDep,
-    archive: Annotated[
-        str | None,
-        Body(embed=True, description="The archive folder (default GRN_ARCHIVE_DIR)."),
-    ] = None,
+    request: Request, settings: SettingsDep, body: ImportRequest | None = None
 ) -> JobOut:
-    """Queue `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL."""
-    folder = archive_folder(settings, archive)
-    return JobOut.of(await in_thread(job_queue(request).submit, ImportJob(archive=folder)))
+    """Queue `grn import` of an archive folder (default GRN_ARCHIVE_DIR) into SQL, or with
+    `stac`, `grn import --stac`: each item's raster tiled (under GRN_STORE_DIR/stac) and
+    imported with its footprint, date and properties; the items that cannot be imported are
+    named in the job's output with their problem, the others imported; again, nothing is
+    added twice."""
+    given = body or ImportRequest()
+    spec: ImportJob | StacImportJob
+    if given.stac is not None:
+        if given.archive is not None:
+            raise BadRequestError("give an archive or a stac catalog, not both", "bad_import")
+        source = stac_source(given.stac)
+        spec = StacImportJob(source=source, asset=given.asset, max_cloud=given.max_cloud)
+    elif given.asset is not None or given.max_cloud is not None:
+        raise BadRequestError("asset and max_cloud go with stac", "bad_import")
+    else:
+        spec = ImportJob(archive=archive_folder(settings, given.archive))
+    return JobOut.of(await in_thread(job_queue(request).submit, spec))
 
 
 @router.post("/train", status_code=202, response_model=JobOut, responses=JOB_ERRORS)
@@ -138,3 +148,14 @@ def archive_folder(settings: Settings, given: str | None) -> Path:
     if not (folder / "labels.csv").is_file():
         raise BadRequestError(f"{folder} is not an archive: it has no labels.csv", "no_archive")
     return folder
+
+
+def stac_source(given: str) -> str:
+    """A STAC catalog to import: a URL as given (the job reads it, and says when it cannot),
+    a path made absolute, refused when no such file is here."""
+    if urlparse(given).scheme in ("http", "https"):
+        return given
+    path = Path(given).expanduser().resolve()
+    if not path.is_file():
+        raise BadRequestError(f"{given}: no such STAC file here", "no_catalog")
+    return str(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
 from service.api.schemas.common import Schema
 
 if TYPE_CHECKING:
@@ -43,11 +45,25 @@ class ReloadResponse(Schema):
     """Why the newest model or index is not in service, if it is not."""
 
 
+class ImportRequest(Schema):
+    """What `POST /admin/import` imports: an archive folder, or a STAC catalog."""
+
+    archive: str | None = None
+    """The archive folder (default GRN_ARCHIVE_DIR)."""
+    stac: str | None = Field(default=None, min_length=1, max_length=2000)
+    """Instead of an archive: a STAC catalog, collection, item collection or item, by path
+    or URL (as `grn import --stac`)."""
+    asset: str | None = Field(default=None, min_length=1, max_length=200)
+    """With `stac`: the asset to tile (default: visual, else the first GeoTIFF data asset)."""
+    max_cloud: float | None = Field(default=None, ge=0, le=100)
+    """With `stac`: leave out the items whose eo:cloud_cover is above this, or not given."""
+
+
 class JobOut(Schema):
     id: int
     """The job's number (a row in SQL: every API process and worker sees it)."""
     kind: str
-    """import, reindex, train or rollback."""
+    """import, import-stac, reindex, train or rollback."""
     command: str
     """The `grn` command line it runs."""
     status: str
