@@ -6,6 +6,7 @@
 "use strict";
 
 const PAGE = 20;
+const JOB_LINES = 8; // of a job's output shown: a STAC import's summary and its items' problems
 const state = { files: [], labels: [], editing: null };
 const scenePages = scenePager();
 
@@ -204,7 +205,7 @@ async function loadJobs() {
       cancel.addEventListener("click", () => startJob(`/admin/jobs/${job.id}/cancel`));
       parts.push(cancel);
     }
-    const tail = job.output.slice(-3).join("\n");
+    const tail = job.output.slice(-JOB_LINES).join("\n");
     if (tail) parts.push(element("pre", { className: "job-output", textContent: tail }));
     const item = element("li", { className: `job ${job.status}` }, parts);
     item.dataset.jobId = job.id;
@@ -229,6 +230,13 @@ function wire() {
   $("edit-cancel").addEventListener("click", () => $("editor").close());
   $("job-reindex").addEventListener("click", () => startJob("/admin/reindex", { incremental: true }));
   $("job-import").addEventListener("click", () => startJob("/admin/import"));
+  $("stac-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const body = { stac: $("stac-source").value.trim() };
+    if ($("stac-asset").value.trim()) body.asset = $("stac-asset").value.trim();
+    if ($("stac-max-cloud").value !== "") body.max_cloud = Number($("stac-max-cloud").value);
+    startJob("/admin/import", body);
+  });
   $("job-train").addEventListener("click", () => startJob("/admin/train"));
   $("job-rollback").addEventListener("click", () => startJob("/admin/rollback"));
   $("api-key").value = localStorage.getItem("grn-api-key") || "";

@@ -19,6 +19,7 @@ const state = {
   latest: 0, // sequence number of the newest search asked for
   area: null, // [west, south, east, north]: only scenes whose footprint meets it
   archiveTotal: 0, // how many scenes the archive listing's selection holds
+  archiveLatest: 0, // sequence number of the newest archive listing asked for
 };
 
 function showMessage(text) {
@@ -85,7 +86,7 @@ function matchMode() {
 }
 
 // The filter a search and the archive listing share, in the API's field names (both parse
-// them alike): ticked labels, scene folder, the area drawn, the days added.
+// them alike): ticked labels, scene folder, the area drawn, the days added, when acquired.
 function filterFields() {
   const fields = {};
   const labels = chosenLabels();
@@ -95,7 +96,7 @@ function filterFields() {
   if (state.area) fields.bbox = state.area;
   if ($("added-after").value) fields.added_after = $("added-after").value;
   if ($("added-before").value) fields.added_before = $("added-before").value;
-  return fields;
+  return { ...fields, ...acquiredFields() };
 }
 
 function filtering() {
@@ -137,6 +138,8 @@ function card(scene, score) {
   if (score !== undefined) {
     button.append(element("div", { className: "score", textContent: scoreText(score) }));
   }
+  const date = acquiredLine(scene);
+  if (date) button.append(date);
   button.append(element("div", { className: "tags", textContent: scene.labels.join(", ") }));
   button.dataset.sceneId = String(scene.id);
   button.addEventListener("click", () => openViewer(scene, score));
@@ -161,6 +164,7 @@ function writeUrl(replace) {
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
   if ($("added-after").value) params.set("added_after", $("added-after").value);
   if ($("added-before").value) params.set("added_before", $("added-before").value);
+  writeAcquired(params);
   if (state.more.length) params.set("more", state.more.map((s) => s.id).join(","));
   if (state.less.length) params.set("less", state.less.map((s) => s.id).join(","));
   if (state.area) params.set("area", state.area.map((v) => v.toFixed(6)).join(","));
@@ -191,6 +195,7 @@ async function readUrl() {
   $("min-score").value = params.get("min_score") || "";
   $("added-after").value = params.get("added_after") || "";
   $("added-before").value = params.get("added_before") || "";
+  readAcquired(params);
   const area = (params.get("area") || "").split(",").map(Number);
   setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
@@ -221,7 +226,10 @@ async function readUrl() {
     forgetQuery("");
   }
   if (!scene && byLabels()) await search({ fromUrl: true });
-  else if (!scene && !state.query && !$("results-panel").hidden) clearResults();
+  else if (!scene && !state.query) {
+    if (!$("results-panel").hidden) clearResults();
+    if (filtering()) loadArchive(); // the archive's scenes that pass the URL's filters
+  }
 }
 
 // No query any more (the URL names none, or one this browser cannot search by again): nothing
@@ -245,6 +253,7 @@ function searchParams() {
     ...filterFields(),
   };
   if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
+  if (chosenOrder()) params.order = chosenOrder();
   if (state.more.length) params.more_like = state.more.map((s) => s.id);
   if (state.less.length) params.less_like = state.less.map((s) => s.id);
   return params;
@@ -345,7 +354,8 @@ async function search({ classify = false, fromUrl = false } = {}) {
   const typical = (labels) => `Scenes most typical of ${labels.join(" and ")}`;
   const title = !state.query ? typical(chosenLabels())
     : state.query.text ? typical(state.query.labels) : "Similar scenes";
-  $("results-title").textContent = body.total ? title : "No scene matches these filters";
+  const ordered = chosenOrder() ? `${title}, ${ORDER_TITLES[chosenOrder()]}` : title;
+  $("results-title").textContent = body.total ? ordered : "No scene matches these filters";
   writeUrl(fromUrl);
 }
 
@@ -514,7 +524,7 @@ const archivePages = scenePager();
 // The archive listing's selection (GET /scenes and /scenes/export): the name searched, the
 // folder chosen and the page's filters, by name.
 function archiveParams() {
-  const params = new URLSearchParams({ order: "name" });
+  const params = new URLSearchParams({ order: chosenOrder() || "name" });
   if ($("archive-name").value.trim()) params.set("q", $("archive-name").value.trim());
   const fields = filterFields();
   if ($("archive-folder").value) fields.scene = $("archive-folder").value;
@@ -525,8 +535,10 @@ function archiveParams() {
 async function loadArchive() {
   const params = archiveParams();
   params.set("limit", "24");
+  const seq = ++state.archiveLatest;
   try {
     const body = await api(`/scenes?${archivePages.query(params)}`);
+    if (seq !== state.archiveLatest) return; // a newer listing has been asked for
     archivePages.seen(body);
     state.archiveTotal = body.total;
     $("archive").replaceChildren(...body.scenes.map((scene) => card(scene)));
@@ -595,6 +607,7 @@ function wire() {
     if ($("text").value.trim()) useText($("text").value.trim());
   });
   for (const id of ["k", "limit", "folder", "min-score", "added-after", "added-before"]) $(id).addEventListener("change", changed);
+  wireAcquired(changed);
   for (const radio of document.querySelectorAll("input[name=match]")) radio.addEventListener("change", changed);
   $("controls").addEventListener("submit", (event) => event.preventDefault());
   $("archive-search").addEventListener("submit", (event) => { event.preventDefault(); archivePages.restart(); loadArchive(); });

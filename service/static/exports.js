@@ -75,7 +75,10 @@ async function exportSearch(format) {
 // grn-scenes-all, grn-scenes-name-harbor-folder-harbor-labels-water+ship
 function archiveFileName(params) {
   const parts = [];
-  const named = { q: "name", scene: "folder", labels_all: "labels", labels_any: "any", labels_none: "without", added_after: "after", added_before: "before" };
+  const named = {
+    q: "name", scene: "folder", labels_all: "labels", labels_any: "any", labels_none: "without", added_after: "after",
+    added_before: "before", acquired_after: "acquired-after", acquired_before: "acquired-before", month: "month",
+  };
   for (const [key, word] of Object.entries(named)) {
     if (params.get(key)) parts.push(`${word}-${params.get(key).split(",").map(fileSafe).join("+")}`);
   }

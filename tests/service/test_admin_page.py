@@ -1,6 +1,7 @@
 """The admin page in a real headless browser (Debian's chromium driven by Playwright): a
-person enters the key, drops images with labels, corrects one, removes it, and runs a
-reindex job, checking after each step what the page and the API then show."""
+person enters the key, drops images with labels, corrects one, removes it, runs a reindex
+job and imports a STAC catalog, checking after each step what the page and the API then
+show."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from servers import (
     prepared_database,
     server_env,
 )
+from stac_catalog import BAD_ITEMS, write_test_catalog
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
@@ -227,3 +229,36 @@ def test_the_admin_page_fits_a_phone(make_run_server: LiveServer, browser: Any) 
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page is {width} px wide on a {PHONE['width']} px phone"
     page.close()
+
+
+def test_a_stac_catalog_is_imported_from_the_page(
+    admin_server: LiveServer, browser: Any, ucm_root: Path, tmp_path: Path
+) -> None:
+    """The person names a STAC catalog and a most cloud cover: the job imports the clear
+    item and the page shows its summary and each item that could not be imported."""
+    catalog = write_test_catalog(tmp_path / "stac", ucm_root)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(f"{admin_server.url}/admin")
+    page.fill("#api-key", KEY)
+    page.click("#key-form button")
+
+    page.fill("#stac-source", str(tmp_path / "no-such-catalog.json"))
+    page.click("#job-import-stac")
+    page.wait_for_selector("#jobs-message:not([hidden])")
+    assert "no-such-catalog.json: no such STAC file here" in page.inner_text("#jobs-message")
+
+    page.fill("#stac-source", str(catalog))
+    page.fill("#stac-max-cloud", "10")
+    page.click("#job-import-stac")
+    page.wait_for_selector("#jobs li[data-status=succeeded]", timeout=120_000)
+    shown = page.inner_text("#jobs li")
+    assert "import-stac" in shown
+    assert "imported 2 scenes (0 already present) from 1 of 6 STAC items" in shown
+    assert "2 items left out by max_cloud" in shown  # scene-b (60%), no-crs (not given)
+    for name in ("no-geometry", "bad-date", "no-visual"):
+        assert f"item {name}: {BAD_ITEMS[name]}" in shown, name
+    assert page.locator("#jobs-message").is_hidden()
+    with httpx.Client(base_url=admin_server.url, timeout=60) as client:
+        june = client.get("/scenes", params={"month": "6"}).json()["scenes"]
+    assert sorted(s["image"] for s in june) == ["scene-a_0_0", "scene-a_0_1"]
+    assert {s["acquired"] for s in june} == {"2021-06-01T10:00:00Z"}
