@@ -19,7 +19,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -134,6 +134,18 @@ def synthetic_catalog(url: str | None, count: int) -> Iterator[str]:
             path = f"sqlite:///{workdir}/catalog.db"
             synthetic(path, count)
             yield path
+
+
+def catalogs(
+    databases: Iterable[str], sizes: Iterable[int], postgresql_url: str
+) -> Iterator[tuple[str, int, str]]:
+    """(database, size, URL) of a `synthetic_catalog` for each database (`sqlite` or
+    `postgresql`) and size in turn, each dropped when the next is asked for."""
+    for database in databases:
+        url = postgresql_url if database == "postgresql" else None
+        for size in sizes:
+            with synthetic_catalog(url, size) as scoped:
+                yield database, size, scoped
 
 
 def report(url: str, repeat: int) -> None:

@@ -20,7 +20,7 @@ from service.errors import SceneNotFoundError
 from service.storage.db import CatalogChange, IndexBuild, Label, ModelVersion, Scene, SceneLabel
 from service.storage.dialects import is_embedded, postgis_schema
 from service.storage.filter_sql import scene_where, sql_filters
-from service.storage.listing import ListedScene, Order, Seek, listed, listing
+from service.storage.listing import ListedScene, Order, Seek, listed, page_rows
 from service.storage.live_index import LiveIndex
 from service.storage.same_place import by_acquisition, overlaps
 from service.storage.scene_reading import (
@@ -222,7 +222,7 @@ class Catalog:
         with Session(self.engine, expire_on_commit=False) as session:
             total = self._count(session, f, gis, name) if count else None
             where = self._where(session, f, gis, name, after)
-            rows = session.execute(listing(where, order, limit, offset=offset, after=after)).all()
+            rows = page_rows(session, where, order, limit, offset=offset, after=after)
             return listed(session, rows), total
 
     def walk(
@@ -236,7 +236,7 @@ class Catalog:
         while True:
             with Session(self.engine, expire_on_commit=False) as session:
                 where = self._where(session, f, gis, name, after)
-                found = session.execute(listing(where, order, chunk, after=after)).all()
+                found = page_rows(session, where, order, chunk, after=after)
                 rows = listed(session, found)
             if rows:
                 yield rows

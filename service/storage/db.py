@@ -18,6 +18,7 @@ from sqlalchemy import (
     Engine,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -73,6 +74,7 @@ class Label(Base):
 
 class Scene(Base):
     __tablename__ = "scenes"
+    __table_args__ = (Index("ix_scenes_acquired_id", "acquired", "id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(512), unique=True)
@@ -93,10 +95,9 @@ class Scene(Base):
     meta: Mapped[str | None] = mapped_column(Text, default=None)
     """Free metadata given when the scene was added through the API (a JSON object), or
     the properties of the STAC item it came from."""
-    acquired: Mapped[datetime | None] = mapped_column(
-        DateTime(timezone=True), default=None, index=True
-    )
-    """When its pixels were taken (UTC; migration 0007); None: not known."""
+    acquired: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    """When its pixels were taken (UTC; migration 0007); None: not known. Indexed with the id
+    (migration 0008): the time filters and the listings by time read that index."""
 
     archive: Mapped[ArchiveImport] = relationship(lazy="joined")
     labels: Mapped[list[Label]] = relationship(
