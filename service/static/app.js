@@ -493,6 +493,7 @@ function openViewer(scene, score) {
   $("viewer-hit").src = `${full}?size=1024`;
   $("viewer-full").href = full;
   $("viewer-open").href = full;
+  $("viewer-stac").href = `/scenes/${scene.id}/stac`;
   $("viewer-hit-caption").textContent = `${scene.image} · ${scene.scene}` + (fromArchive ? "" : ` · ${scoreText(score)}`);
   const query = state.query && !fromArchive ? state.query : null;
   $("viewer-more").hidden = !query;

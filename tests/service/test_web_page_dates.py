@@ -2,10 +2,12 @@
 Playwright), over the UCM subset dated in turn (`dates.GIVEN`: 18 scenes at each of six
 times from July 2019 to March 2024, 18 of unknown time): a person ticks summer months, orders
 by acquisition, narrows by a date, searches by a scene, goes Back and shares the URL, and
-sees the dates on the cards, their order and the counts the API gives."""
+sees the dates on the cards, their order and the counts the API gives, and a scene's STAC
+item from its viewer."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -96,8 +98,17 @@ def test_dates_filter_and_order_the_listing_and_the_search_and_travel_in_the_url
     fields = url_fields(page)
     assert fields["acquired_after"] == ["2020-01-01"] and fields["order"] == ["-acquired"]
 
-    # a search by the first scene listed: its 20 nearest among those 36, newest first
+    # the first scene listed, opened: its STAC item, dated as its card
     page.locator("#archive .card").first.click()
+    with page.expect_popup() as opened:
+        page.click("#viewer-stac")
+    item = json.loads(opened.value.inner_text("body"))
+    assert item["type"] == "Feature" and item["geometry"]["type"] == "Polygon"
+    assert item["properties"]["datetime"].startswith("2023-06-15")
+    assert item["properties"]["grn:datetime_is"] == "acquired"
+    opened.value.close()
+
+    # a search by it: its 20 nearest among those 36, newest first
     page.click("#viewer-search")
     expect(page.locator("#results .card")).to_have_count(20)
     page.wait_for_function(IDLE)
