@@ -88,6 +88,8 @@ class Seek:
         id decides among equal names. (By time, `page_rows` seeks in each of its parts.)"""
         if self.order == "id":
             return [Scene.id > int(str(self.key))]
+        if self.order in BY_TIME:
+            raise ValueError(f"a position in order {self.order} is sought by page_rows")
         name = str(self.key)
         return [Scene.name >= name, or_(Scene.name > name, and_(Scene.id > self.scene_id))]
 
