@@ -97,7 +97,7 @@ class Scene(Base):
     the properties of the STAC item it came from."""
     acquired: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
     """When its pixels were taken (UTC; migration 0007); None: not known. Indexed with the id
-    (migration 0008): the time filters and the listings by time read that index."""
+    (migration 0009): the time filters and the listings by time read that index."""
 
     archive: Mapped[ArchiveImport] = relationship(lazy="joined")
     labels: Mapped[list[Label]] = relationship(

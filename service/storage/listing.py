@@ -126,7 +126,7 @@ def page_rows(
 ) -> Sequence[Any]:  # fmt: skip
     """One page's rows of `COLUMNS` (`listed` reads them) in any order, as `listing` selects
     them. By acquisition time, two queries, each read in order from the index on
-    (acquired, id) (migration 0008) rather than by sorting every scene that passes: the
+    (acquired, id) (migration 0009) rather than by sorting every scene that passes: the
     scenes of known time from the position on, then, when they do not fill the page, those
     of unknown time by id."""
     if order not in BY_TIME:

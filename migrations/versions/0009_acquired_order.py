@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0008_acquired_order"
-down_revision = "0007_scene_acquired"
+revision = "0009_acquired_order"
+down_revision = "0008_saved_concepts"
 
 
 def upgrade() -> None:
