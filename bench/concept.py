@@ -12,7 +12,7 @@ Methods (one run, the same draws for all):
   scene id serves for seen content); `qbe one, blend`: the same by the blended cosine with
   the backbone's descriptors (model.rerank.WEIGHT);
 - `qbe mean, grn` / `qbe mean, blend`: the mean of the positives as the query;
-- `feedback (Rocchio)`: /search's more_like / less_like (service.usecases.search.ROCCHIO);
+- `feedback (Rocchio)`: /search's more_like / less_like (service.usecases.feedback.ROCCHIO);
 - `concept, grn` / `concept, blend`: the probe (model.probe) on the embedding alone or on
   the blended features, scoring every archive scene;
 - `concept, served`: as /search/concept serves it: candidates gathered by the GRN index (the
@@ -42,7 +42,7 @@ from model.archive import load_archive
 from model.probe import fit_probe, probe_features
 from model.rerank import WEIGHT
 from service.usecases.concept import BACKGROUND
-from service.usecases.search import ROCCHIO
+from service.usecases.feedback import ROCCHIO
 
 SHOTS = (1, 5, 10, 20)
 P_AT = 50

@@ -37,6 +37,7 @@ from model.times import utc
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneRow, SceneTable
+from service.usecases.feedback import feedback_descriptor, feedback_vector
 
 log = logging.getLogger("grn.search")
 
@@ -301,37 +302,6 @@ def label_match(
         absent = 1 - probabilities[:, [column[name] for name in where.labels_any]]
         match *= 1 - absent.prod(axis=1)
     return match
-
-
-ROCCHIO = (1.0, 0.75, 0.25)
-"""Rocchio's weights of the query, the liked scenes and the disliked ones."""
-
-
-def feedback_vector(query: np.ndarray | None, more: np.ndarray, less: np.ndarray) -> np.ndarray:
-    """Relevance feedback as Rocchio's: the query plus the mean of the scenes to be like,
-    minus a quarter of the mean of those not to be like, back on the unit sphere."""
-    alpha, beta, gamma = ROCCHIO
-    dim = more.shape[1] if len(more) else less.shape[1]
-    moved = alpha * query if query is not None else np.zeros(dim, np.float32)
-    if len(more):
-        moved = moved + beta * more.mean(axis=0)
-    if len(less):
-        moved = moved - gamma * less.mean(axis=0)
-    norm = float(np.linalg.norm(moved))
-    if norm == 0:
-        raise ValueError("the feedback cancels the query out: like or dislike other scenes")
-    return np.asarray(moved / norm, dtype=np.float32)
-
-
-def feedback_descriptor(
-    index: ServedIndex, query: np.ndarray | None, liked: list[int], disliked: list[int]
-) -> np.ndarray | None:
-    """Relevance feedback on the descriptors, as `feedback_vector` on the embeddings; None
-    when a judged scene has no descriptor."""
-    more, less = index.descriptors(liked), index.descriptors(disliked)
-    if more is None or less is None:
-        return None
-    return feedback_vector(query, more, less)
 
 
 def rank(
