@@ -10,6 +10,17 @@ import typer
 
 from service.cli.app import DatabaseOpt, app, engine, fail, message, usage_error, user_errors
 
+FilterOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--filter",
+        metavar="FIELD=VALUE",
+        help="A filter field of GET /scenes (labels_any=water, month=6,7,8, bbox=W,S,E,N, "
+        "acquired_after=2020-01-01, ...); repeat for several.",
+    ),
+]
+EmbeddingsOpt = Annotated[bool, typer.Option("--embeddings", help="Each scene's embedding too.")]
+
 
 @app.command()
 def export(
@@ -17,18 +28,8 @@ def export(
     format: Annotated[
         Literal["geoparquet"], typer.Option("--format", help="geoparquet (GeoParquet 1.1).")
     ] = "geoparquet",
-    where: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--filter",
-            metavar="FIELD=VALUE",
-            help="A filter field of GET /scenes (labels_any=water, month=6,7,8, bbox=W,S,E,N, "
-            "acquired_after=2020-01-01, ...); repeat for several.",
-        ),
-    ] = None,
-    embeddings: Annotated[
-        bool, typer.Option("--embeddings", help="Each scene's embedding too.")
-    ] = False,
+    where: FilterOpt = None,
+    embeddings: EmbeddingsOpt = False,
     database_url: DatabaseOpt = None,
 ) -> None:
     """Write the scenes that pass the filters to OUT as GeoParquet: footprint, id, labels,

@@ -56,19 +56,21 @@ def serve(
         )
 
 
+LeaseOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Take back a running job whose worker is silent this long (default "
+        "GRN_JOB_LEASE_SECONDS, 30).",
+    ),
+]
+OnceOpt = Annotated[bool, typer.Option("--once", help="Run the jobs waiting now, then exit.")]
+
+
 @app.command()
 def worker(
     database_url: DatabaseOpt = None,
-    lease_seconds: Annotated[
-        float | None,
-        typer.Option(
-            help="Take back a running job whose worker is silent this long (default "
-            "GRN_JOB_LEASE_SECONDS, 30).",
-        ),
-    ] = None,
-    once: Annotated[
-        bool, typer.Option("--once", help="Run the jobs waiting now, then exit.")
-    ] = False,
+    lease_seconds: LeaseOpt = None,
+    once: OnceOpt = False,
 ) -> None:
     """Run the admin jobs queued in SQL (imports, reindexes) one at a time, with the
     service's settings; any number of workers may run against one database, each job runs
