@@ -18,6 +18,8 @@ from servers import LiveServer
 from shapely.geometry import shape
 
 from model.archive import Archive
+from service.storage.db import make_engine
+from service.storage.dialects import postgis_schema
 
 SIDE = SCENE_PX * PIXEL_M
 BASE = (ORIGIN[0] + 20_000.0, ORIGIN[1] - 20_000.0)
@@ -66,6 +68,10 @@ def test_like_this_at_other_places_in_the_same_month(
     dated: tuple[LiveServer, Archive], ucm_root: Path, tmp_path: Path
 ) -> None:
     server, _ = dated
+    engine = make_engine(server.env["GRN_DATABASE_URL"])
+    with engine.connect() as connection:  # PostgreSQL's same-place shares come from PostGIS
+        assert (postgis_schema(connection) is None) == (connection.dialect.name == "sqlite")
+    engine.dispose()
     ids = add_rasters(server, ucm_root, tmp_path)
     names = {v: k for k, v in ids.items()}
     query = ids["query"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import LiveServer, Served, ended_job, live_server
+from servers import LiveServer, Served, copy_served, ended_job, live_server
 from shapely.geometry import shape
 from stac_catalog import BAD_ITEMS, GOOD_ITEMS, wgs84_box, write_test_catalog
 
@@ -38,11 +38,12 @@ def admin_server(
     request: pytest.FixtureRequest, served: Served, ucm_root: Path, ucm_subset: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveServer]:  # fmt: skip
-    """A server over the UCM subset (126 scenes, none dated), with the admin key and a store
-    of its own, on each database."""
+    """A server over the UCM subset (126 scenes, none dated), with the admin key, a store and
+    a copy of the served model and index of its own, on each database."""
     workdir = tmp_path_factory.mktemp(f"stac-jobs-{request.param}")
+    mine = copy_served(served, workdir / "served")  # its reindex job writes a new version
     env = {"GRN_API_KEY": KEY, "GRN_STORE_DIR": str(workdir / "store")}
-    with live_server(request.param, served, ucm_root, ucm_subset, workdir, **env) as (server, _):
+    with live_server(request.param, mine, ucm_root, ucm_subset, workdir, **env) as (server, _):
         yield server
 
 
