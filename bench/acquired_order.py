@@ -1,5 +1,5 @@
 """A page of scenes in order of acquisition (`GET /scenes?order=acquired|-acquired`), as
-`Catalog.page` reads it (two parts read from the index on (acquired, id), migration 0008),
+`Catalog.page` reads it (two parts read from the index on (acquired, id), migration 0009),
 against one SELECT that sorts every scene by time (`listing.ordered`, how it was first
 written) and against the page by id, in the same run, at growing sizes of a synthetic
 catalog on SQLite and PostgreSQL.
