@@ -1,9 +1,9 @@
 """A STAC catalog imported through the API, as an operator does it: `POST /admin/import` with
 `stac` (and `asset`, `max_cloud`) queues the job, the service's worker runs the use case of
 `grn import --stac`, the job's output names each item that could not be imported, and the
-imported scenes are then listed and searched with date filters; a second import adds nothing.
-On SQLite and PostgreSQL, over the tests' catalog of real GeoTIFFs
-(`stac_catalog.write_test_catalog`: two good items, four bad)."""
+imported scenes are then listed, searched and exported as GeoParquet with date filters; a
+second import adds nothing. On SQLite and PostgreSQL, over the tests' catalog of real
+GeoTIFFs (`stac_catalog.write_test_catalog`: two good items, four bad)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import geopandas
 import httpx
 import pytest
+import shapely
 from servers import LiveServer, Served, copy_served, ended_job, live_server
 from shapely.geometry import shape
 from stac_catalog import BAD_ITEMS, GOOD_ITEMS, wgs84_box, write_test_catalog
@@ -61,8 +63,8 @@ def listed(client: httpx.Client, **params: str) -> list[dict[str, Any]]:
     return scenes
 
 
-def test_a_catalog_imports_through_the_admin_job_then_lists_and_searches_by_date(
-    admin_server: LiveServer, stac_root: Path
+def test_a_catalog_imported_by_the_admin_job_is_listed_searched_and_exported_by_date(
+    admin_server: LiveServer, stac_root: Path, tmp_path: Path
 ) -> None:
     catalog = stac_root / "catalog" / "catalog.json"
     with admin_server.client() as client:
@@ -106,6 +108,22 @@ def test_a_catalog_imports_through_the_admin_job_then_lists_and_searches_by_date
         ).json()["hits"]
         assert [h["image"] for h in before] == ["scene-b_0_0"]
 
+        # out as GeoParquet: the items' footprints, dates and properties come back
+        exported = client.get("/scenes/export", params={"format": "geoparquet", "month": "3,6"})
+        assert exported.status_code == 200, exported.text
+    path = tmp_path / "stac.parquet"
+    path.write_bytes(exported.content)
+    frame = geopandas.read_parquet(path).set_index("image")
+    assert sorted(frame.index) == ["scene-a_0_0", "scene-a_0_1", "scene-b_0_0"]
+    for scene in june_2021 + march:
+        row = frame.loc[scene["image"]]
+        assert shapely.equals(row.geometry, shape(scene["place"]["footprint"]))
+        assert row.acquired.isoformat().replace("+00:00", "Z") == scene["acquired"]
+    assert frame.loc["scene-a_0_0", "platform"] == "ucm-plane"
+    assert frame.loc["scene-a_0_0", "eo:cloud_cover"] == 5.0
+    assert frame.loc["scene-b_0_0", "eo:cloud_cover"] == 60.0
+
+    with admin_server.client() as client:
         # again: nothing added; max_cloud leaves out scene-b (60%) and no-crs (none given)
         total = client.get("/scenes").json()["total"]
         assert total == 129
