@@ -216,30 +216,6 @@ class VectorFile:
         return whole if dtype is None else whole.astype(dtype)
 
 
-TORCH_GRAIN = 32_768
-"""torch converts a tensor of at most this many values on the calling thread (its
-`at::internal::GRAIN_SIZE`); a larger one goes to its intra-op thread pool."""
-
-
-def widened(rows: np.ndarray) -> np.ndarray:
-    """float16 rows as float32. numpy converts value by value, and descriptors' many tiny
-    (subnormal) values take its slow path: 0.55 ms for 100 x 1280 against 0.01 ms in
-    torch's vectorised conversion. torch gets pieces of at most TORCH_GRAIN values, so that
-    it converts them on this thread: a search's pool of 201 descriptors in one call went to
-    torch's thread pool, and waiting for its threads took 6-15 ms a call on 2 cores under
-    other processes' load (bench.scale), against 0.03 ms in pieces."""
-    if rows.dtype != np.float16:
-        return np.asarray(rows, dtype=np.float32)
-    import torch
-
-    values = torch.from_numpy(np.ascontiguousarray(rows).reshape(-1))
-    out = np.empty(rows.shape, dtype=np.float32)
-    into = torch.from_numpy(out.reshape(-1))
-    for start in range(0, len(values), TORCH_GRAIN):
-        into[start : start + TORCH_GRAIN].copy_(values[start : start + TORCH_GRAIN])
-    return out
-
-
 @dataclass(frozen=True)
 class FullVectors:
     """Rows kept per scene id, sorted by id (a `VectorFile` when loaded from an index

@@ -578,11 +578,22 @@ function focusResults() {
 }
 
 // Runs `searching` (a search, or what starts one) and then focuses the results, unless a
-// newer search was asked for meanwhile.
+// newer search was asked for meanwhile. The query's preview may still be loading: it changes
+// the height above the results when it shows, so the scroll waits for it (3 s at most).
 async function thenFocusResults(searching) {
   const seq = state.latest + 1;
   await searching();
+  await loaded($("preview-image"), 3000);
   if (seq === state.latest) focusResults();
+}
+
+function loaded(image, ms) {
+  if (!image.getAttribute("src") || image.complete) return Promise.resolve();
+  return new Promise((done) => {
+    image.addEventListener("load", done, { once: true });
+    image.addEventListener("error", done, { once: true });
+    setTimeout(done, ms);
+  });
 }
 
 const showResultPage = pager($("results-pager"), (step) => {

@@ -222,7 +222,7 @@ def test_the_fitted_generator_is_harder_for_ivf_than_the_old_mixture() -> None:
 def test_float16_rows_widen_exactly() -> None:
     """Descriptors are kept as float16, many of their values subnormal; widening them (in
     torch, much faster than numpy there) gives numpy's values exactly."""
-    from index.vectors import widened
+    from index.descriptors import widened
 
     rng = np.random.default_rng(0)
     rows = (rng.normal(size=(100, 1280)) * 1e-3).astype(np.float16)
