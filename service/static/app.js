@@ -20,6 +20,7 @@ const state = {
   area: null, // [west, south, east, north]: only scenes whose footprint meets it
   archiveTotal: 0, // how many scenes the archive listing's selection holds
   archiveLatest: 0, // sequence number of the newest archive listing asked for
+  asked: 0, // how many queries and filter changes were asked for: readUrl yields to a newer one
 };
 
 function showMessage(text) {
@@ -182,7 +183,12 @@ function setSelect(select, value) {
   select.value = value;
 }
 
-async function readUrl() {
+// Shows what the URL says. It waits on the service on its way; whatever the person asks for
+// meanwhile (an upload right after the page opens, another filter) wins, and the URL then
+// follows that instead of undoing it.
+async function readUrl({ asked = state.asked } = {}) {
+  const overtaken = () => state.asked !== asked;
+  if (overtaken()) return;
   const params = new URLSearchParams(location.search);
   setSelect($("k"), params.get("k"));
   setSelect($("limit"), params.get("limit"));
@@ -200,6 +206,7 @@ async function readUrl() {
   setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
   const [more, less] = await Promise.all([judgedScenes(ids("more")), judgedScenes(ids("less"))]);
+  if (overtaken()) return;
   const again = { keepPage: true, fromUrl: true, feedback: { more, less } };
   const scene = params.get("scene");
   const text = params.get("text");
@@ -211,6 +218,7 @@ async function readUrl() {
   }
   if (upload && /^[0-9a-f]{16}$/.test(upload)) {
     const file = await keptUpload(upload);
+    if (overtaken()) return;
     if (file) await useFile(file, { ...again, uploadId: upload });
     else forgetQuery("The image this link searched by was chosen in another browser, or is no longer kept in this one: choose it again.");
     return;
@@ -218,6 +226,7 @@ async function readUrl() {
   if (scene && /^[0-9]{1,19}$/.test(scene)) {
     try {
       const info = await api(`/scenes/${scene}`);
+      if (overtaken()) return;
       await useScene(info, again);
     } catch (err) {
       showMessage(err.message);
@@ -391,6 +400,7 @@ function readingHolds(read) {
 }
 
 function changed() {
+  state.asked++;
   state.offset = 0;
   if (state.query && state.query.text && !readingHolds(state.query.read)) {
     state.query = null;
@@ -414,6 +424,7 @@ function showPreview(url) {
 }
 
 function startQuery(caption, previewUrl) {
+  state.asked++;
   showPreview(previewUrl);
   $("preview-caption").textContent = caption;
   $("preview").hidden = !previewUrl && !caption;
@@ -652,7 +663,7 @@ function wire() {
   $("map-draw").addEventListener("click", () => startDrawing(!mapView.drawing));
   $("map-where").addEventListener("click", () => showDensity($("map-where").getAttribute("aria-pressed") !== "true"));
   $("map-clear").addEventListener("click", () => { setArea(null); changed(); });
-  window.addEventListener("popstate", readUrl);
+  window.addEventListener("popstate", () => readUrl());
   $("api-key").value = localStorage.getItem("grn-api-key") || "";
   $("api-key").addEventListener("change", () => {
     localStorage.setItem("grn-api-key", $("api-key").value.trim());
@@ -667,7 +678,8 @@ function wire() {
 wire();
 checkReady().then(async (ready) => {
   if (!ready) return;
+  const asked = state.asked; // a query asked for while the choices load is not undone
   await loadChoices();
-  await Promise.all([setUpMap(), readUrl()]);
+  await Promise.all([setUpMap(), readUrl({ asked })]);
 });
 setInterval(checkReady, 15000);

@@ -110,8 +110,12 @@ def subset(ucm_root: Path, ucm_subset: Path) -> Archive:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless chromium (tests that use it skip where it is not installed)."""
-    from playwright.sync_api import sync_playwright
+    """Headless chromium (tests that use it skip where it is not installed). What a person
+    waits for may take 15 s, not Playwright's 5: CI's two cores run two test workers beside
+    the server, the browser and the model."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(

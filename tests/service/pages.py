@@ -29,9 +29,11 @@ def api_neighbours(server: LiveServer, query: str, k: int = 20) -> list[str]:
 
 
 def wait_for_images(page: Any) -> None:
+    """Wait until the result images in view have loaded (lazy ones below it load on scroll)."""
     page.wait_for_function(
         "[...document.querySelectorAll('#results .card img')]"
-        ".every(i => i.complete && i.naturalWidth > 0)"
+        ".every(i => (i.complete && i.naturalWidth > 0)"
+        " || i.getBoundingClientRect().top > window.innerHeight)"
     )
 
 

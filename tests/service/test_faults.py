@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -46,10 +45,29 @@ class Faulty:
         self.store = IndexStore(self.mine.index_root)
         self.ucm_root, self.labels = ucm_root, labels
 
-    def reindex(self, **popen: object) -> subprocess.Popen:  # type: ignore[type-arg]
-        """`grn reindex` of the copy started in a subprocess (`popen`: more Popen arguments)."""
+    def reindex(
+        self, file_size_limit: int | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:  # type: ignore[type-arg]
+        """`grn reindex` of the copy started in a subprocess (in `env` if given), whose files
+        may grow to at most `file_size_limit` bytes. The limit is set by the child's own Python
+        before it execs the job, not by a preexec_fn: forking this test process with Python
+        code still to run in the child aborts it where an earlier test left gRPC's threads
+        here (Ray, Milvus)."""
+        limited = (
+            []
+            if file_size_limit is None
+            else [
+                sys.executable,
+                "-c",
+                "import os, resource, sys; n = int(sys.argv[1]);"
+                " resource.setrlimit(resource.RLIMIT_FSIZE, (n, n));"
+                " os.execv(sys.argv[2], sys.argv[2:])",
+                str(file_size_limit),
+            ]
+        )
         return subprocess.Popen(
             [
+                *limited,
                 sys.executable,
                 "-m",
                 "service.cli",
@@ -74,7 +92,7 @@ class Faulty:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            **popen,  # type: ignore[arg-type]
+            env=env,
         )
 
 
@@ -128,12 +146,7 @@ def test_reindex_killed_at_random_points(faulty: Faulty) -> None:
 def test_disk_full_while_writing_an_index(faulty: Faulty) -> None:
     store = faulty.store
     before = store.current_version()
-    limit = 40 * 1024  # bytes per file: the 18 kB shards fit, the 64 kB index does not
-
-    def small_disk() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    job = faulty.reindex(preexec_fn=small_disk)
+    job = faulty.reindex(file_size_limit=40 * 1024)  # the 18 kB shards fit, the 64 kB index not
     _, err = job.communicate(timeout=300)
     assert job.returncode == 1, err
     assert "could not be written" in err and "unchanged" in err and "Traceback" not in err

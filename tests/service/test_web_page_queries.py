@@ -151,3 +151,51 @@ def test_the_labels_a_phrase_was_read_as_are_ticked_in_the_filters(
     assert page.eval_on_selector_all("#filters input", ticked) == ["grass", "trees"]
     assert page.eval_on_selector_all("#filters-none input", ticked) == []
     page.close()
+
+
+# Holds the answers to the requests whose path ends with a held name until the test releases
+# it with window.release(name); window.sent[name] counts the requests sent.
+HOLD = """names => {
+  const original = window.fetch;
+  window.sent = {};
+  const gates = {};
+  const gate = (name) => gates[name] || (gates[name] = (() => {
+    let open;
+    const opened = new Promise((resolve) => { open = resolve; });
+    return { opened, open };
+  })());
+  window.release = (name) => gate(name).open();
+  window.fetch = async (...args) => {
+    const path = new URL(String(args[0]), location.href).pathname;
+    const name = names.find((n) => path.endsWith(n));
+    const response = await original(...args);
+    if (name) {
+      window.sent[name] = (window.sent[name] || 0) + 1;
+      await gate(name).opened;
+    }
+    return response;
+  };
+}"""
+
+
+def test_an_upload_right_after_the_page_opens_is_not_undone(
+    page_server: LiveServer, browser: Any, subset: Archive
+) -> None:
+    """The page reads its URL once its filters have loaded; a person who chose an image
+    before that keeps their search (CI once saw it wiped: no cards, or hidden ones)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.add_init_script(f"({HOLD})({['/labels', '/search']!r})")
+    page.goto(page_server.url)
+    expect(page.locator("#status")).to_contain_text("ready")
+    page.set_input_files("#file", str(subset.scenes[12].path))
+    page.wait_for_function("window.sent['/search'] === 1")  # the search is out
+    page.evaluate("window.release('/labels')")
+    expect(page.locator("#filters input")).to_have_count(17)  # the URL has been read
+    page.evaluate("window.release('/search')")
+    expect(page.locator("#results .card")).to_have_count(20)
+    expect(page.locator("#results .card").first).to_be_visible()
+    expect(page.locator("#preview")).to_be_visible()
+    page.wait_for_function("new URLSearchParams(location.search).has('upload')")
+    page.close()
