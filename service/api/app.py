@@ -30,6 +30,7 @@ from service.api.routes import (
     classify,
     concept,
     operations,
+    regions,
     saved_concepts,
     search,
     writes,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.metrics_router, dependencies=reads)  # /metrics
     app.include_router(classify.router, dependencies=reads)  # /classify, /preview
     app.include_router(search.router, dependencies=reads)  # /search, /search/density
+    app.include_router(regions.router, dependencies=reads)  # /match
     app.include_router(concept.router, dependencies=reads)  # /search/concept
     app.include_router(archive.router, dependencies=reads)  # /scenes..., /labels
     app.include_router(saved_concepts.router, dependencies=reads)  # GET /concepts...

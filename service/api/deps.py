@@ -12,6 +12,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from service.api.schemas.common import MAX_SCENE_ID
 from service.api.security import require_admin, require_reader, require_writer
@@ -61,6 +63,15 @@ def read_access(settings: Settings) -> list[Any]:
     none while reads are open, `READER` under GRN_READ_ACCESS=key. Decided per app so that the
     OpenAPI document declares the key on them only where it is needed."""
     return READER if settings.access.read_access == "key" else []
+
+
+def validated(parse: Callable[[], T]) -> T:
+    """A body the route parses itself (JSON it reads, or form fields), its pydantic errors
+    answered as FastAPI's own validation errors: a 422 naming each wrong field."""
+    try:
+        return parse()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
 
 
 async def in_thread(function: Callable[..., Any], *args: Any) -> Any:

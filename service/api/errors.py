@@ -29,6 +29,7 @@ from service.jobs.queue import JobConflictError, NoSuchJobError
 from service.runtime import OverloadedError, ServiceNotReadyError
 from service.storage.concepts import ConceptExistsError, ConceptNotFoundError
 from service.usecases.concept import ConceptError
+from service.usecases.regions import RegionError
 from service.usecases.saved_concepts import ConceptNameError, ConceptStaleError
 from service.usecases.text import TextNotUnderstoodError, TextSearchUnavailableError
 from service.usecases.writes import ArchiveStoreError, DuplicateScenesError, SceneConflictError
@@ -42,6 +43,7 @@ def error_table() -> list[tuple[type[BaseException], int, str]]:
     return [
         (UploadTooLargeError, 413, "too_large"),
         (InvalidImageError, 400, "invalid_image"),
+        (RegionError, 422, "invalid_request"),  # the region does not fit the image
         (SceneNotFoundError, 404, "scene_not_found"),
         (NoSuchJobError, 404, "job_not_found"),
         (ConceptNotFoundError, 404, "concept_not_found"),

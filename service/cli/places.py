@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -115,3 +117,19 @@ def _local_same_place(scene_id: int, asked: Any, database_url: str | None) -> di
 
     body: dict[str, Any] = same_place_page(paths, asked, found).model_dump(mode="json")
     return body
+
+
+def search_places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
+    """--bbox, --within and --near, checked, as POST /search's bbox, within and near."""
+    from model.geo import parse_bbox, parse_near, polygon_from_geojson
+
+    places: dict[str, Any] = {}
+    if bbox:
+        places["bbox"] = list(parse_bbox(bbox))
+    if near:
+        places["near"] = list(parse_near(near))
+    if within:
+        text = within if within.lstrip().startswith("{") else Path(within).read_text()
+        places["within"] = json.loads(text)
+        polygon_from_geojson(places["within"])
+    return places

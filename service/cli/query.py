@@ -5,13 +5,13 @@ store and SQL (`service.usecases.local_search`), or by a running service with --
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from service.cli import regions
 from service.cli.app import (
     DatabaseOpt,
     FormatOpt,
@@ -28,6 +28,7 @@ from service.cli.app import (
     usage_error,
     user_errors,
 )
+from service.cli.places import search_places
 
 
 @app.command()
@@ -124,11 +125,15 @@ def search(
         str | None,
         typer.Option(metavar="M,M", help="Only scenes acquired in these months (1-12), any year."),
     ] = None,
+    region: regions.RegionOpt = None,
+    match_maps: regions.MatchMapsOpt = False,
+    match_grid: regions.MatchGridOpt = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     url: UrlOpt = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """The archive scenes most similar to an image or an archive scene, or most typical of
+    """The archive scenes most similar to an image or an archive scene (or a --region of
+    it, with --match-maps: where in each hit it matches), or most typical of
     labels (--labels-all alone), as POST /search answers, or most like --positive scenes and
     unlike --negative ones (a probe taught by them, as POST /search/concept answers): from
     the model, vector store and SQL of the GRN_ settings, or from a running service with
@@ -154,21 +159,33 @@ def search(
         )
     output = output_format(output, as_json)
     try:
-        places = _places(bbox, within, near)
+        places = search_places(bbox, within, near)
     except (ValueError, OSError) as exc:
         usage_error(message(exc))
-    fields = {
-        key: value
-        for key, value in {
-            "labels_all": split_commas(labels_all), "labels_any": split_commas(labels_any),
-            "labels_none": split_commas(labels_none), "scene": folder, "text": text,
-            "min_score": min_score, "more_like": liked, "less_like": disliked,
-            "added_after": added_after, "added_before": added_before,
-            "acquired_after": acquired_after, "acquired_before": acquired_before,
-            "month": split_commas([month] if month else None), **places,
-        }.items()
-        if value is not None and value != []
-    } | {"k": k, "include_query": include_query}  # fmt: skip
+    fields = (
+        {
+            key: value
+            for key, value in {
+                "labels_all": split_commas(labels_all),
+                "labels_any": split_commas(labels_any),
+                "labels_none": split_commas(labels_none),
+                "scene": folder,
+                "text": text,
+                "min_score": min_score,
+                "more_like": liked,
+                "less_like": disliked,
+                "added_after": added_after,
+                "added_before": added_before,
+                "acquired_after": acquired_after,
+                "acquired_before": acquired_before,
+                "month": split_commas([month] if month else None),
+                **places,
+            }.items()
+            if value is not None and value != []
+        }
+        | {"k": k, "include_query": include_query}
+        | regions.region_fields(region, match_maps, match_grid)
+    )
     if positives:
         fields.pop("include_query")
         _print_hits(_concept(fields | {"positives": positives, "negatives": negatives},
@@ -191,7 +208,7 @@ def search(
 
             body = remote_search(url, image, query_id, fields)
         else:
-            body = _local_search(image, query_id, query, text, database_url)
+            body = _local_search(image, query_id, query, text, database_url, fields)
     except user_errors(
         LookupError, OSError, NothingToSearchError, TextSearchUnavailableError,
         SchemaNotCurrentError,
@@ -247,33 +264,24 @@ def _hit_json(hit: Any) -> dict[str, Any]:
             "score": round(hit.score, 6), "labels": list(hit.scene.labels)}  # fmt: skip
 
 
-def _places(bbox: str | None, within: str | None, near: str | None) -> dict[str, Any]:
-    """--bbox, --within and --near, checked, as POST /search's bbox, within and near."""
-    from model.geo import parse_bbox, parse_near, polygon_from_geojson
-
-    places: dict[str, Any] = {}
-    if bbox:
-        places["bbox"] = list(parse_bbox(bbox))
-    if near:
-        places["near"] = list(parse_near(near))
-    if within:
-        text = within if within.lstrip().startswith("{") else Path(within).read_text()
-        places["within"] = json.loads(text)
-        polygon_from_geojson(places["within"])
-    return places
-
-
 def _local_search(
-    image: Path | None, scene: int | None, query: Any, text: str | None, database_url: str | None
-) -> dict[str, Any]:
+    image: Path | None, scene: int | None, query: Any, text: str | None, database_url: str | None,
+    fields: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
     """POST /search's answer, computed here (`service.usecases.local_search.search_here`)."""
     from service.settings import get_settings
     from service.usecases.local_search import search_here
+    from service.usecases.regions import Region
 
-    answer = search_here(get_settings(), engine(database_url), query, text=text, image=image,
-                         scene_id=scene)  # fmt: skip
+    region = Region.of(fields["region"]) if "region" in fields else None
+    answer = search_here(
+        get_settings(), engine(database_url), query, text=text, image=image, scene_id=scene,
+        region=region, match_grid=fields.get("match_grid"),
+    )  # fmt: skip
     page, read = answer.page, answer.understood
     hits = [_hit_json(hit) for hit in page.hits]
+    for hit, found in zip(hits, answer.maps or [], strict=False):
+        hit["match_map"] = regions.map_json(found)
     understood = None
     if read is not None:
         understood = {key: getattr(read, key) for key in UNDERSTOOD}
@@ -285,6 +293,7 @@ def _local_search(
         "index_version": page.index_version,
         "understood": understood,
         "reranked": page.reranked,
+        "region": fields.get("region") and [int(v) for v in fields["region"]],
     }
 
 
@@ -335,6 +344,7 @@ def _print_hits(body: dict[str, Any], output: str) -> None:
         for rank, hit in enumerate(hits, start=1)
     ]
     print_table(["rank", "score", "id", "image", "labels"], rows, right="rank score id")
+    regions.print_match_maps(hits)
 
 
 @app.command()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 from sqlalchemy import Engine
 
 from index.stores import (
@@ -28,6 +29,14 @@ from model.card import ModelFileError, read_card, resolve_model_path
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.usecases.concept import ConceptPage, ConceptQuery, concept_search
+from service.usecases.regions import (
+    MatchMap,
+    Region,
+    all_windows,
+    cropped,
+    match_maps,
+    scene_pixels,
+)
 from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
 from service.usecases.text import Understood
 
@@ -43,6 +52,8 @@ class LocalAnswer:
     page: SearchPage
     understood: Understood | None = None
     """How `text` was read onto the labels, when it was given."""
+    maps: list[MatchMap] | None = None
+    """Each hit's match map, when asked for (`service.usecases.regions`)."""
 
 
 def open_index_only(settings: Settings, store: VectorStore) -> ModelIndex:
@@ -70,12 +81,18 @@ def search_here(
     text: str | None = None,
     image: Path | None = None,
     scene_id: int | None = None,
+    region: Region | None = None,
+    match_grid: int | None = None,
 ) -> LocalAnswer:
-    """The archive scenes most similar to an image file, an archive scene, scenes to be like
-    or labels (`text`, a phrase, read onto them), as `query` asks, from the model, store and
-    SQL of `settings`."""
-    if image is not None:
-        return _search_by_image(settings, engine, query, text, image)
+    """The archive scenes most similar to an image file, an archive scene (or a `region` of
+    either), scenes to be like or labels (`text`, a phrase, read onto them), as `query`
+    asks, from the model, store and SQL of `settings`; with each hit's match map of
+    `match_grid` cells per side when given."""
+    if image is not None or region is not None or match_grid is not None:
+        return _search_by_pixels(
+            settings, engine, query, text, image=image, scene_id=scene_id, region=region,
+            match_grid=match_grid,
+        )  # fmt: skip
     return with_local_index(
         settings, lambda served: _search(settings, served, engine, query, text, scene_id=scene_id)
     )
@@ -110,10 +127,20 @@ def with_local_index(settings: Settings, use: Callable[[ModelIndex], T]) -> T:
         store.close()
 
 
-def _search_by_image(
-    settings: Settings, engine: Engine, query: SearchQuery, text: str | None, image: Path
+def _search_by_pixels(
+    settings: Settings,
+    engine: Engine,
+    query: SearchQuery,
+    text: str | None,
+    *,
+    image: Path | None,
+    scene_id: int | None,
+    region: Region | None,
+    match_grid: int | None,
 ) -> LocalAnswer:
-    """Embed the image with the network (loaded here: seconds), then search."""
+    """Embed the image file or the archive scene's image (or their region) with the network
+    (loaded here: seconds), then search; the hits' windows through the network for their
+    match maps when `match_grid` is given."""
     from model.imageio import read_image
     from model.inference import predict
     from service.runtime import Runtime
@@ -123,11 +150,27 @@ def _search_by_image(
         if not runtime.refresh():
             raise NothingToSearchError(f"nothing to search: {runtime.problem}")
         snapshot = runtime.current()
-        out = predict(snapshot.net, snapshot.card, [read_image(image)], snapshot.device)
-        return _search(
-            settings, snapshot, engine, query, text, vector=out.embeddings[0],
-            descriptor=out.descriptors[0], by_image=True,
-        )  # fmt: skip
+
+        def embed(images: list[Any]) -> Any:
+            return predict(snapshot.net, snapshot.card, images, snapshot.device)
+
+        catalog = Catalog(engine)
+        pixels = read_image(image) if image is not None else scene_pixels(catalog, scene_id or 0)
+        out = embed([cropped(pixels, region)])
+        if image is None and region is None:  # the scene as indexed: its stored vector
+            answer = _search(settings, snapshot, engine, query, text, scene_id=scene_id)
+        else:
+            answer = _search(
+                settings, snapshot, engine, query, text, vector=out.embeddings[0],
+                descriptor=out.descriptors[0], by_image=True,
+                region_of=scene_id if image is None else None,
+            )  # fmt: skip
+        if match_grid is None:
+            return answer
+        hits = [scene_pixels(catalog, hit.scene.id) for hit in answer.page.hits]
+        crops, shapes = all_windows(hits, match_grid)
+        embedded = embed(crops).embeddings if crops else np.empty((0, 0))
+        return replace(answer, maps=match_maps(out.embeddings[0], embedded, shapes))
     finally:
         runtime.store.close()
 
@@ -143,6 +186,7 @@ def _search(
     vector: Any = None,
     descriptor: Any = None,
     by_image: bool = False,
+    region_of: int | None = None,
 ) -> LocalAnswer:
     understood = None
     catalog = Catalog(engine)
@@ -161,6 +205,6 @@ def _search(
         query = replace(query, where=where)
     page = search_scenes(
         served, catalog, query, vector=vector, scene_id=scene_id,
-        descriptor=descriptor, rerank=Rerank.of(settings),
+        descriptor=descriptor, rerank=Rerank.of(settings), region_of=region_of,
     )  # fmt: skip
     return LocalAnswer(page, understood)

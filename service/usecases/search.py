@@ -149,13 +149,15 @@ def search_scenes(
     table: SceneTable | None = None,
     descriptor: np.ndarray | None = None,
     rerank: Rerank | None = None,
+    region_of: int | None = None,
 ) -> SearchPage:
     """The page `query` asks for of the archive scenes most similar to `vector` (a unit
-    embedding of the snapshot's model, with the image's backbone `descriptor`) or to the
-    archive scene `scene_id`, best first, moved towards `query.more_like` and away from
-    `query.less_like` when given, re-ranked as `rerank` says (not at all when not given).
-    Filters and hits' metadata come from `table` (the catalog's current arrays when not
-    given)."""
+    embedding of the snapshot's model, with the image's backbone `descriptor`; of a region
+    of the archive scene `region_of`, when given, which is then the page's query and left
+    out as the scene itself would be) or to the archive scene `scene_id`, best first, moved
+    towards `query.more_like` and away from `query.less_like` when given, re-ranked as
+    `rerank` says (not at all when not given). Filters and hits' metadata come from `table`
+    (the catalog's current arrays when not given)."""
     if vector is not None and scene_id is not None:
         raise ValueError("search by a vector or by a scene id, not both")
     if table is None or table.written.model_version != snapshot.model_version:
@@ -186,6 +188,8 @@ def search_scenes(
             descriptor = None if found is None else found[0]
         if not query.include_query:
             where = where.excluding(scene_id)
+    if region_of is not None and not query.include_query:
+        where = where.excluding(region_of)
     if query.more_like or query.less_like:
         liked, disliked = list(query.more_like), list(query.less_like)
         if reranking and (descriptor is not None or vector is None):
@@ -206,7 +210,7 @@ def search_scenes(
             index, table, vector, query.k, where, query.min_score, descriptor, blend, query_seen
         )
     return SearchPage(
-        query_id=scene_id,
+        query_id=scene_id if region_of is None else region_of,
         reranked=reranking,
         score_kind=score_kind,
         **page_fields(

@@ -10,14 +10,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from index.stores import ModelIndex
-from model.imageio import decode_image
 from service.api.deps import (
     BatcherDep,
     CatalogDep,
@@ -29,12 +25,15 @@ from service.api.deps import (
     in_thread,
     request_body,
     upload_schema,
+    validated,
 )
 from service.api.errors import documented
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
 from service.api.routes.classify import classifier_for
+from service.api.routes.regions import embedded, hit_match_maps
 from service.api.routes.saved_concepts import resolved_concepts
 from service.api.schemas.classify import ImageClassification
+from service.api.schemas.regions import MatchMapOut
 from service.api.schemas.search import (
     DensityCell,
     DensityRequest,
@@ -44,12 +43,13 @@ from service.api.schemas.search import (
     SearchResponse,
     Understood,
 )
-from service.api.uploads import infer_uploads, read_uploads
+from service.api.uploads import decode_all, infer_uploads, read_uploads
 from service.errors import BadRequestError
 from service.storage.catalog import Catalog
 from service.storage.scene_table import SceneTable
 from service.usecases.classify import image_labels, no_classifier_note
 from service.usecases.density import hit_density
+from service.usecases.regions import scene_pixels
 from service.usecases.search import RankedScene, Rerank, SearchPage, search_scenes
 from service.usecases.text import phrase_reader, read_phrase, with_reading
 
@@ -89,23 +89,38 @@ async def search(
     snapshot = runtime.current()
     content_type = request.headers.get("content-type", "")
     vector, scene_id, probabilities, descriptor = None, None, None, None
+    region_of = None  # the archive scene whose region is the query
+    query_vector = None  # the query image's embedding, for match maps
     model_requests = request.app.state.model_requests
     if content_type.startswith("multipart/form-data"):
         with model_requests.admit():  # past GRN_MAX_MODEL_REQUESTS: 503 before parsing
             files, fields = await read_uploads(request, max_files=1)
             fields.pop("include_query", None)
-            params = _validated(lambda: SearchRequest.from_text(fields, by_image=True))
-            (inference,) = await infer_uploads(files, settings, batcher, snapshot)
+            params = validated(lambda: SearchRequest.from_text(fields, by_image=True))
+            if params.region is None:
+                (inference,) = await infer_uploads(files, settings, batcher, snapshot)
+            else:
+                image = (await decode_all(files, settings))[0]
+                inference = await embedded(batcher, snapshot, image, params.query_region())
         vector, probabilities = inference.embedding, inference.probabilities
-        descriptor = inference.descriptor
+        descriptor, query_vector = inference.descriptor, inference.embedding
     elif content_type.startswith("application/json") or not content_type:
         body = await request.body()
-        params = _validated(lambda: SearchRequest.model_validate_json(body))
+        params = validated(lambda: SearchRequest.model_validate_json(body))
         scene_id = params.scene_id
-        if params.classify and scene_id is not None:  # the scene's own image, classified
+        wants_pixels = params.classify or params.region is not None or params.match_maps
+        if wants_pixels and scene_id is not None:  # the scene's own image (or its region)
             with model_requests.admit():
-                image = await in_thread(_scene_pixels, catalog, scene_id)
-                probabilities = (await batcher.infer(snapshot, [image]))[0].probabilities
+                image = await in_thread(scene_pixels, catalog, scene_id)
+                inference = await embedded(batcher, snapshot, image, params.query_region())
+            probabilities, query_vector = inference.probabilities, inference.embedding
+            if params.region is not None:  # searched by the region's embedding
+                vector, descriptor, region_of, scene_id = (
+                    inference.embedding,
+                    inference.descriptor,
+                    scene_id,
+                    None,
+                )
     else:
         raise BadRequestError(
             f"unsupported content type {content_type!r}: send multipart/form-data with "
@@ -131,8 +146,16 @@ async def search(
                 table=table,
                 descriptor=descriptor,
                 rerank=Rerank.of(settings),
+                region_of=region_of,
             ),
         )
+    maps = None
+    if params.match_maps and query_vector is not None:  # a query image: checked in SearchRequest
+        with model_requests.admit():
+            ids = [hit.scene.id for hit in page.hits]
+            maps = await hit_match_maps(
+                batcher, snapshot, catalog, query_vector, ids, params.match_grid
+            )
     labels, predicted, note = None, None, None
     if params.classify and probabilities is not None:
         if await classifier_for(catalog, snapshot.card):
@@ -143,6 +166,8 @@ async def search(
     urls = SceneUrls(request)
     places = await placed_hits(catalog, page.hits)
     hits = [hit_out(urls, hit, places.get(hit.scene.id)) for hit in page.hits]
+    for hit, found in zip(hits, maps or [], strict=False):
+        hit.match_map = MatchMapOut.of(found)
     if params.format == "geojson":
         return JSONResponse(
             hits_geojson(hits, page.offset, page.model_version),
@@ -162,6 +187,7 @@ async def search(
         predicted=predicted,
         understood=understood,
         note=note,
+        region=params.region,
         **paging,
     )
 
@@ -227,6 +253,8 @@ async def density(
     FeatureCollection whose properties carry the counts."""
     if params.format == "csv":
         raise BadRequestError("density answers json or geojson, not csv", "unsupported_format")
+    if params.region is not None or params.match_maps:
+        raise BadRequestError("density counts the hits of a whole scene: no region or match_maps")
     snapshot = runtime.current()
     params = await resolved_concepts(request, params, runtime, catalog)
     wanted = dataclasses.replace(params.to_query(), offset=0, limit=params.k)
@@ -268,19 +296,6 @@ async def placed_hits(catalog: Catalog, hits: list[RankedScene]) -> dict[int, di
         return {}
     rows = await in_thread(catalog.footprints, ids)
     return {scene_id: json.loads(row["geometry"]) for scene_id, row in rows.items()}
-
-
-def _scene_pixels(catalog: Catalog, scene_id: int) -> np.ndarray:
-    path = catalog.image_path(catalog.scene(scene_id))
-    return decode_image(path.read_bytes(), path.name)
-
-
-def _validated(parse: Any) -> SearchRequest:
-    try:
-        params: SearchRequest = parse()
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
-    return params
 
 
 def hit_out(urls: SceneUrls, hit: RankedScene, footprint: dict[str, Any] | None = None) -> Hit:

@@ -14,10 +14,11 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from types import UnionType
-from typing import Annotated, Any, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Self, TypeVar, Union, get_args, get_origin
 
 import numpy as np
 from pydantic import (
+    BaseModel,
     BeforeValidator,
     Field,
     PrivateAttr,
@@ -208,19 +209,27 @@ class FilterFields(Schema):
 
     @classmethod
     def from_text(cls, fields: Mapping[str, list[str]], **context: Any) -> Self:
-        """The model from text fields (a multipart form: each name with its values): a list
-        field may repeat, any other field is given once; an empty value is not given.
-        `context` reaches the validators (pydantic's ValidationError names a wrong field)."""
-        lists = {name for name, f in cls.model_fields.items() if _is_list(f.annotation)}
-        values: dict[str, Any] = {}
-        for key, given in fields.items():
-            if key in lists:
-                values[key] = given
-            elif len(given) > 1:
-                raise BadRequestError(f"the form field {key!r} is given {len(given)} times")
-            elif given and given[0] != "":
-                values[key] = given[0]
-        return cls.model_validate(values, context=context)
+        """The model from text fields (`from_text`)."""
+        return from_text(cls, fields, **context)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_text(model: type[M], fields: Mapping[str, list[str]], **context: Any) -> M:
+    """A model from text fields (a multipart form: each name with its values): a list
+    field may repeat, any other field is given once; an empty value is not given.
+    `context` reaches the validators (pydantic's ValidationError names a wrong field)."""
+    lists = {name for name, f in model.model_fields.items() if _is_list(f.annotation)}
+    values: dict[str, Any] = {}
+    for key, given in fields.items():
+        if key in lists:
+            values[key] = given
+        elif len(given) > 1:
+            raise BadRequestError(f"the form field {key!r} is given {len(given)} times")
+        elif given and given[0] != "":
+            values[key] = given[0]
+    return model.model_validate(values, context=context)
 
 
 def _is_list(annotation: Any) -> bool:

@@ -12,13 +12,15 @@ from pydantic import ConfigDict, Field, ValidationInfo, model_validator
 from service.api.schemas.classify import LabelScore
 from service.api.schemas.common import SceneId, SceneIdIn, Schema
 from service.api.schemas.filters import FilterFields, TextList
+from service.api.schemas.regions import MatchMapOut, RegionFields
+from service.usecases.regions import MAX_MATCH_MAPS
 from service.usecases.search import HitOrder, SearchQuery
 
 
-class SearchRequest(FilterFields):
+class SearchRequest(FilterFields, RegionFields):
     """Search by an archive scene (JSON body); an upload takes the same fields as form
     fields, with `file` instead of `scene_id`. The filter fields are the listing's
-    (`FilterFields`)."""
+    (`FilterFields`); `region` and `match_maps` are `RegionFields`."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -27,6 +29,12 @@ class SearchRequest(FilterFields):
             "examples": [
                 {"scene_id": "6198235272819611846", "k": 20, "labels_any": ["ship", "tanks"]},
                 {"scene_id": "6198235272819611846", "k": 10, "classify": True, "limit": 5},
+                {
+                    "scene_id": "6198235272819611846",
+                    "region": [0, 0, 128, 128],
+                    "match_maps": True,
+                    "k": 5,
+                },
             ]
         },
     )
@@ -80,6 +88,21 @@ class SearchRequest(FilterFields):
             raise ValueError(
                 "give a scene_id, scenes to be like in more_like, labels in labels_all, a "
                 "scene folder in scene or text"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _region_has_an_image(self, info: ValidationInfo) -> SearchRequest:
+        by_image = bool(info.context and info.context.get("by_image"))
+        if (self.region is not None or self.match_maps) and not (
+            by_image or self.scene_id is not None
+        ):
+            raise ValueError("region and match_maps need a query image: an upload or a scene_id")
+        page = self.limit or self.k
+        if self.match_maps and page > MAX_MATCH_MAPS:
+            raise ValueError(
+                f"match_maps: at most {MAX_MATCH_MAPS} hits per page get a match map; ask for "
+                f"limit (or k) of {MAX_MATCH_MAPS} or less, not {page}"
             )
         return self
 
@@ -187,6 +210,8 @@ class Hit(Schema):
     """When it entered the archive (UTC)."""
     acquired: datetime | None = None
     """When its pixels were taken (UTC; None: not known)."""
+    match_map: MatchMapOut | None = None
+    """With `match_maps`: where in this scene the query matches."""
 
 
 class SearchResponse(Schema):
@@ -202,6 +227,8 @@ class SearchResponse(Schema):
     """Offset of the next page, None on the last."""
     query_id: SceneId | None
     """The archive scene searched by, if any."""
+    region: list[int] | None = None
+    """The region of the query image searched by, if any: [x0, y0, x1, y1]."""
     model_version: str
     """The model that embedded the query and the archive."""
     index_version: str
