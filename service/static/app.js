@@ -21,6 +21,7 @@ const state = {
   archiveTotal: 0, // how many scenes the archive listing's selection holds
   archiveLatest: 0, // sequence number of the newest archive listing asked for
   asked: 0, // how many queries and filter changes were asked for: readUrl yields to a newer one
+  region: null, // [x0, y0, x1, y1]: search by this box of the query image (regions.js)
 };
 
 function showMessage(text) {
@@ -154,6 +155,7 @@ function writeUrl(replace) {
   if (state.query && state.query.sceneId) params.set("scene", state.query.sceneId);
   if (state.query && state.query.uploadId) params.set("upload", state.query.uploadId);
   if (state.query && state.query.text) params.set("text", state.query.text);
+  if (regionFields().region) params.set("region", state.region.join(","));
   params.set("k", $("k").value);
   params.set("limit", $("limit").value);
   if (state.offset) params.set("offset", String(state.offset));
@@ -207,7 +209,7 @@ async function readUrl({ asked = state.asked } = {}) {
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
   const [more, less] = await Promise.all([judgedScenes(ids("more")), judgedScenes(ids("less"))]);
   if (overtaken()) return;
-  const again = { keepPage: true, fromUrl: true, feedback: { more, less } };
+  const again = { keepPage: true, fromUrl: true, feedback: { more, less }, region: readRegion(params.get("region")) };
   const scene = params.get("scene");
   const text = params.get("text");
   const upload = params.get("upload");
@@ -260,6 +262,7 @@ function searchParams() {
     limit: Number($("limit").value),
     offset: state.offset,
     ...filterFields(),
+    ...regionFields(),
   };
   if ($("min-score").value !== "") params.min_score = Number($("min-score").value);
   if (chosenOrder()) params.order = chosenOrder();
@@ -423,8 +426,9 @@ function showPreview(url) {
   else $("preview-image").removeAttribute("src");
 }
 
-function startQuery(caption, previewUrl) {
+function startQuery(caption, previewUrl, region = null) {
   state.asked++;
+  setRegion(region); // regions.js: a new query is searched whole unless the URL names a box
   showPreview(previewUrl);
   $("preview-caption").textContent = caption;
   $("preview").hidden = !previewUrl && !caption;
@@ -450,14 +454,14 @@ async function previewUrlOf(file) {
   return "";
 }
 
-async function useFile(file, { keepPage = false, fromUrl = false, feedback = null, uploadId = null } = {}) {
+async function useFile(file, { keepPage = false, fromUrl = false, feedback = null, uploadId = null, region = null } = {}) {
   if (!file) return;
   state.query = { file, labels: [], uploadId };
   if (!keepPage) state.offset = 0;
   state.more = feedback ? feedback.more : [];
   state.less = feedback ? feedback.less : [];
   showFeedback();
-  startQuery(file.name, "");
+  startQuery(file.name, "", region);
   const query = state.query;
   const [url, id] = await Promise.all([previewUrlOf(file), uploadId || keepUpload(file)]);
   if (state.query !== query) return; // another query was asked for meanwhile
@@ -482,14 +486,14 @@ async function useText(text, { keepPage = false, fromUrl = false, feedback = nul
   await search({ fromUrl });
 }
 
-async function useScene(scene, { keepPage = false, fromUrl = false, feedback = null } = {}) {
+async function useScene(scene, { keepPage = false, fromUrl = false, feedback = null, region = null } = {}) {
   const previewUrl = `/scenes/${scene.id}/preview?size=768`;
   state.query = { sceneId: String(scene.id), name: scene.image, previewUrl, labels: scene.labels };
   if (!keepPage) state.offset = 0;
   state.more = feedback ? feedback.more : [];
   state.less = feedback ? feedback.less : [];
   showFeedback();
-  startQuery(`archive scene ${scene.image} (${scene.labels.join(", ")})`, previewUrl);
+  startQuery(`archive scene ${scene.image} (${scene.labels.join(", ")})`, previewUrl, region);
   await search({ classify: true, fromUrl });
 }
 
@@ -525,6 +529,7 @@ function openViewer(scene, score) {
   for (const id of ["viewer-shared", "viewer-query-only"]) $(id).parentElement.hidden = false;
   document.querySelector(".compare").hidden = !query;
   showSamePlace(scene); // sameplace.js: the strip fills in when its answer comes
+  resetMatch(query); // regions.js: the match map is drawn when asked for
   dialog.showModal();
   $("viewer-search").focus();
 }
@@ -664,6 +669,7 @@ function wire() {
   $("map-where").addEventListener("click", () => showDensity($("map-where").getAttribute("aria-pressed") !== "true"));
   $("map-clear").addEventListener("click", () => { setArea(null); changed(); });
   window.addEventListener("popstate", () => readUrl());
+  wireRegions();
   $("api-key").value = localStorage.getItem("grn-api-key") || "";
   $("api-key").addEventListener("change", () => {
     localStorage.setItem("grn-api-key", $("api-key").value.trim());

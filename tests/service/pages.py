@@ -73,3 +73,26 @@ def searched_page(
     expect(page.locator("#results .card")).to_have_count(shown)
     page.wait_for_function(IDLE)
     return page, query
+
+
+Point = tuple[float, float]
+
+
+def drag_across(page: Any, image: str, start: Point, end: Point) -> None:
+    """Drag the mouse over the picture of the <img> `image` (drawn with object-fit: contain)
+    from `start` to `end`, each (x, y) a fraction of the picture's width and height (outside
+    0..1: beyond its edge), as a person drags a box on it."""
+    box = page.locator(image).bounding_box()
+    natural = page.eval_on_selector(image, "i => [i.naturalWidth, i.naturalHeight]")
+    scale = min(box["width"] / natural[0], box["height"] / natural[1])
+    width, height = natural[0] * scale, natural[1] * scale
+    left = box["x"] + (box["width"] - width) / 2
+    top = box["y"] + (box["height"] - height) / 2
+
+    def at(point: Point) -> Point:
+        return left + point[0] * width, top + point[1] * height
+
+    page.mouse.move(*at(start))
+    page.mouse.down()
+    page.mouse.move(*at(end), steps=8)
+    page.mouse.up()

@@ -101,7 +101,12 @@ async def preview(
     size: Annotated[int | None, Query(ge=16, le=8192)] = None,
 ) -> Response:
     """An uploaded image as a browser can show it: a JPEG of any format the service reads
-    (a TIFF, 16-bit or multi-band file, stretched as for the model), longest side `size`."""
+    (a TIFF, 16-bit or multi-band file, stretched as for the model), longest side `size`.
+    The header X-Image-Size says the upload's own size, WIDTHxHEIGHT pixels (the page
+    turns a box drawn on the preview into a `region` of those pixels)."""
     files, _ = await read_uploads(request, max_files=1)
     image = (await decode_all(files, settings))[0]
-    return Response(await in_thread(jpeg, image, size), media_type="image/jpeg")
+    own = f"{image.shape[1]}x{image.shape[0]}"
+    return Response(
+        await in_thread(jpeg, image, size), media_type="image/jpeg", headers={"X-Image-Size": own}
+    )
