@@ -155,7 +155,12 @@ def _search_by_pixels(
             return predict(snapshot.net, snapshot.card, images, snapshot.device)
 
         catalog = Catalog(engine)
-        pixels = read_image(image) if image is not None else scene_pixels(catalog, scene_id or 0)
+        if image is not None:
+            pixels = read_image(image)
+        elif scene_id is not None:
+            pixels = scene_pixels(catalog, scene_id)
+        else:
+            raise ValueError("a region or match maps need a query image: a file or a scene id")
         out = embed([cropped(pixels, region)])
         if image is None and region is None:  # the scene as indexed: its stored vector
             answer = _search(settings, snapshot, engine, query, text, scene_id=scene_id)

@@ -115,13 +115,13 @@ def test_a_region_of_an_archive_scene_searches_by_that_region(
 def test_a_wrong_region_is_a_422_that_says_which(server: LiveServer, pair: Composite) -> None:
     outside = upload(server, pair, region=[0, 0, 2 * pair.width + 1, pair.height])
     assert outside.status_code == 422
-    assert "outside the 512 x 256 px image" in outside.json()["message"]
+    assert f"outside the {2 * pair.width} x {pair.height} px image" in outside.json()["message"]
     assert outside.json()["details"][0]["loc"] == ["body", "region"]
     with server.client() as client:
         for body, says in [
             ({"scene_id": pair.left_id, "region": [0, 0, 10, 100]}, "at least 16 px"),
             ({"scene_id": pair.left_id, "region": [0, 0, 100]}, "at least 4 items"),
-            ({"scene_id": pair.left_id, "region": [0, 0, 300, 100]}, "outside the 256 x 256"),
+            ({"scene_id": pair.left_id, "region": [0, 0, 300, 100]}, f"outside the {pair.width} x"),
             ({"labels_all": ["trees"], "region": [0, 0, 64, 64]}, "need a query image"),
             ({"scene_id": pair.left_id, "match_maps": True, "k": 20}, "at most 10 hits"),
             ({"scene_id": pair.left_id, "match_maps": True, "match_grid": 9}, "match_grid"),
@@ -142,11 +142,14 @@ def test_match_maps_come_with_each_hit_and_match_post_match(
     assert len(body["hits"]) == 4 <= MAX_MATCH_MAPS
     for hit in body["hits"]:
         found = hit["match_map"]
-        assert (found["rows"], found["cols"], found["width"], found["height"]) == (4, 4, 256, 256)
         values = np.asarray(found["values"])
-        assert values.shape == (4, 4) and (np.abs(values) <= 1.0001).all()
-    # one hit's map on demand, as the page's viewer asks for it: the same numbers
+        assert (found["rows"], found["cols"]) == values.shape == (4, 4)
+        assert (np.abs(values) <= 1.0001).all()
+        assert found["window_width"] == round(found["width"] / 2)  # two of four cells
     first = body["hits"][0]
+    assert first["id"] == pair.left_id
+    assert (first["match_map"]["width"], first["match_map"]["height"]) == (pair.width, pair.height)
+    # one hit's map on demand, as the page's viewer asks for it: the same numbers
     alone = answered(upload(server, pair, "/match", hit_id=first["id"], region=pair.half("left")))
     assert np.allclose(alone["match_map"]["values"], first["match_map"]["values"], atol=2e-3)
     coarse = answered(upload(server, pair, region=pair.half("left"), k=1, match_maps="true",

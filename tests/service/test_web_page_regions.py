@@ -1,12 +1,11 @@
 """The page's regions and match maps in a real headless browser (Debian's chromium driven
 by Playwright), as a person uses them: an upload of two scenes side by side, a box dragged
-over its left half searches by that half (its scene comes first), the box travels in the
-URL, a hit's "Where does it match?" lays its match map over it, "Whole image" goes back,
-and a region typed in pixels searches by the right half."""
+over its left half searches by that half (its scene comes first), a hit's "Where does it
+match?" lays its match map over it, "Whole image" goes back, a region typed in pixels
+searches by the right half, and Back brings each search again, the box from the URL."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,13 +45,15 @@ def test_a_box_dragged_on_the_query_searches_by_it_and_a_hit_shows_where_it_matc
     expect(page.locator("#preview-image")).to_be_visible()
     whole = grid_ids(page)
 
-    # a box from beyond the top-left corner to the middle of the bottom edge: the left half
-    drag_across(page, "#preview-image", (-0.05, -0.05), (0.5, 1.05))
-    expect(page.locator("#region-input")).to_have_value(f"0,0,{pair.width},{pair.height}")
+    # a box from the top-left corner to beyond the middle of the bottom edge: the left half
+    drag_across(page, "#preview-image", (0.002, 0.002), (0.5, 1.05))
+    page.wait_for_function("() => document.querySelector('#region-input').value !== ''")
+    x0, y0, x1, y1 = map(int, page.input_value("#region-input").split(","))
+    assert x0 <= 2 and y0 <= 2 and (x1, y1) == (pair.width, pair.height)
     first_hit_becomes(page, pair.left_id)
     assert grid_ids(page) != whole
     expect(page.locator("#region-box")).to_be_visible()
-    assert f"region=0%2C0%2C{pair.width}%2C{pair.height}" in page.url
+    assert f"region={x0}%2C{y0}%2C{x1}%2C{y1}" in page.url
     left = grid_ids(page)
 
     # the first hit in the viewer: where it matches, laid over it on demand
@@ -85,16 +86,20 @@ def test_a_box_dragged_on_the_query_searches_by_it_and_a_hit_shows_where_it_matc
     page.press("#region-input", "Enter")
     first_hit_becomes(page, pair.right_id)
 
-    # Back: the left half's search again, its box drawn from the URL
+    # Back: the whole image again, then the left half's search, its box drawn from the URL
+    page.go_back()
+    first_hit_becomes(page, whole[0])
+    expect(page.locator("#region-box")).to_be_hidden()
     page.go_back()
     first_hit_becomes(page, pair.left_id)
     assert grid_ids(page) == left
-    expect(page.locator("#region-input")).to_have_value(f"0,0,{pair.width},{pair.height}")
+    expect(page.locator("#region-input")).to_have_value(f"{x0},{y0},{x1},{y1}")
+    expect(page.locator("#region-box")).to_be_visible()
     page.close()
 
 
 def test_a_wrong_region_says_what_is_wrong(
-    page_server: LiveServer, browser: Any, pair: Composite, tmp_path: Path
+    page_server: LiveServer, browser: Any, pair: Composite
 ) -> None:
     from playwright.sync_api import expect
 
@@ -103,5 +108,7 @@ def test_a_wrong_region_says_what_is_wrong(
     expect(page.locator("#results .card")).to_have_count(20)
     page.fill("#region-input", f"0,0,{2 * pair.width + 40},{pair.height}")
     page.press("#region-input", "Enter")
-    expect(page.locator("#message")).to_contain_text("outside the 512 x 256 px image")
+    expect(page.locator("#message")).to_contain_text(
+        f"outside the {2 * pair.width} x {pair.height} px image"
+    )
     page.close()

@@ -65,6 +65,8 @@ async def hit_match_maps(
 ) -> list[MatchMap]:
     """Each hit's match map for the query's embedding: the hits' images read side by side,
     all their windows through the network together (the batcher cuts them into batches)."""
+    if not hit_ids:
+        return []
     images = await asyncio.gather(*(in_thread(scene_pixels, catalog, i) for i in hit_ids))
     crops, shapes = all_windows(images, grid)
     inferred = await batcher.infer(snapshot, crops)
