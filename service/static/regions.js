@@ -184,10 +184,20 @@ function drawMatch(map) {
   $("match-note").textContent = `Where it matches: the brighter a cell, the more like the query. Best at row ${Math.floor(best / map.cols) + 1}, column ${best % map.cols + 1} (similarity ${high.toFixed(3)}; the weakest ${low.toFixed(3)}).`;
 }
 
+// Whether a press lands on the picture or within EDGE px of it (a box begun just outside
+// starts at the edge: a corner is easy to miss, and its rounding is not the picture's).
+function nearPicture(event) {
+  const EDGE = 8;
+  if ($("preview").hidden || event.target.closest("dialog")) return false; // the viewer is over it
+  const box = $("preview-frame").getBoundingClientRect();
+  return event.clientX >= box.left - EDGE && event.clientX <= box.right + EDGE
+    && event.clientY >= box.top - EDGE && event.clientY <= box.bottom + EDGE;
+}
+
 function wireRegions() {
   const frame = $("preview-frame");
-  frame.addEventListener("pointerdown", (event) => {
-    if (!regionQuery() || $("preview-image").hidden || event.button !== 0) return;
+  document.addEventListener("pointerdown", (event) => {
+    if (!regionQuery() || $("preview-image").hidden || event.button !== 0 || !nearPicture(event)) return;
     event.preventDefault();
     frame.setPointerCapture(event.pointerId);
     const shown = contentBox($("preview-image"));
