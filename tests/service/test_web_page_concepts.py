@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from pages import IDLE, grid_ids, searched_page
-from servers import CHROMIUM, LiveServer, Served, dated_database, server_env
+from servers import CHROMIUM, LiveServer, head_model_served, server_env
 
 from model.archive import Archive
 
@@ -24,12 +24,13 @@ KEY = "page-concepts-key-0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def keyed_server(
-    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
+    ucm_root: Path, ucm_subset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
-    """The page's server (`page_server`'s archive) with writes behind KEY."""
-    workdir = tmp_path_factory.mktemp("web-concepts")
-    url = f"sqlite:///{workdir / 'grn.db'}"
-    dated_database(url, ucm_root, ucm_subset)
+    """A head-mode model over the UCM subset (real backbone features, so that a concept of a
+    few examples finds scenes), writes behind KEY."""
+    served, url, workdir = head_model_served(
+        tmp_path_factory.mktemp("web-concepts"), ucm_root, ucm_subset
+    )
     env = server_env(served, url, workdir, GRN_API_KEY=KEY)
     with LiveServer(env, workdir / "server.log") as server:
         yield server
