@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pages import IDLE, grid_ids, searched_page
+from pages import IDLE, grid_ids, searched_page, shows
 from servers import CHROMIUM, LiveServer, head_model_served, server_env
 
 from model.archive import Archive
@@ -34,17 +34,6 @@ def keyed_server(
     env = server_env(served, url, workdir, GRN_API_KEY=KEY)
     with LiveServer(env, workdir / "server.log") as server:
         yield server
-
-
-def shows(page: Any, ids: list[str]) -> None:
-    """Wait until the results grid shows exactly `ids`, in order, and the page is idle."""
-    page.wait_for_function(
-        "ids => JSON.stringify([...document.querySelectorAll('#results .card')]"
-        ".map(c => c.dataset.sceneId)) === JSON.stringify(ids)",
-        arg=ids,
-        timeout=20_000,
-    )
-    page.wait_for_function(IDLE)
 
 
 def mark(page: Any, scene: str, liked: bool) -> None:
