@@ -18,7 +18,7 @@ descriptors as an index version keeps them: float16 (the baseline) and int8. Sea
 image (the query's own descriptor in float32) and by a scene (its descriptor read from the
 version too); `on`: every query re-ranked, `auto`: as served by default (content the model
 trained on is not re-ranked: the paper's split never is). Figures: P@10, mAP, NDCG@10 and the
-10-NN sample-F1 (`model.evaluate.reranked_figures`), and how many queries' top 10 changed.
+10-NN sample-F1 (`model.figures.reranked_figures`), and how many queries' top 10 changed.
 
 Then the coding itself: the cosine error over the archive's pairs for float16, int8 with a
 scale per scene (what index/descriptors.py does) and int8 with a scale per dimension (the
@@ -56,7 +56,7 @@ from index.descriptors import DTYPES, decoded, encoded
 from model import rerank
 from model.archive import load_archive
 from model.card import read_card
-from model.evaluate import reranked_figures
+from model.figures import reranked_figures
 from model.inference import ranking_vectors
 
 BASELINE = "float16"

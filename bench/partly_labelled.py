@@ -34,7 +34,7 @@ import numpy as np
 from bench._common import REPO, UCM
 from bench.unseen import backbone_features, head_outputs, trained, unit
 from model.archive import Archive, load_archive
-from model.evaluate import retrieval_figures
+from model.figures import retrieval_figures
 
 
 def labels_csv_hiding(

@@ -117,8 +117,8 @@ PROMOTE = (
     f" && grn promote --model {CANDIDATE}/model.safetensors --force"
 )
 """A second model (another seed), trained on the features the first training cached, then
-promoted whatever its figures: on the trainer image, as the gate's figures need torch
-(`model.evaluate`)."""
+promoted whatever its figures, in one command on the trainer image, which training needs
+(`grn promote` alone runs on the serving image as well: tests/service/test_without_torch.py)."""
 
 
 def check_promotion(cluster: Cluster, urls: dict[str, str]) -> None:

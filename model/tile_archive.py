@@ -25,7 +25,15 @@ from rasterio.io import MemoryFile
 from model.archive import SPLITS
 from model.geo import GEO_COLUMNS
 from model.rasters import RasterError
-from model.tiling import DEFAULT_MAX_NODATA, TilePlan, check_fraction, plan_tiles, read_tiles
+from model.tiling import (
+    DEFAULT_GRID,
+    DEFAULT_MAX_NODATA,
+    TileGrid,
+    TilePlan,
+    check_fraction,
+    plan_tiles,
+    read_tiles,
+)
 
 LABELS_HEADER = ("image", "scene", "split", *GEO_COLUMNS)
 
@@ -65,12 +73,8 @@ class TileReport:
 def tile_rasters(
     paths: Sequence[str | Path],
     out_dir: str | Path,
+    grid: TileGrid = DEFAULT_GRID,
     *,
-    tile_px: int | None = None,
-    tile_m: float | None = None,
-    overlap: float = 0.0,
-    out_size: int | None = None,
-    bands: Sequence[int] | None = None,
     max_nodata: float = DEFAULT_MAX_NODATA,
     split: str = "train",
     replace: bool = False,
@@ -83,8 +87,8 @@ def tile_rasters(
     All or nothing: every raster is planned (and so checked) first, the archive is written
     into a hidden sibling folder and renamed to `out_dir` at the end, so a failure leaves no
     `out_dir` behind. An existing `out_dir` that is not empty is refused unless `replace`.
-    `names`: what names each raster's tiles and scene instead of its file stem. Parameters
-    as `plan_tiles` and `read_tiles`."""
+    `grid`: how each raster is cut (`model.tiling.TileGrid`); `max_nodata` as `read_tiles`;
+    `names`: what names each raster's tiles and scene instead of its file stem."""
     started = time.perf_counter()
     out_dir = Path(out_dir).resolve()
     if not paths:
@@ -107,14 +111,7 @@ def tile_rasters(
                 "their tiles and scene; rename one"
             )
         stems[name] = path
-    plans = [
-        replace_field(
-            plan_tiles(p, tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size,
-                       bands=bands),
-            name=name,
-        )
-        for name, p in stems.items()
-    ]  # fmt: skip
+    plans = [replace_field(plan_tiles(p, grid), name=name) for name, p in stems.items()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tiling-", dir=out_dir.parent))
     report = TileReport(out_dir=out_dir)

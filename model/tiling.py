@@ -117,25 +117,34 @@ class TileImage:
     nodata_fraction: float
 
 
-def plan_tiles(
-    raster_path: str | Path,
-    *,
-    tile_px: int | None = None,
-    tile_m: float | None = None,
-    overlap: float = 0.0,
-    out_size: int | None = None,
-    bands: Sequence[int] | None = None,
-) -> TilePlan:
-    """The tiles covering a raster and their footprints.
+@dataclass(frozen=True)
+class TileGrid:
+    """How a raster is cut, the same for every raster of a run (`plan_tiles`,
+    `model.tile_archive.tile_rasters`, `grn tile`'s options).
 
     `tile_px` (default 256) or `tile_m`, not both; `overlap` is a fraction of the tile side in
     [0, 1); `out_size` defaults to `tile_px`, or 256 with `tile_m`; `bands` are three 1-based
-    band numbers (default: 1, 2, 3, or band 1 as grey for rasters of fewer than three bands).
-    Partial edge tiles are left out. Raises RasterError for an unreadable raster, one without
-    a CRS or with a CRS that cannot be reprojected to WGS84, bad parameters, or a raster
-    smaller than one tile."""
+    band numbers (default: 1, 2, 3, or band 1 as grey for rasters of fewer than three
+    bands)."""
+
+    tile_px: int | None = None
+    tile_m: float | None = None
+    overlap: float = 0.0
+    out_size: int | None = None
+    bands: Sequence[int] | None = None
+
+
+DEFAULT_GRID = TileGrid()
+
+
+def plan_tiles(raster_path: str | Path, grid: TileGrid = DEFAULT_GRID) -> TilePlan:
+    """The tiles of `grid` covering a raster, and their footprints. Partial edge tiles are
+    left out. Raises RasterError for an unreadable raster, one without a CRS or with a CRS
+    that cannot be reprojected to WGS84, bad parameters, or a raster smaller than one
+    tile."""
     path = Path(raster_path)
-    _check_parameters(tile_px, tile_m, overlap, out_size)
+    _check_grid(grid)
+    tile_px, tile_m, out_size = grid.tile_px, grid.tile_m, grid.out_size
     with open_raster(path) as src:
         crs = crs_of(src, path)
         if tile_m is not None:
@@ -152,8 +161,8 @@ def plan_tiles(
             window = (px, px)
             side = out_size or px
         stride = (
-            max(1, round(window[0] * (1.0 - overlap))),
-            max(1, round(window[1] * (1.0 - overlap))),
+            max(1, round(window[0] * (1.0 - grid.overlap))),
+            max(1, round(window[1] * (1.0 - grid.overlap))),
         )
         width, height = src.width, src.height
         if window[0] > width or window[1] > height:
@@ -161,7 +170,7 @@ def plan_tiles(
                 f"{path}: is {width} x {height} pixels, smaller than one tile of "
                 f"{window[0]} x {window[1]} pixels; choose a smaller tile"
             )
-        chosen = _bands_of(src.count, bands, path)
+        chosen = _bands_of(src.count, grid.bands, path)
         cols = (width - window[0]) // stride[0] + 1
         rows = (height - window[1]) // stride[1] + 1
         windows = [
@@ -255,9 +264,8 @@ def _read_tile(
     return TileImage(tile, rgb, 0.0)
 
 
-def _check_parameters(
-    tile_px: int | None, tile_m: float | None, overlap: float, out_size: int | None
-) -> None:
+def _check_grid(grid: TileGrid) -> None:
+    tile_px, tile_m, out_size = grid.tile_px, grid.tile_m, grid.out_size
     if tile_px is not None and tile_m is not None:
         raise RasterError("give the tile size in pixels (tile_px) or in metres (tile_m), not both")
     if tile_px is not None and (
@@ -268,7 +276,7 @@ def _check_parameters(
         raise RasterError(f"tile_m must be a positive number of metres; found {tile_m}")
     if out_size is not None and (int(out_size) != out_size or out_size < 1):
         raise RasterError(f"out_size must be a positive whole number of pixels; found {out_size}")
-    check_fraction("overlap", overlap, upper_open=True)
+    check_fraction("overlap", grid.overlap, upper_open=True)
 
 
 def check_fraction(name: str, value: float, *, upper_open: bool) -> None:

@@ -92,6 +92,18 @@ def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def documented_as(
+    media_type: str, description: str | None, *statuses: int
+) -> dict[int | str, dict[str, Any]]:
+    """`documented(*statuses)` for an endpoint whose answer (200) comes as `media_type` (an
+    image, text, CSV or GeoJSON: besides JSON, or instead), said in `description` when given
+    (else FastAPI's "Successful Response")."""
+    answer: dict[str, Any] = {"content": {media_type: {}}}
+    if description is not None:
+        answer["description"] = description
+    return {200: answer, **documented(*statuses)}
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])

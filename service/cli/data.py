@@ -282,16 +282,19 @@ def tile(
     holds each tile's footprint (WGS84), ready for `grn import`. Partial edge tiles and
     tiles mostly no-data are left out; nothing is written when a raster fails."""
     from model.tile_archive import tile_rasters
+    from model.tiling import TileGrid
 
     try:
         chosen = None if bands is None else [int(b) for b in split_commas([bands])]
     except ValueError:
         usage_error(f"--bands takes band numbers such as 1,2,3; found {bands}")
+    grid = TileGrid(
+        tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size, bands=chosen
+    )
     try:
         report = tile_rasters(
-            rasters, out, tile_px=tile_px, tile_m=tile_m, overlap=overlap, out_size=out_size,
-            bands=chosen, max_nodata=max_nodata, split=split, replace=replace,
-        )  # fmt: skip
+            rasters, out, grid, max_nodata=max_nodata, split=split, replace=replace
+        )
     except user_errors(OSError) as exc:
         fail(exc)
     for raster in report.rasters:

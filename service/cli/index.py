@@ -102,6 +102,7 @@ def reindex(
     versions under INDEX-ROOT by default)."""
     from index.descriptors import DEFAULT as DEFAULT_DESCRIPTORS
     from index.descriptors import DTYPES as DESCRIPTOR_DTYPES
+    from index.stores import ReindexOptions
     from index.stores.faiss_build import ReindexSettings
     from service.storage.catalog_archive import EmptyCatalogError
     from service.usecases.reindex import IndexWriteError, ReindexRequest, reindex_scenes
@@ -117,12 +118,12 @@ def reindex(
         factory=factory, memory_budget_gb=memory_budget_gb, keep=keep, nprobe=nprobe,
         shard_size=shard_size, descriptors=descriptors or DEFAULT_DESCRIPTORS,
     )  # fmt: skip
-    request = ReindexRequest(
-        model=model, archive=archive, labels=labels, incremental=incremental, replace=replace,
-        if_stale=if_stale, build=build, device=device, skip_broken=skip_broken,
-        progress=not quiet, ray_workers=workers if ray or cluster else None,
-        ray_address=cluster,
+    options = ReindexOptions(
+        labels_csv=labels, incremental=incremental, replace=replace, build=build,
+        device=device, skip_broken=skip_broken, progress=not quiet,
+        ray_workers=workers if ray or cluster else None, ray_address=cluster,
     )  # fmt: skip
+    request = ReindexRequest(model=model, archive=archive, options=options, if_stale=if_stale)
     try:
         if cluster:
             from index.ray_embed import check_address

@@ -85,6 +85,9 @@ def search(
             "--negative", metavar="ID", help="Concept search: a scene that does not (repeat)."
         ),
     ] = None,
+    concept: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Rank the archive by this saved concept.")
+    ] = None,
     output: FormatOpt = "table",
     bbox: Annotated[
         str | None,
@@ -135,24 +138,25 @@ def search(
     """The archive scenes most similar to an image or an archive scene (or a --region of
     it, with --match-maps: where in each hit it matches), or most typical of
     labels (--labels-all alone), as POST /search answers, or most like --positive scenes and
-    unlike --negative ones (a probe taught by them, as POST /search/concept answers): from
-    the model, vector store and SQL of the GRN_ settings, or from a running service with
-    --url. A table of rank, score, id, image and labels under a header row; --format json or
-    csv."""
+    unlike --negative ones (a probe taught by them), or by a saved --concept (both as POST
+    /search/concept answers): from the model, vector store and SQL of the GRN_ settings, or
+    from a running service with --url. A table of rank, score, id, image and labels under a
+    header row; --format json or csv."""
     query_id = scene_ids("--scene", [scene])[0] if scene is not None else None
     liked, disliked = scene_ids("--more-like", more_like), scene_ids("--less-like", less_like)
     positives, negatives = scene_ids("--positive", positive), scene_ids("--negative", negative)
     if negatives and not positives:
         usage_error("--negative needs at least one --positive scene")
-    if positives and (image is not None or scene or more_like or less_like or text):
-        usage_error("--positive searches by its scenes alone: leave out the image, --scene, "
+    ranked_by = "--positive" if positives else "--concept" if concept is not None else None
+    if ranked_by and (image is not None or scene or more_like or less_like or text):
+        usage_error(f"{ranked_by} ranks by its examples alone: leave out the image, --scene, "
                     "--more-like, --less-like and --text")  # fmt: skip
     if image is not None and scene is not None:
         usage_error("give an image file or --scene ID, not both")
     if (
         image is None
         and scene is None
-        and not (more_like or labels_all or folder or text or positives)
+        and not (more_like or labels_all or folder or text or positives or concept)
     ):
         usage_error(
             "give an image file, --scene ID, --more-like ID, --labels-all, --folder or --text"
@@ -162,34 +166,25 @@ def search(
         places = search_places(bbox, within, near)
     except (ValueError, OSError) as exc:
         usage_error(message(exc))
-    fields = (
-        {
-            key: value
-            for key, value in {
-                "labels_all": split_commas(labels_all),
-                "labels_any": split_commas(labels_any),
-                "labels_none": split_commas(labels_none),
-                "scene": folder,
-                "text": text,
-                "min_score": min_score,
-                "more_like": liked,
-                "less_like": disliked,
-                "added_after": added_after,
-                "added_before": added_before,
-                "acquired_after": acquired_after,
-                "acquired_before": acquired_before,
-                "month": split_commas([month] if month else None),
-                **places,
-            }.items()
-            if value is not None and value != []
-        }
-        | {"k": k, "include_query": include_query}
-        | regions.region_fields(region, match_maps, match_grid)
-    )
-    if positives:
+    fields = {
+        key: value
+        for key, value in {
+            "labels_all": split_commas(labels_all), "labels_any": split_commas(labels_any),
+            "labels_none": split_commas(labels_none), "scene": folder, "text": text,
+            "min_score": min_score, "more_like": liked, "less_like": disliked,
+            "added_after": added_after, "added_before": added_before,
+            "acquired_after": acquired_after, "acquired_before": acquired_before,
+            "month": split_commas([month] if month else None), **places,
+        }.items()
+        if value is not None and value != []
+    } | {"k": k, "include_query": include_query} | regions.region_fields(
+        region, match_maps, match_grid
+    )  # fmt: skip
+    if ranked_by:
         fields.pop("include_query")
-        _print_hits(_concept(fields | {"positives": positives, "negatives": negatives},
-                             url, database_url), output)  # fmt: skip
+        examples = {"concept": concept} if concept is not None else {
+            "positives": positives, "negatives": negatives}  # fmt: skip
+        _print_hits(_concept(fields | examples, url, database_url), output)
         return
     # imported once the command line is understood, so that a usage error answers at once
     from service.api.schemas.search import query_from_fields
@@ -223,6 +218,7 @@ def _concept(fields: dict[str, Any], url: str | None, database_url: str | None) 
     from service.api.schemas.concept import ConceptRequest
     from service.storage.scene_reading import SchemaNotCurrentError
     from service.usecases.local_search import NothingToSearchError
+    from service.usecases.saved_concepts import ConceptStaleError
 
     try:  # checked as the route checks it: a wrong value is a usage error naming it
         query = ConceptRequest.model_validate(fields).to_query()
@@ -232,11 +228,14 @@ def _concept(fields: dict[str, Any], url: str | None, database_url: str | None) 
         if url is not None:
             from service.cli.remote import remote_post
 
-            ids = {key: [str(i) for i in fields[key]] for key in ("positives", "negatives")}
+            ids = {key: [str(i) for i in fields[key]] for key in ("positives", "negatives")
+                   if key in fields}  # fmt: skip
             body = remote_post(url, "/search/concept", fields | ids)
         else:
             body = _local_concept(query, database_url)
-    except user_errors(LookupError, OSError, NothingToSearchError, SchemaNotCurrentError) as exc:
+    except user_errors(
+        LookupError, OSError, NothingToSearchError, SchemaNotCurrentError, ConceptStaleError
+    ) as exc:
         fail(exc)
     typer.echo(f"{body['candidates']} candidates scored by the concept's probe", err=True)
     return body
@@ -252,8 +251,9 @@ def _local_concept(query: Any, database_url: str | None) -> dict[str, Any]:
         "total": page.total,
         "candidates": page.candidates,
         "descriptors": page.descriptors,
-        "positives": [str(i) for i in query.positives],
-        "negatives": [str(i) for i in query.negatives],
+        "concept": query.concept,
+        "positives": [str(i) for i in page.positives],
+        "negatives": [str(i) for i in page.negatives],
         "model_version": page.model_version,
         "index_version": page.index_version,
     }

@@ -55,11 +55,11 @@ def run(spec: JobSpec, settings: Settings) -> int:
                 say(f"error: {stac.failure}")
                 return 1
         elif isinstance(spec, ReindexJob):
+            from index.stores import ReindexOptions
             from service.usecases.reindex import ReindexRequest, reindex_scenes
 
-            request = ReindexRequest(
-                model=spec.model, incremental=spec.incremental, replace=not spec.incremental
-            )
+            options = ReindexOptions(incremental=spec.incremental, replace=not spec.incremental)
+            request = ReindexRequest(model=spec.model, options=options)
             outcome = reindex_scenes(
                 settings.with_store(index_root=spec.index_root), request, engine
             )

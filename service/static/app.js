@@ -22,6 +22,7 @@ const state = {
   archiveLatest: 0, // sequence number of the newest archive listing asked for
   asked: 0, // how many queries and filter changes were asked for: readUrl yields to a newer one
   region: null, // [x0, y0, x1, y1]: search by this box of the query image (regions.js)
+  ranking: null, // concepts.js: {examples: true} or {concept: name} while the archive is ranked so
 };
 
 function showMessage(text) {
@@ -51,7 +52,7 @@ async function checkReady() {
 
 async function loadChoices() {
   try {
-    const [labels, folders] = await Promise.all([api("/labels"), api("/folders")]);
+    const [labels, folders] = await Promise.all([api("/labels"), api("/folders"), loadConcepts()]);
     // each label twice: among those the scenes must carry, and among those they must not
     for (const [id, name, other] of [["filters", "label", "filters-none"], ["filters-none", "label-none", "filters"]]) {
       $(id).replaceChildren(...labels.labels.map((label) => {
@@ -98,7 +99,7 @@ function filterFields() {
   if (state.area) fields.bbox = state.area;
   if ($("added-after").value) fields.added_after = $("added-after").value;
   if ($("added-before").value) fields.added_before = $("added-before").value;
-  return { ...fields, ...acquiredFields() };
+  return { ...fields, ...acquiredFields(), ...conceptFields() };
 }
 
 function filtering() {
@@ -168,6 +169,7 @@ function writeUrl(replace) {
   if ($("added-after").value) params.set("added_after", $("added-after").value);
   if ($("added-before").value) params.set("added_before", $("added-before").value);
   writeAcquired(params);
+  writeConcepts(params);
   if (state.more.length) params.set("more", state.more.map((s) => s.id).join(","));
   if (state.less.length) params.set("less", state.less.map((s) => s.id).join(","));
   if (state.area) params.set("area", state.area.map((v) => v.toFixed(6)).join(","));
@@ -204,6 +206,7 @@ async function readUrl({ asked = state.asked } = {}) {
   $("added-after").value = params.get("added_after") || "";
   $("added-before").value = params.get("added_before") || "";
   readAcquired(params);
+  readConcepts(params);
   const area = (params.get("area") || "").split(",").map(Number);
   setArea(area.length === 4 && area.every(Number.isFinite) ? area : null);
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
@@ -327,7 +330,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
   busy(true);
   let body;
   try {
-    body = await api("/search", searchRequest(params));
+    body = await api(...(state.ranking ? conceptCall(params) : ["/search", searchRequest(params)]));
   } catch (err) {
     if (seq !== state.latest) return; // a newer query has been asked for
     busy(false);
@@ -364,7 +367,7 @@ async function search({ classify = false, fromUrl = false } = {}) {
     first: body.offset === 0, last: body.next_offset === null,
   });
   const typical = (labels) => `Scenes most typical of ${labels.join(" and ")}`;
-  const title = !state.query ? typical(chosenLabels())
+  const title = state.ranking ? rankingTitle(body) : !state.query ? typical(chosenLabels())
     : state.query.text ? typical(state.query.labels) : "Similar scenes";
   const ordered = chosenOrder() ? `${title}, ${ORDER_TITLES[chosenOrder()]}` : title;
   $("results-title").textContent = body.total ? ordered : "No scene matches these filters";
@@ -429,6 +432,7 @@ function showPreview(url) {
 function startQuery(caption, previewUrl, region = null) {
   state.asked++;
   setRegion(region); // regions.js: a new query is searched whole unless the URL names a box
+  state.ranking = null;
   showPreview(previewUrl);
   $("preview-caption").textContent = caption;
   $("preview").hidden = !previewUrl && !caption;

@@ -40,6 +40,10 @@ function sayExported(id, text) {
 
 async function exportSearch(format) {
   if (!state.last) return;
+  if (state.ranking) { // POST /search/concept answers JSON only: no file of a concept's hits yet
+    sayExported("export-note", "A concept's ranking cannot be exported yet: tick the concept as a filter and export that search.");
+    return;
+  }
   const params = { ...searchParams(), offset: 0, limit: Number($("k").value), format };
   const name = `${searchFileName()}.${format}`;
   sayExported("export-note", "Exporting…");

@@ -200,7 +200,7 @@ def index_catalog(
     its version was built by `model` over exactly those scenes, else incrementally when it
     was built by `model`, else a new full version; scenes whose archive carries this model's
     vectors are not embedded."""
-    from index.stores import open_store
+    from index.stores import ReindexOptions, open_store
     from index.stores.faiss_build import ReindexSettings
     from model.card import read_card
 
@@ -210,8 +210,9 @@ def index_catalog(
     finally:
         store.close()
     incremental = current is not None and current.model_version == read_card(model).version
-    request = ReindexRequest(
-        model=model, incremental=incremental, replace=current is not None and not incremental,
-        progress=progress, build=ReindexSettings(recall_queries=RECALL_QUERIES), if_stale=True,
+    options = ReindexOptions(
+        incremental=incremental, replace=current is not None and not incremental,
+        progress=progress, build=ReindexSettings(recall_queries=RECALL_QUERIES),
     )  # fmt: skip
+    request = ReindexRequest(model=model, options=options, if_stale=True)
     return reindex_scenes(settings, request, engine)

@@ -52,6 +52,9 @@ class ConceptQuery:
     offset: int = 0
     limit: int | None = None
     """Hits per page (None: all k)."""
+    concept: str | None = None
+    """A saved concept to rank by instead of `positives` and `negatives`
+    (`service.usecases.saved_concepts.saved_concept_search`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,10 @@ class ConceptPage(RankedPage):
     """Scenes the index gathered and the probe scored."""
     descriptors: bool = False
     """The probe used the backbone descriptors beside the embedding."""
+    positives: tuple[int, ...] = ()
+    """The scenes the probe learned the concept from."""
+    negatives: tuple[int, ...] = ()
+    """The scenes it learned the concept is not."""
 
 
 def concept_search(
@@ -87,7 +94,32 @@ def concept_search(
     features, described = served_features(index, judged, weight)
     p, n, b = len(positives), len(negatives), len(background)
     probe = fit_probe(features[:p], features[p : p + n], features[p + n : p + n + b])
-    scores = probe.scores(features[p + n + b :])
+    scored = Scored(candidates, probe.scores(features[p + n + b :]), positives, negatives)
+    return ranked_page(snapshot, index, table, query, scored, descriptors=described)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The candidates a probe scored, and the examples it learned from."""
+
+    candidates: np.ndarray
+    scores: np.ndarray
+    positives: Sequence[int]
+    negatives: Sequence[int]
+
+
+def ranked_page(
+    snapshot: ModelIndex,
+    index: ServedIndex,
+    table: SceneTable,
+    query: ConceptQuery,
+    scored: Scored,
+    *,
+    descriptors: bool,
+) -> ConceptPage:
+    """The page `query` asks for of the `scored` candidates, best first (k of them, none
+    under `query.min_score`), with their rows."""
+    scores, candidates = scored.scores, scored.candidates
     order = np.argsort(-scores, kind="stable")[: query.k]
     ranked = [
         (int(candidates[i]), float(scores[i]))
@@ -97,7 +129,9 @@ def concept_search(
     hits = with_metadata(index, table, ranked)
     return ConceptPage(
         candidates=len(candidates),
-        descriptors=described,
+        descriptors=descriptors,
+        positives=tuple(scored.positives),
+        negatives=tuple(scored.negatives),
         **page_fields(snapshot, hits, query.offset, query.limit or query.k),
     )
 

@@ -28,7 +28,8 @@ from index.stores import (
 from model.card import ModelFileError, read_card, resolve_model_path
 from service.settings import Settings
 from service.storage.catalog import Catalog
-from service.usecases.concept import ConceptPage, ConceptQuery, concept_search
+from service.storage.concepts import ConceptStore
+from service.usecases.concept import ConceptPage, ConceptQuery
 from service.usecases.regions import (
     MatchMap,
     Region,
@@ -37,6 +38,7 @@ from service.usecases.regions import (
     match_maps,
     scene_pixels,
 )
+from service.usecases.saved_concepts import concept_ranking
 from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
 from service.usecases.text import Understood
 
@@ -99,12 +101,17 @@ def search_here(
 
 
 def concept_here(settings: Settings, engine: Engine, query: ConceptQuery) -> ConceptPage:
-    """A few-shot concept search (`service.usecases.concept.concept_search`) from the model
+    """A few-shot concept search, or the archive ranked by a saved concept
+    (`service.usecases.saved_concepts.concept_ranking`), from the model
     card, store and SQL of `settings`."""
     return with_local_index(
         settings,
-        lambda served: concept_search(
-            served, Catalog(engine), query, weight=settings.model.backbone_rerank_weight
+        lambda served: concept_ranking(
+            served,
+            Catalog(engine),
+            ConceptStore(engine),
+            query,
+            weight=settings.model.backbone_rerank_weight,
         ),
     )
 

@@ -72,7 +72,7 @@ def val_figures(model_path: Path, archive: Archive, *, device: str = "auto") -> 
     knows the archive's labels."""
     from model.card import load_model
     from model.embedding import embed_scenes
-    from model.evaluate import retrieval_figures, same_labels
+    from model.figures import retrieval_figures, same_labels
     from model.inference import resolve_device
     from model.metrics import sample_f1
 

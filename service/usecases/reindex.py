@@ -5,18 +5,15 @@ new version and puts it in service (`VectorStore.reindex`)."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine
 
 from index.stores import ReindexOptions, ReindexReport, is_current, open_store
 from service.settings import Settings
 from service.storage.catalog_archive import catalog_archive
-
-if TYPE_CHECKING:
-    from index.stores.faiss_build import ReindexSettings
 
 
 class IndexWriteError(OSError):
@@ -30,22 +27,12 @@ class ReindexRequest:
     """The model file, or the training folder holding it."""
     archive: Path | None = None
     """An archive folder; None: the scenes SQL holds."""
-    labels: Path | None = None
-    """The archive's labels file (default ARCHIVE/labels.csv)."""
-    incremental: bool = False
-    replace: bool = False
+    options: ReindexOptions = field(default_factory=ReindexOptions)
+    """How the store builds, as it takes them: the archive's labels file (`labels_csv`,
+    default ARCHIVE/labels.csv), incremental or a replacing full build, FAISS's build
+    settings (`index.stores.faiss_build.ReindexSettings`), device, Ray."""
     if_stale: bool = False
     """Do nothing when the version in service was built by this model over these scenes."""
-    build: ReindexSettings | None = None
-    """FAISS's build settings: factory, memory budget, versions kept, nprobe, shard size
-    (None: their defaults)."""
-    device: str = "auto"
-    skip_broken: bool = False
-    progress: bool = True
-    ray_workers: int | None = None
-    """Embed on Ray with this many actors (None: in this process)."""
-    ray_address: str | None = None
-    """The Ray cluster they run on (None: RAY_ADDRESS, else Ray on this machine)."""
 
 
 @dataclass(frozen=True)
@@ -68,21 +55,12 @@ def reindex_scenes(
             raise ValueError("give the scenes to index: an archive folder or the database")
         source = catalog_archive(engine)
     store = open_store(settings.store)
-    options = ReindexOptions(
-        labels_csv=request.labels,
-        incremental=request.incremental,
-        replace=request.replace,
-        build=request.build,
-        device=request.device,
-        skip_broken=request.skip_broken,
-        progress=request.progress,
-        ray_workers=request.ray_workers,
-        ray_address=request.ray_address,
-    )
     try:
-        if request.if_stale and is_current(store, request.model, source, labels_csv=request.labels):
+        if request.if_stale and is_current(
+            store, request.model, source, labels_csv=request.options.labels_csv
+        ):
             return ReindexOutcome(store.location, None)
-        return ReindexOutcome(store.location, store.reindex(request.model, source, options))
+        return ReindexOutcome(store.location, store.reindex(request.model, source, request.options))
     except OSError as exc:  # disk full, size limit, permissions: nothing was put in service
         # missing backbone weights say where to put them (model.backbones, which imports
         # torch, is loaded when a network was built: never where torch is not installed)

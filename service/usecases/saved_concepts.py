@@ -28,11 +28,23 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from index.results import MAX_K
 from index.stores import ModelIndex, ServedIndex
-from model.probe import fit_probe
+from model import rerank as descriptor_rerank
+from model.probe import Probe, fit_probe
 from service.storage.catalog import Catalog
 from service.storage.concepts import ConceptStore, StoredConcept
-from service.usecases.concept import background_ids, check_held, checked_examples
+from service.usecases.concept import (
+    ConceptPage,
+    ConceptQuery,
+    Scored,
+    background_ids,
+    check_held,
+    checked_examples,
+    concept_search,
+    ranked_page,
+)
+from service.usecases.search import store_filter
 
 THRESHOLD = 0.5
 """A scene shows a saved concept when its probe scores it at least this (about 1: like the
@@ -299,3 +311,45 @@ def concept_facets(
 ) -> list[ConceptFacet]:
     """Every saved concept, by name, with what it finds now (`concept_facet`)."""
     return [concept_facet(snapshot, catalog, store, c, cache) for c in store.all()]
+
+
+def saved_concept_search(
+    snapshot: ModelIndex,
+    catalog: Catalog,
+    store: ConceptStore,
+    query: ConceptQuery,
+) -> ConceptPage:
+    """The archive ranked by the saved concept `query.concept` (re-fitted first when another
+    model is served; `ConceptStaleError` when it cannot be): the index gathers the MAX_K
+    scenes nearest the probe's direction that pass `query.where` (the probe is linear on the
+    served vectors, so with an exact index these are its best-scoring scenes), the probe
+    scores them exactly, best first, with the scores its filter and count use. Its examples
+    are left out of the hits, as a concept search leaves out the judged scenes."""
+    assert query.concept is not None
+    concept = current_concept(snapshot, catalog, store, store.get(query.concept))
+    table = catalog.table(snapshot.model_version)
+    index = catalog.live(snapshot.searcher, table)
+    judged = [*concept.positives, *concept.negatives]
+    where = store_filter(index, table, query.where.excluding(*judged))
+    probe = Probe(concept.weights, concept.bias)
+    found = index.search(probe.direction[None], MAX_K, where)
+    candidates = np.unique(found.ids[found.ids >= 0]).astype(np.int64)
+    scores = probe.scores(index.vectors(candidates)) if len(candidates) else np.zeros(0)
+    scored = Scored(candidates, scores, concept.positives, concept.negatives)
+    return ranked_page(snapshot, index, table, query, scored, descriptors=False)
+
+
+def concept_ranking(
+    snapshot: ModelIndex,
+    catalog: Catalog,
+    store: ConceptStore,
+    query: ConceptQuery,
+    *,
+    weight: float = descriptor_rerank.WEIGHT,
+) -> ConceptPage:
+    """`POST /search/concept`'s answer: the archive ranked by the saved concept the query
+    names, or by a probe taught with its examples (`concept_search`; `weight`: the
+    embedding's share of the features)."""
+    if query.concept is not None:
+        return saved_concept_search(snapshot, catalog, store, query)
+    return concept_search(snapshot, catalog, query, weight=weight)

@@ -87,7 +87,8 @@ def import_stac(
     progress: bool = True,
 ) -> StacImportReport:
     """Import the items of the STAC catalog at `source` (see the module docstring).
-    `tile_options`: `tile_rasters`'s (tile_px, tile_m, overlap, bands, ...). Raises
+    `tile_options`: `tile_rasters`'s keyword arguments (`grid`, a
+    `model.tiling.TileGrid`; `max_nodata`). Raises
     `StacError` for a source that is not STAC, `SchemaNotCurrentError` before any work when
     the database's schema is not current."""
     from model.rasters import RasterError

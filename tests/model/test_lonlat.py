@@ -25,7 +25,7 @@ from model.geo import (
     parse_bbox,
 )
 from model.lonlat import unwrapped
-from model.tiling import plan_tiles, read_tiles
+from model.tiling import TileGrid, plan_tiles, read_tiles
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def window_middle(path: Path, window: tuple[int, int, int, int]) -> tuple[float,
 def test_a_raster_across_the_antimeridian_tiles_into_split_footprints(
     rasters: dict[str, Path], overlap: float
 ) -> None:
-    plan = plan_tiles(rasters["fiji"], overlap=overlap)
+    plan = plan_tiles(rasters["fiji"], TileGrid(overlap=overlap))
     assert len(plan.tiles) == (4 if overlap == 0 else 9)
     split = [t for t in plan.tiles if isinstance(t.geo.footprint, MultiPolygon)]
     assert split, "some tile straddles longitude 180"
@@ -88,7 +88,7 @@ def test_a_raster_round_the_south_pole_tiles_into_footprints_that_hold_it(
     for tile in quarters.tiles:
         assert tile.geo.footprint.is_valid and tile.geo.bounds[1] == -90.0
         assert tile.geo.footprint.intersects(Point(tile.geo.bounds[0] + 1, -90))
-    plan = plan_tiles(rasters["pole"], overlap=0.5)
+    plan = plan_tiles(rasters["pole"], TileGrid(overlap=0.5))
     middle = plan.tiles[4]  # holds the pole inside
     (west, south, east, north), footprint = middle.geo.bounds, middle.geo.footprint
     assert (west, south, east) == (-180.0, -90.0, 180.0) and north < -89.98

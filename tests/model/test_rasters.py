@@ -24,7 +24,7 @@ from model.archive import load_archive
 from model.imageio import read_image
 from model.rasters import RasterError, footprint_of_file
 from model.tile_archive import LABELS_HEADER, encode_png, tile_rasters
-from model.tiling import TileImage, plan_tiles, read_tiles
+from model.tiling import TileGrid, TileImage, plan_tiles, read_tiles
 
 TO_WGS84 = pyproj.Transformer.from_crs(EPSG, 4326, always_xy=True)
 
@@ -87,20 +87,20 @@ def test_footprints_are_the_windows_corners_reprojected(rgb8: Mosaic) -> None:
 
 def test_tiles_in_pixels_cover_whole_tiles_only(square: Mosaic) -> None:
     assert len(plan_tiles(square.path).tiles) == 9
-    assert len(plan_tiles(square.path, tile_px=128).tiles) == 36
+    assert len(plan_tiles(square.path, TileGrid(tile_px=128)).tiles) == 36
     # 768 = 2 * 300 + 168: the partial strip along the right and bottom edges is left out.
-    plan = plan_tiles(square.path, tile_px=300)
+    plan = plan_tiles(square.path, TileGrid(tile_px=300))
     assert plan.grid == (2, 2) and plan.tiles[-1].window == (300, 300, 300, 300)
     # Half overlap: tiles start every 128 pixels, (768 - 256) / 128 + 1 = 5 a side.
-    overlapping = plan_tiles(square.path, overlap=0.5)
+    overlapping = plan_tiles(square.path, TileGrid(overlap=0.5))
     assert overlapping.grid == (5, 5) and overlapping.stride_px == (128, 128)
     assert overlapping.tiles[1].window == (128, 0, 256, 256)
 
 
 def test_tiles_in_metres_are_resampled_to_the_output_size(square: Mosaic) -> None:
-    plan = plan_tiles(square.path, tile_m=153.6)  # 512 pixels of 0.3 m
+    plan = plan_tiles(square.path, TileGrid(tile_m=153.6))  # 512 pixels of 0.3 m
     assert plan.window_px == (512, 512) and plan.out_size == SCENE_PX and plan.grid == (1, 1)
-    assert plan_tiles(square.path, tile_m=153.6, overlap=0.5).grid == (2, 2)
+    assert plan_tiles(square.path, TileGrid(tile_m=153.6, overlap=0.5)).grid == (2, 2)
     (image,) = read_tiles(plan)
     assert image.rgb is not None and image.rgb.shape == (SCENE_PX, SCENE_PX, 3)
     # Averaged 2 x 2: compare with the four scenes it spans, shrunk by block means.
@@ -111,7 +111,7 @@ def test_tiles_in_metres_are_resampled_to_the_output_size(square: Mosaic) -> Non
     shrunk = whole.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
     assert np.abs(image.rgb - shrunk).mean() < 1.0
     # 76.8 m is exactly one scene: read as it is.
-    same = tiles_by_cell(list(read_tiles(plan_tiles(square.path, tile_m=76.8))))
+    same = tiles_by_cell(list(read_tiles(plan_tiles(square.path, TileGrid(tile_m=76.8)))))
     assert all(np.array_equal(same[cell], square.pixels[cell]) for cell in square.pixels)
 
 
@@ -156,12 +156,12 @@ def test_4band_rasters_read_their_bands_by_number(scenes: list[Path], folder: Pa
     assert default.band_count == 4 and default.bands == (1, 2, 3) and default.grid == (2, 3)
     tiles = tiles_by_cell(list(read_tiles(default)))
     assert all(np.array_equal(tiles[cell], four.pixels[cell]) for cell in four.pixels)
-    false_colour = tiles_by_cell(list(read_tiles(plan_tiles(four.path, bands=(4, 3, 2)))))
+    false_colour = tiles_by_cell(list(read_tiles(plan_tiles(four.path, TileGrid(bands=(4, 3, 2))))))
     with rasterio.open(four.path) as src:
         nir = src.read(4, window=((0, 256), (0, 256)))
     assert np.array_equal(false_colour[(0, 0)][..., 0], nir)
     assert np.array_equal(false_colour[(0, 0)][..., 1], four.pixels[(0, 0)][..., 2])
-    grey = tiles_by_cell(list(read_tiles(plan_tiles(four.path, bands=[2]))))[(1, 2)]
+    grey = tiles_by_cell(list(read_tiles(plan_tiles(four.path, TileGrid(bands=[2])))))[(1, 2)]
     assert (grey == four.pixels[(1, 2)][..., 1:2]).all()
 
 
@@ -176,7 +176,7 @@ def test_tiles_mostly_nodata_are_skipped(scenes: list[Path], folder: Path) -> No
     for (r, c), pixels in framed.pixels.items():
         assert np.array_equal(kept[(r + 1, c + 1)], pixels)
     # In metres (512 pixels read as 256) with half overlap, the mask is resampled too.
-    coarse = list(read_tiles(plan_tiles(framed.path, tile_m=153.6, overlap=0.5)))
+    coarse = list(read_tiles(plan_tiles(framed.path, TileGrid(tile_m=153.6, overlap=0.5))))
     rows, cols = np.array([0.5, 1, 0.5]), np.array([0.5, 1, 1, 0.5])  # valid share
     expected = 1 - np.outer(rows, cols).ravel()
     assert [i.nodata_fraction for i in coarse] == pytest.approx(expected.tolist())
@@ -332,9 +332,9 @@ def test_a_truncated_cog_fails_on_the_windows_it_cannot_read(
 )
 def test_bad_tile_parameters(rgb8: Mosaic, tmp_path: Path, options: dict, problem: str) -> None:
     with pytest.raises(RasterError, match=problem):
-        plan_tiles(rgb8.path, **options)
+        plan_tiles(rgb8.path, TileGrid(**options))
     with pytest.raises(RasterError, match=problem):
-        tile_rasters([rgb8.path], tmp_path / "out", **options)
+        tile_rasters([rgb8.path], tmp_path / "out", TileGrid(**options))
     assert not any(tmp_path.iterdir())
 
 

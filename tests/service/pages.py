@@ -28,6 +28,17 @@ def api_neighbours(server: LiveServer, query: str, k: int = 20) -> list[str]:
     return [hit["id"] for hit in body["hits"]]
 
 
+def shows(page: Any, ids: list[str]) -> None:
+    """Wait until the results grid shows exactly `ids`, in order, and the page is idle."""
+    page.wait_for_function(
+        "ids => JSON.stringify([...document.querySelectorAll('#results .card')]"
+        ".map(c => c.dataset.sceneId)) === JSON.stringify(ids)",
+        arg=ids,
+        timeout=20_000,
+    )
+    page.wait_for_function(IDLE)
+
+
 def wait_for_images(page: Any) -> None:
     """Wait until the result images in view have loaded (lazy ones below it load on scroll)."""
     page.wait_for_function(

@@ -1,12 +1,14 @@
 """Few-shot concept search (`service.usecases.concept`): positives and negatives of a label
 teach a probe on the served descriptors that ranks the archive (the 126-scene UCM subset,
 a head-mode index that keeps the backbone's descriptors), through the use case, the real
-server and `grn search --positive` as typed."""
+server and `grn search --positive` as typed; and the archive ranked by a saved concept
+(`grn search --concept`, `POST /search/concept` with `concept`)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from servers import LiveServer, Served, head_model_served, server_env
 from index.filters import SceneFilter
 from index.stores import UnknownSceneError
 from service.storage.catalog import Catalog
+from service.storage.concepts import ConceptNotFoundError, ConceptStore
 from service.storage.db import make_engine
 from service.usecases.concept import ConceptError, ConceptQuery, concept_search
+from service.usecases.saved_concepts import concept_scores, save_concept, saved_concept_search
 from service.usecases.search import Rerank, SearchQuery, search_scenes
 
 SHOTS = 5
@@ -158,3 +162,64 @@ def test_the_api_and_the_cli_answer_the_same_concept(
     assert "scene 12345 is not in the index" in unknown.stderr
     alone = grn("search", "--negative", str(negatives[0]), env=env)
     assert alone.returncode == 2 and "--negative needs at least one --positive" in alone.stderr
+
+
+def test_a_saved_concept_ranks_the_archive_by_its_scores(
+    concept_served: tuple[Served, str, Path], snapshot: Any
+) -> None:
+    """Ranked by a saved concept, the hits are the scenes its probe scores highest among
+    those every filter keeps, its examples left out: the same scores its filter and count
+    use (the Flat index gathers them exactly by the probe's direction)."""
+    served, url, base = concept_served
+    catalog, store = Catalog(make_engine(url)), ConceptStore(make_engine(url))
+    positives, negatives, _ = examples(catalog, "cars")
+    concept = save_concept(snapshot, catalog, store, "cars seen", positives, negatives)
+    ids, scores = concept_scores(snapshot, catalog, concept)
+    where = SceneFilter(labels_none=["buildings"])
+    allowed = set(catalog.table().allowed_ids(where).tolist()) - {*positives, *negatives}
+    best = sorted((i for i in range(len(ids)) if int(ids[i]) in allowed), key=lambda i: -scores[i])
+    query = ConceptQuery((), k=15, where=where, concept="cars seen")
+    page = saved_concept_search(snapshot, catalog, store, query)
+    assert [hit.scene.id for hit in page.hits] == [int(ids[i]) for i in best[:15]]
+    assert [hit.score for hit in page.hits] == pytest.approx([scores[i] for i in best[:15]])
+    assert page.positives == tuple(positives) and page.negatives == tuple(negatives)
+    assert page.candidates == len(allowed) and not page.descriptors  # 126 scenes: all
+    floor = float(scores[best[4]] + scores[best[5]]) / 2  # between the 5th and the 6th
+    above = saved_concept_search(snapshot, catalog, store, replace(query, min_score=floor))
+    assert [hit.scene.id for hit in above.hits] == [int(ids[i]) for i in best[:5]]
+    with pytest.raises(ConceptNotFoundError, match="'nothing'"):
+        saved_concept_search(snapshot, catalog, store, replace(query, concept="nothing"))
+
+    env = server_env(served, url, base)
+    options = ["--concept", "cars seen", "--k", "8", "--labels-none", "buildings", "--json"]
+    here = grn("search", *options, env=env)
+    assert here.returncode == 0, here.stderr
+    wanted = [str(int(ids[i])) for i in best[:8]]
+    assert [hit["id"] for hit in json.loads(here.stdout)["hits"]] == wanted
+    body = {"concept": "cars seen", "k": 8, "labels_none": ["buildings"]}
+    with LiveServer(env, base / "saved-concept.log") as server:
+        answer = httpx.post(f"{server.url}/search/concept", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        found = answer.json()
+        assert [hit["id"] for hit in found["hits"]] == wanted
+        assert found["concept"] == "cars seen"
+        assert found["positives"] == [str(i) for i in positives]
+        remote = grn("search", *options, "--url", server.url, env=env)
+        assert remote.returncode == 0, remote.stderr
+        assert [hit["id"] for hit in json.loads(remote.stdout)["hits"]] == wanted
+        for wrong, status, says in (
+            ({"concept": "nothing"}, 404, "'nothing'"),
+            ({"concept": "cars seen", "positives": [str(positives[0])]}, 422, "not both"),
+            ({"concept": "a,b"}, 422, "concept"),
+        ):
+            refused = httpx.post(f"{server.url}/search/concept", json=wrong, timeout=60)
+            assert refused.status_code == status, refused.text
+            assert says in refused.text
+    for args, code, says in (
+        (["--concept", "nothing"], 1, "'nothing'"),
+        (["--concept", "cars seen", "--scene", str(positives[0])], 2, "--concept ranks by"),
+    ):
+        refused_cli = grn("search", *args, env=env)
+        assert refused_cli.returncode == code, (args, refused_cli.stderr)
+        assert says in refused_cli.stderr and len(refused_cli.stderr.strip().splitlines()) == 1
+    store.delete("cars seen")

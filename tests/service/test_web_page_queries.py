@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pages import IDLE, api_neighbours, grid_ids, opened_page, searched_page
+from pages import IDLE, api_neighbours, grid_ids, opened_page, searched_page, shows
 from pages import typical_of_grass_and_trees as grass_and_trees
 from servers import CHROMIUM, LiveServer, search_ok
 
@@ -17,17 +17,6 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)"
 )
 FOCUSED = "id => document.activeElement && document.activeElement.dataset.sceneId === id"
-
-
-def shows(page: Any, ids: list[str]) -> None:
-    """Wait until the results grid shows exactly `ids`, in order, and the page is idle."""
-    page.wait_for_function(
-        "ids => JSON.stringify([...document.querySelectorAll('#results .card')]"
-        ".map(c => c.dataset.sceneId)) === JSON.stringify(ids)",
-        arg=ids,
-        timeout=20_000,
-    )
-    page.wait_for_function(IDLE)
 
 
 def test_a_search_by_upload_comes_back_with_back_and_reload(

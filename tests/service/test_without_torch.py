@@ -1,7 +1,8 @@
 """The service where torch is not installed, as in the serving image (Dockerfile target
 `serve`): servers, `grn classify` and `grn reindex` in processes where importing torch fails
 (without_torch/sitecustomize.py first on PYTHONPATH) answer as the torch network does: the
-model file's ONNX graph on ONNX Runtime, images resized by model.resize."""
+model file's ONNX graph on ONNX Runtime, images resized by model.resize; `grn promote`'s gate
+measures the val figures on that graph as torch does."""
 
 from __future__ import annotations
 
@@ -233,6 +234,55 @@ def test_a_gpu_or_a_model_without_its_graph_is_refused_clearly_without_torch(
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "needs torch" in result.stderr
     assert not (index / "current").exists()
+
+
+def test_promote_without_torch_runs_the_gate_on_the_models_graph(
+    served: Served, ucm_root: Path, ucm_subset: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """`grn promote` as typed on the serving image (no torch): the gate embeds SQL's 21
+    labelled val scenes with the model file's ONNX graph and measures what torch measures;
+    the model goes into service with an index of its own. A GPU is refused in one line."""
+    from model.card import read_card
+    from service.storage.catalog_archive import catalog_archive
+    from service.storage.db import make_engine
+    from service.usecases.promotion import HISTORY, val_figures
+
+    record = tmp_path / "refused.txt"
+    url = f"sqlite:///{tmp_path / 'grn.db'}"
+    prepared_database(url, ucm_root, ucm_subset)
+    served_file = tmp_path / "models" / "model.safetensors"
+    env = {
+        **without_torch(record), "GRN_DATABASE_URL": url, "GRN_MODEL_PATH": str(served_file),
+        "GRN_INDEX_ROOT": str(tmp_path / "index"), "OMP_NUM_THREADS": "1",
+    }  # fmt: skip
+    refused_gpu = grn(["promote", "--model", str(served.model), "--device", "cuda"], env)
+    assert refused_gpu.returncode == 1, refused_gpu.stdout + refused_gpu.stderr
+    assert refused_gpu.stderr.startswith("error: ") and refused_gpu.stderr.count("\n") == 1
+    assert "needs torch" in refused_gpu.stderr and "trainer image" in refused_gpu.stderr
+    assert not served_file.exists()
+
+    promoted = grn(["promote", "--model", str(served.model)], env)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert "torch" in refused(record), "the process never tried torch: the test proves nothing"
+    assert "no model is served: it passes" in promoted.stdout
+    assert "in service, with an index of its own" in promoted.stdout
+    assert served_file.read_bytes() == served.model.read_bytes()
+    version_built = (tmp_path / "index" / "current").read_text().strip()
+    assert len(np.load(tmp_path / "index" / "versions" / version_built / "ids.npy")) == 126
+    version = read_card(served.model).version
+    history = json.loads((served_file.parent / HISTORY / f"{version}.json").read_text())
+
+    monkeypatch.setenv("GRN_ENGINE", "torch")  # the reference: torch runs the network
+    engine = make_engine(url)
+    try:
+        theirs = val_figures(served.model, catalog_archive(engine), device="cpu")
+    finally:
+        engine.dispose()
+    ours = history["val_figures"]
+    assert ours.keys() == theirs.keys() == {"knn_sample_f1", "map", "classifier_sample_f1"}
+    for name, figure in theirs.items():
+        assert ours[name] == pytest.approx(figure, abs=1e-3), name
 
 
 def test_up_without_torch_waits_for_the_trainer_then_indexes_and_serves(

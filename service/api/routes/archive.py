@@ -28,7 +28,7 @@ from service.api.deps import (
     SettingsDep,
     in_thread,
 )
-from service.api.errors import documented
+from service.api.errors import documented, documented_as
 from service.api.exports import scenes_csv, scenes_geojson
 from service.api.routes.saved_concepts import resolved_concepts
 from service.api.schemas.archive import (
@@ -62,7 +62,8 @@ from service.usecases.thumbnails import (
 PARQUET = "application/vnd.apache.parquet"
 # reads: create_app gives their access (deps.read_access)
 router = APIRouter(tags=["archive"], responses=documented(401, 403, 503))
-SCENE_ERRORS = documented(404, 422)
+SCENE_STATUSES = (404, 422)
+SCENE_ERRORS = documented(*SCENE_STATUSES)
 ScenesUrls = Callable[[int], tuple[str, str]]
 """A scene's (image URL, thumbnail URL) by its id: `SceneUrls` for a request, or the
 service-relative paths the CLI answers with."""
@@ -227,7 +228,7 @@ async def _parquet_export(
 
 @router.get(
     "/scenes/{scene_id}/stac",
-    responses={200: {"content": {"application/geo+json": {}}}, **SCENE_ERRORS},
+    responses=documented_as("application/geo+json", None, *SCENE_STATUSES),
 )
 async def scene_stac(request: Request, catalog: CatalogDep, scene_id: SceneId) -> JSONResponse:
     """The scene as a STAC Item (1.1.0): footprint, acquisition time, labels, the

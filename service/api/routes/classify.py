@@ -19,7 +19,7 @@ from service.api.deps import (
     request_body,
     upload_schema,
 )
-from service.api.errors import documented
+from service.api.errors import documented, documented_as
 from service.api.schemas.classify import ClassifyResponse, ImageClassification
 from service.api.uploads import BatchedModel, decode_all, read_uploads
 from service.storage.catalog import Catalog
@@ -92,7 +92,7 @@ async def classifier_for(catalog: Catalog, card: ModelCard) -> bool:
 @router.post(
     "/preview",
     tags=["model"],
-    responses={200: {"content": {"image/jpeg": {}}}, **documented(400, 401, 403, 413, 422)},
+    responses=documented_as("image/jpeg", None, 400, 401, 403, 413, 422),
     openapi_extra=request_body(multipart=UPLOAD_SCHEMA),
 )
 async def preview(

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from index.stores import VectorStoreUnavailableError
 from service.api.bodies import error_response
 from service.api.deps import CatalogDep, RuntimeDep, in_thread
-from service.api.errors import documented
+from service.api.errors import documented, documented_as
 from service.api.schemas.admin import Health, Readiness
 from service.storage.migrate import current_revision, head_revision
 
@@ -85,7 +85,7 @@ async def redoc(request: Request) -> HTMLResponse:
 
 @metrics_router.get(
     "/metrics",
-    responses={200: {"content": {"text/plain": {}}}, **documented(401, 403)},
+    responses=documented_as("text/plain", None, 401, 403),
 )
 async def metrics(request: Request) -> Response:
     """Prometheus metrics of the service (with `--workers N`, every worker's added up)."""

@@ -27,7 +27,7 @@ from service.api.deps import (
     upload_schema,
     validated,
 )
-from service.api.errors import documented
+from service.api.errors import documented_as
 from service.api.exports import cells_geojson, hits_csv, hits_geojson
 from service.api.routes.classify import classifier_for
 from service.api.routes.regions import embedded, hit_match_maps
@@ -69,10 +69,9 @@ UPLOAD_SEARCH_SCHEMA = upload_schema(
     "/search",
     response_model=SearchResponse,
     tags=["search"],
-    responses={
-        200: {"content": {"text/csv": {}}, "description": "The hits (CSV with format=csv)"},
-        **documented(400, 401, 403, 404, 409, 413, 422, 503),
-    },
+    responses=documented_as(
+        "text/csv", "The hits (CSV with format=csv)", 400, 401, 403, 404, 409, 413, 422, 503
+    ),
     openapi_extra=request_body(json=SEARCH_SCHEMA, multipart=UPLOAD_SEARCH_SCHEMA),
 )
 async def search(
@@ -235,10 +234,9 @@ async def searched(
     "/search/density",
     response_model=DensityResponse,
     tags=["search"],
-    responses={
-        200: {"content": {"application/geo+json": {}}, "description": "format=geojson"},
-        **documented(400, 401, 403, 404, 409, 422, 503),
-    },
+    responses=documented_as(
+        "application/geo+json", "format=geojson", 400, 401, 403, 404, 409, 422, 503
+    ),
 )
 async def density(
     request: Request,

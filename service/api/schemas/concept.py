@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from service.api.schemas.common import SceneId, SceneIdIn, Schema
-from service.api.schemas.filters import FilterFields, TextList
+from service.api.schemas.filters import ConceptName, FilterFields, TextList
 from service.api.schemas.search import Hit
 from service.usecases.concept import MAX_EXAMPLES, ConceptQuery
 
 
 class ConceptRequest(FilterFields):
     """A concept taught by example: scenes that show it and, optionally, scenes that do
-    not; every filter of `/search` applies to the hits."""
+    not; or a saved concept by name. Every filter of `/search` applies to the hits."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -24,6 +24,7 @@ class ConceptRequest(FilterFields):
             "examples": [
                 {"positives": ["12", "40", "77"], "negatives": ["5"], "k": 50},
                 {"positives": ["12"], "k": 20, "labels_none": ["buildings"]},
+                {"concept": "solar farm", "k": 50, "month": [6, 7, 8]},
             ]
         },
     )
@@ -36,6 +37,9 @@ class ConceptRequest(FilterFields):
         default_factory=list, max_length=MAX_EXAMPLES
     )
     """Indexed scenes that do not (optional, at most 100): wrong hits of a previous round."""
+    concept: ConceptName | None = None
+    """A saved concept (`GET /concepts`) to rank the archive by, instead of `positives` and
+    `negatives`: its probe scores the scenes nearest its direction, its examples left out."""
     k: int = Field(default=10, ge=1, le=1000)
     """How many of the best-scoring scenes to rank, 1 to 1000."""
     min_score: float | None = None
@@ -55,7 +59,17 @@ class ConceptRequest(FilterFields):
             min_score=self.min_score,
             offset=self.offset,
             limit=self.limit,
+            concept=self.concept,
         )
+
+    @model_validator(mode="after")
+    def _examples_or_concept(self) -> ConceptRequest:
+        if self.concept is not None and (self.positives or self.negatives):
+            raise ValueError(
+                "give positives (and negatives) or a saved concept, not both: refine a saved "
+                "concept with PATCH /concepts/{name}"
+            )
+        return self
 
 
 class ConceptResponse(Schema):
@@ -75,6 +89,8 @@ class ConceptResponse(Schema):
     applied) and the probe scored."""
     descriptors: bool
     """The probe used the backbone descriptors beside the embedding."""
+    concept: str | None
+    """The saved concept ranked by, if one was."""
     positives: list[SceneId]
     """The scenes the probe learned the concept from."""
     negatives: list[SceneId]
