@@ -99,8 +99,8 @@ function rankByExamples() {
 
 // Ranks the archive by a saved concept: a query of its own, whose marks refine it.
 function rankByConcept(name) {
-  startQuery(`concept ${name}`, "");
   state.query = { concept: name, name: `concept ${name}`, labels: [], previewUrl: "" };
+  startQuery(`concept ${name}`, ""); // after the query is set: no region tools for a concept
   state.ranking = { concept: name };
   state.more = [];
   state.less = [];

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from pages import IDLE, grid_ids, searched_page, shows
-from servers import CHROMIUM, LiveServer, head_model_served, server_env
+from servers import CHROMIUM, LiveServer, head_model_served, server_env, shot
 
 from model.archive import Archive
 
@@ -101,6 +101,7 @@ def test_examples_rank_the_archive_and_are_saved_listed_filtered_and_deleted(
     row = page.locator("#concepts .concept[data-name='like the query']")
     expect(row.locator("label")).to_contain_text(f"like the query ({count})")
     expect(page.locator("#concepts-none")).to_be_hidden()
+    shot(page, "desktop-concept-1-saved")
 
     # ticked, it filters the ranking: only scenes it finds
     kept = httpx.get(f"{server.url}/scenes", params={"concepts": "like the query", "limit": 1000})
@@ -118,9 +119,11 @@ def test_examples_rank_the_archive_and_are_saved_listed_filtered_and_deleted(
     # the archive ranked by the saved concept
     row.locator("button.rank").click()
     expect(page.locator("#results-title")).to_contain_text("Ranked by the concept like the query")
+    expect(page.locator("#region-form")).to_be_hidden()  # no image to draw a box on
     by_concept = ranked(server, concept="like the query")
     assert by_concept and not set(by_concept) & {*positives, *negatives}
     shows(page, by_concept)
+    shot(page, "desktop-concept-2-ranked")
 
     # renamed (the name asked in a dialog), then deleted (confirmed)
     page.once("dialog", lambda dialog: dialog.accept("query look-alikes"))

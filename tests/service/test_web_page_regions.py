@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from composites import Composite, composite
 from pages import IDLE, drag_across, grid_ids, opened_page
-from servers import CHROMIUM, LiveServer
+from servers import CHROMIUM, LiveServer, shot
 
 from model.archive import Archive
 
@@ -55,6 +55,7 @@ def test_a_box_dragged_on_the_query_searches_by_it_and_a_hit_shows_where_it_matc
     expect(page.locator("#region-box")).to_be_visible()
     assert f"region={x0}%2C{y0}%2C{x1}%2C{y1}" in page.url
     left = grid_ids(page)
+    shot(page, "desktop-region-1-box")
 
     # the first hit in the viewer: where it matches, laid over it on demand
     page.locator("#results .card").first.click()
@@ -67,6 +68,7 @@ def test_a_box_dragged_on_the_query_searches_by_it_and_a_hit_shows_where_it_matc
     overlay = page.locator("#match-overlay").bounding_box()
     hit = page.locator("#viewer-hit").bounding_box()
     assert overlay["width"] > 0.5 * hit["width"] and overlay["height"] > 0.5 * hit["height"]
+    shot(page, "desktop-region-2-match-map")
     page.add_script_tag(content=axe_script)
     found = page.evaluate("async () => (await axe.run(document)).violations")
     assert not [v["id"] for v in found if v["impact"] in ("serious", "critical")]
