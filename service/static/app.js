@@ -525,6 +525,7 @@ function openViewer(scene, score) {
     $("viewer-query-caption").textContent = query.file
       ? `query: ${query.file.name} (predicted labels)`
       : query.text ? `query: "${query.text}"` : `query: archive scene ${query.name}`;
+    if (state.region) $("viewer-query-caption").textContent += `, the box ${state.region.join(",")} of it`;
   }
   const list = (items, empty = "none") => items.length ? items.join(", ") : empty;
   $("viewer-shared").textContent = list([...hitLabels].filter((l) => queryLabels.has(l)), "no label in common");

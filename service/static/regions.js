@@ -70,9 +70,8 @@ function setRegion(region) {
   placeRegionBox();
 }
 
-async function placeRegionBox() {
-  const box = $("region-box");
-  const img = $("preview-image");
+// The box over `img` (the preview, or the query in the viewer), where the image has shown.
+async function placeRegionBox(box = $("region-box"), img = $("preview-image")) {
   if (!state.region || !regionQuery()) {
     box.hidden = true;
     return;
@@ -131,9 +130,14 @@ async function endDrag(event) {
 
 // --- the viewer's match map ---------------------------------------------------------------
 
-// The viewer opened on a hit (`query`: the query shown beside it, or null): no map yet.
+// The viewer opened on a hit (`query`: the query shown beside it, or null): no map yet, and
+// the query's region boxed on its picture once it has loaded.
 function resetMatch(query) {
   regions.mapAsked++;
+  $("viewer-region-box").hidden = true;
+  if (query && state.region) {
+    loaded($("viewer-query"), 3000).then(() => placeRegionBox($("viewer-region-box"), $("viewer-query")));
+  }
   $("viewer-match").hidden = !(query && (query.file || query.sceneId));
   $("viewer-match").setAttribute("aria-pressed", "false");
   $("match-overlay").hidden = true;
