@@ -27,6 +27,7 @@ import numpy as np
 
 from bench._common import DATABASE, INDEX_ROOT, MODEL
 from index.filters import SceneFilter
+from index.id_mask import IdMask
 from index.stores import open_store
 from service.settings import Settings
 from service.storage.catalog import Catalog
@@ -88,10 +89,10 @@ def main() -> None:
 
             cache = ScoreCache()
 
-            def allowed() -> np.ndarray:
+            def allowed() -> IdMask:
                 return concept_allowed(served, catalog, concepts, ["bench"])
 
-            def allowed_cached() -> np.ndarray:
+            def allowed_cached() -> IdMask:
                 return concept_allowed(served, catalog, concepts, ["bench"], cache=cache)
 
             def searches(where: Callable[[], SceneFilter]) -> Callable[[], object]:

@@ -113,7 +113,7 @@ def timed(args: argparse.Namespace) -> dict[str, Any]:
                 for i in queries
             ]
 
-        def cached() -> np.ndarray:
+        def cached() -> Any:
             return concept_allowed(served, catalog, concepts, ["bench"], cache=cache)
 
         runs: dict[str, tuple[Any, int, int]] = {  # (run, calls per repeat, operations a call)

@@ -171,8 +171,14 @@ class SceneFilter:
         unset: dict[str, Any] = {name: getattr(empty, name) for name in set(names)}
         return replace(self, **unset)
 
-    def allowing(self, ids: Sequence[int] | np.ndarray) -> SceneFilter:
-        """Also only the scenes of `ids` (an allow-list that meets the one it has)."""
+    def allowing(self, ids: Sequence[int] | np.ndarray | IdMask) -> SceneFilter:
+        """Also only the scenes of `ids` (an allow-list that meets the one it has). A mask
+        stays a mask (a store searches it without listing its ids) unless the filter
+        already has a list."""
+        if isinstance(ids, IdMask) and self.allow_ids is None:
+            return replace(self, allow_ids=ids)
+        if isinstance(ids, IdMask) and isinstance(self.allow_ids, IdMask):
+            return replace(self, allow_ids=ids.meeting(self.allow_ids))
         allowed = np.asarray(ids, dtype=np.int64)
         if self.allow_ids is not None:
             allowed = np.intersect1d(allowed, np.asarray(self.allow_ids, dtype=np.int64))

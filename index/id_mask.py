@@ -70,5 +70,12 @@ class IdMask:
         mask[rows] = False
         return IdMask(self.universe, mask)
 
+    def meeting(self, other: IdMask) -> IdMask:
+        """The ids both sets allow, over this set's universe (two filters' masks, each kept
+        and shared: a new mask, neither changed)."""
+        if other.universe is self.universe:
+            return IdMask(self.universe, self.mask & other.mask)
+        return IdMask(self.universe, self.mask & other.contains(self.universe))
+
     def __repr__(self) -> str:
         return f"IdMask({self.count} of {len(self.universe)})"

@@ -307,7 +307,10 @@ class SceneTable:
         if len(where.exclude_ids):
             rows = self.positions(where.exclude_ids)
             keep[rows[rows >= 0]] = False
-        if where.allow_ids is not None:
+        if isinstance(where.allow_ids, IdMask):  # a kept mask (a saved concept's)
+            allow = where.allow_ids
+            keep &= allow.mask if allow.universe is self.ids else allow.contains(self.ids)
+        elif where.allow_ids is not None:
             allowed = np.zeros(len(self.ids), dtype=bool)
             rows = self.positions(np.asarray(where.allow_ids, dtype=np.int64))
             allowed[rows[rows >= 0]] = True

@@ -25,15 +25,18 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
+from index.id_mask import IdMask
 from index.results import MAX_K
 from index.stores import ModelIndex, ServedIndex
 from model import rerank as descriptor_rerank
 from model.probe import Probe, fit_probe
 from service.storage.catalog import Catalog
 from service.storage.concepts import ConceptStore, StoredConcept
+from service.storage.scene_table import SceneTable
 from service.usecases.concept import (
     ConceptPage,
     ConceptQuery,
@@ -54,6 +57,7 @@ NAME = re.compile(r"^\w[\w .-]{0,99}$")
 and `-`, up to 100 characters (no comma: filters list names separated by commas)."""
 CHUNK = 65536
 """Scenes scored per step (memory holds one chunk of vectors)."""
+T = TypeVar("T")
 
 
 class ConceptNameError(ValueError):
@@ -214,30 +218,37 @@ def current_concept(
 
 
 class ScoreCache:
-    """The scores of the saved concepts used last (at most `size`), each as of one concept
-    version, model, index version and catalog generation: a filter or a count repeated with
-    nothing changed reads them, not every served vector again (a FAISS Flat index gives its
-    2100 UCM vectors back in about 26 ms on this project's 2-core machine)."""
+    """The scores of the saved concepts used last, and the masks of the scenes they keep
+    (at most `size` entries), each as of one concept version, model, index version and
+    catalog generation: a filter or a count repeated with nothing changed reads them, not
+    every served vector again (a FAISS Flat index gives its 2100 UCM vectors back in about
+    26 ms on this project's 2-core machine)."""
 
-    def __init__(self, size: int = 16) -> None:
+    def __init__(self, size: int = 32) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple[object, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._kept: OrderedDict[tuple[object, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(
-        self, key: tuple[object, ...], compute: Callable[[], tuple[np.ndarray, np.ndarray]]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def get(self, key: tuple[object, ...], compute: Callable[[], T]) -> T:
         with self._lock:
             found = self._kept.get(key)
             if found is not None:
                 self._kept.move_to_end(key)
-                return found
-        found = compute()  # outside the lock: two threads may both compute, either will do
+                return cast(T, found)
+        made = compute()  # outside the lock: two threads may both compute, either will do
         with self._lock:
-            self._kept[key] = found
+            self._kept[key] = made
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
-        return found
+        return made
+
+
+def _scores_key(
+    concept: StoredConcept, index: ServedIndex, table: SceneTable
+) -> tuple[object, ...]:
+    """What a concept's scores depend on: its version, the model, the index version and
+    the catalog's generation."""
+    return (concept.name, concept.updated, concept.model_version, index.version, table.generation)
 
 
 def concept_scores(
@@ -260,10 +271,33 @@ def concept_scores(
             scores[start : start + len(part)] = index.vectors(part) @ concept.weights + concept.bias
         return ids, scores
 
+    return scored() if cache is None else cache.get(_scores_key(concept, index, table), scored)
+
+
+def concept_mask(
+    snapshot: ModelIndex,
+    catalog: Catalog,
+    concept: StoredConcept,
+    floor: float,
+    cache: ScoreCache | None = None,
+) -> IdMask:
+    """The scenes `concept` scores at or above `floor`, as a mask over the catalog's ids
+    (the universe a label filter's mask has: a store searches it in place, without listing
+    its ids or building a selector from them); from `cache` when it holds it as of now."""
+    table = catalog.table(snapshot.model_version)
+
+    def masked() -> IdMask:
+        ids, scores = concept_scores(snapshot, catalog, concept, cache)
+        keep = np.zeros(len(table.ids), dtype=bool)
+        rows = table.positions(ids[scores >= floor])
+        keep[rows[rows >= 0]] = True
+        keep.flags.writeable = False  # shared by the searches that read it from the cache
+        return IdMask(table.ids, keep)
+
     if cache is None:
-        return scored()
-    key = (concept.name, concept.updated, concept.model_version, index.version, table.generation)
-    return cache.get(key, scored)
+        return masked()
+    index = catalog.live(snapshot.searcher, table)
+    return cache.get((*_scores_key(concept, index, table), "mask", floor), masked)
 
 
 def concept_allowed(
@@ -273,18 +307,21 @@ def concept_allowed(
     names: Iterable[str],
     min_score: float | None = None,
     cache: ScoreCache | None = None,
-) -> np.ndarray:
-    """The sorted ids of the scenes every concept of `names` scores at or above
-    `min_score` (default: each concept's own threshold): a filter's allow-list.
-    `ConceptNotFoundError` for an unknown name, `ConceptStaleError` for a stale one."""
-    allowed: np.ndarray | None = None
+) -> IdMask:
+    """The scenes every concept of `names` scores at or above `min_score` (default: each
+    concept's own threshold), as a mask over the catalog's ids: a filter's allow-list
+    (`np.asarray` lists their ids, sorted). `ConceptNotFoundError` for an unknown name,
+    `ConceptStaleError` for a stale one."""
+    allowed: IdMask | None = None
     for name in dict.fromkeys(names):
         concept = current_concept(snapshot, catalog, store, store.get(name))
-        ids, scores = concept_scores(snapshot, catalog, concept, cache)
         floor = concept.threshold if min_score is None else min_score
-        found = ids[scores >= floor]
-        allowed = found if allowed is None else np.intersect1d(allowed, found)
-    return np.zeros(0, np.int64) if allowed is None else allowed
+        found = concept_mask(snapshot, catalog, concept, floor, cache)
+        allowed = found if allowed is None else allowed.meeting(found)
+    if allowed is None:
+        table = catalog.table(snapshot.model_version)
+        return IdMask(table.ids, np.zeros(len(table.ids), dtype=bool))
+    return allowed
 
 
 def concept_facet(

@@ -22,6 +22,7 @@ from servers import LiveServer, Served, empty_database, head_model_served, prepa
 from servers import server_env as base_env
 
 from index.filters import SceneFilter
+from index.id_mask import IdMask
 from index.stores import ModelIndex, UnknownSceneError, open_store
 from service.settings import Settings
 from service.storage.catalog import Catalog
@@ -40,6 +41,7 @@ from service.usecases.saved_concepts import (
     refine_concept,
     save_concept,
 )
+from service.usecases.search import SearchQuery, search_scenes
 from service.usecases.writes import NewScene, SceneWriter
 
 KEY = "concept-key-0123456789abcdef"
@@ -113,10 +115,22 @@ def test_a_saved_concept_scores_counts_and_filters_every_scene(
     allowed = concept_allowed(snapshot_a, catalog, store, ["water"], cache=cache)
     assert not facet.stale and facet.scenes == 126
     assert facet.count == len(allowed) == int((scores >= 0.5).sum())
-    assert set(allowed.tolist()) == set(ids[scores >= 0.5].tolist())
+    assert set(allowed.ids.tolist()) == set(ids[scores >= 0.5].tolist())
+    # a mask over the catalog's ids (as a label filter's), kept: a search by it finds what
+    # a search by its ids finds
+    assert isinstance(allowed, IdMask) and allowed.universe is catalog.table().ids
+    assert concept_allowed(snapshot_a, catalog, store, ["water"], cache=cache) is allowed
+    for scene in positives[:3]:
+        pages = [
+            search_scenes(snapshot_a, catalog, SearchQuery(k=10, where=where), scene_id=scene)
+            for where in (SceneFilter().allowing(allowed), SceneFilter(allow_ids=allowed.ids))
+        ]
+        assert [h.scene.id for h in pages[0].hits] == [h.scene.id for h in pages[1].hits]
+        assert [h.score for h in pages[0].hits] == pytest.approx([h.score for h in pages[1].hits])
+        assert {h.scene.id for h in pages[0].hits} <= set(allowed.ids.tolist())
     # what it keeps is richer in its label than the archive (measured: 4 of 15 kept scenes
     # carry water, 0.27, against 12 of 126, 0.095)
-    assert len(set(allowed.tolist()) & water) / len(allowed) > 2 * len(water) / 126
+    assert len(set(allowed.ids.tolist()) & water) / len(allowed) > 2 * len(water) / 126
     # the positives score as the concept, the negatives not
     by_id = dict(zip(ids.tolist(), scores.tolist(), strict=True))
     assert min(by_id[i] for i in positives) > max(by_id[i] for i in negatives)
@@ -126,7 +140,7 @@ def test_a_saved_concept_scores_counts_and_filters_every_scene(
     save_concept(snapshot_a, catalog, store, "trees", trees, not_trees)
     both = concept_allowed(snapshot_a, catalog, store, ["water", "trees"])
     alone = concept_allowed(snapshot_a, catalog, store, ["trees"])
-    assert set(both.tolist()) == set(allowed.tolist()) & set(alone.tolist())
+    assert set(both.ids.tolist()) == set(allowed.ids.tolist()) & set(alone.ids.tolist())
     # a scene added later (its embedding that of a positive) is scored as that positive
     twin = positives[int(np.argmax([by_id[i] for i in positives]))]
     added = add_scene(archive, tmp_path, snapshot_a, catalog, twin)

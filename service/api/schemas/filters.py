@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from index.filters import SceneFilter
+from index.id_mask import IdMask
 from model.times import INSTANT_EXAMPLES, parse_instant
 from service.api.schemas.common import SceneIdIn, Schema, Split
 from service.errors import BadRequestError
@@ -134,10 +135,11 @@ class FilterFields(Schema):
     concept_min_score: float | None = Field(default=None, ge=-10.0, le=10.0)
     """With `concepts`: the score a scene needs instead of each concept's threshold (the
     probe's score: about 1 like the positives, about 0 not)."""
-    _concept_ids: np.ndarray | None = PrivateAttr(default=None)
-    """The scenes `concepts` keep, once resolved (`with_concept_ids`)."""
+    _concept_ids: np.ndarray | IdMask | None = PrivateAttr(default=None)
+    """The scenes `concepts` keep, once resolved (`with_concept_ids`): a mask over the
+    catalog's ids, searched as a label filter's is."""
 
-    def with_concept_ids(self, ids: np.ndarray) -> Self:
+    def with_concept_ids(self, ids: np.ndarray | IdMask) -> Self:
         """These fields with `concepts` resolved into the scenes they keep (the use case
         `service.usecases.saved_concepts.concept_allowed` gives them)."""
         resolved = self.model_copy()
