@@ -28,6 +28,7 @@ from service.cli.app import (
     usage_error,
     user_errors,
 )
+from service.cli.hits import UNDERSTOOD, hit_json, print_hits
 from service.cli.places import search_places
 
 
@@ -128,6 +129,18 @@ def search(
         str | None,
         typer.Option(metavar="M,M", help="Only scenes acquired in these months (1-12), any year."),
     ] = None,
+    concepts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--concepts",
+            metavar="NAME",
+            help="Only scenes this saved concept keeps (repeat: every one of them).",
+        ),
+    ] = None,
+    concept_min_score: Annotated[
+        float | None,
+        typer.Option(help="With --concepts: the score a scene needs, not each one's threshold."),
+    ] = None,
     region: regions.RegionOpt = None,
     match_maps: regions.MatchMapsOpt = False,
     match_grid: regions.MatchGridOpt = 4,
@@ -175,23 +188,29 @@ def search(
             "added_after": added_after, "added_before": added_before,
             "acquired_after": acquired_after, "acquired_before": acquired_before,
             "month": split_commas([month] if month else None), **places,
+            "concepts": split_commas(concepts), "concept_min_score": concept_min_score,
         }.items()
         if value is not None and value != []
     } | {"k": k, "include_query": include_query} | regions.region_fields(
         region, match_maps, match_grid
     )  # fmt: skip
     if ranked_by:
+        if url is None and concepts:
+            usage_error(f"--concepts filters {ranked_by} through a service only: add --url")
         fields.pop("include_query")
         examples = {"concept": concept} if concept is not None else {
             "positives": positives, "negatives": negatives}  # fmt: skip
-        _print_hits(_concept(fields | examples, url, database_url), output)
+        print_hits(_concept(fields | examples, url, database_url), output)
         return
     # imported once the command line is understood, so that a usage error answers at once
     from service.api.schemas.search import query_from_fields
     from service.storage.scene_reading import SchemaNotCurrentError
-    from service.usecases.local_search import NothingToSearchError
+    from service.usecases.local_search import ConceptFilter, NothingToSearchError
+    from service.usecases.saved_concepts import ConceptStaleError
     from service.usecases.text import TextSearchUnavailableError
 
+    # here the saved concepts are resolved once the index is open, as the service does
+    named = ConceptFilter(tuple(fields.pop("concepts", ())), fields.pop("concept_min_score", None))
     try:  # checked as POST /search checks it: a wrong value is a usage error naming it
         by_scene = {} if query_id is None else {"scene_id": query_id}
         query = query_from_fields(fields | by_scene, by_image=image is not None)
@@ -201,15 +220,15 @@ def search(
         if url is not None:
             from service.cli.remote import remote_search
 
-            body = remote_search(url, image, query_id, fields)
+            body = remote_search(url, image, query_id, fields | _concept_fields(named))
         else:
-            body = _local_search(image, query_id, query, text, database_url, fields)
+            body = _local_search(image, query_id, query, text, database_url, named, fields)
     except user_errors(
         LookupError, OSError, NothingToSearchError, TextSearchUnavailableError,
-        SchemaNotCurrentError,
+        SchemaNotCurrentError, ConceptStaleError,
     ) as exc:  # fmt: skip
         fail(exc)
-    _print_hits(body, output)
+    print_hits(body, output)
 
 
 def _concept(fields: dict[str, Any], url: str | None, database_url: str | None) -> dict[str, Any]:
@@ -247,7 +266,7 @@ def _local_concept(query: Any, database_url: str | None) -> dict[str, Any]:
 
     page = concept_here(get_settings(), engine(database_url), query)
     return {
-        "hits": [_hit_json(hit) for hit in page.hits],
+        "hits": [hit_json(hit) for hit in page.hits],
         "total": page.total,
         "candidates": page.candidates,
         "descriptors": page.descriptors,
@@ -259,15 +278,21 @@ def _local_concept(query: Any, database_url: str | None) -> dict[str, Any]:
     }
 
 
-def _hit_json(hit: Any) -> dict[str, Any]:
-    return {"id": str(hit.scene.id), "image": hit.scene.name, "scene": hit.scene.folder,
-            "score": round(hit.score, 6), "labels": list(hit.scene.labels)}  # fmt: skip
+def _concept_fields(named: Any) -> dict[str, Any]:
+    """--concepts and --concept-min-score as POST /search's fields (none when not given)."""
+    given = {"concepts": list(named.names), "concept_min_score": named.min_score}
+    return {key: value for key, value in given.items() if value not in (None, [])}
 
 
 def _local_search(
-    image: Path | None, scene: int | None, query: Any, text: str | None, database_url: str | None,
+    image: Path | None,
+    scene: int | None,
+    query: Any,
+    text: str | None,
+    database_url: str | None,
+    concepts: Any,
     fields: dict[str, Any],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """POST /search's answer, computed here (`service.usecases.local_search.search_here`)."""
     from service.settings import get_settings
     from service.usecases.local_search import search_here
@@ -276,10 +301,10 @@ def _local_search(
     region = Region.of(fields["region"]) if "region" in fields else None
     answer = search_here(
         get_settings(), engine(database_url), query, text=text, image=image, scene_id=scene,
-        region=region, match_grid=fields.get("match_grid"),
+        concepts=concepts, region=region, match_grid=fields.get("match_grid"),
     )  # fmt: skip
     page, read = answer.page, answer.understood
-    hits = [_hit_json(hit) for hit in page.hits]
+    hits = [hit_json(hit) for hit in page.hits]
     for hit, found in zip(hits, answer.maps or [], strict=False):
         hit["match_map"] = regions.map_json(found)
     understood = None
@@ -295,56 +320,6 @@ def _local_search(
         "reranked": page.reranked,
         "region": fields.get("region") and [int(v) for v in fields["region"]],
     }
-
-
-UNDERSTOOD = ("labels_all", "labels_none", "folders", "words_not_understood")
-"""The fields of a search's `understood`, as POST /search answers them."""
-HIT_COLUMNS = ["rank", "id", "image", "scene", "score", "labels"]
-
-
-def understood_line(understood: dict[str, Any]) -> str:
-    """What a text was read as, in one line: "understood: ship; folder harbor; not cars —
-    not understood: volcano"."""
-    read = [", ".join(understood["labels_all"])] if understood["labels_all"] else []
-    read += [f"folder {folder}" for folder in understood["folders"]]
-    if understood["labels_none"]:
-        read.append(f"not {', '.join(understood['labels_none'])}")
-    line = f"understood: {'; '.join(read) or 'nothing'}"
-    if understood["words_not_understood"]:
-        line += f" — not understood: {', '.join(understood['words_not_understood'])}"
-    return line
-
-
-def _print_hits(body: dict[str, Any], output: str) -> None:
-    hits = body["hits"]
-    understood = body.get("understood")
-    if understood and output != "json":
-        typer.echo(understood_line(understood), err=True)
-    if body.get("reranked") and output != "json":
-        typer.echo(
-            "re-ranked by the backbone's descriptors: the query looks like content the model "
-            "did not train on",
-            err=True,
-        )
-    if output == "json":
-        print_json(body)
-        return
-    if output == "csv":
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(HIT_COLUMNS)
-        for rank, hit in enumerate(hits, start=1):
-            writer.writerow([rank, hit["id"], hit["image"], hit["scene"], f"{hit['score']:.6f}",
-                             ";".join(hit["labels"])])  # fmt: skip
-        return
-    if not hits:
-        typer.echo("no scene matches", err=True)
-        return
-    rows = [
-        [rank, f"{hit['score']:.4f}", hit["id"], hit["image"], ",".join(hit["labels"])]
-        for rank, hit in enumerate(hits, start=1)
-    ]
-    print_table(["rank", "score", "id", "image", "labels"], rows, right="rank score id")
-    regions.print_match_maps(hits)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from sqlalchemy import Engine
@@ -38,7 +38,7 @@ from service.usecases.regions import (
     match_maps,
     scene_pixels,
 )
-from service.usecases.saved_concepts import concept_ranking
+from service.usecases.saved_concepts import concept_allowed, concept_ranking
 from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
 from service.usecases.text import Understood
 
@@ -56,6 +56,14 @@ class LocalAnswer:
     """How `text` was read onto the labels, when it was given."""
     maps: list[MatchMap] | None = None
     """Each hit's match map, when asked for (`service.usecases.regions`)."""
+
+
+class ConceptFilter(NamedTuple):
+    """The API's `concepts` filter: only scenes every saved concept named scores at or above
+    `min_score` (None: each concept's threshold)."""
+
+    names: tuple[str, ...]
+    min_score: float | None = None
 
 
 def open_index_only(settings: Settings, store: VectorStore) -> ModelIndex:
@@ -85,18 +93,22 @@ def search_here(
     scene_id: int | None = None,
     region: Region | None = None,
     match_grid: int | None = None,
+    concepts: ConceptFilter | None = None,
 ) -> LocalAnswer:
     """The archive scenes most similar to an image file, an archive scene (or a `region` of
     either), scenes to be like or labels (`text`, a phrase, read onto them), as `query`
-    asks, from the model, store and SQL of `settings`; with each hit's match map of
-    `match_grid` cells per side when given."""
+    asks, only those `concepts` keep when given, from the model, store and SQL of
+    `settings`; with each hit's match map of `match_grid` cells per side when given."""
     if image is not None or region is not None or match_grid is not None:
         return _search_by_pixels(
             settings, engine, query, text, image=image, scene_id=scene_id, region=region,
-            match_grid=match_grid,
+            match_grid=match_grid, concepts=concepts,
         )  # fmt: skip
     return with_local_index(
-        settings, lambda served: _search(settings, served, engine, query, text, scene_id=scene_id)
+        settings,
+        lambda served: _search(
+            settings, served, engine, query, text, scene_id=scene_id, concepts=concepts
+        ),
     )
 
 
@@ -144,6 +156,7 @@ def _search_by_pixels(
     scene_id: int | None,
     region: Region | None,
     match_grid: int | None,
+    concepts: ConceptFilter | None,
 ) -> LocalAnswer:
     """Embed the image file or the archive scene's image (or their region) with the network
     (loaded here: seconds), then search; the hits' windows through the network for their
@@ -170,12 +183,14 @@ def _search_by_pixels(
             raise ValueError("a region or match maps need a query image: a file or a scene id")
         out = embed([cropped(pixels, region)])
         if image is None and region is None:  # the scene as indexed: its stored vector
-            answer = _search(settings, snapshot, engine, query, text, scene_id=scene_id)
+            answer = _search(
+                settings, snapshot, engine, query, text, scene_id=scene_id, concepts=concepts
+            )
         else:
             answer = _search(
                 settings, snapshot, engine, query, text, vector=out.embeddings[0],
                 descriptor=out.descriptors[0], by_image=True,
-                region_of=scene_id if image is None else None,
+                region_of=scene_id if image is None else None, concepts=concepts,
             )  # fmt: skip
         if match_grid is None:
             return answer
@@ -199,9 +214,14 @@ def _search(
     descriptor: Any = None,
     by_image: bool = False,
     region_of: int | None = None,
+    concepts: ConceptFilter | None = None,
 ) -> LocalAnswer:
     understood = None
     catalog = Catalog(engine)
+    if concepts is not None and concepts.names:  # as the routes resolve them
+        store = ConceptStore(engine)
+        allowed = concept_allowed(served, catalog, store, concepts.names, concepts.min_score)
+        query = replace(query, where=query.where.allowing(allowed))
     if text:
         from service.usecases.text import phrase_reader, read_phrase, with_reading
 

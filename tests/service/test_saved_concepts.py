@@ -309,6 +309,18 @@ def test_the_api_and_the_cli_save_use_and_forget_a_concept(
             assert says in refused.json()["message"]
         assert client.get("/scenes", params={"concepts": "nothing"}).status_code == 404
         assert client.get("/concepts").json()["concepts"][0]["positives"] == ids
+        # `grn search --concepts` as typed, here and against the server: the API's hits
+        wanted = client.post("/search", json={"scene_id": ids[0], "k": 20, "concepts": ["water"]})
+        for where in ([], ["--url", server.url]):
+            searched = grn("search", "--scene", ids[0], "--k", "20", "--concepts", "water",
+                           "--json", *where, env=env)  # fmt: skip
+            assert searched.returncode == 0, searched.stderr
+            found = [h["id"] for h in json.loads(searched.stdout)["hits"]]
+            assert found == [h["id"] for h in wanted.json()["hits"]] and found
+            assert {int(i) for i in found} <= kept
+        for where in ([], ["--url", server.url]):
+            unknown = grn("search", "--scene", ids[0], "--concepts", "nothing", *where, env=env)
+            assert unknown.returncode == 1 and "'nothing'" in unknown.stderr, unknown.stderr
         # the CLI as typed, here and against the server
         refined = grn("concept", "refine", "water", "--negative", str(positives[-1]), "--json",
                       env=env)  # fmt: skip
