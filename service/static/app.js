@@ -212,10 +212,14 @@ async function readUrl({ asked = state.asked } = {}) {
   const ids = (key) => (params.get(key) || "").split(",").filter((i) => /^[0-9]{1,19}$/.test(i));
   const [more, less] = await Promise.all([judgedScenes(ids("more")), judgedScenes(ids("less"))]);
   if (overtaken()) return;
-  const again = { keepPage: true, fromUrl: true, feedback: { more, less }, region: readRegion(params.get("region")) };
+  const again = {
+    keepPage: true, fromUrl: true, feedback: { more, less }, region: readRegion(params.get("region")),
+    ranking: params.get("rank") === "examples" ? { examples: true } : null,
+  };
   const scene = params.get("scene");
   const text = params.get("text");
   const upload = params.get("upload");
+  if (params.get("concept") && !scene && !text && !upload) return rankByConcept(params.get("concept"), again);
   if (text && !scene) {
     $("text").value = text;
     await useText(text, again);
@@ -429,10 +433,10 @@ function showPreview(url) {
   else $("preview-image").removeAttribute("src");
 }
 
-function startQuery(caption, previewUrl, region = null) {
+function startQuery(caption, previewUrl, region = null, ranking = null) {
   state.asked++;
   setRegion(region); // regions.js: a new query is searched whole unless the URL names a box
-  state.ranking = null;
+  state.ranking = ranking; // concepts.js: a new query is searched, not ranked, unless the URL ranks
   showPreview(previewUrl);
   $("preview-caption").textContent = caption;
   $("preview").hidden = !previewUrl && !caption;
@@ -458,14 +462,14 @@ async function previewUrlOf(file) {
   return "";
 }
 
-async function useFile(file, { keepPage = false, fromUrl = false, feedback = null, uploadId = null, region = null } = {}) {
+async function useFile(file, { keepPage = false, fromUrl = false, feedback = null, uploadId = null, region = null, ranking = null } = {}) {
   if (!file) return;
   state.query = { file, labels: [], uploadId };
   if (!keepPage) state.offset = 0;
   state.more = feedback ? feedback.more : [];
   state.less = feedback ? feedback.less : [];
   showFeedback();
-  startQuery(file.name, "", region);
+  startQuery(file.name, "", region, ranking);
   const query = state.query;
   const [url, id] = await Promise.all([previewUrlOf(file), uploadId || keepUpload(file)]);
   if (state.query !== query) return; // another query was asked for meanwhile
@@ -475,7 +479,7 @@ async function useFile(file, { keepPage = false, fromUrl = false, feedback = nul
   await search({ classify: true, fromUrl });
 }
 
-async function useText(text, { keepPage = false, fromUrl = false, feedback = null } = {}) {
+async function useText(text, { keepPage = false, fromUrl = false, feedback = null, ranking = null } = {}) {
   if (!fromUrl) { // a new phrase says what to find anew: the last one's labels are not kept
     tickLabels("filters", new Set());
     tickLabels("filters-none", new Set());
@@ -486,18 +490,18 @@ async function useText(text, { keepPage = false, fromUrl = false, feedback = nul
   state.more = feedback ? feedback.more : [];
   state.less = feedback ? feedback.less : [];
   showFeedback();
-  startQuery("", "");
+  startQuery("", "", null, ranking);
   await search({ fromUrl });
 }
 
-async function useScene(scene, { keepPage = false, fromUrl = false, feedback = null, region = null } = {}) {
+async function useScene(scene, { keepPage = false, fromUrl = false, feedback = null, region = null, ranking = null } = {}) {
   const previewUrl = `/scenes/${scene.id}/preview?size=768`;
   state.query = { sceneId: String(scene.id), name: scene.image, previewUrl, labels: scene.labels };
   if (!keepPage) state.offset = 0;
   state.more = feedback ? feedback.more : [];
   state.less = feedback ? feedback.less : [];
   showFeedback();
-  startQuery(`archive scene ${scene.image} (${scene.labels.join(", ")})`, previewUrl, region);
+  startQuery(`archive scene ${scene.image} (${scene.labels.join(", ")})`, previewUrl, region, ranking);
   await search({ classify: true, fromUrl });
 }
 

@@ -22,8 +22,12 @@ function conceptFields() {
   return chosenConcepts().length ? { concepts: chosenConcepts() } : {};
 }
 
+// The ticked concepts, and a ranking by a saved concept (concept=NAME) or by the marked
+// examples (rank=examples), so that Back and reload rank again.
 function writeConcepts(params) {
   if (chosenConcepts().length) params.set("concepts", chosenConcepts().join(","));
+  if (state.query && state.query.concept) params.set("concept", state.query.concept);
+  else if (state.ranking && state.ranking.examples) params.set("rank", "examples");
 }
 
 function readConcepts(params) {
@@ -97,16 +101,16 @@ function rankByExamples() {
   search();
 }
 
-// Ranks the archive by a saved concept: a query of its own, whose marks refine it.
-function rankByConcept(name) {
+// Ranks the archive by a saved concept: a query of its own, whose marks refine it (`feedback`
+// and `keepPage` as the URL gives them).
+async function rankByConcept(name, { keepPage = false, fromUrl = false, feedback = null } = {}) {
   state.query = { concept: name, name: `concept ${name}`, labels: [], previewUrl: "" };
-  startQuery(`concept ${name}`, ""); // after the query is set: no region tools for a concept
-  state.ranking = { concept: name };
-  state.more = [];
-  state.less = [];
-  state.offset = 0;
+  startQuery(`concept ${name}`, "", null, { concept: name }); // no region tools: set after the query
+  state.more = feedback ? feedback.more : [];
+  state.less = feedback ? feedback.less : [];
+  if (!keepPage) state.offset = 0;
   showFeedback();
-  search();
+  await search({ fromUrl });
 }
 
 // POST /search/concept's path and options for a search with `params` (searchParams()).

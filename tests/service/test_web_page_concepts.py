@@ -85,6 +85,10 @@ def test_examples_rank_the_archive_and_are_saved_listed_filtered_and_deleted(
     examples_ranked = ranked(server, positives=positives, negatives=negatives)
     assert wrong not in examples_ranked
     shows(page, examples_ranked)
+    assert "rank=examples" in page.url
+    page.reload()  # the ranking, its marks and its page come back from the URL
+    expect(page.locator("#results-title")).to_contain_text("Ranked by 3 examples against 2")
+    shows(page, examples_ranked)
 
     # saved without the key: refused, and the key box opens; with it: saved
     page.fill("#concept-name", "like the query")
@@ -124,6 +128,15 @@ def test_examples_rank_the_archive_and_are_saved_listed_filtered_and_deleted(
     assert by_concept and not set(by_concept) & {*positives, *negatives}
     shows(page, by_concept)
     shot(page, "desktop-concept-2-ranked")
+    assert "concept=like+the+query" in page.url
+    page.reload()
+    expect(page.locator("#results-title")).to_contain_text("Ranked by the concept like the query")
+    shows(page, by_concept)
+    page.go_back()  # to the ranking by the examples
+    expect(page.locator("#results-title")).to_contain_text("Ranked by 3 examples against 2")
+    shows(page, examples_ranked)
+    page.go_forward()
+    shows(page, by_concept)
 
     # renamed (the name asked in a dialog), then deleted (confirmed)
     page.once("dialog", lambda dialog: dialog.accept("query look-alikes"))
