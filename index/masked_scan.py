@@ -19,6 +19,8 @@ return no scan and are searched with FAISS's selectors.
   costs less than probing lists that hold few of them).
 - `probed`: the lists FAISS would probe (the quantizer's `nprobe` nearest), their allowed
   entries scored exactly: FAISS's own filtered IVF search, without the selector.
+- `widened`: `probed`, probing WIDEN times as many lists while those probed hold fewer than k
+  allowed entries (a query far from every allowed scene), up to every list.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ from index.results import SearchResult
 from index.vectors import find_ivf
 
 log = logging.getLogger("grn.index")
+
+WIDEN = 4
+"""How many times more lists `widened` probes each time the lists probed hold fewer than k
+allowed entries. Completing such a page by exact search over every allowed entry instead
+gathered and scored 500,000 vectors for one query under a 50% filter at a million scenes
+(docs/scaling.md, "What remains")."""
 
 
 def _address(pointer: object, count: int) -> int:
@@ -188,6 +196,15 @@ class MaskedScan:
             width = found.ids.shape[1]
             ids[q, :width], scores[q, :width] = found.ids[0], found.scores[0]
         return SearchResult(ids, scores)
+
+    def widened(self, queries: np.ndarray, k: int, allowed: IdMask, nprobe: int) -> SearchResult:
+        """`probed`, probing WIDEN times as many lists until each query has k allowed entries
+        or every list is probed (then every allowed entry was scored: brute force's page)."""
+        while True:
+            result = self.probed(queries, k, allowed, nprobe)
+            if nprobe >= self.nlist or (result.ids >= 0).all():
+                return result
+            nprobe *= WIDEN
 
 
 def _best(scores: np.ndarray, ids: np.ndarray, k: int, along: int = 1) -> SearchResult:

@@ -175,8 +175,9 @@ class Searcher:
         approximate index that finds fewer than k allowed scenes (an inverted file visits
         only some lists) is completed by exact search over the allowed scenes, so k hits
         come back whenever k allowed scenes exist. An allow-list given as an `IdMask` is
-        searched the same way over the index's vectors in place, without listing its ids
-        (`index.masked_scan`) where the index keeps plain vectors."""
+        searched over the index's vectors in place, without listing its ids
+        (`index.masked_scan`) where the index keeps plain vectors: exactly when few, else in
+        the probed lists, more of them where those hold fewer than k."""
         check_k(k)
         where = where or SceneFilter()
         unsupported = where.conditions() - self.native_filters
@@ -211,7 +212,8 @@ class Searcher:
 
     def _search_mask(self, queries: np.ndarray, k: int, allowed: IdMask) -> SearchResult:
         """`search` over the ids an `IdMask` allows: exactly when they are few, else in the
-        lists FAISS would probe, completed exactly when those hold fewer than k."""
+        lists FAISS would probe, more lists where those hold fewer than k
+        (`MaskedScan.widened`)."""
         assert self.scan is not None
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.index.d:
@@ -219,9 +221,7 @@ class Searcher:
                 f"queries have {queries.shape[1]} dimensions, the index {self.index.d}"
             )
         if allowed.count > EXACT_ALLOWED:
-            result = self.scan.probed(queries, k, allowed, self.settings.nprobe)
-            if (result.ids >= 0).all():
-                return result
+            return self.scan.widened(queries, k, allowed, self.settings.nprobe)
         return self.scan.exact(queries, k, allowed)
 
     def _search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> SearchResult:
