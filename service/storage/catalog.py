@@ -293,9 +293,26 @@ class Catalog:
         with Session(self.engine) as session:
             return session.scalar(select(func.count()).select_from(Scene)) or 0
 
-    def all_ids(self) -> list[int]:
-        with Session(self.engine) as session:
-            return list(session.scalars(select(Scene.id)))
+    def id_array(self) -> np.ndarray:
+        """Every scene's id, ascending, as int64, without a Python object per scene (what
+        `grn status` and `grn reconcile` compare with an index version's sorted ids). At a
+        million scenes on PostgreSQL (load 9): 4-6 s through the ORM, 1.8-2.8 s as rows of
+        the driver's cursor, 0.9 s as one binary array."""
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                raw = connection.exec_driver_sql(
+                    f"SELECT array_send(array_agg(id)) FROM {Scene.__tablename__}"
+                ).scalar()
+                ids = binary_int8_array(raw)
+            else:
+                cursor = connection.connection.cursor()
+                try:
+                    cursor.execute(f"SELECT id FROM {Scene.__tablename__}")
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+                ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        return np.sort(ids)
 
     def image_path(self, scene: Scene) -> Path:
         """The scene's file, refused if its stored path leads outside its archive."""
@@ -339,3 +356,14 @@ class Catalog:
                         created=created,
                     )
                 )
+
+
+def binary_int8_array(raw: bytes | None) -> np.ndarray:
+    """A one-dimensional bigint array in PostgreSQL's binary form (`array_send`; None for the
+    NULL that `array_agg` of no rows gives) as int64: a header of five int32 (dimensions,
+    null flag, element type, length, lower bound), then each element as its int32 length and
+    its big-endian int64."""
+    if raw is None:
+        return np.zeros(0, dtype=np.int64)
+    element = np.dtype([("length", ">i4"), ("value", ">i8")])
+    return np.frombuffer(raw, dtype=element, offset=20)["value"].astype(np.int64)

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
 
+from index.results import in_sorted
 from index.stores import ReindexOptions, ReindexReport, VectorStore
 from model.card import read_card
+from service.storage.catalog import Catalog
 from service.storage.catalog_archive import EmptyCatalogError, catalog_archive
-from service.storage.db import Scene
 from service.usecases.status import written_ids
 
 
@@ -68,22 +68,20 @@ def find_drift(engine: Engine, model_path: str | Path, store: VectorStore) -> Dr
     built it against the one in use."""
     model_version = read_card(model_path).version
     current = store.current()
-    with Session(engine) as session:
-        sql_ids = np.asarray(session.scalars(select(Scene.id)).all(), dtype=np.int64)
-
-    written = written_ids(engine, model_version)
+    sql_ids = Catalog(engine).id_array()  # sorted, as a version's ids are
+    written = np.sort(written_ids(engine, model_version))
     if current is None:
-        return Drift(model_version, None, None, sorted(sql_ids.tolist()), [])
+        return Drift(model_version, None, None, sql_ids.tolist(), [])
     held = store.ids(current.version)
-    absent = sql_ids[~np.isin(sql_ids, held)]
-    searched = np.isin(absent, written) & (current.model_version == model_version)
+    absent = sql_ids[~in_sorted(held, sql_ids)]
+    searched = in_sorted(written, absent) & (current.model_version == model_version)
     return Drift(
         model_version,
         current.version,
         current.model_version,
-        sorted(absent[~searched].tolist()),
-        sorted(held[~np.isin(held, sql_ids)].tolist()),
-        sorted(absent[searched].tolist()),
+        absent[~searched].tolist(),
+        held[~in_sorted(sql_ids, held)].tolist(),
+        absent[searched].tolist(),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from index.results import in_sorted
 from index.stores import IndexNotReadyError, VectorStore, VectorStoreUnavailableError, open_store
 from model.card import ModelFileError, read_card
 from service.settings import Settings, get_settings
@@ -96,14 +97,14 @@ def collect_status(engine: Engine, settings: Settings | None = None) -> dict[str
         store.close()
 
     if revision == head:
-        sql_ids = np.asarray(Catalog(engine).all_ids(), dtype=np.int64)
+        sql_ids = Catalog(engine).id_array()
         report["scenes"] = {"sql": len(sql_ids)}
-        if index_ids is not None:
-            absent = sql_ids[~np.isin(sql_ids, index_ids)]
-            written = written_ids(engine, model_version)
-            pending = int(np.isin(absent, written).sum())
+        if index_ids is not None:  # both sorted: binary searches, not np.isin's sorts
+            absent = sql_ids[~in_sorted(index_ids, sql_ids)]
+            written = np.sort(written_ids(engine, model_version))
+            pending = int(in_sorted(written, absent).sum())
             unindexed = len(absent) - pending
-            unknown = int((~np.isin(index_ids, sql_ids)).sum())
+            unknown = int((~in_sorted(sql_ids, index_ids)).sum())
             report["scenes"] |= {
                 "indexed": len(index_ids), "not_indexed": unindexed, "unknown_to_sql": unknown,
                 "added_not_folded": pending,

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from model.archive import load_archive, scene_id
 from model.card import read_card
+from service.storage.catalog import Catalog
 from service.storage.db import ArchiveImport, Base, Label, Scene, SceneLabel, make_engine
 from service.storage.migrate import (
     current_revision,
@@ -200,6 +202,44 @@ def test_status_reports_versions_and_what_is_stale(
     assert "render cache: " in done.stdout and "MiB and 200000 files" in done.stdout
     missing = grn("status", "--json", **{**env, "GRN_INDEX_ROOT": str(tmp_path / "none")})
     assert "no index: run `grn reindex`" in json.loads(missing.stdout)["stale"]
+
+
+def test_revisions_read_without_alembic_are_alembic_s(database_url: str) -> None:
+    """`head_revision` (the revision files read as text) and `current_revision` (one row of
+    `alembic_version`) answer what Alembic answers, before and after migrating."""
+    from alembic.script import ScriptDirectory
+
+    from service.storage.migrate import alembic_config
+
+    engine = make_engine(database_url)
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    def alembic_s() -> str | None:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    assert current_revision(engine) is None and alembic_s() is None
+    upgrade(engine, "0003_scene_writes")
+    assert current_revision(engine) == alembic_s() == "0003_scene_writes"
+    upgrade(engine)
+    assert current_revision(engine) == alembic_s() == head_revision()
+    engine.dispose()
+
+
+def test_the_catalog_reads_every_scene_id_sorted(
+    database_url: str, ucm_root: Path, ucm_subset: Path
+) -> None:
+    """`Catalog.id_array` (what `grn status` and `grn reconcile` compare with an index's
+    ids) reads through the driver's cursor: SQL's ids, each once, ascending, as int64."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    assert len(Catalog(engine).id_array()) == 0
+    import_archive(engine, ucm_root, ucm_subset, progress=False)
+    with Session(engine) as session:
+        stored = session.scalars(select(Scene.id)).all()
+    got = Catalog(engine).id_array()
+    assert got.dtype == np.int64 and got.tolist() == sorted(stored) and len(stored) == 126
+    engine.dispose()
 
 
 def _search(*args: str, database_url: str, served: Served, index_root: Path) -> dict[str, Any]:
