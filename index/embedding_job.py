@@ -135,7 +135,7 @@ def run_embedding_job(
             device="cuda" if device.type == "cuda" else "cpu", descriptors=descriptors,
             rows_per_file=shard_size, address=ray_address,
         )  # fmt: skip
-    names = [archive.scenes[i].name for i in positions]
+    names = archive.names_of(positions)
     folder = job_folder(work_dir, card, ids, names, shard_size, descriptors)
     broken: list[BrokenFile] = []
     computed = 0

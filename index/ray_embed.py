@@ -208,7 +208,7 @@ def ray_embedding_job(
     models or scene lists never share a folder), returned in the order given; with
     `descriptors`, the scenes' backbone descriptors too (None when shards from before they
     were written lack them)."""
-    digest = scene_list_digest(ids, [archive.scenes[p].name for p in positions])
+    digest = scene_list_digest(ids, archive.names_of(positions))
     folder = work / card.version / f"ray-{digest[:16]}"
     items = [(int(i), str(archive.scenes[p].path)) for p, i in zip(positions, ids, strict=True)]
     report = embed_items(

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from model.archive_columns import SPLITS, ArchiveEntry, ListingBuilder, SceneColumns
 from model.geo import GEO_COLUMNS, GeoError, SceneGeo
 from model.imageio import IMAGE_SUFFIXES, InvalidImageError, ReadOptions, read_image
 from model.times import TimeError, parse_instant
@@ -33,7 +34,8 @@ ACQUIRED = "acquired"
 OPTIONAL_COLUMNS = (*GEO_COLUMNS, ACQUIRED)
 """The columns that may follow image,scene,split, any subset in any order, before the
 labels."""
-SPLITS = ("train", "val", "test")
+LISTED = ""
+"""`_find_images`' path of an image once its row is read (no path is empty)."""
 
 
 class ArchiveError(ValueError):
@@ -46,43 +48,18 @@ def scene_id(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") & (2**63 - 1)
 
 
-@dataclass(frozen=True)
-class ArchiveEntry:
-    """One scene of an archive: a row of labels.csv and its image file."""
-
-    name: str
-    """The image stem."""
-    folder: str
-    """The `scene` column: the scene folder (class) it belongs to."""
-    split: str
-    labels: tuple[int, ...]
-    """One 0/1 value per label column; empty when the scene is not labelled."""
-    path: Path
-    geo: SceneGeo | None = None
-    """Where the scene lies, when the archive says (or its GeoTIFF does)."""
-    acquired: datetime | None = None
-    """When the pixels were taken (UTC), when the archive says."""
-
-    @property
-    def labelled(self) -> bool:
-        """Whether the scene's labels are known (an all-zero row is labelled)."""
-        return bool(self.labels)
-
-
 @dataclass
 class Archive:
     root: Path
     label_names: list[str]
-    scenes: list[ArchiveEntry]
+    scenes: Sequence[ArchiveEntry]
+    """A list of entries, or (`load_archive`) `SceneColumns`, which makes each when asked."""
     labels_path: Path | None = None
     """The labels file it was read from."""
     sources: tuple[Path, ...] = ()
     """Other folders its scenes came from (every import's root, for the scenes SQL holds),
     where vectors they carry are looked for (`index.given_vectors`)."""
-    _by_name: dict[str, int] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._by_name = {s.name: i for i, s in enumerate(self.scenes)}
+    _by_name: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -96,54 +73,96 @@ class Archive:
             raise ArchiveError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
         if every and not labelled_only:
             return list(range(len(self.scenes)))
+        if isinstance(self.scenes, SceneColumns):
+            return self.scenes.positions(None if every else split, labelled_only)
         return [
             i
             for i, s in enumerate(self.scenes)
             if (every or s.split == split) and (s.labelled or not labelled_only)
         ]
 
+    def names_of(self, positions: Sequence[int] | None = None) -> list[str]:
+        """The names of the scenes at `positions` (all by default), read from the columns
+        when the archive has them: no entry is made."""
+        if isinstance(self.scenes, SceneColumns):
+            return self.scenes.names_of(positions)
+        chosen = range(len(self.scenes)) if positions is None else positions
+        return [self.scenes[i].name for i in chosen]
+
+    def folders_of(self, positions: Sequence[int] | None = None) -> list[str]:
+        """The folders of the scenes at `positions` (all by default), as `names_of`."""
+        if isinstance(self.scenes, SceneColumns):
+            return self.scenes.folders_of(positions)
+        chosen = range(len(self.scenes)) if positions is None else positions
+        return [self.scenes[i].folder for i in chosen]
+
+    def ids_of(self, positions: Sequence[int] | None = None) -> np.ndarray:
+        """The scene ids (`scene_id`, int64) of the scenes at `positions` (all by default)."""
+        return np.asarray([scene_id(name) for name in self.names_of(positions)], dtype=np.int64)
+
     def names_digest(self, indices: Sequence[int]) -> str:
         """SHA-256 of the scenes' names, in order: names a set of scenes (training's memory
         bank rows) so a later run can tell whether it is the same set."""
-        names = "\n".join(self.scenes[i].name for i in indices)
+        names = "\n".join(self.names_of(indices))
         return hashlib.sha256(names.encode()).hexdigest()
 
     def index_of(self, name: str) -> int:
+        if self._by_name is None:  # made when first asked: a reindex of every scene never is
+            self._by_name = {n: i for i, n in enumerate(self.names_of())}
         return self._by_name[name]
 
     def label_matrix(self, indices: Sequence[int] | None = None) -> np.ndarray:
         """An (n, labels) float32 0/1 matrix for the given scenes (all by default). Refuses
         scenes that are not labelled rather than count their unknown labels as absent."""
-        rows = self.scenes if indices is None else [self.scenes[i] for i in indices]
-        unlabelled = [s.name for s in rows if not s.labelled]
-        if unlabelled:
+        chosen = list(range(len(self.scenes)) if indices is None else indices)
+        if isinstance(self.scenes, SceneColumns):
+            labelled, matrix = self.scenes.labelled[chosen], self.scenes.labels[chosen]
+        else:
+            rows = [self.scenes[i] for i in chosen]
+            labelled = np.asarray([s.labelled for s in rows], bool)
+            matrix = np.asarray([s.labels for s in rows if s.labelled])
+        if not labelled.all():
+            unlabelled = np.flatnonzero(~labelled)
             raise ArchiveError(
-                f"{self.labels_path or self.root}: {len(unlabelled)} of the {len(rows)} scenes "
+                f"{self.labels_path or self.root}: {len(unlabelled)} of the {len(chosen)} scenes "
                 f"asked for {'is' if len(unlabelled) == 1 else 'are'} not labelled (first: "
-                f"{unlabelled[0]!r}); their labels are "
+                f"{self.names_of([chosen[unlabelled[0]]])[0]!r}); their labels are "
                 "unknown, so select labelled scenes with "
                 "Archive.indices(split, labelled_only=True)"
             )
-        return np.asarray([s.labels for s in rows], dtype=np.float32).reshape(
-            len(rows), len(self.label_names)
-        )
+        return matrix.astype(np.float32).reshape(len(chosen), len(self.label_names))
 
 
-def _find_images(root: Path) -> dict[str, Path]:
-    """Image files by stem: under `root/images/` when that folder exists (so samples or
-    derived files elsewhere in the archive never shadow the scenes), else under `root`."""
-    found: dict[str, Path] = {}
+def _find_images(root: Path) -> tuple[Path, dict[str, str]]:
+    """The folder holding the images, and each image file's path relative to it by stem:
+    under `root/images/` when that folder exists (so samples or derived files elsewhere in
+    the archive never shadow the scenes), else under `root`. Walked in sorted order as
+    `sorted(folder.rglob("*"))` would list them (a link to a folder is not followed), with
+    names as strings: no `Path` a file."""
     search = root / "images" if (root / "images").is_dir() else root
-    for path in sorted(search.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        if path.stem in found:
-            raise ArchiveError(
-                f"two images share the stem {path.stem!r}: {found[path.stem]} and {path}; "
-                "image stems must be unique within an archive"
-            )
-        found[path.stem] = path
-    return found
+    found: dict[str, str] = {}
+
+    def walk(folder: str, prefix: str) -> None:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                walk(entry.path, f"{prefix}{entry.name}/")
+            if not entry.name.lower().endswith(IMAGE_SUFFIXES):
+                continue
+            name = PurePosixPath(entry.name)
+            if name.suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
+                continue
+            if name.stem in found:
+                raise ArchiveError(
+                    f"two images share the stem {name.stem!r}: {search / found[name.stem]} and "
+                    f"{search / (prefix + entry.name)}; image stems must be unique within an "
+                    "archive"
+                )
+            found[name.stem] = prefix + entry.name
+
+    walk(str(search), "")
+    return search, found
 
 
 def as_archive(source: str | Path | Archive, labels_csv: str | Path | None = None) -> Archive:
@@ -153,7 +172,8 @@ def as_archive(source: str | Path | Archive, labels_csv: str | Path | None = Non
 
 
 def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Archive:
-    """Read an archive folder and its labels file (default `ROOT/labels.csv`)."""
+    """Read an archive folder and its labels file (default `ROOT/labels.csv`), row by row
+    into columns (`model.archive_columns`): its scenes are `SceneColumns`."""
     root = Path(root)
     if not root.is_dir():
         raise ArchiveError(f"archive folder {root} does not exist")
@@ -177,40 +197,43 @@ def load_archive(root: str | Path, labels_csv: str | Path | None = None) -> Arch
             raise ArchiveError(
                 f"{labels_path}: a label column has no name in the header (a trailing comma?)"
             )
-        rows = list(reader)
-    images = _find_images(root)
-    scenes: list[ArchiveEntry] = []
-    seen: set[str] = set()
-    for line_no, row in enumerate(rows, start=2):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise ArchiveError(
-                f"{labels_path}:{line_no}: expected {len(header)} fields, got {len(row)}"
-            )
-        name, scene, split = row[0], row[1], row[2]
-        if name in seen:
-            raise ArchiveError(f"{labels_path}:{line_no}: image {name!r} is listed twice")
-        seen.add(name)
-        if split not in SPLITS:
-            raise ArchiveError(f"{labels_path}:{line_no}: split {split!r} is not one of {SPLITS}")
-        where = f"{labels_path}:{line_no}"
-        labels = _row_labels(row[3 + len(optional) :], label_names, where)
-        path = images.get(name)
-        if path is None:
-            raise ArchiveError(f"{where}: no image with stem {name!r} under {root}")
-        cells = dict(zip(optional, row[3:], strict=False))
-        try:
-            geo = SceneGeo.from_cells(cells, where)
-            acquired = parse_instant(cells[ACQUIRED]) if cells.get(ACQUIRED, "").strip() else None
-        except TimeError as exc:
-            raise ArchiveError(f"{where}: acquired: {exc}") from exc
-        except GeoError as exc:
-            raise ArchiveError(str(exc)) from exc
-        scenes.append(ArchiveEntry(name, scene, split, labels, path, geo, acquired))
-    if not scenes:
+        search, images = _find_images(root)
+        scenes = ListingBuilder(search, len(label_names), optional)
+        for line_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise ArchiveError(
+                    f"{labels_path}:{line_no}: expected {len(header)} fields, got {len(row)}"
+                )
+            name, scene, split = row[0], row[1], row[2]
+            if images.get(name) == LISTED:
+                raise ArchiveError(f"{labels_path}:{line_no}: image {name!r} is listed twice")
+            if split not in SPLITS:
+                raise ArchiveError(
+                    f"{labels_path}:{line_no}: split {split!r} is not one of {SPLITS}"
+                )
+            where = f"{labels_path}:{line_no}"
+            labels = _row_labels(row[3 + len(optional) :], label_names, where)
+            path = images.get(name)
+            if path is None:
+                raise ArchiveError(f"{where}: no image with stem {name!r} under {root}")
+            cells = dict(zip(optional, row[3:], strict=False))
+            try:
+                geo = SceneGeo.from_cells(cells, where)
+                text = cells.get(ACQUIRED, "")
+                acquired = parse_instant(text) if text.strip() else None
+            except TimeError as exc:
+                raise ArchiveError(f"{where}: acquired: {exc}") from exc
+            except GeoError as exc:
+                raise ArchiveError(str(exc)) from exc
+            scenes.add(name, scene, split, labels, path, geo, acquired)
+            images[name] = LISTED  # no set of the names seen: the dict is there already
+    if not len(scenes.names):
         raise ArchiveError(f"{labels_path}: lists no images")
-    return Archive(root=root, label_names=label_names, scenes=scenes, labels_path=labels_path)
+    return Archive(
+        root=root, label_names=label_names, scenes=scenes.columns(), labels_path=labels_path
+    )
 
 
 def _optional_columns(header: Sequence[str]) -> list[str]:

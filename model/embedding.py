@@ -123,7 +123,7 @@ def save_embeddings(
     tmp = path.with_name(f".{path.stem}.tmp.npz")
     np.savez(
         tmp,
-        names=np.asarray([archive.scenes[i].name for i in embedded.positions]),
+        names=np.asarray(archive.names_of(embedded.positions)),
         embeddings=embedded.embeddings,
         probabilities=embedded.probabilities,
         label_names=np.asarray(card.label_names),

@@ -129,6 +129,9 @@ def seen_content(card: ModelCard, archive: Archive, positions: Sequence[int]) ->
     known = set(folders)
     if not same:  # the same training scenes under another path
         train = archive.indices("train", labelled_only=True)
-        digest = archive.names_digest([i for i in train if archive.scenes[i].folder in known])
+        folders = archive.folders_of(train)
+        digest = archive.names_digest(
+            [i for i, folder in zip(train, folders, strict=True) if folder in known]
+        )
         same = training.get("train_scenes") == digest
-    return np.asarray([same and archive.scenes[i].folder in known for i in positions], dtype=bool)
+    return np.asarray([same and folder in known for folder in archive.folders_of(positions)], bool)

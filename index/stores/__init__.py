@@ -49,7 +49,7 @@ def is_current(
 ) -> bool:
     """Whether the store's version in service was built by this model over exactly the
     archive's scenes (then a reindex would build the same thing)."""
-    from model.archive import as_archive, scene_id
+    from model.archive import as_archive
     from model.card import read_card
 
     try:
@@ -59,7 +59,7 @@ def is_current(
     if current is None or current.model_version != read_card(model_path).version:
         return False
     archive = as_archive(archive_dir, labels_csv)
-    wanted = np.sort(np.asarray([scene_id(s.name) for s in archive.scenes], dtype=np.int64))
+    wanted = np.sort(archive.ids_of())
     return bool(np.array_equal(wanted, store.ids(current.version)))
 
 

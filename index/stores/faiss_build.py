@@ -41,7 +41,7 @@ from index.vectors import (
     search,
     stored_ids,
 )
-from model.archive import Archive, as_archive, scene_id
+from model.archive import Archive, as_archive
 from model.card import load_model, read_card
 from model.inference import configure_cpu_threads, resolve_device
 from model.rerank import keeps_descriptors, seen_content
@@ -149,7 +149,7 @@ def reindex(
     card = read_card(model_path)  # the network is loaded only if a scene needs embedding
     archive = as_archive(archive_dir, labels_csv)
     positions = archive.indices() if names is None else [archive.index_of(name) for name in names]
-    ids = np.asarray([scene_id(archive.scenes[i].name) for i in positions], dtype=np.int64)
+    ids = archive.ids_of(positions)
     store = IndexStore(root)
     search_settings = SearchSettings(nprobe=settings.nprobe, ef_search=settings.ef_search)
 

@@ -185,7 +185,7 @@ def reindex_milvus(
     (the rest count as gone)."""
     from index.embedding_job import run_embedding_job
     from index.row_files import CHUNK_ROWS
-    from model.archive import as_archive, scene_id
+    from model.archive import as_archive
     from model.card import load_model
     from model.faults import kill_point
     from model.inference import configure_cpu_threads, resolve_device
@@ -212,7 +212,7 @@ def reindex_milvus(
         target = live if in_place and live is not None else version_name(collection)
         store = MilvusCollection(uri, target, card.vector_dim, card.version, client=client)
         chosen = archive.indices() if names is None else [archive.index_of(n) for n in names]
-        ids = np.asarray([scene_id(archive.scenes[i].name) for i in chosen], dtype=np.int64)
+        ids = archive.ids_of(chosen)
         present = store.ids()
         new = ~np.isin(ids, present)
         gone = present[~np.isin(present, ids)]
@@ -222,7 +222,7 @@ def reindex_milvus(
             skip_broken=skip_broken, progress=progress, ray_workers=ray_workers,
             ray_address=ray_address, model_path=model_path,
         )  # fmt: skip
-        row_of = {scene_id(archive.scenes[p].name): p for p in positions}
+        row_of = dict(zip(archive.ids_of(positions).tolist(), positions, strict=True))
         metas = [archive_meta(archive, row_of[int(i)]) for i in embedded.ids]
         for start in range(0, len(embedded.ids), CHUNK_ROWS):  # the job's rows: from files
             end = start + CHUNK_ROWS

@@ -1,9 +1,12 @@
 """A reindex's memory does not grow with the archive: the rows per scene stay in files while
-the index version is built from the embedding shards (`index.row_files`)."""
+the index version is built from the embedding shards (`index.row_files`), and an archive
+folder's listing is held as columns (`model.archive_columns`), not an object a scene."""
 
 from __future__ import annotations
 
+import csv
 import gc
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 
 from index.embedding_job import job_folder, save_shard
+from index.given_vectors import FOLDER, GivenVectorsWriter
 from index.stores.faiss_build import ReindexSettings, reindex
 from index.stores.faiss_versions import IndexStore
 from model.archive import Archive, ArchiveEntry, scene_id
@@ -55,10 +59,54 @@ def _embedded_archive(model: Path, root: Path, scenes: int) -> Archive:
     return archive
 
 
-def _peak_bytes(model: Path, root: Path, scenes: int, factory: str) -> int:
+def _carried_archive(model: Path, root: Path, scenes: int) -> Path:
+    """An archive folder of `scenes` scenes as `grn synth` writes them (a footprint and an
+    acquisition date each, images in folders) that carries the model's vectors (random), so
+    a reindex reads its labels.csv and embeds none; its image files are empty."""
+    card = read_card(model)
+    labels = len(card.label_names)
+    folder = root / "archive"
+    names = [f"synth0_{n:07d}" for n in range(scenes)]
+    rng = np.random.default_rng(scenes)
+    folder.mkdir(parents=True)
+    with (folder / "labels.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "scene", "split", "footprint", "acquired", *card.label_names])
+        for n, name in enumerate(names):
+            images = folder / "images" / f"{n // 1000:05d}"
+            if n % 1000 == 0:
+                images.mkdir(parents=True)
+            (images / f"{name}.jpg").touch()
+            lon, lat = 4 + n * 1e-3, 44 + n * 1e-4
+            ring = [[lon, lat], [lon + 1e-3, lat], [lon + 1e-3, lat + 1e-3], [lon, lat + 1e-3]]
+            footprint = {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+            writer.writerow([
+                name, f"folder{n % 21}", ("train", "val", "test")[n % 3],
+                json.dumps(footprint), f"2024-05-{1 + n % 28:02d}T10:{n % 60:02d}:00Z",
+                *rng.integers(0, 2, labels).tolist(),
+            ])  # fmt: skip
+    vectors = rng.standard_normal((scenes, card.vector_dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    given = GivenVectorsWriter(
+        folder / FOLDER, scenes, model_version=card.version, vector_dim=card.vector_dim,
+        label_names=list(card.label_names), descriptor_dim=None, made_by={"test": True},
+    )  # fmt: skip
+    ids = np.asarray([scene_id(name) for name in names], np.int64)
+    given.add(0, ids, vectors, rng.random((scenes, labels), dtype=np.float32), None)
+    given.close()
+    return folder
+
+
+def _peak_bytes(model: Path, root: Path, scenes: int, factory: str, source: str = "shards") -> int:
     """The peak of Python's and numpy's allocations (tracemalloc) during a full reindex of
-    `scenes` embedded scenes, above what was allocated before it."""
-    archive = _embedded_archive(model, root, scenes)
+    `scenes` scenes, above what was allocated before it: an `Archive` whose embedding
+    shards are written (`shards`), or an archive folder carrying its vectors (`carried`,
+    read by the reindex itself)."""
+    archive: Archive | Path = (
+        _embedded_archive(model, root, scenes)
+        if source == "shards"
+        else _carried_archive(model, root, scenes)
+    )
     gc.collect()
     tracemalloc.start()
     try:
@@ -90,3 +138,17 @@ def test_the_build_from_shards_holds_no_rows_per_scene(model, tmp_path, factory)
     loaded = IndexStore(tmp_path / "large").load()
     assert loaded.manifest.count == large and loaded.probabilities is not None
     assert np.all(np.diff(loaded.probabilities.ids) > 0)
+
+
+def test_a_reindex_of_an_archive_folder_holds_no_object_a_scene(model, tmp_path) -> None:
+    """The same from an archive folder that carries its vectors (`grn synth`'s, where 1M
+    scenes missed the 3 GB bound): its listing was an `ArchiveEntry` a scene (a name,
+    `Path`, labels tuple, shapely footprint and date: some 2 KB, docs/scaling.md) and is
+    now columns (a few hundred bytes), read row by row rather than as a list of rows."""
+    small, large = 1_500, 6_000
+    low = _peak_bytes(model, tmp_path / "small", small, "Flat", source="carried")
+    high = _peak_bytes(model, tmp_path / "large", large, "Flat", source="carried")
+    per_scene = (high - low) / (large - small)
+    assert per_scene < 600, (low, high, per_scene)
+    loaded = IndexStore(tmp_path / "large").load()
+    assert loaded.manifest.count == large and loaded.manifest.stats["embedded"] == 0

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+import shapely
 from PIL import Image
 
-from model.archive import ArchiveError, BrokenFile, iter_images, load_archive
+from model.archive import ArchiveError, BrokenFile, iter_images, load_archive, scene_id
+from model.archive_columns import SceneColumns
 from model.imageio import InvalidImageError
 
 
@@ -138,3 +142,40 @@ def test_parallel_decoding_keeps_order_and_reports_broken_files(
     assert read == [0, 2] and [b.name for b in broken] == ["x1"]
     with pytest.raises(InvalidImageError, match=r"x1\.png"):
         list(iter_images(small, [0, 1, 2], workers=2))
+
+
+def test_the_listing_is_held_as_columns_and_gives_each_row_back(tmp_path: Path) -> None:
+    """`load_archive` keeps columns, not an entry a scene (model.archive_columns): each scene
+    made from them is the row as written, footprint, CRS, window and date included, and the
+    columns' own readers agree with the entries."""
+    polygon = [[[10.1, 50.1], [10.2, 50.1], [10.2, 50.2], [10.1, 50.2], [10.1, 50.1]]]
+    footprint = json.dumps({"type": "Polygon", "coordinates": polygon}).replace('"', '""')
+    rows = [
+        f'x0,s,train,"{footprint}",,,EPSG:32632,r.tif,"0,0,8,8",2021-05-03T10:00:00+02:00,1,0',
+        "x1,t,val,,5.5,45.25,,,,2020-01-01,,",
+        "x2,s,test,,,,,,,,0,1",
+    ]
+    root = _make_archive(
+        tmp_path, rows, header="image,scene,split,footprint,lon,lat,crs,source,window,acquired,a,b"
+    )
+    archive = load_archive(root)
+    assert isinstance(archive.scenes, SceneColumns)
+    first, second, third = archive.scenes
+    assert (first.name, first.folder, first.split, first.labels) == ("x0", "s", "train", (1, 0))
+    assert first.path == root / "images" / "s" / "x0.png"
+    assert first.geo is not None and first.geo.footprint.equals(shapely.Polygon(polygon[0]))
+    assert (first.geo.crs, first.geo.source, first.geo.window) == (
+        "EPSG:32632",
+        "r.tif",
+        (0, 0, 8, 8),
+    )
+    assert first.acquired == datetime(2021, 5, 3, 8, tzinfo=UTC)
+    assert second.geo is not None and second.geo.footprint.equals(shapely.Point(5.5, 45.25))
+    assert (second.geo.crs, second.geo.window, second.labels) == (None, None, ())
+    assert second.acquired == datetime(2020, 1, 1, tzinfo=UTC)
+    assert third.geo is None and third.acquired is None and third.labels == (0, 1)
+    assert archive.scenes[-1] == third and archive.scenes[1:] == [second, third]
+    assert archive.names_of() == ["x0", "x1", "x2"] and archive.folders_of([2, 1]) == ["s", "t"]
+    assert archive.ids_of([1]).tolist() == [scene_id("x1")] and archive.index_of("x2") == 2
+    assert archive.indices(labelled_only=True) == [0, 2]
+    assert archive.label_matrix([2, 0]).tolist() == [[0, 1], [1, 0]]
