@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
-from service.cli import regions
 from service.cli.app import print_json, print_table
+from service.cli.regions import print_match_maps
 
 
 def hit_json(hit: Any) -> dict[str, Any]:
@@ -66,4 +66,4 @@ def print_hits(body: dict[str, Any], output: str) -> None:
         for rank, hit in enumerate(hits, start=1)
     ]
     print_table(["rank", "score", "id", "image", "labels"], rows, right="rank score id")
-    regions.print_match_maps(hits)
+    print_match_maps(hits)
