@@ -112,6 +112,21 @@ def print_closing(report: Mapping[str, Any]) -> None:
     print(f"\n{report['command']}; 1-min load average at the end {load:.1f}", file=sys.stderr)
 
 
+def report_each(
+    report: dict[str, Any],
+    results: Iterable[dict[str, Any]],
+    row: Callable[[dict[str, Any]], str],
+    out: Path | None,
+) -> None:
+    """Each result as it comes: into the report's results, printed as a table row and saved
+    (a cut run keeps what it measured); the closing line at the end."""
+    for result in results:
+        report["results"].append(result)
+        print(row(result), flush=True)
+        save_report(report, out)
+    print_closing(report)
+
+
 def box_query_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
     """The options of the benchmarks that time queries by a box over a synthetic region:
     its size, the share of scenes the box keeps, the repeats, the seed and the report."""

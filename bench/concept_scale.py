@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._common import MODEL, checked_grn, invocation, print_closing, save_report
+from bench._common import MODEL, checked_grn, invocation, report_each
 from bench.bulk_import import workspace
 from bench.concept_filter import best_mean_ms
 from bench.scale import archive, service_env
@@ -175,13 +175,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": invocation(), "cores": os.cpu_count(), "results": []}
     print(HEADER, flush=True)
-    for size in sorted(args.sizes):
-        folder, _ = archive(args.work, size, args.model)
-        result = measure(folder, size, args)
-        report["results"].append(result)
-        print(row(result), flush=True)
-        save_report(report, args.out)
-    print_closing(report)
+    sizes = sorted(args.sizes)
+    measured = (measure(archive(args.work, size, args.model)[0], size, args) for size in sizes)
+    report_each(report, measured, row, args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import argparse
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,27 @@ from model import rerank
 
 SIZES = (10_000, 100_000, 1_000_000)
 TREES = ("old", "new")
+
+
+@contextmanager
+def both_trees(
+    env: dict[str, str], baseline: Path, truth: Truth, rows: np.ndarray, report: dict[str, Any]
+) -> Iterator[tuple[dict[str, httpx.Client], Callable[[], dict[str, int]]]]:
+    """The baseline tree's server ("old") and this tree's ("new") over the same database and
+    index, each warmed up with searches by the last 20 of `rows`; yields their clients and a
+    reader of both servers' RSS (MiB). Their start-up times go into `report`."""
+    with (
+        serve(env, tree=baseline) as old,
+        serve(env) as new,
+        httpx.Client(base_url=old.url, timeout=300) as old_client,
+        httpx.Client(base_url=new.url, timeout=300) as new_client,
+    ):
+        clients = {"old": old_client, "new": new_client}
+        report["startup_s"] = {"old": round(old.startup_s, 1), "new": round(new.startup_s, 1)}
+        for row in rows[-20:]:  # warm up: arrays, index pages, the first requests
+            for client in clients.values():
+                client.post("/search", json={"scene_id": str(truth.ids[row]), "k": K})
+        yield clients, lambda: {"old": old.rss_kib() // 1024, "new": new.rss_kib() // 1024}
 
 
 def answers(
@@ -91,22 +114,12 @@ def measure(folder: Path, truth: Truth, kind: str, args: argparse.Namespace) -> 
         seconds, _ = checked_grn("import", str(folder), "--bulk", "--quiet", env=env)
         out["import_s"] = round(seconds, 1)
         rows = np.random.default_rng(0).choice(size, args.searches + 1, replace=False)
-        with (
-            serve(env, tree=args.baseline) as old,
-            serve(env) as new,
-            httpx.Client(base_url=old.url, timeout=300) as old_client,
-            httpx.Client(base_url=new.url, timeout=300) as new_client,
-        ):
-            clients = {"old": old_client, "new": new_client}
-            out["startup_s"] = {"old": round(old.startup_s, 1), "new": round(new.startup_s, 1)}
-            for row in rows[-20:]:  # warm up: arrays, index pages, the first requests
-                for client in clients.values():
-                    client.post("/search", json={"scene_id": str(truth.ids[row]), "k": K})
+        with both_trees(env, args.baseline, truth, rows, out) as (clients, rss_mib):
             out["filters"] = {"unfiltered": answers(clients, truth, rows, {})}
             for label, fields in filters(truth).items():
                 out["filters"][label] = answers(clients, truth, rows, fields)
                 print(line(size, kind, label, out["filters"][label]), flush=True)
-            out["rss_mib"] = {"old": old.rss_kib() // 1024, "new": new.rss_kib() // 1024}
+            out["rss_mib"] = rss_mib()
     finally:
         drop()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -26,6 +26,7 @@ import argparse
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import httpx
 import numpy as np
 
 from bench import scale_http
-from bench._common import MODEL, UCM, checked_grn, grn, invocation, print_closing, save_report
+from bench._common import MODEL, UCM, checked_grn, grn, invocation, report_each
 from bench.bulk_import import workspace
 from bench.scale_truth import Truth, filters, load_truth
 from bench.server import serve
@@ -187,16 +188,16 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": invocation(), "cores": os.cpu_count(), "results": []}
     print(HEADER, flush=True)
+    report_each(report, measured(sizes, args), row, args.out)
+
+
+def measured(sizes: list[int], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """Each size's archive made (or reused), then measured on each database in turn."""
     for size in sizes:
         folder, synth_s = archive(args.work, size, args.model)
         truth = load_truth(folder)
         for kind in args.database:
-            result = measure(folder, truth, kind, args)
-            result["synth_s"] = synth_s
-            report["results"].append(result)
-            print(row(result), flush=True)
-            save_report(report, args.out)
-    print_closing(report)
+            yield measure(folder, truth, kind, args) | {"synth_s": synth_s}
 
 
 if __name__ == "__main__":

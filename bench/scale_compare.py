@@ -28,16 +28,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from bench._common import MODEL, REPO, checked_grn, grn, invocation, print_closing, save_report
 from bench.bulk_import import workspace
-from bench.filtered_search import HEADER, TREES, answers, line
+from bench.filtered_search import HEADER, TREES, answers, both_trees, line
 from bench.scale import archive, service_env
-from bench.scale_http import K
 from bench.scale_truth import filters, load_truth
-from bench.server import serve
 
 
 def statuses(env: dict[str, str], trees: dict[str, Path], repeat: int) -> dict[str, Any]:
@@ -96,24 +93,14 @@ def main() -> None:
               f"same report: {status['same_report']}", flush=True)  # fmt: skip
         save_report(report, args.out)
         rows = np.random.default_rng(0).choice(args.scenes, args.searches + 1, replace=False)
-        with (
-            serve(env, tree=args.baseline) as old,
-            serve(env) as new,
-            httpx.Client(base_url=old.url, timeout=300) as old_client,
-            httpx.Client(base_url=new.url, timeout=300) as new_client,
-        ):
-            clients = {"old": old_client, "new": new_client}
-            report["startup_s"] = {"old": round(old.startup_s, 1), "new": round(new.startup_s, 1)}
-            for row in rows[-20:]:  # warm up: arrays, index pages, the first requests
-                for client in clients.values():
-                    client.post("/search", json={"scene_id": str(truth.ids[row]), "k": K})
+        with both_trees(env, args.baseline, truth, rows, report) as (clients, rss_mib):
             print(HEADER, flush=True)
             report["filters"] = {}
             for label, fields in {"unfiltered": {}, **filters(truth)}.items():
                 report["filters"][label] = answers(clients, truth, rows, fields)
                 print(line(args.scenes, args.database, label, report["filters"][label]))
                 save_report(report, args.out)
-            report["rss_mib"] = {"old": old.rss_kib() // 1024, "new": new.rss_kib() // 1024}
+            report["rss_mib"] = rss_mib()
     finally:
         if drop is not None and not args.keep:
             drop()

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.api.schemas.common import MAX_SCENE_ID
 from service.api.security import require_admin, require_reader, require_writer
@@ -172,3 +172,12 @@ def request_body(
     if multipart is not None:
         content["multipart/form-data"] = {"schema": multipart}
     return {"requestBody": {"required": True, "content": content}}
+
+
+def image_query_body(model: type[BaseModel], *, not_in_form: Sequence[str]) -> dict[str, Any]:
+    """The `openapi_extra` of a route that reads `model` as JSON, or as a multipart form of
+    an uploaded image with the same fields less `not_in_form` (those that name an archive
+    scene instead of the upload)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    form = {key: value for key, value in schema["properties"].items() if key not in not_in_form}
+    return request_body(json=schema, multipart=upload_schema(**form))

@@ -29,15 +29,8 @@ from model.card import ModelFileError, read_card, resolve_model_path
 from service.settings import Settings
 from service.storage.catalog import Catalog
 from service.storage.concepts import ConceptStore
+from service.usecases import regions
 from service.usecases.concept import ConceptPage, ConceptQuery
-from service.usecases.regions import (
-    MatchMap,
-    Region,
-    all_windows,
-    cropped,
-    match_maps,
-    scene_pixels,
-)
 from service.usecases.saved_concepts import concept_allowed, concept_ranking
 from service.usecases.search import Rerank, SearchPage, SearchQuery, search_scenes
 from service.usecases.text import Understood
@@ -54,7 +47,7 @@ class LocalAnswer:
     page: SearchPage
     understood: Understood | None = None
     """How `text` was read onto the labels, when it was given."""
-    maps: list[MatchMap] | None = None
+    maps: list[regions.MatchMap] | None = None
     """Each hit's match map, when asked for (`service.usecases.regions`)."""
 
 
@@ -91,7 +84,7 @@ def search_here(
     text: str | None = None,
     image: Path | None = None,
     scene_id: int | None = None,
-    region: Region | None = None,
+    region: regions.Region | None = None,
     match_grid: int | None = None,
     concepts: ConceptFilter | None = None,
 ) -> LocalAnswer:
@@ -154,7 +147,7 @@ def _search_by_pixels(
     *,
     image: Path | None,
     scene_id: int | None,
-    region: Region | None,
+    region: regions.Region | None,
     match_grid: int | None,
     concepts: ConceptFilter | None,
 ) -> LocalAnswer:
@@ -178,10 +171,10 @@ def _search_by_pixels(
         if image is not None:
             pixels = read_image(image)
         elif scene_id is not None:
-            pixels = scene_pixels(catalog, scene_id)
+            pixels = regions.scene_pixels(catalog, scene_id)
         else:
             raise ValueError("a region or match maps need a query image: a file or a scene id")
-        out = embed([cropped(pixels, region)])
+        out = embed([regions.cropped(pixels, region)])
         if image is None and region is None:  # the scene as indexed: its stored vector
             answer = _search(
                 settings, snapshot, engine, query, text, scene_id=scene_id, concepts=concepts
@@ -194,10 +187,10 @@ def _search_by_pixels(
             )  # fmt: skip
         if match_grid is None:
             return answer
-        hits = [scene_pixels(catalog, hit.scene.id) for hit in answer.page.hits]
-        crops, shapes = all_windows(hits, match_grid)
+        hits = [regions.scene_pixels(catalog, hit.scene.id) for hit in answer.page.hits]
+        crops, shapes = regions.all_windows(hits, match_grid)
         embedded = embed(crops).embeddings if crops else np.empty((0, 0))
-        return replace(answer, maps=match_maps(out.embeddings[0], embedded, shapes))
+        return replace(answer, maps=regions.match_maps(out.embeddings[0], embedded, shapes))
     finally:
         runtime.store.close()
 

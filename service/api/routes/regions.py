@@ -18,9 +18,8 @@ from service.api.deps import (
     RuntimeDep,
     SettingsDep,
     elapsed_ms,
+    image_query_body,
     in_thread,
-    request_body,
-    upload_schema,
     validated,
 )
 from service.api.errors import documented
@@ -40,11 +39,6 @@ from service.usecases.regions import (
 )
 
 router = APIRouter()  # reads: create_app gives their access (deps.read_access)
-
-MATCH_SCHEMA = MatchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-UPLOAD_MATCH_SCHEMA = upload_schema(
-    **{key: value for key, value in MATCH_SCHEMA["properties"].items() if key != "scene_id"}
-)
 
 
 async def embedded(
@@ -78,7 +72,7 @@ async def hit_match_maps(
     response_model=MatchResponse,
     tags=["search"],
     responses=documented(400, 401, 403, 404, 413, 422, 503),
-    openapi_extra=request_body(json=MATCH_SCHEMA, multipart=UPLOAD_MATCH_SCHEMA),
+    openapi_extra=image_query_body(MatchRequest, not_in_form=("scene_id",)),
 )
 async def match(
     request: Request,

@@ -22,9 +22,8 @@ from service.api.deps import (
     SceneUrls,
     SettingsDep,
     elapsed_ms,
+    image_query_body,
     in_thread,
-    request_body,
-    upload_schema,
     validated,
 )
 from service.api.errors import documented_as
@@ -55,15 +54,6 @@ from service.usecases.text import phrase_reader, read_phrase, with_reading
 
 router = APIRouter()  # reads: create_app gives their access (deps.read_access)
 
-SEARCH_SCHEMA = SearchRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-UPLOAD_SEARCH_SCHEMA = upload_schema(
-    **{
-        key: value
-        for key, value in SEARCH_SCHEMA["properties"].items()
-        if key not in ("scene_id", "include_query")
-    }
-)
-
 
 @router.post(
     "/search",
@@ -72,7 +62,7 @@ UPLOAD_SEARCH_SCHEMA = upload_schema(
     responses=documented_as(
         "text/csv", "The hits (CSV with format=csv)", 400, 401, 403, 404, 409, 413, 422, 503
     ),
-    openapi_extra=request_body(json=SEARCH_SCHEMA, multipart=UPLOAD_SEARCH_SCHEMA),
+    openapi_extra=image_query_body(SearchRequest, not_in_form=("scene_id", "include_query")),
 )
 async def search(
     request: Request,
