@@ -51,14 +51,19 @@ class MatchMapOut(Schema):
     cells wide and high (`window_width` x `window_height`), moved inside the image."""
 
     rows: int
+    """The map's rows of cells, top to bottom."""
     cols: int
+    """The map's columns of cells, left to right."""
     width: int
     """The hit image's width in pixels."""
     height: int
     """The hit image's height in pixels."""
     window_width: int
+    """Each cell's window's width in pixels (two cells, at most the image)."""
     window_height: int
+    """Each cell's window's height in pixels."""
     values: list[list[float]]
+    """`values[row][col]`: the cosine similarity of that cell's window to the query."""
 
     @classmethod
     def of(cls, found: MatchMap) -> MatchMapOut:
@@ -97,11 +102,16 @@ class MatchRequest(RegionBox):
 
 
 class MatchResponse(Schema):
+    """Where one archive scene matches the query (`POST /match`)."""
+
     hit_id: SceneId
     query_id: SceneId | None
     """The archive scene matched, if any (None: an upload)."""
     region: list[int] | None
     """The query's region, if any."""
     match_map: MatchMapOut
+    """Where in the hit the query matches."""
     model_version: str
+    """The model that embedded the query and the hit's windows."""
     elapsed_ms: float
+    """The time the service took to answer, in milliseconds."""
