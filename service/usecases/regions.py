@@ -16,7 +16,7 @@ windows of two cells still tell the left half from the right and cost the same b
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -155,11 +155,7 @@ def match_map(query: np.ndarray, embedded: np.ndarray, shape: MatchMap) -> Match
     vectors, as the network gives them)."""
     similarity = np.asarray(embedded, dtype=np.float32) @ np.asarray(query, dtype=np.float32)
     grid = similarity.reshape(shape.rows, shape.cols)
-    values = [[round(float(value), 4) for value in row] for row in grid]
-    return MatchMap(
-        shape.rows, shape.cols, shape.width, shape.height, shape.window_width,
-        shape.window_height, values,
-    )  # fmt: skip
+    return replace(shape, values=[[round(float(value), 4) for value in row] for row in grid])
 
 
 def all_windows(

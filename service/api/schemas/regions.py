@@ -67,11 +67,7 @@ class MatchMapOut(Schema):
 
     @classmethod
     def of(cls, found: MatchMap) -> MatchMapOut:
-        return cls(
-            rows=found.rows, cols=found.cols, width=found.width, height=found.height,
-            window_width=found.window_width, window_height=found.window_height,
-            values=found.values,
-        )  # fmt: skip
+        return cls.model_validate(found, from_attributes=True)
 
 
 class MatchRequest(RegionBox):
